@@ -1,0 +1,91 @@
+"""Shared CLI machinery: git-style errors, exit codes, colour only on a terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from ..errors import MISUSE, FleetError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _colour(stream: Any) -> bool:
+    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def paint(text: str, code: str, stream: Any = None) -> str:
+    stream = stream or sys.stdout
+    return f"\033[{code}m{text}\033[m" if _colour(stream) else text
+
+
+def warn(message: str) -> None:
+    click.echo(paint("warning:", "33", sys.stderr) + " " + message, err=True)
+
+
+def note(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def hint(message: str) -> None:
+    click.echo(paint("hint:", "33", sys.stderr) + " " + message, err=True)
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _fail(err: FleetError) -> int:
+    text = err.render()
+    if _colour(sys.stderr):
+        text = text.replace("error:", paint("error:", "1;31", sys.stderr)).replace("hint:", paint("hint:", "33", sys.stderr))
+    click.echo(text, err=True)
+    return err.exit_code
+
+
+class GitStyle:
+    """Report errors the way git does: `error:`/`hint:` lines on stderr, exit 1 or 2, no traceback."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        prog = prog_name or "git " + os.path.basename(sys.argv[0]).removeprefix("git-")
+        try:
+            rv = super().main(args, prog, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as e:
+            code = e.exit_code
+        except click.UsageError as e:
+            click.echo(f"error: {e.format_message()}", err=True)
+            click.echo(f"hint: see '{prog} -h'", err=True)
+            code = MISUSE
+        except click.Abort:
+            click.echo("error: interrupted", err=True)
+            code = 130
+        except FleetError as e:
+            code = _fail(e)
+        except BrokenPipeError:
+            code = 0
+        except Exception as e:  # a bug: one plain line, never a traceback
+            click.echo(f"error: {prog} failed unexpectedly: {type(e).__name__}: {e}", err=True)
+            click.echo("hint: please report this, with the command that triggered it", err=True)
+            code = 3
+        else:
+            code = rv if isinstance(rv, int) else 0
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
+class FleetCommand(GitStyle, click.Command):
+    pass
+
+
+class FleetGroup(GitStyle, click.Group):
+    pass
+
+
+def command(**kw: Any) -> Any:
+    return click.command(cls=FleetCommand, context_settings=CONTEXT, **kw)

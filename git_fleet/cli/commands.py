@@ -1,0 +1,201 @@
+"""The git fleet-* commands: parse, call one core function, print."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from .. import __version__
+from ..fleet import Fleet, Report, init as do_init
+from . import CONTEXT, FleetGroup, command, hint, note, print_json, warn
+
+ZONE_HELP = "A gitignore pattern the agent owns, relative to the repository root; repeat for more (the last match decides)."
+
+
+def _report(report: Report, verbose: bool) -> None:
+    for w in report.warnings:
+        warn(w)
+    if verbose:
+        for n in report.notes:
+            note(n)
+
+
+def _table(rows: list[list[str]]) -> None:
+    if not rows:
+        return
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + ("  " if widths else "") + r[-1])
+
+
+@command()
+@click.option("--base", metavar="BRANCH", help="The branch agents start from (default: the current branch).")
+@click.option("--server", is_flag=True, help="Install the pre-receive check (for a bare repository that agents push to).")
+@click.option("--uninstall", is_flag=True, help="Remove the fleet's hooks and put back the hooks they chained.")
+@click.option("-v", "--verbose", is_flag=True, help="Say what was done.")
+@click.version_option(__version__, "--version", message="git-fleet %(version)s")
+def init(base: str | None, server: bool, uninstall: bool, verbose: bool) -> int:
+    """Set up a repository for a fleet of agents.
+
+    Writes a commented .gitfleet.toml in the main worktree if there is none (base branch,
+    branch prefix, worktree location, agent limits) and installs the pre-commit, pre-push
+    and pre-receive hooks in the repository's common hooks directory, so that every linked
+    worktree runs them. A hook that was there before is kept as HOOK.pre-fleet and runs
+    first. Running it again refreshes the hooks and keeps the configuration.
+
+    Where core.hooksPath points inside the checkout (husky) or outside this repository's
+    own config, nothing is written there: the exact line to add is printed instead.
+
+    In a bare repository (or with --server) it installs the pre-receive hook, which reads
+    the zones from the base branch's committed .gitfleet.toml; --base names that branch
+    when HEAD does not.
+    """
+    result = do_init(base=base, server=server, uninstall=uninstall)
+    _report(result.report, verbose)
+    h = result.hooks
+    for line in h.manual:
+        hint(line)
+    if h.manual:
+        warn(f"core.hooksPath is {h.directory}; the fleet did not write there")
+    if verbose:
+        if result.created:
+            note(f"wrote {result.config_path}")
+        verb = "removed" if uninstall else "installed"
+        if h.installed:
+            note(f"{verb} hooks in {h.directory}: {', '.join(h.installed)}")
+        for name in h.chained:
+            note(f"{'restored' if uninstall else 'chained'} your existing {name} hook ({name}.pre-fleet)")
+    return 0
+
+
+@command()
+@click.argument("name")
+@click.option("--zone", "zones", multiple=True, required=True, metavar="PATTERN", help=ZONE_HELP)
+@click.option("--branch", metavar="BRANCH", help="The agent's branch (default: <branch_prefix>NAME); an existing branch is adopted as it is.")
+@click.option("--path", "path", metavar="DIR", help="Where the worktree goes (default: fleet.worktree, ../agent-NAME).")
+@click.option("--base", metavar="REF", help="What a new branch starts from (default: fleet.base).")
+@click.option("--allow-overlap", is_flag=True, help="Accept a zone that shares paths with another agent's.")
+@click.option("--force", is_flag=True, help="Go beyond the agent limit (max_agents).")
+@click.option("-v", "--verbose", is_flag=True, help="Say what was done.")
+def add(name: str, zones: tuple[str, ...], branch: str | None, path: str | None, base: str | None,
+        allow_overlap: bool, force: bool, verbose: bool) -> int:
+    """Add an agent: its zone, its branch and its worktree.
+
+    Registers NAME in the orchestrator's .gitfleet.toml, creates its branch from the base
+    (or adopts an existing --branch as it is) and checks it out in a worktree of its own.
+    It takes effect at once: the next commit in that worktree is checked against the zone.
+
+    A zone is a list of gitignore patterns. A zone that shares a path with another agent's
+    is refused, naming the agent and the path, unless --allow-overlap. More than 7 agents
+    draws a warning; more than 10 is refused unless --force. Nothing is left behind when
+    it fails: no branch, no worktree, no half-written configuration.
+
+    Run it in the main worktree: an agent cannot add agents or widen its own zone.
+    """
+    _agent, report = Fleet.here().add(name, zones, branch=branch, path=path, base=base,
+                                      allow_overlap=allow_overlap, force=force)
+    _report(report, verbose)
+    return 0
+
+
+@command()
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Remove even with uncommitted work or unmerged commits (the branch is kept).")
+@click.option("--keep-branch", is_flag=True, help="Keep the agent's branch even when it is fully merged.")
+@click.option("-v", "--verbose", is_flag=True, help="Say what was done.")
+def rm(name: str, force: bool, keep_branch: bool, verbose: bool) -> int:
+    """Remove an agent: its worktree and its registration.
+
+    Refuses while the worktree has uncommitted or untracked work, or while the branch has
+    commits the base does not have, unless --force. A fully merged branch is deleted; a
+    branch with unmerged commits is always kept, so --force never loses commits.
+    """
+    _report(Fleet.here().remove(name, force=force, keep_branch=keep_branch), verbose)
+    return 0
+
+
+@command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per agent.")
+def list_(as_json: bool) -> int:
+    """List the agents: name, branch, worktree, zone and state.
+
+    The state is "ok", or what is wrong: a missing worktree or branch, or a worktree that
+    is on another branch than the agent's.
+    """
+    rows = Fleet.here().describe()
+    if as_json:
+        print_json(rows)
+        return 0
+    _table([[r["agent"], r["branch"], r["worktree"], "  ".join(r["zone"]) + ("" if r["state"] == "ok" else f"  [{r['state']}]")]
+            for r in rows])
+    return 0
+
+
+@command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print an object mapping each path to the list of its owners.")
+def who(paths: tuple[str, ...], as_json: bool) -> int:
+    """Print the agent(s) that own each PATH, and the pattern that decides.
+
+    Paths are relative to the current directory and need not exist. A path no agent owns
+    belongs to the orchestrator.
+    """
+    fleet = Fleet.here()
+    result = {}
+    for p in paths:
+        rel = fleet.repo_path(p)
+        result[p] = fleet.owners(rel)
+    if as_json:
+        print_json({p: [name for name, _ in owners] for p, owners in result.items()})
+        return 0
+    for p, owners in result.items():
+        who_ = ", ".join(f"{name} ({pat.text})" for name, pat in owners) or "(no agent: the orchestrator's)"
+        click.echo(f"{p}: {who_}")
+    return 0
+
+
+@command()
+@click.option("--json", "as_json", is_flag=True, help="Print the zones and overlaps as JSON.")
+def zones(as_json: bool) -> int:
+    """Print the zone table and any overlaps between zones.
+
+    An overlap is shown with one path that both agents own. Overlaps are looked for among
+    the base branch's files and paths made from the patterns themselves.
+    """
+    fleet = Fleet.here()
+    overlaps = fleet.overlaps()
+    agents = fleet.config.agents
+    if as_json:
+        print_json({"zones": {n: list(a.zone) for n, a in agents.items()},
+                    "overlaps": [{"agents": [a, b], "example": ex} for a, b, ex in overlaps]})
+        return 0
+    _table([[n, "  ".join(a.zone)] for n, a in agents.items()])
+    if overlaps:
+        click.echo("overlaps:")
+        for a, b, ex in overlaps:
+            click.echo(f"  {a} and {b}: both own {ex}")
+    return 0
+
+
+ALL = {"init": init, "add": add, "rm": rm, "list": list_, "who": who, "zones": zones}
+
+
+@click.group(cls=FleetGroup, context_settings=CONTEXT, invoke_without_command=True)
+@click.version_option(__version__, "--version", message="git-fleet %(version)s")
+@click.pass_context
+def fleet(ctx: click.Context) -> None:
+    """Run a fleet of coding agents on one repository without them trampling each other.
+
+    Each agent works in a worktree and branch of its own and owns a zone of paths; commits
+    outside the zone are rejected by hooks, by pushes and by servers. Every command is also
+    `git fleet-NAME`; see `git help fleet-NAME`.
+    """
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+for _name, _cmd in ALL.items():
+    fleet.add_command(_cmd, _name)
+

@@ -1,0 +1,304 @@
+""".gitfleet.toml: read and validate into frozen dataclasses, and edit it without losing comments.
+
+Every error names the file and line. Edits append or cut whole `[agents.NAME]` tables in the
+text and then parse the result again: the user's comments and layout stay as they were, and
+an edit that would not read back as intended is refused instead of written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import tomli_w
+
+from .errors import ConfigError, UsageError
+from .zones import PatternError, Zone
+
+CONFIG_NAME = ".gitfleet.toml"
+SCHEMA_VERSION = 1
+
+DEFAULT_BASE = "main"
+DEFAULT_PREFIX = "fleet/"
+DEFAULT_WORKTREE = "../agent-{agent}"
+DEFAULT_WARN = 7
+DEFAULT_MAX = 10
+
+_AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+TEMPLATE = """\
+# git-fleet configuration: the agents of this repository and the zones they own.
+# See `git help fleet-init` and `git help fleet-add`. Edit by hand or with git fleet-add/fleet-rm;
+# comments are kept. The copy in the main worktree is the one that counts; agents cannot change it.
+version = 1
+
+[fleet]
+# The branch that agents start from and that checkpoints merge into.
+base = {base}
+# An agent's branch is <branch_prefix><agent> unless `git fleet-add --branch` names another.
+branch_prefix = "fleet/"
+# Where `git fleet-add` puts an agent's worktree, relative to the main worktree.
+worktree = "../agent-{{agent}}"
+# More agents than warn_agents draws a warning (coordination costs grow);
+# more than max_agents is refused unless --force is given.
+warn_agents = 7
+max_agents = 10
+
+# Each agent owns the paths its zone matches. A zone is a list of gitignore patterns,
+# relative to the repository root; the last pattern that matches a path decides, so a
+# later "!pattern" takes paths back out, even below a directory an earlier pattern matched.
+#
+# [agents.backend]
+# zone = ["src/backend/**", "!src/backend/**/*.md"]
+# branch = "fleet/backend"
+# worktree = "../agent-backend"
+"""
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str
+    zone: tuple[str, ...]
+    branch: str
+    worktree: str  # as written, relative to the main worktree or absolute
+
+    def compiled_zone(self) -> Zone:
+        return Zone(self.zone)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    base: str = DEFAULT_BASE
+    branch_prefix: str = DEFAULT_PREFIX
+    worktree: str = DEFAULT_WORKTREE
+    warn_agents: int = DEFAULT_WARN
+    max_agents: int = DEFAULT_MAX
+    agents: Mapping[str, Agent] = field(default_factory=dict)
+
+    def agent(self, name: str) -> Agent:
+        try:
+            return self.agents[name]
+        except KeyError:
+            known = ", ".join(sorted(self.agents)) or "none yet"
+            raise UsageError(f"no agent named '{name}' in {self.path}", f"agents: {known}") from None
+
+    def default_branch(self, name: str) -> str:
+        return f"{self.branch_prefix}{name}"
+
+    def default_worktree(self, name: str) -> str:
+        return self.worktree.replace("{agent}", name)
+
+
+def check_agent_name(name: str) -> None:
+    if not _AGENT_NAME.match(name) or name.endswith((".lock", ".")) or ".." in name:
+        raise UsageError(
+            f"'{name}' is not a valid agent name",
+            "use letters, digits, '.', '_' and '-', starting with a letter or digit",
+        )
+
+
+def _line_of(text: str, table: tuple[str, ...], key: str | None = None) -> int:
+    """Best line number for a key (or a table header) in the TOML text, 1-based."""
+    lines = text.splitlines()
+    header = re.compile(r"^\s*\[+\s*(.+?)\s*\]+\s*(#.*)?$")
+    current: tuple[str, ...] = ()
+    table_line = 1
+    for no, line in enumerate(lines, 1):
+        m = header.match(line)
+        if m:
+            current = tuple(part.strip().strip("\"'") for part in m.group(1).split("."))
+            if current == table:
+                table_line = no
+            continue
+        if key is not None and current == table and re.match(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=", line):
+            return no
+    # keys written as dotted keys or inline tables land here: point at the table, or the start
+    return table_line
+
+
+class _Reader:
+    def __init__(self, path: Path, text: str):
+        self.path = path
+        self.text = text
+
+    def fail(self, table: tuple[str, ...], key: str | None, what: str, hint: str | None = None) -> ConfigError:
+        line = _line_of(self.text, table, key)
+        return ConfigError(f"{self.path}:{line}: {what}", hint or f"fix {self.path.name} and run the command again")
+
+    def take(self, data: Mapping[str, Any], table: tuple[str, ...], key: str, kind: type, default: Any) -> Any:
+        if key not in data:
+            return default
+        value = data[key]
+        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+            label = ".".join(table + (key,))
+            raise self.fail(table, key, f"'{label}' must be {kind.__name__ if kind is not str else 'a string'}, not {value!r}")
+        return value
+
+    def unknown(self, data: Mapping[str, Any], table: tuple[str, ...], allowed: set[str]) -> None:
+        for key in data:
+            if key not in allowed:
+                where = ".".join(table) or "the top level"
+                raise self.fail(table, key, f"unknown key '{key}' in {where}", "known keys: " + ", ".join(sorted(allowed)))
+
+
+def parse(path: Path, text: str) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
+        loc = f"{m.group(1)}:{m.group(2)}" if m else "1"
+        raise ConfigError(f"{path}:{loc}: {msg}", f"{path.name} must be valid TOML (https://toml.io)") from None
+    r = _Reader(path, text)
+    r.unknown(data, (), {"version", "fleet", "agents"})
+    version = r.take(data, (), "version", int, SCHEMA_VERSION)
+    if version > SCHEMA_VERSION:
+        raise r.fail((), "version", f"written for a newer git-fleet (schema {version}; this one reads {SCHEMA_VERSION})",
+                     "upgrade git-fleet")
+    fleet = r.take(data, (), "fleet", dict, {})
+    r.unknown(fleet, ("fleet",), {"base", "branch_prefix", "worktree", "warn_agents", "max_agents"})
+    base = r.take(fleet, ("fleet",), "base", str, DEFAULT_BASE)
+    prefix = r.take(fleet, ("fleet",), "branch_prefix", str, DEFAULT_PREFIX)
+    worktree = r.take(fleet, ("fleet",), "worktree", str, DEFAULT_WORKTREE)
+    warn = r.take(fleet, ("fleet",), "warn_agents", int, DEFAULT_WARN)
+    limit = r.take(fleet, ("fleet",), "max_agents", int, DEFAULT_MAX)
+    if not base:
+        raise r.fail(("fleet",), "base", "'fleet.base' is empty", "name the base branch, e.g. base = \"main\"")
+    agents: dict[str, Agent] = {}
+    for name, spec in r.take(data, (), "agents", dict, {}).items():
+        table = ("agents", name)
+        if not isinstance(spec, dict):
+            raise r.fail(("agents",), name, f"agent '{name}' must be a table, e.g. [agents.{name}]")
+        try:
+            check_agent_name(name)
+        except UsageError as e:
+            raise r.fail(table, None, e.message, e.hint) from None
+        r.unknown(spec, table, {"zone", "branch", "worktree"})
+        zone = spec.get("zone", [])
+        if isinstance(zone, str):
+            zone = [zone]
+        if not isinstance(zone, list) or not all(isinstance(p, str) for p in zone):
+            raise r.fail(table, "zone", f"'agents.{name}.zone' must be a list of strings")
+        if not zone:
+            raise r.fail(table, "zone", f"agent '{name}' has no zone", f"add zone = [\"pattern\", ...] to [agents.{name}]")
+        try:
+            Zone(zone)
+        except PatternError as e:
+            raise r.fail(table, "zone", f"agent '{name}': {e.message}", e.hint) from None
+        agents[name] = Agent(
+            name=name,
+            zone=tuple(zone),
+            branch=r.take(spec, table, "branch", str, f"{prefix}{name}"),
+            worktree=r.take(spec, table, "worktree", str, worktree.replace("{agent}", name)),
+        )
+    return Config(path=path, base=base, branch_prefix=prefix, worktree=worktree, warn_agents=warn,
+                  max_agents=limit, agents=agents)
+
+
+def load(path: Path) -> Config | None:
+    """The config at `path`, or None when there is none."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not valid UTF-8") from None
+    return parse(path, text)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path` and rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+        except FileNotFoundError:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def new_config_text(base: str) -> str:
+    return TEMPLATE.format(base=_toml_value(base))
+
+
+def _toml_value(value: object) -> str:
+    return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
+
+
+def _agent_table(agent: Agent) -> str:
+    header = tomli_w.dumps({"agents": {agent.name: {"v": 1}}}).splitlines()[0]
+    zone = "[" + ", ".join(_toml_value(p) for p in agent.zone) + "]"
+    return (f"{header}\nzone = {zone}\nbranch = {_toml_value(agent.branch)}\n"
+            f"worktree = {_toml_value(agent.worktree)}\n")
+
+
+def _table_span(text: str, name: str) -> tuple[int, int] | None:
+    """Line range [start, end) of the `[agents.NAME]` table, trailing blank lines included."""
+    lines = text.splitlines(keepends=True)
+    quoted = re.escape(name)
+    header = re.compile(rf"^\s*\[\s*agents\s*\.\s*(?:{quoted}|\"{quoted}\"|'{quoted}')\s*\]\s*(#.*)?$")
+    start = next((i for i, line in enumerate(lines) if header.match(line.rstrip("\n"))), None)
+    if start is None:
+        return None
+    end = start + 1
+    while end < len(lines) and not re.match(r"^\s*\[", lines[end]):
+        end += 1
+    return start, end
+
+
+def _expect(path: Path, text: str, want: Config) -> None:
+    got = parse(path, text)
+    if got.agents != want.agents:
+        raise ConfigError(
+            f"{path}: cannot edit the agents in this file automatically",
+            f"write each agent as its own [agents.NAME] table, or edit {path.name} by hand",
+        )
+
+
+def with_agent(cfg: Config, text: str, agent: Agent) -> str:
+    """The config text with `agent` added, or replaced if it exists."""
+    span = _table_span(text, agent.name)
+    table = _agent_table(agent)
+    if span:
+        lines = text.splitlines(keepends=True)
+        start, end = span
+        # keep comments that sat at the end of the old table (they usually introduce the next one)
+        tail = [ln for ln in lines[start + 1 : end] if ln.lstrip().startswith("#")]
+        new = "".join(lines[:start]) + table + ("\n" if tail or end < len(lines) else "") + "".join(tail) + "".join(lines[end:])
+    else:
+        new = text if text.endswith("\n") or not text else text + "\n"
+        new += ("\n" if new.strip() else "") + table
+    agents = dict(cfg.agents)
+    agents[agent.name] = agent
+    _expect(cfg.path, new, Config(cfg.path, agents=agents))
+    return new
+
+
+def without_agent(cfg: Config, text: str, name: str) -> str:
+    span = _table_span(text, name)
+    if span is None:
+        raise ConfigError(f"{cfg.path}: agent '{name}' is not written as an [agents.{name}] table",
+                          f"remove it from {cfg.path.name} by hand")
+    lines = text.splitlines(keepends=True)
+    new = "".join(lines[: span[0]] + lines[span[1] :])
+    agents = {k: v for k, v in cfg.agents.items() if k != name}
+    _expect(cfg.path, new, Config(cfg.path, agents=agents))
+    return new

@@ -1,0 +1,328 @@
+"""Fleet = the orchestrator's config + the repository: add, remove, list agents; whose path is it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from . import check, config
+from .config import Agent, Config
+from .errors import FleetError, UsageError
+from .repo import Repo
+from .zones import Pattern, PatternError, Zone, find_overlap
+
+
+@dataclass
+class Report:
+    """What a command did, for the CLI to print: warnings always, notes with --verbose."""
+
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _rel(path: Path, start: Path) -> str:
+    return os.path.relpath(path, start)
+
+
+class Fleet:
+    def __init__(self, repo: Repo, main: Path, cfg: Config, text: str):
+        self.repo = repo
+        self.main = main
+        self.config = cfg
+        self.text = text
+
+    @property
+    def config_path(self) -> Path:
+        return self.main / config.CONFIG_NAME
+
+    @classmethod
+    def here(cls, cwd: str | os.PathLike[str] | None = None) -> "Fleet":
+        repo = Repo.discover(cwd)
+        main = repo.main_worktree
+        if main is None:
+            raise UsageError("this is a bare repository; agents need the orchestrator's main worktree",
+                             "on a server, `git fleet-init --server` installs the push checks")
+        path = main / config.CONFIG_NAME
+        cfg = config.load(path)
+        if cfg is None:
+            raise FleetError(f"no fleet here: {path} does not exist", "run `git fleet-init` in the main worktree first")
+        return cls(repo, main, cfg, path.read_text(encoding="utf-8"))
+
+    # -- who is who ------------------------------------------------------------------------------------
+
+    def worktree_of(self, agent: Agent) -> Path:
+        return Path(os.path.normpath(self.main / agent.worktree))
+
+    def current_agent(self) -> Agent | None:
+        """The agent whose worktree this command runs in (by branch, then by path)."""
+        top = self.repo.toplevel
+        if top is None or self.repo.is_main_worktree():
+            return None
+        head = (self.repo.git_dir / "HEAD").read_text().strip()
+        branch = head[16:] if head.startswith("ref: refs/heads/") else None
+        for a in self.config.agents.values():
+            if a.branch == branch:
+                return a
+        for a in self.config.agents.values():
+            if os.path.realpath(self.worktree_of(a)) == os.path.realpath(top):
+                return a
+        return None
+
+    def _orchestrator_only(self, what: str) -> None:
+        me = self.current_agent()
+        if me is not None:
+            raise FleetError(f"agent '{me.name}' cannot {what}: only the orchestrator changes the fleet",
+                             f"run it in the main worktree ({self.main})")
+
+    def refresh_cache(self, cfg: Config) -> None:
+        check.compile_config(self.repo.common_dir, self.main, cfg)
+
+    def _save(self, text: str) -> Config:
+        cfg = config.parse(self.config_path, text)
+        config.write_atomic(self.config_path, text)
+        self.text, self.config = text, cfg
+        self.refresh_cache(cfg)
+        return cfg
+
+    # -- add -------------------------------------------------------------------------------------------
+
+    def add(self, name: str, zone: Sequence[str], *, branch: str | None = None, path: str | None = None,
+            base: str | None = None, allow_overlap: bool = False, force: bool = False) -> tuple[Agent, Report]:
+        report = Report()
+        self._orchestrator_only("add agents")
+        config.check_agent_name(name)
+        cfg = self.config
+        if name in cfg.agents:
+            raise FleetError(f"agent '{name}' already exists (branch {cfg.agents[name].branch})",
+                             f"remove it first with `git fleet-rm {name}`, or pick another name")
+        if not zone:
+            raise UsageError(f"agent '{name}' needs a zone", "give one or more --zone PATTERN (gitignore syntax)")
+        try:
+            new_zone = Zone(list(zone))
+        except PatternError as e:
+            raise UsageError(e.message, e.hint) from None
+
+        count = len(cfg.agents) + 1
+        if count > cfg.max_agents and not force:
+            raise FleetError(
+                f"refusing a fleet of {count} agents: the limit is {cfg.max_agents} (max_agents in {config.CONFIG_NAME})",
+                "beyond 10 agents coordination costs exceed the benefits; pass --force to go ahead anyway")
+        if count > cfg.warn_agents:
+            report.warnings.append(f"this makes {count} agents; beyond {cfg.warn_agents} coordination costs grow "
+                                   "(3-7 is the sweet spot)")
+
+        base_ref = base or cfg.base
+        base_commit = self.repo.resolve(base_ref)
+        if not allow_overlap:
+            self._refuse_overlap(name, new_zone, base_commit)
+
+        branch_given = branch is not None
+        branch = branch or cfg.default_branch(name)
+        if not self.repo.valid_branch_name(branch):
+            raise UsageError(f"'{branch}' is not a valid branch name", "see `git help check-ref-format`")
+        if branch == cfg.base:
+            raise UsageError(f"agent '{name}' cannot work on the base branch '{cfg.base}'",
+                             "agents work on branches of their own; omit --branch")
+        for other in cfg.agents.values():
+            if other.branch == branch:
+                raise FleetError(f"branch {branch} already belongs to agent '{other.name}'")
+        tip = self.repo.branch_tip(branch)
+        if tip is not None and not branch_given:
+            raise FleetError(f"branch {branch} already exists",
+                             f"adopt it as it is with --branch {branch}, or delete it first (git branch -d {branch})")
+        if tip is not None and base is not None:
+            report.warnings.append(f"--base {base} is ignored: the existing branch {branch} is adopted as it is")
+        if tip is None and base_commit is None:
+            raise FleetError(f"base '{base_ref}' does not exist in this repository",
+                             "commit something on the base branch first, or give --base REF"
+                             if base is None else "name an existing branch, tag or commit")
+        for wt in self.repo.worktrees():
+            if wt.branch == branch:
+                raise FleetError(f"branch {branch} is checked out in {wt.path}",
+                                 "an agent needs a worktree of its own; switch that worktree to another branch first")
+
+        where = Path(os.path.abspath(path)) if path else Path(os.path.normpath(self.main / cfg.default_worktree(name)))
+        if where.exists() and (not where.is_dir() or any(where.iterdir())):
+            raise FleetError(f"worktree path {where} already exists and is not empty",
+                             "give another place with --path DIR")
+
+        agent = Agent(name=name, zone=tuple(zone), branch=branch, worktree=_rel(where, self.main))
+        new_text = config.with_agent(cfg, self.text, agent)  # validated before anything is written
+
+        created_branch = created_tree = False
+        try:
+            if tip is None:
+                assert base_commit is not None
+                self.repo.create_branch(branch, base_commit)
+                created_branch = True
+            self.repo.worktree_add(where, branch)
+            created_tree = True
+            self._save(new_text)
+        except BaseException:
+            if created_tree:
+                self.repo.worktree_remove(where, force=True)
+            self.repo.worktree_prune()
+            if created_branch:
+                self.repo.delete_branch(branch, base_commit or "")
+            raise
+        report.notes.append(f"added agent '{name}': branch {branch}, worktree {where}")
+        return agent, report
+
+    def _refuse_overlap(self, name: str, zone: Zone, base_commit: str | None) -> None:
+        known = list(self.repo.tracked_files(base_commit)) if base_commit else []
+        for other in self.config.agents.values():
+            example = find_overlap(zone, other.compiled_zone(), known)
+            if example is not None:
+                raise FleetError(
+                    f"zone of '{name}' overlaps the zone of agent '{other.name}': both own '{example}'",
+                    f"'{other.name}' owns: {'  '.join(other.zone)}\n"
+                    "narrow the zone (a '!pattern' takes paths out), or pass --allow-overlap")
+
+    # -- rm --------------------------------------------------------------------------------------------
+
+    def remove(self, name: str, *, force: bool = False, keep_branch: bool = False) -> Report:
+        report = Report()
+        self._orchestrator_only("remove agents")
+        agent = self.config.agent(name)
+        where = self.worktree_of(agent)
+        registered = {os.path.realpath(w.path) for w in self.repo.worktrees()}
+        has_tree = where.is_dir() and os.path.realpath(where) in registered
+        if has_tree and not force:
+            dirty = self.repo.dirty_paths(where)
+            if dirty:
+                shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
+                raise FleetError(f"agent '{name}' has uncommitted work in {where}: {shown}",
+                                 "commit or discard it first, or pass --force to throw it away")
+        unmerged = self.repo.count_unmerged(agent.branch, self.config.base)
+        if unmerged and not force:
+            raise FleetError(f"branch {agent.branch} has {unmerged} commit(s) that {self.config.base} does not have",
+                             f"merge them first, or pass --force (the branch is kept; delete it with "
+                             f"`git branch -D {agent.branch}`)")
+        new_text = config.without_agent(self.config, self.text, name)
+        if has_tree:
+            self.repo.worktree_remove(where, force=force)
+        self.repo.worktree_prune()
+        self._save(new_text)
+        tip = self.repo.branch_tip(agent.branch)
+        if tip is None:
+            pass
+        elif unmerged or keep_branch:
+            if unmerged:
+                report.warnings.append(f"kept branch {agent.branch}: it has {unmerged} unmerged commit(s)")
+        elif not any(w.branch == agent.branch for w in self.repo.worktrees()):
+            self.repo.delete_branch(agent.branch, tip)
+            report.notes.append(f"deleted branch {agent.branch} (fully merged into {self.config.base})")
+        report.notes.append(f"removed agent '{name}'")
+        return report
+
+    # -- list / who / zones ----------------------------------------------------------------------------
+
+    def describe(self) -> list[dict[str, Any]]:
+        trees = {os.path.realpath(w.path): w for w in self.repo.worktrees()}
+        rows = []
+        for a in self.config.agents.values():
+            where = self.worktree_of(a)
+            wt = trees.get(os.path.realpath(where))
+            tip = self.repo.branch_tip(a.branch)
+            state = "ok"
+            if wt is None:
+                state = "missing worktree"
+            elif wt.branch != a.branch:
+                state = f"worktree on {wt.branch or 'detached HEAD'}"
+            if tip is None:
+                state = "missing branch"
+            rows.append({"agent": a.name, "branch": a.branch, "worktree": str(where), "zone": list(a.zone),
+                         "head": tip, "state": state})
+        return rows
+
+    def repo_path(self, arg: str) -> str:
+        """A path given on the command line, relative to the repository root."""
+        top = self.repo.toplevel or self.main
+        absolute = os.path.abspath(arg)
+        parent, leaf = os.path.split(absolute)
+        real = os.path.join(os.path.realpath(parent), leaf) if leaf else os.path.realpath(parent)
+        rel = os.path.relpath(real, os.path.realpath(top))
+        if rel == "." or rel.startswith(".." + os.sep) or rel == "..":
+            raise UsageError(f"'{arg}' is outside the repository {top}", "give paths inside the repository")
+        return rel.replace(os.sep, "/")
+
+    def owners(self, path: str) -> list[tuple[str, Pattern]]:
+        """(agent, deciding pattern) for each agent that owns `path`."""
+        found = []
+        for a in self.config.agents.values():
+            pat = a.compiled_zone().deciding(path)
+            if pat is not None and pat.include:
+                found.append((a.name, pat))
+        return found
+
+    def overlaps(self) -> list[tuple[str, str, str]]:
+        names = sorted(self.config.agents)
+        zones = {n: self.config.agents[n].compiled_zone() for n in names}
+        base = self.repo.resolve(self.config.base)
+        known = list(self.repo.tracked_files(base)) if base else []
+        found = []
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                example = find_overlap(zones[a], zones[b], known)
+                if example is not None:
+                    found.append((a, b, example))
+        return found
+
+    def unowned(self, paths: Iterable[str]) -> list[str]:
+        zones = [a.compiled_zone() for a in self.config.agents.values()]
+        return [p for p in paths if not any(z.owns(p) for z in zones)]
+
+
+# -- init ----------------------------------------------------------------------------------------------
+
+@dataclass
+class InitResult:
+    config_path: Path | None
+    created: bool
+    hooks: Any  # hooks.HookReport
+    report: Report
+
+
+def init(*, base: str | None = None, server: bool = False, uninstall: bool = False) -> InitResult:
+    """Write a commented .gitfleet.toml if there is none and install the hooks; safe to repeat."""
+    from . import hooks
+
+    repo = Repo.discover()
+    report = Report()
+    if repo.bare or server:
+        names = hooks.SERVER_HOOKS if repo.bare else hooks.WORKTREE_HOOKS
+        if uninstall:
+            return InitResult(None, False, hooks.uninstall(repo, names), report)
+        if base is not None:
+            if not repo.valid_branch_name(base):
+                raise UsageError(f"'{base}' is not a valid branch name")
+            from .repo import git
+
+            git(["config", "fleet.base", base], repo.common_dir)
+        if repo.bare:
+            return InitResult(None, False, hooks.install(repo, names), report)
+    main = repo.main_worktree
+    assert main is not None
+    if uninstall:
+        return InitResult(main / config.CONFIG_NAME, False, hooks.uninstall(repo), report)
+    path = main / config.CONFIG_NAME
+    cfg = config.load(path)
+    created = cfg is None
+    if cfg is None:
+        if base is None:
+            head = (repo.common_dir / "HEAD").read_text().strip()
+            base = head[16:] if head.startswith("ref: refs/heads/") else config.DEFAULT_BASE
+        elif not repo.valid_branch_name(base):
+            raise UsageError(f"'{base}' is not a valid branch name", "see `git help check-ref-format`")
+        text = config.new_config_text(base)
+        cfg = config.parse(path, text)
+        config.write_atomic(path, text)
+        if repo.resolve(base) is None:
+            report.warnings.append(f"base branch '{base}' has no commits yet; agents can be added after the first commit")
+    elif base is not None and base != cfg.base:
+        report.warnings.append(f"{path.name} already names base '{cfg.base}'; edit it there to change it")
+    hook_report = hooks.install(repo)
+    check.compile_config(repo.common_dir, main, cfg)
+    return InitResult(path, created, hook_report, report)

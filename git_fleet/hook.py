@@ -1,0 +1,167 @@
+"""git-fleet-check: the zone check that the hooks run.
+
+This entry point is on every commit's path, so it imports neither click nor pygit2 nor a TOML
+parser when the compiled zones are current (see check.py). Usage:
+
+    git fleet-check [--hook pre-commit]          the staged change of this worktree
+    git fleet-check --hook pre-push REMOTE URL   ref lines on stdin, as git gives them
+    git fleet-check --hook pre-receive           ref lines on stdin (server side)
+    git fleet-check --commits [AGENT...]         every commit on the agents' branches since the base
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from . import check
+from . import repo as gitrepo
+from .errors import MISUSE, FleetError, UsageError
+
+USAGE = "usage: git fleet-check [--hook pre-commit | --hook pre-push REMOTE URL | --hook pre-receive | --commits [AGENT...]]"
+
+
+def _fleet(here: gitrepo.Here) -> tuple[check.Compiled | None, Path | None]:
+    main = gitrepo.main_worktree_of(here.common_dir)
+    if main is not None:
+        return check.load_compiled(here.common_dir, main), main
+    return _server_config(here.common_dir), None
+
+
+def _server_config(common_dir: Path) -> check.Compiled | None:
+    """A bare repository has no main worktree: read the base branch's committed config."""
+    from . import config
+
+    base = gitrepo.git(["config", "--get", "fleet.base"], common_dir, check=False).stdout.decode().strip()
+    if not base:
+        head = gitrepo.git(["symbolic-ref", "-q", "HEAD"], common_dir, check=False).stdout.decode().strip()
+        base = head.removeprefix("refs/heads/") or "main"
+    blob = gitrepo.git(["cat-file", "blob", f"refs/heads/{base}:{check.CONFIG_NAME}"], common_dir, check=False)
+    if blob.returncode != 0:
+        return None
+    label = Path(f"{base}:{check.CONFIG_NAME}")
+    try:
+        text = blob.stdout.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FleetError(f"{label}: not valid UTF-8") from None
+    return check.compile_config(common_dir, None, config.parse(label, text))
+
+
+def pre_commit() -> int:
+    here = gitrepo.here()
+    if here.toplevel is None:
+        return 0
+    main = gitrepo.main_worktree_of(here.common_dir)
+    if main is None or os.path.realpath(here.toplevel) == os.path.realpath(main):
+        return 0  # the orchestrator's worktree is not restricted
+    compiled = check.load_compiled(here.common_dir, main)
+    if compiled is None:
+        return 0
+    agent = compiled.agent_for(here.head_ref, here.toplevel)
+    if agent is None:
+        return 0
+    pairs = check.staged_pairs(gitrepo.staged_changes())
+    violations = check.check_paths(compiled, agent, pairs)
+    if violations:
+        raise check.describe(agent, violations, "commit rejected")
+    return 0
+
+
+def _ref_updates(stdin: str, server: bool) -> list[tuple[str, str, str]]:
+    """(ref, new, old) for each update line; pre-push lines are `lref lsha rref rsha`."""
+    updates = []
+    for line in stdin.splitlines():
+        parts = line.split()
+        if server and len(parts) == 3:
+            updates.append((parts[2], parts[1], parts[0]))
+        elif not server and len(parts) == 4:
+            updates.append((parts[2], parts[1], parts[3]))
+    return updates
+
+
+def pushed(hook: str, args: list[str]) -> int:
+    server = hook == "pre-receive"
+    here = gitrepo.here()
+    compiled, _main = _fleet(here)
+    if compiled is None:
+        return 0
+    cwd = here.git_dir
+    errors = []
+    for ref, new, old in _ref_updates(sys.stdin.read(), server):
+        if new == gitrepo.ZERO_OID or not ref.startswith("refs/heads/"):
+            continue
+        agent = compiled.agent_by_branch(ref[11:])
+        if agent is None:
+            continue
+        if server:
+            exclude = ["--all"]
+        else:
+            exclude = [o for o in (old,) if o != gitrepo.ZERO_OID and _have(cwd, o)]
+            if args:
+                exclude.append(f"--remotes={args[0]}")
+        violations = check.check_range(compiled, agent, [new], exclude, cwd)
+        if violations:
+            errors.append(check.describe(agent, violations, f"push of {ref[11:]} rejected"))
+    if errors:
+        raise FleetError("\n".join(e.message for e in errors), errors[0].hint)
+    return 0
+
+
+def _have(cwd: Path, oid: str) -> bool:
+    return gitrepo.git(["cat-file", "-e", f"{oid}^{{commit}}"], cwd, check=False).returncode == 0
+
+
+def commits(agents: list[str]) -> int:
+    """Check every commit of the named agents (all by default) since the base: the hook-free gate."""
+    from . import fleet
+
+    f = fleet.Fleet.here()
+    cfg = f.config
+    names = agents or sorted(cfg.agents)
+    compiled = check.compile_config(f.repo.common_dir, f.main, cfg)
+    bad = []
+    for name in names:
+        cfg.agent(name)  # an unknown name is an error, not an empty result
+        agent = compiled.agents[name]
+        tip = f.repo.branch_tip(agent.branch)
+        if tip is None:
+            continue
+        exclude = [cfg.base] if f.repo.resolve(cfg.base) else []
+        violations = check.check_range(compiled, agent, [tip], exclude, f.repo.common_dir)
+        if violations:
+            bad.append(check.describe(agent, violations, f"branch {agent.branch}"))
+    if bad:
+        raise FleetError("\n".join(e.message for e in bad), bad[0].hint)
+    return 0
+
+
+def run(argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
+    if not argv or argv == ["--hook", "pre-commit"]:
+        return pre_commit()
+    if argv[0] == "--hook" and len(argv) >= 2 and argv[1] in ("pre-push", "pre-receive"):
+        return pushed(argv[1], argv[2:])
+    if argv[0] == "--commits":
+        return commits(argv[1:])
+    raise UsageError(f"unknown arguments: {' '.join(argv)}", USAGE.removeprefix("usage: ").join(("usage: ", "")))
+
+
+def main() -> int:
+    try:
+        return run(sys.argv[1:])
+    except FleetError as e:
+        print(e.render(), file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # a bug: say so plainly, without a traceback
+        print(f"error: git-fleet-check failed unexpectedly: {type(e).__name__}: {e}", file=sys.stderr)
+        print("hint: please report this with the command that triggered it", file=sys.stderr)
+        return MISUSE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

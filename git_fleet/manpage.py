@@ -1,0 +1,173 @@
+"""Write man/git-fleet-*.1 from the commands' own help, so the two never drift apart.
+
+    python -m git_fleet.manpage man/      regenerate the pages
+A test regenerates them in a temporary directory and compares with what is checked in.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+DATE = "2026-11-24"
+
+COMMON_SECTIONS = {
+    "EXIT STATUS": "0 on success; 1 when the command was understood and refused (a check failed, or work "
+                   "would be lost); 2 for a usage error or a malformed .gitfleet.toml. Errors are printed on "
+                   "standard error as error: and hint: lines, as git does.",
+    "ENVIRONMENT": "NO_COLOR turns colour off; colour is only used on a terminal.",
+}
+
+ZONES = """\
+A zone is an ordered list of gitignore patterns, relative to the repository root, exactly as in a
+.gitignore file at the root: a pattern without a slash (*.md) matches at any depth; a leading slash
+anchors it (/Makefile); a trailing slash matches directories only (build/); ** matches any number
+of directories (src/**/test_*.py); ?, [abc], [!a-z] and [[:digit:]] match one byte. A pattern
+matches a path when git check-ignore says it would ignore it: the path itself or one of its
+leading directories matches.
+
+Where a zone has several patterns, the last one that matches a path decides, and a !pattern takes
+paths out. Unlike .gitignore, this works below a matched directory too: ["src/", "!src/**/*.md"]
+owns src/a/x.py but not src/a/README.md. GitHub CODEOWNERS differs too: there docs/* does not match
+docs/a/b.md; here, as in .gitignore, it does, through the directory docs/a. git fleet-who shows the
+pattern that decides for a path."""
+
+EXTRA: dict[str, dict[str, str]] = {
+    "git-fleet-add": {"ZONES": ZONES,
+                      "EXAMPLES": "git fleet-add backend --zone 'src/backend/**' --zone '!src/backend/**/*.md'\n"
+                                  "git fleet-add docs --zone 'docs/' --zone '*.md' --allow-overlap\n"
+                                  "git fleet-add api --branch feature/api --path ~/work/api"},
+    "git-fleet-who": {"ZONES": ZONES,
+                      "EXAMPLES": "git fleet-who src/backend/api.py README.md\n"
+                                  "src/backend/api.py: backend (src/backend/**)\n"
+                                  "README.md: (no agent: the orchestrator's)"},
+    "git-fleet-init": {
+        "FILES": ".gitfleet.toml in the main worktree: the fleet's configuration; the one copy agents "
+                 "cannot change. $GIT_COMMON_DIR/hooks/pre-commit, pre-push, pre-receive: the fleet's hooks; "
+                 "HOOK.pre-fleet: the hook that was there before, run first. "
+                 "$GIT_COMMON_DIR/fleet/zones.json: the compiled zones, rebuilt when the configuration changes.",
+        "PRE-COMMIT FRAMEWORK": "Instead of the installed hooks, add to .pre-commit-config.yaml:\n"
+                                "  - repo: <git-fleet repository>\n    rev: <version>\n"
+                                "    hooks: [{id: fleet-zone-check}]",
+        "SERVER": "On a bare repository that agents push to, run git fleet-init --server [--base BRANCH]. "
+                  "Or by hand: put the line git-fleet-check --hook pre-receive in hooks/pre-receive "
+                  "(passing standard input on). Pushes to an agent's branch whose new commits change "
+                  "paths outside its zone are rejected, whatever the agent's own hooks did.",
+    },
+}
+
+CHECK_PAGE = {
+    "name": "git-fleet-check",
+    "summary": "check changes against the committing agent's zone",
+    "synopsis": "git fleet-check [--hook pre-commit]\n"
+                "git fleet-check --hook pre-push REMOTE URL\n"
+                "git fleet-check --hook pre-receive\n"
+                "git fleet-check --commits [AGENT...]",
+    "description": "The check the fleet's hooks run. In an agent's worktree (found by its branch, or by its "
+                   "registered path) the staged change may only add, modify, delete or rename paths inside the "
+                   "agent's zone, and never .gitfleet.toml or a hooks directory inside the checkout. Commits in "
+                   "the main worktree and on branches of no agent are not restricted.\n\n"
+                   "With --hook pre-push and --hook pre-receive it reads git's ref lines on standard input and "
+                   "checks every new commit on an agent's branch; so a commit made with --no-verify does not get "
+                   "through a push. On a bare repository the zones come from the base branch's committed "
+                   ".gitfleet.toml (the base is fleet.base in git config, or HEAD).\n\n"
+                   "With --commits it checks every commit of the named agents (all by default) since the base: "
+                   "the gate that does not depend on hooks.\n\n"
+                   "Zones are compiled once into $GIT_COMMON_DIR/fleet/zones.json and read from there while "
+                   "the configuration is unchanged, so the check costs little more than one git diff-index.",
+    "options": [("--hook NAME", "Run as the named hook: pre-commit, pre-push or pre-receive."),
+                ("--commits [AGENT...]", "Check every commit of the agents' branches since the base."),
+                ("-h, --help", "Show the usage.")],
+}
+
+
+def _esc(text: str) -> str:
+    text = text.replace("\\", "\\e").replace("-", "\\-")
+    return "\n".join(("\\&" + ln if ln.startswith((".", "'")) else ln) for ln in text.splitlines())
+
+
+def _paras(text: str) -> str:
+    out = []
+    for para in re.split(r"\n\s*\n", text.strip()):
+        lines = para.splitlines()
+        if lines and lines[0].strip() == "\b":
+            lines = lines[1:]
+        preformatted = any(ln.startswith("  ") for ln in lines[1:]) or "\n" in para and para.startswith(("git ", "src"))
+        if preformatted:
+            out.append(".PP\n.nf\n" + _esc("\n".join(lines)) + "\n.fi")
+        else:
+            out.append(".PP\n" + _esc(" ".join(ln.strip() for ln in lines)))
+    return "\n".join(out)
+
+
+def _page(name: str, summary: str, synopsis: str, description: str, options: list[tuple[str, str]],
+          extra: dict[str, str]) -> str:
+    parts = [
+        f'.TH "{name.upper()}" "1" "{DATE}" "git-fleet {__version__}" "git-fleet manual"',
+        ".SH NAME", _esc(f"{name} - {summary}"),
+        ".SH SYNOPSIS", ".nf", _esc(synopsis), ".fi",
+        ".SH DESCRIPTION", _paras(description),
+    ]
+    if options:
+        parts.append(".SH OPTIONS")
+        for flag, text in options:
+            parts += [".TP", f"\\fB{_esc(flag)}\\fR", _esc(text)]
+    for title, body in {**extra, **COMMON_SECTIONS}.items():
+        parts += [f".SH {title}", ".nf" if title in ("EXAMPLES", "PRE-COMMIT FRAMEWORK") else "",
+                  _paras(body) if title not in ("EXAMPLES", "PRE-COMMIT FRAMEWORK") else _esc(body),
+                  ".fi" if title in ("EXAMPLES", "PRE-COMMIT FRAMEWORK") else ""]
+    others = ["git-fleet", *(f"git-fleet-{n}" for n in ("init", "add", "rm", "list", "who", "zones", "check"))]
+    parts += [".SH SEE ALSO", ", ".join(f"\\fB{_esc(o)}\\fR(1)" for o in others if o != name) + ", \\fBgitignore\\fR(5)"]
+    return "\n".join(p for p in parts if p != "") + "\n"
+
+
+def _option_rows(cmd: click.Command, ctx: click.Context) -> list[tuple[str, str]]:
+    rows = []
+    for param in cmd.get_params(ctx):
+        rec = param.get_help_record(ctx)
+        if rec is not None:
+            rows.append(rec)
+    return rows
+
+
+def click_page(name: str, cmd: click.Command) -> str:
+    prog = "git " + name.removeprefix("git-")
+    ctx = click.Context(cmd, info_name=prog)
+    usage = " ".join(cmd.collect_usage_pieces(ctx))
+    doc = inspect.cleandoc(cmd.help or "")
+    summary, _, body = doc.partition("\n")
+    summary = summary.strip().rstrip(".")
+    summary = summary[0].lower() + summary[1:]
+    if isinstance(cmd, click.Group):
+        body += "\n\nCOMMANDS: " + ", ".join(f"git fleet-{c}" for c in sorted(cmd.commands)) + "."
+    return _page(name, summary, f"{prog} {usage}", body.strip() or summary, _option_rows(cmd, ctx),
+                 EXTRA.get(name, {}))
+
+
+def pages() -> dict[str, str]:
+    from .cli.commands import ALL, fleet
+
+    out = {"git-fleet": click_page("git-fleet", fleet)}
+    for name, cmd in ALL.items():
+        out[f"git-fleet-{name}"] = click_page(f"git-fleet-{name}", cmd)
+    c = CHECK_PAGE
+    out["git-fleet-check"] = _page(c["name"], c["summary"], c["synopsis"], c["description"], c["options"], {})
+    return out
+
+
+def main(argv: list[str]) -> int:
+    target = Path(argv[0] if argv else "man")
+    target.mkdir(exist_ok=True)
+    for name, text in pages().items():
+        (target / f"{name}.1").write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
