@@ -152,12 +152,12 @@ def _wild(p: str, pathname: bool) -> str:
         elif c == "[":
             got = _bracket(p, i)
             if got is None:
-                raise PatternError(f"unclosed or unknown character class in '{p}'")
+                raise PatternError("it has an unclosed or unknown character class")
             out.append(got[0])
             i = got[1]
         elif c == "\\":
             if i + 1 >= n:
-                raise PatternError(f"pattern '{p}' ends with a lone backslash")
+                raise PatternError("it ends with a lone backslash")
             out.append(re.escape(p[i + 1]))
             i += 2
         else:
@@ -255,10 +255,7 @@ def find_overlap(a: Zone, b: Zone, known_paths: Iterable[str] = ()) -> str | Non
                 if head:
                     candidates.append(f"{head}/{tail}")
                     candidates.append(f"{head}/{f}")
-    for path in candidates:
-        if a.owns(path) and b.owns(path):
-            return path
-    for path in known_paths:
-        if a.owns(path) and b.owns(path):
-            return path
-    return None
+    synthetic = next((p for p in candidates if a.owns(p) and b.owns(p)), None)
+    # a real file makes the better example; look for one even when a made-up path was found
+    real = next((p for p in known_paths if a.owns(p) and b.owns(p)), None)
+    return real or synthetic

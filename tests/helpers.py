@@ -1,0 +1,108 @@
+"""Builders that run real git, so tests read like the user's story."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import pytest
+from click.testing import CliRunner
+
+from git_fleet.cli.commands import ALL
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def __str__(self) -> str:
+        return f"exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
+
+
+class Sandbox:
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch):
+        self.root = root
+        self.repo = root / "repo"
+        self.monkeypatch = monkeypatch
+
+    # -- running things -------------------------------------------------------------------------
+
+    def run(self, args: list[str], cwd: Path | None = None, *, ok: bool | None = True, input: str | None = None,
+            env: Mapping[str, str] | None = None) -> Result:
+        """Run a real program. ok=True: it must succeed; ok=False: it must fail; None: either."""
+        proc = subprocess.run(args, cwd=cwd or self.repo, input=input, capture_output=True, text=True,
+                              env={**os.environ, **(env or {})})
+        res = Result(proc.returncode, proc.stdout, proc.stderr)
+        if ok is True:
+            assert proc.returncode == 0, f"{' '.join(args)} failed:\n{res}"
+        elif ok is False:
+            assert proc.returncode != 0, f"{' '.join(args)} should have failed:\n{res}"
+        return res
+
+    def git(self, *args: str, cwd: Path | None = None, ok: bool | None = True, input: str | None = None,
+            env: Mapping[str, str] | None = None) -> Result:
+        return self.run(["git", *args], cwd, ok=ok, input=input, env=env)
+
+    def fleet(self, command: str, *args: str, cwd: Path | None = None, ok: bool | None = True) -> Result:
+        """A git fleet-* command, in process through click (the fast level of tests)."""
+        old = os.getcwd()
+        os.chdir(cwd or self.repo)
+        try:
+            res = CliRunner().invoke(ALL[command], list(args), prog_name=f"git fleet-{command}")
+        finally:
+            os.chdir(old)
+        result = Result(res.exit_code, res.stdout, res.stderr)
+        if res.exception is not None and not isinstance(res.exception, SystemExit):
+            raise res.exception
+        if ok is True:
+            assert res.exit_code == 0, f"fleet-{command} {' '.join(args)} failed:\n{result}"
+        elif ok is False:
+            assert res.exit_code != 0, f"fleet-{command} {' '.join(args)} should have failed:\n{result}"
+        assert "Traceback" not in res.stderr + res.stdout
+        return result
+
+    # -- building repositories --------------------------------------------------------------------
+
+    def make_repo(self, files: Mapping[str, str | bytes], path: Path | None = None) -> Path:
+        repo = path or self.repo
+        self.run(["git", "init", "-q", str(repo)], cwd=self.root)
+        self.write_files(files, repo)
+        self.git("add", "-A", cwd=repo)
+        self.git("commit", "-q", "-m", "initial", cwd=repo)
+        if path is None:
+            self.monkeypatch.chdir(repo)
+        return repo
+
+    def write_files(self, files: Mapping[str, str | bytes], where: Path | None = None) -> None:
+        for name, content in files.items():
+            p = (where or self.repo) / name
+            p.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                p.write_bytes(content)
+            else:
+                p.write_text(content, encoding="utf-8")
+
+    def commit(self, where: Path, files: Mapping[str, str | bytes], message: str = "change", *,
+               ok: bool | None = True, extra: tuple[str, ...] = ()) -> Result:
+        """Write files, stage them and commit in `where`; returns the commit's result."""
+        self.write_files(files, where)
+        self.git("add", "-A", "--", *files, cwd=where)
+        return self.git("commit", "-q", "-m", message, *extra, cwd=where, ok=ok)
+
+    def add_agent(self, name: str, *zones: str, extra: tuple[str, ...] = ()) -> Path:
+        args = [name]
+        for z in zones:
+            args += ["--zone", z]
+        self.fleet("add", *args, *extra)
+        return self.root / f"agent-{name}"
+
+    def head(self, ref: str = "HEAD", cwd: Path | None = None) -> str:
+        return self.git("rev-parse", ref, cwd=cwd).out.strip()
+
+    def branches(self) -> list[str]:
+        return self.git("for-each-ref", "--format=%(refname:short)", "refs/heads").out.split()
