@@ -265,8 +265,11 @@ def _table_span(text: str, name: str) -> tuple[int, int] | None:
 
 
 def _expect(path: Path, text: str, want: Config) -> None:
-    got = parse(path, text)
-    if got.agents != want.agents:
+    try:
+        got: Config | None = parse(path, text)
+    except ConfigError:
+        got = None
+    if got is None or got.agents != want.agents:
         raise ConfigError(
             f"{path}: cannot edit the agents in this file automatically",
             f"write each agent as its own [agents.NAME] table, or edit {path.name} by hand",
