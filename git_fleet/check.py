@@ -1,36 +1,47 @@
 """Zone checks of a staged change, a push and a receive, and the compiled zone cache.
 
 The commit hook runs on every commit of every agent, so the zones are compiled once into
-plain regular expressions and kept in `<common dir>/fleet/zones.json`, keyed by the identity
+plain regular expressions and kept in `<common dir>/fleet/zones.cache` (marshal: built in, so
+reading it costs no import), keyed by the identity
 of the orchestrator's `.gitfleet.toml` and of the repository's git config. A warm hook reads
 that file, asks git once for the staged change and matches: no TOML, no pygit2, no click.
 """
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 import re
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable, Sequence
+import sys
 
-from . import repo as gitrepo
+from . import plumbing
 from .errors import FleetError
 
-CACHE_VERSION = 2
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Iterable, Sequence
+
+CACHE_VERSION = 3
 CONFIG_NAME = ".gitfleet.toml"
 STATUS_WORDS = {"A": "added", "M": "modified", "D": "deleted", "T": "changed type of", "C": "copied to",
                 "U": "unmerged", "R": "renamed"}
 
 
-@dataclass(frozen=True)
 class CompiledAgent:
-    name: str
-    branch: str
-    worktree: str  # absolute, normalised
-    zone: tuple[str, ...]
-    rx: tuple[tuple[Any, bool], ...]  # (compiled regex, include), in zone order
+    __slots__ = ("name", "branch", "worktree", "zone", "_rx")
+
+    def __init__(self, name: str, branch: str, worktree: str, zone: Sequence[str], rx: Sequence[Sequence[Any]]):
+        self.name = name
+        self.branch = branch
+        self.worktree = worktree  # absolute, normalised
+        self.zone = tuple(zone)
+        self._rx = rx  # (regex, include) in zone order, compiled on first use
+
+    @property
+    def rx(self) -> list[tuple[re.Pattern[str], bool]]:
+        if self._rx and isinstance(self._rx[0][0], str):
+            self._rx = [(re.compile(r), bool(inc)) for r, inc in self._rx]
+        return self._rx  # type: ignore[return-value]
 
     def owns(self, path: str) -> bool:
         key = path.encode("utf-8", "surrogateescape").decode("latin-1")
@@ -40,12 +51,14 @@ class CompiledAgent:
         return False
 
 
-@dataclass(frozen=True)
 class Compiled:
-    agents: dict[str, CompiledAgent]
-    protected: tuple[str, ...]  # paths (files or directories) no agent may change
+    __slots__ = ("agents", "protected")
 
-    def agent_for(self, head_ref: str | None, worktree: Path | None) -> CompiledAgent | None:
+    def __init__(self, agents: dict[str, CompiledAgent], protected: Sequence[str]):
+        self.agents = agents
+        self.protected = tuple(protected)  # paths (files or directories) no agent may change
+
+    def agent_for(self, head_ref: str | None, worktree: str | None) -> CompiledAgent | None:
         """The agent a worktree belongs to: by its branch, else by its registered path."""
         if head_ref and head_ref.startswith("refs/heads/"):
             branch = head_ref[11:]
@@ -69,7 +82,7 @@ class Compiled:
         return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.protected)
 
 
-def _identity(path: Path) -> list[int] | None:
+def _identity(path: str) -> list[int] | None:
     try:
         st = os.stat(path)
     except OSError:
@@ -77,19 +90,16 @@ def _identity(path: Path) -> list[int] | None:
     return [st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino]
 
 
-def _from_json(data: dict[str, Any]) -> Compiled:
-    agents = {
-        name: CompiledAgent(name, a["branch"], a["worktree"], tuple(a["zone"]),
-                            tuple((re.compile(r), inc) for r, inc in a["rx"]))
-        for name, a in data["agents"].items()
-    }
-    return Compiled(agents, tuple(data["protected"]))
+def _from_data(data: dict[str, Any]) -> Compiled:
+    agents = {name: CompiledAgent(name, a["branch"], a["worktree"], a["zone"], a["rx"])
+              for name, a in data["agents"].items()}
+    return Compiled(agents, data["protected"])
 
 
-def protected_paths(common_dir: Path) -> list[str]:
+def protected_paths(common_dir: str) -> list[str]:
     """The fleet config, and the hooks directory where core.hooksPath puts it inside the checkout."""
     paths = [CONFIG_NAME]
-    hooks_path = gitrepo.git(["config", "--get", "core.hooksPath"], common_dir, check=False).stdout.decode().strip()
+    hooks_path = plumbing.git(["config", "--get", "core.hooksPath"], common_dir, check=False).stdout.decode().strip()
     if hooks_path and not os.path.isabs(os.path.expanduser(hooks_path)):
         norm = os.path.normpath(hooks_path)
         if not norm.startswith(".."):
@@ -97,11 +107,11 @@ def protected_paths(common_dir: Path) -> list[str]:
     return paths
 
 
-def compile_config(common_dir: Path, main: Path | None, cfg: Any) -> Compiled:
+def compile_config(common_dir: str, main: str | None, cfg: Any) -> Compiled:
     """Compile a loaded Config (see config.py) and store it in the cache when it came from `main`."""
     agents = {}
     for a in cfg.agents.values():
-        wt = a.worktree if os.path.isabs(a.worktree) else os.path.join(str(main or common_dir), a.worktree)
+        wt = a.worktree if os.path.isabs(a.worktree) else os.path.join(main or common_dir, a.worktree)
         zone = a.compiled_zone()
         agents[a.name] = {
             "branch": a.branch,
@@ -112,54 +122,61 @@ def compile_config(common_dir: Path, main: Path | None, cfg: Any) -> Compiled:
     data = {"agents": agents, "protected": protected_paths(common_dir)}
     if main is not None:
         _store(common_dir, main, data)
-    return _from_json(data)
+    return _from_data(data)
 
 
-def _cache_file(common_dir: Path) -> Path:
-    return common_dir / "fleet" / "zones.json"
+def _cache_file(common_dir: str) -> str:
+    return os.path.join(common_dir, "fleet", "zones.cache")
 
 
-def _cache_key(common_dir: Path, main: Path) -> list[Any]:
-    return [CACHE_VERSION, str(main), _identity(main / CONFIG_NAME), _identity(common_dir / "config")]
+def _cache_key(common_dir: str, main: str) -> list[Any]:
+    return [CACHE_VERSION, sys.version_info[:2], main, _identity(os.path.join(main, CONFIG_NAME)),
+            _identity(os.path.join(common_dir, "config"))]
 
 
-def _store(common_dir: Path, main: Path, data: dict[str, Any]) -> None:
+def _store(common_dir: str, main: str, data: dict[str, Any]) -> None:
     path = _cache_file(common_dir)
     try:
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f".zones.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": _cache_key(common_dir, main), **data}))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as fh:
+            marshal.dump({"key": _cache_key(common_dir, main), **data}, fh)
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only repository still gets correct answers, only slower ones
 
 
-def load_compiled(common_dir: Path, main: Path) -> Compiled | None:
+def load_compiled(common_dir: str, main: str) -> Compiled | None:
     """The compiled zones of the orchestrator's config; None when the repository has no fleet."""
     key = _cache_key(common_dir, main)
-    if key[2] is None:
+    if key[3] is None:
         return None
     try:
-        data = json.loads(_cache_file(common_dir).read_text())
+        with open(_cache_file(common_dir), "rb") as fh:
+            data = marshal.load(fh)
         if data.get("key") == key:
-            return _from_json(data)
-    except (OSError, ValueError, KeyError):
+            return _from_data(data)
+    except (OSError, ValueError, EOFError, TypeError, KeyError, AttributeError):
         pass
+    from pathlib import Path
+
     from . import config  # cold path: parse the TOML, then remember the result
 
-    cfg = config.load(main / CONFIG_NAME)
+    cfg = config.load(Path(main, CONFIG_NAME))
     return None if cfg is None else compile_config(common_dir, main, cfg)
 
 
 # -- checks ------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
 class Violation:
-    path: str
-    what: str  # "modified", "renamed (from)", ...
-    owners: tuple[str, ...]
-    protected: bool
-    commit: str | None = None
+    __slots__ = ("path", "what", "owners", "protected", "commit")
+
+    def __init__(self, path: str, what: str, owners: Sequence[str], protected: bool, commit: str | None = None):
+        self.path = path
+        self.what = what  # "modified", "renamed to", ...
+        self.owners = tuple(owners)
+        self.protected = protected
+        self.commit = commit
 
 
 def check_paths(compiled: Compiled, agent: CompiledAgent, changes: Iterable[tuple[str, str]],
@@ -174,15 +191,16 @@ def check_paths(compiled: Compiled, agent: CompiledAgent, changes: Iterable[tupl
     return found
 
 
-def staged_pairs(changes: Sequence[gitrepo.Change]) -> list[tuple[str, str]]:
+def staged_pairs(changes: Sequence[tuple[str, tuple[str, ...]]]) -> list[tuple[str, str]]:
+    """(what, path) for each path a change touches: both sides of a rename."""
     pairs = []
-    for c in changes:
-        if c.status == "R":
-            pairs += [("renamed away", c.paths[0]), ("renamed to", c.paths[1])]
-        elif c.status == "C":
-            pairs.append(("copied to", c.paths[1]))
+    for status, paths in changes:
+        if status == "R":
+            pairs += [("renamed away", paths[0]), ("renamed to", paths[1])]
+        elif status == "C":
+            pairs.append(("copied to", paths[1]))
         else:
-            pairs.append((STATUS_WORDS.get(c.status, "changed"), c.paths[0]))
+            pairs.append((STATUS_WORDS.get(status, "changed"), paths[0]))
     return pairs
 
 
@@ -211,8 +229,8 @@ def describe(agent: CompiledAgent, violations: Sequence[Violation], action: str)
 
 
 def check_range(compiled: Compiled, agent: CompiledAgent, tips: Sequence[str], exclude: Sequence[str],
-                cwd: Path) -> list[Violation]:
+                cwd: str) -> list[Violation]:
     found = []
-    for commit, paths in gitrepo.commits_touching(tips, exclude, cwd):
+    for commit, paths in plumbing.commits_touching(tips, exclude, cwd):
         found += check_paths(compiled, agent, [("changed", p) for p in paths], commit)
     return found

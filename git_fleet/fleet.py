@@ -77,7 +77,7 @@ class Fleet:
                              f"run it in the main worktree ({self.main})")
 
     def refresh_cache(self, cfg: Config) -> None:
-        check.compile_config(self.repo.common_dir, self.main, cfg)
+        check.compile_config(str(self.repo.common_dir), str(self.main), cfg)
 
     def _save(self, text: str) -> Config:
         cfg = config.parse(self.config_path, text)
@@ -324,5 +324,5 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
     elif base is not None and base != cfg.base:
         report.warnings.append(f"{path.name} already names base '{cfg.base}'; edit it there to change it")
     hook_report = hooks.install(repo)
-    check.compile_config(repo.common_dir, main, cfg)
+    check.compile_config(str(repo.common_dir), str(main), cfg)
     return InitResult(path, created, hook_report, report)

@@ -13,31 +13,31 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
-from . import check
-from . import repo as gitrepo
+from . import check, plumbing
 from .errors import MISUSE, FleetError, UsageError
 
 USAGE = "usage: git fleet-check [--hook pre-commit | --hook pre-push REMOTE URL | --hook pre-receive | --commits [AGENT...]]"
 
 
-def _fleet(here: gitrepo.Here) -> tuple[check.Compiled | None, Path | None]:
-    main = gitrepo.main_worktree_of(here.common_dir)
+def _fleet(here: plumbing.Here) -> check.Compiled | None:
+    main = plumbing.main_worktree_of(here.common_dir)
     if main is not None:
-        return check.load_compiled(here.common_dir, main), main
-    return _server_config(here.common_dir), None
+        return check.load_compiled(here.common_dir, main)
+    return _server_config(here.common_dir)
 
 
-def _server_config(common_dir: Path) -> check.Compiled | None:
+def _server_config(common_dir: str) -> check.Compiled | None:
     """A bare repository has no main worktree: read the base branch's committed config."""
+    from pathlib import Path
+
     from . import config
 
-    base = gitrepo.git(["config", "--get", "fleet.base"], common_dir, check=False).stdout.decode().strip()
+    base = plumbing.out(["config", "--get", "fleet.base"], common_dir, check=False)
     if not base:
-        head = gitrepo.git(["symbolic-ref", "-q", "HEAD"], common_dir, check=False).stdout.decode().strip()
+        head = plumbing.out(["symbolic-ref", "-q", "HEAD"], common_dir, check=False)
         base = head.removeprefix("refs/heads/") or "main"
-    blob = gitrepo.git(["cat-file", "blob", f"refs/heads/{base}:{check.CONFIG_NAME}"], common_dir, check=False)
+    blob = plumbing.git(["cat-file", "blob", f"refs/heads/{base}:{check.CONFIG_NAME}"], common_dir, check=False)
     if blob.returncode != 0:
         return None
     label = Path(f"{base}:{check.CONFIG_NAME}")
@@ -49,10 +49,10 @@ def _server_config(common_dir: Path) -> check.Compiled | None:
 
 
 def pre_commit() -> int:
-    here = gitrepo.here()
+    here = plumbing.here()
     if here.toplevel is None:
         return 0
-    main = gitrepo.main_worktree_of(here.common_dir)
+    main = plumbing.main_worktree_of(here.common_dir)
     if main is None or os.path.realpath(here.toplevel) == os.path.realpath(main):
         return 0  # the orchestrator's worktree is not restricted
     compiled = check.load_compiled(here.common_dir, main)
@@ -61,7 +61,7 @@ def pre_commit() -> int:
     agent = compiled.agent_for(here.head_ref, here.toplevel)
     if agent is None:
         return 0
-    pairs = check.staged_pairs(gitrepo.staged_changes())
+    pairs = check.staged_pairs(plumbing.staged_changes())
     violations = check.check_paths(compiled, agent, pairs)
     if violations:
         raise check.describe(agent, violations, "commit rejected")
@@ -82,14 +82,14 @@ def _ref_updates(stdin: str, server: bool) -> list[tuple[str, str, str]]:
 
 def pushed(hook: str, args: list[str]) -> int:
     server = hook == "pre-receive"
-    here = gitrepo.here()
-    compiled, _main = _fleet(here)
+    here = plumbing.here()
+    compiled = _fleet(here)
     if compiled is None:
         return 0
     cwd = here.git_dir
     errors = []
     for ref, new, old in _ref_updates(sys.stdin.read(), server):
-        if new == gitrepo.ZERO_OID or not ref.startswith("refs/heads/"):
+        if new == plumbing.ZERO_OID or not ref.startswith("refs/heads/"):
             continue
         agent = compiled.agent_by_branch(ref[11:])
         if agent is None:
@@ -97,7 +97,7 @@ def pushed(hook: str, args: list[str]) -> int:
         if server:
             exclude = ["--all"]
         else:
-            exclude = [o for o in (old,) if o != gitrepo.ZERO_OID and _have(cwd, o)]
+            exclude = [o for o in (old,) if o != plumbing.ZERO_OID and _have(cwd, o)]
             if args:
                 exclude.append(f"--remotes={args[0]}")
         violations = check.check_range(compiled, agent, [new], exclude, cwd)
@@ -108,8 +108,8 @@ def pushed(hook: str, args: list[str]) -> int:
     return 0
 
 
-def _have(cwd: Path, oid: str) -> bool:
-    return gitrepo.git(["cat-file", "-e", f"{oid}^{{commit}}"], cwd, check=False).returncode == 0
+def _have(cwd: str, oid: str) -> bool:
+    return plumbing.git(["cat-file", "-e", f"{oid}^{{commit}}"], cwd, check=False).returncode == 0
 
 
 def commits(agents: list[str]) -> int:
@@ -119,7 +119,7 @@ def commits(agents: list[str]) -> int:
     f = fleet.Fleet.here()
     cfg = f.config
     names = agents or sorted(cfg.agents)
-    compiled = check.compile_config(f.repo.common_dir, f.main, cfg)
+    compiled = check.compile_config(str(f.repo.common_dir), str(f.main), cfg)
     bad = []
     for name in names:
         cfg.agent(name)  # an unknown name is an error, not an empty result
@@ -128,7 +128,7 @@ def commits(agents: list[str]) -> int:
         if tip is None:
             continue
         exclude = [cfg.base] if f.repo.resolve(cfg.base) else []
-        violations = check.check_range(compiled, agent, [tip], exclude, f.repo.common_dir)
+        violations = check.check_range(compiled, agent, [tip], exclude, str(f.repo.common_dir))
         if violations:
             bad.append(check.describe(agent, violations, f"branch {agent.branch}"))
     if bad:

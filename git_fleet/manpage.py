@@ -51,7 +51,7 @@ EXTRA: dict[str, dict[str, str]] = {
         "FILES": ".gitfleet.toml in the main worktree: the fleet's configuration; the one copy agents "
                  "cannot change. $GIT_COMMON_DIR/hooks/pre-commit, pre-push, pre-receive: the fleet's hooks; "
                  "HOOK.pre-fleet: the hook that was there before, run first. "
-                 "$GIT_COMMON_DIR/fleet/zones.json: the compiled zones, rebuilt when the configuration changes.",
+                 "$GIT_COMMON_DIR/fleet/zones.cache: the compiled zones, rebuilt when the configuration changes.",
         "PRE-COMMIT FRAMEWORK": "Instead of the installed hooks, add to .pre-commit-config.yaml:\n"
                                 "  - repo: <git-fleet repository>\n    rev: <version>\n"
                                 "    hooks: [{id: fleet-zone-check}]",
@@ -79,7 +79,7 @@ CHECK_PAGE = {
                    ".gitfleet.toml (the base is fleet.base in git config, or HEAD).\n\n"
                    "With --commits it checks every commit of the named agents (all by default) since the base: "
                    "the gate that does not depend on hooks.\n\n"
-                   "Zones are compiled once into $GIT_COMMON_DIR/fleet/zones.json and read from there while "
+                   "Zones are compiled once into $GIT_COMMON_DIR/fleet/zones.cache and read from there while "
                    "the configuration is unchanged, so the check costs little more than one git diff-index.",
     "options": [("--hook NAME", "Run as the named hook: pre-commit, pre-push or pre-receive."),
                 ("--commits [AGENT...]", "Check every commit of the agents' branches since the base."),
@@ -128,18 +128,41 @@ def _page(name: str, summary: str, synopsis: str, description: str, options: lis
 
 
 def _option_rows(cmd: click.Command, ctx: click.Context) -> list[tuple[str, str]]:
+    """Options as `--flag METAVAR` and their help; formatted here, not by click, so that the
+    pages do not change with click's version."""
     rows = []
-    for param in cmd.get_params(ctx):
-        rec = param.get_help_record(ctx)
-        if rec is not None:
-            rows.append(rec)
+    for param in cmd.params:
+        if not isinstance(param, click.Option) or param.hidden:
+            continue
+        flag = ", ".join(param.opts + param.secondary_opts)
+        if not param.is_flag:
+            flag += " " + (param.metavar or param.type.name.upper())
+        text = param.help or ""
+        if param.required:
+            text += " Required."
+        if param.multiple:
+            text += " May be given more than once."
+        rows.append((flag, text))
+    names = cmd.context_settings.get("help_option_names", ["--help"])
+    rows.append((", ".join(names), "Show the help and exit (--help after git shows this page)."))
     return rows
+
+
+def _usage(cmd: click.Command) -> str:
+    pieces = ["[OPTIONS]"]
+    for param in cmd.params:
+        if isinstance(param, click.Argument):
+            name = (param.metavar or param.name or "ARG").upper() + ("..." if param.nargs == -1 else "")
+            pieces.append(name if param.required else f"[{name}]")
+    if isinstance(cmd, click.Group):
+        pieces.append("[COMMAND] [ARGS]...")
+    return " ".join(pieces)
 
 
 def click_page(name: str, cmd: click.Command) -> str:
     prog = "git " + name.removeprefix("git-")
-    ctx = click.Context(cmd, info_name=prog)
-    usage = " ".join(cmd.collect_usage_pieces(ctx))
+    ctx = cmd.context_class(cmd, info_name=prog, **cmd.context_settings)
+    usage = _usage(cmd)
     doc = inspect.cleandoc(cmd.help or "")
     summary, _, body = doc.partition("\n")
     summary = summary.strip().rstrip(".")

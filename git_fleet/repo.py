@@ -8,37 +8,18 @@ commit hook never pays for it.
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator
 
-from .errors import FleetError, GitError, UsageError
+from .errors import UsageError
+from .plumbing import EMPTY_TREE, ZERO_OID, git, out, parse_worktree_list
 
 if TYPE_CHECKING:
     import pygit2
 
-EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-ZERO_OID = "0" * 40
-
-
-def git(args: Sequence[str], cwd: str | os.PathLike[str] | None = None, *, input: bytes | None = None,
-        env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    """Run git; raise GitError naming the command and git's own message when it fails."""
-    cmd = ["git", *args]
-    try:
-        proc = subprocess.run(cmd, cwd=cwd, input=input, capture_output=True, env=env)
-    except FileNotFoundError:
-        raise FleetError("git is not installed or not on PATH", "install git 2.38 or newer") from None
-    if check and proc.returncode != 0:
-        said = proc.stderr.decode("utf-8", "replace").strip().replace("fatal: ", "").replace("error: ", "")
-        raise GitError(f"'git {' '.join(args[:3])}' failed: {said or 'exit ' + str(proc.returncode)}")
-    return proc
-
-
-def out(args: Sequence[str], cwd: str | os.PathLike[str] | None = None, **kw: object) -> str:
-    return git(args, cwd, **kw).stdout.decode("utf-8", "surrogateescape").rstrip("\n")  # type: ignore[arg-type]
+__all__ = ["EMPTY_TREE", "ZERO_OID", "Repo", "Worktree", "git", "out"]
 
 
 @dataclass(frozen=True)
@@ -50,17 +31,9 @@ class Worktree:
     prunable: bool = False
 
 
-def parse_worktree_list(raw: bytes) -> list[Worktree]:
-    trees: list[Worktree] = []
-    for block in raw.split(b"\0\0"):
-        fields: dict[str, str] = {}
-        for item in block.split(b"\0"):
-            if not item:
-                continue
-            key, _, value = item.decode("utf-8", "surrogateescape").partition(" ")
-            fields[key] = value
-        if "worktree" not in fields:
-            continue
+def worktrees_of(raw: bytes) -> list[Worktree]:
+    trees = []
+    for fields in parse_worktree_list(raw):
         branch = fields.get("branch")
         trees.append(Worktree(
             path=Path(fields["worktree"]),
@@ -98,7 +71,7 @@ class Repo:
     # -- worktrees ------------------------------------------------------------------------------
 
     def worktrees(self) -> list[Worktree]:
-        return parse_worktree_list(git(["worktree", "list", "--porcelain", "-z"], self.common_dir).stdout)
+        return worktrees_of(git(["worktree", "list", "--porcelain", "-z"], self.common_dir).stdout)
 
     @cached_property
     def main_worktree(self) -> Path | None:
@@ -200,85 +173,3 @@ class Repo:
     def config_origin(self, key: str) -> str | None:
         proc = git(["config", "--show-scope", "--get", key], self.common_dir, check=False)
         return proc.stdout.decode().split("\t", 1)[0] if proc.returncode == 0 else None
-
-
-# -- the hot path: used by the hooks, no pygit2 ---------------------------------------------------
-
-@dataclass(frozen=True)
-class Here:
-    """Where a hook runs: enough to decide whose zone applies."""
-
-    common_dir: Path
-    git_dir: Path
-    toplevel: Path | None
-    head_ref: str | None  # "refs/heads/x", or None when detached
-
-
-def here() -> Here:
-    proc = git(["rev-parse", "--path-format=absolute", "--git-common-dir", "--git-dir", "--show-toplevel"],
-               check=False)
-    lines = proc.stdout.decode("utf-8", "surrogateescape").splitlines()
-    if len(lines) < 2:
-        raise UsageError("not a git repository", "run the hook from inside a repository")
-    git_dir = Path(lines[1])
-    head_ref = None
-    try:
-        head = (git_dir / "HEAD").read_text().strip()
-        if head.startswith("ref: "):
-            head_ref = head[5:]
-    except OSError:
-        pass
-    return Here(Path(lines[0]), git_dir, Path(lines[2]) if len(lines) > 2 else None, head_ref)
-
-
-def main_worktree_of(common_dir: Path) -> Path | None:
-    """The main worktree from the common dir: `<top>/.git` is the usual case; else ask git."""
-    if common_dir.name == ".git" and (common_dir / "HEAD").exists() and (common_dir.parent / ".git").is_dir():
-        return common_dir.parent
-    first = parse_worktree_list(git(["worktree", "list", "--porcelain", "-z"], common_dir).stdout)[0]
-    return None if first.bare else first.path
-
-
-@dataclass(frozen=True)
-class Change:
-    status: str  # A, M, D, R, C, T, U (git's letters)
-    paths: tuple[str, ...]  # one path, or (old, new) for a rename or copy
-
-
-def parse_name_status(raw: bytes) -> list[Change]:
-    items = raw.split(b"\0")
-    changes = []
-    i = 0
-    while i < len(items) and items[i]:
-        status = items[i].decode()[:1]
-        n = 2 if status in "RC" else 1
-        paths = tuple(p.decode("utf-8", "surrogateescape") for p in items[i + 1 : i + 1 + n])
-        changes.append(Change(status, paths))
-        i += 1 + n
-    return changes
-
-
-def staged_changes(cwd: Path | None = None) -> list[Change]:
-    """What the commit being made changes, from the index git names in GIT_INDEX_FILE."""
-    head = git(["rev-parse", "-q", "--verify", "HEAD^{commit}"], cwd, check=False)
-    against = head.stdout.decode().strip() if head.returncode == 0 else EMPTY_TREE
-    raw = git(["diff-index", "--cached", "-z", "--name-status", "-M", "--no-ext-diff", against], cwd).stdout
-    return parse_name_status(raw)
-
-
-def commits_touching(tips: Iterable[str], exclude: Iterable[str], cwd: Path) -> list[tuple[str, list[str]]]:
-    """(commit, paths it changes) for each commit reachable from `tips` and not from `exclude`.
-
-    A merge commit counts only for the paths where it differs from every parent (an edit made
-    in the merge itself); what it brings in from a parent was checked on that parent's side.
-    """
-    args = ["log", "-z", "--no-renames", "--name-only", "--cc", "--format=%x01%H", *tips,
-            "--not", *exclude, "--"]
-    raw = git(args, cwd).stdout
-    result: list[tuple[str, list[str]]] = []
-    for chunk in raw.split(b"\x01")[1:]:
-        parts = [p for p in chunk.replace(b"\n", b"\0").split(b"\0") if p]
-        if not parts:
-            continue
-        result.append((parts[0].decode(), [p.decode("utf-8", "surrogateescape") for p in parts[1:]]))
-    return result

@@ -5,7 +5,7 @@
 hook=@HOOK@
 check=@CHECK@
 stdin=@STDIN@
-dir=$(dirname "$0")
+dir=${0%/*}
 [ -x "$check" ] || check=$(command -v git-fleet-check) || check=
 if [ "$stdin" = 1 ]; then
     input=$(cat)

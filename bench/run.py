@@ -1,0 +1,148 @@
+"""git-fleet benchmarks, each side by side with plain git in one run.
+
+    python bench/run.py [--sizes 1000,100000] [--runs 15] [--out bench/results.md]
+
+Generates the test repositories deterministically under bench/repos/ (reused when present),
+then times, interleaving the two sides so that drift hits both alike:
+  - a commit of 1 and of 1,000 files in an agent's worktree: plain git (no hooks) against the
+    same commit through the fleet's pre-commit hook; the difference is what the hook adds;
+  - creating an agent: `git worktree add -b` against `git fleet-add`.
+Prints median, min and max in milliseconds and the ratio, as a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPOS = HERE / "repos"
+AGENT_FILES = 2000  # files inside the agent's zone, enough for a 1,000-file commit
+ENV = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
+       "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com", "NO_COLOR": "1",
+       "GIT_CONFIG_NOSYSTEM": "1"}
+
+
+def sh(*args: str, cwd: Path | None = None, input: bytes | None = None) -> str:
+    proc = subprocess.run(args, cwd=cwd, input=input, capture_output=True, env=ENV)
+    if proc.returncode != 0:
+        sys.exit(f"bench: {' '.join(args)} failed in {cwd}:\n{proc.stderr.decode()}")
+    return proc.stdout.decode()
+
+
+def generate(size: int) -> Path:
+    """A repository of `size` files (plus the agent's zone), made with fast-import: same bytes every time."""
+    root = REPOS / f"files-{size}"
+    main = root / "main"
+    if (main / ".gitfleet.toml").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    sh("git", "init", "-q", "-b", "main", str(main))
+    stream = [b"commit refs/heads/main\ncommitter bench <bench@example.com> 1700000000 +0000\ndata 4\ninit\n"]
+    for i in range(size):
+        data = f"file {i}\n".encode()
+        stream.append(b"M 100644 inline src/d%03d/f%06d.txt\ndata %d\n%s\n" % (i % 500, i, len(data), data))
+    for i in range(AGENT_FILES):
+        data = f"agent {i}\n".encode()
+        stream.append(b"M 100644 inline agent/f%05d.txt\ndata %d\n%s\n" % (i, len(data), data))
+    sh("git", "fast-import", "--quiet", cwd=main, input=b"".join(stream) + b"\n")
+    sh("git", "reset", "-q", "--hard", "main", cwd=main)
+    sh("git", "config", "gc.auto", "0", cwd=main)
+    sh("git", "fleet-init", cwd=main)
+    sh("git", "fleet-add", "agent", "--zone", "agent/**", cwd=main)
+    return root
+
+
+def timed(args: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, env=ENV)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"bench: {' '.join(args)} failed:\n{proc.stderr.decode()}")
+    return elapsed * 1000
+
+
+def commit_bench(root: Path, nfiles: int, runs: int) -> tuple[list[float], list[float]]:
+    wt = root / "agent-agent"
+    no_hooks = root / "no-hooks"
+    no_hooks.mkdir(exist_ok=True)
+    plain: list[float] = []
+    fleet: list[float] = []
+    for r in range(runs * 2 + 2):
+        for i in range(nfiles):
+            (wt / f"agent/f{i:05d}.txt").write_text(f"run {r} {i}\n")
+        sh("git", "add", "agent", cwd=wt)
+        if r % 2 == 0:
+            t = timed(["git", "-c", f"core.hooksPath={no_hooks}", "commit", "-q", "-m", f"r{r}"], wt)
+            (plain if r >= 2 else []).append(t)
+        else:
+            t = timed(["git", "commit", "-q", "-m", f"r{r}"], wt)
+            (fleet if r >= 2 else []).append(t)
+    return plain, fleet
+
+
+def add_bench(root: Path, runs: int) -> tuple[list[float], list[float]]:
+    main = root / "main"
+    plain: list[float] = []
+    fleet: list[float] = []
+    for r in range(runs):
+        wt = root / f"wt-plain-{r}"
+        plain.append(timed(["git", "worktree", "add", "-q", "-b", f"plain-{r}", str(wt), "main"], main))
+        sh("git", "worktree", "remove", "--force", str(wt), cwd=main)
+        sh("git", "branch", "-D", f"plain-{r}", cwd=main)
+        fleet.append(timed(["git", "fleet-add", f"b{r}", "--zone", f"zone{r}/**", "--path", str(root / f"wt-fleet-{r}")], main))
+        sh("git", "fleet-rm", f"b{r}", cwd=main)
+    return plain, fleet
+
+
+def row(name: str, plain: list[float], fleet: list[float]) -> str:
+    p, f = statistics.median(plain), statistics.median(fleet)
+    return (f"| {name} | {p:.0f} ({min(plain):.0f}-{max(plain):.0f}) | {f:.0f} ({min(fleet):.0f}-{max(fleet):.0f}) "
+            f"| {f - p:+.0f} | {f / p:.2f} |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1000,100000", help="repository sizes in files (default 1000,100000)")
+    ap.add_argument("--runs", type=int, default=15, help="timed runs per side (default 15)")
+    ap.add_argument("--add-runs", type=int, default=3, help="timed runs of agent creation (default 3)")
+    ap.add_argument("--out", type=Path, help="also write the table to this file")
+    args = ap.parse_args()
+    if shutil.which("git-fleet-add") is None:
+        sys.exit("bench: git-fleet is not on PATH (run ./install.sh, or pip install -e . in a venv)")
+    lines = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
+        f"{sh('git', '--version').strip()}; Python {platform.python_version()}.",
+        "",
+        "| benchmark | plain git ms, median (min-max) | git-fleet ms, median (min-max) | added ms | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for size in (int(s) for s in args.sizes.split(",")):
+        started = time.perf_counter()
+        root = generate(size)
+        print(f"bench: repository of {size:,} files ready in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+        total = size + AGENT_FILES
+        for n in (1, 1000):
+            plain, fleet = commit_bench(root, n, args.runs)
+            lines.append(row(f"commit {n:,} file(s), {total:,}-file repo", plain, fleet))
+            print(lines[-1], file=sys.stderr)
+        plain, fleet = add_bench(root, args.add_runs)
+        lines.append(row(f"create an agent worktree, {total:,}-file repo", plain, fleet))
+        print(lines[-1], file=sys.stderr)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

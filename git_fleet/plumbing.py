@@ -1,0 +1,188 @@
+"""git's own plumbing, run as subprocesses: the half of the git gateway that the hooks use.
+
+The commit hook runs on every commit of every agent, so this module imports only what a
+bare Python start has at hand (os, subprocess): no pathlib, dataclasses or typing at run
+time. repo.py builds the rest of the gateway (pygit2, worktrees) on top of it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import FleetError, GitError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+    from typing import Iterable, Sequence
+
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+ZERO_OID = "0" * 40
+
+
+def git(args: Sequence[str], cwd: str | os.PathLike[str] | None = None, *, input: bytes | None = None,
+        env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    """Run git; raise GitError naming the command and git's own message when it fails."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True, env=env)
+    except FileNotFoundError:
+        raise FleetError("git is not installed or not on PATH", "install git 2.38 or newer") from None
+    if check and proc.returncode != 0:
+        said = proc.stderr.decode("utf-8", "replace").strip().replace("fatal: ", "").replace("error: ", "")
+        raise GitError(f"'git {' '.join(args[:3])}' failed: {said or 'exit ' + str(proc.returncode)}")
+    return proc
+
+
+def quick(args: Sequence[str], show_errors: bool = True) -> tuple[int, bytes]:
+    """Run git for its output, without importing subprocess (~4 ms the commit hook need not pay).
+
+    stderr goes where the hook's stderr goes, or to /dev/null.
+    """
+    read_end, write_end = os.pipe()
+    actions = [(os.POSIX_SPAWN_DUP2, write_end, 1), (os.POSIX_SPAWN_CLOSE, read_end)]
+    if not show_errors:
+        actions.append((os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0))
+    try:
+        pid = os.posix_spawnp("git", ["git", *args], os.environ, file_actions=actions)
+    except FileNotFoundError:
+        os.close(read_end)
+        raise FleetError("git is not installed or not on PATH", "install git 2.38 or newer") from None
+    finally:
+        os.close(write_end)
+    chunks = []
+    with os.fdopen(read_end, "rb") as fh:
+        while chunk := fh.read(1 << 16):
+            chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), b"".join(chunks)
+
+
+def out(args: Sequence[str], cwd: str | os.PathLike[str] | None = None, check: bool = True) -> str:
+    return git(args, cwd, check=check).stdout.decode("utf-8", "surrogateescape").rstrip("\n")
+
+
+def parse_worktree_list(raw: bytes) -> list[dict[str, str]]:
+    """`git worktree list --porcelain -z` as one dict per worktree (keys as git names them)."""
+    trees = []
+    for block in raw.split(b"\0\0"):
+        fields: dict[str, str] = {}
+        for item in block.split(b"\0"):
+            if item:
+                key, _, value = item.decode("utf-8", "surrogateescape").partition(" ")
+                fields[key] = value
+        if "worktree" in fields:
+            trees.append(fields)
+    return trees
+
+
+def worktree_list(cwd: str | os.PathLike[str]) -> list[dict[str, str]]:
+    return parse_worktree_list(git(["worktree", "list", "--porcelain", "-z"], cwd).stdout)
+
+
+class Here:
+    """Where a hook runs: enough to decide whose zone applies."""
+
+    __slots__ = ("common_dir", "git_dir", "toplevel", "head_ref")
+
+    def __init__(self, common_dir: str, git_dir: str, toplevel: str | None, head_ref: str | None):
+        self.common_dir = common_dir
+        self.git_dir = git_dir
+        self.toplevel = toplevel
+        self.head_ref = head_ref  # "refs/heads/x", or None when detached
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def _here_from_layout() -> tuple[str, str, str] | None:
+    """(common dir, git dir, top) read from the `.git` of the current directory, as hooks run
+    at the top of the worktree (gitrepository-layout(5)); None when anything is unusual."""
+    if "GIT_DIR" in os.environ or "GIT_COMMON_DIR" in os.environ or "GIT_WORK_TREE" in os.environ:
+        return None
+    top = os.getcwd()
+    dotgit = os.path.join(top, ".git")
+    if os.path.isdir(dotgit):
+        git_dir = dotgit
+    else:
+        link = _read(dotgit)
+        if not link or not link.startswith("gitdir: "):
+            return None
+        git_dir = os.path.normpath(os.path.join(top, link[8:]))
+    common = _read(os.path.join(git_dir, "commondir"))
+    common_dir = os.path.normpath(os.path.join(git_dir, common)) if common else git_dir
+    if not os.path.isfile(os.path.join(common_dir, "HEAD")):
+        return None
+    return common_dir, git_dir, top
+
+
+def here() -> Here:
+    found = _here_from_layout()
+    if found is None:
+        _, raw = quick(["rev-parse", "--path-format=absolute", "--git-common-dir", "--git-dir", "--show-toplevel"])
+        lines = raw.decode("utf-8", "surrogateescape").splitlines()
+        if len(lines) < 2:
+            raise UsageError("not a git repository", "run this inside a repository")
+        found = (lines[0], lines[1], lines[2] if len(lines) > 2 else None)  # type: ignore[assignment]
+    common_dir, git_dir, top = found  # type: ignore[misc]
+    head = _read(os.path.join(git_dir, "HEAD")) or ""
+    return Here(common_dir, git_dir, top, head[5:] if head.startswith("ref: ") else None)
+
+
+def main_worktree_of(common_dir: str) -> str | None:
+    """The main worktree from the common dir: `<top>/.git` is the usual case; else ask git."""
+    if os.path.basename(common_dir) == ".git" and os.path.isdir(common_dir):
+        return os.path.dirname(common_dir)
+    first = worktree_list(common_dir)[0]
+    return None if "bare" in first else first["worktree"]
+
+
+def parse_name_status(raw: bytes) -> list[tuple[str, tuple[str, ...]]]:
+    """(status letter, paths) pairs of `--name-status -z`: two paths for a rename or copy."""
+    items = raw.split(b"\0")
+    changes = []
+    i = 0
+    while i < len(items) and items[i]:
+        status = items[i].decode()[:1]
+        n = 2 if status in "RC" else 1
+        changes.append((status, tuple(p.decode("utf-8", "surrogateescape") for p in items[i + 1 : i + 1 + n])))
+        i += 1 + n
+    return changes
+
+
+def staged_changes() -> list[tuple[str, tuple[str, ...]]]:
+    """What the commit being made changes, from the index git names in GIT_INDEX_FILE."""
+    args = ["diff-index", "--cached", "-z", "--name-status", "-M", "--no-ext-diff", "--ignore-submodules=none"]
+    code, raw = quick([*args, "HEAD"], show_errors=False)
+    if code != 0:
+        if quick(["rev-parse", "-q", "--verify", "HEAD^{commit}"], show_errors=False)[0] == 0:
+            code, raw = quick([*args, "HEAD"])  # a real failure: let git say why
+            raise GitError("'git diff-index --cached HEAD' failed")
+        code, raw = quick([*args, EMPTY_TREE])  # no commit yet: everything staged is new
+        if code != 0:
+            raise GitError("'git diff-index --cached' failed")
+    return parse_name_status(raw)
+
+
+def commits_touching(tips: Iterable[str], exclude: Iterable[str], cwd: str | os.PathLike[str]
+                     ) -> list[tuple[str, list[str]]]:
+    """(commit, paths it changes) for each commit reachable from `tips` and not from `exclude`.
+
+    A merge commit counts only for the paths where it differs from every parent (an edit made
+    in the merge itself); what it brings in from a parent was checked on that parent's side.
+    """
+    args = ["log", "-z", "--no-renames", "--name-only", "--cc", "--format=%x01%H", *tips, "--not", *exclude, "--"]
+    raw = git(args, cwd).stdout
+    result: list[tuple[str, list[str]]] = []
+    for chunk in raw.split(b"\x01")[1:]:
+        # "<hash>\0" then, if it changed anything, "\n<path>\0<path>\0..."
+        head, _, rest = chunk.partition(b"\0")
+        rest = rest[1:] if rest.startswith(b"\n") else rest
+        result.append((head.decode(), [p.decode("utf-8", "surrogateescape") for p in rest.split(b"\0") if p]))
+    return result
