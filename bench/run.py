@@ -70,23 +70,27 @@ def timed(args: list[str], cwd: Path) -> float:
     return elapsed * 1000
 
 
-def commit_bench(root: Path, nfiles: int, runs: int) -> tuple[list[float], list[float]]:
+def commit_bench(root: Path, nfiles: int, runs: int) -> tuple[list[float], list[float], list[float]]:
+    """Commits with no hook, with a hook that does nothing (git's own cost of running one), and
+    with the fleet's hook, in turn."""
     wt = root / "agent-agent"
     no_hooks = root / "no-hooks"
     no_hooks.mkdir(exist_ok=True)
-    plain: list[float] = []
-    fleet: list[float] = []
-    for r in range(runs * 2 + 2):
-        for i in range(nfiles):
-            (wt / f"agent/f{i:05d}.txt").write_text(f"run {r} {i}\n")
-        sh("git", "add", "agent", cwd=wt)
-        if r % 2 == 0:
-            t = timed(["git", "-c", f"core.hooksPath={no_hooks}", "commit", "-q", "-m", f"r{r}"], wt)
-            (plain if r >= 2 else []).append(t)
-        else:
-            t = timed(["git", "commit", "-q", "-m", f"r{r}"], wt)
-            (fleet if r >= 2 else []).append(t)
-    return plain, fleet
+    noop = root / "noop-hooks"
+    noop.mkdir(exist_ok=True)
+    (noop / "pre-commit").write_text("#!/bin/sh\nexit 0\n")
+    (noop / "pre-commit").chmod(0o755)
+    sides: list[tuple[list[str], list[float]]] = [
+        (["-c", f"core.hooksPath={no_hooks}"], []), (["-c", f"core.hooksPath={noop}"], []), ([], [])]
+    for r in range(runs + 1):
+        for opts, times in sides:
+            for i in range(nfiles):
+                (wt / f"agent/f{i:05d}.txt").write_text(f"run {r} {len(times)} {opts} {i}\n")
+            sh("git", "add", "agent", cwd=wt)
+            t = timed(["git", *opts, "commit", "-q", "-m", f"r{r}"], wt)
+            if r:  # the first round warms the caches
+                times.append(t)
+    return sides[0][1], sides[1][1], sides[2][1]
 
 
 def add_bench(root: Path, runs: int) -> tuple[list[float], list[float]]:
@@ -103,17 +107,22 @@ def add_bench(root: Path, runs: int) -> tuple[list[float], list[float]]:
     return plain, fleet
 
 
-def row(name: str, plain: list[float], fleet: list[float]) -> str:
+def cell(times: list[float] | None) -> str:
+    if not times:
+        return "n/a"
+    return f"{statistics.median(times):.0f} ({min(times):.0f}-{max(times):.0f})"
+
+
+def row(name: str, plain: list[float], fleet: list[float], noop: list[float] | None = None) -> str:
     p, f = statistics.median(plain), statistics.median(fleet)
-    return (f"| {name} | {p:.0f} ({min(plain):.0f}-{max(plain):.0f}) | {f:.0f} ({min(fleet):.0f}-{max(fleet):.0f}) "
-            f"| {f - p:+.0f} | {f / p:.2f} |")
+    return f"| {name} | {cell(plain)} | {cell(noop)} | {cell(fleet)} | {f - p:+.0f} | {f / p:.2f} |"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,100000", help="repository sizes in files (default 1000,100000)")
     ap.add_argument("--runs", type=int, default=15, help="timed runs per side (default 15)")
-    ap.add_argument("--add-runs", type=int, default=3, help="timed runs of agent creation (default 3)")
+    ap.add_argument("--add-runs", type=int, default=2, help="timed runs of agent creation (default 2)")
     ap.add_argument("--out", type=Path, help="also write the table to this file")
     args = ap.parse_args()
     if shutil.which("git-fleet-add") is None:
@@ -122,8 +131,8 @@ def main() -> int:
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
         f"{sh('git', '--version').strip()}; Python {platform.python_version()}.",
         "",
-        "| benchmark | plain git ms, median (min-max) | git-fleet ms, median (min-max) | added ms | ratio |",
-        "|---|---|---|---|---|",
+        "| benchmark | plain git | git, no-op hook | git-fleet | added | ratio |",
+        "|---|---|---|---|---|---|",
     ]
     for size in (int(s) for s in args.sizes.split(",")):
         started = time.perf_counter()
@@ -131,12 +140,13 @@ def main() -> int:
         print(f"bench: repository of {size:,} files ready in {time.perf_counter() - started:.1f}s", file=sys.stderr)
         total = size + AGENT_FILES
         for n in (1, 1000):
-            plain, fleet = commit_bench(root, n, args.runs)
-            lines.append(row(f"commit {n:,} file(s), {total:,}-file repo", plain, fleet))
+            plain, noop, fleet = commit_bench(root, n, args.runs)
+            lines.append(row(f"commit {n:,} file(s), {total:,}-file repo", plain, fleet, noop))
             print(lines[-1], file=sys.stderr)
         plain, fleet = add_bench(root, args.add_runs)
         lines.append(row(f"create an agent worktree, {total:,}-file repo", plain, fleet))
         print(lines[-1], file=sys.stderr)
+    lines += ["", "Milliseconds, median (min-max) of the timed runs; 'added' is git-fleet's median less plain git's."]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -10,6 +10,7 @@ import inspect
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -62,7 +63,7 @@ EXTRA: dict[str, dict[str, str]] = {
     },
 }
 
-CHECK_PAGE = {
+CHECK_PAGE: dict[str, Any] = {
     "name": "git-fleet-check",
     "summary": "check changes against the committing agent's zone",
     "synopsis": "git fleet-check [--hook pre-commit]\n"

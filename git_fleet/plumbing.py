@@ -41,7 +41,7 @@ def quick(args: Sequence[str], show_errors: bool = True) -> tuple[int, bytes]:
     stderr goes where the hook's stderr goes, or to /dev/null.
     """
     read_end, write_end = os.pipe()
-    actions = [(os.POSIX_SPAWN_DUP2, write_end, 1), (os.POSIX_SPAWN_CLOSE, read_end)]
+    actions: list[tuple[object, ...]] = [(os.POSIX_SPAWN_DUP2, write_end, 1), (os.POSIX_SPAWN_CLOSE, read_end)]
     if not show_errors:
         actions.append((os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0))
     try:

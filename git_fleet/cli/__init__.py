@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -47,7 +47,7 @@ def _fail(err: FleetError) -> int:
     return err.exit_code
 
 
-class GitStyle:
+class GitStyle(click.Command):
     """Report errors the way git does: `error:`/`hint:` lines on stderr, exit 1 or 2, no traceback."""
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
@@ -79,7 +79,7 @@ class GitStyle:
         sys.exit(code)
 
 
-class FleetCommand(GitStyle, click.Command):
+class FleetCommand(GitStyle):
     pass
 
 
@@ -87,5 +87,5 @@ class FleetGroup(GitStyle, click.Group):
     pass
 
 
-def command(**kw: Any) -> Any:
+def command(**kw: Any) -> Callable[[Callable[..., Any]], FleetCommand]:
     return click.command(cls=FleetCommand, context_settings=CONTEXT, **kw)
