@@ -11,52 +11,55 @@ from __future__ import annotations
 
 import marshal
 import os
-import re
 import sys
 
 from . import plumbing
 from .errors import FleetError
+from .match import literal_match
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Iterable, Sequence
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 CONFIG_NAME = ".gitfleet.toml"
 STATUS_WORDS = {"A": "added", "M": "modified", "D": "deleted", "T": "changed type of", "C": "copied to",
                 "U": "unmerged", "R": "renamed"}
 
 
 class CompiledAgent:
-    __slots__ = ("name", "branch", "worktree", "zone", "_rx")
+    __slots__ = ("name", "branch", "worktree", "zone", "_rules")
 
-    def __init__(self, name: str, branch: str, worktree: str, zone: Sequence[str], rx: Sequence[Sequence[Any]]):
+    def __init__(self, name: str, branch: str, worktree: str, zone: Sequence[str], rules: Sequence[Sequence[Any]]):
         self.name = name
         self.branch = branch
         self.worktree = worktree  # absolute, normalised
         self.zone = tuple(zone)
-        self._rx = rx  # (regex, include) in zone order, compiled on first use
-
-    @property
-    def rx(self) -> list[tuple[re.Pattern[str], bool]]:
-        if self._rx and isinstance(self._rx[0][0], str):
-            self._rx = [(re.compile(r), bool(inc)) for r, inc in self._rx]
-        return self._rx  # type: ignore[return-value]
+        self._rules = list(rules)  # [kind, text, include] in zone order; kind "re": text is a regex
 
     def owns(self, path: str) -> bool:
-        key = path.encode("utf-8", "surrogateescape").decode("latin-1")
-        for rx, include in reversed(self.rx):
-            if rx.match(key):
-                return include
+        key = path.encode("utf-8", "surrogateescape").decode("latin-1")  # as zones.as_bytes_text
+        for i in range(len(self._rules) - 1, -1, -1):
+            kind, text, include = self._rules[i]
+            if kind == "re":
+                import re  # only zones with wildcards pay for it
+
+                if isinstance(text, str):
+                    text = self._rules[i][1] = re.compile(text)
+                if text.match(key):
+                    return bool(include)
+            elif literal_match(kind, text, key):
+                return bool(include)
         return False
 
 
 class Compiled:
-    __slots__ = ("agents", "protected")
+    __slots__ = ("agents", "protected", "base")
 
-    def __init__(self, agents: dict[str, CompiledAgent], protected: Sequence[str]):
+    def __init__(self, agents: dict[str, CompiledAgent], protected: Sequence[str], base: str):
         self.agents = agents
         self.protected = tuple(protected)  # paths (files or directories) no agent may change
+        self.base = base
 
     def agent_for(self, head_ref: str | None, worktree: str | None) -> CompiledAgent | None:
         """The agent a worktree belongs to: by its branch, else by its registered path."""
@@ -91,9 +94,9 @@ def _identity(path: str) -> list[int] | None:
 
 
 def _from_data(data: dict[str, Any]) -> Compiled:
-    agents = {name: CompiledAgent(name, a["branch"], a["worktree"], a["zone"], a["rx"])
+    agents = {name: CompiledAgent(name, a["branch"], a["worktree"], a["zone"], a["rules"])
               for name, a in data["agents"].items()}
-    return Compiled(agents, data["protected"])
+    return Compiled(agents, data["protected"], data["base"])
 
 
 def protected_paths(common_dir: str) -> list[str]:
@@ -117,9 +120,9 @@ def compile_config(common_dir: str, main: str | None, cfg: Any) -> Compiled:
             "branch": a.branch,
             "worktree": os.path.normpath(wt),
             "zone": list(a.zone),
-            "rx": [[p.regex, p.include] for p in zone.patterns],
+            "rules": [[*(p.literal or ("re", p.regex)), p.include] for p in zone.patterns],
         }
-    data = {"agents": agents, "protected": protected_paths(common_dir)}
+    data = {"agents": agents, "protected": protected_paths(common_dir), "base": cfg.base}
     if main is not None:
         _store(common_dir, main, data)
     return _from_data(data)
@@ -209,8 +212,10 @@ def describe(agent: CompiledAgent, violations: Sequence[Violation], action: str)
     lines = [f"{action}: agent '{agent.name}' changed {len(violations)} path(s) outside its zone"]
     for v in violations:
         at = f"{v.commit[:12]}: " if v.commit else ""
-        if v.protected:
+        if v.protected and v.path == CONFIG_NAME:
             whose = "the fleet's own configuration; only the orchestrator changes it"
+        elif v.protected:
+            whose = "the repository's hooks; only the orchestrator changes them"
         elif v.owners:
             whose = "owned by " + ", ".join(f"'{o}'" for o in v.owners)
         else:

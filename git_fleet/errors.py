@@ -4,6 +4,7 @@ from __future__ import annotations
 
 REFUSED = 1  # the command was understood and declined: a check failed, work would be lost
 MISUSE = 2  # the command line or the configuration is wrong
+INTERNAL = 3  # a bug in git-fleet: reported in one line, never as a traceback
 
 
 class FleetError(Exception):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from . import check, config
 from .config import Agent, Config
@@ -76,6 +78,23 @@ class Fleet:
             raise FleetError(f"agent '{me.name}' cannot {what}: only the orchestrator changes the fleet",
                              f"run it in the main worktree ({self.main})")
 
+    @contextmanager
+    def editing(self) -> Iterator[None]:
+        """Hold the fleet's lock while reading, checking and rewriting the config, so that two
+        `git fleet-add` at once do not lose a registration. flock is released by the kernel
+        when the process ends, however it ends: no stale lock files."""
+        lock_dir = self.repo.common_dir / "fleet"
+        lock_dir.mkdir(exist_ok=True)
+        with open(lock_dir / "lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                text = self.config_path.read_text(encoding="utf-8")
+                cfg = config.parse(self.config_path, text)
+                self.text, self.config = text, cfg
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def refresh_cache(self, cfg: Config) -> None:
         check.compile_config(str(self.repo.common_dir), str(self.main), cfg)
 
@@ -90,6 +109,12 @@ class Fleet:
 
     def add(self, name: str, zone: Sequence[str], *, branch: str | None = None, path: str | None = None,
             base: str | None = None, allow_overlap: bool = False, force: bool = False) -> tuple[Agent, Report]:
+        with self.editing():
+            return self._add(name, zone, branch=branch, path=path, base=base, allow_overlap=allow_overlap,
+                             force=force)
+
+    def _add(self, name: str, zone: Sequence[str], *, branch: str | None, path: str | None,
+             base: str | None, allow_overlap: bool, force: bool) -> tuple[Agent, Report]:
         report = Report()
         self._orchestrator_only("add agents")
         config.check_agent_name(name)
@@ -183,6 +208,10 @@ class Fleet:
     # -- rm --------------------------------------------------------------------------------------------
 
     def remove(self, name: str, *, force: bool = False, keep_branch: bool = False) -> Report:
+        with self.editing():
+            return self._remove(name, force=force, keep_branch=keep_branch)
+
+    def _remove(self, name: str, *, force: bool, keep_branch: bool) -> Report:
         report = Report()
         self._orchestrator_only("remove agents")
         agent = self.config.agent(name)

@@ -15,7 +15,7 @@ import os
 import sys
 
 from . import check, plumbing
-from .errors import MISUSE, FleetError, UsageError
+from .errors import INTERNAL, FleetError, UsageError
 
 USAGE = "usage: git fleet-check [--hook pre-commit | --hook pre-push REMOTE URL | --hook pre-receive | --commits [AGENT...]]"
 
@@ -97,7 +97,10 @@ def pushed(hook: str, args: list[str]) -> int:
         if server:
             exclude = ["--all"]
         else:
+            # what the remote has, and the local base: a first push checks only the agent's own commits
             exclude = [o for o in (old,) if o != plumbing.ZERO_OID and _have(cwd, o)]
+            if _have(cwd, f"refs/heads/{compiled.base}"):
+                exclude.append(f"refs/heads/{compiled.base}")
             if args:
                 exclude.append(f"--remotes={args[0]}")
         violations = check.check_range(compiled, agent, [new], exclude, cwd)
@@ -160,7 +163,7 @@ def main() -> int:
     except Exception as e:  # a bug: say so plainly, without a traceback
         print(f"error: git-fleet-check failed unexpectedly: {type(e).__name__}: {e}", file=sys.stderr)
         print("hint: please report this with the command that triggered it", file=sys.stderr)
-        return MISUSE
+        return INTERNAL
 
 
 if __name__ == "__main__":

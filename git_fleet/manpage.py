@@ -20,7 +20,7 @@ DATE = "2026-11-24"
 
 COMMON_SECTIONS = {
     "EXIT STATUS": "0 on success; 1 when the command was understood and refused (a check failed, or work "
-                   "would be lost); 2 for a usage error or a malformed .gitfleet.toml. Errors are printed on "
+                   "would be lost); 2 for a usage error or a malformed .gitfleet.toml; 3 for an internal error (a bug: please report it). Errors are printed on "
                    "standard error as error: and hint: lines, as git does.",
     "ENVIRONMENT": "NO_COLOR turns colour off; colour is only used on a terminal.",
 }

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from .errors import FleetError
+from .match import literal_form, literal_match
 
 # wildmatch's character classes ([:alpha:] and friends), as Python class contents.
 _POSIX_CLASSES = {
@@ -55,6 +56,13 @@ class Pattern:
     text: str  # as written
     regex: str  # matches a path (or a path below a matched directory) from its start
     include: bool  # False for a `!` pattern
+    literal: tuple[str, str] | None = None  # (kind, text) when no regex is needed; see match.py
+
+    def matches(self, key: str) -> bool:
+        """Whether the pattern matches `key` (a path in as_bytes_text form)."""
+        if self.literal is not None:
+            return literal_match(*self.literal, key)
+        return re.match(self.regex, key) is not None
 
 
 def _strip_trailing_spaces(p: str) -> str:
@@ -196,7 +204,7 @@ def compile_pattern(text: str) -> Pattern:
         raise PatternError(f"bad zone pattern '{text}': {e.message}", hint) from None
     regex = "^(?:" + body + (")/" if must_be_dir else ")(?:/|$)")
     re.compile(regex)
-    return Pattern(text=text, regex=regex, include=include)
+    return Pattern(text=text, regex=regex, include=include, literal=literal_form(p, must_be_dir))
 
 
 class Zone:
@@ -204,13 +212,12 @@ class Zone:
 
     def __init__(self, patterns: Sequence[str] | Sequence[Pattern]):
         self.patterns: list[Pattern] = [p if isinstance(p, Pattern) else compile_pattern(p) for p in patterns]
-        self._compiled = [(re.compile(p.regex), p) for p in self.patterns]
 
     def deciding(self, path: str) -> Pattern | None:
         """The last pattern that matches `path`, whether it includes or excludes it."""
         key = as_bytes_text(path)
-        for rx, pat in reversed(self._compiled):
-            if rx.match(key):
+        for pat in reversed(self.patterns):
+            if pat.matches(key):
                 return pat
         return None
 

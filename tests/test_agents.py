@@ -249,3 +249,18 @@ def test_paths_with_spaces_and_non_ascii(fleet_repo: Sandbox) -> None:
     assert json.loads(sb.fleet("list", "--json").out)[0]["worktree"] == str(sb.root / "agent dir é")
     sb.fleet("rm", "docs")
     assert not (sb.root / "agent dir é").exists()
+
+
+def test_concurrent_adds_all_land(fleet_repo: Sandbox) -> None:
+    """Several `git fleet-add` processes at once: every agent is registered, none is lost."""
+    import subprocess
+
+    sb = fleet_repo
+    procs = [subprocess.Popen(["git", "fleet-add", f"w{i}", "--zone", f"area{i}/**"], cwd=sb.repo,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(5)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert sorted(registered(sb)) == [f"w{i}" for i in range(5)]
+    assert sorted(sb.branches()) == ["fleet/w0", "fleet/w1", "fleet/w2", "fleet/w3", "fleet/w4", "main"]
+    assert not list((sb.repo / ".git").glob("**/*.lock"))

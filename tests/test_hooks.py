@@ -199,7 +199,7 @@ def test_husky_style_hooks_path_is_never_written(sandbox: Sandbox) -> None:
     res = sb.commit(wt, {".husky/pre-commit": "exit 0\n"}, "disable", ok=None)
     assert res.code == 0  # no fleet hook runs here (the user has not added the line yet) ...
     res = sb.run(["git-fleet-check", "--commits", "a"], ok=False)  # ... but the branch check catches it
-    assert ".husky/pre-commit" in res.err and "only the orchestrator" in res.err
+    assert "changed .husky/pre-commit  (the repository's hooks; only the orchestrator changes them)" in res.err
 
 
 def test_absolute_hooks_path_of_this_repo_is_chained(sandbox: Sandbox) -> None:
@@ -224,16 +224,18 @@ def test_pre_push_rejects_a_no_verify_commit(fleet_repo: Sandbox, backend: Path)
     remote = sb.root / "remote.git"
     sb.git("init", "-q", "--bare", str(remote))
     sb.git("remote", "add", "origin", str(remote))
-    sb.git("push", "-q", "origin", "main")
     sb.commit(backend, {"src/backend/ok.py": "ok\n"}, "fine")
     sb.commit(backend, {"docs/guide.md": "sneaky\n"}, "sneaky", extra=("--no-verify",))
     sneaky = sb.head(cwd=backend)
     res = sb.git("push", "origin", "fleet/backend", cwd=backend, ok=False)
-    assert f"push of fleet/backend rejected" in res.err and f"{sneaky[:12]}: changed docs/guide.md" in res.err
+    assert "push of fleet/backend rejected" in res.err and f"{sneaky[:12]}: changed docs/guide.md" in res.err
     assert "git rebase -i" in res.err
     assert sb.git("ls-remote", str(remote), "fleet/backend").out == ""
     sb.git("reset", "-q", "--hard", "HEAD~1", cwd=backend)
+    # the first push to an empty remote: only the agent's own commits are held to its zone,
+    # not the base branch's history it started from
     sb.git("push", "-q", "origin", "fleet/backend", cwd=backend)
+    assert sb.git("ls-remote", str(remote), "fleet/backend").out.split()[0] == sb.head(cwd=backend)
 
 
 def test_server_pre_receive_rejects_out_of_zone_pushes(fleet_repo: Sandbox, backend: Path) -> None:
@@ -272,9 +274,17 @@ def test_check_commits_is_the_gate_without_hooks(fleet_repo: Sandbox, backend: P
 def test_hook_without_git_fleet_installed_warns_and_lets_through(fleet_repo: Sandbox, backend: Path) -> None:
     sb = fleet_repo
     hook = sb.repo / ".git/hooks/pre-commit"
-    hook.write_text(hook.read_text().replace("check='", "check='/nonexistent", 1))
+    hook.write_text(hook.read_text().replace("python='", "python='/nonexistent", 1))
     env = {"PATH": "/usr/bin:/bin"}
     sb.write_files({"docs/guide.md": "x\n"}, backend)
     res = sb.git("commit", "-qam", "x", cwd=backend, env=env)
     assert "git-fleet-check is not on PATH" in res.err
     assert stat.S_IMODE(hook.stat().st_mode) & 0o111
+
+
+def test_hook_falls_back_to_git_fleet_check_on_path(fleet_repo: Sandbox, backend: Path) -> None:
+    sb = fleet_repo
+    hook = sb.repo / ".git/hooks/pre-commit"
+    hook.write_text(hook.read_text().replace("python='", "python='/nonexistent", 1))
+    res = sb.commit(backend, {"docs/guide.md": "x\n"}, "x", ok=False)  # git-fleet-check is on the tests' PATH
+    assert "modified docs/guide.md" in res.err

@@ -90,7 +90,7 @@ def test_install_sh_installs_commands_and_man_pages(tmp_path: Path) -> None:
     run("git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "init")
     assert run("git", "fleet-init").returncode == 0
     hook = (repo / ".git/hooks/pre-commit").read_text()
-    assert str(prefix / "share/git-fleet/venv/bin/git-fleet-check") in hook
+    assert str(prefix / "share/git-fleet/venv/bin/python") in hook
     assert run("git", "fleet-add", "src", "--zone", "src/**").returncode == 0
     wt = tmp_path / "agent-src"
     (wt / "b.txt").write_text("changed\n")

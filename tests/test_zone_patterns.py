@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from git_fleet.check import CompiledAgent
 from git_fleet.zones import PatternError, Zone, compile_pattern, find_overlap
 
 NAMES = ["a", "b", "ab", "ba", "a.md", "b.txt", "x", "src", "docs", "a b", "é", ".h", "A", "1", "aab",
@@ -50,14 +51,26 @@ def git_matches(d: Path, files: list[str], pattern: str) -> set[str]:
 
 
 def our_matches(pattern: str, files: list[str]) -> set[str] | None:
+    """What a zone of this one pattern owns, asked both ways: through Zone (the CLI) and
+    through the compiled form the commit hook reads; the two must agree."""
     try:
         zone = Zone([pattern])
     except PatternError:
         return None
-    return {f for f in files if zone.owns(f)}
+    owned = {f for f in files if zone.owns(f)}
+    agent = compiled_agent([pattern])
+    assert {f for f in files if agent.owns(f)} == owned, pattern
+    return owned
 
 
-HAND_PICKED = ["foo", "src/", "/src", "src/**", "**/x", "a/**/b", "*.md", "docs/*", "a?", "[ab]x", "[!a]",
+def compiled_agent(patterns: list[str]) -> CompiledAgent:
+    zone = Zone(patterns)
+    return CompiledAgent("a", "fleet/a", "/w", patterns,
+                         [[*(p.literal or ("re", p.regex)), p.include] for p in zone.patterns])
+
+
+HAND_PICKED = ["src/backend/**", "a/**", "/a/**", "a b/**", "a/b", "/a", "a/", "/a/", "a b", "Makefile", ".h",
+               "é/**", "a/b/**", "ab/**/", "foo", "src/", "/src", "src/**", "**/x", "a/**/b", "*.md", "docs/*", "a?", "[ab]x", "[!a]",
                "**", "**/", "a/**", "x\\ ", "x  ", "[]a]", "[!a-c]z", "a**b", "***", "*/*", "**/a/**",
                "a/**/", "é", "?", "??", "[[:alpha:]]", "[[:digit:]]*", "日本/", "[é]", "a b", "-", "\\!x",
                "\\#x", "a/b/", "/a/b", "*/a.md", "src/**/*.md", "[a-]", "[-a]", "[a-c-e]"]
@@ -81,6 +94,13 @@ def test_each_pattern_matches_what_git_check_ignore_matches(worktree: tuple[Path
     assert checked > len(patterns) * 0.8
 
 
+def test_literal_patterns_need_no_regex() -> None:
+    forms = {p: compile_pattern(p).literal for p in ["src/backend/**", "/docs/", "Makefile", "build/", "a/b", "*.md", "a/**/b"]}
+    assert forms == {"src/backend/**": ("prefix", "src/backend/"), "/docs/": ("prefix", "docs/"),
+                     "Makefile": ("name", "Makefile"), "build/": ("dirname", "build"), "a/b": ("path", "a/b"),
+                     "*.md": None, "a/**/b": None}
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_last_matching_pattern_decides(worktree: tuple[Path, list[str]], seed: int) -> None:
     """A zone of several patterns: each path goes by the last pattern git says matches it."""
@@ -99,6 +119,8 @@ def test_last_matching_pattern_decides(worktree: tuple[Path, list[str]], seed: i
                 expected[f] = not negative
         owned = {f for f in files if zone.owns(f)}
         assert owned == {f for f, inc in expected.items() if inc}, patterns
+        agent = compiled_agent(patterns)
+        assert {f for f in files if agent.owns(f)} == owned, patterns
 
 
 def test_negation_reaches_below_a_matched_directory() -> None:

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import click
 
-from ..errors import MISUSE, FleetError
+from ..errors import INTERNAL, MISUSE, FleetError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -71,7 +71,7 @@ class GitStyle(click.Command):
         except Exception as e:  # a bug: one plain line, never a traceback
             click.echo(f"error: {prog} failed unexpectedly: {type(e).__name__}: {e}", err=True)
             click.echo("hint: please report this, with the command that triggered it", err=True)
-            code = 3
+            code = INTERNAL
         else:
             code = rv if isinstance(rv, int) else 0
         if not standalone_mode:
