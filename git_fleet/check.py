@@ -1,10 +1,11 @@
 """Zone checks of a staged change, a push and a receive, and the compiled zone cache.
 
-The commit hook runs on every commit of every agent, so the zones are compiled once into
-plain regular expressions and kept in `<common dir>/fleet/zones.cache` (marshal: built in, so
-reading it costs no import), keyed by the identity
-of the orchestrator's `.gitfleet.toml` and of the repository's git config. A warm hook reads
-that file, asks git once for the staged change and matches: no TOML, no pygit2, no click.
+The commit hook runs on every commit of every agent, so the zones are compiled once (literal
+patterns into string tests, the rest into regular expressions) and kept in
+`<common dir>/fleet/zones.cache`, keyed by the identity of the orchestrator's `.gitfleet.toml`
+and of the repository's git config. marshal reads it with no import to pay for. A warm hook
+reads that file, asks git once for the staged change and matches: no TOML, no pygit2, no click,
+and no `re` unless a zone has wildcards.
 """
 
 from __future__ import annotations
