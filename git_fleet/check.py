@@ -20,7 +20,8 @@ from .match import literal_match
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Iterable, Sequence
+    from collections.abc import Iterable, Sequence
+    from typing import Any
 
 CACHE_VERSION = 4
 CONFIG_NAME = ".gitfleet.toml"
@@ -29,14 +30,14 @@ STATUS_WORDS = {"A": "added", "M": "modified", "D": "deleted", "T": "changed typ
 
 
 class CompiledAgent:
-    __slots__ = ("name", "branch", "worktree", "zone", "_rules")
+    __slots__ = ("_rules", "branch", "name", "worktree", "zone")
 
     def __init__(self, name: str, branch: str, worktree: str, zone: Sequence[str], rules: Sequence[Sequence[Any]]):
         self.name = name
         self.branch = branch
         self.worktree = worktree  # absolute, normalised
         self.zone = tuple(zone)
-        self._rules = list(rules)  # [kind, text, include] in zone order; kind "re": text is a regex
+        self._rules: list[list[Any]] = [list(r) for r in rules]  # [kind, text, include] in zone order; kind "re": text is a regex
 
     def owns(self, path: str) -> bool:
         key = path.encode("utf-8", "surrogateescape").decode("latin-1")  # as zones.as_bytes_text
@@ -55,7 +56,7 @@ class CompiledAgent:
 
 
 class Compiled:
-    __slots__ = ("agents", "protected", "base")
+    __slots__ = ("agents", "base", "protected")
 
     def __init__(self, agents: dict[str, CompiledAgent], protected: Sequence[str], base: str):
         self.agents = agents
@@ -173,7 +174,7 @@ def load_compiled(common_dir: str, main: str) -> Compiled | None:
 # -- checks ------------------------------------------------------------------------------------------
 
 class Violation:
-    __slots__ = ("path", "what", "owners", "protected", "commit")
+    __slots__ = ("commit", "owners", "path", "protected", "what")
 
     def __init__(self, path: str, what: str, owners: Sequence[str], protected: bool, commit: str | None = None):
         self.path = path

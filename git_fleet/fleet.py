@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from . import check, config
 from .config import Agent, Config
@@ -40,7 +41,7 @@ class Fleet:
         return self.main / config.CONFIG_NAME
 
     @classmethod
-    def here(cls, cwd: str | os.PathLike[str] | None = None) -> "Fleet":
+    def here(cls, cwd: str | os.PathLike[str] | None = None) -> Fleet:
         repo = Repo.discover(cwd)
         main = repo.main_worktree
         if main is None:
@@ -298,10 +299,6 @@ class Fleet:
                 if example is not None:
                     found.append((a, b, example))
         return found
-
-    def unowned(self, paths: Iterable[str]) -> list[str]:
-        zones = [a.compiled_zone() for a in self.config.agents.values()]
-        return [p for p in paths if not any(z.owns(p) for z in zones)]
 
 
 # -- init ----------------------------------------------------------------------------------------------

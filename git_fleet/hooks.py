@@ -114,7 +114,7 @@ def install(repo: Repo, names: tuple[str, ...] = WORKTREE_HOOKS) -> HookReport:
 
 
 def uninstall(repo: Repo, names: tuple[str, ...] = WORKTREE_HOOKS) -> HookReport:
-    directory, writable = hooks_dir(repo)
+    directory, _writable = hooks_dir(repo)
     report = HookReport(directory)
     for name in names:
         target = directory / name
@@ -128,8 +128,3 @@ def uninstall(repo: Repo, names: tuple[str, ...] = WORKTREE_HOOKS) -> HookReport
             target.unlink()
         report.installed.append(name)
     return report
-
-
-def installed(repo: Repo, names: tuple[str, ...] = WORKTREE_HOOKS) -> dict[str, bool]:
-    directory, _ = hooks_dir(repo)
-    return {name: is_ours(directory / name) for name in names}

@@ -26,7 +26,7 @@ def literal_match(kind: str, lit: str, path: str) -> bool:
 def literal_form(core: str, must_be_dir: bool) -> tuple[str, str] | None:
     """(kind, literal) for a pattern (without its '!' and trailing '/') that needs no regex."""
     anchored = "/" in core
-    lit = core[1:] if core.startswith("/") else core
+    lit = core.removeprefix("/")
     if anchored and lit.endswith("/**") and not must_be_dir and not SPECIAL.intersection(lit[:-3]):
         return "prefix", lit[:-2]
     if SPECIAL.intersection(lit):

@@ -14,7 +14,7 @@ from .errors import FleetError, GitError, UsageError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
-    from typing import Iterable, Sequence
+    from collections.abc import Iterable, Sequence
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 ZERO_OID = "0" * 40
@@ -84,7 +84,7 @@ def worktree_list(cwd: str | os.PathLike[str]) -> list[dict[str, str]]:
 class Here:
     """Where a hook runs: enough to decide whose zone applies."""
 
-    __slots__ = ("common_dir", "git_dir", "toplevel", "head_ref")
+    __slots__ = ("common_dir", "git_dir", "head_ref", "toplevel")
 
     def __init__(self, common_dir: str, git_dir: str, toplevel: str | None, head_ref: str | None):
         self.common_dir = common_dir

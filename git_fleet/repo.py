@@ -8,10 +8,11 @@ commit hook never pays for it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from .errors import UsageError
 from .plumbing import EMPTY_TREE, ZERO_OID, git, out, parse_worktree_list
@@ -28,7 +29,6 @@ class Worktree:
     head: str | None
     branch: str | None  # short name, None when detached
     bare: bool = False
-    prunable: bool = False
 
 
 def worktrees_of(raw: bytes) -> list[Worktree]:
@@ -40,7 +40,6 @@ def worktrees_of(raw: bytes) -> list[Worktree]:
             head=fields.get("HEAD"),
             branch=branch.removeprefix("refs/heads/") if branch else None,
             bare="bare" in fields,
-            prunable="prunable" in fields,
         ))
     return trees
 
@@ -55,7 +54,7 @@ class Repo:
         self.bare = bare
 
     @classmethod
-    def discover(cls, cwd: str | os.PathLike[str] | None = None) -> "Repo":
+    def discover(cls, cwd: str | os.PathLike[str] | None = None) -> Repo:
         proc = git(["rev-parse", "--path-format=absolute", "--git-common-dir", "--git-dir",
                     "--is-bare-repository", "--show-toplevel"], cwd, check=False)
         lines = proc.stdout.decode("utf-8", "surrogateescape").splitlines()
@@ -108,7 +107,7 @@ class Repo:
     # -- refs and objects (pygit2) ----------------------------------------------------------------
 
     @cached_property
-    def pygit(self) -> "pygit2.Repository":
+    def pygit(self) -> pygit2.Repository:
         import pygit2
 
         return pygit2.Repository(str(self.git_dir))
@@ -149,14 +148,6 @@ class Repo:
         ahead, _behind = self.pygit.ahead_behind(tip, base_tip)
         return int(ahead)
 
-    def read_blob(self, rev: str, path: str) -> bytes | None:
-        try:
-            obj = self.pygit.revparse_single(f"{rev}:{path}")
-        except (KeyError, ValueError):
-            return None
-        data = getattr(obj, "data", None)
-        return data if isinstance(data, bytes) else None
-
     def tracked_files(self, rev: str = "HEAD", limit: int = 200_000) -> Iterator[str]:
         """Paths of the tree at `rev` (empty if it does not exist)."""
         if self.resolve(rev) is None:
@@ -166,8 +157,8 @@ class Repo:
 
     # -- hooks and config -----------------------------------------------------------------------------
 
-    def config_get(self, key: str, *, local_only: bool = False) -> str | None:
-        proc = git(["config", *(["--local"] if local_only else []), "--get", key], self.common_dir, check=False)
+    def config_get(self, key: str) -> str | None:
+        proc = git(["config", "--get", key], self.common_dir, check=False)
         return proc.stdout.decode("utf-8", "surrogateescape").strip() if proc.returncode == 0 else None
 
     def config_origin(self, key: str) -> str | None:

@@ -16,8 +16,8 @@ importing anything heavy.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from .errors import FleetError
 from .match import literal_form, literal_match
@@ -199,7 +199,7 @@ def compile_pattern(text: str) -> Pattern:
         if "/" not in p:  # NODIR: matches a basename at any depth
             body = "(?:.*/)?" + _wild(p, pathname=False)
         else:
-            body = _wild(p[1:] if p.startswith("/") else p, pathname=True)
+            body = _wild(p.removeprefix("/"), pathname=True)
     except PatternError as e:
         raise PatternError(f"bad zone pattern '{text}': {e.message}", hint) from None
     regex = "^(?:" + body + (")/" if must_be_dir else ")(?:/|$)")

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import Sandbox
 
 BIN = str(Path(sys.executable).parent)

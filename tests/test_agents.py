@@ -7,13 +7,12 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from helpers import Sandbox
 
 
 def registered(sb: Sandbox) -> dict[str, dict[str, object]]:
-    return tomllib.loads((sb.repo / ".gitfleet.toml").read_text())["agents"] if "agents" in \
-        tomllib.loads((sb.repo / ".gitfleet.toml").read_text()) else {}
+    agents: dict[str, dict[str, object]] = tomllib.loads((sb.repo / ".gitfleet.toml").read_text()).get("agents", {})
+    return agents
 
 
 def worktree_paths(sb: Sandbox) -> list[str]:

@@ -6,7 +6,6 @@ import json
 import tomllib
 
 import pytest
-
 from helpers import Sandbox
 
 BROKEN = {

@@ -81,7 +81,7 @@ def test_install_sh_installs_commands_and_man_pages(tmp_path: Path) -> None:
 
     # the installed commands work in a fresh repository, hooks included
     repo = tmp_path / "repo"
-    run = lambda *a, cwd=repo: subprocess.run(list(a), cwd=cwd, env=user, capture_output=True, text=True)  # noqa: E731
+    run = lambda *a, cwd=repo: subprocess.run(list(a), cwd=cwd, env=user, capture_output=True, text=True)
     run("git", "init", "-q", str(repo), cwd=tmp_path)
     (repo / "src").mkdir()
     (repo / "src/a.py").write_text("a\n")

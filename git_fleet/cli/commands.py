@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-
 import click
 
 from .. import __version__
-from ..fleet import Fleet, Report, init as do_init
+from ..fleet import Fleet, Report
+from ..fleet import init as do_init
 from . import CONTEXT, FleetGroup, command, hint, note, print_json, warn
 
 ZONE_HELP = "A gitignore pattern the agent owns, relative to the repository root; repeat for more (the last match decides)."
