@@ -58,6 +58,13 @@ max_agents = 10
 # zone = ["src/backend/**", "!src/backend/**/*.md"]
 # branch = "fleet/backend"
 # worktree = "../agent-backend"
+
+# Checkpoints: natural breakpoints at which `git fleet-merge --checkpoint NAME` merges the named
+# agents into the base, in this order, all or nothing; `test` must pass on the merged result.
+#
+# [checkpoints.phase-1]
+# agents = ["backend", "frontend"]
+# test = "make test"
 """
 
 
@@ -73,6 +80,17 @@ class Agent:
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    name: str
+    agents: tuple[str, ...]  # merged in this order
+    test: str | None = None  # a command the merged result must pass
+
+    @property
+    def tag(self) -> str:
+        return f"fleet/{self.name}"
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     base: str = DEFAULT_BASE
@@ -81,6 +99,15 @@ class Config:
     warn_agents: int = DEFAULT_WARN
     max_agents: int = DEFAULT_MAX
     agents: Mapping[str, Agent] = field(default_factory=dict)
+    checkpoints: Mapping[str, Checkpoint] = field(default_factory=dict)
+
+    def checkpoint(self, name: str) -> Checkpoint:
+        try:
+            return self.checkpoints[name]
+        except KeyError:
+            known = ", ".join(sorted(self.checkpoints)) or "none yet"
+            raise UsageError(f"no checkpoint named '{name}' in {self.path}",
+                             f"checkpoints: {known}; declare one as [checkpoints.{name}] agents = [...]") from None
 
     def agent(self, name: str) -> Agent:
         try:
@@ -157,7 +184,7 @@ def parse(path: Path, text: str) -> Config:
         loc = f"{m.group(1)}:{m.group(2)}" if m else "1"
         raise ConfigError(f"{path}:{loc}: {msg}", f"{path.name} must be valid TOML (https://toml.io)") from None
     r = _Reader(path, text)
-    r.unknown(data, (), {"version", "fleet", "agents"})
+    r.unknown(data, (), {"version", "fleet", "agents", "checkpoints"})
     version = r.take(data, (), "version", int, SCHEMA_VERSION)
     if version > SCHEMA_VERSION:
         raise r.fail((), "version", f"written for a newer git-fleet (schema {version}; this one reads {SCHEMA_VERSION})",
@@ -198,8 +225,29 @@ def parse(path: Path, text: str) -> Config:
             branch=r.take(spec, table, "branch", str, f"{prefix}{name}"),
             worktree=r.take(spec, table, "worktree", str, worktree.replace("{agent}", name)),
         )
+    checkpoints: dict[str, Checkpoint] = {}
+    for name, spec in r.take(data, (), "checkpoints", dict, {}).items():
+        table = ("checkpoints", name)
+        if not isinstance(spec, dict):
+            raise r.fail(("checkpoints",), name, f"checkpoint '{name}' must be a table, e.g. [checkpoints.{name}]")
+        try:
+            check_agent_name(name)
+        except UsageError:
+            raise r.fail(table, None, f"'{name}' is not a valid checkpoint name",
+                         "use letters, digits, '.', '_' and '-'") from None
+        r.unknown(spec, table, {"agents", "test"})
+        members = spec.get("agents", [])
+        if not isinstance(members, list) or not members or not all(isinstance(a, str) for a in members):
+            raise r.fail(table, "agents", f"checkpoint '{name}' needs agents = [\"agent\", ...]")
+        for member in members:
+            if member not in agents:
+                raise r.fail(table, "agents", f"checkpoint '{name}' names '{member}', which is not an agent",
+                             "agents: " + (", ".join(sorted(agents)) or "none yet"))
+        if len(set(members)) != len(members):
+            raise r.fail(table, "agents", f"checkpoint '{name}' names an agent twice")
+        checkpoints[name] = Checkpoint(name, tuple(members), r.take(spec, table, "test", str, None))
     return Config(path=path, base=base, branch_prefix=prefix, worktree=worktree, warn_agents=warn,
-                  max_agents=limit, agents=agents)
+                  max_agents=limit, agents=agents, checkpoints=checkpoints)
 
 
 def load(path: Path) -> Config | None:

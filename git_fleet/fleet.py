@@ -35,6 +35,7 @@ class Fleet:
         self.main = main
         self.config = cfg
         self.text = text
+        self.recovered: str | None = None  # what an interrupted merge needed, finished on opening
 
     @property
     def config_path(self) -> Path:
@@ -51,7 +52,11 @@ class Fleet:
         cfg = config.load(path)
         if cfg is None:
             raise FleetError(f"no fleet here: {path} does not exist", "run `git fleet-init` in the main worktree first")
-        return cls(repo, main, cfg, path.read_text(encoding="utf-8"))
+        fleet = cls(repo, main, cfg, path.read_text(encoding="utf-8"))
+        from . import merge
+
+        fleet.recovered = merge.recover(repo)
+        return fleet
 
     # -- who is who ------------------------------------------------------------------------------------
 
@@ -216,6 +221,10 @@ class Fleet:
         report = Report()
         self._orchestrator_only("remove agents")
         agent = self.config.agent(name)
+        for cp in self.config.checkpoints.values():
+            if name in cp.agents:
+                raise FleetError(f"agent '{name}' is part of checkpoint '{cp.name}'",
+                                 f"take it out of [checkpoints.{cp.name}] in {config.CONFIG_NAME} first")
         where = self.worktree_of(agent)
         registered = {os.path.realpath(w.path) for w in self.repo.worktrees()}
         has_tree = where.is_dir() and os.path.realpath(where) in registered
@@ -265,6 +274,48 @@ class Fleet:
                 state = "missing branch"
             rows.append({"agent": a.name, "branch": a.branch, "worktree": str(where), "zone": list(a.zone),
                          "head": tip, "state": state})
+        return rows
+
+    # -- merges ----------------------------------------------------------------------------------------
+
+    def merge(self, names: Sequence[str], checkpoint: str | None = None, *, dry_run: bool = False) -> Any:
+        """Plan the merge of the named agents (a checkpoint's, or every agent with new commits) and,
+        unless dry_run, carry it out all or nothing. Returns the merge.Plan."""
+        from . import merge
+
+        with self.editing():
+            cp = self.config.checkpoint(checkpoint) if checkpoint else None
+            if cp and names:
+                raise UsageError("give either --checkpoint or agent names, not both")
+            chosen = [self.config.agent(n) for n in (cp.agents if cp else names or list(self.config.agents))]
+            if cp and not dry_run and self.repo.resolve(f"refs/tags/{cp.tag}") is not None:
+                raise FleetError(f"checkpoint {cp.name} was merged already (tag {cp.tag} exists)",
+                                 f"declare a new checkpoint, or delete the tag to merge again: git tag -d {cp.tag}")
+            p = merge.plan(self.repo, self.config, self.main, chosen, cp)
+            if not dry_run:
+                merge.execute(self.repo, p)
+            return p
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        """Each checkpoint with its agents' readiness: ahead, dirty, out of zone, would conflict."""
+        from . import merge
+
+        rows = []
+        for cp in self.config.checkpoints.values():
+            p = merge.plan(self.repo, self.config, self.main, [self.config.agents[a] for a in cp.agents], cp)
+            steps = {s.agent.name: s for s in p.steps}
+            agents = []
+            for name in cp.agents:
+                a = self.config.agents[name]
+                s = steps.get(name)
+                where = self.worktree_of(a)
+                dirty = len(self.repo.dirty_paths(where)) if where.is_dir() else None
+                agents.append({"agent": name, "ahead": s.ahead if s else 0, "dirty": dirty,
+                               "out_of_zone": [v.path for v in s.violations] if s else [],
+                               "conflicts": list(s.conflicts) if s else []})
+            merged = self.repo.resolve(f"refs/tags/{cp.tag}") is not None
+            state = "merged" if merged else "ready" if p.ok and p.new else "nothing new" if p.ok else "blocked"
+            rows.append({"checkpoint": cp.name, "state": state, "test": cp.test, "agents": agents})
         return rows
 
     def repo_path(self, arg: str) -> str:

@@ -59,8 +59,9 @@ def quick(args: Sequence[str], show_errors: bool = True) -> tuple[int, bytes]:
     return os.waitstatus_to_exitcode(status), b"".join(chunks)
 
 
-def out(args: Sequence[str], cwd: str | os.PathLike[str] | None = None, check: bool = True) -> str:
-    return git(args, cwd, check=check).stdout.decode("utf-8", "surrogateescape").rstrip("\n")
+def out(args: Sequence[str], cwd: str | os.PathLike[str] | None = None, check: bool = True,
+        input: bytes | None = None) -> str:
+    return git(args, cwd, check=check, input=input).stdout.decode("utf-8", "surrogateescape").rstrip("\n")
 
 
 def parse_worktree_list(raw: bytes) -> list[dict[str, str]]:

@@ -164,3 +164,79 @@ class Repo:
     def config_origin(self, key: str) -> str | None:
         proc = git(["config", "--show-scope", "--get", key], self.common_dir, check=False)
         return proc.stdout.decode().split("\t", 1)[0] if proc.returncode == 0 else None
+
+    # -- merges (git's plumbing: one merge-tree process for a whole batch) ---------------------------
+
+    def merge_trees(self, pairs: list[tuple[str, str]]) -> list[MergeResult]:
+        """Merge each (ours, theirs) pair of commits in memory, in one `git merge-tree --stdin`.
+
+        Nothing but objects is written: no ref, index or work tree changes.
+        """
+        if not pairs:
+            return []
+        stdin = "".join(f"{a} {b}\n" for a, b in pairs).encode()
+        raw = git(["merge-tree", "--write-tree", "--stdin", "-z", "--name-only", "--no-messages"],
+                  self.common_dir, input=stdin).stdout
+        return parse_merge_tree(raw)
+
+    def commit_tree(self, tree: str, parents: list[str], message: str) -> str:
+        args = ["commit-tree", tree]
+        for p in parents:
+            args += ["-p", p]
+        return out([*args, "-F", "-"], self.common_dir, input=message.encode())
+
+    def make_tag(self, name: str, commit: str, message: str) -> str:
+        """An annotated tag object (not yet a ref), tagged by the user git knows."""
+        ident = out(["var", "GIT_COMMITTER_IDENT"], self.common_dir)
+        body = f"object {commit}\ntype commit\ntag {name}\ntagger {ident}\n\n{message}\n"
+        return out(["mktag"], self.common_dir, input=body.encode())
+
+    def update_refs(self, updates: list[tuple[str, str, str]], message: str) -> None:
+        """Move every (ref, new, old) at once or none: one transaction, each checked against its old value."""
+        lines = ["start"] + [f"update {ref} {new} {old}" for ref, new, old in updates] + ["prepare", "commit"]
+        git(["update-ref", "-m", message, "--stdin"], self.common_dir, input=("\n".join(lines) + "\n").encode())
+
+    def changed_paths(self, old: str, new: str) -> set[str]:
+        raw = git(["diff-tree", "-r", "-z", "--no-renames", "--name-only", old, new], self.common_dir).stdout
+        return {p.decode("utf-8", "surrogateescape") for p in raw.split(b"\0") if p}
+
+    def merge_base(self, a: str, b: str) -> str | None:
+        proc = git(["merge-base", a, b], self.common_dir, check=False)
+        return proc.stdout.decode().strip() or None
+
+    def update_worktree(self, worktree: Path, old: str, new: str, *, dry_run: bool = False) -> str | None:
+        """Move a checked-out work tree and index from `old` to `new` as `git merge` would: local
+        changes are kept, and the move is refused (None returned only on success) where it would
+        touch a file with local changes. Returns git's complaint when refused."""
+        args = ["read-tree", "-m", "-u", *(["-n"] if dry_run else []), old, new]
+        proc = git(args, worktree, check=False)
+        if proc.returncode != 0:
+            return proc.stderr.decode("utf-8", "replace").strip()
+        return None
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    clean: bool
+    tree: str
+    conflicts: tuple[str, ...]
+
+
+def parse_merge_tree(raw: bytes) -> list[MergeResult]:
+    """`merge-tree --stdin -z --name-only --no-messages`: per merge, status, tree, conflicted
+    paths and an empty field."""
+    items = raw.split(b"\0")
+    results = []
+    i = 0
+    while i + 1 < len(items) and items[i]:
+        status, tree = items[i].decode(), items[i + 1].decode()
+        i += 2
+        paths: list[str] = []
+        while i < len(items) and items[i]:
+            path = items[i].decode("utf-8", "surrogateescape")
+            if path not in paths:
+                paths.append(path)
+            i += 1
+        i += 1
+        results.append(MergeResult(status == "1", tree, tuple(paths)))
+    return results

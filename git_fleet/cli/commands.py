@@ -12,6 +12,14 @@ from . import CONTEXT, FleetGroup, command, hint, note, print_json, warn
 ZONE_HELP = "A gitignore pattern the agent owns, relative to the repository root; repeat for more (the last match decides)."
 
 
+def load() -> Fleet:
+    """The fleet of this repository, after finishing any merge a killed process left half done."""
+    fleet = Fleet.here()
+    if fleet.recovered:
+        warn(fleet.recovered)
+    return fleet
+
+
 def _report(report: Report, verbose: bool) -> None:
     for w in report.warnings:
         warn(w)
@@ -92,7 +100,7 @@ def add(name: str, zones: tuple[str, ...], branch: str | None, path: str | None,
 
     Run it in the main worktree: an agent cannot add agents or widen its own zone.
     """
-    _agent, report = Fleet.here().add(name, zones, branch=branch, path=path, base=base,
+    _agent, report = load().add(name, zones, branch=branch, path=path, base=base,
                                       allow_overlap=allow_overlap, force=force)
     _report(report, verbose)
     return 0
@@ -110,7 +118,7 @@ def rm(name: str, force: bool, keep_branch: bool, verbose: bool) -> int:
     commits the base does not have, unless --force. A fully merged branch is deleted; a
     branch with unmerged commits is always kept, so --force never loses commits.
     """
-    _report(Fleet.here().remove(name, force=force, keep_branch=keep_branch), verbose)
+    _report(load().remove(name, force=force, keep_branch=keep_branch), verbose)
     return 0
 
 
@@ -122,7 +130,7 @@ def list_(as_json: bool) -> int:
     The state is "ok", or what is wrong: a missing worktree or branch, or a worktree that
     is on another branch than the agent's.
     """
-    rows = Fleet.here().describe()
+    rows = load().describe()
     if as_json:
         print_json(rows)
         return 0
@@ -140,7 +148,7 @@ def who(paths: tuple[str, ...], as_json: bool) -> int:
     Paths are relative to the current directory and need not exist. A path no agent owns
     belongs to the orchestrator.
     """
-    fleet = Fleet.here()
+    fleet = load()
     result = {}
     for p in paths:
         rel = fleet.repo_path(p)
@@ -162,7 +170,7 @@ def zones(as_json: bool) -> int:
     An overlap is shown with one path that both agents own. Overlaps are looked for among
     the base branch's files and paths made from the patterns themselves.
     """
-    fleet = Fleet.here()
+    fleet = load()
     overlaps = fleet.overlaps()
     agents = fleet.config.agents
     if as_json:
@@ -177,7 +185,94 @@ def zones(as_json: bool) -> int:
     return 0
 
 
-ALL = {"init": init, "add": add, "rm": rm, "list": list_, "who": who, "zones": zones}
+@command()
+@click.argument("agents", nargs=-1)
+@click.option("--checkpoint", "checkpoint", metavar="NAME", help="Merge the agents of this declared checkpoint, in its order, and tag the result fleet/NAME.")
+@click.option("-n", "--dry-run", is_flag=True, help="Say what would be merged and what would conflict; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan (or the result) as JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="Say what was merged.")
+def merge(agents: tuple[str, ...], checkpoint: str | None, dry_run: bool, as_json: bool, verbose: bool) -> int:
+    """Merge agent branches into the base, all or nothing.
+
+    Merges the agents of --checkpoint NAME, or the named AGENTS in the order given, or every
+    agent with new commits, into the base branch: one --no-ff merge commit per agent, first
+    parent the base, second the agent's tip. Agents with nothing new are passed over.
+
+    Every merge is made in memory first, and every commit of every agent since the base is
+    checked against its zone (so a commit made with --no-verify is caught here). If any agent
+    would conflict or break its zone, nothing changes: the error names each agent, each path
+    and the other side. Otherwise the base moves once, atomically, a checked-out base work tree
+    follows (keeping local changes, as git merge does), and a checkpoint is tagged fleet/NAME
+    and logged in $GIT_COMMON_DIR/fleet/checkpoints.log.
+
+    A process killed midway leaves the old state or the new one; a merge killed after the base
+    moved is finished by the next git fleet command. Exit status 0 when the merge succeeds (or,
+    with --dry-run, would succeed), 1 when it does not.
+    """
+    fleet = load()
+    p = fleet.merge(list(agents), checkpoint, dry_run=dry_run)
+    if as_json:
+        print_json(p.as_dict())
+    elif dry_run:
+        _print_plan(p)
+    elif verbose:
+        for s in p.steps:
+            note(f"merged {s.agent.branch} ({s.ahead} commit(s)) into {p.base}")
+    if dry_run and not p.ok:
+        if not as_json:
+            click.echo(p.failure().render(), err=True)
+        return 1
+    return 0
+
+
+def _print_plan(p: "Any") -> None:
+    what = f"checkpoint {p.checkpoint.name}" if p.checkpoint else "merge"
+    click.echo(f"{what} into {p.base}: " + ("would succeed" if p.ok and p.new else "nothing to merge" if p.ok else "would fail"))
+    rows = []
+    for s in p.steps:
+        if s.ok:
+            state = "clean"
+        else:
+            state = "; ".join([f"conflict in {path} with {', '.join(w)}" for path, w in s.conflicts.items()]
+                              + [f"{(v.commit or '')[:12]} out of zone: {v.path}" for v in s.violations])
+        rows.append([s.agent.name, f"{s.ahead} commit(s)", state])
+    rows += [[name, "nothing new", ""] for name in p.skipped]
+    _table([["  " + r[0], r[1], r[2]] for r in rows])
+
+
+@command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checkpoints as JSON.")
+def checkpoint(as_json: bool) -> int:
+    """List the declared checkpoints and whether each is ready to merge.
+
+    For each checkpoint of .gitfleet.toml ([checkpoints.NAME] agents = [...]): its state
+    (ready, blocked, nothing new, or merged) and, per agent, the commits it is ahead of the
+    base, its uncommitted files, out-of-zone changes and the paths that would conflict.
+    """
+    rows = load().checkpoints()
+    if as_json:
+        print_json(rows)
+        return 0
+    for row in rows:
+        click.echo(f"{row['checkpoint']}: {row['state']}" + (f" (test: {row['test']})" if row["test"] else ""))
+        table = []
+        for a in row["agents"]:
+            facts = [f"{a['ahead']} ahead"]
+            if a["dirty"]:
+                facts.append(f"{a['dirty']} uncommitted")
+            if a["dirty"] is None:
+                facts.append("no worktree")
+            if a["out_of_zone"]:
+                facts.append("out of zone: " + ", ".join(a["out_of_zone"]))
+            if a["conflicts"]:
+                facts.append("would conflict: " + ", ".join(a["conflicts"]))
+            table.append(["  " + a["agent"], ", ".join(facts)])
+        _table(table)
+    return 0
+
+
+ALL = {"init": init, "add": add, "rm": rm, "list": list_, "who": who, "zones": zones, "merge": merge,
+       "checkpoint": checkpoint}
 
 
 @click.group(cls=FleetGroup, context_settings=CONTEXT, invoke_without_command=True)

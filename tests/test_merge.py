@@ -1,0 +1,210 @@
+"""Checkpoint merges on real repositories: all or nothing, zones re-checked, crash-safe."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import Sandbox
+
+
+@pytest.fixture
+def fleet2(fleet_repo: Sandbox) -> Sandbox:
+    """Two agents, a checkpoint of both, each with one commit in its zone."""
+    sb = fleet_repo
+    sb.add_agent("backend", "src/backend/**")
+    sb.add_agent("web", "src/frontend/**")
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text() + '\n[checkpoints.phase-1]\nagents = ["backend", "web"]\n')
+    sb.commit(sb.root / "agent-backend", {"src/backend/api.py": "def api(): return 2\n"}, "backend: api v2")
+    sb.commit(sb.root / "agent-web", {"src/frontend/app.js": "app(2)\n"}, "web: app v2")
+    return sb
+
+
+def state(sb: Sandbox) -> dict[str, object]:
+    """Everything a failed merge must leave as it was."""
+    git_dir = sb.repo / ".git"
+    return {
+        "refs": sb.git("for-each-ref", "--format=%(refname) %(objectname)").out,
+        "status": sb.git("status", "--porcelain=v2", "--untracked-files=all").out,
+        "index": (git_dir / "index").read_bytes(),
+        "merge_head": (git_dir / "MERGE_HEAD").exists(),
+        "locks": sorted(str(p) for p in git_dir.rglob("*.lock")),
+        "journal": (git_dir / "fleet/merge-journal").exists(),
+    }
+
+
+def test_checkpoint_merge_makes_one_no_ff_merge_per_agent(fleet2: Sandbox) -> None:
+    sb = fleet2
+    old = sb.head("main")
+    backend_tip, web_tip = sb.head("fleet/backend"), sb.head("fleet/web")
+    sb.fleet("merge", "--checkpoint", "phase-1")
+    parents = sb.git("rev-list", "--parents", "--first-parent", f"{old}..main").out.split("\n")
+    second, first = parents[0].split(), parents[1].split()
+    assert first[1:] == [old, backend_tip] and second[1:] == [first[0], web_tip]
+    assert sb.git("log", "-1", "--format=%s", "main").out.strip() == "Merge fleet/web (agent web, checkpoint phase-1)"
+    # the checkpoint is tagged (annotated) and logged
+    assert sb.git("cat-file", "-t", "fleet/phase-1").out.strip() == "tag"
+    assert sb.head("fleet/phase-1^{commit}") == sb.head("main")
+    log = (sb.repo / ".git/fleet/checkpoints.log").read_text().split("\t")
+    assert log[1:4] == ["phase-1", "main", old] and log[5] == "backend,web\n"
+    # the checked-out base followed, and the orchestrator's uncommitted config edit was kept
+    assert (sb.repo / "src/backend/api.py").read_text() == "def api(): return 2\n"
+    assert sb.git("status", "--porcelain").out == "?? .gitfleet.toml\n"
+    # merged already: a second run refuses
+    res = sb.fleet("merge", "--checkpoint", "phase-1", ok=False)
+    assert "merged already" in res.err
+
+
+def test_merge_named_agents_and_every_agent(fleet2: Sandbox) -> None:
+    sb = fleet2
+    sb.fleet("merge", "web")
+    assert sb.git("log", "-1", "--format=%s", "main").out.strip() == "Merge fleet/web (agent web)"
+    sb.fleet("merge")  # every agent with new commits: backend is left
+    assert sb.git("log", "-1", "--format=%s", "main").out.strip() == "Merge fleet/backend (agent backend)"
+    res = sb.fleet("merge", "-n")
+    assert "nothing to merge" in res.out and res.code == 0
+    assert not sb.git("tag").out
+
+
+def test_conflict_between_agents_changes_nothing(fleet2: Sandbox) -> None:
+    sb = fleet2
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text().replace('zone = ["src/frontend/**"]', 'zone = ["src/frontend/**", "README.md"]')
+                   .replace('zone = ["src/backend/**"]', 'zone = ["src/backend/**", "README.md"]'))
+    sb.commit(sb.root / "agent-backend", {"README.md": "# backend's view\n"}, "readme")
+    sb.commit(sb.root / "agent-web", {"README.md": "# web's view\n"}, "readme")
+    before = state(sb)
+    res = sb.fleet("merge", "--checkpoint", "phase-1", ok=False)
+    assert res.code == 1
+    assert "checkpoint phase-1 cannot be merged into main; nothing was changed" in res.err
+    assert "web: README.md conflicts with agent 'backend'" in res.err
+    assert state(sb) == before
+
+
+def test_conflict_with_the_base(fleet2: Sandbox) -> None:
+    sb = fleet2
+    sb.commit(sb.repo, {"src/frontend/app.js": "orchestrator's fix\n"}, "fix on main")
+    before = state(sb)
+    res = sb.fleet("merge", ok=False)
+    assert "web: src/frontend/app.js conflicts with main" in res.err
+    assert state(sb) == before
+
+
+def test_a_no_verify_commit_is_caught_by_the_merge(fleet2: Sandbox) -> None:
+    sb = fleet2
+    sb.commit(sb.root / "agent-web", {"docs/guide.md": "sneaky\n"}, "sneaky", extra=("--no-verify",))
+    sneaky = sb.head("fleet/web")
+    before = state(sb)
+    res = sb.fleet("merge", "--checkpoint", "phase-1", ok=False)
+    assert f"web: {sneaky[:12]} changed docs/guide.md outside its zone" in res.err
+    assert "git rebase -i" in res.err
+    assert state(sb) == before
+
+
+def test_local_changes_in_the_base_work_tree(fleet2: Sandbox) -> None:
+    sb = fleet2
+    (sb.repo / "docs/guide.md").write_text("orchestrator's notes\n")  # not touched by the merge: kept
+    sb.fleet("merge", "backend")
+    assert (sb.repo / "docs/guide.md").read_text() == "orchestrator's notes\n"
+    (sb.repo / "src/frontend/app.js").write_text("orchestrator edits a file the merge changes\n")
+    before = state(sb)
+    res = sb.fleet("merge", "web", ok=False)
+    assert "local changes would be overwritten" in res.err and "src/frontend/app.js" in res.err
+    assert state(sb) == before
+
+
+def test_base_not_checked_out_anywhere(fleet2: Sandbox) -> None:
+    sb = fleet2
+    sb.git("switch", "-q", "-c", "elsewhere")
+    sb.fleet("merge", "--checkpoint", "phase-1")
+    assert sb.git("rev-list", "--count", "elsewhere..main").out.strip() == "4"
+    assert sb.git("status", "--porcelain").out == "?? .gitfleet.toml\n"  # the checkout was not touched
+    assert sb.git("branch", "--show-current").out.strip() == "elsewhere"
+
+
+def test_dry_run_changes_nothing_and_exits_by_outcome(fleet2: Sandbox) -> None:
+    sb = fleet2
+    before = state(sb)
+    res = sb.fleet("merge", "--dry-run", "--checkpoint", "phase-1")
+    assert res.out.splitlines() == ["checkpoint phase-1 into main: would succeed",
+                                    "  backend  1 commit(s)  clean", "  web      1 commit(s)  clean"]
+    data = json.loads(sb.fleet("merge", "-n", "--json", "--checkpoint", "phase-1").out)
+    assert data["ok"] and data["new"] and [m["agent"] for m in data["merges"]] == ["backend", "web"]
+    assert state(sb) == before
+    sb.commit(sb.root / "agent-web", {"README.md": "x\n"}, "out of zone", extra=("--no-verify",))
+    before = state(sb)
+    res = sb.fleet("merge", "--dry-run", ok=False)
+    assert res.code == 1 and "out of zone: README.md" in res.out
+    assert state(sb) == before
+
+
+def test_checkpoint_listing_shows_readiness(fleet2: Sandbox) -> None:
+    sb = fleet2
+    (sb.root / "agent-web/src/frontend/wip.js").write_text("wip\n")
+    out = sb.fleet("checkpoint").out.splitlines()
+    assert out == ["phase-1: ready", "  backend  1 ahead", "  web      1 ahead, 1 uncommitted"]
+    sb.fleet("merge", "--checkpoint", "phase-1")
+    data = json.loads(sb.fleet("checkpoint", "--json").out)
+    assert data[0]["state"] == "merged"
+
+
+@pytest.mark.parametrize("text, words", [
+    ('[checkpoints.p]\nagents = ["ghost"]\n', "names 'ghost', which is not an agent"),
+    ('[checkpoints.p]\nagents = []\n', "needs agents"),
+])
+def test_bad_checkpoints_are_reported_with_line(fleet2: Sandbox, text: str, words: str) -> None:
+    sb = fleet2
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text() + "\n" + text)
+    res = sb.fleet("checkpoint", ok=False)
+    assert words in res.err and f"{cfg}:" in res.err
+
+
+def test_unknown_checkpoint_and_agent(fleet2: Sandbox) -> None:
+    assert "no checkpoint named 'nope'" in fleet2.fleet("merge", "--checkpoint", "nope", ok=False).err
+    assert "no agent named 'ghost'" in fleet2.fleet("merge", "ghost", ok=False).err
+    assert fleet2.fleet("merge", "--checkpoint", "phase-1", "web", ok=False).code == 2
+
+
+def _killed_at(sb: Sandbox, point: str) -> None:
+    marker = sb.root / "paused"
+    env = {**os.environ, "GIT_FLEET_TEST_PAUSE": point, "GIT_FLEET_TEST_MARKER": str(marker)}
+    proc = subprocess.Popen(["git", "fleet-merge", "--checkpoint", "phase-1"], cwd=sb.repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not marker.exists():
+        assert proc.poll() is None and time.time() < deadline, "the merge did not reach the pause"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_killed_after_the_base_moved_is_finished_by_the_next_command(fleet2: Sandbox) -> None:
+    sb = fleet2
+    _killed_at(sb, "after-ref")
+    assert (sb.repo / ".git/fleet/merge-journal").exists()
+    assert sb.head("main") == sb.head("fleet/phase-1^{commit}")  # the base and the tag moved together
+    res = sb.fleet("list")
+    assert "finished an interrupted merge into main" in res.err
+    assert not (sb.repo / ".git/fleet/merge-journal").exists()
+    assert sb.git("status", "--porcelain").out == "?? .gitfleet.toml\n"
+    assert (sb.repo / "src/frontend/app.js").read_text() == "app(2)\n"
+    assert "phase-1" in (sb.repo / ".git/fleet/checkpoints.log").read_text()
+    assert not list((sb.repo / ".git").rglob("*.lock"))
+
+
+def test_killed_before_the_base_moved_leaves_the_old_state(fleet2: Sandbox) -> None:
+    sb = fleet2
+    before = state(sb)
+    _killed_at(sb, "after-journal")
+    sb.fleet("list")
+    after = state(sb)
+    assert after == {**before, "journal": False}
+    assert not sb.git("tag").out
