@@ -17,7 +17,8 @@ import sys
 from . import check, plumbing
 from .errors import INTERNAL, FleetError, UsageError
 
-USAGE = "usage: git fleet-check [--hook pre-commit | --hook pre-push REMOTE URL | --hook pre-receive | --commits [AGENT...]]"
+USAGE = ("usage: git fleet-check [--hook pre-commit | --hook pre-merge-commit | --hook pre-push REMOTE URL | "
+         "--hook pre-receive | --commits [AGENT...]]")
 
 
 def _fleet(here: plumbing.Here) -> check.Compiled | None:
@@ -52,6 +53,8 @@ def pre_commit() -> int:
     here = plumbing.here()
     if here.toplevel is None:
         return 0
+    if os.path.exists(os.path.join(here.git_dir, "MERGE_HEAD")):
+        pre_merge_commit()
     main = plumbing.main_worktree_of(here.common_dir)
     if main is None or os.path.realpath(here.toplevel) == os.path.realpath(main):
         return 0  # the orchestrator's worktree is not restricted
@@ -65,6 +68,39 @@ def pre_commit() -> int:
     violations = check.check_paths(compiled, agent, pairs)
     if violations:
         raise check.describe(agent, violations, "commit rejected")
+    return 0
+
+
+def pre_merge_commit() -> int:
+    """A plain `git merge` of an agent's branch: its new commits are held to its zone.
+
+    Also run from pre-commit when a merge is being concluded (after resolving conflicts,
+    `git commit` runs pre-commit, not pre-merge-commit)."""
+    here = plumbing.here()
+    heads = (plumbing.read_file(os.path.join(here.git_dir, "MERGE_HEAD")) or "").split()
+    action = os.environ.get("GIT_REFLOG_ACTION", "")
+    if not heads and action.startswith("merge "):
+        # pre-merge-commit runs before git writes MERGE_HEAD; git names what it merges here
+        for name in action.split()[1:]:
+            code, raw = plumbing.quick(["rev-parse", "-q", "--verify", f"{name}^{{commit}}"], show_errors=False)
+            if code == 0:
+                heads.append(raw.decode().strip())
+    if not heads:
+        return 0
+    compiled = _fleet(here)
+    if compiled is None:
+        return 0
+    _, raw = plumbing.quick(["for-each-ref", "--format=%(objectname) %(refname:lstrip=2)", "refs/heads/"])
+    tips = dict(line.split(" ", 1)[::-1] for line in raw.decode("utf-8", "surrogateescape").splitlines())
+    errors = []
+    for head in heads:
+        for agent in compiled.agents.values():
+            if tips.get(agent.branch) == head:
+                violations = check.check_range(compiled, agent, [head], ["HEAD"], here.git_dir)
+                if violations:
+                    errors.append(check.describe(agent, violations, f"merge of {agent.branch} rejected"))
+    if errors:
+        raise FleetError("\n".join(e.message for e in errors), errors[0].hint)
     return 0
 
 
@@ -145,6 +181,8 @@ def run(argv: list[str]) -> int:
         return 0
     if not argv or argv == ["--hook", "pre-commit"]:
         return pre_commit()
+    if argv == ["--hook", "pre-merge-commit"]:
+        return pre_merge_commit()
     if argv[0] == "--hook" and len(argv) >= 2 and argv[1] in ("pre-push", "pre-receive"):
         return pushed(argv[1], argv[2:])
     if argv[0] == "--commits":

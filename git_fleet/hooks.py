@@ -20,7 +20,7 @@ from .repo import Repo
 
 MARKER = "git-fleet-hook-v1"
 CHAINED = ".pre-fleet"
-WORKTREE_HOOKS = ("pre-commit", "pre-push", "pre-receive")
+WORKTREE_HOOKS = ("pre-commit", "pre-merge-commit", "pre-push", "pre-receive")
 SERVER_HOOKS = ("pre-receive",)
 READS_STDIN = {"pre-push", "pre-receive"}
 

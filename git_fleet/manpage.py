@@ -50,7 +50,7 @@ EXTRA: dict[str, dict[str, str]] = {
                                   "README.md: (no agent: the orchestrator's)"},
     "git-fleet-init": {
         "FILES": ".gitfleet.toml in the main worktree: the fleet's configuration; the one copy agents "
-                 "cannot change. $GIT_COMMON_DIR/hooks/pre-commit, pre-push, pre-receive: the fleet's hooks; "
+                 "cannot change. $GIT_COMMON_DIR/hooks/pre-commit, pre-merge-commit, pre-push, pre-receive: the fleet's hooks; "
                  "HOOK.pre-fleet: the hook that was there before, run first. "
                  "$GIT_COMMON_DIR/fleet/zones.cache: the compiled zones, rebuilt when the configuration changes.",
         "PRE-COMMIT FRAMEWORK": "Instead of the installed hooks, add to .pre-commit-config.yaml:\n"
@@ -78,11 +78,13 @@ CHECK_PAGE: dict[str, Any] = {
                    "checks every new commit on an agent's branch; so a commit made with --no-verify does not get "
                    "through a push. On a bare repository the zones come from the base branch's committed "
                    ".gitfleet.toml (the base is fleet.base in git config, or HEAD).\n\n"
+                   "With --hook pre-merge-commit (and from pre-commit while a merge is being concluded) it checks "
+                   "the new commits of an agent's branch that a plain git merge brings in.\n\n"
                    "With --commits it checks every commit of the named agents (all by default) since the base: "
                    "the gate that does not depend on hooks.\n\n"
                    "Zones are compiled once into $GIT_COMMON_DIR/fleet/zones.cache and read from there while "
                    "the configuration is unchanged, so the check costs little more than one git diff-index.",
-    "options": [("--hook NAME", "Run as the named hook: pre-commit, pre-push or pre-receive."),
+    "options": [("--hook NAME", "Run as the named hook: pre-commit, pre-merge-commit, pre-push or pre-receive."),
                 ("--commits [AGENT...]", "Check every commit of the agents' branches since the base."),
                 ("-h, --help", "Show the usage.")],
 }

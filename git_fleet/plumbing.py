@@ -94,7 +94,7 @@ class Here:
         self.head_ref = head_ref  # "refs/heads/x", or None when detached
 
 
-def _read(path: str) -> str | None:
+def read_file(path: str) -> str | None:
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as fh:
             return fh.read().strip()
@@ -112,11 +112,11 @@ def _here_from_layout() -> tuple[str, str, str] | None:
     if os.path.isdir(dotgit):
         git_dir = dotgit
     else:
-        link = _read(dotgit)
+        link = read_file(dotgit)
         if not link or not link.startswith("gitdir: "):
             return None
         git_dir = os.path.normpath(os.path.join(top, link[8:]))
-    common = _read(os.path.join(git_dir, "commondir"))
+    common = read_file(os.path.join(git_dir, "commondir"))
     common_dir = os.path.normpath(os.path.join(git_dir, common)) if common else git_dir
     if not os.path.isfile(os.path.join(common_dir, "HEAD")):
         return None
@@ -132,7 +132,7 @@ def here() -> Here:
             raise UsageError("not a git repository", "run this inside a repository")
         found = (lines[0], lines[1], lines[2] if len(lines) > 2 else None)  # type: ignore[assignment]
     common_dir, git_dir, top = found  # type: ignore[misc]
-    head = _read(os.path.join(git_dir, "HEAD")) or ""
+    head = read_file(os.path.join(git_dir, "HEAD")) or ""
     return Here(common_dir, git_dir, top, head[5:] if head.startswith("ref: ") else None)
 
 

@@ -18,7 +18,7 @@ def backend(fleet_repo: Sandbox) -> Path:
 
 def test_init_installs_hooks_in_the_common_dir(fleet_repo: Sandbox) -> None:
     hooks = fleet_repo.repo / ".git/hooks"
-    for name in ("pre-commit", "pre-push", "pre-receive"):
+    for name in ("pre-commit", "pre-merge-commit", "pre-push", "pre-receive"):
         assert "git-fleet-hook-v1" in (hooks / name).read_text()
         assert os.access(hooks / name, os.X_OK)
 

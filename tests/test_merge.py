@@ -208,3 +208,21 @@ def test_killed_before_the_base_moved_leaves_the_old_state(fleet2: Sandbox) -> N
     after = state(sb)
     assert after == {**before, "journal": False}
     assert not sb.git("tag").out
+
+
+def test_plain_git_merge_of_an_agent_branch_is_zone_checked(fleet2: Sandbox) -> None:
+    sb = fleet2
+    sb.git("merge", "-q", "--no-ff", "--no-edit", "fleet/backend")  # in zone: fine
+    sb.commit(sb.root / "agent-web", {"docs/guide.md": "sneaky\n"}, "sneaky", extra=("--no-verify",))
+    res = sb.git("merge", "--no-ff", "--no-edit", "fleet/web", ok=False)
+    assert "merge of fleet/web rejected" in res.err and "changed docs/guide.md" in res.err
+    sb.git("merge", "--abort")
+    # concluded by hand after a conflict, `git commit` runs pre-commit: still checked
+    sb.commit(sb.repo, {"docs/guide.md": "orchestrator\n"}, "conflicting edit on main")
+    res = sb.git("merge", "--no-ff", "--no-edit", "fleet/web", ok=False)
+    assert "CONFLICT" in res.out
+    sb.write_files({"docs/guide.md": "resolved\n"})
+    sb.git("add", "docs/guide.md")
+    res = sb.git("commit", "--no-edit", ok=False)
+    assert "merge of fleet/web rejected" in res.err
+    sb.git("merge", "--abort")

@@ -46,7 +46,7 @@ def init(base: str | None, server: bool, uninstall: bool, verbose: bool) -> int:
     """Set up a repository for a fleet of agents.
 
     Writes a commented .gitfleet.toml in the main worktree if there is none (base branch,
-    branch prefix, worktree location, agent limits) and installs the pre-commit, pre-push
+    branch prefix, worktree location, agent limits) and installs the pre-commit, pre-merge-commit, pre-push
     and pre-receive hooks in the repository's common hooks directory, so that every linked
     worktree runs them. A hook that was there before is kept as HOOK.pre-fleet and runs
     first. Running it again refreshes the hooks and keeps the configuration.
