@@ -296,6 +296,39 @@ class Fleet:
                 merge.execute(self.repo, p)
             return p
 
+    def status(self) -> dict[str, Any]:
+        """One row per agent (ahead, behind, dirty, out of zone, last commit) and the forecast."""
+        from . import merge
+
+        cfg = self.config
+        base_tip = self.repo.branch_tip(cfg.base)
+        compiled = check.compile_config(str(self.repo.common_dir), str(self.main), cfg)
+        rows, tips = [], {}
+        for a in cfg.agents.values():
+            tip = self.repo.branch_tip(a.branch)
+            row: dict[str, Any] = {"agent": a.name, "branch": a.branch, "ahead": None, "behind": None,
+                                   "dirty": None, "out_of_zone": [], "last_commit": None}
+            if tip is not None:
+                commit = self.repo.pygit.get(tip)
+                row["last_commit"] = int(commit.commit_time) if commit is not None else None
+                if base_tip is not None:
+                    ahead, behind = self.repo.pygit.ahead_behind(tip, base_tip)
+                    row["ahead"], row["behind"] = int(ahead), int(behind)
+                    found = check.check_range(compiled, compiled.agents[a.name], [tip], [base_tip],
+                                              str(self.repo.common_dir))
+                    row["out_of_zone"] = sorted({v.path for v in found})
+                if row["ahead"]:
+                    tips[a.name] = tip
+            where = self.worktree_of(a)
+            if where.is_dir():
+                dirty = self.repo.dirty_paths(where)
+                row["dirty"] = len(dirty)
+                zone = compiled.agents[a.name]
+                row["out_of_zone"] += sorted(p for p in dirty if not zone.owns(p) or compiled.is_protected(p))
+            rows.append(row)
+        fc = merge.forecast(self.repo, cfg.base, tips)
+        return {"base": cfg.base, "agents": rows, **fc.as_dict()}
+
     def checkpoints(self) -> list[dict[str, Any]]:
         """Each checkpoint with its agents' readiness: ahead, dirty, out of zone, would conflict."""
         from . import merge

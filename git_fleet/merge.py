@@ -248,3 +248,45 @@ def _pause(point: str) -> None:
         if marker:
             Path(marker).write_text(point)
         time.sleep(3600)
+
+
+# -- the forecast: what would conflict if merged now ---------------------------------------------------
+
+@dataclass
+class Forecast:
+    base: str
+    conflicts: list[tuple[str, str, list[str]]]  # (agent, other agent or the base, paths)
+    order: list[str]  # a merge order that integrates the most agents without conflict
+    held_back: list[str]  # the agents that order leaves for later
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"conflicts": [{"agents": [a, b], "paths": paths} for a, b, paths in self.conflicts],
+                "merge_order": self.order, "held_back": self.held_back}
+
+
+def forecast(repo: Repo, base: str, tips: dict[str, str]) -> Forecast:
+    """Every agent against the base and every pair of agents against each other, in memory,
+    in one `git merge-tree --stdin` process; then the largest conflict-free set, in order."""
+    base_tip = repo.branch_tip(base)
+    names = list(tips)
+    pairs: list[tuple[str, str]] = []
+    labels: list[tuple[str, str]] = []
+    if base_tip is not None:
+        for n in names:
+            pairs.append((base_tip, tips[n]))
+            labels.append((n, base))
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            pairs.append((tips[a], tips[b]))
+            labels.append((a, b))
+    conflicts = [(a, b, list(r.conflicts)) for (a, b), r in zip(labels, repo.merge_trees(pairs)) if not r.clean]
+    against_base = {a for a, b, _ in conflicts if b == base}
+    edges = {(a, b) for a, b, _ in conflicts if b != base}
+    candidates = [n for n in names if n not in against_base]
+    best: list[str] = []
+    # at most 10 agents: trying every subset (largest first) is instant and exact
+    for mask in range(1 << len(candidates)):
+        chosen = [c for i, c in enumerate(candidates) if mask >> i & 1]
+        if len(chosen) > len(best) and not any((a, b) in edges for a in chosen for b in chosen):
+            best = chosen
+    return Forecast(base, conflicts, best, [n for n in names if n not in best])

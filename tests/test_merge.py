@@ -226,3 +226,31 @@ def test_plain_git_merge_of_an_agent_branch_is_zone_checked(fleet2: Sandbox) -> 
     res = sb.git("commit", "--no-edit", ok=False)
     assert "merge of fleet/web rejected" in res.err
     sb.git("merge", "--abort")
+
+
+def test_status_rows_and_conflict_forecast(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    for name in ("a", "b", "c", "d"):
+        sb.add_agent(name, f"area-{name}/**", "shared.txt", extra=("--allow-overlap",))
+    sb.commit(sb.repo, {"shared.txt": "base\n", "area-d/x": "base\n"}, "shared file")
+    sb.git("merge", "-q", "main", cwd=sb.root / "agent-a")
+    sb.git("merge", "-q", "main", cwd=sb.root / "agent-b")
+    sb.commit(sb.root / "agent-a", {"shared.txt": "a\n", "area-a/f": "a\n"}, "a")
+    sb.commit(sb.root / "agent-b", {"shared.txt": "b\n"}, "b")  # conflicts with a
+    sb.commit(sb.root / "agent-c", {"area-c/f": "c\n"}, "c")  # clean with everyone
+    sb.commit(sb.root / "agent-d", {"area-d/x": "d\n"}, "d")  # forked before main added area-d/x
+    (sb.root / "agent-c/README.md").write_text("stray edit\n")
+    data = json.loads(sb.fleet("status", "--json").out)
+    rows = {r["agent"]: r for r in data["agents"]}
+    assert (rows["a"]["ahead"], rows["a"]["behind"]) == (1, 0)
+    assert (rows["d"]["ahead"], rows["d"]["behind"]) == (1, 1)
+    assert rows["c"]["dirty"] == 1 and rows["c"]["out_of_zone"] == ["README.md"]
+    assert isinstance(rows["a"]["last_commit"], int)
+    pairs = {tuple(c["agents"]): c["paths"] for c in data["conflicts"]}
+    # a and b took main's area-d/x in; d added its own: add/add conflicts with both, and with main
+    assert pairs == {("a", "b"): ["shared.txt"], ("d", "main"): ["area-d/x"], ("a", "d"): ["area-d/x"],
+                     ("b", "d"): ["area-d/x"]}
+    assert data["merge_order"] == ["a", "c"] and data["held_back"] == ["b", "d"]
+    text = sb.fleet("status").out
+    assert "would conflict if merged now:\n  d and main: area-d/x\n  a and b: shared.txt\n" in text
+    assert "merge order: a, c (then b, d, after git fleet-sync)" in text

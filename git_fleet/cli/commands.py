@@ -271,8 +271,55 @@ def checkpoint(as_json: bool) -> int:
     return 0
 
 
+def _age(stamp: int | None) -> str:
+    if stamp is None:
+        return "-"
+    import time
+
+    secs = max(0, int(time.time()) - stamp)
+    for unit, size in (("day", 86400), ("hour", 3600), ("min", 60)):
+        if secs >= size:
+            n = secs // size
+            return f"{n} {unit}{'s' if n > 1 and unit != 'min' else ''} ago"
+    return f"{secs} s ago"
+
+
+@command()
+@click.option("--json", "as_json", is_flag=True, help="Print the rows and the forecast as JSON.")
+def status(as_json: bool) -> int:
+    """Show every agent and the conflicts coming before a checkpoint.
+
+    One row per agent: branch, commits ahead of and behind the base, uncommitted files,
+    out-of-zone changes (committed or not) and the age of its last commit. Then the conflict
+    forecast: which agents' branches would conflict with the base or with each other if merged
+    now, with the paths, all made in memory in one git merge-tree process; and a merge order
+    that integrates the most agents without conflict.
+    """
+    data = load().status()
+    if as_json:
+        print_json(data)
+        return 0
+    def num(v: object) -> str:
+        return "-" if v is None else str(v)
+    rows = [["agent", "branch", "ahead", "behind", "dirty", "out of zone", "last commit"]]
+    for r in data["agents"]:
+        rows.append([r["agent"], r["branch"], num(r["ahead"]), num(r["behind"]), num(r["dirty"]),
+                     ", ".join(r["out_of_zone"]) or "-", _age(r["last_commit"])])
+    _table(rows)
+    if data["conflicts"]:
+        click.echo("would conflict if merged now:")
+        for c in data["conflicts"]:
+            click.echo(f"  {c['agents'][0]} and {c['agents'][1]}: {', '.join(c['paths'])}")
+    if data["merge_order"] or data["held_back"]:
+        line = "merge order: " + (", ".join(data["merge_order"]) or "-")
+        if data["held_back"]:
+            line += f" (then {', '.join(data['held_back'])}, after git fleet-sync)"
+        click.echo(line)
+    return 0
+
+
 ALL = {"init": init, "add": add, "rm": rm, "list": list_, "who": who, "zones": zones, "merge": merge,
-       "checkpoint": checkpoint}
+       "checkpoint": checkpoint, "status": status}
 
 
 @click.group(cls=FleetGroup, context_settings=CONTEXT, invoke_without_command=True)
