@@ -309,8 +309,7 @@ class Fleet:
             row: dict[str, Any] = {"agent": a.name, "branch": a.branch, "ahead": None, "behind": None,
                                    "dirty": None, "out_of_zone": [], "last_commit": None}
             if tip is not None:
-                commit = self.repo.pygit.get(tip)
-                row["last_commit"] = int(commit.commit_time) if commit is not None else None
+                row["last_commit"] = self.repo.commit_time(tip)
                 if base_tip is not None:
                     ahead, behind = self.repo.pygit.ahead_behind(tip, base_tip)
                     row["ahead"], row["behind"] = int(ahead), int(behind)

@@ -126,6 +126,12 @@ class Repo:
         ref = self.pygit.references.get(f"refs/heads/{branch}")
         return str(ref.resolve().target) if ref is not None else None
 
+    def commit_time(self, oid: str) -> int:
+        import pygit2
+
+        commit = self.pygit.get(oid)
+        return int(commit.commit_time) if isinstance(commit, pygit2.Commit) else 0
+
     def valid_branch_name(self, branch: str) -> bool:
         return git(["check-ref-format", "--branch", branch], self.common_dir, check=False).returncode == 0 \
             and not branch.startswith("-")

@@ -7,6 +7,7 @@ import click
 from .. import __version__
 from ..fleet import Fleet, Report
 from ..fleet import init as do_init
+from ..merge import Plan
 from . import CONTEXT, FleetGroup, command, hint, note, print_json, warn
 
 ZONE_HELP = "A gitignore pattern the agent owns, relative to the repository root; repeat for more (the last match decides)."
@@ -225,7 +226,7 @@ def merge(agents: tuple[str, ...], checkpoint: str | None, dry_run: bool, as_jso
     return 0
 
 
-def _print_plan(p: "Any") -> None:
+def _print_plan(p: Plan) -> None:
     what = f"checkpoint {p.checkpoint.name}" if p.checkpoint else "merge"
     click.echo(f"{what} into {p.base}: " + ("would succeed" if p.ok and p.new else "nothing to merge" if p.ok else "would fail"))
     rows = []
