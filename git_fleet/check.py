@@ -56,12 +56,14 @@ class CompiledAgent:
 
 
 class Compiled:
-    __slots__ = ("agents", "base", "protected")
+    __slots__ = ("agents", "base", "protected", "union")
 
-    def __init__(self, agents: dict[str, CompiledAgent], protected: Sequence[str], base: str):
+    def __init__(self, agents: dict[str, CompiledAgent], protected: Sequence[str], base: str,
+                 union: CompiledAgent | None = None):
         self.agents = agents
         self.protected = tuple(protected)  # paths (files or directories) no agent may change
         self.base = base
+        self.union = union  # shared files that every agent may change
 
     def agent_for(self, head_ref: str | None, worktree: str | None) -> CompiledAgent | None:
         """The agent a worktree belongs to: by its branch, else by its registered path."""
@@ -98,7 +100,9 @@ def _identity(path: str) -> list[int] | None:
 def _from_data(data: dict[str, Any]) -> Compiled:
     agents = {name: CompiledAgent(name, a["branch"], a["worktree"], a["zone"], a["rules"])
               for name, a in data["agents"].items()}
-    return Compiled(agents, data["protected"], data["base"])
+    union = data.get("union")
+    return Compiled(agents, data["protected"], data["base"],
+                    CompiledAgent("union", "", "", union["zone"], union["rules"]) if union else None)
 
 
 def protected_paths(common_dir: str) -> list[str]:
@@ -112,6 +116,11 @@ def protected_paths(common_dir: str) -> list[str]:
     return paths
 
 
+def rules_of(zone: Any) -> list[list[Any]]:
+    """A zones.Zone as the cache stores it: [kind, text, include] per pattern, in order."""
+    return [[*(p.literal or ("re", p.regex)), p.include] for p in zone.patterns]
+
+
 def compile_config(common_dir: str, main: str | None, cfg: Any) -> Compiled:
     """Compile a loaded Config (see config.py) and store it in the cache when it came from `main`."""
     agents = {}
@@ -122,9 +131,13 @@ def compile_config(common_dir: str, main: str | None, cfg: Any) -> Compiled:
             "branch": a.branch,
             "worktree": os.path.normpath(wt),
             "zone": list(a.zone),
-            "rules": [[*(p.literal or ("re", p.regex)), p.include] for p in zone.patterns],
+            "rules": rules_of(zone),
         }
     data = {"agents": agents, "protected": protected_paths(common_dir), "base": cfg.base}
+    if cfg.union:
+        from .zones import Zone
+
+        data["union"] = {"zone": list(cfg.union), "rules": rules_of(Zone(cfg.union))}
     if main is not None:
         _store(common_dir, main, data)
     return _from_data(data)
@@ -191,7 +204,7 @@ def check_paths(compiled: Compiled, agent: CompiledAgent, changes: Iterable[tupl
     for what, path in changes:
         if compiled.is_protected(path):
             found.append(Violation(path, what, (), True, commit))
-        elif not agent.owns(path):
+        elif not agent.owns(path) and not (compiled.union and compiled.union.owns(path)):
             found.append(Violation(path, what, tuple(compiled.owners(path)), False, commit))
     return found
 

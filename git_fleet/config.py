@@ -49,6 +49,12 @@ worktree = "../agent-{{agent}}"
 # more than max_agents is refused unless --force is given.
 warn_agents = 7
 max_agents = 10
+# Shared files every agent appends to (a changelog, a journal): open to every agent's zone and
+# merged line by line (git's union merge) instead of conflicting.
+union = []
+# How `git fleet-sync` brings the base into agent branches: "merge", or "rebase" (only for
+# branches nobody else has).
+sync = "merge"
 
 # Each agent owns the paths its zone matches. A zone is a list of gitignore patterns,
 # relative to the repository root; the last pattern that matches a path decides, so a
@@ -98,6 +104,8 @@ class Config:
     worktree: str = DEFAULT_WORKTREE
     warn_agents: int = DEFAULT_WARN
     max_agents: int = DEFAULT_MAX
+    union: tuple[str, ...] = ()  # shared files merged line-wise, and open to every agent
+    sync: str = "merge"  # how git fleet-sync brings the base into agent branches: merge or rebase
     agents: Mapping[str, Agent] = field(default_factory=dict)
     checkpoints: Mapping[str, Checkpoint] = field(default_factory=dict)
 
@@ -190,7 +198,7 @@ def parse(path: Path, text: str) -> Config:
         raise r.fail((), "version", f"written for a newer git-fleet (schema {version}; this one reads {SCHEMA_VERSION})",
                      "upgrade git-fleet")
     fleet = r.take(data, (), "fleet", dict, {})
-    r.unknown(fleet, ("fleet",), {"base", "branch_prefix", "worktree", "warn_agents", "max_agents"})
+    r.unknown(fleet, ("fleet",), {"base", "branch_prefix", "worktree", "warn_agents", "max_agents", "union", "sync"})
     base = r.take(fleet, ("fleet",), "base", str, DEFAULT_BASE)
     prefix = r.take(fleet, ("fleet",), "branch_prefix", str, DEFAULT_PREFIX)
     worktree = r.take(fleet, ("fleet",), "worktree", str, DEFAULT_WORKTREE)
@@ -198,6 +206,16 @@ def parse(path: Path, text: str) -> Config:
     limit = r.take(fleet, ("fleet",), "max_agents", int, DEFAULT_MAX)
     if not base:
         raise r.fail(("fleet",), "base", "'fleet.base' is empty", "name the base branch, e.g. base = \"main\"")
+    union = r.take(fleet, ("fleet",), "union", list, [])
+    if not all(isinstance(u, str) for u in union):
+        raise r.fail(("fleet",), "union", "'fleet.union' must be a list of paths, e.g. [\"CHANGELOG.md\"]")
+    try:
+        Zone(union)
+    except PatternError as e:
+        raise r.fail(("fleet",), "union", e.message, e.hint) from None
+    sync = r.take(fleet, ("fleet",), "sync", str, "merge")
+    if sync not in ("merge", "rebase"):
+        raise r.fail(("fleet",), "sync", f"'fleet.sync' must be \"merge\" or \"rebase\", not {sync!r}")
     agents: dict[str, Agent] = {}
     for name, spec in r.take(data, (), "agents", dict, {}).items():
         table = ("agents", name)
@@ -247,7 +265,7 @@ def parse(path: Path, text: str) -> Config:
             raise r.fail(table, "agents", f"checkpoint '{name}' names an agent twice")
         checkpoints[name] = Checkpoint(name, tuple(members), r.take(spec, table, "test", str, None))
     return Config(path=path, base=base, branch_prefix=prefix, worktree=worktree, warn_agents=warn,
-                  max_agents=limit, agents=agents, checkpoints=checkpoints)
+                  max_agents=limit, union=tuple(union), sync=sync, agents=agents, checkpoints=checkpoints)
 
 
 def load(path: Path) -> Config | None:

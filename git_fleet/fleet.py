@@ -325,7 +325,7 @@ class Fleet:
                 zone = compiled.agents[a.name]
                 row["out_of_zone"] += sorted(p for p in dirty if not zone.owns(p) or compiled.is_protected(p))
             rows.append(row)
-        fc = merge.forecast(self.repo, cfg.base, tips)
+        fc = merge.forecast(self.repo, cfg.base, tips, cfg.union)
         return {"base": cfg.base, "agents": rows, **fc.as_dict()}
 
     def checkpoints(self) -> list[dict[str, Any]]:

@@ -141,7 +141,7 @@ def plan(repo: Repo, cfg: Any, main: Path, agents: list[Agent], checkpoint: Chec
             continue
         step = Step(agent, tip, ahead)
         step.violations = check.check_range(compiled, compiled.agents[agent.name], [tip], [old], str(repo.common_dir))
-        [res] = repo.merge_trees([(current, tip)])
+        [res] = repo.merge_trees([(current, tip)], cfg.union)
         if res.clean:
             step.merged = repo.commit_tree(res.tree, [current, tip], _message(agent, checkpoint, ahead))
             if step.ok:
@@ -264,7 +264,7 @@ class Forecast:
                 "merge_order": self.order, "held_back": self.held_back}
 
 
-def forecast(repo: Repo, base: str, tips: dict[str, str]) -> Forecast:
+def forecast(repo: Repo, base: str, tips: dict[str, str], union: tuple[str, ...] = ()) -> Forecast:
     """Every agent against the base and every pair of agents against each other, in memory,
     in one `git merge-tree --stdin` process; then the largest conflict-free set, in order."""
     base_tip = repo.branch_tip(base)
@@ -279,7 +279,7 @@ def forecast(repo: Repo, base: str, tips: dict[str, str]) -> Forecast:
         for b in names[i + 1 :]:
             pairs.append((tips[a], tips[b]))
             labels.append((a, b))
-    conflicts = [(a, b, list(r.conflicts)) for (a, b), r in zip(labels, repo.merge_trees(pairs)) if not r.clean]
+    conflicts = [(a, b, list(r.conflicts)) for (a, b), r in zip(labels, repo.merge_trees(pairs, union)) if not r.clean]
     against_base = {a for a, b, _ in conflicts if b == base}
     edges = {(a, b) for a, b, _ in conflicts if b != base}
     candidates = [n for n in names if n not in against_base]

@@ -173,17 +173,39 @@ class Repo:
 
     # -- merges (git's plumbing: one merge-tree process for a whole batch) ---------------------------
 
-    def merge_trees(self, pairs: list[tuple[str, str]]) -> list[MergeResult]:
+    def merge_trees(self, pairs: list[tuple[str, str]], union: tuple[str, ...] = ()) -> list[MergeResult]:
         """Merge each (ours, theirs) pair of commits in memory, in one `git merge-tree --stdin`.
 
-        Nothing but objects is written: no ref, index or work tree changes.
+        Nothing but objects is written: no ref, index or work tree changes. Paths matching
+        `union` are merged line-wise (git's union merge driver) instead of conflicting.
         """
         if not pairs:
             return []
         stdin = "".join(f"{a} {b}\n" for a, b in pairs).encode()
-        raw = git(["merge-tree", "--write-tree", "--stdin", "-z", "--name-only", "--no-messages"],
-                  self.common_dir, input=stdin).stdout
+        raw = git([*self._union_config(union), "merge-tree", "--write-tree", "--stdin", "-z", "--name-only",
+                   "--no-messages"], self.common_dir, input=stdin).stdout
         return parse_merge_tree(raw)
+
+    def _union_config(self, union: tuple[str, ...]) -> list[str]:
+        """`-c core.attributesFile=F` where F is the user's own attributes file plus a `merge=union`
+        line per path, so that no file of the user's is touched."""
+        if not union:
+            return []
+        own = self.config_get("core.attributesFile")
+        text = ""
+        if own:
+            try:
+                text = Path(os.path.expanduser(own)).read_text(encoding="utf-8", errors="surrogateescape")
+            except OSError:
+                text = ""
+        text = text + ("\n" if text and not text.endswith("\n") else "") + "".join(f"{p} merge=union\n" for p in union)
+        path = self.common_dir / "fleet" / "merge-attributes"
+        path.parent.mkdir(exist_ok=True)
+        if not path.exists() or path.read_text(encoding="utf-8", errors="surrogateescape") != text:
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
+            os.replace(tmp, path)
+        return ["-c", f"core.attributesFile={path}"]
 
     def commit_tree(self, tree: str, parents: list[str], message: str) -> str:
         args = ["commit-tree", tree]

@@ -43,7 +43,7 @@ def test_init_writes_a_commented_config_and_is_safe_to_repeat(sandbox: Sandbox) 
     text = cfg.read_text()
     data = tomllib.loads(text)
     assert data["fleet"] == {"base": "trunk", "branch_prefix": "fleet/", "worktree": "../agent-{agent}",
-                             "warn_agents": 7, "max_agents": 10}
+                             "warn_agents": 7, "max_agents": 10, "union": [], "sync": "merge"}
     assert text.count("\n#") >= 10
     cfg.write_text(text + "\n# my edit\n")
     res = sb.fleet("init", "-v")

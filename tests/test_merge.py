@@ -254,3 +254,20 @@ def test_status_rows_and_conflict_forecast(fleet_repo: Sandbox) -> None:
     text = sb.fleet("status").out
     assert "would conflict if merged now:\n  d and main: area-d/x\n  a and b: shared.txt\n" in text
     assert "merge order: a, c (then b, d, after git fleet-sync)" in text
+
+
+def test_union_files_are_open_to_every_agent_and_merged_line_by_line(fleet2: Sandbox) -> None:
+    sb = fleet2
+    sb.commit(sb.repo, {"CHANGELOG.md": "# Changes\n"}, "changelog")
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text().replace("union = []", 'union = ["CHANGELOG.md"]'))
+    assert 'union = ["CHANGELOG.md"]' in cfg.read_text()
+    for name, line in (("backend", "- backend: api v2\n"), ("web", "- web: app v2\n")):
+        wt = sb.root / f"agent-{name}"
+        sb.git("merge", "-q", "main", cwd=wt)
+        sb.commit(wt, {"CHANGELOG.md": "# Changes\n" + line}, f"{name}: changelog")  # not in its zone: allowed
+    data = json.loads(sb.fleet("status", "--json").out)
+    assert data["conflicts"] == [] and data["merge_order"] == ["backend", "web"]
+    sb.fleet("merge", "--checkpoint", "phase-1")
+    assert (sb.repo / "CHANGELOG.md").read_text() == "# Changes\n- backend: api v2\n- web: app v2\n"
+    assert not (sb.repo / ".gitattributes").exists() and not (sb.repo / ".git/info/attributes").exists()

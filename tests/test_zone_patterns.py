@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from git_fleet.check import CompiledAgent
+from git_fleet.check import CompiledAgent, rules_of
 from git_fleet.zones import PatternError, Zone, compile_pattern, find_overlap
 
 NAMES = ["a", "b", "ab", "ba", "a.md", "b.txt", "x", "src", "docs", "a b", "é", ".h", "A", "1", "aab",
@@ -64,9 +64,7 @@ def our_matches(pattern: str, files: list[str]) -> set[str] | None:
 
 
 def compiled_agent(patterns: list[str]) -> CompiledAgent:
-    zone = Zone(patterns)
-    return CompiledAgent("a", "fleet/a", "/w", patterns,
-                         [[*(p.literal or ("re", p.regex)), p.include] for p in zone.patterns])
+    return CompiledAgent("a", "fleet/a", "/w", patterns, rules_of(Zone(patterns)))
 
 
 HAND_PICKED = ["src/backend/**", "a/**", "/a/**", "a b/**", "a/b", "/a", "a/", "/a/", "a b", "Makefile", ".h",
