@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,12 +175,52 @@ def _log_line(p: Plan) -> str:
     return f"{stamp}\t{name}\t{p.base}\t{p.old}\t{p.new}\t{who}\n"
 
 
+def _passes(repo: Repo, commit: str, cmd: str, p: Plan) -> tuple[bool, str]:
+    env = {**os.environ, "FLEET_BASE": p.base, "FLEET_CHECKPOINT": p.checkpoint.name if p.checkpoint else ""}
+    with repo.scratch_worktree(commit) as where:
+        proc = subprocess.run(["sh", "-c", cmd], cwd=where, env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return proc.returncode == 0, proc.stdout.decode("utf-8", "replace")
+
+
+def run_test(repo: Repo, p: Plan) -> None:
+    """Run the checkpoint's test on the merged result; when it fails, bisect over the agent merges
+    (a merge train) to name the first agent whose merge breaks it."""
+    cmd = p.checkpoint.test if p.checkpoint else None
+    if not cmd or p.new is None:
+        return
+    ok, output = _passes(repo, p.new, cmd, p)
+    if ok:
+        return
+    chain = [s.merged for s in p.steps if s.merged]
+    lo, hi = 0, len(chain) - 1  # chain[hi] fails; find the first that does
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _passes(repo, chain[mid], cmd, p)[0]:
+            lo = mid + 1
+        else:
+            hi = mid
+    culprit = p.steps[lo].agent
+    base_fails = lo == 0 and not _passes(repo, p.old, cmd, p)[0]
+    tail = "\n".join("    " + line for line in output.rstrip().splitlines()[-15:])
+    assert p.checkpoint is not None
+    if base_fails:
+        lines = [f"checkpoint {p.checkpoint.name}: `{cmd}` fails on {p.base} already; nothing was changed"]
+        hint = f"fix {p.base} first"
+    else:
+        lines = [f"checkpoint {p.checkpoint.name}: `{cmd}` fails on the merged result; nothing was changed",
+                 f"  the first merge that breaks it: agent '{culprit.name}' ({culprit.branch})"]
+        hint = f"fix it on {culprit.branch}, or merge the checkpoint without '{culprit.name}'"
+    raise FleetError("\n".join(lines + ["  its output ended with:", tail]), hint)
+
+
 def execute(repo: Repo, p: Plan) -> None:
     """Make the plan real (see the module's docstring for the order and what a crash leaves)."""
     if not p.ok:
         raise p.failure()
     if p.new is None:
         return
+    run_test(repo, p)
     ref = f"refs/heads/{p.base}"
     updates = [(ref, p.new, p.old)]
     if p.checkpoint is not None:
@@ -225,6 +266,7 @@ def _finish(repo: Repo, journal: dict[str, Any]) -> None:
 
 def recover(repo: Repo) -> str | None:
     """Finish a merge whose process was killed after the base moved; say what was done."""
+    repo.clean_scratch()
     path = _journal(repo)
     if not path.exists():
         return None

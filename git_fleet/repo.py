@@ -1,14 +1,17 @@
-"""The one place that talks to git.
+"""The git gateway, with plumbing.py: nothing else in git-fleet reaches git.
 
-git's own plumbing is used where it is fastest (staged changes in a hook, worktrees, status);
-pygit2 reads refs and objects in-process. pygit2 is imported only when first needed, so the
+git's own plumbing is used where it is fastest (merges and forecasts through merge-tree,
+worktrees, status); pygit2 reads refs and objects in-process. pygit2 is imported only when first needed, so the
 commit hook never pays for it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -86,6 +89,29 @@ class Repo:
 
     def worktree_remove(self, path: Path, force: bool = False) -> None:
         git(["worktree", "remove", *(["--force", "--force"] if force else []), str(path)], self.common_dir)
+
+    @contextmanager
+    def scratch_worktree(self, commit: str) -> Iterator[Path]:
+        """A detached worktree of `commit` under <common dir>/fleet/scratch/, removed afterwards
+        (and, if this process is killed, by clean_scratch on the next fleet command)."""
+        root = self.common_dir / "fleet" / "scratch"
+        root.mkdir(parents=True, exist_ok=True)
+        where = Path(tempfile.mkdtemp(prefix="wt-", dir=root))
+        try:
+            git(["worktree", "add", "--quiet", "--detach", str(where), commit], self.common_dir)
+            yield where
+        finally:
+            git(["worktree", "remove", "--force", "--force", str(where)], self.common_dir, check=False)
+            shutil.rmtree(where, ignore_errors=True)
+            self.worktree_prune()
+
+    def clean_scratch(self) -> None:
+        root = self.common_dir / "fleet" / "scratch"
+        if root.is_dir() and any(root.iterdir()):
+            for where in root.iterdir():
+                git(["worktree", "remove", "--force", "--force", str(where)], self.common_dir, check=False)
+                shutil.rmtree(where, ignore_errors=True)
+            self.worktree_prune()
 
     def worktree_prune(self) -> None:
         git(["worktree", "prune"], self.common_dir)

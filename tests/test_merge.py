@@ -271,3 +271,35 @@ def test_union_files_are_open_to_every_agent_and_merged_line_by_line(fleet2: San
     sb.fleet("merge", "--checkpoint", "phase-1")
     assert (sb.repo / "CHANGELOG.md").read_text() == "# Changes\n- backend: api v2\n- web: app v2\n"
     assert not (sb.repo / ".gitattributes").exists() and not (sb.repo / ".git/info/attributes").exists()
+
+
+def _with_test(sb: Sandbox, cmd: str) -> None:
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text().replace('agents = ["backend", "web"]\n', f'agents = ["backend", "web"]\ntest = "{cmd}"\n'))
+
+
+def test_checkpoint_test_passes_and_the_merge_goes_ahead(fleet2: Sandbox) -> None:
+    sb = fleet2
+    _with_test(sb, 'grep -q \\"return 2\\" src/backend/api.py && test \\"$FLEET_CHECKPOINT\\" = phase-1')
+    sb.fleet("merge", "--checkpoint", "phase-1")
+    assert sb.git("tag").out.strip() == "fleet/phase-1"
+    assert not list((sb.repo / ".git/fleet/scratch").iterdir())
+    assert sb.git("worktree", "list").out.count("\n") == 3  # main and the two agents
+
+
+def test_failing_checkpoint_test_names_the_culprit_and_changes_nothing(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    names = ["a", "b", "c", "d"]
+    for n in names:
+        sb.add_agent(n, f"{n}/**")
+        sb.commit(sb.root / f"agent-{n}", {f"{n}/f": "broken\n" if n == "c" else "ok\n"}, n)
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text() + '\n[checkpoints.train]\nagents = ["a", "b", "c", "d"]\n'
+                   'test = "! grep -rq broken --include=f . && echo all good"\n')
+    before = state(sb)
+    res = sb.fleet("merge", "--checkpoint", "train", ok=False)
+    assert "checkpoint train: `! grep -rq broken --include=f . && echo all good` fails on the merged result" in res.err
+    assert "the first merge that breaks it: agent 'c' (fleet/c)" in res.err
+    assert state(sb) == before
+    assert sb.git("worktree", "list").out.count("\n") == 5
+    assert not list((sb.repo / ".git/fleet/scratch").iterdir())
