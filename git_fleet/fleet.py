@@ -296,6 +296,14 @@ class Fleet:
                 merge.execute(self.repo, p)
             return p
 
+    def sync(self, names: Sequence[str]) -> list[Any]:
+        """Bring the base into the named agents' branches (all by default); see merge.sync_one."""
+        from . import merge
+
+        with self.editing():
+            chosen = [self.config.agent(n) for n in names] if names else list(self.config.agents.values())
+            return [merge.sync_one(self.repo, self.config, a, self.worktree_of(a)) for a in chosen]
+
     def status(self) -> dict[str, Any]:
         """One row per agent (ahead, behind, dirty, out of zone, last commit) and the forecast."""
         from . import merge

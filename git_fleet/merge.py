@@ -332,3 +332,56 @@ def forecast(repo: Repo, base: str, tips: dict[str, str], union: tuple[str, ...]
         if len(chosen) > len(best) and not any((a, b) in edges for a in chosen for b in chosen):
             best = chosen
     return Forecast(base, conflicts, best, [n for n in names if n not in best])
+
+
+# -- sync: the base into agent branches ------------------------------------------------------------------
+
+@dataclass
+class SyncResult:
+    agent: str
+    action: str  # "merged", "rebased", "up to date", or "refused"
+    why: str = ""
+
+
+def sync_one(repo: Repo, cfg: Any, agent: Agent, worktree: Path) -> SyncResult:
+    """Bring the base's new commits into one agent's branch, or refuse and change nothing."""
+    base_tip = repo.branch_tip(cfg.base)
+    tip = repo.branch_tip(agent.branch)
+    if base_tip is None or tip is None:
+        return SyncResult(agent.name, "refused", f"branch {cfg.base if base_tip is None else agent.branch} is missing")
+    if repo.merge_base(tip, base_tip) == base_tip:
+        return SyncResult(agent.name, "up to date")
+    here = os.path.realpath(worktree)
+    checked_out = any(os.path.realpath(w.path) == here and w.branch == agent.branch for w in repo.worktrees())
+    if checked_out:
+        dirty = repo.dirty_paths(worktree)
+        if dirty:
+            return SyncResult(agent.name, "refused", "uncommitted work in " + ", ".join(dirty[:5]))
+    if repo.merge_base(tip, base_tip) == tip:  # nothing of its own: fast-forward, no merge commit
+        return _move(repo, agent, worktree if checked_out else None, tip, base_tip, "fast-forwarded", cfg.base)
+    shared = repo.is_published(agent.branch)
+    if cfg.sync == "rebase" and not shared and checked_out:
+        why = repo.rebase(worktree, cfg.base)
+        if why:
+            return SyncResult(agent.name, "refused", f"rebasing onto {cfg.base} would conflict: {why}")
+        return SyncResult(agent.name, "rebased")
+    [res] = repo.merge_trees([(tip, base_tip)], cfg.union)
+    if not res.clean:
+        return SyncResult(agent.name, "refused", f"merging {cfg.base} would conflict in " + ", ".join(res.conflicts))
+    new = repo.commit_tree(res.tree, [tip, base_tip], f"Merge {cfg.base} into {agent.branch} (git fleet-sync)\n")
+    result = _move(repo, agent, worktree if checked_out else None, tip, new, "merged", cfg.base)
+    if cfg.sync == "rebase" and result.action == "merged":
+        result.why = "(the branch is published, so it was merged rather than rebased)"
+    return result
+
+
+def _move(repo: Repo, agent: Agent, worktree: Path | None, old: str, new: str, action: str, base: str) -> SyncResult:
+    """Move an agent's branch (checked against its old value) and its worktree with it."""
+    if worktree is not None:
+        why = repo.update_worktree(worktree, old, new, dry_run=True)
+        if why:
+            return SyncResult(agent.name, "refused", f"untracked files would be overwritten: {why}")
+    repo.update_refs([(f"refs/heads/{agent.branch}", new, old)], f"git-fleet: sync {agent.branch} with {base}")
+    if worktree is not None:
+        repo.update_worktree(worktree, old, new)
+    return SyncResult(agent.name, action)

@@ -254,6 +254,21 @@ class Repo:
         raw = git(["diff-tree", "-r", "-z", "--no-renames", "--name-only", old, new], self.common_dir).stdout
         return {p.decode("utf-8", "surrogateescape") for p in raw.split(b"\0") if p}
 
+    def is_published(self, branch: str) -> bool:
+        """Whether a remote has the branch (then it is shared, and never rebased)."""
+        raw = git(["for-each-ref", "--format=%(refname)", "refs/remotes/"], self.common_dir).stdout.decode()
+        return any(ref.split("/", 3)[-1] == branch for ref in raw.split())
+
+    def rebase(self, worktree: Path, onto: str) -> str | None:
+        """Rebase the worktree's branch onto `onto`; on a conflict abort, leaving it as it was,
+        and return the conflicting paths."""
+        proc = git(["rebase", "--quiet", onto], worktree, check=False)
+        if proc.returncode == 0:
+            return None
+        conflicted = out(["diff", "--name-only", "--diff-filter=U"], worktree, check=False)
+        git(["rebase", "--abort"], worktree, check=False)
+        return ", ".join(conflicted.split()) or proc.stderr.decode("utf-8", "replace").strip()
+
     def merge_base(self, a: str, b: str) -> str | None:
         proc = git(["merge-base", a, b], self.common_dir, check=False)
         return proc.stdout.decode().strip() or None

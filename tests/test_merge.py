@@ -303,3 +303,59 @@ def test_failing_checkpoint_test_names_the_culprit_and_changes_nothing(fleet_rep
     assert state(sb) == before
     assert sb.git("worktree", "list").out.count("\n") == 5
     assert not list((sb.repo / ".git/fleet/scratch").iterdir())
+
+
+def test_sync_merges_the_base_into_agent_branches(fleet2: Sandbox) -> None:
+    sb = fleet2
+    sb.fleet("merge", "backend")
+    web, backend = sb.root / "agent-web", sb.root / "agent-backend"
+    web_tip = sb.head("fleet/web")
+    res = sb.fleet("sync", "-v")
+    assert "web: merged" in res.err and "backend: fast-forwarded" in res.err
+    assert sb.git("rev-list", "--parents", "-1", "fleet/web").out.split()[1:] == [web_tip, sb.head("main")]
+    assert (web / "src/backend/api.py").read_text() == "def api(): return 2\n"  # the worktree followed
+    assert sb.git("status", "--porcelain", cwd=web).out == ""
+    assert sb.head("fleet/backend") == sb.head("main")  # nothing of its own: no merge commit
+    assert sb.git("status", "--porcelain", cwd=backend).out == ""
+    assert "backend: up to date" in sb.fleet("sync", "-v", "backend").err
+
+
+def test_sync_refuses_dirty_worktrees_and_conflicts_and_syncs_the_rest(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    for n in ("a", "b", "c"):
+        sb.add_agent(n, f"{n}/**", "shared.txt", extra=("--allow-overlap",))
+    sb.commit(sb.repo, {"shared.txt": "main's\n"}, "main moves on")
+    (sb.root / "agent-a/a.txt").write_text("uncommitted\n")
+    sb.commit(sb.root / "agent-b", {"shared.txt": "b's\n"}, "b conflicts with main")
+    before = {n: sb.head(f"fleet/{n}") for n in ("a", "b")}
+    res = sb.fleet("sync", ok=False)
+    assert res.code == 1
+    assert "error: a: not synced: uncommitted work in a.txt" in res.err
+    assert "error: b: not synced: merging main would conflict in shared.txt" in res.err
+    assert {n: sb.head(f"fleet/{n}") for n in ("a", "b")} == before
+    assert not (sb.repo / ".git/worktrees/agent-b/MERGE_HEAD").exists()
+    assert sb.git("status", "--porcelain", cwd=sb.root / "agent-b").out == ""
+    assert sb.head("fleet/c") == sb.head("main")  # c was behind and clean: fast-forward merge made
+    assert (sb.root / "agent-c/shared.txt").read_text() == "main's\n"
+
+
+def test_sync_by_rebase_where_the_branch_is_not_shared(fleet2: Sandbox) -> None:
+    sb = fleet2
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text().replace('sync = "merge"', 'sync = "rebase"'))
+    sb.fleet("merge", "backend")
+    web_subject = sb.git("log", "-1", "--format=%s", "fleet/web").out
+    sb.fleet("sync", "web")
+    assert sb.git("rev-list", "--merges", "main..fleet/web").out == ""  # linear
+    assert sb.head("fleet/web~1") == sb.head("main")
+    assert sb.git("log", "-1", "--format=%s", "fleet/web").out == web_subject
+    # a published branch is merged, never rebased
+    remote = sb.root / "remote.git"
+    sb.git("init", "-q", "--bare", str(remote))
+    sb.git("remote", "add", "origin", str(remote))
+    sb.commit(sb.root / "agent-backend", {"src/backend/more.py": "more\n"}, "backend goes on")
+    sb.git("push", "-q", "origin", "main", "fleet/backend")
+    sb.commit(sb.repo, {"README.md": "# moved on\n"}, "main moves on")
+    res = sb.fleet("sync", "-v", "backend")
+    assert "published" in res.err
+    assert sb.git("rev-list", "--merges", "-1", "fleet/backend").out.strip() == sb.head("fleet/backend")

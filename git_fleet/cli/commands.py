@@ -319,8 +319,38 @@ def status(as_json: bool) -> int:
     return 0
 
 
+@command()
+@click.argument("agents", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print what was done for each agent as JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="Say what was done for each agent.")
+def sync(agents: tuple[str, ...], as_json: bool, verbose: bool) -> int:
+    """Bring the base's new commits into agent branches, after a checkpoint.
+
+    For each named agent (every agent by default) whose branch is behind the base: merge the
+    base into it (fleet.sync = "merge", the default), or rebase it onto the base (fleet.sync =
+    "rebase", only for branches no remote has; a published branch is merged instead). The
+    agent's worktree follows. An agent whose worktree has uncommitted work, or whose branch
+    would conflict, is refused and left exactly as it was; the others are synced. Exit status
+    1 when any agent was refused.
+    """
+    results = load().sync(list(agents))
+    if as_json:
+        print_json([{"agent": r.agent, "action": r.action, "why": r.why} for r in results])
+    refused = [r for r in results if r.action == "refused"]
+    if not as_json:
+        for r in results:
+            if r.action == "refused":
+                click.echo(f"error: {r.agent}: not synced: {r.why}", err=True)
+            elif verbose:
+                note(f"{r.agent}: {r.action}" + (f" {r.why}" if r.why else ""))
+        if refused:
+            hint("commit the agent's work first; a conflict is best resolved by the agent in its own "
+                 "worktree (git merge <base>)")
+    return 1 if refused else 0
+
+
 ALL = {"init": init, "add": add, "rm": rm, "list": list_, "who": who, "zones": zones, "merge": merge,
-       "checkpoint": checkpoint, "status": status}
+       "checkpoint": checkpoint, "status": status, "sync": sync}
 
 
 @click.group(cls=FleetGroup, context_settings=CONTEXT, invoke_without_command=True)
