@@ -102,7 +102,8 @@ def add_bench(root: Path, runs: int) -> tuple[list[float], list[float]]:
         plain.append(timed(["git", "worktree", "add", "-q", "-b", f"plain-{r}", str(wt), "main"], main))
         sh("git", "worktree", "remove", "--force", str(wt), cwd=main)
         sh("git", "branch", "-D", f"plain-{r}", cwd=main)
-        fleet.append(timed(["git", "fleet-add", f"b{r}", "--zone", f"zone{r}/**", "--path", str(root / f"wt-fleet-{r}")], main))
+        fleet.append(timed(["git", "fleet-add", f"b{r}", "--zone", f"zone{r}/**", "--force",
+                            "--path", str(root / f"wt-fleet-{r}")], main))
         sh("git", "fleet-rm", f"b{r}", cwd=main)
     return plain, fleet
 
@@ -111,6 +112,122 @@ def cell(times: list[float] | None) -> str:
     if not times:
         return "n/a"
     return f"{statistics.median(times):.0f} ({min(times):.0f}-{max(times):.0f})"
+
+
+# -- merges: 10 agent branches of 200 changed files each, one conflicting pair --------------------------
+
+MERGE_AGENTS = 10
+
+
+def merge_setup(root: Path) -> tuple[Path, str, str]:
+    """Agents m0..m9 (branches only, made with fast-import): m8 and m9 both change
+    shared/conflict.txt; m9's clean commit is returned so the merge benchmark can use it."""
+    main = root / "main"
+    cfg = main / ".gitfleet.toml"
+    if "[agents.m0]" not in cfg.read_text():
+        base = sh("git", "rev-parse", "main", cwd=main).strip()
+        stream = [b"commit refs/heads/main\ncommitter bench <bench@example.com> 1700000001 +0000\ndata 6\nshared\n"
+                  b"from %s\nM 100644 inline shared/conflict.txt\ndata 5\nbase\n\n" % base.encode()]
+        for i in range(MERGE_AGENTS):
+            stream.append(b"commit refs/heads/fleet/m%d\ncommitter bench <bench@example.com> 1700000002 +0000\n"
+                          b"data 5\nwork\nfrom refs/heads/main\n" % i)
+            for k in range(200):
+                n = i + 500 * k
+                stream.append(b"M 100644 inline src/d%03d/f%06d.txt\ndata 8\nchanged\n\n" % (i, n))
+            if i >= MERGE_AGENTS - 2:
+                stream.append(b"commit refs/heads/fleet/m%d\ncommitter bench <bench@example.com> 1700000003 +0000\n"
+                              b"data 7\nclash!\nM 100644 inline shared/conflict.txt\ndata 3\nm%d\n\n" % (i, i))
+        sh("git", "fast-import", "--quiet", cwd=main, input=b"".join(stream) + b"\n")
+        sh("git", "read-tree", "-m", "-u", base, "main", cwd=main)
+        text = cfg.read_text()
+        for i in range(MERGE_AGENTS):
+            text += (f'\n[agents.m{i}]\nzone = ["src/d{i:03d}/**", "shared/conflict.txt"]\nbranch = "fleet/m{i}"\n'
+                     f'worktree = "../no-worktree-m{i}"\n')
+        names = ", ".join(f'"m{i}"' for i in range(MERGE_AGENTS))
+        cfg.write_text(text + f"\n[checkpoints.big]\nagents = [{names}]\n")
+    last = f"fleet/m{MERGE_AGENTS - 1}"
+    return main, sh("git", "rev-parse", last, cwd=main).strip(), sh("git", "rev-parse", last + "~1", cwd=main).strip()
+
+
+def forecast_bench(main: Path, runs: int) -> tuple[list[float], list[float]]:
+    """Every agent against the base and every pair: a loop of merge-tree processes against the fleet's
+    forecast (one merge-tree --stdin process), both timed from this process."""
+    sys.path.insert(0, str(HERE.parent))
+    from git_fleet import merge
+    from git_fleet.repo import Repo
+
+    repo = Repo.discover(main)
+    names = [f"m{i}" for i in range(MERGE_AGENTS)]
+    tips = {n: repo.branch_tip(f"fleet/{n}") or "" for n in names}
+    pairs = [("main", f"fleet/{n}") for n in names]
+    pairs += [(f"fleet/{a}", f"fleet/{b}") for k, a in enumerate(names) for b in names[k + 1 :]]
+    plain: list[float] = []
+    fleet: list[float] = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        clashes = 0
+        for a, b in pairs:
+            clashes += subprocess.run(["git", "merge-tree", "--write-tree", "--name-only", a, b], cwd=main,
+                                      capture_output=True, env=ENV).returncode
+        plain.append((time.perf_counter() - start) * 1000)
+        start = time.perf_counter()
+        fc = merge.forecast(repo, "main", tips)
+        fleet.append((time.perf_counter() - start) * 1000)
+        assert clashes == 1 and [c[:2] for c in fc.conflicts] == [("m8", "m9")], (clashes, fc.conflicts)
+    return plain, fleet
+
+
+def status_bench(main: Path, runs: int) -> tuple[list[float], list[float]]:
+    """`git fleet-status --json` against the same facts gathered by plain git commands one by one,
+    for the same agents: m0..m9 and the commit benchmark's agent (the one with a worktree)."""
+    names = ["agent"] + [f"m{i}" for i in range(MERGE_AGENTS)]
+    plain: list[float] = []
+    fleet: list[float] = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        sh("git", "status", "--porcelain", "--untracked-files=all", cwd=main.parent / "agent-agent")
+        for n in names:
+            b = f"fleet/{n}"
+            sh("git", "rev-list", "--left-right", "--count", f"main...{b}", cwd=main)
+            sh("git", "log", "-1", "--format=%ct", b, cwd=main)
+            sh("git", "log", "--name-only", "--format=%H", b, "--not", "main", cwd=main)
+            subprocess.run(["git", "merge-tree", "--write-tree", "--name-only", "main", b], cwd=main,
+                           capture_output=True, env=ENV)
+        for k, a in enumerate(names):
+            for b in names[k + 1 :]:
+                subprocess.run(["git", "merge-tree", "--write-tree", "--name-only", f"fleet/{a}", f"fleet/{b}"],
+                               cwd=main, capture_output=True, env=ENV)
+        plain.append((time.perf_counter() - start) * 1000)
+        fleet.append(timed(["git", "fleet-status", "--json"], main))
+    return plain, fleet
+
+
+def checkpoint_bench(main: Path, root: Path, clean_m9: str, runs: int) -> tuple[list[float], list[float]]:
+    """The 10 branches merged --no-ff: a `git merge` loop in the checked-out base against
+    `git fleet-merge --checkpoint` (zone re-check included); both must give the same tree."""
+    last = f"fleet/m{MERGE_AGENTS - 1}"
+    conflicting = sh("git", "rev-parse", last, cwd=main).strip()
+    sh("git", "update-ref", f"refs/heads/{last}", clean_m9, cwd=main)
+    start_commit = sh("git", "rev-parse", "main", cwd=main).strip()
+    no_hooks = root / "no-hooks"
+    no_hooks.mkdir(exist_ok=True)
+    plain: list[float] = []
+    fleet: list[float] = []
+    try:
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            for i in range(MERGE_AGENTS):
+                sh("git", "-c", f"core.hooksPath={no_hooks}", "merge", "--no-ff", "--no-edit", "-q", f"fleet/m{i}", cwd=main)
+            plain.append((time.perf_counter() - t0) * 1000)
+            plain_tree = sh("git", "rev-parse", "main^{tree}", cwd=main)
+            sh("git", "reset", "-q", "--hard", start_commit, cwd=main)
+            fleet.append(timed(["git", "fleet-merge", "--checkpoint", "big"], main))
+            assert sh("git", "rev-parse", "main^{tree}", cwd=main) == plain_tree, "the two merges differ"
+            sh("git", "tag", "-d", "fleet/big", cwd=main)
+            sh("git", "reset", "-q", "--hard", start_commit, cwd=main)
+    finally:
+        sh("git", "update-ref", f"refs/heads/{last}", conflicting, cwd=main)
+    return plain, fleet
 
 
 def row(name: str, plain: list[float], fleet: list[float], noop: list[float] | None = None) -> str:
@@ -122,7 +239,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,100000", help="repository sizes in files (default 1000,100000)")
     ap.add_argument("--runs", type=int, default=15, help="timed runs per side (default 15)")
-    ap.add_argument("--add-runs", type=int, default=2, help="timed runs of agent creation (default 2)")
+    ap.add_argument("--add-runs", type=int, default=1, help="timed runs of agent creation (default 1)")
+    ap.add_argument("--merges-on-every-size", action="store_true",
+                    help="run the merge benchmarks on small repositories too (they run on 100,000 files)")
     ap.add_argument("--out", type=Path, help="also write the table to this file")
     args = ap.parse_args()
     if shutil.which("git-fleet-add") is None:
@@ -146,6 +265,14 @@ def main() -> int:
         plain, fleet = add_bench(root, args.add_runs)
         lines.append(row(f"create an agent worktree, {total:,}-file repo", plain, fleet))
         print(lines[-1], file=sys.stderr)
+        if size >= 100_000 or args.merges_on_every_size:
+            main_dir, _conflicting, clean_m9 = merge_setup(root)
+            for label, fn in (("conflict forecast, 10 agents (55 merges)", lambda: forecast_bench(main_dir, args.runs)),
+                              ("status --json of 11 agents", lambda: status_bench(main_dir, max(3, args.runs // 3))),
+                              ("checkpoint merge of 10 branches", lambda: checkpoint_bench(main_dir, root, clean_m9, 3))):
+                plain, fleet = fn()
+                lines.append(row(f"{label}, {total:,}-file repo", plain, fleet))
+                print(lines[-1], file=sys.stderr)
     lines += ["", "Milliseconds, median (min-max) of the timed runs; 'added' is git-fleet's median less plain git's."]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -250,7 +250,16 @@ def describe(agent: CompiledAgent, violations: Sequence[Violation], action: str)
 
 def check_range(compiled: Compiled, agent: CompiledAgent, tips: Sequence[str], exclude: Sequence[str],
                 cwd: str) -> list[Violation]:
-    found = []
-    for commit, paths in plumbing.commits_touching(tips, exclude, cwd):
-        found += check_paths(compiled, agent, [("changed", p) for p in paths], commit)
-    return found
+    """Violations of every commit reachable from `tips` and not from `exclude`, each distinct path
+    decided once (long-lived branches touch the same files again and again)."""
+    return check_history(compiled, agent, plumbing.commits_touching(tips, exclude, cwd))
+
+
+def check_history(compiled: Compiled, agent: CompiledAgent, history: list[tuple[str, list[str]]]) -> list[Violation]:
+    """Violations among (commit, paths) pairs, each distinct path decided once."""
+    distinct = {p for _, paths in history for p in paths}
+    bad = {v.path: v for v in check_paths(compiled, agent, [("changed", p) for p in distinct])}
+    if not bad:
+        return []
+    return [Violation(p, "changed", bad[p].owners, bad[p].protected, commit)
+            for commit, paths in history for p in paths if p in bad]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import check, config
+from . import check, config, plumbing
 from .config import Agent, Config
 from .errors import FleetError, UsageError
 from .repo import Repo
@@ -202,7 +202,8 @@ class Fleet:
         return agent, report
 
     def _refuse_overlap(self, name: str, zone: Zone, base_commit: str | None) -> None:
-        known = list(self.repo.tracked_files(base_commit)) if base_commit else []
+        # only the tracked files the new zone owns can be owned twice: filter once, not per agent
+        known = [p for p in self.repo.tracked_files(base_commit) if zone.owns(p)] if base_commit else []
         for other in self.config.agents.values():
             example = find_overlap(zone, other.compiled_zone(), known)
             if example is not None:
@@ -309,21 +310,24 @@ class Fleet:
         from . import merge
 
         cfg = self.config
-        base_tip = self.repo.branch_tip(cfg.base)
         compiled = check.compile_config(str(self.repo.common_dir), str(self.main), cfg)
+        all_tips = self.repo.branch_tips()
+        base_tip = all_tips[cfg.base][0] if cfg.base in all_tips else None
+        branch_tips = {a.name: all_tips.get(a.branch, (None, 0))[0] for a in cfg.agents.values()}
+        found = {a: t for a, t in branch_tips.items() if t is not None}
+        histories = plumbing.commits_by_tip(found, [base_tip], str(self.repo.common_dir)) if base_tip else {}
         rows, tips = [], {}
         for a in cfg.agents.values():
-            tip = self.repo.branch_tip(a.branch)
+            tip = branch_tips[a.name]
             row: dict[str, Any] = {"agent": a.name, "branch": a.branch, "ahead": None, "behind": None,
                                    "dirty": None, "out_of_zone": [], "last_commit": None}
             if tip is not None:
-                row["last_commit"] = self.repo.commit_time(tip)
+                row["last_commit"] = all_tips[a.branch][1]
                 if base_tip is not None:
                     ahead, behind = self.repo.pygit.ahead_behind(tip, base_tip)
                     row["ahead"], row["behind"] = int(ahead), int(behind)
-                    found = check.check_range(compiled, compiled.agents[a.name], [tip], [base_tip],
-                                              str(self.repo.common_dir))
-                    row["out_of_zone"] = sorted({v.path for v in found})
+                    bad = check.check_history(compiled, compiled.agents[a.name], histories[a.name])
+                    row["out_of_zone"] = sorted({v.path for v in bad})
                 if row["ahead"]:
                     tips[a.name] = tip
             where = self.worktree_of(a)

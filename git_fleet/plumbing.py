@@ -171,6 +171,34 @@ def staged_changes() -> list[tuple[str, tuple[str, ...]]]:
     return parse_name_status(raw)
 
 
+def commits_by_tip(tips: dict[str, str], exclude: Iterable[str], cwd: str | os.PathLike[str]
+                   ) -> dict[str, list[tuple[str, list[str]]]]:
+    """commits_touching for several tips at once, in one `git log`: for each key of `tips`, the
+    commits reachable from its tip and not from `exclude`, found by walking parents here."""
+    args = ["log", "-z", "--no-renames", "--name-only", "--cc", "--format=%x01%H %P", *set(tips.values()),
+            "--not", *exclude, "--"]
+    raw = git(args, cwd).stdout if tips else b""
+    graph: dict[str, tuple[list[str], list[str]]] = {}
+    for chunk in raw.split(b"\x01")[1:]:
+        head, _, rest = chunk.partition(b"\0")
+        rest = rest[1:] if rest.startswith(b"\n") else rest
+        ids = head.decode().split()
+        graph[ids[0]] = (ids[1:], [p.decode("utf-8", "surrogateescape") for p in rest.split(b"\0") if p])
+    result = {}
+    for key, tip in tips.items():
+        seen: list[str] = []
+        stack = [tip]
+        visited = set()
+        while stack:
+            c = stack.pop()
+            if c in graph and c not in visited:
+                visited.add(c)
+                seen.append(c)
+                stack.extend(graph[c][0])
+        result[key] = [(c, graph[c][1]) for c in seen]
+    return result
+
+
 def commits_touching(tips: Iterable[str], exclude: Iterable[str], cwd: str | os.PathLike[str]
                      ) -> list[tuple[str, list[str]]]:
     """(commit, paths it changes) for each commit reachable from `tips` and not from `exclude`.

@@ -148,15 +148,19 @@ class Repo:
         except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
             return None
 
+    def branch_tips(self) -> dict[str, tuple[str, int]]:
+        """Every branch's (tip, commit time), from one `git for-each-ref`."""
+        raw = out(["for-each-ref", "--format=%(objectname) %(committerdate:unix) %(refname:lstrip=2)", "refs/heads/"],
+                  self.common_dir)
+        tips = {}
+        for line in raw.splitlines():
+            oid, stamp, name = line.split(" ", 2)
+            tips[name] = (oid, int(stamp or 0))
+        return tips
+
     def branch_tip(self, branch: str) -> str | None:
         ref = self.pygit.references.get(f"refs/heads/{branch}")
         return str(ref.resolve().target) if ref is not None else None
-
-    def commit_time(self, oid: str) -> int:
-        import pygit2
-
-        commit = self.pygit.get(oid)
-        return int(commit.commit_time) if isinstance(commit, pygit2.Commit) else 0
 
     def valid_branch_name(self, branch: str) -> bool:
         return git(["check-ref-format", "--branch", branch], self.common_dir, check=False).returncode == 0 \
