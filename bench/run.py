@@ -94,24 +94,30 @@ def commit_bench(root: Path, nfiles: int, runs: int) -> tuple[list[float], list[
 
 
 def add_bench(root: Path, runs: int) -> tuple[list[float], list[float]]:
+    """Agent creation, plain against fleet. Removing a 100,000-file worktree leaves the disk busy
+    writing back for a while (a plain add right after one took 36 s instead of 7 s here), so the
+    disk is synced before every timed add and the sides take turns going first."""
     main = root / "main"
     plain: list[float] = []
     fleet: list[float] = []
-    for r in range(runs):
+
+    def plain_add(r: int) -> None:
         wt = root / f"wt-plain-{r}"
+        os.sync()
         plain.append(timed(["git", "worktree", "add", "-q", "-b", f"plain-{r}", str(wt), "main"], main))
         sh("git", "worktree", "remove", "--force", str(wt), cwd=main)
         sh("git", "branch", "-D", f"plain-{r}", cwd=main)
+
+    def fleet_add(r: int) -> None:
+        os.sync()
         fleet.append(timed(["git", "fleet-add", f"b{r}", "--zone", f"zone{r}/**", "--force",
                             "--path", str(root / f"wt-fleet-{r}")], main))
         sh("git", "fleet-rm", f"b{r}", cwd=main)
+
+    for r in range(runs):
+        for step in ((plain_add, fleet_add) if r % 2 == 0 else (fleet_add, plain_add)):
+            step(r)
     return plain, fleet
-
-
-def cell(times: list[float] | None) -> str:
-    if not times:
-        return "n/a"
-    return f"{statistics.median(times):.0f} ({min(times):.0f}-{max(times):.0f})"
 
 
 # -- merges: 10 agent branches of 200 changed files each, one conflicting pair --------------------------
@@ -230,6 +236,12 @@ def checkpoint_bench(main: Path, root: Path, clean_m9: str, runs: int) -> tuple[
     return plain, fleet
 
 
+def cell(times: list[float] | None) -> str:
+    if not times:
+        return "n/a"
+    return f"{statistics.median(times):.0f} ({min(times):.0f}-{max(times):.0f})"
+
+
 def row(name: str, plain: list[float], fleet: list[float], noop: list[float] | None = None) -> str:
     p, f = statistics.median(plain), statistics.median(fleet)
     return f"| {name} | {cell(plain)} | {cell(noop)} | {cell(fleet)} | {f - p:+.0f} | {f / p:.2f} |"
@@ -239,7 +251,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,100000", help="repository sizes in files (default 1000,100000)")
     ap.add_argument("--runs", type=int, default=15, help="timed runs per side (default 15)")
-    ap.add_argument("--add-runs", type=int, default=1, help="timed runs of agent creation (default 1)")
+    ap.add_argument("--add-runs", type=int, default=2, help="timed runs of agent creation (default 2)")
     ap.add_argument("--merges-on-every-size", action="store_true",
                     help="run the merge benchmarks on small repositories too (they run on 100,000 files)")
     ap.add_argument("--out", type=Path, help="also write the table to this file")

@@ -315,7 +315,16 @@ class Fleet:
         base_tip = all_tips[cfg.base][0] if cfg.base in all_tips else None
         branch_tips = {a.name: all_tips.get(a.branch, (None, 0))[0] for a in cfg.agents.values()}
         found = {a: t for a, t in branch_tips.items() if t is not None}
-        histories = plumbing.commits_by_tip(found, [base_tip], str(self.repo.common_dir)) if base_tip else {}
+        # the slow parts are git processes that do not depend on each other: `git status` of each
+        # worktree and the one `git log` of the zone check run side by side
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+            dirty_jobs = {a.name: pool.submit(self.repo.dirty_paths, self.worktree_of(a))
+                          for a in cfg.agents.values() if self.worktree_of(a).is_dir()}
+            histories = (plumbing.commits_by_tip(found, [base_tip], str(self.repo.common_dir))
+                         if base_tip else {})
+            dirty_of = {name: job.result() for name, job in dirty_jobs.items()}
         rows, tips = [], {}
         for a in cfg.agents.values():
             tip = branch_tips[a.name]
@@ -330,9 +339,8 @@ class Fleet:
                     row["out_of_zone"] = sorted({v.path for v in bad})
                 if row["ahead"]:
                     tips[a.name] = tip
-            where = self.worktree_of(a)
-            if where.is_dir():
-                dirty = self.repo.dirty_paths(where)
+            if a.name in dirty_of:
+                dirty = dirty_of[a.name]
                 row["dirty"] = len(dirty)
                 zone = compiled.agents[a.name]
                 row["out_of_zone"] += sorted(p for p in dirty if not zone.owns(p) or compiled.is_protected(p))
