@@ -358,3 +358,23 @@ def test_sync_by_rebase_where_the_branch_is_not_shared(fleet2: Sandbox) -> None:
     res = sb.fleet("sync", "-v", "backend")
     assert "published" in res.err
     assert sb.git("rev-list", "--merges", "-1", "fleet/backend").out.strip() == sb.head("fleet/backend")
+
+
+def test_killed_while_the_checkpoint_test_runs_leaves_no_scratch_worktree(fleet2: Sandbox) -> None:
+    sb = fleet2
+    marker = sb.root / "test-started"
+    _with_test(sb, f"touch {marker} && sleep 600")
+    before = state(sb)
+    proc = subprocess.Popen(["git", "fleet-merge", "--checkpoint", "phase-1"], cwd=sb.repo,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 60
+    while not marker.exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the merge and its test command, at once
+    proc.wait()
+    assert len(list((sb.repo / ".git/fleet/scratch").iterdir())) == 1  # left behind by the killed run
+    sb.fleet("list")
+    assert not list((sb.repo / ".git/fleet/scratch").iterdir())
+    assert sb.git("worktree", "list").out.count("\n") == 3
+    assert state(sb) == before
