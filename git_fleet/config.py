@@ -65,6 +65,12 @@ sync = "merge"
 # branch = "fleet/backend"
 # worktree = "../agent-backend"
 
+# The coordination bus: tasks/, results/ and master_plan.md, in this directory (relative to the
+# main worktree), seen live by every worktree; a claim lapses unless renewed within `lease`.
+[bus]
+dir = "."
+lease = "30m"
+
 # Checkpoints: natural breakpoints at which `git fleet-merge --checkpoint NAME` merges the named
 # agents into the base, in this order, all or nothing; `test` must pass on the merged result.
 #
@@ -108,6 +114,8 @@ class Config:
     sync: str = "merge"  # how git fleet-sync brings the base into agent branches: merge or rebase
     agents: Mapping[str, Agent] = field(default_factory=dict)
     checkpoints: Mapping[str, Checkpoint] = field(default_factory=dict)
+    bus_dir: str = "."  # where tasks/, results/ and master_plan.md live, relative to the main worktree
+    lease: str = "30m"  # how long a claim holds without renewal
 
     def checkpoint(self, name: str) -> Checkpoint:
         try:
@@ -192,7 +200,7 @@ def parse(path: Path, text: str) -> Config:
         loc = f"{m.group(1)}:{m.group(2)}" if m else "1"
         raise ConfigError(f"{path}:{loc}: {msg}", f"{path.name} must be valid TOML (https://toml.io)") from None
     r = _Reader(path, text)
-    r.unknown(data, (), {"version", "fleet", "agents", "checkpoints"})
+    r.unknown(data, (), {"version", "fleet", "agents", "checkpoints", "bus"})
     version = r.take(data, (), "version", int, SCHEMA_VERSION)
     if version > SCHEMA_VERSION:
         raise r.fail((), "version", f"written for a newer git-fleet (schema {version}; this one reads {SCHEMA_VERSION})",
@@ -264,8 +272,15 @@ def parse(path: Path, text: str) -> Config:
         if len(set(members)) != len(members):
             raise r.fail(table, "agents", f"checkpoint '{name}' names an agent twice")
         checkpoints[name] = Checkpoint(name, tuple(members), r.take(spec, table, "test", str, None))
+    bus = r.take(data, (), "bus", dict, {})
+    r.unknown(bus, ("bus",), {"dir", "lease"})
+    bus_dir = r.take(bus, ("bus",), "dir", str, ".")
+    lease = r.take(bus, ("bus",), "lease", str, "30m")
+    if not re.fullmatch(r"\s*\d+\s*[smhd]?\s*", lease):
+        raise r.fail(("bus",), "lease", f"'bus.lease' must be a duration such as \"30m\", not {lease!r}")
     return Config(path=path, base=base, branch_prefix=prefix, worktree=worktree, warn_agents=warn,
-                  max_agents=limit, union=tuple(union), sync=sync, agents=agents, checkpoints=checkpoints)
+                  max_agents=limit, union=tuple(union), sync=sync, agents=agents, checkpoints=checkpoints,
+                  bus_dir=bus_dir, lease=lease)
 
 
 def load(path: Path) -> Config | None:

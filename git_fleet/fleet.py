@@ -370,6 +370,21 @@ class Fleet:
             rows.append({"checkpoint": cp.name, "state": state, "test": cp.test, "agents": agents})
         return rows
 
+    # -- the bus ---------------------------------------------------------------------------------------
+
+    def bus(self) -> Any:
+        from . import bus
+
+        return bus.Bus(Path(os.path.normpath(self.main / self.config.bus_dir)), bus.parse_duration(self.config.lease))
+
+    def worker(self, given: str | None) -> str:
+        """Who is working: --agent, else $FLEET_AGENT, else the agent whose worktree this is."""
+        name = given or os.environ.get("FLEET_AGENT") or (a.name if (a := self.current_agent()) else None)
+        if not name:
+            raise UsageError("who is working? this is not an agent's worktree",
+                             "give --agent NAME (or set FLEET_AGENT)")
+        return name
+
     def repo_path(self, arg: str) -> str:
         """A path given on the command line, relative to the repository root."""
         top = self.repo.toplevel or self.main

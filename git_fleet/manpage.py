@@ -17,6 +17,7 @@ import click
 from . import __version__
 
 DATE = "2026-11-24"
+ROFF = "\0roff\0"  # marks a section body that is roff already
 
 COMMON_SECTIONS = {
     "EXIT STATUS": "0 on success; 1 when the command was understood and refused (a check failed, or work "
@@ -122,11 +123,14 @@ def _page(name: str, summary: str, synopsis: str, description: str, options: lis
         for flag, text in options:
             parts += [".TP", f"\\fB{_esc(flag)}\\fR", _esc(text)]
     for title, body in {**extra, **COMMON_SECTIONS}.items():
+        if body.startswith(ROFF):
+            parts += [f".SH {title}", body.removeprefix(ROFF)]
+            continue
         parts += [f".SH {title}", ".nf" if title in ("EXAMPLES", "PRE-COMMIT FRAMEWORK") else "",
                   _paras(body) if title not in ("EXAMPLES", "PRE-COMMIT FRAMEWORK") else _esc(body),
                   ".fi" if title in ("EXAMPLES", "PRE-COMMIT FRAMEWORK") else ""]
     others = ["git-fleet", *(f"git-fleet-{n}" for n in ("init", "add", "rm", "list", "who", "zones", "merge",
-                                                         "checkpoint", "status", "sync", "check"))]
+                                                         "checkpoint", "status", "sync", "task", "plan", "check"))]
     parts += [".SH SEE ALSO", ", ".join(f"\\fB{_esc(o)}\\fR(1)" for o in others if o != name) + ", \\fBgitignore\\fR(5)"]
     return "\n".join(p for p in parts if p != "") + "\n"
 
@@ -171,10 +175,20 @@ def click_page(name: str, cmd: click.Command) -> str:
     summary, _, body = doc.partition("\n")
     summary = summary.strip().rstrip(".")
     summary = summary[0].lower() + summary[1:]
-    if isinstance(cmd, click.Group):
+    extra = dict(EXTRA.get(name, {}))
+    synopsis = f"{prog} {usage}"
+    if isinstance(cmd, click.Group) and name == "git-fleet":
         body += "\n\nCOMMANDS: " + ", ".join(f"git fleet-{c}" for c in sorted(cmd.commands)) + "."
-    return _page(name, summary, f"{prog} {usage}", body.strip() or summary, _option_rows(cmd, ctx),
-                 EXTRA.get(name, {}))
+    elif isinstance(cmd, click.Group):
+        synopsis = "\n".join(f"{prog} {sub} {_usage(c)}" for sub, c in cmd.commands.items())
+        parts = []
+        for sub, c in cmd.commands.items():
+            text = inspect.cleandoc(c.help or "").replace("\n", " ")
+            parts += [".TP", f"\\fB{_esc(f'{prog} {sub} {_usage(c)}')}\\fR", _esc(text)]
+            for flag, help_ in _option_rows(c, ctx)[:-1]:
+                parts += [".RS", ".TP", f"\\fB{_esc(flag)}\\fR", _esc(help_), ".RE"]
+        extra = {"SUBCOMMANDS": ROFF + "\n".join(parts), **extra}
+    return _page(name, summary, synopsis, body.strip() or summary, _option_rows(cmd, ctx), extra)
 
 
 def pages() -> dict[str, str]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from .. import __version__
 from ..fleet import Fleet, Report
 from ..fleet import init as do_init
 from ..merge import Plan
-from . import CONTEXT, FleetGroup, command, hint, note, print_json, warn
+from . import CONTEXT, FleetCommand, FleetGroup, command, hint, note, print_json, warn
 
 ZONE_HELP = "A gitignore pattern the agent owns, relative to the repository root; repeat for more (the last match decides)."
 
@@ -349,7 +351,7 @@ def sync(agents: tuple[str, ...], as_json: bool, verbose: bool) -> int:
     return 1 if refused else 0
 
 
-ALL = {"init": init, "add": add, "rm": rm, "list": list_, "who": who, "zones": zones, "merge": merge,
+ALL: dict[str, click.Command] = {"init": init, "add": add, "rm": rm, "list": list_, "who": who, "zones": zones, "merge": merge,
        "checkpoint": checkpoint, "status": status, "sync": sync}
 
 
@@ -370,3 +372,216 @@ def fleet(ctx: click.Context) -> None:
 for _name, _cmd in ALL.items():
     fleet.add_command(_cmd, _name)
 
+
+
+# -- the bus -------------------------------------------------------------------------------------------
+
+def _body(text: str | None) -> str:
+    if text is None:
+        return ""
+    if text == "-":
+        import sys
+
+        return sys.stdin.read()
+    try:
+        with open(text, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as e:
+        from ..errors import UsageError
+
+        raise UsageError(f"cannot read {text}: {e.strerror}") from None
+
+
+def _task_line(t: Any) -> list[str]:
+    who = t.claimed_by or t.agent or "-"
+    return [t.name, t.status, who, t.title]
+
+
+@click.group(cls=FleetGroup, context_settings=CONTEXT)
+def task() -> None:
+    """The coordination bus: task specs, claims and results, in files.
+
+    The orchestrator adds tasks; workers claim them atomically, renew their lease while they
+    work, and finish them with a result. Everything lives in tasks/, results/ and
+    master_plan.md (in the main worktree unless [bus] dir says otherwise), which every
+    worktree sees live; the commands work the same from any worktree. Task specs are Markdown
+    with a small front matter and can be written by hand. Two workers never get the same task;
+    a claim whose lease lapses (a crashed worker) is taken over exactly once, and a result from
+    a worker that lost its lease is not accepted.
+    """
+
+
+@task.command("path", cls=FleetCommand)
+def task_path() -> int:
+    """Print the bus directory."""
+    click.echo(load().bus().root)
+    return 0
+
+
+@task.command("add", cls=FleetCommand)
+@click.argument("title")
+@click.option("--agent", metavar="NAME", help="Only this agent may claim it (default: anyone).")
+@click.option("--body-file", metavar="FILE", help="The task's description, from a file, or - for standard input.")
+@click.option("--depends", multiple=True, metavar="ID", help="A task that must be done first; repeat for more.")
+@click.option("--priority", type=int, default=0, show_default=True, help="Higher is claimed first.")
+def task_add(title: str, agent: str | None, body_file: str | None, depends: tuple[str, ...], priority: int) -> int:
+    """Write a new task spec, tasks/task-NNN-<slug>.md, and print its id."""
+    from ..bus import parse_id
+
+    fleet = load()
+    if agent:
+        fleet.config.agent(agent)
+    t = fleet.bus().add(title, agent=agent, body=_body(body_file), depends=[parse_id(d) for d in depends],
+                        priority=priority)
+    click.echo(t.name)
+    return 0
+
+
+@task.command("list", cls=FleetCommand)
+@click.option("--status", type=click.Choice(["open", "claimed", "done", "failed", "invalid"]), help="Only tasks in this state.")
+@click.option("--agent", metavar="NAME", help="Only tasks assigned to or claimed by this agent.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def task_list(status: str | None, agent: str | None, as_json: bool) -> int:
+    """List the tasks: id, state, agent and title. A spec that cannot be read is listed as invalid,
+    with its path and line, and the rest of the bus keeps working."""
+    tasks = load().bus().all()
+    tasks = [t for t in tasks if (not status or t.status == status) and (not agent or agent in (t.agent, t.claimed_by))]
+    if as_json:
+        print_json([t.as_dict() for t in tasks])
+        return 0
+    _table([_task_line(t) for t in tasks])
+    for t in tasks:
+        if t.error:
+            warn(t.error)
+    return 0
+
+
+@task.command("show", cls=FleetCommand)
+@click.argument("id")
+@click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+def task_show(id: str, as_json: bool) -> int:
+    """Show one task: its spec, its state and its result."""
+    from ..bus import parse_id
+
+    t = load().bus().get(parse_id(id))
+    if as_json:
+        print_json({**t.as_dict(), "body": t.body})
+        return 0
+    click.echo(f"{t.name}: {t.title}")
+    click.echo(f"state: {t.status}" + (f" (attempt {t.attempt}, {t.claimed_by})" if t.attempt else ""))
+    if t.agent:
+        click.echo(f"for: {t.agent}")
+    if t.depends:
+        click.echo("after: " + ", ".join(f"task-{d:03d}" for d in t.depends))
+    click.echo(f"spec: {t.path}")
+    if t.result:
+        click.echo(f"result: {t.result}")
+    if t.body:
+        click.echo("\n" + t.body.rstrip())
+    return 0
+
+
+@task.command("claim", cls=FleetCommand)
+@click.option("--agent", metavar="NAME", help="Who claims (default: $FLEET_AGENT, or this worktree's agent).")
+@click.option("--lease", metavar="DURATION", help="How long the claim holds without renewal (default: bus.lease).")
+@click.option("--wait", is_flag=True, help="Block until a task can be claimed (woken by file changes, not by polling).")
+@click.option("--json", "as_json", is_flag=True, help="Print the claimed task as JSON.")
+def task_claim(agent: str | None, lease: str | None, wait: bool, as_json: bool) -> int:
+    """Claim the next task: open, assigned to this agent or to nobody, its dependencies done; by
+    priority, then id. Prints its id first. Exit status 1 when nothing can be claimed."""
+    import time
+
+    from ..bus import parse_duration
+    from ..errors import FleetError
+
+    fleet = load()
+    who = fleet.worker(agent)
+    bus = fleet.bus()
+    seconds = parse_duration(lease) if lease else None
+    while True:
+        t = bus.claim(who, seconds)
+        if t is not None:
+            break
+        if not wait:
+            raise FleetError(f"no task can be claimed by '{who}' now",
+                             "git fleet-task list shows what is open; --wait blocks until one can be claimed")
+        pending = [x.expires for x in bus.all() if x.status == "claimed" and x.expires]
+        timeout = min([5.0] + [max(0.05, e - time.time()) for e in pending])
+        bus.wait_for_change(timeout)
+    if as_json:
+        print_json(t.as_dict())
+    else:
+        click.echo(f"{t.name}\t{t.title}\t{t.path}")
+    return 0
+
+
+def _who_and_id(agent: str | None, id: str) -> tuple[Any, str, int]:
+    from ..bus import parse_id
+
+    fleet = load()
+    return fleet.bus(), fleet.worker(agent), parse_id(id)
+
+
+@task.command("renew", cls=FleetCommand)
+@click.argument("id")
+@click.option("--agent", metavar="NAME", help="Who holds it (default: $FLEET_AGENT, or this worktree's agent).")
+@click.option("--lease", metavar="DURATION", help="The new lease, from now (default: bus.lease).")
+def task_renew(id: str, agent: str | None, lease: str | None) -> int:
+    """Extend the lease of a task this agent holds."""
+    from ..bus import parse_duration
+
+    bus, who, tid = _who_and_id(agent, id)
+    bus.renew(tid, who, parse_duration(lease) if lease else None)
+    return 0
+
+
+@task.command("release", cls=FleetCommand)
+@click.argument("id")
+@click.option("--agent", metavar="NAME", help="Who holds it (default: $FLEET_AGENT, or this worktree's agent).")
+def task_release(id: str, agent: str | None) -> int:
+    """Give a claimed task back, for anyone to claim again."""
+    bus, who, tid = _who_and_id(agent, id)
+    bus.release(tid, who)
+    return 0
+
+
+@task.command("done", cls=FleetCommand)
+@click.argument("id")
+@click.option("--agent", metavar="NAME", help="Who holds it (default: $FLEET_AGENT, or this worktree's agent).")
+@click.option("--result-file", metavar="FILE", help="The result, from a file, or - for standard input.")
+def task_done(id: str, agent: str | None, result_file: str | None) -> int:
+    """Finish a task this agent holds: write results/task-NNN-result.md (atomically) and mark it done."""
+    bus, who, tid = _who_and_id(agent, id)
+    t = bus.finish(tid, who, _body(result_file) or "Done.")
+    click.echo(str(t.result))
+    return 0
+
+
+@task.command("fail", cls=FleetCommand)
+@click.argument("id")
+@click.option("--reason", required=True, help="Why it failed; recorded as the result.")
+@click.option("--agent", metavar="NAME", help="Who holds it (default: $FLEET_AGENT, or this worktree's agent).")
+def task_fail(id: str, reason: str, agent: str | None) -> int:
+    """Give up on a task this agent holds: record it as failed, with the reason."""
+    bus, who, tid = _who_and_id(agent, id)
+    t = bus.finish(tid, who, reason, failed=True)
+    click.echo(str(t.result))
+    return 0
+
+
+@command()
+def plan() -> int:
+    """Regenerate master_plan.md from the bus.
+
+    Writes the tasks by state (claimed, open, blocked by dependencies, failed, done), with links
+    to their specs and results, and a count per agent, between two marker lines. Everything
+    outside the markers is the orchestrator's own and is kept as it is.
+    """
+    click.echo(str(load().bus().write_plan()))
+    return 0
+
+
+ALL["plan"] = plan
+ALL["task"] = task
+fleet.add_command(plan, "plan")
+fleet.add_command(task, "task")

@@ -1,0 +1,359 @@
+"""The coordination bus: task specs, claims, leases and results as files.
+
+The rules that keep it correct under many concurrent workers (the Maildir rules):
+- one writer per file: the orchestrator writes a task spec once; workers never edit it;
+- every file is written to a temporary name, fsynced, then linked or renamed into place, so a
+  reader never sees half a file;
+- exclusive steps are exclusive creates (`link()` fails if the name exists, never a rename that
+  could overwrite): an id is reserved by creating `.state/id-N`; attempt k of a task is claimed
+  by creating `.state/task-N.claim-k`; an expired lease is taken over by creating attempt k+1,
+  so exactly one worker gets it; the outcome is `results/task-N-result.md`, linked into place,
+  so a task ends once, and only by the worker holding its current attempt;
+- live state sits in `tasks/.state/` and `results/`, never in tracked files, so it does not
+  depend on which branch a worktree has checked out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import FleetError, UsageError
+
+STATE = ".state"
+DEFAULT_LEASE = 30 * 60
+_ID = re.compile(r"^(?:task-)?0*(\d+)$")
+_SPEC = re.compile(r"^task-(\d+)-.*\.md$")
+PLAN_START = "<!-- git-fleet: plan starts here; everything between these markers is regenerated -->"
+PLAN_END = "<!-- git-fleet: plan ends here -->"
+
+
+def parse_duration(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
+    if not m:
+        raise UsageError(f"'{text}' is not a duration", "write it as 90s, 30m, 2h or 1d")
+    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def parse_id(text: str) -> int:
+    m = _ID.match(text.strip())
+    if not m:
+        raise UsageError(f"'{text}' is not a task id", "ids look like 7, 007 or task-007")
+    return int(m.group(1))
+
+
+def slug(title: str) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+    return s[:40].rstrip("-") or "task"
+
+
+def _write_new(path: Path, text: str) -> bool:
+    """Create `path` with `text`, complete and fsynced, only if it does not exist; False if it does."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(tmp)
+
+
+def _replace(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+# -- front matter -----------------------------------------------------------------------------------
+
+def front_matter(path: Path, text: str) -> tuple[dict[str, Any], str]:
+    """The `---` block at the top of a task file, as a dict, and the body; errors name file and line."""
+    lines = text.split("\n")
+    if not lines or lines[0].strip() != "---":
+        raise FleetError(f"{path}:1: no front matter (the file must start with a '---' line)")
+    data: dict[str, Any] = {}
+    for no, line in enumerate(lines[1:], 2):
+        if line.strip() == "---":
+            return data, "\n".join(lines[no:]).lstrip("\n")
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, sep, value = line.partition(":")
+        if not sep or not re.fullmatch(r"[a-z_]+", key.strip()):
+            raise FleetError(f"{path}:{no}: expected 'key: value', found {line.strip()!r}")
+        value = value.strip()
+        if value.startswith("["):
+            if not value.endswith("]"):
+                raise FleetError(f"{path}:{no}: unclosed list in {key.strip()}")
+            data[key.strip()] = [v.strip().strip("\"'") for v in value[1:-1].split(",") if v.strip()]
+        else:
+            data[key.strip()] = value.strip("\"'")
+    raise FleetError(f"{path}:{len(lines)}: the front matter is not closed with a '---' line")
+
+
+def _render(meta: dict[str, Any], body: str) -> str:
+    out = ["---"]
+    for k, v in meta.items():
+        if isinstance(v, list):
+            out.append(f"{k}: [{', '.join(str(x) for x in v)}]")
+        elif v is not None:
+            out.append(f"{k}: {v}")
+    return "\n".join(out) + "\n---\n\n" + body.rstrip("\n") + "\n"
+
+
+@dataclass
+class Task:
+    id: int
+    path: Path
+    title: str = ""
+    agent: str | None = None
+    depends: list[int] = field(default_factory=list)
+    priority: int = 0
+    created: str = ""
+    body: str = ""
+    error: str | None = None  # a spec edited by hand into something unreadable
+    status: str = "open"  # open, claimed, done, failed, or invalid
+    attempt: int = 0
+    claimed_by: str | None = None
+    expires: float | None = None
+    result: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return f"task-{self.id:03d}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "title": self.title, "agent": self.agent,
+                "depends": self.depends, "priority": self.priority, "created": self.created,
+                "status": self.status, "attempt": self.attempt, "claimed_by": self.claimed_by,
+                "lease_expires": (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.expires))
+                                  if self.expires else None),
+                "path": str(self.path), "result": str(self.result) if self.result else None,
+                "error": self.error}
+
+
+class Bus:
+    def __init__(self, root: Path, lease: int = DEFAULT_LEASE):
+        self.root = root
+        self.tasks = root / "tasks"
+        self.results = root / "results"
+        self.plan = root / "master_plan.md"
+        self.state = self.tasks / STATE
+        self.lease = lease
+
+    def ensure(self) -> None:
+        for d in (self.tasks, self.results, self.state):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def _spec_paths(self) -> dict[int, Path]:
+        found: dict[int, Path] = {}
+        if self.tasks.is_dir():
+            for entry in os.scandir(self.tasks):
+                m = _SPEC.match(entry.name)
+                if m:
+                    found[int(m.group(1))] = Path(entry.path)
+        return found
+
+    def _load(self, tid: int, path: Path, names: set[str]) -> Task:
+        task = Task(tid, path)
+        try:
+            meta, body = front_matter(path, path.read_text(encoding="utf-8"))
+            task.title = meta.get("title", "")
+            task.agent = meta.get("agent") or None
+            task.depends = [parse_id(d) for d in meta.get("depends", [])]
+            task.priority = int(meta.get("priority", 0) or 0)
+            task.created = meta.get("created", "")
+            task.body = body
+        except (FleetError, ValueError, UnicodeDecodeError) as e:
+            task.error = e.message if isinstance(e, FleetError) else f"{path}: {e}"
+            task.status = "invalid"
+        result = self.results / f"{task.name}-result.md"
+        attempts = [int(n.rsplit("-", 1)[1]) for n in names if n.startswith(f"{task.name}.claim-")]
+        task.attempt = max(attempts, default=0)
+        if f"{task.name}-result.md" in names:
+            task.result = result
+            try:
+                meta, _ = front_matter(result, result.read_text(encoding="utf-8"))
+                task.status = "failed" if meta.get("status") == "failed" else "done"
+                task.claimed_by = meta.get("agent")
+            except FleetError:
+                task.status = "done"
+        elif task.attempt and task.status != "invalid":
+            claim = self._claim(task.name, task.attempt)
+            if claim is not None and not claim.get("released"):
+                task.claimed_by = claim.get("agent")
+                task.expires = float(claim.get("expires", 0))
+                task.status = "claimed" if task.expires > time.time() else "open"
+        return task
+
+    def _claim(self, name: str, attempt: int) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads((self.state / f"{name}.claim-{attempt}").read_text())
+            return data
+        except (OSError, ValueError):
+            return None
+
+    def all(self) -> list[Task]:
+        names = set(os.listdir(self.state)) if self.state.is_dir() else set()
+        names |= {f"{n}" for n in (os.listdir(self.results) if self.results.is_dir() else [])}
+        return [self._load(tid, path, names) for tid, path in sorted(self._spec_paths().items())]
+
+    def get(self, tid: int) -> Task:
+        path = self._spec_paths().get(tid)
+        if path is None:
+            raise UsageError(f"no task {tid} in {self.tasks}", "list them with `git fleet-task list`")
+        names = set(os.listdir(self.state)) if self.state.is_dir() else set()
+        names |= set(os.listdir(self.results)) if self.results.is_dir() else set()
+        return self._load(tid, path, names)
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def add(self, title: str, *, agent: str | None = None, body: str = "", depends: list[int] | None = None,
+            priority: int = 0) -> Task:
+        if not title.strip():
+            raise UsageError("a task needs a title")
+        self.ensure()
+        known = self._spec_paths()
+        for d in depends or []:
+            if d not in known:
+                raise UsageError(f"task {d} (a dependency) does not exist")
+        tid = max(known, default=0) + 1
+        while not _write_new(self.state / f"id-{tid}", f"{os.getpid()}\n"):
+            tid += 1  # another process took it: the next one
+        meta = {"id": tid, "title": title.strip(), "agent": agent, "depends": [str(d) for d in depends or []],
+                "priority": priority, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        path = self.tasks / f"task-{tid:03d}-{slug(title)}.md"
+        if not _write_new(path, _render(meta, body or title)):
+            raise FleetError(f"{path} exists already")
+        return self.get(tid)
+
+    def claim(self, agent: str, lease: int | None = None) -> Task | None:
+        """Claim the next task for `agent`: open, its dependencies done, assigned to it or to
+        nobody, by priority then id. None when nothing can be claimed now."""
+        self.ensure()
+        tasks = self.all()
+        done = {t.id for t in tasks if t.status == "done"}
+        ready = [t for t in tasks if t.status == "open" and t.agent in (None, agent) and set(t.depends) <= done]
+        for task in sorted(ready, key=lambda t: (-t.priority, t.id)):
+            attempt = task.attempt + 1
+            record = {"agent": agent, "attempt": attempt, "pid": os.getpid(),
+                      "claimed": time.time(), "expires": time.time() + (lease or self.lease)}
+            if _write_new(self.state / f"{task.name}.claim-{attempt}", json.dumps(record)):
+                if (self.results / f"{task.name}-result.md").exists():
+                    continue  # it ended between our look and our claim
+                return self.get(task.id)
+        return None
+
+    def _holding(self, tid: int, agent: str) -> Task:
+        task = self.get(tid)
+        if task.status in ("done", "failed"):
+            raise FleetError(f"{task.name} is {task.status} already", f"see {task.result}")
+        if task.status == "invalid":
+            raise FleetError(task.error or f"{task.name} is invalid")
+        if task.claimed_by != agent or task.status != "claimed":
+            who = (f"claimed by '{task.claimed_by}' (attempt {task.attempt})" if task.status == "claimed"
+                   else "not claimed" if not task.attempt else f"its lease (attempt {task.attempt}) has lapsed")
+            raise FleetError(f"{task.name} is {who}; '{agent}' does not hold it",
+                             "claim it first with `git fleet-task claim`")
+        return task
+
+    def renew(self, tid: int, agent: str, lease: int | None = None) -> Task:
+        task = self._holding(tid, agent)
+        record = self._claim(task.name, task.attempt) or {}
+        record["expires"] = time.time() + (lease or self.lease)
+        _replace(self.state / f"{task.name}.claim-{task.attempt}", json.dumps(record))
+        return self.get(tid)
+
+    def release(self, tid: int, agent: str) -> Task:
+        task = self._holding(tid, agent)
+        record = self._claim(task.name, task.attempt) or {}
+        record["released"] = True
+        _replace(self.state / f"{task.name}.claim-{task.attempt}", json.dumps(record))
+        return self.get(tid)
+
+    def finish(self, tid: int, agent: str, body: str, *, failed: bool = False) -> Task:
+        task = self._holding(tid, agent)
+        meta = {"task": task.name, "title": task.title, "status": "failed" if failed else "done", "agent": agent,
+                "attempt": task.attempt, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self.ensure()
+        if not _write_new(self.results / f"{task.name}-result.md", _render(meta, body)):
+            raise FleetError(f"{task.name} has a result already; this one was not recorded")
+        return self.get(tid)
+
+    # -- the plan ---------------------------------------------------------------------------------
+
+    def write_plan(self) -> Path:
+        tasks = self.all()
+        by_status: dict[str, list[Task]] = {}
+        done = {t.id for t in tasks if t.status == "done"}
+        for t in tasks:
+            status = "blocked" if t.status == "open" and not set(t.depends) <= done else t.status
+            by_status.setdefault(status, []).append(t)
+        lines = [PLAN_START, "", f"## Tasks ({len(tasks)})", ""]
+        for status in ("claimed", "open", "blocked", "failed", "done", "invalid"):
+            group = by_status.get(status, [])
+            if not group:
+                continue
+            lines += [f"### {status.capitalize()} ({len(group)})", ""]
+            for t in group:
+                rel = os.path.relpath(t.path, self.root)
+                line = f"- [{t.name}]({rel}) {t.title}"
+                if t.agent:
+                    line += f" (for {t.agent})"
+                if t.claimed_by and status == "claimed":
+                    line += f", claimed by {t.claimed_by}"
+                if t.depends:
+                    line += ", after " + ", ".join(f"task-{d:03d}" for d in t.depends)
+                if t.result:
+                    line += f" → [result]({os.path.relpath(t.result, self.root)})"
+                if t.error:
+                    line += f": {t.error}"
+                lines.append(line)
+            lines.append("")
+        agents = sorted({t.agent or "(anyone)" for t in tasks})
+        if agents:
+            lines += ["## By agent", ""]
+            for a in agents:
+                mine = [t for t in tasks if (t.agent or "(anyone)") == a]
+                counts = ", ".join(f"{sum(1 for t in mine if t.status == s)} {s}" for s in ("open", "claimed", "done", "failed")
+                                   if any(t.status == s for t in mine))
+                lines.append(f"- {a}: {counts}")
+            lines.append("")
+        lines.append(PLAN_END)
+        generated = "\n".join(lines)
+        old = self.plan.read_text(encoding="utf-8") if self.plan.exists() else "# Master plan\n\n"
+        if PLAN_START in old and PLAN_END in old:
+            before, rest = old.split(PLAN_START, 1)
+            after = rest.split(PLAN_END, 1)[1]
+            text = before + generated + after
+        else:
+            text = old.rstrip("\n") + "\n\n" + generated + "\n"
+        _replace(self.plan, text)
+        return self.plan
+
+    def wait_for_change(self, timeout: float) -> None:
+        """Sleep until something in the bus changes or `timeout` passes: inotify is the hint, the
+        caller's rescan is the truth (inotify misses events on network and some container mounts)."""
+        from . import notify
+
+        notify.wait([self.tasks, self.state, self.results], timeout)
