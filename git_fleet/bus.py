@@ -135,10 +135,10 @@ class Task:
     claimed_by: str | None = None
     expires: float | None = None
     result: Path | None = None
+    name: str = field(init=False, default="")
 
-    @property
-    def name(self) -> str:
-        return f"task-{self.id:03d}"
+    def __post_init__(self) -> None:
+        self.name = f"task-{self.id:03d}"
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "title": self.title, "agent": self.agent,
@@ -158,6 +158,10 @@ class Bus:
         self.plan = root / "master_plan.md"
         self.state = self.tasks / STATE
         self.lease = lease
+        # parsed specs by path, keyed by (mtime, size): only the orchestrator edits them, rarely;
+        # results by name: linked once, never rewritten. A long-running worker reads each once.
+        self._specs: dict[Path, tuple[tuple[int, int], dict[str, Any], str]] = {}
+        self._outcomes: dict[str, tuple[str, str | None]] = {}
 
     def ensure(self) -> None:
         for d in (self.tasks, self.results, self.state):
@@ -174,30 +178,55 @@ class Bus:
                     found[int(m.group(1))] = Path(entry.path)
         return found
 
-    def _load(self, tid: int, path: Path, names: set[str]) -> Task:
+    def _spec(self, path: Path) -> tuple[dict[str, Any], str]:
+        st = os.stat(path)
+        key = (st.st_mtime_ns, st.st_size)
+        hit = self._specs.get(path)
+        if hit is not None and hit[0] == key:
+            return hit[1], hit[2]
+        meta, body = front_matter(path, path.read_text(encoding="utf-8"))
+        self._specs[path] = (key, meta, body)
+        return meta, body
+
+    def _outcome(self, name: str, result: Path) -> tuple[str, str | None]:
+        if name not in self._outcomes:
+            try:
+                meta, _ = front_matter(result, result.read_text(encoding="utf-8"))
+                self._outcomes[name] = ("failed" if meta.get("status") == "failed" else "done", meta.get("agent"))
+            except (FleetError, OSError, UnicodeDecodeError):
+                return "done", None
+        return self._outcomes[name]
+
+    def _scan(self) -> tuple[dict[str, int], set[str]]:
+        """The latest claim attempt of each task and the names in results/, from two listings."""
+        attempts: dict[str, int] = {}
+        if self.state.is_dir():
+            for n in os.listdir(self.state):
+                task, sep, k = n.partition(".claim-")
+                if sep and k.isdigit():
+                    attempts[task] = max(attempts.get(task, 0), int(k))
+        results = set(os.listdir(self.results)) if self.results.is_dir() else set()
+        return attempts, results
+
+    def _load(self, tid: int, path: Path, scan: tuple[dict[str, int], set[str]]) -> Task:
         task = Task(tid, path)
         try:
-            meta, body = front_matter(path, path.read_text(encoding="utf-8"))
+            meta, body = self._spec(path)
             task.title = meta.get("title", "")
             task.agent = meta.get("agent") or None
             task.depends = [parse_id(d) for d in meta.get("depends", [])]
             task.priority = int(meta.get("priority", 0) or 0)
             task.created = meta.get("created", "")
             task.body = body
-        except (FleetError, ValueError, UnicodeDecodeError) as e:
+        except (FleetError, ValueError, UnicodeDecodeError, OSError) as e:
             task.error = e.message if isinstance(e, FleetError) else f"{path}: {e}"
             task.status = "invalid"
+        attempts, results = scan
         result = self.results / f"{task.name}-result.md"
-        attempts = [int(n.rsplit("-", 1)[1]) for n in names if n.startswith(f"{task.name}.claim-")]
-        task.attempt = max(attempts, default=0)
-        if f"{task.name}-result.md" in names:
+        task.attempt = attempts.get(task.name, 0)
+        if f"{task.name}-result.md" in results:
             task.result = result
-            try:
-                meta, _ = front_matter(result, result.read_text(encoding="utf-8"))
-                task.status = "failed" if meta.get("status") == "failed" else "done"
-                task.claimed_by = meta.get("agent")
-            except FleetError:
-                task.status = "done"
+            task.status, task.claimed_by = self._outcome(task.name, result)
         elif task.attempt and task.status != "invalid":
             claim = self._claim(task.name, task.attempt)
             if claim is not None and not claim.get("released"):
@@ -214,17 +243,14 @@ class Bus:
             return None
 
     def all(self) -> list[Task]:
-        names = set(os.listdir(self.state)) if self.state.is_dir() else set()
-        names |= {f"{n}" for n in (os.listdir(self.results) if self.results.is_dir() else [])}
-        return [self._load(tid, path, names) for tid, path in sorted(self._spec_paths().items())]
+        scan = self._scan()
+        return [self._load(tid, path, scan) for tid, path in sorted(self._spec_paths().items())]
 
     def get(self, tid: int) -> Task:
         path = self._spec_paths().get(tid)
         if path is None:
             raise UsageError(f"no task {tid} in {self.tasks}", "list them with `git fleet-task list`")
-        names = set(os.listdir(self.state)) if self.state.is_dir() else set()
-        names |= set(os.listdir(self.results)) if self.results.is_dir() else set()
-        return self._load(tid, path, names)
+        return self._load(tid, path, self._scan())
 
     # -- writing ----------------------------------------------------------------------------------
 

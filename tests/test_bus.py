@@ -1,0 +1,186 @@
+"""The coordination bus on real files, with real concurrent processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from git_fleet.bus import Bus, front_matter
+from helpers import Sandbox
+
+WORKER = """
+import sys, time
+from pathlib import Path
+from git_fleet.bus import Bus
+bus = Bus(Path(sys.argv[1]))
+name = sys.argv[2]
+got = []
+while True:
+    t = bus.claim(name)
+    if t is None:
+        break
+    bus.finish(t.id, name, f"result of {t.name} by {name}\\n" + "x" * 5000)
+    got.append(t.id)
+print(" ".join(map(str, got)))
+"""
+
+
+@pytest.fixture
+def bus_repo(fleet_repo: Sandbox) -> Sandbox:
+    fleet_repo.add_agent("api", "src/backend/**")
+    fleet_repo.add_agent("docs", "docs/**")
+    return fleet_repo
+
+
+def test_add_list_show_and_the_spec_on_disk(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    assert sb.fleet("task", "add", "Add refunds", "--agent", "api", "--priority", "2").out == "task-001\n"
+    sb.run(["git", "fleet-task", "add", "Document refunds", "--depends", "1", "--body-file", "-"],
+           input="Explain the refund flow.\n")
+    spec = sb.repo / "tasks/task-002-document-refunds.md"
+    meta, body = front_matter(spec, spec.read_text())
+    assert meta["title"] == "Document refunds" and meta["depends"] == ["1"] and body == "Explain the refund flow.\n"
+    assert sb.fleet("task", "list").out.splitlines() == ["task-001  open  api  Add refunds",
+                                                         "task-002  open  -    Document refunds"]
+    shown = json.loads(sb.fleet("task", "show", "task-002", "--json").out)
+    assert shown["status"] == "open" and shown["depends"] == [1] and shown["body"] == "Explain the refund flow.\n"
+    # the same bus from an agent's worktree
+    assert sb.fleet("task", "path", cwd=sb.root / "agent-api").out.strip() == str(sb.repo)
+    assert "Add refunds" in sb.fleet("task", "list", cwd=sb.root / "agent-docs").out
+
+
+def test_claim_order_assignment_and_dependencies(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    sb.fleet("task", "add", "low")
+    sb.fleet("task", "add", "high", "--priority", "5")
+    sb.fleet("task", "add", "for api", "--agent", "api", "--priority", "9")
+    sb.fleet("task", "add", "after low", "--depends", "1", "--priority", "9")
+    assert sb.fleet("task", "claim", "--agent", "docs").out.startswith("task-002\thigh\t")
+    assert sb.fleet("task", "claim", cwd=sb.root / "agent-api").out.startswith("task-003\t")  # its own worktree
+    assert sb.fleet("task", "claim", "--agent", "docs").out.startswith("task-001\t")
+    res = sb.fleet("task", "claim", "--agent", "docs", ok=False)
+    assert res.code == 1 and "no task can be claimed by 'docs' now" in res.err  # task-004 waits for task-001
+    sb.fleet("task", "done", "1", "--agent", "docs")
+    assert sb.fleet("task", "claim", "--agent", "docs").out.startswith("task-004\t")
+    res = sb.fleet("task", "claim", ok=False)
+    assert res.code == 2 and "--agent" in res.err
+
+
+def test_results_renew_release_and_refusals(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    sb.fleet("task", "add", "one")
+    res = sb.fleet("task", "done", "1", "--agent", "api", ok=False)
+    assert "task-001 is not claimed; 'api' does not hold it" in res.err
+    sb.fleet("task", "claim", "--agent", "api")
+    res = sb.fleet("task", "done", "1", "--agent", "docs", ok=False)
+    assert "claimed by 'api' (attempt 1); 'docs' does not hold it" in res.err
+    sb.fleet("task", "renew", "1", "--agent", "api", "--lease", "2h")
+    assert json.loads(sb.fleet("task", "show", "1", "--json").out)["lease_expires"]
+    sb.fleet("task", "release", "1", "--agent", "api")
+    assert sb.fleet("task", "claim", "--agent", "docs").out.startswith("task-001")
+    out = sb.run(["git", "fleet-task", "fail", "1", "--agent", "docs", "--reason", "no access to the API"]).out
+    result = Path(out.strip())
+    meta, body = front_matter(result, result.read_text())
+    assert meta["status"] == "failed" and meta["attempt"] == "2" and body.strip() == "no access to the API"
+    assert "already" in sb.fleet("task", "done", "1", "--agent", "docs", ok=False).err
+    assert "no task 99" in sb.fleet("task", "show", "99", ok=False).err
+    assert "not a task id" in sb.fleet("task", "show", "x1", ok=False).err
+
+
+def test_a_hand_broken_spec_is_reported_and_the_rest_keeps_working(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    sb.fleet("task", "add", "good one")
+    sb.fleet("task", "add", "to be broken")
+    spec = next((sb.repo / "tasks").glob("task-002-*.md"))
+    spec.write_text("---\ntitle: broken\nthis line is wrong\n---\n")
+    res = sb.fleet("task", "list")
+    assert "task-002  invalid" in res.out
+    assert f"warning: {spec}:3: expected 'key: value'" in res.err
+    assert sb.fleet("task", "claim", "--agent", "api").out.startswith("task-001")
+    assert sb.fleet("task", "claim", "--agent", "api", ok=False).code == 1
+
+
+def test_ids_are_unique_when_many_processes_add_at_once(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    procs = [subprocess.Popen(["git", "fleet-task", "add", f"task from {i}"], cwd=sb.repo, stdout=subprocess.PIPE,
+                              text=True) for i in range(8)]
+    ids = sorted(p.communicate()[0].strip() for p in procs)
+    assert ids == [f"task-{i:03d}" for i in range(1, 9)]
+    assert len(list((sb.repo / "tasks").glob("task-*.md"))) == 8
+
+
+def test_eight_workers_drain_500_tasks_each_claimed_exactly_once(tmp_path: Path) -> None:
+    bus = Bus(tmp_path / "bus")
+    for i in range(500):
+        bus.add(f"task {i}")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(bus.root), f"w{i}"], stdout=subprocess.PIPE,
+                                text=True, env=env) for i in range(8)]
+    claimed = [int(x) for w in workers for x in w.communicate(timeout=600)[0].split()]
+    assert sorted(claimed) == list(range(1, 501))  # every task once, none twice
+    assert all(w.returncode == 0 for w in workers)
+    tasks = bus.all()
+    assert {t.status for t in tasks} == {"done"} and {t.attempt for t in tasks} == {1}
+    for t in tasks:
+        meta, body = front_matter(t.result, t.result.read_text())  # type: ignore[arg-type]
+        assert body == f"result of {t.name} by {meta['agent']}\n" + "x" * 5000 + "\n"
+    assert not [p for p in (bus.root / "results").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_a_killed_workers_task_returns_when_its_lease_lapses(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    sb.fleet("task", "add", "fragile")
+    worker = subprocess.Popen(["sh", "-c", "git fleet-task claim --agent api --lease 1s && sleep 600"], cwd=sb.repo,
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert worker.stdout is not None and worker.stdout.readline().startswith("task-001")
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    assert sb.fleet("task", "claim", "--agent", "docs", ok=False).code == 1  # still leased
+    time.sleep(1.2)
+    assert sb.fleet("task", "claim", "--agent", "docs").out.startswith("task-001")
+    shown = json.loads(sb.fleet("task", "show", "1", "--json").out)
+    assert (shown["attempt"], shown["claimed_by"]) == (2, "docs")
+    # the first worker's late result is not accepted
+    res = sb.fleet("task", "done", "1", "--agent", "api", ok=False)
+    assert "claimed by 'docs' (attempt 2)" in res.err
+    sb.fleet("task", "done", "1", "--agent", "docs")
+
+
+def test_claim_wait_wakes_when_a_task_arrives(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    sb.fleet("task", "path")
+    (sb.repo / "tasks").mkdir(exist_ok=True)
+    waiter = subprocess.Popen(["git", "fleet-task", "claim", "--wait", "--agent", "docs"], cwd=sb.repo,
+                              stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    assert waiter.poll() is None
+    sb.fleet("task", "add", "arrives later")
+    added = time.time()  # (the add's own fsync can be slow on a busy disk: time the wake-up from here)
+    out, _ = waiter.communicate(timeout=30)
+    assert out.startswith("task-001\tarrives later")
+    assert time.time() - added < 3  # woken by the change, not by the 5-second rescan
+
+
+def test_plan_keeps_the_orchestrators_notes(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    sb.fleet("task", "add", "first")
+    sb.fleet("task", "add", "second", "--depends", "1", "--agent", "docs")
+    plan = sb.repo / "master_plan.md"
+    plan.write_text("# Plan\n\nMy notes before.\n")
+    sb.fleet("plan")
+    sb.fleet("task", "claim", "--agent", "api")
+    text = plan.read_text()
+    plan.write_text(text + "\nMy notes after.\n")
+    sb.fleet("plan")
+    text = plan.read_text()
+    assert text.startswith("# Plan\n\nMy notes before.\n") and text.endswith("My notes after.\n")
+    assert "### Claimed (1)\n\n- [task-001](tasks/task-001-first.md) first, claimed by api" in text
+    assert "### Blocked (1)\n\n- [task-002](tasks/task-002-second.md) second (for docs), after task-001" in text
+    assert text.count("## Tasks") == 1
