@@ -259,13 +259,21 @@ class Bus:
         if not title.strip():
             raise UsageError("a task needs a title")
         self.ensure()
-        known = self._spec_paths()
         for d in depends or []:
-            if d not in known:
+            if not list(self.tasks.glob(f"task-{d:03d}-*.md")):
                 raise UsageError(f"task {d} (a dependency) does not exist")
-        tid = max(known, default=0) + 1
+        # last-id is only a hint (it may lag behind); the exclusive create of id-N decides
+        hint = self.state / "last-id"
+        try:
+            tid = int(hint.read_text()) + 1
+        except (OSError, ValueError):
+            tid = max(self._spec_paths(), default=0) + 1
         while not _write_new(self.state / f"id-{tid}", f"{os.getpid()}\n"):
             tid += 1  # another process took it: the next one
+        try:
+            _replace(hint, str(tid))
+        except OSError:
+            pass
         meta = {"id": tid, "title": title.strip(), "agent": agent, "depends": [str(d) for d in depends or []],
                 "priority": priority, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         path = self.tasks / f"task-{tid:03d}-{slug(title)}.md"
@@ -277,8 +285,13 @@ class Bus:
         """Claim the next task for `agent`: open, its dependencies done, assigned to it or to
         nobody, by priority then id. None when nothing can be claimed now."""
         self.ensure()
-        tasks = self.all()
-        done = {t.id for t in tasks if t.status == "done"}
+        scan = self._scan()
+        attempts, results = scan
+        specs = self._spec_paths()
+        unfinished = {tid: p for tid, p in specs.items() if f"task-{tid:03d}-result.md" not in results}
+        done = {tid for tid in specs if tid not in unfinished and self._outcome(
+            f"task-{tid:03d}", self.results / f"task-{tid:03d}-result.md")[0] == "done"}
+        tasks = [self._load(tid, p, scan) for tid, p in unfinished.items()]
         ready = [t for t in tasks if t.status == "open" and t.agent in (None, agent) and set(t.depends) <= done]
         for task in sorted(ready, key=lambda t: (-t.priority, t.id)):
             attempt = task.attempt + 1
