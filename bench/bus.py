@@ -62,7 +62,11 @@ def claims(n_tasks: int, workers: int) -> float:
 def plan(n_tasks: int) -> float:
     root = Path(tempfile.mkdtemp(prefix="fleet-plan-"))
     try:
-        fill(root, n_tasks)
+        Bus(root).ensure()
+        for i in range(1, n_tasks + 1):  # specs as `add` writes them, without its fsyncs: this is setup
+            deps = f"[{i - 1}]" if i % 10 == 0 else "[]"
+            (root / "tasks" / f"task-{i:03d}-task-{i}.md").write_text(
+                f"---\nid: {i}\ntitle: task {i}\ndepends: {deps}\npriority: {i % 3}\n---\n\ntask {i}\n")
         for i in range(1, n_tasks // 2 + 1):  # half of them done, written as claim and finish would
             name = f"task-{i:03d}"
             (root / "tasks/.state" / f"{name}.claim-1").write_text('{"agent": "w", "attempt": 1, "expires": 0}')

@@ -162,6 +162,7 @@ class Bus:
         # results by name: linked once, never rewritten. A long-running worker reads each once.
         self._specs: dict[Path, tuple[tuple[int, int], dict[str, Any], str]] = {}
         self._outcomes: dict[str, tuple[str, str | None]] = {}
+        self._listing: tuple[int, dict[int, Path]] | None = None
 
     def ensure(self) -> None:
         for d in (self.tasks, self.results, self.state):
@@ -170,12 +171,20 @@ class Bus:
     # -- reading ----------------------------------------------------------------------------------
 
     def _spec_paths(self) -> dict[int, Path]:
+        """The spec files by id; listed again only when the tasks directory itself changed
+        (a spec added, renamed or removed changes its mtime)."""
+        try:
+            key = os.stat(self.tasks).st_mtime_ns
+        except OSError:
+            return {}
+        if self._listing is not None and self._listing[0] == key:
+            return self._listing[1]
         found: dict[int, Path] = {}
-        if self.tasks.is_dir():
-            for entry in os.scandir(self.tasks):
-                m = _SPEC.match(entry.name)
-                if m:
-                    found[int(m.group(1))] = Path(entry.path)
+        for entry in os.scandir(self.tasks):
+            m = _SPEC.match(entry.name)
+            if m:
+                found[int(m.group(1))] = Path(entry.path)
+        self._listing = (key, found)
         return found
 
     def _spec(self, path: Path) -> tuple[dict[str, Any], str]:
