@@ -18,13 +18,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import FleetError, UsageError
+from .files import write_atomic, write_new
 
 STATE = ".state"
 DEFAULT_LEASE = 30 * 60
@@ -51,36 +51,6 @@ def parse_id(text: str) -> int:
 def slug(title: str) -> str:
     s = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
     return s[:40].rstrip("-") or "task"
-
-
-def _write_new(path: Path, text: str) -> bool:
-    """Create `path` with `text`, complete and fsynced, only if it does not exist; False if it does."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        os.unlink(tmp)
-
-
-def _replace(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 # -- front matter -----------------------------------------------------------------------------------
@@ -277,16 +247,16 @@ class Bus:
             tid = int(hint.read_text()) + 1
         except (OSError, ValueError):
             tid = max(self._spec_paths(), default=0) + 1
-        while not _write_new(self.state / f"id-{tid}", f"{os.getpid()}\n"):
+        while not write_new(self.state / f"id-{tid}", f"{os.getpid()}\n"):
             tid += 1  # another process took it: the next one
         try:
-            _replace(hint, str(tid))
+            write_atomic(hint, str(tid))
         except OSError:
             pass
         meta = {"id": tid, "title": title.strip(), "agent": agent, "depends": [str(d) for d in depends or []],
                 "priority": priority, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         path = self.tasks / f"task-{tid:03d}-{slug(title)}.md"
-        if not _write_new(path, _render(meta, body or title)):
+        if not write_new(path, _render(meta, body or title)):
             raise FleetError(f"{path} exists already")
         return self.get(tid)
 
@@ -306,7 +276,7 @@ class Bus:
             attempt = task.attempt + 1
             record = {"agent": agent, "attempt": attempt, "pid": os.getpid(),
                       "claimed": time.time(), "expires": time.time() + (lease or self.lease)}
-            if _write_new(self.state / f"{task.name}.claim-{attempt}", json.dumps(record)):
+            if write_new(self.state / f"{task.name}.claim-{attempt}", json.dumps(record)):
                 if (self.results / f"{task.name}-result.md").exists():
                     continue  # it ended between our look and our claim
                 return self.get(task.id)
@@ -329,14 +299,14 @@ class Bus:
         task = self._holding(tid, agent)
         record = self._claim(task.name, task.attempt) or {}
         record["expires"] = time.time() + (lease or self.lease)
-        _replace(self.state / f"{task.name}.claim-{task.attempt}", json.dumps(record))
+        write_atomic(self.state / f"{task.name}.claim-{task.attempt}", json.dumps(record))
         return self.get(tid)
 
     def release(self, tid: int, agent: str) -> Task:
         task = self._holding(tid, agent)
         record = self._claim(task.name, task.attempt) or {}
         record["released"] = True
-        _replace(self.state / f"{task.name}.claim-{task.attempt}", json.dumps(record))
+        write_atomic(self.state / f"{task.name}.claim-{task.attempt}", json.dumps(record))
         return self.get(tid)
 
     def finish(self, tid: int, agent: str, body: str, *, failed: bool = False) -> Task:
@@ -344,7 +314,7 @@ class Bus:
         meta = {"task": task.name, "title": task.title, "status": "failed" if failed else "done", "agent": agent,
                 "attempt": task.attempt, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         self.ensure()
-        if not _write_new(self.results / f"{task.name}-result.md", _render(meta, body)):
+        if not write_new(self.results / f"{task.name}-result.md", _render(meta, body)):
             raise FleetError(f"{task.name} has a result already; this one was not recorded")
         return self.get(tid)
 
@@ -396,7 +366,7 @@ class Bus:
             text = before + generated + after
         else:
             text = old.rstrip("\n") + "\n\n" + generated + "\n"
-        _replace(self.plan, text)
+        write_atomic(self.plan, text)
         return self.plan
 
     def wait_for_change(self, timeout: float) -> None:

@@ -7,9 +7,7 @@ an edit that would not read back as intended is refused instead of written.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -297,24 +295,6 @@ def load(path: Path) -> Config | None:
         line = raw[: e.start].count(b"\n") + 1
         raise ConfigError(f"{path}:{line}: not valid UTF-8") from None
     return parse(path, text)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path` and rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-        except FileNotFoundError:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def new_config_text(base: str) -> str:

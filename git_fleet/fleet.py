@@ -13,6 +13,7 @@ from typing import Any
 from . import check, config, plumbing
 from .config import Agent, Config
 from .errors import FleetError, UsageError
+from .files import write_atomic
 from .repo import Repo
 from .zones import Pattern, PatternError, Zone, find_overlap
 
@@ -106,7 +107,7 @@ class Fleet:
 
     def _save(self, text: str) -> Config:
         cfg = config.parse(self.config_path, text)
-        config.write_atomic(self.config_path, text)
+        write_atomic(self.config_path, text)
         self.text, self.config = text, cfg
         self.refresh_cache(cfg)
         return cfg
@@ -462,7 +463,7 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
             raise UsageError(f"'{base}' is not a valid branch name", "see `git help check-ref-format`")
         text = config.new_config_text(base)
         cfg = config.parse(path, text)
-        config.write_atomic(path, text)
+        write_atomic(path, text)
         if repo.resolve(base) is None:
             report.warnings.append(f"base branch '{base}' has no commits yet; agents can be added after the first commit")
     elif base is not None and base != cfg.base:

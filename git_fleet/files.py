@@ -1,0 +1,46 @@
+"""Writing files so that no reader ever sees half of one (the Maildir rules)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def _complete(path: Path, text: str) -> Iterator[str]:
+    """A temporary file beside `path` holding `text`, written and fsynced; removed afterwards
+    unless the caller renamed it away."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        yield tmp
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` at once, keeping its permissions (0644 for a new file)."""
+    with _complete(path, text) as tmp:
+        try:
+            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+        except FileNotFoundError:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+
+
+def write_new(path: Path, text: str) -> bool:
+    """Create `path` holding `text`, complete, only if nothing is there yet: an exclusive create
+    (link() fails on an existing name, where rename() would overwrite). False if it exists."""
+    with _complete(path, text) as tmp:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
