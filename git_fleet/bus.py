@@ -137,6 +137,10 @@ class Bus:
     def ensure(self) -> None:
         for d in (self.tasks, self.results, self.state):
             d.mkdir(parents=True, exist_ok=True)
+        # live claim state never becomes tracked (git add -A), so it cannot change with a branch
+        ignore = self.state / ".gitignore"
+        if not ignore.exists():
+            write_new(ignore, "# git-fleet's live claim state: never tracked\n*\n")
 
     # -- reading ----------------------------------------------------------------------------------
 

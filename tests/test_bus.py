@@ -184,3 +184,29 @@ def test_plan_keeps_the_orchestrators_notes(bus_repo: Sandbox) -> None:
     assert "### Claimed (1)\n\n- [task-001](tasks/task-001-first.md) first, claimed by api" in text
     assert "### Blocked (1)\n\n- [task-002](tasks/task-002-second.md) second (for docs), after task-001" in text
     assert text.count("## Tasks") == 1
+
+
+def test_live_claim_state_is_never_tracked(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    sb.fleet("task", "add", "one")
+    sb.fleet("task", "claim", "--agent", "api")
+    sb.git("add", "-A")
+    staged = sb.git("diff", "--cached", "--name-only").out.split()
+    assert "tasks/task-001-one.md" in staged  # specs may be committed, if the orchestrator wants
+    assert not [p for p in staged if p.startswith("tasks/.state/")]
+
+
+def test_a_worker_killed_mid_write_leaves_only_temporary_files(bus_repo: Sandbox) -> None:
+    """A writer killed before its link() leaves a hidden temporary file, never a partial claim or
+    result: the task stays claimable once the lease lapses, and the next result lands whole."""
+    sb = bus_repo
+    sb.fleet("task", "add", "one")
+    sb.fleet("task", "claim", "--agent", "api", "--lease", "1s")
+    (sb.repo / "results/.task-001-result.md.abc123.tmp").write_text("---\nstatus: do")  # cut off
+    (sb.repo / "tasks/.state/.task-001.claim-2.def456.tmp").write_text('{"agent": "do')  # cut off
+    time.sleep(1.2)
+    assert json.loads(sb.fleet("task", "show", "1", "--json").out)["status"] == "open"
+    assert sb.fleet("task", "claim", "--agent", "docs").out.startswith("task-001")
+    out = sb.fleet("task", "done", "1", "--agent", "docs", "--result-file", "-").out
+    meta, _ = front_matter(Path(out.strip()), Path(out.strip()).read_text())
+    assert (meta["status"], meta["agent"], meta["attempt"]) == ("done", "docs", "2")
