@@ -28,6 +28,33 @@ DEFAULT_WORKTREE = "../agent-{agent}"
 DEFAULT_WARN = 7
 DEFAULT_MAX = 10
 
+DEFAULT_MODEL = "sonnet"
+DEFAULT_COMMAND = "claude --name {session} --model {model}"
+DEFAULT_RESUME = "claude --resume {session}"
+PLACEHOLDERS = ("agent", "session", "model", "worktree", "branch", "zone", "task", "port")
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+
+
+def unknown_placeholder(template: str) -> str | None:
+    """The first {name} in a command template that is not a placeholder; None if all are."""
+    for m in _PLACEHOLDER.finditer(template):
+        if m.group(1) is not None and m.group(1) not in PLACEHOLDERS:
+            return m.group(1)
+    return None
+
+
+def expand(template: str, values: dict[str, str]) -> str:
+    """Fill a command template; every value is shell-quoted ({{ and }} stand for braces)."""
+    import shlex
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(1) is None:
+            return m.group(0)[0]
+        return shlex.quote(values.get(m.group(1), ""))
+
+    return _PLACEHOLDER.sub(one, template)
+
+
 _AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 TEMPLATE = """\
@@ -47,6 +74,12 @@ worktree = "../agent-{{agent}}"
 # more than max_agents is refused unless --force is given.
 warn_agents = 7
 max_agents = 10
+# How agents' sessions start (git fleet-up, fleet-run); each agent may set its own session,
+# model, command, resume and env. Placeholders: {{agent}} {{session}} {{model}} {{worktree}}
+# {{branch}} {{zone}} {{task}} {{port}}, filled in shell-quoted. Presets for other CLIs: git help fleet-set.
+model = "sonnet"
+command = "claude --name {{session}} --model {{model}}"
+resume = "claude --resume {{session}}"
 # Shared files every agent appends to (a changelog, a journal): open to every agent's zone and
 # merged line by line (git's union merge) instead of conflicting.
 union = []
@@ -84,6 +117,14 @@ class Agent:
     zone: tuple[str, ...]
     branch: str
     worktree: str  # as written, relative to the main worktree or absolute
+    # how its session is run; None: the fleet-wide default ([fleet] model, command, resume)
+    session: str | None = None
+    model: str | None = None
+    command: str | None = None
+    resume: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+
+    SESSION_KEYS = ("session", "model", "command", "resume")
 
     def compiled_zone(self) -> Zone:
         return Zone(self.zone)
@@ -112,6 +153,9 @@ class Config:
     sync: str = "merge"  # how git fleet-sync brings the base into agent branches: merge or rebase
     agents: Mapping[str, Agent] = field(default_factory=dict)
     checkpoints: Mapping[str, Checkpoint] = field(default_factory=dict)
+    model: str = "sonnet"  # fleet-wide session defaults; each agent may set its own
+    command: str = "claude --name {session} --model {model}"
+    resume: str = "claude --resume {session}"
     bus_dir: str = "."  # where tasks/, results/ and master_plan.md live, relative to the main worktree
     lease: str = "30m"  # how long a claim holds without renewal
 
@@ -204,7 +248,16 @@ def parse(path: Path, text: str) -> Config:
         raise r.fail((), "version", f"written for a newer git-fleet (schema {version}; this one reads {SCHEMA_VERSION})",
                      "upgrade git-fleet")
     fleet = r.take(data, (), "fleet", dict, {})
-    r.unknown(fleet, ("fleet",), {"base", "branch_prefix", "worktree", "warn_agents", "max_agents", "union", "sync"})
+    r.unknown(fleet, ("fleet",), {"base", "branch_prefix", "worktree", "warn_agents", "max_agents", "union", "sync",
+                                  "model", "command", "resume"})
+    defaults = {"model": r.take(fleet, ("fleet",), "model", str, DEFAULT_MODEL),
+                "command": r.take(fleet, ("fleet",), "command", str, DEFAULT_COMMAND),
+                "resume": r.take(fleet, ("fleet",), "resume", str, DEFAULT_RESUME)}
+    for key in ("command", "resume"):
+        bad = unknown_placeholder(defaults[key])
+        if bad:
+            raise r.fail(("fleet",), key, f"unknown placeholder {{{bad}}} in fleet.{key}",
+                         "placeholders: " + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS))
     base = r.take(fleet, ("fleet",), "base", str, DEFAULT_BASE)
     prefix = r.take(fleet, ("fleet",), "branch_prefix", str, DEFAULT_PREFIX)
     worktree = r.take(fleet, ("fleet",), "worktree", str, DEFAULT_WORKTREE)
@@ -231,7 +284,7 @@ def parse(path: Path, text: str) -> Config:
             check_agent_name(name)
         except UsageError as e:
             raise r.fail(table, None, e.message, e.hint) from None
-        r.unknown(spec, table, {"zone", "branch", "worktree"})
+        r.unknown(spec, table, {"zone", "branch", "worktree", "session", "model", "command", "resume", "env"})
         zone = spec.get("zone", [])
         if isinstance(zone, str):
             zone = [zone]
@@ -243,11 +296,23 @@ def parse(path: Path, text: str) -> Config:
             Zone(zone)
         except PatternError as e:
             raise r.fail(table, "zone", f"agent '{name}': {e.message}", e.hint) from None
+        env = r.take(spec, table, "env", dict, {})
+        if not all(isinstance(v, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k) for k, v in env.items()):
+            raise r.fail(table, "env", f"'agents.{name}.env' must map variable names to strings")
+        found = {k: r.take(spec, table, k, str, None) for k in Agent.SESSION_KEYS}
+        for key in ("command", "resume"):
+            if found[key] is not None:
+                bad = unknown_placeholder(found[key])
+                if bad:
+                    raise r.fail(table, key, f"agent '{name}': unknown placeholder {{{bad}}} in its {key}",
+                                 "placeholders: " + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS))
         agents[name] = Agent(
             name=name,
             zone=tuple(zone),
             branch=r.take(spec, table, "branch", str, f"{prefix}{name}"),
             worktree=r.take(spec, table, "worktree", str, worktree.replace("{agent}", name)),
+            env=tuple(sorted(env.items())),
+            **found,
         )
     checkpoints: dict[str, Checkpoint] = {}
     for name, spec in r.take(data, (), "checkpoints", dict, {}).items():
@@ -278,7 +343,7 @@ def parse(path: Path, text: str) -> Config:
         raise r.fail(("bus",), "lease", f"'bus.lease' must be a duration such as \"30m\", not {lease!r}")
     return Config(path=path, base=base, branch_prefix=prefix, worktree=worktree, warn_agents=warn,
                   max_agents=limit, union=tuple(union), sync=sync, agents=agents, checkpoints=checkpoints,
-                  bus_dir=bus_dir, lease=lease)
+                  bus_dir=bus_dir, lease=lease, **defaults)
 
 
 def load(path: Path) -> Config | None:
@@ -308,8 +373,15 @@ def _toml_value(value: object) -> str:
 def _agent_table(agent: Agent) -> str:
     header = tomli_w.dumps({"agents": {agent.name: {"v": 1}}}).splitlines()[0]
     zone = "[" + ", ".join(_toml_value(p) for p in agent.zone) + "]"
-    return (f"{header}\nzone = {zone}\nbranch = {_toml_value(agent.branch)}\n"
+    text = (f"{header}\nzone = {zone}\nbranch = {_toml_value(agent.branch)}\n"
             f"worktree = {_toml_value(agent.worktree)}\n")
+    for key in Agent.SESSION_KEYS:
+        value = getattr(agent, key)
+        if value is not None:
+            text += f"{key} = {_toml_value(value)}\n"
+    if agent.env:
+        text += "env = {" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in agent.env) + "}\n"
+    return text
 
 
 def _table_span(text: str, name: str) -> tuple[int, int] | None:

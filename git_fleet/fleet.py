@@ -26,6 +26,16 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
+def _check_templates(name: str, session: dict[str, Any]) -> None:
+    for key in ("command", "resume"):
+        template = session.get(key)
+        if template:
+            bad = config.unknown_placeholder(template)
+            if bad:
+                raise UsageError(f"agent '{name}': unknown placeholder {{{bad}}} in its {key}",
+                                 "placeholders: " + ", ".join(f"{{{p}}}" for p in config.PLACEHOLDERS))
+
+
 def _rel(path: Path, start: Path) -> str:
     return os.path.relpath(path, start)
 
@@ -115,14 +125,16 @@ class Fleet:
     # -- add -------------------------------------------------------------------------------------------
 
     def add(self, name: str, zone: Sequence[str], *, branch: str | None = None, path: str | None = None,
-            base: str | None = None, allow_overlap: bool = False, force: bool = False) -> tuple[Agent, Report]:
+            base: str | None = None, allow_overlap: bool = False, force: bool = False,
+            session: dict[str, str | None] | None = None) -> tuple[Agent, Report]:
         with self.editing():
             return self._add(name, zone, branch=branch, path=path, base=base, allow_overlap=allow_overlap,
-                             force=force)
+                             force=force, session=session or {})
 
     def _add(self, name: str, zone: Sequence[str], *, branch: str | None, path: str | None,
-             base: str | None, allow_overlap: bool, force: bool) -> tuple[Agent, Report]:
+             base: str | None, allow_overlap: bool, force: bool, session: dict[str, str | None]) -> tuple[Agent, Report]:
         report = Report()
+        _check_templates(name, session)
         self._orchestrator_only("add agents")
         config.check_agent_name(name)
         cfg = self.config
@@ -180,7 +192,9 @@ class Fleet:
             raise FleetError(f"worktree path {where} already exists and is not empty",
                              "give another place with --path DIR")
 
-        agent = Agent(name=name, zone=tuple(zone), branch=branch, worktree=_rel(where, self.main))
+        agent = Agent(name=name, zone=tuple(zone), branch=branch, worktree=_rel(where, self.main),
+                      session=session.get("session"), model=session.get("model"), command=session.get("command"),
+                      resume=session.get("resume"))
         new_text = config.with_agent(cfg, self.text, agent)  # validated before anything is written
 
         created_branch = created_tree = False
@@ -199,8 +213,105 @@ class Fleet:
             if created_branch:
                 self.repo.delete_branch(branch, base_commit or "")
             raise
+        self.write_brief(agent)
         report.notes.append(f"added agent '{name}': branch {branch}, worktree {where}")
         return agent, report
+
+    # -- set / run / brief -----------------------------------------------------------------------------
+
+    def set(self, name: str, *, zone: Sequence[str] = (), allow_overlap: bool = False,
+            session: dict[str, str | None] | None = None) -> Agent:
+        """Change an agent's zone or session settings, with the same checks as add."""
+        import dataclasses
+
+        with self.editing():
+            self._orchestrator_only("change agents")
+            agent = self.config.agent(name)
+            changes: dict[str, Any] = {k: v for k, v in (session or {}).items() if v is not None}
+            _check_templates(name, changes)
+            if zone:
+                try:
+                    new_zone = Zone(list(zone))
+                except PatternError as e:
+                    raise UsageError(e.message, e.hint) from None
+                if not allow_overlap:
+                    others = Fleet(self.repo, self.main, dataclasses.replace(
+                        self.config, agents={k: v for k, v in self.config.agents.items() if k != name}), self.text)
+                    others._refuse_overlap(name, new_zone, self.repo.resolve(self.config.base))
+                changes["zone"] = tuple(zone)
+            if not changes:
+                raise UsageError("nothing to change", "give --zone, --session, --model, --command or --resume")
+            updated = dataclasses.replace(agent, **changes)
+            self._save(config.with_agent(self.config, self.text, updated))
+            if self.worktree_of(updated).is_dir():
+                self.write_brief(updated)
+            return updated
+
+    def claimed_tasks(self, agent: Agent) -> list[Any]:
+        return [t for t in self.bus().all() if t.status == "claimed" and t.claimed_by == agent.name]
+
+    def values(self, agent: Agent) -> dict[str, str]:
+        """What a command template's placeholders stand for, for this agent."""
+        tasks = self.claimed_tasks(agent)
+        return {"agent": agent.name, "session": agent.session or agent.name, "model": agent.model or self.config.model,
+                "worktree": str(self.worktree_of(agent)), "branch": agent.branch, "zone": " ".join(agent.zone),
+                "task": tasks[0].name if tasks else "", "port": ""}
+
+    def environment(self, agent: Agent) -> dict[str, str]:
+        """The fleet environment an agent's commands run with (its own env on top)."""
+        v = self.values(agent)
+        env = {**os.environ, "FLEET_AGENT": agent.name, "FLEET_SESSION": v["session"], "FLEET_MODEL": v["model"],
+               "FLEET_ZONE": "\n".join(agent.zone), "FLEET_BRANCH": agent.branch, "FLEET_WORKTREE": v["worktree"],
+               "FLEET_BUS": str(self.bus().root), "FLEET_TASK": v["task"],
+               "FLEET_BRIEF": str(self.worktree_of(agent) / ".fleet" / "brief.md")}
+        env.update(dict(agent.env))
+        return env
+
+    def run(self, name: str, argv: Sequence[str]) -> int:
+        """Run a command in an agent's worktree with its environment; its exit status is returned."""
+        import subprocess
+
+        agent = self.config.agent(name)
+        where = self.worktree_of(agent)
+        if not where.is_dir():
+            raise FleetError(f"agent '{name}' has no worktree at {where}",
+                             f"recreate it: git fleet-rm --force {name} && git fleet-add {name} --zone ...")
+        if not argv:
+            raise UsageError("no command given", f"git fleet-run {name} -- COMMAND [ARGS...]")
+        self.write_brief(agent)
+        try:
+            return subprocess.run(list(argv), cwd=where, env=self.environment(agent)).returncode
+        except FileNotFoundError:
+            raise FleetError(f"command not found: {argv[0]}", "check the command, or your PATH") from None
+
+    def write_brief(self, agent: Agent) -> Path:
+        """.fleet/brief.md in the agent's worktree (ignored by git): its zone, branch, the bus and its
+        claimed tasks, for an agent that reads its instructions from a file."""
+        from .files import write_atomic, write_new
+
+        where = self.worktree_of(agent) / ".fleet"
+        where.mkdir(exist_ok=True)
+        if not (where / ".gitignore").exists():
+            write_new(where / ".gitignore", "# git-fleet's files for this agent: never tracked\n*\n")
+        bus = self.bus()
+        tasks = self.claimed_tasks(agent)
+        lines = [f"# Brief for agent {agent.name}", "",
+                 f"You work in {self.worktree_of(agent)} on branch {agent.branch}.", "",
+                 "## Your zone", "",
+                 "You may change only the paths these gitignore patterns match (the last match decides):", ""]
+        lines += [f"- `{p}`" for p in agent.zone]
+        lines += ["", "A commit that touches anything else is rejected. `git fleet-who PATH` says who owns a path.",
+                  "Work for another agent's paths goes to that agent; anything else to the orchestrator.", "",
+                  "## Tasks", "", f"The task bus is {bus.root} (tasks/, results/, master_plan.md).", ""]
+        if tasks:
+            lines += [f"Claimed by you: {t.name} {t.title} ({t.path})" for t in tasks] + [""]
+        else:
+            lines += ["You hold no task now.", ""]
+        lines += ["- `git fleet-task claim` takes the next task for you (`--wait` blocks until there is one);",
+                  "- `git fleet-task renew ID` while you work on it, so your lease does not lapse;",
+                  "- `git fleet-task done ID --result-file FILE` (or `fail ID --reason ...`) when you finish.", ""]
+        write_atomic(where / "brief.md", "\n".join(lines))
+        return where / "brief.md"
 
     def _refuse_overlap(self, name: str, zone: Zone, base_commit: str | None) -> None:
         # only the tracked files the new zone owns can be owned twice: filter once, not per agent

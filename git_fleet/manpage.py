@@ -130,7 +130,8 @@ def _page(name: str, summary: str, synopsis: str, description: str, options: lis
                   _paras(body) if title not in ("EXAMPLES", "PRE-COMMIT FRAMEWORK") else _esc(body),
                   ".fi" if title in ("EXAMPLES", "PRE-COMMIT FRAMEWORK") else ""]
     others = ["git-fleet", *(f"git-fleet-{n}" for n in ("init", "add", "rm", "list", "who", "zones", "merge",
-                                                         "checkpoint", "status", "sync", "task", "plan", "check"))]
+                                                         "checkpoint", "status", "sync", "task", "plan", "set", "run",
+                                                         "check"))]
     parts += [".SH SEE ALSO", ", ".join(f"\\fB{_esc(o)}\\fR(1)" for o in others if o != name) + ", \\fBgitignore\\fR(5)"]
     return "\n".join(p for p in parts if p != "") + "\n"
 

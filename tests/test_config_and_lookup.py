@@ -16,6 +16,9 @@ BROKEN = {
     "no zone": ('[agents.a]\nbranch = "x"\n', 1, "agent 'a' has no zone"),
     "bad name": ('[agents."a b"]\nzone = ["x"]\n', 1, "'a b' is not a valid agent name"),
     "newer": ('version = 9\n', 1, "written for a newer git-fleet"),
+    "placeholder": ('[agents.a]\nzone = ["a/"]\ncommand = "aider --model {modle}"\n', 3,
+                    "agent 'a': unknown placeholder {modle} in its command"),
+    "env": ('[agents.a]\nzone = ["a/"]\nenv = {"1X" = "y"}\n', 3, "must map variable names to strings"),
 }
 
 
@@ -43,7 +46,9 @@ def test_init_writes_a_commented_config_and_is_safe_to_repeat(sandbox: Sandbox) 
     text = cfg.read_text()
     data = tomllib.loads(text)
     assert data["fleet"] == {"base": "trunk", "branch_prefix": "fleet/", "worktree": "../agent-{agent}",
-                             "warn_agents": 7, "max_agents": 10, "union": [], "sync": "merge"}
+                             "warn_agents": 7, "max_agents": 10, "union": [], "sync": "merge", "model": "sonnet",
+                             "command": "claude --name {session} --model {model}",
+                             "resume": "claude --resume {session}"}
     assert text.count("\n#") >= 10
     cfg.write_text(text + "\n# my edit\n")
     res = sb.fleet("init", "-v")

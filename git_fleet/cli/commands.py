@@ -88,8 +88,13 @@ def init(base: str | None, server: bool, uninstall: bool, verbose: bool) -> int:
 @click.option("--allow-overlap", is_flag=True, help="Accept a zone that shares paths with another agent's.")
 @click.option("--force", is_flag=True, help="Go beyond the agent limit (max_agents).")
 @click.option("-v", "--verbose", is_flag=True, help="Say what was done.")
+@click.option("--session", metavar="NAME", help="The agent's session name (default: the agent's name).")
+@click.option("--model", metavar="MODEL", help="The model its command runs (default: fleet.model).")
+@click.option("--command", "command_", metavar="TEMPLATE", help="How its session starts (default: fleet.command).")
+@click.option("--resume", metavar="TEMPLATE", help="How its session resumes (default: fleet.resume).")
 def add(name: str, zones: tuple[str, ...], branch: str | None, path: str | None, base: str | None,
-        allow_overlap: bool, force: bool, verbose: bool) -> int:
+        allow_overlap: bool, force: bool, verbose: bool, session: str | None, model: str | None,
+        command_: str | None, resume: str | None) -> int:
     """Add an agent: its zone, its branch and its worktree.
 
     Registers NAME in the orchestrator's .gitfleet.toml, creates its branch from the base
@@ -103,8 +108,9 @@ def add(name: str, zones: tuple[str, ...], branch: str | None, path: str | None,
 
     Run it in the main worktree: an agent cannot add agents or widen its own zone.
     """
-    _agent, report = load().add(name, zones, branch=branch, path=path, base=base,
-                                      allow_overlap=allow_overlap, force=force)
+    _agent, report = load().add(name, zones, branch=branch, path=path, base=base, allow_overlap=allow_overlap,
+                                force=force, session={"session": session, "model": model, "command": command_,
+                                                      "resume": resume})
     _report(report, verbose)
     return 0
 
@@ -351,8 +357,52 @@ def sync(agents: tuple[str, ...], as_json: bool, verbose: bool) -> int:
     return 1 if refused else 0
 
 
+@command(name="set")
+@click.argument("name")
+@click.option("--zone", "zones", multiple=True, metavar="PATTERN", help="Replace the agent's zone; repeat for more patterns.")
+@click.option("--allow-overlap", is_flag=True, help="Accept a zone that shares paths with another agent's.")
+@click.option("--session", metavar="NAME", help="The agent's session name.")
+@click.option("--model", metavar="MODEL", help="The model its command runs.")
+@click.option("--command", "command_", metavar="TEMPLATE", help="How its session starts.")
+@click.option("--resume", metavar="TEMPLATE", help="How its session resumes.")
+def set_(name: str, zones: tuple[str, ...], allow_overlap: bool, session: str | None, model: str | None,
+         command_: str | None, resume: str | None) -> int:
+    """Change an agent's zone or session settings, with the same checks as git fleet-add.
+
+    Command templates are run by sh, with these placeholders filled in, shell-quoted: {agent},
+    {session}, {model}, {worktree}, {branch}, {zone}, {task} (its claimed task), {port}. The
+    default is Claude Code: claude --name {session} --model {model}, resumed with
+    claude --resume {session}. Presets for other agent CLIs:
+
+    \b
+      Codex:   --command 'codex --model {model}'      --resume 'codex resume --last'
+      Aider:   --command 'aider --model {model}'      --resume 'aider --model {model} --restore-chat-history'
+      Gemini:  --command 'gemini --model {model}'     --resume 'gemini --model {model}'
+      Script:  --command './agent.sh {task}'
+    """
+    load().set(name, zone=zones, allow_overlap=allow_overlap,
+               session={"session": session, "model": model, "command": command_, "resume": resume})
+    return 0
+
+
+@click.command(cls=FleetCommand, context_settings={**CONTEXT, "ignore_unknown_options": True,
+                                                   "allow_interspersed_args": False})
+@click.argument("name")
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+def run(name: str, argv: tuple[str, ...]) -> int:
+    """Run a command in an agent's worktree with the fleet environment, without tmux.
+
+    The environment: FLEET_AGENT, FLEET_SESSION, FLEET_MODEL, FLEET_ZONE (one pattern a line),
+    FLEET_BRANCH, FLEET_WORKTREE, FLEET_BUS, FLEET_TASK (its claimed task) and FLEET_BRIEF, plus
+    the agent's own env. The brief, .fleet/brief.md in the worktree (ignored by git), is written
+    first. Exit status: the command's.
+    """
+    args = list(argv[1:] if argv[:1] == ("--",) else argv)
+    return load().run(name, args)
+
+
 ALL: dict[str, click.Command] = {"init": init, "add": add, "rm": rm, "list": list_, "who": who, "zones": zones, "merge": merge,
-       "checkpoint": checkpoint, "status": status, "sync": sync}
+       "checkpoint": checkpoint, "status": status, "sync": sync, "set": set_, "run": run}
 
 
 @click.group(cls=FleetGroup, context_settings=CONTEXT, invoke_without_command=True)
