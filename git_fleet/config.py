@@ -80,6 +80,8 @@ max_agents = 10
 model = "sonnet"
 command = "claude --name {{session}} --model {{model}}"
 resume = "claude --resume {{session}}"
+# Seconds between agents' starts in `git fleet-up`, against API rate limits.
+stagger = 5
 # Shared files every agent appends to (a changelog, a journal): open to every agent's zone and
 # merged line by line (git's union merge) instead of conflicting.
 union = []
@@ -156,6 +158,7 @@ class Config:
     model: str = "sonnet"  # fleet-wide session defaults; each agent may set its own
     command: str = "claude --name {session} --model {model}"
     resume: str = "claude --resume {session}"
+    stagger: int = 5  # seconds between agents' starts in git fleet-up (API rate limits)
     bus_dir: str = "."  # where tasks/, results/ and master_plan.md live, relative to the main worktree
     lease: str = "30m"  # how long a claim holds without renewal
 
@@ -249,7 +252,10 @@ def parse(path: Path, text: str) -> Config:
                      "upgrade git-fleet")
     fleet = r.take(data, (), "fleet", dict, {})
     r.unknown(fleet, ("fleet",), {"base", "branch_prefix", "worktree", "warn_agents", "max_agents", "union", "sync",
-                                  "model", "command", "resume"})
+                                  "model", "command", "resume", "stagger"})
+    stagger = r.take(fleet, ("fleet",), "stagger", int, 5)
+    if stagger < 0:
+        raise r.fail(("fleet",), "stagger", "'fleet.stagger' must be 0 or more seconds")
     defaults = {"model": r.take(fleet, ("fleet",), "model", str, DEFAULT_MODEL),
                 "command": r.take(fleet, ("fleet",), "command", str, DEFAULT_COMMAND),
                 "resume": r.take(fleet, ("fleet",), "resume", str, DEFAULT_RESUME)}
@@ -343,7 +349,7 @@ def parse(path: Path, text: str) -> Config:
         raise r.fail(("bus",), "lease", f"'bus.lease' must be a duration such as \"30m\", not {lease!r}")
     return Config(path=path, base=base, branch_prefix=prefix, worktree=worktree, warn_agents=warn,
                   max_agents=limit, union=tuple(union), sync=sync, agents=agents, checkpoints=checkpoints,
-                  bus_dir=bus_dir, lease=lease, **defaults)
+                  bus_dir=bus_dir, lease=lease, stagger=stagger, **defaults)
 
 
 def load(path: Path) -> Config | None:

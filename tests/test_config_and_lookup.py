@@ -48,7 +48,7 @@ def test_init_writes_a_commented_config_and_is_safe_to_repeat(sandbox: Sandbox) 
     assert data["fleet"] == {"base": "trunk", "branch_prefix": "fleet/", "worktree": "../agent-{agent}",
                              "warn_agents": 7, "max_agents": 10, "union": [], "sync": "merge", "model": "sonnet",
                              "command": "claude --name {session} --model {model}",
-                             "resume": "claude --resume {session}"}
+                             "resume": "claude --resume {session}", "stagger": 5}
     assert text.count("\n#") >= 10
     cfg.write_text(text + "\n# my edit\n")
     res = sb.fleet("init", "-v")

@@ -401,8 +401,126 @@ def run(name: str, argv: tuple[str, ...]) -> int:
     return load().run(name, args)
 
 
+def _sessions() -> Any:
+    from ..sessions import Sessions
+
+    return Sessions(load())
+
+
+@command()
+@click.argument("agents", nargs=-1)
+@click.option("--stagger", type=float, metavar="SECONDS", help="Seconds between agents' starts (default: fleet.stagger).")
+@click.option("--detach", is_flag=True, help="Neither attach to the tmux session nor switch to it.")
+@click.option("--force", is_flag=True, help="Start more than max_agents agents.")
+def up(agents: tuple[str, ...], stagger: float | None, detach: bool, force: bool) -> int:
+    """Start the fleet in tmux: one window per agent, plus the orchestrator's.
+
+    Creates (or reuses) one tmux session for the repository, with an orchestrator window in the
+    main worktree and one window per agent (all, or the named ones), named after it, started in
+    its worktree, running its command (its resume command, if it has run before: after a
+    reboot or a killed tmux server this brings the fleet back where it was) with the fleet
+    environment (see git fleet-run). Starts are staggered against API rate limits. Agents
+    already running are left alone. A command that exits at once is reported, naming the
+    agent; the others are not affected.
+
+    Outside tmux it attaches, inside tmux it switches; --detach, or no terminal, does neither.
+    tmux's own TMUX_TMPDIR chooses the server, so fleets can be kept apart.
+    """
+    import sys
+
+    from ..errors import FleetError
+
+    fleet = load()
+    chosen = [fleet.config.agent(n) for n in agents] if agents else list(fleet.config.agents.values())
+    if len(chosen) > fleet.config.max_agents and not force:
+        raise FleetError(f"refusing to start {len(chosen)} agents: the limit is {fleet.config.max_agents}",
+                         "beyond 10 agents coordination costs exceed the benefits; pass --force to go ahead")
+    if len(chosen) > fleet.config.warn_agents:
+        warn(f"starting {len(chosen)} agents; beyond {fleet.config.warn_agents} coordination costs grow")
+    from ..sessions import Sessions
+
+    s = Sessions(fleet)
+    result = s.up(chosen, fleet.config.stagger if stagger is None else stagger)
+    for name in result.running:
+        note(f"{name}: already running")
+    if result.failed:
+        raise FleetError("\n".join(f"agent '{n}': {why}" for n, why in result.failed.items()),
+                         f"look at its window (git fleet-attach AGENT) or run its command by hand: git fleet-run AGENT -- ...")
+    if not detach and sys.stdin.isatty() and sys.stdout.isatty():
+        from .. import tmux
+
+        tmux.attach(s.name)
+    return 0
+
+
+@command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def ps(as_json: bool) -> int:
+    """Which agents are running in the fleet's tmux session, since when, their session name and model."""
+    rows = _sessions().ps()
+    if as_json:
+        print_json(rows)
+        return 0
+    _table([["agent", "state", "since", "session", "model"]] +
+           [[r["agent"], "running" if r["running"] else "stopped", _age(r["since"]) if r["since"] else "-",
+             r["session"], r["model"]] for r in rows])
+    return 0
+
+
+@command()
+@click.argument("agents", nargs=-1)
+@click.option("--yes", is_flag=True, help="Do not ask before stopping agents that still run.")
+def down(agents: tuple[str, ...], yes: bool) -> int:
+    """Stop agents (all, or the named ones): Ctrl-C first, then their windows are closed.
+
+    Asks first where an agent still runs, unless --yes; without a terminal to ask on, it refuses.
+    """
+    import sys
+
+    from ..errors import FleetError
+
+    s = _sessions()
+    names = list(agents) or list(s.fleet.config.agents)
+    for n in names:
+        s.fleet.config.agent(n)
+    live = s.running(names)
+    if live and not yes:
+        if not sys.stdin.isatty():
+            raise FleetError(f"still running: {', '.join(live)}", "pass --yes to stop them")
+        if not click.confirm(f"stop {', '.join(live)}?", default=False):
+            return 1
+    s.down(names)
+    return 0
+
+
+@command()
+@click.argument("agent")
+def resume(agent: str) -> int:
+    """Start an agent's resume command in its window (made if missing)."""
+    s = _sessions()
+    s.resume(s.fleet.config.agent(agent))
+    return 0
+
+
+@command()
+@click.argument("agent", required=False)
+def attach(agent: str | None) -> int:
+    """Attach to the fleet's tmux session (switch to it inside tmux), at AGENT's window if given."""
+    from .. import tmux
+    from ..errors import FleetError
+
+    s = _sessions()
+    if agent:
+        s.fleet.config.agent(agent)
+    if not tmux.has_session(s.name):
+        raise FleetError("the fleet is not running", "start it with git fleet-up")
+    tmux.attach(s.name, agent)
+    return 0
+
+
 ALL: dict[str, click.Command] = {"init": init, "add": add, "rm": rm, "list": list_, "who": who, "zones": zones, "merge": merge,
-       "checkpoint": checkpoint, "status": status, "sync": sync, "set": set_, "run": run}
+       "checkpoint": checkpoint, "status": status, "sync": sync, "set": set_, "run": run, "up": up, "ps": ps,
+                                 "down": down, "resume": resume, "attach": attach}
 
 
 @click.group(cls=FleetGroup, context_settings=CONTEXT, invoke_without_command=True)

@@ -1,0 +1,148 @@
+"""Agents' sessions in tmux: one session per repository, one window per agent, plus the
+orchestrator's window; staggered starts, resume after a restart, clean stops."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import tmux
+from .config import Agent, expand
+from .errors import FleetError
+from .files import write_atomic
+
+ORCHESTRATOR = "orchestrator"
+
+
+def session_name(main: Path) -> str:
+    """fleet-<repository>-<hash of its path>: readable, and two repositories of one name stay apart."""
+    base = re.sub(r"[^A-Za-z0-9_-]+", "-", main.name).strip("-") or "repo"
+    return f"fleet-{base}-{hashlib.sha1(str(main).encode()).hexdigest()[:6]}"
+
+
+@dataclass
+class UpResult:
+    session: str
+    started: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    running: list[str] = field(default_factory=list)  # left alone
+    failed: dict[str, str] = field(default_factory=dict)  # agent -> why
+
+
+class Sessions:
+    def __init__(self, fleet: Any):
+        self.fleet = fleet
+        self.name = session_name(fleet.main)
+        self.state_path = fleet.repo.common_dir / "fleet" / "sessions.json"
+
+    def _state(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self.state_path.read_text())
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    def _record(self, agent: str, **facts: Any) -> None:
+        state = self._state()
+        state[agent] = {**state.get(agent, {}), **facts}
+        self.state_path.parent.mkdir(exist_ok=True)
+        write_atomic(self.state_path, json.dumps(state, indent=2))
+
+    def _env(self, agent: Agent) -> dict[str, str]:
+        full = self.fleet.environment(agent)
+        return {k: v for k, v in full.items() if k.startswith("FLEET_") or k in dict(agent.env)}
+
+    def _command(self, agent: Agent, resume: bool) -> str:
+        cfg = self.fleet.config
+        template = (agent.resume or cfg.resume) if resume else (agent.command or cfg.command)
+        return expand(template, self.fleet.values(agent))
+
+    def up(self, agents: list[Agent], stagger: float, settle: float = 0.5) -> UpResult:
+        result = UpResult(self.name)
+        main = str(self.fleet.main)
+        if not tmux.has_session(self.name):
+            tmux.new_session(self.name, ORCHESTRATOR, main)
+        wins = tmux.windows(self.name)
+        state = self._state()
+        first = True
+        launched: list[str] = []
+        for agent in agents:
+            win = wins.get(agent.name)
+            if win is not None and not win["dead"]:
+                result.running.append(agent.name)
+                continue
+            where = self.fleet.worktree_of(agent)
+            if not where.is_dir():
+                result.failed[agent.name] = f"no worktree at {where}"
+                continue
+            if not first and stagger > 0:
+                time.sleep(stagger)  # against API rate limits
+            first = False
+            resume = agent.name in state
+            self.fleet.write_brief(agent)
+            command = self._command(agent, resume)
+            if win is not None:
+                tmux.respawn(self.name, agent.name, str(where), self._env(agent), command)
+            else:
+                tmux.new_window(self.name, agent.name, str(where), self._env(agent), command)
+            self._record(agent.name, started=time.time(), session=self.fleet.values(agent)["session"])
+            (result.resumed if resume else result.started).append(agent.name)
+            launched.append(agent.name)
+        if launched and settle > 0:
+            time.sleep(settle)
+            wins = tmux.windows(self.name)
+            for name in launched:
+                w = wins.get(name)
+                if w is not None and w["dead"]:
+                    result.failed[name] = f"its command exited at once (status {w['status'] or '?'})"
+        return result
+
+    def ps(self) -> list[dict[str, Any]]:
+        wins = tmux.windows(self.name)
+        state = self._state()
+        rows = []
+        for agent in self.fleet.config.agents.values():
+            w = wins.get(agent.name)
+            since = state.get(agent.name, {}).get("started")
+            values = self.fleet.values(agent)
+            rows.append({"agent": agent.name, "running": bool(w and not w["dead"]),
+                         "since": int(since) if since and w and not w["dead"] else None,
+                         "session": values["session"], "model": values["model"], "tmux": self.name})
+        return rows
+
+    def running(self, names: list[str]) -> list[str]:
+        wins = tmux.windows(self.name)
+        return [n for n in names if n in wins and not wins[n]["dead"]]
+
+    def down(self, names: list[str], grace: float = 3.0) -> list[str]:
+        """Stop agents: Ctrl-C first (a clean stop for an agent CLI), then close the window."""
+        wins = tmux.windows(self.name)
+        stopped = [n for n in names if n in wins]
+        for n in stopped:
+            if not wins[n]["dead"]:
+                tmux.interrupt(self.name, n)
+        deadline = time.time() + grace
+        while time.time() < deadline and self.running(stopped):
+            time.sleep(0.1)
+        for n in stopped:
+            tmux.kill_window(self.name, n)
+        return stopped
+
+    def resume(self, agent: Agent) -> None:
+        where = self.fleet.worktree_of(agent)
+        if not where.is_dir():
+            raise FleetError(f"agent '{agent.name}' has no worktree at {where}")
+        if not tmux.has_session(self.name):
+            tmux.new_session(self.name, ORCHESTRATOR, str(self.fleet.main))
+        command = self._command(agent, resume=True)
+        if agent.name in tmux.windows(self.name):
+            tmux.respawn(self.name, agent.name, str(where), self._env(agent), command)
+        else:
+            tmux.new_window(self.name, agent.name, str(where), self._env(agent), command)
+        self._record(agent.name, started=time.time())
