@@ -97,10 +97,13 @@ class Sessions:
         if launched and settle > 0:
             time.sleep(settle)
             wins = tmux.windows(self.name)
-            for name in launched:
-                w = wins.get(name)
-                if w is not None and w["dead"]:
-                    result.failed[name] = f"its command exited at once (status {w['status'] or '?'})"
+            dead = [n for n in launched if n in wins and wins[n]["dead"]]
+            deadline = time.time() + 2.0
+            while any(not wins[n]["status"] for n in dead) and time.time() < deadline:
+                time.sleep(0.05)  # tmux can mark a pane dead a moment before it has the exit status
+                wins = tmux.windows(self.name)
+            for name in dead:
+                result.failed[name] = f"its command exited at once (status {wins[name]['status'] or '?'})"
         return result
 
     def ps(self) -> list[dict[str, Any]]:
