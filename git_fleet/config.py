@@ -98,6 +98,13 @@ sync = "merge"
 # branch = "fleet/backend"
 # worktree = "../agent-backend"
 
+# Setting up a new worktree (git fleet-add): ignored files to copy from the main worktree, a
+# command to run there, and a port range from which each agent gets its own ({{port}}, FLEET_PORT).
+[setup]
+copy = []
+# run = "npm ci"
+# ports = "4000-4099"
+
 # The coordination bus: tasks/, results/ and master_plan.md, in this directory (relative to the
 # main worktree), seen live by every worktree; a claim lapses unless renewed within `lease`.
 [bus]
@@ -125,6 +132,7 @@ class Agent:
     command: str | None = None
     resume: str | None = None
     env: tuple[tuple[str, str], ...] = ()
+    port: int | None = None  # its own port from [setup] ports, for parallel dev servers
 
     SESSION_KEYS = ("session", "model", "command", "resume")
 
@@ -159,6 +167,9 @@ class Config:
     command: str = "claude --name {session} --model {model}"
     resume: str = "claude --resume {session}"
     stagger: int = 5  # seconds between agents' starts in git fleet-up (API rate limits)
+    setup_copy: tuple[str, ...] = ()  # ignored files copied from the main worktree into a new worktree
+    setup_run: str | None = None  # run in each new worktree (npm ci, uv sync)
+    ports: tuple[int, int] | None = None  # each agent gets its own port from this range
     bus_dir: str = "."  # where tasks/, results/ and master_plan.md live, relative to the main worktree
     lease: str = "30m"  # how long a claim holds without renewal
 
@@ -245,7 +256,7 @@ def parse(path: Path, text: str) -> Config:
         loc = f"{m.group(1)}:{m.group(2)}" if m else "1"
         raise ConfigError(f"{path}:{loc}: {msg}", f"{path.name} must be valid TOML (https://toml.io)") from None
     r = _Reader(path, text)
-    r.unknown(data, (), {"version", "fleet", "agents", "checkpoints", "bus"})
+    r.unknown(data, (), {"version", "fleet", "agents", "checkpoints", "bus", "setup"})
     version = r.take(data, (), "version", int, SCHEMA_VERSION)
     if version > SCHEMA_VERSION:
         raise r.fail((), "version", f"written for a newer git-fleet (schema {version}; this one reads {SCHEMA_VERSION})",
@@ -290,7 +301,7 @@ def parse(path: Path, text: str) -> Config:
             check_agent_name(name)
         except UsageError as e:
             raise r.fail(table, None, e.message, e.hint) from None
-        r.unknown(spec, table, {"zone", "branch", "worktree", "session", "model", "command", "resume", "env"})
+        r.unknown(spec, table, {"zone", "branch", "worktree", "session", "model", "command", "resume", "env", "port"})
         zone = spec.get("zone", [])
         if isinstance(zone, str):
             zone = [zone]
@@ -318,6 +329,7 @@ def parse(path: Path, text: str) -> Config:
             branch=r.take(spec, table, "branch", str, f"{prefix}{name}"),
             worktree=r.take(spec, table, "worktree", str, worktree.replace("{agent}", name)),
             env=tuple(sorted(env.items())),
+            port=r.take(spec, table, "port", int, None),
             **found,
         )
     checkpoints: dict[str, Checkpoint] = {}
@@ -341,6 +353,18 @@ def parse(path: Path, text: str) -> Config:
         if len(set(members)) != len(members):
             raise r.fail(table, "agents", f"checkpoint '{name}' names an agent twice")
         checkpoints[name] = Checkpoint(name, tuple(members), r.take(spec, table, "test", str, None))
+    setup = r.take(data, (), "setup", dict, {})
+    r.unknown(setup, ("setup",), {"copy", "run", "ports"})
+    copy = r.take(setup, ("setup",), "copy", list, [])
+    if not all(isinstance(c, str) and c and not c.startswith("/") and ".." not in c.split("/") for c in copy):
+        raise r.fail(("setup",), "copy", "'setup.copy' must list paths inside the repository, e.g. [\".env\"]")
+    ports_text = r.take(setup, ("setup",), "ports", str, None)
+    ports = None
+    if ports_text is not None:
+        m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", ports_text)
+        if not m or not 0 < int(m.group(1)) <= int(m.group(2)) < 65536:
+            raise r.fail(("setup",), "ports", f"'setup.ports' must be a range such as \"4000-4099\", not {ports_text!r}")
+        ports = (int(m.group(1)), int(m.group(2)))
     bus = r.take(data, (), "bus", dict, {})
     r.unknown(bus, ("bus",), {"dir", "lease"})
     bus_dir = r.take(bus, ("bus",), "dir", str, ".")
@@ -349,7 +373,8 @@ def parse(path: Path, text: str) -> Config:
         raise r.fail(("bus",), "lease", f"'bus.lease' must be a duration such as \"30m\", not {lease!r}")
     return Config(path=path, base=base, branch_prefix=prefix, worktree=worktree, warn_agents=warn,
                   max_agents=limit, union=tuple(union), sync=sync, agents=agents, checkpoints=checkpoints,
-                  bus_dir=bus_dir, lease=lease, stagger=stagger, **defaults)
+                  bus_dir=bus_dir, lease=lease, stagger=stagger, setup_copy=tuple(copy),
+                  setup_run=r.take(setup, ("setup",), "run", str, None), ports=ports, **defaults)
 
 
 def load(path: Path) -> Config | None:
@@ -387,6 +412,8 @@ def _agent_table(agent: Agent) -> str:
             text += f"{key} = {_toml_value(value)}\n"
     if agent.env:
         text += "env = {" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in agent.env) + "}\n"
+    if agent.port is not None:
+        text += f"port = {agent.port}\n"
     return text
 
 

@@ -194,7 +194,7 @@ class Fleet:
 
         agent = Agent(name=name, zone=tuple(zone), branch=branch, worktree=_rel(where, self.main),
                       session=session.get("session"), model=session.get("model"), command=session.get("command"),
-                      resume=session.get("resume"))
+                      resume=session.get("resume"), port=self._free_port())
         new_text = config.with_agent(cfg, self.text, agent)  # validated before anything is written
 
         created_branch = created_tree = False
@@ -215,7 +215,43 @@ class Fleet:
             raise
         self.write_brief(agent)
         report.notes.append(f"added agent '{name}': branch {branch}, worktree {where}")
+        self._setup(agent, report)
         return agent, report
+
+    def _free_port(self) -> int | None:
+        if self.config.ports is None:
+            return None
+        low, high = self.config.ports
+        taken = {a.port for a in self.config.agents.values()}
+        port = next((p for p in range(low, high + 1) if p not in taken), None)
+        if port is None:
+            raise FleetError(f"no free port left in setup.ports ({low}-{high})", "widen the range in [setup] ports")
+        return port
+
+    def _setup(self, agent: Agent, report: Report) -> None:
+        """Copy the configured ignored files into the new worktree, then run the setup command there."""
+        import shutil
+        import subprocess
+
+        where = self.worktree_of(agent)
+        for rel in self.config.setup_copy:
+            src = self.main / rel
+            if src.is_file():
+                (where / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, where / rel)
+            elif src.is_dir():
+                shutil.copytree(src, where / rel, dirs_exist_ok=True)
+            else:
+                report.warnings.append(f"setup.copy: {rel} does not exist in the main worktree; not copied")
+        if self.config.setup_run:
+            proc = subprocess.run(["sh", "-c", self.config.setup_run], cwd=where, env=self.environment(agent),
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            if proc.returncode != 0:
+                tail = "\n".join("  " + line for line in proc.stdout.decode("utf-8", "replace").rstrip().splitlines()[-15:])
+                raise FleetError(f"agent '{agent.name}' was added, but its setup `{self.config.setup_run}` failed "
+                                 f"(exit {proc.returncode}) in {where}:\n{tail}",
+                                 f"fix it, then run it again: git fleet-run {agent.name} -- sh -c "
+                                 f"'{self.config.setup_run}'")
 
     # -- set / run / brief -----------------------------------------------------------------------------
 
@@ -255,7 +291,7 @@ class Fleet:
         tasks = self.claimed_tasks(agent)
         return {"agent": agent.name, "session": agent.session or agent.name, "model": agent.model or self.config.model,
                 "worktree": str(self.worktree_of(agent)), "branch": agent.branch, "zone": " ".join(agent.zone),
-                "task": tasks[0].name if tasks else "", "port": ""}
+                "task": tasks[0].name if tasks else "", "port": str(agent.port) if agent.port else ""}
 
     def environment(self, agent: Agent) -> dict[str, str]:
         """The fleet environment an agent's commands run with (its own env on top)."""
@@ -263,7 +299,8 @@ class Fleet:
         env = {**os.environ, "FLEET_AGENT": agent.name, "FLEET_SESSION": v["session"], "FLEET_MODEL": v["model"],
                "FLEET_ZONE": "\n".join(agent.zone), "FLEET_BRANCH": agent.branch, "FLEET_WORKTREE": v["worktree"],
                "FLEET_BUS": str(self.bus().root), "FLEET_TASK": v["task"],
-               "FLEET_BRIEF": str(self.worktree_of(agent) / ".fleet" / "brief.md")}
+               "FLEET_BRIEF": str(self.worktree_of(agent) / ".fleet" / "brief.md"),
+               **({"FLEET_PORT": str(agent.port)} if agent.port else {})}
         env.update(dict(agent.env))
         return env
 

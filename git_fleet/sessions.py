@@ -103,7 +103,8 @@ class Sessions:
                 time.sleep(0.05)  # tmux can mark a pane dead a moment before it has the exit status
                 wins = tmux.windows(self.name)
             for name in dead:
-                result.failed[name] = f"its command exited at once (status {wins[name]['status'] or '?'})"
+                status = wins[name]["status"]
+                result.failed[name] = "its command exited at once" + (f" (status {status})" if status else "")
         return result
 
     def ps(self) -> list[dict[str, Any]]:

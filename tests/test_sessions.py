@@ -92,3 +92,37 @@ def test_run_without_a_worktree_is_a_clear_error(fleet_repo: Sandbox) -> None:
     shutil.rmtree(wt)
     res = sb.fleet("run", "api", "--", "true", ok=False)
     assert res.code == 1 and "agent 'api' has no worktree" in res.err
+
+
+def _setup_config(sb: Sandbox, text: str) -> None:
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text().replace("[setup]\ncopy = []\n", text))
+
+
+def test_add_copies_ignored_files_runs_setup_and_hands_out_ports(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    sb.commit(sb.repo, {".gitignore": ".env\nlocal/\nsetup-ran\n"}, "ignore local files")
+    sb.write_files({".env": "SECRET=1\n", "local/settings.json": "{}\n"})
+    _setup_config(sb, '[setup]\ncopy = [".env", "local", "missing.txt"]\nrun = "echo $FLEET_PORT > setup-ran"\n'
+                      'ports = "4100-4101"\n')
+    res = sb.fleet("add", "api", "--zone", "src/backend/**")
+    assert "setup.copy: missing.txt does not exist in the main worktree" in res.err
+    wt = sb.root / "agent-api"
+    assert (wt / ".env").read_text() == "SECRET=1\n" and (wt / "local/settings.json").exists()
+    assert (wt / "setup-ran").read_text() == "4100\n"
+    sb.fleet("add", "web", "--zone", "src/frontend/**")
+    assert (sb.root / "agent-web/setup-ran").read_text() == "4101\n"
+    out = sb.run(["git", "fleet-run", "web", "--", "sh", "-c", "echo $FLEET_PORT"]).out
+    assert out == "4101\n"
+    res = sb.fleet("add", "docs", "--zone", "docs/**", ok=False)
+    assert "no free port left in setup.ports (4100-4101)" in res.err
+
+
+def test_a_failing_setup_is_reported_with_its_output(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    _setup_config(sb, '[setup]\ncopy = []\nrun = "echo installing; echo npm ERR! missing lockfile >&2; exit 4"\n')
+    res = sb.fleet("add", "api", "--zone", "src/backend/**", ok=False)
+    assert "agent 'api' was added, but its setup" in res.err and "failed (exit 4)" in res.err
+    assert "installing" in res.err and "npm ERR! missing lockfile" in res.err
+    assert "git fleet-run api" in res.err
+    assert (sb.root / "agent-api").is_dir()  # the agent is there; the setup can be run again
