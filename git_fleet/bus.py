@@ -373,9 +373,10 @@ class Bus:
         write_atomic(self.plan, text)
         return self.plan
 
-    def wait_for_change(self, timeout: float) -> None:
-        """Sleep until something in the bus changes or `timeout` passes: inotify is the hint, the
-        caller's rescan is the truth (inotify misses events on network and some container mounts)."""
+    def watcher(self) -> Any:
+        """A notify.Watcher of the bus: the hint that something changed; the caller's rescan is the
+        truth (inotify misses events on network and some container mounts)."""
         from . import notify
 
-        notify.wait([self.tasks, self.state, self.results], timeout)
+        self.ensure()
+        return notify.Watcher([self.tasks, self.state, self.results])

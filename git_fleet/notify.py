@@ -28,19 +28,39 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
-def wait(directories: list[Path], timeout: float) -> None:
-    libc = _libc()
-    if libc is None:
-        time.sleep(timeout)
-        return
-    fd = libc.inotify_init1(_IN_NONBLOCK_CLOEXEC)
-    if fd < 0:
-        time.sleep(timeout)
-        return
-    try:
-        for d in directories:
-            if d.is_dir():
-                libc.inotify_add_watch(fd, os.fsencode(d), _IN_EVENTS)
-        select.select([fd], [], [], max(0.0, timeout))
-    finally:
-        os.close(fd)
+class Watcher:
+    """Watch directories from before the first scan until the last, so that a change made between
+    a scan and the wait still wakes the waiter (events queue up in the inotify descriptor)."""
+
+    def __init__(self, directories: list[Path]):
+        self.fd = -1
+        libc = _libc()
+        if libc is not None:
+            self.fd = libc.inotify_init1(_IN_NONBLOCK_CLOEXEC)
+            if self.fd >= 0:
+                for d in directories:
+                    if d.is_dir():
+                        libc.inotify_add_watch(self.fd, os.fsencode(d), _IN_EVENTS)
+
+    def wait(self, timeout: float) -> None:
+        if self.fd < 0:
+            time.sleep(timeout)
+            return
+        ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
+        if ready:
+            try:
+                while os.read(self.fd, 65536):
+                    pass  # drain: the caller rescans anyway
+            except BlockingIOError:
+                pass
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> "Watcher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -445,7 +445,7 @@ def up(agents: tuple[str, ...], stagger: float | None, detach: bool, force: bool
         note(f"{name}: already running")
     if result.failed:
         raise FleetError("\n".join(f"agent '{n}': {why}" for n, why in result.failed.items()),
-                         f"look at its window (git fleet-attach AGENT) or run its command by hand: git fleet-run AGENT -- ...")
+                         "look at its window (git fleet-attach AGENT) or run its command by hand: git fleet-run AGENT -- ...")
     if not detach and sys.stdin.isatty() and sys.stdout.isatty():
         from .. import tmux
 
@@ -666,16 +666,15 @@ def task_claim(agent: str | None, lease: str | None, wait: bool, as_json: bool) 
     who = fleet.worker(agent)
     bus = fleet.bus()
     seconds = parse_duration(lease) if lease else None
-    while True:
-        t = bus.claim(who, seconds)
-        if t is not None:
-            break
-        if not wait:
-            raise FleetError(f"no task can be claimed by '{who}' now",
-                             "git fleet-task list shows what is open; --wait blocks until one can be claimed")
-        pending = [x.expires for x in bus.all() if x.status == "claimed" and x.expires]
-        timeout = min([5.0] + [max(0.05, e - time.time()) for e in pending])
-        bus.wait_for_change(timeout)
+    t = bus.claim(who, seconds)
+    if t is None and not wait:
+        raise FleetError(f"no task can be claimed by '{who}' now",
+                         "git fleet-task list shows what is open; --wait blocks until one can be claimed")
+    if t is None:
+        with bus.watcher() as watch:  # watching from before the next scan: no change slips between
+            while (t := bus.claim(who, seconds)) is None:
+                pending = [x.expires for x in bus.all() if x.status == "claimed" and x.expires]
+                watch.wait(min([5.0] + [max(0.05, e - time.time()) for e in pending]))
     if as_json:
         print_json(t.as_dict())
     else:
