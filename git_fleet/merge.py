@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import check
+from . import check, plumbing
 from .config import Agent, Checkpoint
 from .errors import FleetError
-from .plumbing import ZERO_OID
 from .repo import Repo
 
 JOURNAL = "merge-journal"
@@ -130,18 +129,24 @@ def plan(repo: Repo, cfg: Any, main: Path, agents: list[Agent], checkpoint: Chec
             sides.append(f"{cfg.base}")
         return sides or [cfg.base]
 
-    merged: list[Step] = []
+    tips: dict[str, str] = {}
     for agent in agents:
         tip = repo.branch_tip(agent.branch)
         if tip is None:
             raise FleetError(f"agent '{agent.name}' has no branch {agent.branch}",
                              f"recreate it, or remove the agent (git fleet-rm {agent.name})")
-        ahead = repo.count_unmerged(agent.branch, cfg.base)
+        tips[agent.name] = tip
+    # every agent's new commits, with their paths, from one git log (as status does)
+    histories = plumbing.commits_by_tip(tips, [old], str(repo.common_dir))
+    merged: list[Step] = []
+    for agent in agents:
+        tip = tips[agent.name]
+        ahead = len(histories[agent.name])
         if ahead == 0:
             result.skipped.append(agent.name)
             continue
         step = Step(agent, tip, ahead)
-        step.violations = check.check_range(compiled, compiled.agents[agent.name], [tip], [old], str(repo.common_dir))
+        step.violations = check.check_history(compiled, compiled.agents[agent.name], histories[agent.name])
         [res] = repo.merge_trees([(current, tip)], cfg.union)
         if res.clean:
             step.merged = repo.commit_tree(res.tree, [current, tip], _message(agent, checkpoint, ahead))
@@ -230,7 +235,7 @@ def execute(repo: Repo, p: Plan) -> None:
                              f"delete the tag to merge it again: git tag -d {p.checkpoint.tag}")
         who = ", ".join(s.agent.name for s in p.steps)
         tag = repo.make_tag(p.checkpoint.tag, p.new, f"Checkpoint {p.checkpoint.name}: {who}")
-        updates.append((tag_ref, tag, ZERO_OID))
+        updates.append((tag_ref, tag, plumbing.ZERO_OID))
     journal = {"ref": ref, "old": p.old, "new": p.new, "worktrees": [str(w) for w in p.worktrees],
                "log": _log_line(p)}
     path = _journal(repo)

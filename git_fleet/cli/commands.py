@@ -682,6 +682,10 @@ def task_claim(agent: str | None, lease: str | None, wait: bool, as_json: bool) 
     return 0
 
 
+holder_option = click.option("--agent", metavar="NAME",
+                             help="Who holds it (default: $FLEET_AGENT, or this worktree's agent).")
+
+
 def _who_and_id(agent: str | None, id: str) -> tuple[Any, str, int]:
     from ..bus import parse_id
 
@@ -691,7 +695,7 @@ def _who_and_id(agent: str | None, id: str) -> tuple[Any, str, int]:
 
 @task.command("renew", cls=FleetCommand)
 @click.argument("id")
-@click.option("--agent", metavar="NAME", help="Who holds it (default: $FLEET_AGENT, or this worktree's agent).")
+@holder_option
 @click.option("--lease", metavar="DURATION", help="The new lease, from now (default: bus.lease).")
 def task_renew(id: str, agent: str | None, lease: str | None) -> int:
     """Extend the lease of a task this agent holds."""
@@ -704,7 +708,7 @@ def task_renew(id: str, agent: str | None, lease: str | None) -> int:
 
 @task.command("release", cls=FleetCommand)
 @click.argument("id")
-@click.option("--agent", metavar="NAME", help="Who holds it (default: $FLEET_AGENT, or this worktree's agent).")
+@holder_option
 def task_release(id: str, agent: str | None) -> int:
     """Give a claimed task back, for anyone to claim again."""
     bus, who, tid = _who_and_id(agent, id)
@@ -714,7 +718,7 @@ def task_release(id: str, agent: str | None) -> int:
 
 @task.command("done", cls=FleetCommand)
 @click.argument("id")
-@click.option("--agent", metavar="NAME", help="Who holds it (default: $FLEET_AGENT, or this worktree's agent).")
+@holder_option
 @click.option("--result-file", metavar="FILE", help="The result, from a file, or - for standard input.")
 def task_done(id: str, agent: str | None, result_file: str | None) -> int:
     """Finish a task this agent holds: write results/task-NNN-result.md (atomically) and mark it done."""
@@ -727,7 +731,7 @@ def task_done(id: str, agent: str | None, result_file: str | None) -> int:
 @task.command("fail", cls=FleetCommand)
 @click.argument("id")
 @click.option("--reason", required=True, help="Why it failed; recorded as the result.")
-@click.option("--agent", metavar="NAME", help="Who holds it (default: $FLEET_AGENT, or this worktree's agent).")
+@holder_option
 def task_fail(id: str, reason: str, agent: str | None) -> int:
     """Give up on a task this agent holds: record it as failed, with the reason."""
     bus, who, tid = _who_and_id(agent, id)
