@@ -82,6 +82,8 @@ command = "claude --name {{session}} --model {{model}}"
 resume = "claude --resume {{session}}"
 # Seconds between agents' starts in `git fleet-up`, against API rate limits.
 stagger = 5
+# How `git fleet-up` shows agents: "windows" (a tmux window each) or "tiled" (panes in one window).
+layout = "windows"
 # Shared files every agent appends to (a changelog, a journal): open to every agent's zone and
 # merged line by line (git's union merge) instead of conflicting.
 union = []
@@ -167,6 +169,7 @@ class Config:
     command: str = "claude --name {session} --model {model}"
     resume: str = "claude --resume {session}"
     stagger: int = 5  # seconds between agents' starts in git fleet-up (API rate limits)
+    layout: str = "windows"  # git fleet-up: a tmux window per agent, or "tiled" panes in one window
     setup_copy: tuple[str, ...] = ()  # ignored files copied from the main worktree into a new worktree
     setup_run: str | None = None  # run in each new worktree (npm ci, uv sync)
     ports: tuple[int, int] | None = None  # each agent gets its own port from this range
@@ -263,10 +266,13 @@ def parse(path: Path, text: str) -> Config:
                      "upgrade git-fleet")
     fleet = r.take(data, (), "fleet", dict, {})
     r.unknown(fleet, ("fleet",), {"base", "branch_prefix", "worktree", "warn_agents", "max_agents", "union", "sync",
-                                  "model", "command", "resume", "stagger"})
+                                  "model", "command", "resume", "stagger", "layout"})
     stagger = r.take(fleet, ("fleet",), "stagger", int, 5)
     if stagger < 0:
         raise r.fail(("fleet",), "stagger", "'fleet.stagger' must be 0 or more seconds")
+    layout = r.take(fleet, ("fleet",), "layout", str, "windows")
+    if layout not in ("windows", "tiled"):
+        raise r.fail(("fleet",), "layout", f"'fleet.layout' must be \"windows\" or \"tiled\", not {layout!r}")
     defaults = {"model": r.take(fleet, ("fleet",), "model", str, DEFAULT_MODEL),
                 "command": r.take(fleet, ("fleet",), "command", str, DEFAULT_COMMAND),
                 "resume": r.take(fleet, ("fleet",), "resume", str, DEFAULT_RESUME)}
@@ -373,7 +379,7 @@ def parse(path: Path, text: str) -> Config:
         raise r.fail(("bus",), "lease", f"'bus.lease' must be a duration such as \"30m\", not {lease!r}")
     return Config(path=path, base=base, branch_prefix=prefix, worktree=worktree, warn_agents=warn,
                   max_agents=limit, union=tuple(union), sync=sync, agents=agents, checkpoints=checkpoints,
-                  bus_dir=bus_dir, lease=lease, stagger=stagger, setup_copy=tuple(copy),
+                  bus_dir=bus_dir, lease=lease, stagger=stagger, layout=layout, setup_copy=tuple(copy),
                   setup_run=r.take(setup, ("setup",), "run", str, None), ports=ports, **defaults)
 
 

@@ -62,18 +62,17 @@ class Sessions:
         template = (agent.resume or cfg.resume) if resume else (agent.command or cfg.command)
         return expand(template, self.fleet.values(agent))
 
-    def up(self, agents: list[Agent], stagger: float, settle: float = 0.5) -> UpResult:
+    def up(self, agents: list[Agent], stagger: float, layout: str | None = None, settle: float = 0.5) -> UpResult:
         result = UpResult(self.name)
-        main = str(self.fleet.main)
-        if not tmux.has_session(self.name):
-            tmux.new_session(self.name, ORCHESTRATOR, main)
-        wins = tmux.windows(self.name)
+        layout = layout or self.fleet.config.layout
+        self._ensure_session()
+        panes = tmux.panes(self.name)
         state = self._state()
         first = True
         launched: list[str] = []
         for agent in agents:
-            win = wins.get(agent.name)
-            if win is not None and not win["dead"]:
+            pane = panes.get(agent.name)
+            if pane is not None and not pane["dead"]:
                 result.running.append(agent.name)
                 continue
             where = self.fleet.worktree_of(agent)
@@ -84,68 +83,80 @@ class Sessions:
                 time.sleep(stagger)  # against API rate limits
             first = False
             resume = agent.name in state
-            self.fleet.write_brief(agent)
-            command = self._command(agent, resume)
-            if win is not None:
-                tmux.respawn(self.name, agent.name, str(where), self._env(agent), command)
-            else:
-                tmux.new_window(self.name, agent.name, str(where), self._env(agent), command)
-            self._record(agent.name, started=time.time(), session=self.fleet.values(agent)["session"])
+            try:
+                self._launch(agent, pane, resume, layout)
+            except FleetError as e:
+                result.failed[agent.name] = e.message
+                continue
             (result.resumed if resume else result.started).append(agent.name)
             launched.append(agent.name)
         if launched and settle > 0:
             time.sleep(settle)
-            wins = tmux.windows(self.name)
-            dead = [n for n in launched if n in wins and wins[n]["dead"]]
+            panes = tmux.panes(self.name)
+            dead = [n for n in launched if n in panes and panes[n]["dead"]]
             deadline = time.time() + 2.0
-            while any(not wins[n]["status"] for n in dead) and time.time() < deadline:
+            while any(not panes[n]["status"] for n in dead) and time.time() < deadline:
                 time.sleep(0.05)  # tmux can mark a pane dead a moment before it has the exit status
-                wins = tmux.windows(self.name)
+                panes = tmux.panes(self.name)
             for name in dead:
-                status = wins[name]["status"]
+                status = panes[name]["status"]
                 result.failed[name] = "its command exited at once" + (f" (status {status})" if status else "")
         return result
 
+    def _ensure_session(self) -> None:
+        if not tmux.has_session(self.name):
+            tmux.new_session(self.name, ORCHESTRATOR, str(self.fleet.main))
+
+    def _launch(self, agent: Agent, pane: dict[str, Any] | None, resume: bool, layout: str) -> None:
+        """Run the agent's command (or its resume command) in its pane, made if missing."""
+        where = str(self.fleet.worktree_of(agent))
+        self.fleet.write_brief(agent)
+        command = self._command(agent, resume)
+        if pane is not None:
+            tmux.respawn(pane["pane"], where, self._env(agent), command)
+        else:
+            tmux.new_pane(self.name, agent.name, where, self._env(agent), command, layout)
+        self._record(agent.name, started=time.time(), session=self.fleet.values(agent)["session"])
+
     def ps(self) -> list[dict[str, Any]]:
-        wins = tmux.windows(self.name)
+        panes = tmux.panes(self.name)
         state = self._state()
         rows = []
         for agent in self.fleet.config.agents.values():
-            w = wins.get(agent.name)
+            p = panes.get(agent.name)
+            live = bool(p and not p["dead"])
             since = state.get(agent.name, {}).get("started")
             values = self.fleet.values(agent)
-            rows.append({"agent": agent.name, "running": bool(w and not w["dead"]),
-                         "since": int(since) if since and w and not w["dead"] else None,
-                         "session": values["session"], "model": values["model"], "tmux": self.name})
+            rows.append({"agent": agent.name, "running": live, "since": int(since) if since and live else None,
+                         "session": values["session"], "model": values["model"], "tmux": self.name,
+                         "window": p["window"] if p else None, "pane": p["pane"] if p else None})
         return rows
 
+    def pane(self, name: str) -> str | None:
+        p = tmux.panes(self.name).get(name)
+        return p["pane"] if p else None
+
     def running(self, names: list[str]) -> list[str]:
-        wins = tmux.windows(self.name)
-        return [n for n in names if n in wins and not wins[n]["dead"]]
+        panes = tmux.panes(self.name)
+        return [n for n in names if n in panes and not panes[n]["dead"]]
 
     def down(self, names: list[str], grace: float = 3.0) -> list[str]:
-        """Stop agents: Ctrl-C first (a clean stop for an agent CLI), then close the window."""
-        wins = tmux.windows(self.name)
-        stopped = [n for n in names if n in wins]
+        """Stop agents: Ctrl-C first (a clean stop for an agent CLI), then close the pane."""
+        panes = tmux.panes(self.name)
+        stopped = [n for n in names if n in panes]
         for n in stopped:
-            if not wins[n]["dead"]:
-                tmux.interrupt(self.name, n)
+            if not panes[n]["dead"]:
+                tmux.interrupt(panes[n]["pane"])
         deadline = time.time() + grace
         while time.time() < deadline and self.running(stopped):
             time.sleep(0.1)
         for n in stopped:
-            tmux.kill_window(self.name, n)
+            tmux.kill_pane(panes[n]["pane"], panes[n]["window_id"])
         return stopped
 
     def resume(self, agent: Agent) -> None:
         where = self.fleet.worktree_of(agent)
         if not where.is_dir():
             raise FleetError(f"agent '{agent.name}' has no worktree at {where}")
-        if not tmux.has_session(self.name):
-            tmux.new_session(self.name, ORCHESTRATOR, str(self.fleet.main))
-        command = self._command(agent, resume=True)
-        if agent.name in tmux.windows(self.name):
-            tmux.respawn(self.name, agent.name, str(where), self._env(agent), command)
-        else:
-            tmux.new_window(self.name, agent.name, str(where), self._env(agent), command)
-        self._record(agent.name, started=time.time())
+        self._ensure_session()
+        self._launch(agent, tmux.panes(self.name).get(agent.name), True, self.fleet.config.layout)

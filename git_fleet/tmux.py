@@ -1,5 +1,9 @@
 """The one place that talks to tmux. tmux's own TMUX_TMPDIR (and TMUX, inside tmux) choose the
-server, so tests and users keep fleets apart the way tmux users already do."""
+server, so tests and users keep fleets apart the way tmux users already do.
+
+Each agent's pane carries a user option, @fleet-agent, naming its agent: panes are found by it
+whatever the layout (a window per agent, or panes tiled in one window) and whatever title or
+window name the agent's program sets."""
 
 from __future__ import annotations
 
@@ -10,6 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import FleetError
+
+LAYOUTS = ("windows", "tiled")
+TILED = "fleet"  # the name of the window that holds tiled panes
+_PLACEHOLDER = "sleep 86400"
 
 
 def _tmux(args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -29,46 +37,72 @@ def new_session(name: str, window: str, cwd: str) -> None:
     _tmux(["new-session", "-d", "-s", name, "-n", window, "-c", cwd])
 
 
-def windows(session: str) -> dict[str, dict[str, Any]]:
-    """Windows by name: whether its pane is dead, its exit status, its directory."""
+def panes(session: str) -> dict[str, dict[str, Any]]:
+    """Agents' panes by agent: pane id, window, whether it is dead, its exit status, directory."""
     if not has_session(session):
         return {}
-    fmt = "#{window_name}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_current_path}\t#{pane_pid}"
-    out = _tmux(["list-windows", "-t", f"={session}", "-F", fmt]).stdout
+    fmt = "\t".join(["#{@fleet-agent}", "#{pane_id}", "#{window_id}", "#{window_name}", "#{pane_dead}",
+                     "#{pane_dead_status}", "#{pane_current_path}", "#{pane_pid}"])
+    out = _tmux(["list-panes", "-s", "-t", f"={session}", "-F", fmt]).stdout
     found = {}
     for line in out.splitlines():
-        name, dead, status, path, pid = (line.split("\t") + [""] * 5)[:5]
-        found[name] = {"dead": dead == "1", "status": status, "path": path, "pid": pid}
+        agent, pane, wid, window, dead, status, path, pid = (line.split("\t") + [""] * 8)[:8]
+        if agent:
+            found[agent] = {"pane": pane, "window_id": wid, "window": window, "dead": dead == "1",
+                            "status": status, "path": path, "pid": pid}
     return found
 
 
-def new_window(session: str, name: str, cwd: str, env: dict[str, str], command: str) -> None:
-    """A window that stays open when its command ends, so a command that fails at once can be
-    seen: made with a placeholder, marked remain-on-exit, then given the real command (setting
-    the option after starting the command would race a command that exits at once)."""
-    _tmux(["new-window", "-d", "-t", f"={session}:", "-n", name, "-c", cwd, "sleep 86400"])
-    _tmux(["set-option", "-w", "-t", f"={session}:{name}", "remain-on-exit", "on"])
-    respawn(session, name, cwd, env, command)
+def _tiled_window(session: str) -> str | None:
+    out = _tmux(["list-windows", "-t", f"={session}", "-F", "#{window_id}\t#{@fleet-tiled}"]).stdout
+    return next((wid for wid, mark in (line.split("\t") for line in out.splitlines()) if mark == "1"), None)
 
 
-def respawn(session: str, name: str, cwd: str, env: dict[str, str], command: str) -> None:
-    args = ["respawn-pane", "-k", "-t", f"={session}:{name}", "-c", cwd]
+def new_pane(session: str, agent: str, cwd: str, env: dict[str, str], command: str, layout: str) -> str:
+    """A pane for the agent: a window of its own, or one more pane tiled in the fleet window.
+    The pane stays open when its command ends, so a command that fails at once can be seen: it
+    is made with a placeholder, marked remain-on-exit, then given the real command (setting the
+    option after starting the command would race a command that exits at once)."""
+    made = ["-d", "-P", "-F", "#{pane_id}", "-c", cwd, _PLACEHOLDER]
+    window = _tiled_window(session) if layout == "tiled" else None
+    if window is not None:
+        pane = _tmux(["split-window", "-t", window, *made]).stdout.strip()
+        _tmux(["select-layout", "-t", window, "tiled"])
+    else:
+        pane = _tmux(["new-window", "-t", f"={session}:", "-n", TILED if layout == "tiled" else agent, *made]).stdout.strip()
+        if layout == "tiled":
+            for option, value in (("@fleet-tiled", "1"), ("pane-border-status", "top"),
+                                  ("pane-border-format", " #{@fleet-agent} ")):
+                _tmux(["set-option", "-w", "-t", pane, option, value])
+    _tmux(["set-option", "-p", "-t", pane, "@fleet-agent", agent])
+    _tmux(["set-option", "-p", "-t", pane, "remain-on-exit", "on"])
+    respawn(pane, cwd, env, command)
+    return pane
+
+
+def respawn(pane: str, cwd: str, env: dict[str, str], command: str) -> None:
+    args = ["respawn-pane", "-k", "-t", pane, "-c", cwd]
     for k, v in env.items():
         args += ["-e", f"{k}={v}"]
     _tmux([*args, command])
 
 
-def kill_window(session: str, name: str) -> None:
-    _tmux(["kill-window", "-t", f"={session}:{name}"], check=False)
+def kill_pane(pane: str, window_id: str) -> None:
+    """Close the pane; the rest of a tiled window is tiled again."""
+    _tmux(["kill-pane", "-t", pane], check=False)
+    _tmux(["select-layout", "-t", window_id, "tiled"], check=False)  # fails harmlessly once the window is gone
 
 
-def attach(session: str, window: str | None = None) -> None:
-    target = f"={session}" + (f":{window}" if window else "")
+def interrupt(pane: str) -> None:
+    _tmux(["send-keys", "-t", pane, "C-c"], check=False)
+
+
+def attach(session: str, pane: str | None = None) -> None:
+    """Attach to the session (switch to it inside tmux), showing the pane if given."""
+    if pane:
+        _tmux(["select-window", "-t", pane])
+        _tmux(["select-pane", "-t", pane])
     if os.environ.get("TMUX"):
-        _tmux(["switch-client", "-t", target])
+        _tmux(["switch-client", "-t", pane or f"={session}"])
     else:
-        os.execvp("tmux", ["tmux", "attach-session", "-t", target])
-
-
-def interrupt(session: str, name: str) -> None:
-    _tmux(["send-keys", "-t", f"={session}:{name}", "C-c"], check=False)
+        os.execvp("tmux", ["tmux", "attach-session", "-t", f"={session}"])

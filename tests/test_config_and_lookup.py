@@ -18,6 +18,7 @@ BROKEN = {
     "newer": ('version = 9\n', 1, "written for a newer git-fleet"),
     "placeholder": ('[agents.a]\nzone = ["a/"]\ncommand = "aider --model {modle}"\n', 3,
                     "agent 'a': unknown placeholder {modle} in its command"),
+    "layout": ('[fleet]\nbase = "main"\nlayout = "grid"\n', 3, "'fleet.layout' must be \"windows\" or \"tiled\""),
     "env": ('[agents.a]\nzone = ["a/"]\nenv = {"1X" = "y"}\n', 3, "must map variable names to strings"),
 }
 
@@ -48,7 +49,8 @@ def test_init_writes_a_commented_config_and_is_safe_to_repeat(sandbox: Sandbox) 
     assert data["fleet"] == {"base": "trunk", "branch_prefix": "fleet/", "worktree": "../agent-{agent}",
                              "warn_agents": 7, "max_agents": 10, "union": [], "sync": "merge", "model": "sonnet",
                              "command": "claude --name {session} --model {model}",
-                             "resume": "claude --resume {session}", "stagger": 5}
+                             "resume": "claude --resume {session}", "stagger": 5,
+                             "layout": "windows"}
     assert text.count("\n#") >= 10
     cfg.write_text(text + "\n# my edit\n")
     res = sb.fleet("init", "-v")

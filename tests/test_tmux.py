@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,3 +116,114 @@ def test_without_tmux_there_is_a_clear_error(tmux_fleet: Sandbox, tmp_path: Path
     monkeypatch.setenv("PATH", str(bare))
     res = tmux_fleet.fleet("up", "--detach", ok=False)
     assert res.code == 1 and "tmux is not installed" in res.err
+
+
+def panes(sb: Sandbox) -> dict[str, tuple[str, str, str]]:
+    """Agents' panes as tmux shows them: agent -> (window, directory, pane id)."""
+    out = subprocess.run(["tmux", "list-panes", "-a", "-F", "#{@fleet-agent}\t#{window_name}\t#{pane_current_path}\t#{pane_id}"],
+                         capture_output=True, text=True).stdout
+    return {a: (w, p, i) for a, w, p, i in (line.split("\t") for line in out.splitlines()) if a}
+
+
+def test_tiled_layout_puts_every_agent_in_one_window(tmux_fleet: Sandbox) -> None:
+    sb = tmux_fleet
+    sb.add_agent("docs", "docs/**")
+    sb.fleet("up", "--detach", "--stagger", "0", "--layout", "tiled")
+    assert set(windows(sb)) == {"orchestrator", "fleet"}
+    found = panes(sb)
+    assert {a: w for a, (w, _, _) in found.items()} == {"api": "fleet", "web": "fleet", "docs": "fleet"}
+    assert found["web"][1] == str(sb.root / "agent-web")
+    assert wait_for(sb.root / "agent-docs/.fleet/ran") == "started docs docs sonnet fleet/docs docs\n"
+    rows = {r["agent"]: r for r in json.loads(sb.fleet("ps", "--json").out)}
+    assert rows["web"]["running"] and rows["web"]["window"] == "fleet" and rows["web"]["pane"] == found["web"][2]
+    # one agent stopped: its pane goes, the others keep theirs; up puts it back in the same window
+    sb.fleet("down", "--yes", "web")
+    assert set(panes(sb)) == {"api", "docs"} and panes(sb)["api"] == found["api"]
+    sb.fleet("up", "--detach", "--stagger", "0", "--layout", "tiled")
+    assert set(windows(sb)) == {"orchestrator", "fleet"} and panes(sb)["web"][0] == "fleet"
+    sb.fleet("down", "--yes")
+    assert set(windows(sb)) == {"orchestrator"}
+
+
+def test_layout_comes_from_the_config_and_the_flag_wins(tmux_fleet: Sandbox) -> None:
+    sb = tmux_fleet
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text().replace('layout = "windows"', 'layout = "tiled"'))
+    sb.fleet("up", "--detach", "--stagger", "0", "api")
+    sb.fleet("up", "--detach", "--stagger", "0", "--layout", "windows", "web")
+    assert {a: w for a, (w, _, _) in panes(sb).items()} == {"api": "fleet", "web": "web"}
+    res = sb.fleet("up", "--detach", "--layout", "grid", ok=False)
+    assert res.code == 2 and "'grid' is not one of 'windows', 'tiled'" in res.err
+
+
+class Terminal:
+    """A real terminal (a pseudo-terminal) running a command, as a user at a keyboard would."""
+
+    def __init__(self, args: list[str], cwd: Path):
+        import pty
+
+        self.master, slave = pty.openpty()
+        env = {**os.environ, "TERM": "xterm"}
+        env.pop("TMUX", None)
+        self.proc = subprocess.Popen(args, cwd=cwd, stdin=slave, stdout=slave, stderr=slave, env=env,
+                                     start_new_session=True)
+        os.close(slave)
+
+    def drain(self) -> None:
+        import select
+
+        while select.select([self.master], [], [], 0)[0]:
+            try:
+                if not os.read(self.master, 65536):
+                    return
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        os.close(self.master)
+
+
+def clients() -> list[tuple[str, str]]:
+    """tmux's attached clients: (session, the pane they show)."""
+    out = subprocess.run(["tmux", "list-clients", "-F", "#{client_session}\t#{pane_id}"],
+                         capture_output=True, text=True).stdout
+    return [(s, p) for s, p in (line.split("\t") for line in out.splitlines())]
+
+
+def until(check: Any, term: Terminal, timeout: float = 10) -> Any:
+    deadline = time.time() + timeout
+    while not (value := check()):
+        assert time.time() < deadline, "tmux never got there"
+        term.drain()
+        time.sleep(0.05)
+    return value
+
+
+def test_outside_tmux_attach_opens_the_agents_pane_in_the_terminal(tmux_fleet: Sandbox) -> None:
+    sb = tmux_fleet
+    sb.fleet("up", "--detach", "--stagger", "0")
+    session = json.loads(sb.fleet("ps", "--json").out)[0]["tmux"]
+    term = Terminal(["git", "fleet-attach", "web"], sb.repo)
+    try:
+        assert until(clients, term) == [(session, panes(sb)["web"][2])]
+    finally:
+        term.close()
+
+
+def test_up_from_a_terminal_attaches_and_inside_tmux_it_switches(tmux_fleet: Sandbox) -> None:
+    sb = tmux_fleet
+    # the user works in a tmux session of their own, on the same server, at a real terminal
+    # (a plain sh: a login shell's profile would reset PATH to one without this git-fleet)
+    subprocess.run(["tmux", "new-session", "-d", "-s", "mine", "-c", str(sb.repo), "sh"], check=True)
+    term = Terminal(["tmux", "attach-session", "-t", "=mine"], sb.repo)
+    try:
+        until(lambda: clients() and clients()[0][0] == "mine", term)
+        # and types git fleet-up at its prompt: the client switches to the fleet's session
+        subprocess.run(["tmux", "send-keys", "-t", "=mine:", "git fleet-up --stagger 0", "Enter"], check=True)
+        switched = until(lambda: [c for c in clients() if c[0].startswith("fleet-")], term)
+        assert len(clients()) == 1 and switched[0][0] == json.loads(sb.fleet("ps", "--json").out)[0]["tmux"]
+        assert set(panes(sb)) == {"api", "web"}
+    finally:
+        term.close()

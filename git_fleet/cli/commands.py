@@ -410,14 +410,17 @@ def _sessions() -> Any:
 @command()
 @click.argument("agents", nargs=-1)
 @click.option("--stagger", type=float, metavar="SECONDS", help="Seconds between agents' starts (default: fleet.stagger).")
+@click.option("--layout", type=click.Choice(["windows", "tiled"]),
+              help="A tmux window per agent, or panes tiled in one window named fleet (default: fleet.layout).")
 @click.option("--detach", is_flag=True, help="Neither attach to the tmux session nor switch to it.")
 @click.option("--force", is_flag=True, help="Start more than max_agents agents.")
-def up(agents: tuple[str, ...], stagger: float | None, detach: bool, force: bool) -> int:
-    """Start the fleet in tmux: one window per agent, plus the orchestrator's.
+def up(agents: tuple[str, ...], stagger: float | None, layout: str | None, detach: bool, force: bool) -> int:
+    """Start the fleet in tmux: one window (or pane) per agent, plus the orchestrator's.
 
     Creates (or reuses) one tmux session for the repository, with an orchestrator window in the
-    main worktree and one window per agent (all, or the named ones), named after it, started in
-    its worktree, running its command (its resume command, if it has run before: after a
+    main worktree and one window per agent (all, or the named ones), named after it, or with
+    --layout tiled one pane per agent in a window named fleet, titled with the agent's name;
+    each is started in its worktree, running its command (its resume command, if it has run before: after a
     reboot or a killed tmux server this brings the fleet back where it was) with the fleet
     environment (see git fleet-run). Starts are staggered against API rate limits. Agents
     already running are left alone. A command that exits at once is reported, naming the
@@ -440,7 +443,7 @@ def up(agents: tuple[str, ...], stagger: float | None, detach: bool, force: bool
     from ..sessions import Sessions
 
     s = Sessions(fleet)
-    result = s.up(chosen, fleet.config.stagger if stagger is None else stagger)
+    result = s.up(chosen, fleet.config.stagger if stagger is None else stagger, layout)
     for name in result.running:
         note(f"{name}: already running")
     if result.failed:
@@ -505,7 +508,7 @@ def resume(agent: str) -> int:
 @command()
 @click.argument("agent", required=False)
 def attach(agent: str | None) -> int:
-    """Attach to the fleet's tmux session (switch to it inside tmux), at AGENT's window if given."""
+    """Attach to the fleet's tmux session (switch to it inside tmux), at AGENT's pane if given."""
     from .. import tmux
     from ..errors import FleetError
 
@@ -514,7 +517,10 @@ def attach(agent: str | None) -> int:
         s.fleet.config.agent(agent)
     if not tmux.has_session(s.name):
         raise FleetError("the fleet is not running", "start it with git fleet-up")
-    tmux.attach(s.name, agent)
+    pane = s.pane(agent) if agent else None
+    if agent and pane is None:
+        raise FleetError(f"agent '{agent}' is not in the fleet's tmux session", f"start it with git fleet-up {agent}")
+    tmux.attach(s.name, pane)
     return 0
 
 
