@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shlex
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -304,6 +305,12 @@ class Fleet:
         env.update(dict(agent.env))
         return env
 
+    def missing_worktree(self, agent: Agent) -> FleetError:
+        where = self.worktree_of(agent)
+        return FleetError(f"agent '{agent.name}' has no worktree at {where}",
+                          f"restore it from its branch: git worktree prune && git worktree add {shlex.quote(str(where))} "
+                          f"{shlex.quote(agent.branch)}")
+
     def run(self, name: str, argv: Sequence[str]) -> int:
         """Run a command in an agent's worktree with its environment; its exit status is returned."""
         import subprocess
@@ -311,8 +318,7 @@ class Fleet:
         agent = self.config.agent(name)
         where = self.worktree_of(agent)
         if not where.is_dir():
-            raise FleetError(f"agent '{name}' has no worktree at {where}",
-                             f"recreate it: git fleet-rm --force {name} && git fleet-add {name} --zone ...")
+            raise self.missing_worktree(agent)
         if not argv:
             raise UsageError("no command given", f"git fleet-run {name} -- COMMAND [ARGS...]")
         self.write_brief(agent)

@@ -31,7 +31,7 @@ class UpResult:
     started: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
     running: list[str] = field(default_factory=list)  # left alone
-    failed: dict[str, str] = field(default_factory=dict)  # agent -> why
+    failed: dict[str, FleetError] = field(default_factory=dict)  # agent -> why
 
 
 class Sessions:
@@ -77,7 +77,7 @@ class Sessions:
                 continue
             where = self.fleet.worktree_of(agent)
             if not where.is_dir():
-                result.failed[agent.name] = f"no worktree at {where}"
+                result.failed[agent.name] = self.fleet.missing_worktree(agent)
                 continue
             if not first and stagger > 0:
                 time.sleep(stagger)  # against API rate limits
@@ -86,7 +86,7 @@ class Sessions:
             try:
                 self._launch(agent, pane, resume, layout)
             except FleetError as e:
-                result.failed[agent.name] = e.message
+                result.failed[agent.name] = FleetError(f"agent '{agent.name}': {e.message}", e.hint)
                 continue
             (result.resumed if resume else result.started).append(agent.name)
             launched.append(agent.name)
@@ -100,7 +100,9 @@ class Sessions:
                 panes = tmux.panes(self.name)
             for name in dead:
                 status = panes[name]["status"]
-                result.failed[name] = "its command exited at once" + (f" (status {status})" if status else "")
+                result.failed[name] = FleetError(
+                    f"agent '{name}': its command exited at once" + (f" (status {status})" if status else ""),
+                    f"look at its pane (git fleet-attach {name}) or run its command by hand: git fleet-run {name} -- ...")
         return result
 
     def _ensure_session(self) -> None:
@@ -157,6 +159,6 @@ class Sessions:
     def resume(self, agent: Agent) -> None:
         where = self.fleet.worktree_of(agent)
         if not where.is_dir():
-            raise FleetError(f"agent '{agent.name}' has no worktree at {where}")
+            raise self.fleet.missing_worktree(agent)
         self._ensure_session()
         self._launch(agent, tmux.panes(self.name).get(agent.name), True, self.fleet.config.layout)

@@ -227,3 +227,28 @@ def test_up_from_a_terminal_attaches_and_inside_tmux_it_switches(tmux_fleet: San
         assert set(panes(sb)) == {"api", "web"}
     finally:
         term.close()
+
+
+def test_fleet_size_limits_apply_to_up(tmux_fleet: Sandbox) -> None:
+    sb = tmux_fleet
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text().replace("warn_agents = 7", "warn_agents = 0").replace("max_agents = 10", "max_agents = 1"))
+    res = sb.fleet("up", "--detach", "--stagger", "0", ok=False)
+    assert res.code == 1 and "refusing to start 2 agents: the limit is 1" in res.err and "--force" in res.err
+    assert windows(sb) == {}  # nothing started, not even the session
+    res = sb.fleet("up", "--detach", "--stagger", "0", "--force")
+    assert "warning: starting 2 agents" in res.err and set(panes(sb)) == {"api", "web"}
+
+
+def test_an_agent_without_its_worktree_is_named_and_the_others_start(tmux_fleet: Sandbox) -> None:
+    sb = tmux_fleet
+    shutil.rmtree(sb.root / "agent-web")
+    res = sb.fleet("up", "--detach", "--stagger", "0", ok=False)
+    assert res.code == 1 and f"error: agent 'web' has no worktree at {sb.root / 'agent-web'}" in res.err
+    assert f"hint: restore it from its branch: git worktree prune && git worktree add {sb.root / 'agent-web'} fleet/web" in res.err
+    assert set(panes(sb)) == {"api"} and wait_for(sb.root / "agent-api/.fleet/ran").startswith("started api")
+    # the hint does what it says
+    sb.git("worktree", "prune")
+    sb.git("worktree", "add", "-q", str(sb.root / "agent-web"), "fleet/web")
+    sb.fleet("up", "--detach", "--stagger", "0")
+    assert wait_for(sb.root / "agent-web/.fleet/ran").startswith("started web")

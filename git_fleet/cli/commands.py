@@ -447,8 +447,8 @@ def up(agents: tuple[str, ...], stagger: float | None, layout: str | None, detac
     for name in result.running:
         note(f"{name}: already running")
     if result.failed:
-        raise FleetError("\n".join(f"agent '{n}': {why}" for n, why in result.failed.items()),
-                         "look at its window (git fleet-attach AGENT) or run its command by hand: git fleet-run AGENT -- ...")
+        failed = result.failed.values()
+        raise FleetError("\n".join(e.message for e in failed), "\n".join(dict.fromkeys(e.hint for e in failed if e.hint)))
     if not detach and sys.stdin.isatty() and sys.stdout.isatty():
         from .. import tmux
 
