@@ -277,14 +277,46 @@ class Bus:
         tasks = [self._load(tid, p, scan) for tid, p in unfinished.items()]
         ready = [t for t in tasks if t.status == "open" and t.agent in (None, agent) and set(t.depends) <= done]
         for task in sorted(ready, key=lambda t: (-t.priority, t.id)):
-            attempt = task.attempt + 1
-            record = {"agent": agent, "attempt": attempt, "pid": os.getpid(),
-                      "claimed": time.time(), "expires": time.time() + (lease or self.lease)}
-            if write_new(self.state / f"{task.name}.claim-{attempt}", json.dumps(record)):
+            if self._take(task, agent, lease):
                 if (self.results / f"{task.name}-result.md").exists():
                     continue  # it ended between our look and our claim
                 return self.get(task.id)
         return None
+
+    def _take(self, task: Task, agent: str, lease: int | None) -> bool:
+        """Claim attempt N+1 of an open task by exclusive create; False if another worker won it."""
+        attempt = task.attempt + 1
+        record = {"agent": agent, "attempt": attempt, "pid": os.getpid(),
+                  "claimed": time.time(), "expires": time.time() + (lease or self.lease)}
+        return write_new(self.state / f"{task.name}.claim-{attempt}", json.dumps(record))
+
+    def adopt(self, tid: int, file: str, spec: str, agent: str, lease: int | None = None) -> Task:
+        """Hold here a task that `agent` held in another clone (git fleet-teleport pull): the
+        spec is written under its own name and id if this bus lacks it, then claimed for the
+        agent, or renewed if the agent holds it already."""
+        self.ensure()
+        have = self._spec_paths().get(tid)
+        if have is None:
+            m = _SPEC.match(file)
+            if m is None or int(m.group(1)) != tid or "/" in file:
+                raise FleetError(f"'{file}' is not the spec file of task {tid}")
+            write_new(self.state / f"id-{tid}", f"{os.getpid()}\n")  # keep `add` from reusing the id
+            if not write_new(self.tasks / file, spec):
+                raise FleetError(f"{self.tasks / file} appeared meanwhile")
+            self._listing = None
+        elif have.name != file or have.read_text(encoding="utf-8") != spec:
+            raise FleetError(f"task {tid} here is another task ({have.name})",
+                             "add it here under a new id with git fleet-task add")
+        task = self.get(tid)
+        if task.status in ("done", "failed", "invalid"):
+            raise FleetError(f"it is {task.status} here")
+        if task.status == "claimed":
+            if task.claimed_by != agent:
+                raise FleetError(f"'{task.claimed_by}' holds it here")
+            return self.renew(tid, agent, lease)
+        if not self._take(task, agent, lease):
+            raise FleetError("another worker claimed it just now")
+        return self.get(tid)
 
     def _holding(self, tid: int, agent: str) -> Task:
         task = self.get(tid)

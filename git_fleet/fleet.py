@@ -127,13 +127,14 @@ class Fleet:
 
     def add(self, name: str, zone: Sequence[str], *, branch: str | None = None, path: str | None = None,
             base: str | None = None, allow_overlap: bool = False, force: bool = False,
-            session: dict[str, str | None] | None = None) -> tuple[Agent, Report]:
+            session: dict[str, str | None] | None = None, env: tuple[tuple[str, str], ...] = ()) -> tuple[Agent, Report]:
         with self.editing():
             return self._add(name, zone, branch=branch, path=path, base=base, allow_overlap=allow_overlap,
-                             force=force, session=session or {})
+                             force=force, session=session or {}, env=env)
 
-    def _add(self, name: str, zone: Sequence[str], *, branch: str | None, path: str | None,
-             base: str | None, allow_overlap: bool, force: bool, session: dict[str, str | None]) -> tuple[Agent, Report]:
+    def _add(self, name: str, zone: Sequence[str], *, branch: str | None, path: str | None, base: str | None,
+             allow_overlap: bool, force: bool, session: dict[str, str | None],
+             env: tuple[tuple[str, str], ...]) -> tuple[Agent, Report]:
         report = Report()
         _check_templates(name, session)
         self._orchestrator_only("add agents")
@@ -195,7 +196,7 @@ class Fleet:
 
         agent = Agent(name=name, zone=tuple(zone), branch=branch, worktree=_rel(where, self.main),
                       session=session.get("session"), model=session.get("model"), command=session.get("command"),
-                      resume=session.get("resume"), port=self._free_port())
+                      resume=session.get("resume"), env=env, port=self._free_port())
         new_text = config.with_agent(cfg, self.text, agent)  # validated before anything is written
 
         created_branch = created_tree = False

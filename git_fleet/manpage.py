@@ -49,6 +49,18 @@ EXTRA: dict[str, dict[str, str]] = {
                       "EXAMPLES": "git fleet-who src/backend/api.py README.md\n"
                                   "src/backend/api.py: backend (src/backend/**)\n"
                                   "README.md: (no agent: the orchestrator's)"},
+    "git-fleet-teleport": {
+        "EXAMPLES": "# on the laptop: send the agent to the build box, keep working on other things\n"
+                    "git fleet-teleport push backend --remote origin\n"
+                    "# on the build box, in a clone of the same repository\n"
+                    "git fleet-teleport list\n"
+                    "git fleet-teleport pull backend && git fleet-up backend\n"
+                    "# later, back on the laptop\n"
+                    "git fleet-teleport push backend            (on the build box)\n"
+                    "git fleet-teleport pull backend            (on the laptop)",
+        "FILES": "refs/fleet/teleport/AGENT on the remote: the parked snapshot; the same ref here: the "
+                 "snapshot this clone last sent or received. refs/fleet/teleport-backup/AGENT: what pull --force replaced.",
+    },
     "git-fleet-init": {
         "FILES": ".gitfleet.toml in the main worktree: the fleet's configuration; the one copy agents "
                  "cannot change. $GIT_COMMON_DIR/hooks/pre-commit, pre-merge-commit, pre-push, pre-receive: the fleet's hooks; "
@@ -131,7 +143,7 @@ def _page(name: str, summary: str, synopsis: str, description: str, options: lis
                   ".fi" if title in ("EXAMPLES", "PRE-COMMIT FRAMEWORK") else ""]
     others = ["git-fleet", *(f"git-fleet-{n}" for n in ("init", "add", "rm", "list", "who", "zones", "merge",
                                                          "checkpoint", "status", "sync", "task", "plan", "set", "run",
-                                                         "up", "ps", "down", "resume", "attach", "check"))]
+                                                         "up", "ps", "down", "resume", "attach", "teleport", "check"))]
     parts += [".SH SEE ALSO", ", ".join(f"\\fB{_esc(o)}\\fR(1)" for o in others if o != name) + ", \\fBgitignore\\fR(5)"]
     return "\n".join(p for p in parts if p != "") + "\n"
 
