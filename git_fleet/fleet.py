@@ -423,7 +423,7 @@ class Fleet:
             wt = trees.get(os.path.realpath(where))
             tip = self.repo.branch_tip(a.branch)
             state = "ok"
-            if wt is None:
+            if wt is None or not where.is_dir():
                 state = "missing worktree"
             elif wt.branch != a.branch:
                 state = f"worktree on {wt.branch or 'detached HEAD'}"

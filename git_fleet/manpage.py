@@ -143,7 +143,7 @@ def _page(name: str, summary: str, synopsis: str, description: str, options: lis
                   ".fi" if title in ("EXAMPLES", "PRE-COMMIT FRAMEWORK") else ""]
     others = ["git-fleet", *(f"git-fleet-{n}" for n in ("init", "add", "rm", "list", "who", "zones", "merge",
                                                          "checkpoint", "status", "sync", "task", "plan", "set", "run",
-                                                         "up", "ps", "down", "resume", "attach", "teleport", "check"))]
+                                                         "up", "ps", "down", "resume", "attach", "teleport", "doctor", "prune", "check"))]
     parts += [".SH SEE ALSO", ", ".join(f"\\fB{_esc(o)}\\fR(1)" for o in others if o != name) + ", \\fBgitignore\\fR(5)"]
     return "\n".join(p for p in parts if p != "") + "\n"
 

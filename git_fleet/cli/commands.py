@@ -858,3 +858,91 @@ def _teleported(out: Any) -> dict[str, Any]:
 
 ALL["teleport"] = teleport
 fleet.add_command(teleport, "teleport")
+
+
+@command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@click.option("--fix", is_flag=True, help="Repair what is safe to repair: reinstall the hooks, prune stale worktree records.")
+def doctor(as_json: bool, fix: bool) -> int:
+    """Walk the checklist for starting a parallel session; say what is wrong and how to fix it.
+
+    Checks that the config reads and names agents; that every agent's worktree exists and is on
+    its branch, and no stale worktree records are left; that zones do not overlap (tracked files
+    owned by no agent are listed as information: they are the orchestrator's); that the hooks
+    are installed (and chained) where git runs them; that session names are distinct and the
+    agents' commands and tmux can be found; that the bus can be written and has no lapsed
+    claims or unreadable specs; that checkpoints are declared and name existing agents; and that
+    no fleet branch is left without an agent. Exits 0 when every check is OK, 1 otherwise.
+    """
+    from ..doctor import diagnose
+
+    items = diagnose(load(), fix=fix)
+    if as_json:
+        print_json([i.as_dict() for i in items])
+    else:
+        from . import paint
+
+        for i in items:
+            status = paint("ok  ", "32") if i.ok else paint("FAIL", "1;31")
+            click.echo(f"{status}  {i.check}")
+            for done in i.fixed:
+                click.echo(f"      fixed: {done}")
+            for problem, fix_with in i.problems:
+                click.echo(f"      {problem}")
+                if fix_with:
+                    click.echo(f"      fix: {fix_with}")
+            for line in i.info:
+                click.echo(f"      {line}")
+    return 0 if all(i.ok for i in items) else 1
+
+
+@command()
+@click.option("--yes", is_flag=True, help="Do not ask first.")
+@click.option("-n", "--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was (or would be) removed and kept as JSON.")
+def prune(yes: bool, dry_run: bool, as_json: bool) -> int:
+    """Remove the agents whose work is fully merged, with their worktrees and branches.
+
+    An agent goes when its branch has work of its own and all of it is in the base, by merge or
+    by a squash (merging it again would change nothing), and its worktree holds no uncommitted
+    or untracked work. A branch with unmerged commits and a worktree with work in it are never
+    removed, and neither is an agent that has done nothing yet. Stale worktree records (their
+    directories are gone) are pruned too. Asks first unless --yes; without a terminal to ask
+    on, it refuses.
+    """
+    import sys
+
+    from ..doctor import prunable
+    from ..doctor import prune as do_prune
+    from ..errors import FleetError
+
+    fleet = load()
+    found, kept, stale = prunable(fleet)
+    removed: list[str] = []
+    if found and not dry_run:
+        names = ", ".join(c.agent for c in found)
+        if not yes:
+            if not sys.stdin.isatty():
+                raise FleetError(f"would remove {names}", "pass --yes to remove them, or -n to see why")
+            if not click.confirm(f"remove {names} (worktrees and branches)?", default=False):
+                return 1
+        removed = do_prune(fleet, found)
+    elif stale and not dry_run:
+        fleet.repo.worktree_prune()
+    if as_json:
+        print_json({"removed": removed, "would_remove": [c.__dict__ for c in found] if dry_run else [],
+                    "kept": [{"agent": a, "why": w} for a, w in kept], "stale_worktrees": stale})
+        return 0
+    for c in found:
+        note(f"{'would remove' if dry_run else 'removed'} {c.agent}: {c.branch} {c.why}")
+    for s in stale:
+        note(f"{'would prune' if dry_run else 'pruned'} stale worktree record {s}")
+    for a, why in kept:
+        note(f"kept {a}: {why}")
+    return 0
+
+
+ALL["doctor"] = doctor
+ALL["prune"] = prune
+fleet.add_command(doctor, "doctor")
+fleet.add_command(prune, "prune")

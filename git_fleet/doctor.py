@@ -1,0 +1,323 @@
+"""git fleet-doctor: the checklist for starting a parallel session, and git fleet-prune.
+
+Each check says OK or what is wrong and the command that fixes it. --fix repairs only what is
+safe to repair without asking: it reinstalls the hooks and prunes stale worktree records.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import hooks
+from .errors import FleetError
+from .plumbing import git, worktree_list
+
+SHOWN = 5  # paths shown per finding
+
+
+@dataclass
+class Item:
+    check: str
+    problems: list[tuple[str, str | None]] = field(default_factory=list)  # (what is wrong, the fix)
+    info: list[str] = field(default_factory=list)
+    fixed: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def bad(self, what: str, fix: str | None = None) -> None:
+        self.problems.append((what, fix))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"check": self.check, "ok": self.ok, "problems": [{"problem": p, "fix": f} for p, f in self.problems],
+                "info": self.info, "fixed": self.fixed}
+
+
+def _some(paths: list[str]) -> str:
+    return ", ".join(paths[:SHOWN]) + (f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else "")
+
+
+def _q(path: Path | str) -> str:
+    return shlex.quote(str(path))
+
+
+def diagnose(fleet: Any, fix: bool = False) -> list[Item]:
+    return [_config(fleet), _worktrees(fleet, fix), _zones(fleet), _hooks(fleet, fix), _sessions(fleet),
+            _bus(fleet), _checkpoints(fleet), _branches(fleet)]
+
+
+def _config(fleet: Any) -> Item:
+    item = Item("config")
+    cfg = fleet.config
+    base = fleet.repo.resolve(cfg.base)
+    if base is None:
+        item.bad(f"the base branch '{cfg.base}' has no commits", f"commit on {cfg.base}, or set base in {cfg.path.name}")
+    n = len(cfg.agents)
+    if n == 0:
+        item.bad("no agents yet", "git fleet-add NAME --zone 'PATTERN'")
+    elif n > cfg.max_agents:
+        item.bad(f"{n} agents, more than max_agents ({cfg.max_agents})", "remove some: git fleet-rm NAME")
+    elif n > cfg.warn_agents:
+        item.info.append(f"{n} agents: beyond {cfg.warn_agents} coordination costs grow (3-7 is the sweet spot)")
+    item.info.append(f"{cfg.path}: {n} agent(s), base {cfg.base}")
+    return item
+
+
+def stale_worktrees(fleet: Any) -> list[str]:
+    """Worktree records whose directories are gone (git calls them prunable)."""
+    return [f"{t['worktree']} ({t['prunable'] or 'gone'})" for t in worktree_list(fleet.repo.common_dir)
+            if "prunable" in t]
+
+
+def _worktrees(fleet: Any, fix: bool) -> Item:
+    item = Item("worktrees")
+    stale = stale_worktrees(fleet)
+    if stale and fix:
+        fleet.repo.worktree_prune()
+        item.fixed += [f"pruned stale worktree record {s}" for s in stale]
+    elif stale:
+        item.bad(f"stale worktree record(s) (their directories are gone): {_some(stale)}", "git worktree prune")
+    for row in fleet.describe():
+        name, where = row["agent"], row["worktree"]
+        if row["state"] == "missing branch":
+            item.bad(f"agent '{name}': its branch {row['branch']} does not exist",
+                     f"git branch {row['branch']} {fleet.config.base}  (or git fleet-rm --force {name})")
+        elif row["state"] == "missing worktree":
+            item.bad(f"agent '{name}': no worktree at {where}",
+                     f"git worktree prune && git worktree add {_q(where)} {row['branch']}")
+        elif row["state"] != "ok":
+            item.bad(f"agent '{name}': its {row['state']}, not {row['branch']}",
+                     f"git -C {_q(where)} switch {row['branch']}")
+    return item
+
+
+def _zones(fleet: Any) -> Item:
+    item = Item("zones")
+    for a, b, example in fleet.overlaps():
+        item.bad(f"the zones of '{a}' and '{b}' overlap: both own {example}",
+                 f"narrow one with git fleet-set {b} --zone ... (a '!pattern' takes paths out)")
+    base = fleet.repo.resolve(fleet.config.base)
+    if base is None or not fleet.config.agents:
+        return item
+    from .zones import Zone
+
+    zones = [a.compiled_zone() for a in fleet.config.agents.values()] + [Zone(list(fleet.config.union))]
+    protected = {".gitfleet.toml"}
+    unowned = [p for p in fleet.repo.tracked_files(base)
+               if p not in protected and not any(z.owns(p) for z in zones)]
+    if unowned:
+        item.info.append(f"{len(unowned)} tracked file(s) belong to no agent, so to the orchestrator: {_some(unowned)}")
+    return item
+
+
+def _hook_python(text: str) -> str | None:
+    """The Python a fleet hook runs (the `python=` line of the shim)."""
+    for line in text.splitlines():
+        if line.startswith("python="):
+            value = shlex.split(line[len("python="):])
+            return value[0] if value else None
+    return None
+
+
+def _hooks(fleet: Any, fix: bool) -> Item:
+    item = Item("hooks")
+    directory, writable = hooks.hooks_dir(fleet.repo)
+    missing, broken = [], []
+    pythons: dict[str, bool] = {}
+    for name in hooks.WORKTREE_HOOKS:
+        target = directory / name
+        try:
+            text = target.read_text(encoding="utf-8")
+        except OSError:
+            text = ""
+        if not writable:
+            if "git-fleet-check" not in text:
+                missing.append(name)
+            continue
+        if not hooks.is_ours(target):
+            missing.append(name)
+            continue
+        python = _hook_python(text)
+        if python and python not in pythons:
+            pythons[python] = git_fleet_runs(python)
+        if python is None or text != hooks.render(name, python) or not pythons[python]:
+            broken.append(name)
+        if (directory / (name + hooks.CHAINED)).exists():
+            item.info.append(f"{name} runs your own hook first ({name}{hooks.CHAINED})")
+    if (missing or broken) and fix and writable:
+        hooks.install(fleet.repo)
+        item.fixed.append(f"reinstalled the hooks in {directory}")
+    elif missing:
+        item.bad(f"hook(s) not installed in {directory}: {', '.join(missing)}",
+                 "git fleet-init" if writable else "; ".join(hooks.manual_lines(directory, tuple(missing))[:1]))
+    elif broken:
+        item.bad(f"hook(s) in {directory} from another git-fleet, or whose Python is gone: {', '.join(broken)}",
+                 "git fleet-init")
+    return item
+
+
+def git_fleet_runs(python: str) -> bool:
+    import subprocess
+
+    try:
+        return subprocess.run([python, "-c", "import git_fleet.hook"], capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+def _sessions(fleet: Any) -> Item:
+    item = Item("sessions")
+    seen: dict[str, str] = {}
+    programs: dict[str, list[str]] = {}
+    for agent in fleet.config.agents.values():
+        values = fleet.values(agent)
+        session = values["session"]
+        if session in seen:
+            item.bad(f"agents '{seen[session]}' and '{agent.name}' share the session name '{session}'",
+                     f"git fleet-set {agent.name} --session {agent.name}")
+        seen[session] = agent.name
+        command = agent.command or fleet.config.command
+        try:
+            program = shlex.split(command)[0] if command.strip() else ""
+        except ValueError:
+            program = ""
+        if not program:
+            item.bad(f"agent '{agent.name}' has no command to start", f"git fleet-set {agent.name} --command TEMPLATE")
+        elif "{" not in program and shutil.which(program) is None and not os.path.isfile(
+                fleet.worktree_of(agent) / program):
+            programs.setdefault(program, []).append(agent.name)
+    for program, names in programs.items():
+        item.bad(f"'{program}' (the command of {', '.join(names)}) is not on PATH",
+                 f"install it, or git fleet-set {names[0]} --command TEMPLATE (presets: git help fleet-set)")
+    if shutil.which("tmux") is None:
+        item.bad("tmux is not installed (git fleet-up needs it)", "apt-get install tmux (or use git fleet-run)")
+    return item
+
+
+def _bus(fleet: Any) -> Item:
+    item = Item("bus")
+    bus = fleet.bus()
+    root: Path = bus.root
+    probe = root if root.exists() else root.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        item.bad(f"the bus directory {root} cannot be written", f"check [bus] dir in {fleet.config.path.name}")
+        return item
+    tasks = bus.all()
+    lapsed = [t for t in tasks if t.status == "open" and t.attempt and t.claimed_by]
+    for t in lapsed:
+        item.bad(f"{t.name}: the lease of '{t.claimed_by}' has lapsed (attempt {t.attempt})",
+                 f"the next git fleet-task claim takes it over; or git fleet-task renew {t.id} --agent {t.claimed_by}")
+    for t in tasks:
+        if t.status == "invalid":
+            item.bad(t.error or f"{t.name} cannot be read", f"fix or remove {t.path}")
+    counts: dict[str, int] = {}
+    for t in tasks:
+        counts[t.status] = counts.get(t.status, 0) + 1
+    item.info.append(f"{root}: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no tasks yet"))
+    return item
+
+
+def _checkpoints(fleet: Any) -> Item:
+    item = Item("checkpoints")
+    cps = fleet.config.checkpoints
+    if not cps:
+        item.bad("no checkpoints declared: agents' work is merged at declared checkpoints",
+                 f"add to {fleet.config.path.name}: [checkpoints.phase-1] agents = [...]")
+    for cp in cps.values():
+        unknown = [a for a in cp.agents if a not in fleet.config.agents]
+        if unknown:
+            item.bad(f"checkpoint '{cp.name}' names unknown agent(s): {', '.join(unknown)}",
+                     f"edit [checkpoints.{cp.name}] in {fleet.config.path.name}")
+    if cps:
+        item.info.append(", ".join(f"{cp.name} ({' '.join(cp.agents)})" for cp in cps.values()))
+    return item
+
+
+def _branches(fleet: Any) -> Item:
+    item = Item("branches")
+    prefix = fleet.config.branch_prefix
+    owned = {a.branch for a in fleet.config.agents.values()}
+    raw = git(["for-each-ref", "--format=%(refname:strip=2)", f"refs/heads/{prefix}"], fleet.repo.common_dir).stdout
+    orphans = [b for b in raw.decode("utf-8", "surrogateescape").splitlines() if b and b not in owned]
+    for b in orphans:
+        unmerged = fleet.repo.count_unmerged(b, fleet.config.base)
+        item.bad(f"branch {b} belongs to no agent" + (f" ({unmerged} unmerged commit(s))" if unmerged else " (merged)"),
+                 f"git branch -d {b}" if not unmerged else f"adopt it: git fleet-add NAME --branch {b} --zone ...")
+    return item
+
+
+# -- prune ---------------------------------------------------------------------------------------
+
+@dataclass
+class Candidate:
+    agent: str
+    branch: str
+    worktree: str
+    why: str  # why it can go: "merged", "merged (squashed)"
+    tip: str
+
+
+def prunable(fleet: Any) -> tuple[list[Candidate], list[tuple[str, str]], list[str]]:
+    """Agents whose work is fully merged and whose worktrees hold nothing else, the agents kept
+    (with the reason), and stale worktree records."""
+    repo, base = fleet.repo, fleet.config.base
+    base_tip = repo.resolve(base)
+    stale = stale_worktrees(fleet)
+    if base_tip is None:
+        return [], [], stale
+    mainline = set(git(["rev-list", "--first-parent", base_tip], repo.common_dir).stdout.decode().split())
+    base_tree = git(["rev-parse", f"{base_tip}^{{tree}}"], repo.common_dir).stdout.decode().strip()
+    found, kept = [], []
+    in_checkpoint = {a for cp in fleet.config.checkpoints.values() for a in cp.agents}
+    for agent in fleet.config.agents.values():
+        tip = repo.branch_tip(agent.branch)
+        if tip is None:
+            continue
+        own = git(["rev-list", "--first-parent", tip], repo.common_dir).stdout.decode().split()
+        if all(c in mainline for c in own):
+            kept.append((agent.name, "no work of its own yet"))
+            continue
+        if repo.count_unmerged(agent.branch, base) == 0:
+            why = "merged"
+        else:
+            merged = git(["merge-tree", "--write-tree", base_tip, tip], repo.common_dir, check=False)
+            if merged.returncode != 0 or merged.stdout.decode().split()[0] != base_tree:
+                kept.append((agent.name, f"{repo.count_unmerged(agent.branch, base)} commit(s) not in {base}"))
+                continue
+            why = f"its changes are all in {base} (squashed or picked)"
+        where = fleet.worktree_of(agent)
+        if where.is_dir():
+            dirty = repo.dirty_paths(where)
+            if dirty:
+                kept.append((agent.name, f"uncommitted or untracked work: {_some(dirty)}"))
+                continue
+        if agent.name in in_checkpoint:
+            kept.append((agent.name, "named by a checkpoint in the config"))
+            continue
+        found.append(Candidate(agent.name, agent.branch, str(where), why, tip))
+    return found, kept, stale
+
+
+def prune(fleet: Any, candidates: list[Candidate]) -> list[str]:
+    """Remove them. git itself removes each worktree (it refuses one that is not clean), and the
+    branch goes only if it still points where it did when it was judged merged."""
+    done = []
+    fleet.repo.worktree_prune()
+    for c in candidates:
+        where = Path(c.worktree)
+        if where.is_dir():
+            try:
+                fleet.repo.worktree_remove(where)
+            except FleetError as e:
+                raise FleetError(f"agent '{c.agent}': {e.message}", "nothing was removed for it") from None
+        fleet.remove(c.agent, force=True, keep_branch=True)
+        if fleet.repo.branch_tip(c.branch) == c.tip:
+            fleet.repo.delete_branch(c.branch, c.tip)
+        done.append(c.agent)
+    return done

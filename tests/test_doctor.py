@@ -1,0 +1,132 @@
+"""git fleet-doctor and git fleet-prune on real repositories, worktrees and hooks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import Sandbox
+
+
+@pytest.fixture
+def healthy(fleet_repo: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Sandbox:
+    sb = fleet_repo
+    sb.add_agent("api", "src/backend/**")
+    sb.add_agent("web", "src/frontend/**")
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text().replace('command = "claude --name {session} --model {model}"', 'command = "sh -c true"')
+                   + '\n[checkpoints.phase-1]\nagents = ["api", "web"]\n')
+    if shutil.which("tmux") is None:  # .ci/run installs it; elsewhere, a stand-in keeps the check green
+        fake = tmp_path / "fakebin"
+        fake.mkdir()
+        (fake / "tmux").write_text("#!/bin/sh\n")
+        (fake / "tmux").chmod(0o755)
+        monkeypatch.setenv("PATH", f"{fake}:{__import__('os').environ['PATH']}")
+    return sb
+
+
+def checks(sb: Sandbox, *args: str, ok: bool | None = None) -> dict[str, dict[str, object]]:
+    res = sb.fleet("doctor", "--json", *args, ok=ok)
+    return {c["check"]: c for c in json.loads(res.out)}
+
+
+def test_a_healthy_fleet_passes_and_unowned_files_are_information(healthy: Sandbox) -> None:
+    sb = healthy
+    res = sb.fleet("doctor")
+    assert res.code == 0 and "FAIL" not in res.out
+    found = checks(sb, ok=True)
+    assert all(c["ok"] for c in found.values())
+    zones_info = " ".join(found["zones"]["info"])  # type: ignore[arg-type]
+    assert "2 tracked file(s) belong to no agent" in zones_info and "README.md" in zones_info and "docs/guide.md" in zones_info
+
+
+def test_every_problem_is_named_with_its_fix_and_exit_1(healthy: Sandbox) -> None:
+    sb = healthy
+    sb.add_agent("docs", "docs/**", "src/backend/README.md", extra=("--allow-overlap",))
+    shutil.rmtree(sb.root / "agent-web")  # a deleted worktree directory
+    sb.git("switch", "-q", "-c", "elsewhere", cwd=sb.root / "agent-docs")  # a worktree off its branch
+    sb.git("branch", "fleet/old")  # a fleet branch of no agent
+    (sb.repo / ".git/hooks/pre-push").unlink()
+    sb.fleet("task", "add", "Lapsing")
+    sb.fleet("task", "claim", "--agent", "api", "--lease", "1s")
+    (sb.repo / "tasks" / "task-099-broken.md").write_text("---\nid: [\n---\n")
+    time.sleep(1.1)
+    res = sb.fleet("doctor", ok=False)
+    assert res.code == 1
+    out = res.out
+    assert "the zones of 'api' and 'docs' overlap: both own src/backend/README.md" in out
+    assert f"agent 'web': no worktree at {sb.root / 'agent-web'}" in out
+    assert f"fix: git worktree prune && git worktree add {sb.root / 'agent-web'} fleet/web" in out
+    assert "stale worktree record(s)" in out and "fix: git worktree prune" in out
+    assert "agent 'docs': its worktree on elsewhere, not fleet/docs" in out
+    assert f"fix: git -C {sb.root / 'agent-docs'} switch fleet/docs" in out
+    assert "branch fleet/old belongs to no agent (merged)" in out and "fix: git branch -d fleet/old" in out
+    assert "hook(s) not installed in" in out and "pre-push" in out and "fix: git fleet-init" in out
+    assert "task-001: the lease of 'api' has lapsed" in out
+    assert "task-099-broken.md" in out
+    # --fix repairs the hooks and the stale record, and nothing else
+    found = checks(sb, "--fix", ok=False)
+    assert found["hooks"]["ok"] and found["hooks"]["fixed"]
+    assert (sb.repo / ".git/hooks/pre-push").exists()
+    assert "elsewhere" in sb.git("branch", "--show-current", cwd=sb.root / "agent-docs").out
+    assert sb.git("branch", "--list", "fleet/old").out.strip()
+    again = checks(sb, ok=False)
+    problems = " ".join(p["problem"] for p in again["worktrees"]["problems"])  # type: ignore[attr-defined,index]
+    assert "stale worktree record" not in problems and "no worktree at" in problems
+
+
+def test_doctor_sees_hooks_of_another_installation_and_missing_programs(healthy: Sandbox) -> None:
+    sb = healthy
+    hook = sb.repo / ".git/hooks/pre-commit"
+    text = hook.read_text()
+    hook.write_text(text.replace("\npython='", "\npython='/gone", 1))
+    sb.fleet("set", "web", "--command", "no-such-agent-cli --model {model}")
+    sb.fleet("set", "api", "--session", "web")
+    found = checks(sb, ok=False)
+    problems = {k: " ".join(p["problem"] for p in v["problems"]) for k, v in found.items()}  # type: ignore[attr-defined]
+    assert "from another git-fleet, or whose Python is gone: pre-commit" in problems["hooks"]
+    assert "'no-such-agent-cli' (the command of web) is not on PATH" in problems["sessions"]
+    assert "agents 'api' and 'web' share the session name 'web'" in problems["sessions"]
+
+
+def test_no_checkpoints_is_a_problem_with_a_fix(fleet_repo: Sandbox) -> None:
+    fleet_repo.add_agent("api", "src/backend/**")
+    found = checks(fleet_repo, ok=False)
+    assert found["checkpoints"]["problems"][0]["fix"].startswith("add to .gitfleet.toml")  # type: ignore[index]
+
+
+def test_prune_removes_only_agents_whose_work_is_all_merged(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    for name, zone in (("done", "src/backend/**"), ("squashed", "src/frontend/**"), ("dirty", "docs/**"),
+                       ("open", "lib/**"), ("fresh", "fresh/**")):
+        sb.add_agent(name, zone)
+    sb.commit(sb.root / "agent-done", {"src/backend/x.py": "x\n"}, "done work")
+    sb.fleet("merge", "done")
+    sb.commit(sb.root / "agent-squashed", {"src/frontend/y.js": "y\n"}, "squashed work")
+    sb.git("merge", "-q", "--squash", "fleet/squashed")
+    sb.git("commit", "-qm", "squash of squashed")
+    sb.commit(sb.root / "agent-dirty", {"docs/z.md": "z\n"}, "dirty work")
+    sb.fleet("merge", "dirty")
+    (sb.root / "agent-dirty/docs/notes.md").write_text("not yet committed\n")
+    sb.commit(sb.root / "agent-open", {"lib/w.py": "w\n"}, "unmerged work")
+    res = sb.fleet("prune", ok=False)  # no terminal to ask on
+    assert res.code == 1 and "would remove done, squashed" in res.err and "--yes" in res.err
+    assert (sb.root / "agent-done").exists()
+    plan = json.loads(sb.fleet("prune", "-n", "--json").out)
+    assert [c["agent"] for c in plan["would_remove"]] == ["done", "squashed"]
+    assert {k["agent"]: k["why"] for k in plan["kept"]} == {
+        "dirty": "uncommitted or untracked work: docs/notes.md", "open": "1 commit(s) not in main",
+        "fresh": "no work of its own yet"}
+    res = sb.fleet("prune", "--yes")
+    assert "removed done: fleet/done merged" in res.err and "removed squashed" in res.err
+    assert not (sb.root / "agent-done").exists() and not (sb.root / "agent-squashed").exists()
+    branches = sb.branches()
+    assert "fleet/done" not in branches and "fleet/squashed" not in branches
+    assert {"fleet/dirty", "fleet/open", "fleet/fresh"} <= set(branches)
+    assert (sb.root / "agent-dirty/docs/notes.md").read_text() == "not yet committed\n"
+    agents = [a["agent"] for a in json.loads(sb.fleet("list", "--json").out)]
+    assert agents == ["dirty", "open", "fresh"]
