@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -477,4 +477,17 @@ def without_agent(cfg: Config, text: str, name: str) -> str:
     new = "".join(lines[: span[0]] + lines[span[1] :])
     agents = {k: v for k, v in cfg.agents.items() if k != name}
     _expect(cfg.path, new, Config(cfg.path, agents=agents))
+    return new
+
+
+def with_checkpoint(cfg: Config, text: str, name: str, agents: Sequence[str]) -> str:
+    """The config text with a new [checkpoints.NAME] table merging `agents` in this order."""
+    if name in cfg.checkpoints:
+        raise UsageError(f"checkpoint '{name}' exists already in {cfg.path.name}")
+    header = tomli_w.dumps({"checkpoints": {name: {"v": 1}}}).splitlines()[0]
+    table = f"{header}\nagents = [" + ", ".join(_toml_value(a) for a in agents) + "]\n"
+    new = (text if text.endswith("\n") or not text else text + "\n") + "\n" + table
+    got = parse(cfg.path, new)
+    if name not in got.checkpoints or got.agents != cfg.agents:
+        raise ConfigError(f"{cfg.path}: cannot add checkpoint '{name}' automatically", f"edit {cfg.path.name} by hand")
     return new

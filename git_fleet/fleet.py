@@ -285,6 +285,42 @@ class Fleet:
                 self.write_brief(updated)
             return updated
 
+    def add_checkpoint(self, name: str, agents: Sequence[str]) -> None:
+        with self.editing():
+            self._orchestrator_only("declare checkpoints")
+            self._save(config.with_checkpoint(self.config, self.text, name, agents))
+
+    def propose_zones(self, limit: int = 7) -> list[tuple[str, str, int]]:
+        """Agents to start with, one per top-level directory of the base (or of the one directory
+        that holds nearly everything): (name, zone pattern, tracked files), largest first."""
+        import re
+        from collections import Counter
+
+        base = self.repo.resolve(self.config.base) or "HEAD"
+        files = list(self.repo.tracked_files(base))
+
+        def parts(prefix: str) -> Counter[str]:
+            return Counter(prefix + p[len(prefix):].split("/", 1)[0] for p in files
+                           if p.startswith(prefix) and "/" in p[len(prefix):])
+
+        dirs = parts("")
+        while dirs:
+            top, n = dirs.most_common(1)[0]
+            inner = parts(top + "/")
+            if n < 0.7 * len(files) or len(inner) < 2:
+                break
+            del dirs[top]  # src/ holds nearly everything: propose its parts instead
+            dirs.update(inner)
+        taken = set(self.config.agents)
+        proposals = []
+        for d, n in dirs.most_common():
+            name = re.sub(r"[^A-Za-z0-9._-]+", "-", d.rsplit("/", 1)[-1]).strip(".-").lower() or "agent"
+            if name in taken or d.rsplit("/", 1)[-1].startswith("."):
+                continue
+            taken.add(name)
+            proposals.append((name, f"{d}/**", n))
+        return proposals[:limit]
+
     def claimed_tasks(self, agent: Agent) -> list[Any]:
         return [t for t in self.bus().all() if t.status == "claimed" and t.claimed_by == agent.name]
 

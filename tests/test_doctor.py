@@ -130,3 +130,20 @@ def test_prune_removes_only_agents_whose_work_is_all_merged(fleet_repo: Sandbox)
     assert (sb.root / "agent-dirty/docs/notes.md").read_text() == "not yet committed\n"
     agents = [a["agent"] for a in json.loads(sb.fleet("list", "--json").out)]
     assert agents == ["dirty", "open", "fresh"]
+
+
+def test_init_interactive_proposes_zones_from_the_directories_and_ends_with_the_checklist(sandbox: Sandbox) -> None:
+    sb = sandbox
+    files = {f"src/{d}/f{i}.py": f"{i}\n" for d in ("api", "web", "shared") for i in range(3)}
+    sb.make_repo({**files, "docs/a.md": "a\n", "README.md": "r\n"})
+    # src/ holds nearly everything, so its parts are proposed; the user accepts all but edits one
+    res = sb.run(["git", "fleet-init", "--interactive"], input="api=src/api/** web=src/web/**,!**/*.md docs=docs/**\n\n")
+    assert "Directories: src/api/** (3 files), src/shared/** (3 files), src/web/** (3 files), docs/** (1 file)" in res.out
+    assert "[api=src/api/** shared=src/shared/** web=src/web/** docs=docs/**]" in res.out
+    agents = {a["agent"]: a["zone"] for a in json.loads(sb.fleet("list", "--json").out)}
+    assert agents == {"api": ["src/api/**"], "web": ["src/web/**", "!**/*.md"], "docs": ["docs/**"]}
+    assert (sb.root / "agent-web").is_dir()
+    cps = json.loads(sb.fleet("checkpoint", "--json").out)
+    assert [(c["checkpoint"], [a["agent"] for a in c["agents"]]) for c in cps] == [("phase-1", ["api", "web", "docs"])]
+    assert "The checklist (git fleet-doctor):" in res.out and "ok    checkpoints" in res.out
+    assert "belong to no agent, so to the orchestrator: README.md, src/shared/f0.py" in res.out

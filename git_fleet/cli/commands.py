@@ -43,9 +43,10 @@ def _table(rows: list[list[str]]) -> None:
 @click.option("--base", metavar="BRANCH", help="The branch agents start from (default: the current branch).")
 @click.option("--server", is_flag=True, help="Install the pre-receive check (for a bare repository that agents push to).")
 @click.option("--uninstall", is_flag=True, help="Remove the fleet's hooks and put back the hooks they chained.")
+@click.option("-i", "--interactive", is_flag=True, help="Walk through the launch checklist: agents and zones proposed from the top-level directories, a checkpoint, then git fleet-doctor.")
 @click.option("-v", "--verbose", is_flag=True, help="Say what was done.")
 @click.version_option(__version__, "--version", message="git-fleet %(version)s")
-def init(base: str | None, server: bool, uninstall: bool, verbose: bool) -> int:
+def init(base: str | None, server: bool, uninstall: bool, interactive: bool, verbose: bool) -> int:
     """Set up a repository for a fleet of agents.
 
     Writes a commented .gitfleet.toml in the main worktree if there is none (base branch,
@@ -60,7 +61,16 @@ def init(base: str | None, server: bool, uninstall: bool, verbose: bool) -> int:
     In a bare repository (or with --server) it installs the pre-receive hook, which reads
     the zones from the base branch's committed .gitfleet.toml; --base names that branch
     when HEAD does not.
+
+    --interactive then walks through the rest of the launch checklist: it proposes one agent
+    per top-level directory (or per part of the one directory that holds nearly everything),
+    which you accept or edit, adds them, offers a checkpoint that merges them all, and ends
+    with git fleet-doctor's report.
     """
+    if interactive and (server or uninstall):
+        from ..errors import UsageError
+
+        raise UsageError("--interactive sets up agents; it does not go with --server or --uninstall")
     result = do_init(base=base, server=server, uninstall=uninstall)
     _report(result.report, verbose)
     h = result.hooks
@@ -76,6 +86,44 @@ def init(base: str | None, server: bool, uninstall: bool, verbose: bool) -> int:
             note(f"{verb} hooks in {h.directory}: {', '.join(h.installed)}")
         for name in h.chained:
             note(f"{'restored' if uninstall else 'chained'} your existing {name} hook ({name}.pre-fleet)")
+    return _walk_through() if interactive else 0
+
+
+def _walk_through() -> int:
+    """The interactive part of init: agents and zones, a checkpoint, then the doctor's report."""
+    from ..errors import FleetError
+
+    fleet = load()
+    click.echo(f"{fleet.config_path}: base branch {fleet.config.base}")
+    proposals = fleet.propose_zones()
+    if proposals:
+        click.echo("Directories: " + ", ".join(f"{z} ({n} file{'s' if n != 1 else ''})" for _, z, n in proposals))
+    default = " ".join(f"{name}={zone}" for name, zone, _ in proposals)
+    answer = click.prompt("Agents, as NAME=PATTERN[,PATTERN...] separated by spaces (- for none)",
+                          default=default or "-", show_default=True)
+    added = []
+    for spec in answer.split() if answer.strip() != "-" else []:
+        name, sep, patterns = spec.partition("=")
+        if not sep or not patterns:
+            warn(f"skipped '{spec}': write NAME=PATTERN")
+            continue
+        try:
+            fleet.add(name, patterns.split(","))
+            added.append(name)
+            click.echo(f"added {name}: {patterns} (worktree {fleet.worktree_of(fleet.config.agent(name))})")
+        except FleetError as e:
+            warn(f"skipped '{name}': {e.message}")
+    if added and not fleet.config.checkpoints:
+        cp = click.prompt("A checkpoint that merges them all, in this order (- for none)", default="phase-1")
+        if cp.strip() != "-":
+            fleet.add_checkpoint(cp.strip(), added)
+            click.echo(f"declared checkpoint {cp.strip()}: {' '.join(added)}  (git fleet-merge --checkpoint {cp.strip()})")
+    from ..doctor import diagnose
+
+    click.echo("\nThe checklist (git fleet-doctor):")
+    items = diagnose(fleet)
+    _print_checks(items)
+    click.echo("\nNext: git fleet-up starts the agents in tmux; git fleet-task add gives them work.")
     return 0
 
 
@@ -880,19 +928,7 @@ def doctor(as_json: bool, fix: bool) -> int:
     if as_json:
         print_json([i.as_dict() for i in items])
     else:
-        from . import paint
-
-        for i in items:
-            status = paint("ok  ", "32") if i.ok else paint("FAIL", "1;31")
-            click.echo(f"{status}  {i.check}")
-            for done in i.fixed:
-                click.echo(f"      fixed: {done}")
-            for problem, fix_with in i.problems:
-                click.echo(f"      {problem}")
-                if fix_with:
-                    click.echo(f"      fix: {fix_with}")
-            for line in i.info:
-                click.echo(f"      {line}")
+        _print_checks(items)
     return 0 if all(i.ok for i in items) else 1
 
 
@@ -940,6 +976,22 @@ def prune(yes: bool, dry_run: bool, as_json: bool) -> int:
     for a, why in kept:
         note(f"kept {a}: {why}")
     return 0
+
+
+def _print_checks(items: list[Any]) -> None:
+    from . import paint
+
+    for i in items:
+        status = paint("ok  ", "32") if i.ok else paint("FAIL", "1;31")
+        click.echo(f"{status}  {i.check}")
+        for done in i.fixed:
+            click.echo(f"      fixed: {done}")
+        for problem, fix_with in i.problems:
+            click.echo(f"      {problem}")
+            if fix_with:
+                click.echo(f"      fix: {fix_with}")
+        for line in i.info:
+            click.echo(f"      {line}")
 
 
 ALL["doctor"] = doctor
