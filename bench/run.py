@@ -6,7 +6,9 @@ Generates the test repositories deterministically under bench/repos/ (reused whe
 then times, interleaving the two sides so that drift hits both alike:
   - a commit of 1 and of 1,000 files in an agent's worktree: plain git (no hooks) against the
     same commit through the fleet's pre-commit hook; the difference is what the hook adds;
-  - creating an agent: `git worktree add -b` against `git fleet-add`.
+  - creating an agent: `git worktree add -b` against `git fleet-add`;
+  - on 100,000 files: the conflict forecast, the status of 11 agents, a checkpoint merge;
+  - task claims: a JSON task list under flock against the fleet's bus, 1 and 8 workers.
 Prints median, min and max in milliseconds and the ratio, as a Markdown table.
 """
 
@@ -24,7 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPOS = HERE / "repos"
-AGENT_FILES = 2000  # files inside the agent's zone, enough for a 1,000-file commit
+AGENT_FILES = 1000  # of the repository's files, those inside the agent's zone: enough for a 1,000-file commit
 ENV = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
        "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com", "NO_COLOR": "1",
        "GIT_CONFIG_NOSYSTEM": "1"}
@@ -38,8 +40,9 @@ def sh(*args: str, cwd: Path | None = None, input: bytes | None = None) -> str:
 
 
 def generate(size: int) -> Path:
-    """A repository of `size` files (plus the agent's zone), made with fast-import: same bytes every time."""
-    root = REPOS / f"files-{size}"
+    """A repository of `size` files (AGENT_FILES of them in the agent's zone), made with
+    fast-import: the same bytes every time."""
+    root = REPOS / f"repo-{size}"
     main = root / "main"
     if (main / ".gitfleet.toml").exists():
         return root
@@ -47,7 +50,7 @@ def generate(size: int) -> Path:
     root.mkdir(parents=True)
     sh("git", "init", "-q", "-b", "main", str(main))
     stream = [b"commit refs/heads/main\ncommitter bench <bench@example.com> 1700000000 +0000\ndata 4\ninit\n"]
-    for i in range(size):
+    for i in range(max(0, size - AGENT_FILES)):
         data = f"file {i}\n".encode()
         stream.append(b"M 100644 inline src/d%03d/f%06d.txt\ndata %d\n%s\n" % (i % 500, i, len(data), data))
     for i in range(AGENT_FILES):
@@ -236,6 +239,76 @@ def checkpoint_bench(main: Path, root: Path, clean_m9: str, runs: int) -> tuple[
     return plain, fleet
 
 
+# -- task claims: the fleet's bus against a shared task list under a file lock ------------------------
+
+PLAIN_WORKER = """
+import fcntl, json, sys
+path, me, n = sys.argv[1], sys.argv[2], 0
+while True:
+    with open(path + ".lock", "w") as lock:  # claim: lock, read the list, take the first open task, write
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        tasks = json.load(open(path))
+        task = next((t for t in tasks if t["status"] == "open"), None)
+        if task is None:
+            break
+        task["status"], task["agent"] = "claimed", me
+        with open(path + ".tmp", "w") as f:
+            json.dump(tasks, f)
+        __import__("os").replace(path + ".tmp", path)
+    with open(path + ".lock", "w") as lock:  # finish: the same, marking it done with its result
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        tasks = json.load(open(path))
+        tasks[task["id"]].update(status="done", result="ok")
+        with open(path + ".tmp", "w") as f:
+            json.dump(tasks, f)
+        __import__("os").replace(path + ".tmp", path)
+    n += 1
+print(n)
+"""
+
+FLEET_WORKER = """
+import sys
+from pathlib import Path
+from git_fleet.bus import Bus
+bus, me, n = Bus(Path(sys.argv[1])), sys.argv[2], 0
+while (t := bus.claim(me)) is not None:
+    bus.finish(t.id, me, "ok")
+    n += 1
+print(n)
+"""
+
+
+def claims_bench(workers: int, tasks: int, runs: int) -> tuple[list[float], list[float]]:
+    """Draining `tasks` tasks with `workers` concurrent processes, each claiming and finishing
+    one at a time as agents do: a JSON task list under flock (what file-locked task lists do)
+    against the fleet's bus (a file per task, claims by exclusive create, no lock)."""
+    import json
+    import tempfile
+
+    sys.path.insert(0, str(HERE.parent))
+    from git_fleet.bus import Bus
+
+    plain: list[float] = []
+    fleet: list[float] = []
+    env = {**ENV, "PYTHONPATH": str(HERE.parent)}
+    for r in range(runs):
+        with tempfile.TemporaryDirectory(prefix="fleet-claims-") as tmp:
+            listing = Path(tmp) / "tasks.json"
+            listing.write_text(json.dumps([{"id": i, "title": f"task {i}", "status": "open"} for i in range(tasks)]))
+            bus = Bus(Path(tmp) / "bus")
+            for i in range(tasks):
+                bus.add(f"task {i}")
+            for code, target, times in ((PLAIN_WORKER, listing, plain), (FLEET_WORKER, bus.root, fleet)):
+                start = time.perf_counter()
+                procs = [subprocess.Popen([sys.executable, "-c", code, str(target), f"w{i}"], stdout=subprocess.PIPE,
+                                          text=True, env=env) for i in range(workers)]
+                done = sum(int(p.communicate()[0]) for p in procs)
+                times.append((time.perf_counter() - start) * 1000)
+                if done != tasks:
+                    sys.exit(f"bench: {done} of {tasks} tasks finished")
+    return plain, fleet
+
+
 def cell(times: list[float] | None) -> str:
     if not times:
         return "n/a"
@@ -254,6 +327,7 @@ def main() -> int:
     ap.add_argument("--add-runs", type=int, default=2, help="timed runs of agent creation (default 2)")
     ap.add_argument("--merges-on-every-size", action="store_true",
                     help="run the merge benchmarks on small repositories too (they run on 100,000 files)")
+    ap.add_argument("--tasks", type=int, default=500, help="tasks drained in the claims benchmark (default 500)")
     ap.add_argument("--out", type=Path, help="also write the table to this file")
     args = ap.parse_args()
     if shutil.which("git-fleet-add") is None:
@@ -269,7 +343,7 @@ def main() -> int:
         started = time.perf_counter()
         root = generate(size)
         print(f"bench: repository of {size:,} files ready in {time.perf_counter() - started:.1f}s", file=sys.stderr)
-        total = size + AGENT_FILES
+        total = max(size, AGENT_FILES)
         for n in (1, 1000):
             plain, noop, fleet = commit_bench(root, n, args.runs)
             lines.append(row(f"commit {n:,} file(s), {total:,}-file repo", plain, fleet, noop))
@@ -285,6 +359,10 @@ def main() -> int:
                 plain, fleet = fn()
                 lines.append(row(f"{label}, {total:,}-file repo", plain, fleet))
                 print(lines[-1], file=sys.stderr)
+    for workers in (1, 8):
+        plain, fleet = claims_bench(workers, args.tasks, 3)
+        lines.append(row(f"claim and finish {args.tasks:,} tasks, {workers} worker(s)", plain, fleet))
+        print(lines[-1], file=sys.stderr)
     lines += ["", "Milliseconds, median (min-max) of the timed runs; 'added' is git-fleet's median less plain git's."]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -274,9 +274,22 @@ class Bus:
         unfinished = {tid: p for tid, p in specs.items() if f"task-{tid:03d}-result.md" not in results}
         done = {tid for tid in specs if tid not in unfinished and self._outcome(
             f"task-{tid:03d}", self.results / f"task-{tid:03d}-result.md")[0] == "done"}
-        tasks = [self._load(tid, p, scan) for tid, p in unfinished.items()]
-        ready = [t for t in tasks if t.status == "open" and t.agent in (None, agent) and set(t.depends) <= done]
-        for task in sorted(ready, key=lambda t: (-t.priority, t.id)):
+        # candidates from the (cached) specs alone; claim files are read only in turn, until one is open
+        candidates = []
+        for tid, path in unfinished.items():
+            try:
+                meta, _ = self._spec(path)
+                if (meta.get("agent") or None) not in (None, agent):
+                    continue
+                if not {parse_id(d) for d in meta.get("depends", [])} <= done:
+                    continue
+                candidates.append((-int(meta.get("priority", 0) or 0), tid, path))
+            except (FleetError, ValueError, UnicodeDecodeError, OSError):
+                continue  # an unreadable spec is listed as invalid, never claimed
+        for _, tid, path in sorted(candidates):
+            task = self._load(tid, path, scan)
+            if task.status != "open":
+                continue
             if self._take(task, agent, lease):
                 if (self.results / f"{task.name}-result.md").exists():
                     continue  # it ended between our look and our claim
