@@ -339,6 +339,7 @@ def main() -> int:
         "| benchmark | plain git | git, no-op hook | git-fleet | added | ratio |",
         "|---|---|---|---|---|---|",
     ]
+    began = time.perf_counter()
     for size in (int(s) for s in args.sizes.split(",")):
         started = time.perf_counter()
         root = generate(size)
@@ -363,7 +364,8 @@ def main() -> int:
         plain, fleet = claims_bench(workers, args.tasks, 3)
         lines.append(row(f"claim and finish {args.tasks:,} tasks, {workers} worker(s)", plain, fleet))
         print(lines[-1], file=sys.stderr)
-    lines += ["", "Milliseconds, median (min-max) of the timed runs; 'added' is git-fleet's median less plain git's."]
+    lines += ["", "Milliseconds, median (min-max) of the timed runs; 'added' is git-fleet's median less plain git's.",
+              f"The whole run took {(time.perf_counter() - began) / 60:.1f} minutes."]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
