@@ -848,9 +848,7 @@ def teleport_push(agent: str, remote: str | None, force: bool, as_json: bool) ->
     if as_json:
         print_json(_teleported(out))
         return 0
-    c = out.counts
-    click.echo(f"sent '{agent}' to {out.remote}: {out.branch} at {out.head[:12]}, "
-               f"{c['staged']} staged, {c['unstaged']} unstaged, {c['untracked']} untracked file(s), "
+    click.echo(f"sent '{agent}' to {out.remote}: {out.branch} at {out.head[:12]}, {_carried(out.counts)}, "
                f"{len(out.tasks)} claimed task(s)")
     hint(f"on the other machine: git fleet-teleport pull {agent}" + (f" --remote {remote}" if remote else ""))
     hint(f"this worktree is unchanged; stop the agent here so only one copy works on it (git fleet-down {agent})")
@@ -872,9 +870,7 @@ def teleport_pull(agent: str, remote: str | None, force: bool, as_json: bool) ->
     if as_json:
         print_json(_teleported(out))
         return 0
-    c = out.counts
-    what = "already as the snapshot has it" if out.unchanged else (
-        f"{c['staged']} staged, {c['unstaged']} unstaged, {c['untracked']} untracked file(s)")
+    what = "already as the snapshot has it" if out.unchanged else _carried(out.counts)
     click.echo(f"'{agent}' from {out.remote} in {out.worktree}: {what}; {len(out.tasks)} claimed task(s)")
     return 0
 
@@ -896,6 +892,10 @@ def teleport_list(remote: str | None, as_json: bool) -> int:
              + ("" if r["seen_here"] else " (new here)") + (f" error: {r['error']}" if r.get("error") else "")]
             for r in rows])
     return 0
+
+
+def _carried(c: dict[str, int]) -> str:
+    return f"{c['staged']} staged, {c['unstaged']} unstaged, {c['untracked']} untracked file(s)"
 
 
 def _teleported(out: Any) -> dict[str, Any]:
