@@ -283,12 +283,13 @@ def prunable(fleet: Any) -> tuple[list[Candidate], list[tuple[str, str]], list[s
         if all(c in mainline for c in own):
             kept.append((agent.name, "no work of its own yet"))
             continue
-        if repo.count_unmerged(agent.branch, base) == 0:
+        unmerged = repo.count_unmerged(agent.branch, base)
+        if unmerged == 0:
             why = "merged"
         else:
             merged = git(["merge-tree", "--write-tree", base_tip, tip], repo.common_dir, check=False)
             if merged.returncode != 0 or merged.stdout.decode().split()[0] != base_tree:
-                kept.append((agent.name, f"{repo.count_unmerged(agent.branch, base)} commit(s) not in {base}"))
+                kept.append((agent.name, f"{unmerged} commit(s) not in {base}"))
                 continue
             why = f"its changes are all in {base} (squashed or picked)"
         where = fleet.worktree_of(agent)

@@ -317,7 +317,7 @@ def send(fleet: Any, name: str, given_remote: str | None, *, force: bool = False
                    worktree=str(where), head=state.head)
 
 
-def parked(fleet: Any, given_remote: str | None) -> tuple[str, list[dict[str, Any]]]:
+def parked(fleet: Any, given_remote: str | None) -> list[dict[str, Any]]:
     main = fleet.main
     remote = remote_of(main, given_remote, fleet.config.base)
     found = remote_refs(main, remote)
@@ -334,7 +334,7 @@ def parked(fleet: Any, given_remote: str | None) -> tuple[str, list[dict[str, An
         except (FleetError, GitError) as e:
             row["error"] = e.message
         rows.append(row)
-    return remote, rows
+    return rows
 
 
 def receive(fleet: Any, name: str, given_remote: str | None, *, force: bool = False) -> Outcome:
@@ -386,9 +386,7 @@ def _register(fleet: Any, meta: dict[str, Any], state: State, out: Outcome) -> A
     out.warnings += [w for w in report.warnings if "--base" not in w]
     where = fleet.worktree_of(agent)
     try:
-        if _out(["rev-parse", "HEAD"], where) != state.head:
-            git(["merge", "--quiet", "--ff-only", state.head], where)  # the branch existed here, behind the snapshot
-        restore(state, where)
+        _fill(where, state)
     except BaseException:
         fleet.remove(name, force=True, keep_branch=had_branch)  # as it was before the pull
         if not had_branch and fleet.repo.branch_tip(branch) is not None:
@@ -405,10 +403,16 @@ def _recreate_worktree(fleet: Any, agent: Agent, state: State, out: Outcome) -> 
     if fleet.repo.branch_tip(agent.branch) is None:
         fleet.repo.create_branch(agent.branch, state.head)
     fleet.repo.worktree_add(where, agent.branch)
+    _fill(where, state)
+    out.created = True
+
+
+def _fill(where: Path, state: State) -> None:
+    """A fresh worktree on the agent's branch made to hold `state`; the branch, if it was already
+    here, is behind the snapshot (checked by _branch_check) and fast-forwards."""
     if _out(["rev-parse", "HEAD"], where) != state.head:
         git(["merge", "--quiet", "--ff-only", state.head], where)
     restore(state, where)
-    out.created = True
 
 
 def _bring_up_to_date(fleet: Any, agent: Agent, snap: Snapshot, out: Outcome, force: bool) -> None:

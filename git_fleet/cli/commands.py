@@ -882,7 +882,7 @@ def teleport_list(remote: str | None, as_json: bool) -> int:
     """The snapshots parked on the remote: agent, branch, where and when it was sent, what it carries."""
     from ..teleport import parked
 
-    _, rows = parked(load(), remote)
+    rows = parked(load(), remote)
     if as_json:
         print_json(rows)
         return 0
