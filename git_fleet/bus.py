@@ -34,13 +34,6 @@ PLAN_START = "<!-- git-fleet: plan starts here; everything between these markers
 PLAN_END = "<!-- git-fleet: plan ends here -->"
 
 
-def parse_duration(text: str) -> int:
-    m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
-    if not m:
-        raise UsageError(f"'{text}' is not a duration", "write it as 90s, 30m, 2h or 1d")
-    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-
-
 def parse_id(text: str) -> int:
     m = _ID.match(text.strip())
     if not m:

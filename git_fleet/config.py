@@ -20,7 +20,11 @@ from .errors import ConfigError, UsageError
 from .zones import PatternError, Zone
 
 CONFIG_NAME = ".gitfleet.toml"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# keys a file may use only once it says `version = N`, so that a git-fleet too old for them says
+# "written for a newer git-fleet" instead of "unknown key": (table, key) -> the version
+INTRODUCED = {("checkpoints.*", "timeout"): 2}
+DEFAULT_TEST_TIMEOUT = 30 * 60
 
 DEFAULT_BASE = "main"
 DEFAULT_PREFIX = "fleet/"
@@ -33,6 +37,25 @@ DEFAULT_COMMAND = "claude --name {session} --model {model}"
 DEFAULT_RESUME = "claude --resume {session}"
 PLACEHOLDERS = ("agent", "session", "model", "worktree", "branch", "zone", "task", "port")
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+
+
+_DURATION = re.compile(r"\s*(\d+)\s*([smhd]?)\s*")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in "90", "90s", "30m", "2h" or "1d"."""
+    m = _DURATION.fullmatch(text)
+    if not m:
+        raise UsageError(f"'{text}' is not a duration", "write it as 90s, 30m, 2h or 1d")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def format_duration(seconds: int) -> str:
+    for unit in ("d", "h", "m"):
+        if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
+            return f"{seconds // _UNITS[unit]}{unit}"
+    return f"{seconds}s"
 
 
 def unknown_placeholder(template: str) -> str | None:
@@ -61,7 +84,7 @@ TEMPLATE = """\
 # git-fleet configuration: the agents of this repository and the zones they own.
 # See `git help fleet-init` and `git help fleet-add`. Edit by hand or with git fleet-add/fleet-rm;
 # comments are kept. The copy in the main worktree is the one that counts; agents cannot change it.
-version = 1
+version = 2
 
 [fleet]
 # The branch that agents start from and that checkpoints merge into.
@@ -114,11 +137,13 @@ dir = "."
 lease = "30m"
 
 # Checkpoints: natural breakpoints at which `git fleet-merge --checkpoint NAME` merges the named
-# agents into the base, in this order, all or nothing; `test` must pass on the merged result.
+# agents into the base, in this order, all or nothing; `test` must pass on the merged result
+# within `timeout` (default 30m), or the base does not move.
 #
 # [checkpoints.phase-1]
 # agents = ["backend", "frontend"]
 # test = "make test"
+# timeout = "30m"
 """
 
 
@@ -147,6 +172,7 @@ class Checkpoint:
     name: str
     agents: tuple[str, ...]  # merged in this order
     test: str | None = None  # a command the merged result must pass
+    timeout: int = DEFAULT_TEST_TIMEOUT  # seconds the test may take; then it is stopped, and fails
 
     @property
     def tag(self) -> str:
@@ -229,6 +255,7 @@ class _Reader:
     def __init__(self, path: Path, text: str):
         self.path = path
         self.text = text
+        self.version = SCHEMA_VERSION
 
     def fail(self, table: tuple[str, ...], key: str | None, what: str, hint: str | None = None) -> ConfigError:
         line = _line_of(self.text, table, key)
@@ -248,6 +275,14 @@ class _Reader:
             if key not in allowed:
                 where = ".".join(table) or "the top level"
                 raise self.fail(table, key, f"unknown key '{key}' in {where}", "known keys: " + ", ".join(sorted(allowed)))
+            pattern = ".".join(table[:1] + ("*",) * (len(table) - 1))
+            needs = INTRODUCED.get((pattern, key), 1)
+            if needs > self.version:
+                label = ".".join(table + (key,))
+                raise self.fail(table, key, f"'{label}' needs `version = {needs}` at the top of {self.path.name} "
+                                f"(it says {self.version})",
+                                f"set version = {needs}; git-fleet releases older than the one that added "
+                                f"'{key}' then say they are too old, rather than misreading the file")
 
 
 def parse(path: Path, text: str) -> Config:
@@ -260,10 +295,11 @@ def parse(path: Path, text: str) -> Config:
         raise ConfigError(f"{path}:{loc}: {msg}", f"{path.name} must be valid TOML (https://toml.io)") from None
     r = _Reader(path, text)
     r.unknown(data, (), {"version", "fleet", "agents", "checkpoints", "bus", "setup"})
-    version = r.take(data, (), "version", int, SCHEMA_VERSION)
+    version = r.take(data, (), "version", int, 1)
     if version > SCHEMA_VERSION:
         raise r.fail((), "version", f"written for a newer git-fleet (schema {version}; this one reads {SCHEMA_VERSION})",
                      "upgrade git-fleet")
+    r.version = version
     fleet = r.take(data, (), "fleet", dict, {})
     r.unknown(fleet, ("fleet",), {"base", "branch_prefix", "worktree", "warn_agents", "max_agents", "union", "sync",
                                   "model", "command", "resume", "stagger", "layout"})
@@ -348,7 +384,7 @@ def parse(path: Path, text: str) -> Config:
         except UsageError:
             raise r.fail(table, None, f"'{name}' is not a valid checkpoint name",
                          "use letters, digits, '.', '_' and '-'") from None
-        r.unknown(spec, table, {"agents", "test"})
+        r.unknown(spec, table, {"agents", "test", "timeout"})
         members = spec.get("agents", [])
         if not isinstance(members, list) or not members or not all(isinstance(a, str) for a in members):
             raise r.fail(table, "agents", f"checkpoint '{name}' needs agents = [\"agent\", ...]")
@@ -358,7 +394,15 @@ def parse(path: Path, text: str) -> Config:
                              "agents: " + (", ".join(sorted(agents)) or "none yet"))
         if len(set(members)) != len(members):
             raise r.fail(table, "agents", f"checkpoint '{name}' names an agent twice")
-        checkpoints[name] = Checkpoint(name, tuple(members), r.take(spec, table, "test", str, None))
+        timeout_text = r.take(spec, table, "timeout", str, None)
+        timeout = DEFAULT_TEST_TIMEOUT
+        if timeout_text is not None:
+            m = _DURATION.fullmatch(timeout_text)
+            if not m or int(m.group(1)) == 0:
+                raise r.fail(table, "timeout", f"'checkpoints.{name}.timeout' must be a duration such as \"30m\", "
+                             f"not {timeout_text!r}")
+            timeout = parse_duration(timeout_text)
+        checkpoints[name] = Checkpoint(name, tuple(members), r.take(spec, table, "test", str, None), timeout)
     setup = r.take(data, (), "setup", dict, {})
     r.unknown(setup, ("setup",), {"copy", "run", "ports"})
     copy = r.take(setup, ("setup",), "copy", list, [])
@@ -375,7 +419,7 @@ def parse(path: Path, text: str) -> Config:
     r.unknown(bus, ("bus",), {"dir", "lease"})
     bus_dir = r.take(bus, ("bus",), "dir", str, ".")
     lease = r.take(bus, ("bus",), "lease", str, "30m")
-    if not re.fullmatch(r"\s*\d+\s*[smhd]?\s*", lease):
+    if not _DURATION.fullmatch(lease):
         raise r.fail(("bus",), "lease", f"'bus.lease' must be a duration such as \"30m\", not {lease!r}")
     return Config(path=path, base=base, branch_prefix=prefix, worktree=worktree, warn_agents=warn,
                   max_agents=limit, union=tuple(union), sync=sync, agents=agents, checkpoints=checkpoints,

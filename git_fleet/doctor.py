@@ -49,7 +49,7 @@ def _q(path: Path | str) -> str:
 
 def diagnose(fleet: Any, fix: bool = False) -> list[Item]:
     return [_config(fleet), _worktrees(fleet, fix), _zones(fleet), _hooks(fleet, fix), _sessions(fleet),
-            _bus(fleet), _checkpoints(fleet), _branches(fleet)]
+            _bus(fleet), _checkpoints(fleet), _branches(fleet), _locks(fleet)]
 
 
 def _config(fleet: Any) -> Item:
@@ -249,6 +249,43 @@ def _branches(fleet: Any) -> Item:
         unmerged = fleet.repo.count_unmerged(b, fleet.config.base)
         item.bad(f"branch {b} belongs to no agent" + (f" ({unmerged} unmerged commit(s))" if unmerged else " (merged)"),
                  f"git branch -d {b}" if not unmerged else f"adopt it: git fleet-add NAME --branch {b} --zone ...")
+    return item
+
+
+def lock_files(common_dir: Path) -> list[Path]:
+    """git's lock files (refs, HEAD, the index of any worktree, config, packed-refs) under the
+    common dir; the object store is not searched."""
+    found = []
+    for root, dirs, files in os.walk(common_dir):
+        if root == str(common_dir):
+            dirs[:] = [d for d in dirs if d != "objects"]
+        found += [Path(root) / f for f in files if f.endswith(".lock")]
+    return sorted(found)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{int(seconds)} s"
+    return f"{int(seconds // 60)} min" if seconds < 7200 else f"{int(seconds // 3600)} h"
+
+
+def _locks(fleet: Any) -> Item:
+    """Lock files git left behind (a git process killed while it held them) make the next git
+    command that needs them fail; an unfinished checkpoint merge stops commits on the base."""
+    import time
+
+    item = Item("locks")
+    now = time.time()
+    for lock_file in lock_files(fleet.repo.common_dir):
+        try:
+            age = now - lock_file.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        item.bad(f"{lock_file} exists ({_age(age)} old): a git process holds it, or one was killed holding it",
+                 f"if no git process is running in this repository: rm {_q(lock_file)}")
+    if (fleet.repo.common_dir / "fleet" / "merge-journal").exists():
+        item.bad("a checkpoint merge was interrupted and is not finished",
+                 f"run any git fleet command in the main worktree ({fleet.main}), e.g. git fleet-status")
     return item
 
 

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import fcntl
+import json
 import os
 import shlex
-from collections.abc import Iterator, Sequence
+import shutil
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import check, config, plumbing
+from . import check, config, lock, plumbing
 from .config import Agent, Config
 from .errors import FleetError, UsageError
 from .files import write_atomic
-from .repo import Repo
+from .repo import Repo, Worktree
 from .zones import Pattern, PatternError, Zone, find_overlap
 
 
@@ -41,13 +42,30 @@ def _rel(path: Path, start: Path) -> str:
     return os.path.relpath(path, start)
 
 
+def _made_by_git_for(where: Path, common_dir: Path) -> bool:
+    """Whether `where` is a linked worktree of this repository (its .git file points here)."""
+    link = plumbing.read_file(str(where / ".git")) or ""
+    return link.startswith("gitdir: ") and Path(link[8:]).parent == common_dir / "worktrees"
+
+
+def _agent_record(agent: Agent) -> dict[str, Any]:
+    return {k: getattr(agent, k) for k in ("name", "zone", "branch", "worktree", *Agent.SESSION_KEYS, "env", "port")}
+
+
+def _agent_from_record(data: dict[str, Any]) -> Agent:
+    return Agent(**{**data, "zone": tuple(data["zone"]), "env": tuple(tuple(kv) for kv in data["env"])})
+
+
 class Fleet:
     def __init__(self, repo: Repo, main: Path, cfg: Config, text: str):
         self.repo = repo
         self.main = main
         self.config = cfg
         self.text = text
-        self.recovered: str | None = None  # what an interrupted merge needed, finished on opening
+        self.recovered: list[str] = []  # what an interrupted merge or add needed, done on opening
+        self.waiting: Callable[[str], None] | None = None  # told who holds the lock, if it must wait
+        self.warn: Callable[[str], None] | None = None  # told what was finished for a killed command later on
+        self._trees: list[Worktree] | None = None
 
     @property
     def config_path(self) -> Path:
@@ -67,13 +85,47 @@ class Fleet:
         fleet = cls(repo, main, cfg, path.read_text(encoding="utf-8"))
         from . import merge
 
-        fleet.recovered = merge.recover(repo)
+        orchestrator = repo.is_main_worktree()
+        if orchestrator:
+            repo.record_main_worktree()
+        fleet.recovered = merge.recover(repo, orchestrator=orchestrator)
         return fleet
 
     # -- who is who ------------------------------------------------------------------------------------
 
-    def worktree_of(self, agent: Agent) -> Path:
+    def worktrees(self) -> list[Worktree]:
+        """This repository's registered worktrees (git worktree list), read once per command
+        and again after the fleet adds or removes one."""
+        if self._trees is None:
+            self._trees = self.repo.worktrees()
+        return self._trees
+
+    def forget_worktrees(self) -> None:
+        self._trees = None
+
+    def locate(self, agent: Agent) -> Path | None:
+        """The agent's worktree as this repository registers it: the worktree that has its branch
+        checked out, else a worktree registered at its configured path (the agent switched
+        branches). None when this repository has none: a directory at the configured path that
+        git does not list here (another clone's, or a leftover) is never the agent's."""
+        planned = os.path.realpath(self.planned_worktree(agent))
+        at_path = None
+        for wt in self.worktrees():
+            if wt.bare or wt.prunable:
+                continue
+            if wt.branch == agent.branch:
+                return wt.path
+            if os.path.realpath(wt.path) == planned:
+                at_path = wt.path
+        return at_path
+
+    def planned_worktree(self, agent: Agent) -> Path:
+        """Where the configuration puts the agent's worktree (relative to the main worktree)."""
         return Path(os.path.normpath(self.main / agent.worktree))
+
+    def worktree_of(self, agent: Agent) -> Path:
+        """The agent's worktree: the registered one, else where it would be made."""
+        return self.locate(agent) or self.planned_worktree(agent)
 
     def current_agent(self) -> Agent | None:
         """The agent whose worktree this command runs in (by branch, then by path)."""
@@ -86,7 +138,8 @@ class Fleet:
             if a.branch == branch:
                 return a
         for a in self.config.agents.values():
-            if os.path.realpath(self.worktree_of(a)) == os.path.realpath(top):
+            where = self.locate(a)
+            if where is not None and os.path.realpath(where) == os.path.realpath(top):
                 return a
         return None
 
@@ -98,20 +151,20 @@ class Fleet:
 
     @contextmanager
     def editing(self) -> Iterator[None]:
-        """Hold the fleet's lock while reading, checking and rewriting the config, so that two
-        `git fleet-add` at once do not lose a registration. flock is released by the kernel
-        when the process ends, however it ends: no stale lock files."""
-        lock_dir = self.repo.common_dir / "fleet"
-        lock_dir.mkdir(exist_ok=True)
-        with open(lock_dir / "lock", "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                text = self.config_path.read_text(encoding="utf-8")
-                cfg = config.parse(self.config_path, text)
-                self.text, self.config = text, cfg
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        """Hold the fleet's lock (lock.py) while reading, checking and rewriting the config, so
+        that two `git fleet-add` at once do not lose a registration; first finish what a killed
+        `git fleet-add` left half done."""
+        with lock.hold(self.repo.common_dir, self.waiting):
+            text = self.config_path.read_text(encoding="utf-8")
+            cfg = config.parse(self.config_path, text)
+            self.text, self.config = text, cfg
+            self.forget_worktrees()
+            for line in self._undo_interrupted_add():
+                if self.warn is not None:
+                    self.warn(line)
+                else:
+                    self.recovered.append(line)
+            yield
 
     def refresh_cache(self, cfg: Config) -> None:
         check.compile_config(str(self.repo.common_dir), str(self.main), cfg)
@@ -199,6 +252,11 @@ class Fleet:
                       resume=session.get("resume"), env=env, port=self._free_port())
         new_text = config.with_agent(cfg, self.text, agent)  # validated before anything is written
 
+        # a record of what is about to be made: a process killed before the config is written
+        # leaves it, and the next command that takes the lock undoes (or adopts) what it finds
+        intent = self._intent_path()
+        write_atomic(intent, json.dumps({"agent": _agent_record(agent), "worktree": str(where),
+                                         "base": base_commit if tip is None else tip, "made_branch": tip is None}))
         created_branch = created_tree = False
         try:
             if tip is None:
@@ -207,6 +265,7 @@ class Fleet:
                 created_branch = True
             self.repo.worktree_add(where, branch)
             created_tree = True
+            self.forget_worktrees()
             self._save(new_text)
         except BaseException:
             if created_tree:
@@ -214,11 +273,59 @@ class Fleet:
             self.repo.worktree_prune()
             if created_branch:
                 self.repo.delete_branch(branch, base_commit or "")
+            self.forget_worktrees()
+            intent.unlink()
             raise
+        intent.unlink()
         self.write_brief(agent)
         report.notes.append(f"added agent '{name}': branch {branch}, worktree {where}")
         self._setup(agent, report)
         return agent, report
+
+    def _intent_path(self) -> Path:
+        return self.repo.common_dir / "fleet" / "adding"
+
+    def _undo_interrupted_add(self) -> list[str]:
+        """Finish what a killed `git fleet-add` left (we hold the lock, so its process is gone): a
+        branch and worktree it made but never registered are removed while they hold nothing new,
+        and adopted, registered as the add meant to, when work was done in them since."""
+        intent = self._intent_path()
+        try:
+            data = json.loads(intent.read_text(encoding="utf-8"))
+            agent = _agent_from_record(data["agent"])
+            where, start, made_branch = Path(data["worktree"]), data["base"], bool(data["made_branch"])
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return [(f"{intent}: the record of an interrupted `git fleet-add` cannot be read ({e}); "
+                    "remove it after checking `git worktree list` and `git branch`")]
+        if agent.name in self.config.agents:
+            intent.unlink()  # it was registered: only the record was left
+            return []
+        tree = next((w for w in self.worktrees() if os.path.realpath(w.path) == os.path.realpath(where)
+                     and w.branch == agent.branch and not w.prunable), None)
+        tip = self.repo.branch_tip(agent.branch)
+        worked = (tree is not None and bool(self.repo.dirty_paths(tree.path))) or (tip is not None and tip != start)
+        if tree is not None and worked:
+            try:
+                self._save(config.with_agent(self.config, self.text, agent))
+            except FleetError as e:
+                return [(f"an interrupted `git fleet-add {agent.name}` left {where} (branch {agent.branch}) with work "
+                        f"in it, and it cannot be registered: {e.message}"),
+                        f"adopt it by hand: git fleet-add {agent.name} --branch {agent.branch} --path {where} --zone ..."]
+            intent.unlink()
+            return [(f"adopted agent '{agent.name}' ({where}, branch {agent.branch}): an interrupted `git fleet-add` "
+                    "made it and work was done there since")]
+        if tree is not None:
+            self.repo.worktree_remove(tree.path, force=True)
+        elif where.is_dir() and _made_by_git_for(where, self.repo.common_dir):
+            shutil.rmtree(where)  # git was killed while making it: its checkout, nothing else
+        self.repo.worktree_prune()
+        self.forget_worktrees()
+        if made_branch and tip == start and not any(w.branch == agent.branch for w in self.worktrees()):
+            self.repo.delete_branch(agent.branch, start)
+        intent.unlink()
+        return [f"removed what an interrupted `git fleet-add {agent.name}` had made; nothing was registered"]
 
     def _free_port(self) -> int | None:
         if self.config.ports is None:
@@ -281,8 +388,7 @@ class Fleet:
                 raise UsageError("nothing to change", "give --zone, --session, --model, --command or --resume")
             updated = dataclasses.replace(agent, **changes)
             self._save(config.with_agent(self.config, self.text, updated))
-            if self.worktree_of(updated).is_dir():
-                self.write_brief(updated)
+            self.write_brief(updated)
             return updated
 
     def add_checkpoint(self, name: str, agents: Sequence[str]) -> None:
@@ -343,19 +449,24 @@ class Fleet:
         return env
 
     def missing_worktree(self, agent: Agent) -> FleetError:
-        where = self.worktree_of(agent)
-        return FleetError(f"agent '{agent.name}' has no worktree at {where}",
+        where = self.planned_worktree(agent)
+        return FleetError(f"agent '{agent.name}' has no worktree in this repository (expected at {where})",
                           f"restore it from its branch: git worktree prune && git worktree add {shlex.quote(str(where))} "
                           f"{shlex.quote(agent.branch)}")
+
+    def require_worktree(self, agent: Agent) -> Path:
+        """The agent's registered worktree, or the error that says how to restore it."""
+        where = self.locate(agent)
+        if where is None or not where.is_dir():
+            raise self.missing_worktree(agent)
+        return where
 
     def run(self, name: str, argv: Sequence[str]) -> int:
         """Run a command in an agent's worktree with its environment; its exit status is returned."""
         import subprocess
 
         agent = self.config.agent(name)
-        where = self.worktree_of(agent)
-        if not where.is_dir():
-            raise self.missing_worktree(agent)
+        where = self.require_worktree(agent)
         if not argv:
             raise UsageError("no command given", f"git fleet-run {name} -- COMMAND [ARGS...]")
         self.write_brief(agent)
@@ -364,19 +475,23 @@ class Fleet:
         except FileNotFoundError:
             raise FleetError(f"command not found: {argv[0]}", "check the command, or your PATH") from None
 
-    def write_brief(self, agent: Agent) -> Path:
+    def write_brief(self, agent: Agent) -> Path | None:
         """.fleet/brief.md in the agent's worktree (ignored by git): its zone, branch, the bus and its
-        claimed tasks, for an agent that reads its instructions from a file."""
+        claimed tasks, for an agent that reads its instructions from a file. None when the agent
+        has no worktree here."""
         from .files import write_atomic, write_new
 
-        where = self.worktree_of(agent) / ".fleet"
+        tree = self.locate(agent)
+        if tree is None or not tree.is_dir():
+            return None
+        where = tree / ".fleet"
         where.mkdir(exist_ok=True)
         if not (where / ".gitignore").exists():
             write_new(where / ".gitignore", "# git-fleet's files for this agent: never tracked\n*\n")
         bus = self.bus()
         tasks = self.claimed_tasks(agent)
         lines = [f"# Brief for agent {agent.name}", "",
-                 f"You work in {self.worktree_of(agent)} on branch {agent.branch}.", "",
+                 f"You work in {tree} on branch {agent.branch}.", "",
                  "## Your zone", "",
                  "You may change only the paths these gitignore patterns match (the last match decides):", ""]
         lines += [f"- `{p}`" for p in agent.zone]
@@ -418,10 +533,9 @@ class Fleet:
             if name in cp.agents:
                 raise FleetError(f"agent '{name}' is part of checkpoint '{cp.name}'",
                                  f"take it out of [checkpoints.{cp.name}] in {config.CONFIG_NAME} first")
-        where = self.worktree_of(agent)
-        registered = {os.path.realpath(w.path) for w in self.repo.worktrees()}
-        has_tree = where.is_dir() and os.path.realpath(where) in registered
-        if has_tree and not force:
+        where = self.locate(agent)
+        has_tree = where is not None and where.is_dir()
+        if where is not None and has_tree and not force:
             dirty = self.repo.dirty_paths(where)
             if dirty:
                 shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
@@ -433,9 +547,10 @@ class Fleet:
                              f"merge them first, or pass --force (the branch is kept; delete it with "
                              f"`git branch -D {agent.branch}`)")
         new_text = config.without_agent(self.config, self.text, name)
-        if has_tree:
+        if where is not None and has_tree:
             self.repo.worktree_remove(where, force=force)
         self.repo.worktree_prune()
+        self.forget_worktrees()
         self._save(new_text)
         tip = self.repo.branch_tip(agent.branch)
         if tip is None:
@@ -443,7 +558,7 @@ class Fleet:
         elif unmerged or keep_branch:
             if unmerged:
                 report.warnings.append(f"kept branch {agent.branch}: it has {unmerged} unmerged commit(s)")
-        elif not any(w.branch == agent.branch for w in self.repo.worktrees()):
+        elif not any(w.branch == agent.branch for w in self.worktrees()):
             self.repo.delete_branch(agent.branch, tip)
             report.notes.append(f"deleted branch {agent.branch} (fully merged into {self.config.base})")
         report.notes.append(f"removed agent '{name}'")
@@ -452,14 +567,15 @@ class Fleet:
     # -- list / who / zones ----------------------------------------------------------------------------
 
     def describe(self) -> list[dict[str, Any]]:
-        trees = {os.path.realpath(w.path): w for w in self.repo.worktrees()}
+        trees = {os.path.realpath(w.path): w for w in self.worktrees()}
         rows = []
         for a in self.config.agents.values():
-            where = self.worktree_of(a)
+            located = self.locate(a)
+            where = located or self.planned_worktree(a)
             wt = trees.get(os.path.realpath(where))
             tip = self.repo.branch_tip(a.branch)
             state = "ok"
-            if wt is None or not where.is_dir():
+            if located is None or wt is None or not where.is_dir():
                 state = "missing worktree"
             elif wt.branch != a.branch:
                 state = f"worktree on {wt.branch or 'detached HEAD'}"
@@ -486,7 +602,7 @@ class Fleet:
                                  f"declare a new checkpoint, or delete the tag to merge again: git tag -d {cp.tag}")
             p = merge.plan(self.repo, self.config, self.main, chosen, cp)
             if not dry_run:
-                merge.execute(self.repo, p)
+                p.warnings = merge.execute(self.repo, p)
             return p
 
     def sync(self, names: Sequence[str]) -> list[Any]:
@@ -495,7 +611,7 @@ class Fleet:
 
         with self.editing():
             chosen = [self.config.agent(n) for n in names] if names else list(self.config.agents.values())
-            return [merge.sync_one(self.repo, self.config, a, self.worktree_of(a)) for a in chosen]
+            return [merge.sync_one(self.repo, self.config, a) for a in chosen]
 
     def status(self) -> dict[str, Any]:
         """One row per agent (ahead, behind, dirty, out of zone, last commit) and the forecast."""
@@ -512,8 +628,9 @@ class Fleet:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-            dirty_jobs = {a.name: pool.submit(self.repo.dirty_paths, self.worktree_of(a))
-                          for a in cfg.agents.values() if self.worktree_of(a).is_dir()}
+            located = {a.name: self.locate(a) for a in cfg.agents.values()}
+            dirty_jobs = {name: pool.submit(self.repo.dirty_paths, where)
+                          for name, where in located.items() if where is not None and where.is_dir()}
             histories = (plumbing.commits_by_tip(found, [base_tip], str(self.repo.common_dir))
                          if base_tip else {})
             dirty_of = {name: job.result() for name, job in dirty_jobs.items()}
@@ -552,8 +669,8 @@ class Fleet:
             for name in cp.agents:
                 a = self.config.agents[name]
                 s = steps.get(name)
-                where = self.worktree_of(a)
-                dirty = len(self.repo.dirty_paths(where)) if where.is_dir() else None
+                where = self.locate(a)
+                dirty = len(self.repo.dirty_paths(where)) if where is not None and where.is_dir() else None
                 agents.append({"agent": name, "ahead": s.ahead if s else 0, "dirty": dirty,
                                "out_of_zone": [v.path for v in s.violations] if s else [],
                                "conflicts": list(s.conflicts) if s else []})
@@ -567,7 +684,7 @@ class Fleet:
     def bus(self) -> Any:
         from . import bus
 
-        return bus.Bus(Path(os.path.normpath(self.main / self.config.bus_dir)), bus.parse_duration(self.config.lease))
+        return bus.Bus(Path(os.path.normpath(self.main / self.config.bus_dir)), config.parse_duration(self.config.lease))
 
     def worker(self, given: str | None) -> str:
         """Who is working: --agent, else $FLEET_AGENT, else the agent whose worktree this is."""

@@ -49,10 +49,32 @@ def _server_config(common_dir: str) -> check.Compiled | None:
     return check.compile_config(common_dir, None, config.parse(label, text))
 
 
+def _refuse_during_merge(here: plumbing.Here) -> None:
+    """While a checkpoint merge into the branch being committed to is unfinished (its process was
+    killed after the base moved, before the work tree followed), a commit there would be made from
+    the old tree and undo the merge: refuse it until a fleet command has finished the merge."""
+    journal = os.path.join(here.common_dir, "fleet", "merge-journal")
+    if not os.path.exists(journal):
+        return
+    import json
+
+    try:
+        with open(journal, encoding="utf-8") as fh:
+            ref = json.load(fh)["ref"]
+    except (OSError, ValueError, KeyError, TypeError):
+        ref = None  # unreadable: refuse, to be safe
+    if ref is not None and ref != here.head_ref:
+        return
+    branch = (ref or "the base branch").removeprefix("refs/heads/")
+    raise FleetError(f"a checkpoint merge into {branch} is not finished; this commit would undo it",
+                     "finish it first: run any git fleet command (git fleet-status) in the main worktree, then commit")
+
+
 def pre_commit() -> int:
     here = plumbing.here()
     if here.toplevel is None:
         return 0
+    _refuse_during_merge(here)
     if os.path.exists(os.path.join(here.git_dir, "MERGE_HEAD")):
         pre_merge_commit()
     main = plumbing.main_worktree_of(here.common_dir)
@@ -77,6 +99,7 @@ def pre_merge_commit() -> int:
     Also run from pre-commit when a merge is being concluded (after resolving conflicts,
     `git commit` runs pre-commit, not pre-merge-commit)."""
     here = plumbing.here()
+    _refuse_during_merge(here)
     heads = (plumbing.read_file(os.path.join(here.git_dir, "MERGE_HEAD")) or "").split()
     action = os.environ.get("GIT_REFLOG_ACTION", "")
     if not heads and action.startswith("merge "):

@@ -1,18 +1,25 @@
 """Checkpoint merges: forecast in memory, then integrate agent branches all or nothing.
 
 Every merge is first made in memory (git merge-tree, then commit-tree for the merge commit), and
-every commit of every agent since the base is checked against its zone. Only when all of it is
-clean does anything visible change, in this order:
+every commit of every agent since the base is checked against its zone. The checkpoint's test
+runs on the result (runner.py: its own process group, a time limit, bounded output). Only when
+all of it is clean does anything visible change, holding the fleet's lock, in this order:
 
-1. a journal is written to <common dir>/fleet/merge-journal (what is about to happen);
-2. the base ref (and the checkpoint's tag) move in one ref transaction, checked against the old
+1. the base and the work tree that has it checked out are checked again (the test took time);
+2. a journal is written to <common dir>/fleet/merge-journal (what is about to happen), fsynced;
+3. the base ref and the checkpoint's tag move in one ref transaction, checked against the old
    values, so a concurrent change of the base makes the merge fail rather than lose work;
-3. each work tree that has the base checked out is moved from the old tree to the new one as
-   `git merge` would, keeping local changes (refused up front if one would be touched);
-4. the checkpoint log gets its line and the journal goes.
+4. the work tree that has the base checked out is moved from the old tree to the new one as
+   `git merge` would, keeping local changes; if a change made in the last moment is in the way,
+   the base and the tag are put back instead;
+5. the checkpoint log gets its line and the journal goes.
 
-A process killed between 2 and 4 leaves a journal; the next fleet command finishes steps 3 and 4
-(see recover). Killed before 2, the base is untouched, and the merge objects are unreferenced
+Stop signals wait from 2 to 5. A SIGKILL anywhere leaves the old state, the new one, or a
+journal; git itself killed inside its transaction can leave the base moved without the tag,
+and lock files. The next fleet command in the main worktree that gets the lock (recover) looks
+at the refs and finishes the merge or undoes it, removes only the lock files this merge left,
+and says what it did; until then the commit hook refuses commits on the base, which would be
+made from the old tree and undo the merge. Killed before 3, the merge objects are unreferenced
 loose objects that git's gc removes.
 """
 
@@ -20,15 +27,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import check, plumbing
+from . import check, config, lock, plumbing, runner
 from .config import Agent, Checkpoint
-from .errors import FleetError
+from .errors import FleetError, GitError
+from .files import write_atomic
+from .plumbing import ZERO_OID, git, read_file
 from .repo import Repo
 
 JOURNAL = "merge-journal"
@@ -66,6 +74,7 @@ class Plan:
     skipped: list[str] = field(default_factory=list)  # agents with nothing new
     worktrees: list[Path] = field(default_factory=list)  # where the base is checked out
     blocked: dict[str, str] = field(default_factory=dict)  # worktree -> why it cannot be updated
+    warnings: list[str] = field(default_factory=list)  # from carrying it out
 
     @property
     def ok(self) -> bool:
@@ -169,6 +178,34 @@ def plan(repo: Repo, cfg: Any, main: Path, agents: list[Agent], checkpoint: Chec
 
 # -- doing it ------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Journal:
+    """What a merge is about to do, written (fsynced) before the base moves: enough for the next
+    command to tell which state a killed merge left and to finish it or to undo it."""
+
+    ref: str
+    old: str
+    new: str
+    tag_ref: str | None
+    tag: str | None
+    log: str
+    time: float
+
+    @property
+    def base(self) -> str:
+        return self.ref.removeprefix("refs/heads/")
+
+    def write(self, repo: Repo) -> None:
+        path = _journal(repo)
+        path.parent.mkdir(exist_ok=True)
+        write_atomic(path, json.dumps(self.__dict__))
+
+    @classmethod
+    def read(cls, repo: Repo) -> Journal:
+        data = json.loads(_journal(repo).read_text(encoding="utf-8"))
+        return cls(**{k: data[k] for k in ("ref", "old", "new", "tag_ref", "tag", "log", "time")})
+
+
 def _journal(repo: Repo) -> Path:
     return repo.common_dir / "fleet" / JOURNAL
 
@@ -180,121 +217,295 @@ def _log_line(p: Plan) -> str:
     return f"{stamp}\t{name}\t{p.base}\t{p.old}\t{p.new}\t{who}\n"
 
 
-def _passes(repo: Repo, commit: str, cmd: str, p: Plan) -> tuple[bool, str]:
-    env = {**os.environ, "FLEET_BASE": p.base, "FLEET_CHECKPOINT": p.checkpoint.name if p.checkpoint else ""}
+def _test_log(repo: Repo) -> Path:
+    return repo.common_dir / "fleet" / "checkpoint-test.log"
+
+
+def _attempt(repo: Repo, commit: str, p: Plan, log: Path | None = None) -> runner.Outcome:
+    assert p.checkpoint is not None and p.checkpoint.test is not None
+    env = {**os.environ, "FLEET_BASE": p.base, "FLEET_CHECKPOINT": p.checkpoint.name}
     with repo.scratch_worktree(commit) as where:
-        proc = subprocess.run(["sh", "-c", cmd], cwd=where, env=env, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    return proc.returncode == 0, proc.stdout.decode("utf-8", "replace")
+        return runner.run(p.checkpoint.test, where, env, p.checkpoint.timeout, log)
+
+
+def _ended_with(outcome: runner.Outcome) -> list[str]:
+    lines = ["  its output ended with:", *("    " + line for line in outcome.tail)] if outcome.tail else ["  it printed nothing"]
+    if outcome.log is not None and outcome.log.exists():
+        lines.append(f"  all of its output: {outcome.log}")
+    return lines
 
 
 def run_test(repo: Repo, p: Plan) -> None:
-    """Run the checkpoint's test on the merged result; when it fails, bisect over the agent merges
-    (a merge train) to name the first agent whose merge breaks it."""
-    cmd = p.checkpoint.test if p.checkpoint else None
-    if not cmd or p.new is None:
+    """Run the checkpoint's test on the merged result, within its time limit; when it fails,
+    bisect over the agent merges (a merge train) to name the first agent whose merge breaks it."""
+    if p.checkpoint is None or not p.checkpoint.test or p.new is None:
         return
-    ok, output = _passes(repo, p.new, cmd, p)
-    if ok:
+    cp, cmd = p.checkpoint, p.checkpoint.test
+    first = _attempt(repo, p.new, p, _test_log(repo))
+    if first.ok:
         return
+    if first.timed_out:
+        raise FleetError("\n".join([(f"checkpoint {cp.name}: `{cmd}` did not finish within {config.format_duration(cp.timeout)}"
+                                    " on the merged result; it was stopped and nothing was changed"), *_ended_with(first)]),
+                         f"make it faster, or give it longer: timeout = \"...\" in [checkpoints.{cp.name}]")
     chain = [s.merged for s in p.steps if s.merged]
     lo, hi = 0, len(chain) - 1  # chain[hi] fails; find the first that does
     while lo < hi:
         mid = (lo + hi) // 2
-        if _passes(repo, chain[mid], cmd, p)[0]:
+        if _attempt(repo, chain[mid], p).ok:
             lo = mid + 1
         else:
             hi = mid
     culprit = p.steps[lo].agent
-    base_fails = lo == 0 and not _passes(repo, p.old, cmd, p)[0]
-    tail = "\n".join("    " + line for line in output.rstrip().splitlines()[-15:])
-    assert p.checkpoint is not None
+    base_fails = lo == 0 and not _attempt(repo, p.old, p).ok
     if base_fails:
-        lines = [f"checkpoint {p.checkpoint.name}: `{cmd}` fails on {p.base} already; nothing was changed"]
+        lines = [f"checkpoint {cp.name}: `{cmd}` fails on {p.base} already; nothing was changed"]
         hint = f"fix {p.base} first"
     else:
-        lines = [f"checkpoint {p.checkpoint.name}: `{cmd}` fails on the merged result; nothing was changed",
+        lines = [f"checkpoint {cp.name}: `{cmd}` fails on the merged result; nothing was changed",
                  f"  the first merge that breaks it: agent '{culprit.name}' ({culprit.branch})"]
         hint = f"fix it on {culprit.branch}, or merge the checkpoint without '{culprit.name}'"
-    raise FleetError("\n".join(lines + ["  its output ended with:", tail]), hint)
+    raise FleetError("\n".join(lines + _ended_with(first)), hint)
 
 
-def execute(repo: Repo, p: Plan) -> None:
-    """Make the plan real (see the module's docstring for the order and what a crash leaves)."""
+def _recheck(repo: Repo, p: Plan) -> None:
+    """What may have changed while the test ran: the base itself, and the work tree that has it
+    checked out (only the paths the merge touches matter: git's two-way merge rules)."""
+    assert p.new is not None
+    if repo.ref_value(f"refs/heads/{p.base}") != p.old:
+        raise FleetError(f"{p.base} moved while the merge was being prepared; nothing was changed", "run the merge again")
+    where = repo.checked_out(p.base)
+    if where is not None:
+        why = repo.update_worktree(where, p.old, p.new, dry_run=True)
+        if why:
+            raise FleetError(f"{where}: local changes would be overwritten by the merge: {why}\nnothing was changed",
+                             "commit or stash them, then run the merge again")
+
+
+def execute(repo: Repo, p: Plan) -> list[str]:
+    """Make the plan real (see the module's docstring for the order and what a crash leaves);
+    returns warnings."""
     if not p.ok:
         raise p.failure()
     if p.new is None:
-        return
-    run_test(repo, p)
+        return []
+    with runner.stoppable():
+        run_test(repo, p)
+    _recheck(repo, p)
     ref = f"refs/heads/{p.base}"
-    updates = [(ref, p.new, p.old)]
+    tag_ref = tag = None
     if p.checkpoint is not None:
         tag_ref = f"refs/tags/{p.checkpoint.tag}"
-        if repo.resolve(tag_ref) is not None:
+        if repo.ref_value(tag_ref) is not None:
             raise FleetError(f"checkpoint {p.checkpoint.name} was merged already (tag {p.checkpoint.tag} exists)",
                              f"delete the tag to merge it again: git tag -d {p.checkpoint.tag}")
         who = ", ".join(s.agent.name for s in p.steps)
         tag = repo.make_tag(p.checkpoint.tag, p.new, f"Checkpoint {p.checkpoint.name}: {who}")
-        updates.append((tag_ref, tag, plumbing.ZERO_OID))
-    journal = {"ref": ref, "old": p.old, "new": p.new, "worktrees": [str(w) for w in p.worktrees],
-               "log": _log_line(p)}
-    path = _journal(repo)
-    path.parent.mkdir(exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(journal))
-    os.replace(tmp, path)
-    _pause("after-journal")
-    try:
-        repo.update_refs(updates, f"git-fleet: merge {len(p.steps)} agent(s) into {p.base}")
-    except FleetError as e:
-        path.unlink()
-        raise FleetError(f"{p.base} moved while the merge was being prepared; nothing was changed",
-                         "run the merge again") from e
-    _pause("after-ref")
-    _finish(repo, journal)
+    j = Journal(ref, p.old, p.new, tag_ref, tag, _log_line(p), time.time())
+    with runner.deferred() as arrived:  # from here on a signal waits until the base is old or new again
+        j.write(repo)
+        _pause("after-journal")
+        updates = [(ref, p.new, p.old)] + ([(tag_ref, tag, ZERO_OID)] if tag_ref and tag else [])
+        try:
+            repo.update_refs(updates, f"git-fleet: merge {len(p.steps)} agent(s) into {p.base}")
+        except GitError as e:
+            _after_failed_update(repo, j, e)  # raises unless the base did move
+        _pause("after-ref")
+        warnings = _finish(repo, j)
+    if arrived:
+        warnings.append(f"{' and '.join(arrived)} arrived while {p.base} was moving; the merge was finished first")
+    return warnings
 
 
-def _finish(repo: Repo, journal: dict[str, Any]) -> None:
-    for wt in journal["worktrees"]:
-        if Path(wt).is_dir():
-            why = repo.update_worktree(Path(wt), journal["old"], journal["new"])
-            if why:
-                raise FleetError(f"{wt}: the base moved but its work tree could not follow: {why}",
-                                 f"run `git -C {wt} status` and check out {journal['new'][:12]} by hand")
+def _after_failed_update(repo: Repo, j: Journal, err: GitError) -> None:
+    """The ref transaction failed. git may have been killed between its renames, so look at what
+    it did: if the base moved, the merge goes on (_finish makes what is missing); if not,
+    nothing changed, and the error says why (a stale lock is named, never removed blindly)."""
+    if repo.ref_value(j.ref) == j.new:
+        return
+    others = _clear_locks(repo, j)
+    if j.tag_ref and j.tag and repo.ref_value(j.tag_ref) == j.tag:
+        repo.update_refs([(j.tag_ref, ZERO_OID, j.tag)], "git-fleet: undo a half-made checkpoint tag")
+    _journal(repo).unlink()
+    if others:
+        raise FleetError(f"cannot move {j.base}; nothing was changed:\n" + "\n".join(others),
+                         "if no git process is running in this repository, remove the lock file(s), then merge again")
+    if repo.ref_value(j.ref) != j.old:
+        raise FleetError(f"{j.base} moved while the merge was being prepared; nothing was changed", "run the merge again")
+    raise FleetError(f"cannot move {j.base}: {err.message}\nnothing was changed")
+
+
+def _finish(repo: Repo, j: Journal, recovering: bool = False) -> list[str]:
+    """The base has moved to j.new: make the checkpoint tag if the transaction was cut short, bring
+    the work tree that has the base checked out along (or put the base back, if local changes
+    made since it was checked no longer let it follow), log, and drop the journal."""
+    warnings = _clear_locks(repo, j)
+    if j.tag_ref and j.tag and repo.ref_value(j.tag_ref) != j.tag:
+        try:
+            repo.update_refs([(j.tag_ref, j.tag, ZERO_OID)], "git-fleet: checkpoint tag")
+        except GitError as e:
+            warnings.append(f"could not make the checkpoint tag {j.tag_ref.removeprefix('refs/tags/')}: {e.message}")
+    where = repo.checked_out(j.base)
+    if where is not None:
+        adopted = repo.adopt_written(where, j.old, j.new) if recovering else []
+        why = repo.update_worktree(where, j.old, j.new)
+        if why:
+            if adopted:  # put back what the killed update had written, before the base goes back
+                repo.update_worktree(where, j.new, j.old)
+            return warnings + _roll_back(repo, j, where, why, recovering)
     log = repo.common_dir / "fleet" / LOG
-    existing = log.read_text() if log.exists() else ""
-    if journal["log"] not in existing:
+    existing = log.read_text(encoding="utf-8") if log.exists() else ""
+    if j.log not in existing:
         with open(log, "a", encoding="utf-8") as fh:
-            fh.write(journal["log"])
-    _journal(repo).unlink(missing_ok=True)
+            fh.write(j.log)
+            fh.flush()
+            os.fsync(fh.fileno())
+    _journal(repo).unlink()
+    return warnings
 
 
-def recover(repo: Repo) -> str | None:
-    """Finish a merge whose process was killed after the base moved; say what was done."""
-    repo.clean_scratch()
-    path = _journal(repo)
-    if not path.exists():
-        return None
+def _roll_back(repo: Repo, j: Journal, where: Path, why: str, recovering: bool) -> list[str]:
+    """Put the base (and the tag) back where they were, checked against where the merge put them."""
+    updates = [(j.ref, j.old, j.new)] + ([(j.tag_ref, ZERO_OID, j.tag)] if j.tag_ref and j.tag else [])
     try:
-        journal = json.loads(path.read_text())
-    except ValueError:
-        path.unlink()
-        return None
-    now = repo.resolve(journal["ref"])
-    if now != journal["new"]:
-        path.unlink()  # the ref never moved: nothing to finish
-        return None
-    _finish(repo, journal)
-    return f"finished an interrupted merge into {journal['ref'].removeprefix('refs/heads/')}"
+        repo.update_refs(updates, "git-fleet: undo a merge its work tree could not follow")
+    except GitError:
+        _journal(repo).unlink()
+        raise FleetError(f"{j.base} moved to {j.new[:12]}, but {where} could not follow it ({why}), and {j.base} has "
+                         "moved on since, so it cannot be put back",
+                         f"look at `git -C {where} status`; `git -C {where} read-tree -m -u {j.old[:12]} {j.new[:12]}` "
+                         "brings the work tree along once the changes in the way are set aside") from None
+    _journal(repo).unlink()
+    message = (f"{where}: the work tree changed during the merge and cannot follow it ({why}); "
+               f"{j.base} was put back to {j.old[:12]}: nothing was changed")
+    hint = "commit or stash those changes, then run the merge again"
+    if recovering:
+        return [message, hint]
+    raise FleetError(message, hint)
+
+
+def _clear_locks(repo: Repo, j: Journal) -> list[str]:
+    """Remove the lock files a killed git process of this merge left, and only those: a ref's lock
+    holds the value it was about to write, so ours hold j.new or j.tag. HEAD's lock (taken for
+    HEAD's reflog, as HEAD points at the base) is empty, as is a ref's lock that git had made but
+    not yet filled, and the index lock of the work tree that follows the base holds no commit;
+    they are taken to be ours when they were made after the journal and are still there,
+    unchanged, a second later (git holds them for milliseconds). Any other lock is reported, not
+    removed: it may be a live command's."""
+    found = []
+    for ref, mine in ((j.ref, j.new), (j.tag_ref, j.tag)):
+        if ref and mine:
+            found.append((repo.common_dir / f"{ref}.lock", mine))
+    head = repo.common_dir / "HEAD"
+    if (read_file(str(head)) or "") == f"ref: {j.ref}":
+        found.append((repo.common_dir / "HEAD.lock", ""))
+    where = repo.checked_out(j.base)
+    if where is not None:  # the index of the work tree the merge updates (git read-tree killed)
+        found.append((Path(git(["rev-parse", "--path-format=absolute", "--git-path", "index.lock"], where)
+                           .stdout.decode().strip()), ""))
+    reports = []
+    for lock_file, mine in found:
+        try:
+            st = lock_file.stat()
+            content = lock_file.read_text(encoding="utf-8", errors="replace").strip()
+        except FileNotFoundError:
+            continue
+        if mine and content == mine:
+            lock_file.unlink(missing_ok=True)
+            continue
+        if (not mine or not content) and st.st_mtime >= j.time - 2:  # (git makes a ref's lock, then fills it)
+            time.sleep(max(0.0, st.st_mtime + 1 - time.time()))
+            try:
+                again = lock_file.stat()
+            except FileNotFoundError:
+                continue  # it was a live command's, and it is done
+            if (again.st_ino, again.st_mtime_ns, again.st_size) == (st.st_ino, st.st_mtime_ns, st.st_size):
+                lock_file.unlink(missing_ok=True)
+                continue
+        reports.append(f"  {lock_file} exists: another git process holds it, or one was killed")
+    return reports
+
+
+def recover(repo: Repo, orchestrator: bool) -> list[str]:
+    """Before a command does anything else: finish (or undo) a merge whose process was killed,
+    and remove scratch worktrees killed merges left. Only from the main worktree, and only when
+    the fleet's lock is free (a merge that holds it is running, not killed); elsewhere it only
+    says that a merge needs finishing. Never fails: every outcome is a state that works."""
+    journal = _journal(repo)
+    scratch = repo.common_dir / "fleet" / "scratch"
+    leftovers = scratch.is_dir() and any(scratch.iterdir())
+    if not journal.exists() and not leftovers:
+        return []
+    with lock.attempt(repo.common_dir) as free:
+        if not free:
+            return []
+        if not orchestrator:
+            main = repo.main_worktree
+            return [(f"a checkpoint merge was interrupted; the next git fleet command in the main worktree ({main}) "
+                    "finishes it")] if journal.exists() else []
+        if leftovers:
+            repo.clean_scratch()
+        if not journal.exists():
+            return []
+        try:
+            j = Journal.read(repo)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            aside = journal.with_name(JOURNAL + ".unreadable")
+            os.replace(journal, aside)
+            return [f"the journal of an interrupted checkpoint merge cannot be read ({e}); it was moved to {aside}",
+                    "check the base branch (git log -3) and the main worktree (git status) by hand"]
+        try:
+            return _recover(repo, j)
+        except FleetError as e:
+            return [e.message] + ([e.hint] if e.hint else [])
+
+
+def _recover(repo: Repo, j: Journal) -> list[str]:
+    now = repo.ref_value(j.ref)
+    if now == j.old:  # killed before the base moved: nothing to finish
+        warnings = _clear_locks(repo, j)
+        if j.tag_ref and j.tag and repo.ref_value(j.tag_ref) == j.tag:
+            repo.update_refs([(j.tag_ref, ZERO_OID, j.tag)], "git-fleet: undo a half-made checkpoint tag")
+        _journal(repo).unlink()
+        return [f"an interrupted merge into {j.base} had not moved it: nothing was changed"] + warnings
+    if now == j.new:
+        warnings = _finish(repo, j, recovering=True)
+        if repo.ref_value(j.ref) == j.old:
+            return warnings  # it was put back: _roll_back said why
+        return [f"finished an interrupted merge into {j.base}"] + warnings
+    if now is not None and repo.is_ancestor(j.new, now):
+        # the base moved past the merge before this command ran (a commit made with --no-verify,
+        # a plain `git merge`): its work tree is wherever that left it, so only the rest is done
+        warnings = _clear_locks(repo, j)
+        if j.tag_ref and j.tag and repo.ref_value(j.tag_ref) is None:
+            repo.update_refs([(j.tag_ref, j.tag, ZERO_OID)], "git-fleet: checkpoint tag")
+        undone = sorted(repo.changed_paths(j.old, j.new) - repo.changed_paths(j.old, now))
+        _journal(repo).unlink()
+        message = (f"an interrupted merge had moved {j.base} to {j.new[:12]}, and {j.base} moved on to {now[:12]} "
+                   "before its work tree was brought along")
+        if not undone:
+            return [message]
+        shown = " ".join(undone[:5]) + (f" and {len(undone) - 5} more" if len(undone) > 5 else "")
+        return [f"{message}: {now[:12]} undoes the merge's changes to {shown}",
+                (f"see `git diff {j.new[:12]} {now[:12]}`; `git restore --source={j.new[:12]} --staged --worktree -- PATH` "
+                "brings the merged version of a path back")]
+    # moved somewhere that does not hold the merge: it did not land
+    warnings = _clear_locks(repo, j)
+    if j.tag_ref and j.tag and repo.ref_value(j.tag_ref) == j.tag:
+        repo.update_refs([(j.tag_ref, ZERO_OID, j.tag)], "git-fleet: the checkpoint did not land")
+    _journal(repo).unlink()
+    return [(f"an interrupted merge into {j.base} had been overtaken: {j.base} is at {(now or 'nothing')[:12]}, "
+            f"which does not hold the merge ({j.new[:12]}); merge the checkpoint again")] + warnings
 
 
 def _pause(point: str) -> None:
-    """Tests stop the process here (GIT_FLEET_TEST_PAUSE=point) to kill it at that exact moment."""
+    """Tests stop the process here (GIT_FLEET_TEST_PAUSE=point) to kill it at that exact moment or
+    let it go on: it writes the marker file, then waits for the test to remove it."""
     if os.environ.get("GIT_FLEET_TEST_PAUSE") == point:
-        marker = os.environ.get("GIT_FLEET_TEST_MARKER")
-        if marker:
-            Path(marker).write_text(point)
-        time.sleep(3600)
+        marker = Path(os.environ["GIT_FLEET_TEST_MARKER"])
+        marker.write_text(point)
+        while marker.exists():
+            time.sleep(0.02)
 
 
 # -- the forecast: what would conflict if merged now ---------------------------------------------------
@@ -348,24 +559,25 @@ class SyncResult:
     why: str = ""
 
 
-def sync_one(repo: Repo, cfg: Any, agent: Agent, worktree: Path) -> SyncResult:
-    """Bring the base's new commits into one agent's branch, or refuse and change nothing."""
+def sync_one(repo: Repo, cfg: Any, agent: Agent) -> SyncResult:
+    """Bring the base's new commits into one agent's branch, or refuse and change nothing. The
+    work tree that moves with the branch is wherever git has the branch checked out (a worktree
+    moved by hand included), never a path worked out from the configuration."""
     base_tip = repo.branch_tip(cfg.base)
     tip = repo.branch_tip(agent.branch)
     if base_tip is None or tip is None:
         return SyncResult(agent.name, "refused", f"branch {cfg.base if base_tip is None else agent.branch} is missing")
     if repo.merge_base(tip, base_tip) == base_tip:
         return SyncResult(agent.name, "up to date")
-    here = os.path.realpath(worktree)
-    checked_out = any(os.path.realpath(w.path) == here and w.branch == agent.branch for w in repo.worktrees())
-    if checked_out:
+    worktree = repo.checked_out(agent.branch)
+    if worktree is not None:
         dirty = repo.dirty_paths(worktree)
         if dirty:
             return SyncResult(agent.name, "refused", "uncommitted work in " + ", ".join(dirty[:5]))
     if repo.merge_base(tip, base_tip) == tip:  # nothing of its own: fast-forward, no merge commit
-        return _move(repo, agent, worktree if checked_out else None, tip, base_tip, "fast-forwarded", cfg.base)
+        return _move(repo, agent, worktree, tip, base_tip, "fast-forwarded", cfg.base)
     shared = repo.is_published(agent.branch)
-    if cfg.sync == "rebase" and not shared and checked_out:
+    if cfg.sync == "rebase" and not shared and worktree is not None:
         why = repo.rebase(worktree, cfg.base)
         if why:
             return SyncResult(agent.name, "refused", f"rebasing onto {cfg.base} would conflict: {why}")
@@ -374,7 +586,7 @@ def sync_one(repo: Repo, cfg: Any, agent: Agent, worktree: Path) -> SyncResult:
     if not res.clean:
         return SyncResult(agent.name, "refused", f"merging {cfg.base} would conflict in " + ", ".join(res.conflicts))
     new = repo.commit_tree(res.tree, [tip, base_tip], f"Merge {cfg.base} into {agent.branch} (git fleet-sync)\n")
-    result = _move(repo, agent, worktree if checked_out else None, tip, new, "merged", cfg.base)
+    result = _move(repo, agent, worktree, tip, new, "merged", cfg.base)
     if cfg.sync == "rebase" and result.action == "merged":
         result.why = "(the branch is published, so it was merged rather than rebased)"
     return result

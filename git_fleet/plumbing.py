@@ -136,12 +136,26 @@ def here() -> Here:
     return Here(common_dir, git_dir, top, head[5:] if head.startswith("ref: ") else None)
 
 
+MAIN_RECORD = os.path.join("fleet", "main-worktree")
+
+
 def main_worktree_of(common_dir: str) -> str | None:
-    """The main worktree from the common dir: `<top>/.git` is the usual case; else ask git."""
+    """The main worktree from the common dir: `<top>/.git` is the usual case. A git dir kept
+    elsewhere (`git init --separate-git-dir`, `core.worktree`) does not say where its work tree
+    is, and `git worktree list` names the git dir itself then; `git fleet-init`, run in the main
+    worktree, records it in <common dir>/fleet/main-worktree. None for a bare repository."""
     if os.path.basename(common_dir) == ".git" and os.path.isdir(common_dir):
         return os.path.dirname(common_dir)
+    recorded = read_file(os.path.join(common_dir, MAIN_RECORD))
+    if recorded and os.path.isdir(recorded):
+        return recorded
     first = worktree_list(common_dir)[0]
-    return None if "bare" in first else first["worktree"]
+    if "bare" in first:
+        return None
+    if os.path.realpath(first["worktree"]) != os.path.realpath(common_dir):
+        return first["worktree"]
+    configured = git(["config", "--get", "core.worktree"], common_dir, check=False).stdout.decode().strip()
+    return os.path.normpath(os.path.join(common_dir, configured)) if configured else None
 
 
 def parse_name_status(raw: bytes) -> list[tuple[str, tuple[str, ...]]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import UsageError
-from .plumbing import EMPTY_TREE, ZERO_OID, git, out, parse_worktree_list
+from .plumbing import EMPTY_TREE, MAIN_RECORD, ZERO_OID, git, main_worktree_of, out, parse_worktree_list, read_file
 
 if TYPE_CHECKING:
     import pygit2
@@ -32,6 +32,7 @@ class Worktree:
     head: str | None
     branch: str | None  # short name, None when detached
     bare: bool = False
+    prunable: bool = False  # registered, but its directory is gone
 
 
 def worktrees_of(raw: bytes) -> list[Worktree]:
@@ -43,6 +44,7 @@ def worktrees_of(raw: bytes) -> list[Worktree]:
             head=fields.get("HEAD"),
             branch=branch.removeprefix("refs/heads/") if branch else None,
             bare="bare" in fields,
+            prunable="prunable" in fields,
         ))
     return trees
 
@@ -59,13 +61,17 @@ class Repo:
     @classmethod
     def discover(cls, cwd: str | os.PathLike[str] | None = None) -> Repo:
         proc = git(["rev-parse", "--path-format=absolute", "--git-common-dir", "--git-dir",
-                    "--is-bare-repository", "--show-toplevel"], cwd, check=False)
+                    "--is-bare-repository", "--show-object-format", "--show-toplevel"], cwd, check=False)
         lines = proc.stdout.decode("utf-8", "surrogateescape").splitlines()
-        if len(lines) < 3:
+        if len(lines) < 4:
             where = Path(cwd or os.getcwd())
             raise UsageError(f"not a git repository: {where}", "run git-fleet inside a git repository")
+        if lines[3] != "sha1":
+            raise UsageError(f"{lines[0]}: git-fleet does not work with {lines[3].upper()} repositories yet",
+                             "it needs a repository with SHA-1 object names, git's default "
+                             "(the library it reads objects with cannot open others)")
         bare = lines[2] == "true"
-        top = Path(lines[3]) if len(lines) > 3 and not bare else None
+        top = Path(lines[4]) if len(lines) > 4 and not bare else None
         if top is None and not bare:
             raise UsageError("this command needs a work tree", "run it in the repository's main worktree")
         return cls(Path(lines[0]), Path(lines[1]), top, bare)
@@ -77,12 +83,31 @@ class Repo:
 
     @cached_property
     def main_worktree(self) -> Path | None:
-        """The main worktree, where the orchestrator works; None for a bare repository."""
-        first = self.worktrees()[0]
-        return None if first.bare else first.path
+        """The main worktree, where the orchestrator works; None for a bare repository (see
+        plumbing.main_worktree_of for a git dir kept apart from its work tree)."""
+        if self.toplevel is not None and self.git_dir == self.common_dir:
+            return self.toplevel  # this is it: the main worktree's git dir is the common dir
+        found = main_worktree_of(str(self.common_dir))
+        return Path(found) if found else None
 
     def is_main_worktree(self) -> bool:
         return self.toplevel is not None and self.toplevel == self.main_worktree
+
+    def record_main_worktree(self) -> None:
+        """Remember the main worktree where git itself cannot tell it (see main_worktree_of)."""
+        if self.toplevel is None or self.git_dir != self.common_dir or self.common_dir.name == ".git":
+            return
+        from .files import write_atomic
+
+        record = self.common_dir / MAIN_RECORD
+        record.parent.mkdir(exist_ok=True)
+        if read_file(str(record)) != str(self.toplevel):
+            write_atomic(record, str(self.toplevel) + "\n")
+
+    def checked_out(self, branch: str) -> Path | None:
+        """The work tree that has `branch` checked out, as git records it (a branch is checked out
+        in one worktree at most); None when none has."""
+        return next((w.path for w in self.worktrees() if w.branch == branch and not w.bare and not w.prunable), None)
 
     def worktree_add(self, path: Path, branch: str) -> None:
         git(["worktree", "add", "--quiet", str(path), branch], self.common_dir)
@@ -106,11 +131,15 @@ class Repo:
             self.worktree_prune()
 
     def clean_scratch(self) -> None:
+        """Remove what killed commands left in <common dir>/fleet/scratch: worktrees and files."""
         root = self.common_dir / "fleet" / "scratch"
         if root.is_dir() and any(root.iterdir()):
             for where in root.iterdir():
-                git(["worktree", "remove", "--force", "--force", str(where)], self.common_dir, check=False)
-                shutil.rmtree(where, ignore_errors=True)
+                if where.is_dir() and not where.is_symlink():
+                    git(["worktree", "remove", "--force", "--force", str(where)], self.common_dir, check=False)
+                    shutil.rmtree(where, ignore_errors=True)
+                else:
+                    where.unlink(missing_ok=True)
             self.worktree_prune()
 
     def worktree_prune(self) -> None:
@@ -118,8 +147,10 @@ class Repo:
 
     def dirty_paths(self, worktree: Path) -> list[str]:
         """Uncommitted and untracked (not ignored) paths in a worktree."""
+        # GIT_OPTIONAL_LOCKS=0: status does not write the index back (a refresh), so it never holds
+        # index.lock, which a command killed meanwhile would leave behind in an agent's worktree
         raw = git(["status", "--porcelain", "-z", "--untracked-files=all", "--ignore-submodules=none"],
-                  worktree).stdout
+                  worktree, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"}).stdout
         paths = []
         entries = iter(raw.split(b"\0"))
         for entry in entries:
@@ -157,6 +188,14 @@ class Repo:
             oid, stamp, name = line.split(" ", 2)
             tips[name] = (oid, int(stamp or 0))
         return tips
+
+    def ref_value(self, ref: str) -> str | None:
+        """What a full ref name holds now, read from disk (not peeled: a tag's own object)."""
+        proc = git(["rev-parse", "-q", "--verify", "--end-of-options", ref], self.common_dir, check=False)
+        return proc.stdout.decode().strip() or None
+
+    def is_ancestor(self, a: str, b: str) -> bool:
+        return git(["merge-base", "--is-ancestor", a, b], self.common_dir, check=False).returncode == 0
 
     def branch_tip(self, branch: str) -> str | None:
         ref = self.pygit.references.get(f"refs/heads/{branch}")
@@ -277,15 +316,64 @@ class Repo:
         proc = git(["merge-base", a, b], self.common_dir, check=False)
         return proc.stdout.decode().strip() or None
 
+    def adopt_written(self, worktree: Path, old: str, new: str) -> list[str]:
+        """A `git read-tree -m -u old new` killed midway may have written some of new's files but
+        not the index, which still says old: those files would then look like local changes. Set
+        the index entry of every path whose file already is new's version (or is gone, where new
+        deletes it) to new's, so that running the update again takes them as done. Returns them."""
+        raw = git(["diff-tree", "-r", "-z", "--no-renames", old, new], self.common_dir).stdout.split(b"\0")
+        entries = []
+        for i in range(0, len(raw) - 1, 2):
+            _old_mode, new_mode, _old_oid, new_oid, _status = raw[i].decode().lstrip(":").split()
+            entries.append((raw[i + 1], new_mode, new_oid))
+        adopted: list[bytes] = []
+        files: list[tuple[bytes, str]] = []  # regular files to hash, in one process
+        for rel, mode, oid in entries:
+            path = worktree / os.fsdecode(rel)
+            if mode == "000000":
+                if not os.path.lexists(path):
+                    adopted.append(rel)
+            elif mode == "120000":
+                if path.is_symlink():
+                    have = out(["hash-object", "--no-filters", "--stdin"], worktree, input=os.fsencode(os.readlink(path)))
+                    if have == oid:
+                        adopted.append(rel)
+            elif mode in ("100644", "100755") and path.is_file() and not path.is_symlink() \
+                    and bool(path.stat().st_mode & 0o100) == (mode == "100755"):
+                files.append((rel, oid))
+        if files and not any(b"\n" in rel for rel, _ in files):
+            hashed = out(["hash-object", "--stdin-paths"], worktree, input=b"".join(rel + b"\n" for rel, _ in files))
+            adopted += [rel for (rel, oid), have in zip(files, hashed.split(), strict=True) if have == oid]
+        if adopted:  # from the files themselves, so that the index has their stat data too
+            git(["update-index", "--add", "--remove", "-z", "--stdin"], worktree, input=b"\0".join(adopted) + b"\0")
+        return [os.fsdecode(rel) for rel in adopted]
+
     def update_worktree(self, worktree: Path, old: str, new: str, *, dry_run: bool = False) -> str | None:
         """Move a checked-out work tree and index from `old` to `new` as `git merge` would: local
         changes are kept, and the move is refused (None returned only on success) where it would
         touch a file with local changes. Returns git's complaint when refused."""
-        args = ["read-tree", "-m", "-u", *(["-n"] if dry_run else []), old, new]
-        proc = git(args, worktree, check=False)
-        if proc.returncode != 0:
-            return proc.stderr.decode("utf-8", "replace").strip()
-        return None
+        if not dry_run:
+            proc = git(["read-tree", "-m", "-u", old, new], worktree, check=False)
+            return proc.stderr.decode("utf-8", "replace").strip() or "git read-tree failed" if proc.returncode else None
+        # read-tree locks the index even for a dry run, and a process killed holding it would
+        # leave index.lock behind: ask on a copy, its time kept for git's racy-entry check
+        index = Path(out(["rev-parse", "--path-format=absolute", "--git-path", "index"], worktree))
+        scratch = self.common_dir / "fleet" / "scratch"
+        scratch.mkdir(parents=True, exist_ok=True)
+        fd, copy = tempfile.mkstemp(prefix="index-", dir=scratch)
+        os.close(fd)
+        try:
+            if index.exists():
+                shutil.copy2(index, copy)
+            else:
+                os.unlink(copy)
+            proc = git(["read-tree", "-m", "-u", "-n", old, new], worktree, check=False,
+                       env={**os.environ, "GIT_INDEX_FILE": copy})
+        finally:
+            for leftover in (copy, copy + ".lock"):
+                if os.path.exists(leftover):
+                    os.unlink(leftover)
+        return proc.stderr.decode("utf-8", "replace").strip() or "git read-tree failed" if proc.returncode else None
 
 
 @dataclass(frozen=True)

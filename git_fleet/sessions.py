@@ -75,9 +75,10 @@ class Sessions:
             if pane is not None and not pane["dead"]:
                 result.running.append(agent.name)
                 continue
-            where = self.fleet.worktree_of(agent)
-            if not where.is_dir():
-                result.failed[agent.name] = self.fleet.missing_worktree(agent)
+            try:
+                self.fleet.require_worktree(agent)
+            except FleetError as e:
+                result.failed[agent.name] = e
                 continue
             if not first and stagger > 0:
                 time.sleep(stagger)  # against API rate limits
@@ -111,7 +112,7 @@ class Sessions:
 
     def _launch(self, agent: Agent, pane: dict[str, Any] | None, resume: bool, layout: str) -> None:
         """Run the agent's command (or its resume command) in its pane, made if missing."""
-        where = str(self.fleet.worktree_of(agent))
+        where = str(self.fleet.require_worktree(agent))
         self.fleet.write_brief(agent)
         command = self._command(agent, resume)
         if pane is not None:
@@ -157,8 +158,6 @@ class Sessions:
         return stopped
 
     def resume(self, agent: Agent) -> None:
-        where = self.fleet.worktree_of(agent)
-        if not where.is_dir():
-            raise self.fleet.missing_worktree(agent)
+        self.fleet.require_worktree(agent)
         self._ensure_session()
         self._launch(agent, tmux.panes(self.name).get(agent.name), True, self.fleet.config.layout)

@@ -3,13 +3,61 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import Sandbox
 
 BIN = str(Path(sys.executable).parent)
+
+
+def survivors(token: str) -> list[tuple[int, str]]:
+    """Live processes (not zombies) whose environment carries `token`: everything a test started,
+    however it was started and whoever its parent is now."""
+    mark = f"FLEET_TEST_RUN={token}".encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                if mark not in fh.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                found.append((int(entry.name), fh.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()))
+        except (OSError, IndexError):
+            continue  # it ended while we looked
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_process_outlives_its_test(hermetic: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every process a test starts carries a token in its environment; when the test (and its
+    fixtures) end, none may be left running. Survivors are killed and the test errors."""
+    if not os.path.isdir("/proc/self"):
+        yield
+        return
+    token = uuid.uuid4().hex
+    monkeypatch.setenv("FLEET_TEST_RUN", token)
+    yield
+    deadline = time.time() + 5
+    while (left := survivors(token)) and time.time() < deadline:
+        time.sleep(0.05)
+    for pid, _ in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    if left:
+        pytest.fail("processes outlived the test that started them:\n" + "\n".join(f"  {pid} {cmd}" for pid, cmd in left))
 
 
 @pytest.fixture(autouse=True)
@@ -62,3 +110,16 @@ def fleet_repo(sandbox: Sandbox) -> Sandbox:
     })
     sandbox.git("fleet-init")
     return sandbox
+
+
+@pytest.fixture
+def fleet2(fleet_repo: Sandbox) -> Sandbox:
+    """Two agents, a checkpoint of both, each with one commit in its zone."""
+    sb = fleet_repo
+    sb.add_agent("backend", "src/backend/**")
+    sb.add_agent("web", "src/frontend/**")
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text() + '\n[checkpoints.phase-1]\nagents = ["backend", "web"]\n')
+    sb.commit(sb.root / "agent-backend", {"src/backend/api.py": "def api(): return 2\n"}, "backend: api v2")
+    sb.commit(sb.root / "agent-web", {"src/frontend/app.js": "app(2)\n"}, "web: app v2")
+    return sb

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -43,6 +46,32 @@ class Sandbox:
         elif ok is False:
             assert proc.returncode != 0, f"{' '.join(args)} should have failed:\n{res}"
         return res
+
+    def spawn(self, args: list[str], cwd: Path | None = None, env: Mapping[str, str] | None = None,
+              **kw: Any) -> subprocess.Popen[str]:
+        """Start a real program in a session (and process group) of its own, so that a test can
+        end it with everything it started: kill_group."""
+        return subprocess.Popen(args, cwd=cwd or self.repo, env={**os.environ, **(env or {})}, text=True,
+                                start_new_session=True, **kw)
+
+    @staticmethod
+    def kill_group(proc: subprocess.Popen[str], sig: int = signal.SIGKILL) -> int:
+        """Send `sig` to the process group of `proc` (the program and every process it started
+        that stayed in its group), then reap it; returns its exit status."""
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        code = proc.wait()
+        if sig == signal.SIGKILL:  # the rest of the group dies as well, a moment later: wait for it
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                try:
+                    os.killpg(proc.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.01)
+        return code
 
     def git(self, *args: str, cwd: Path | None = None, ok: bool | None = True, input: str | None = None,
             env: Mapping[str, str] | None = None) -> Result:
@@ -106,3 +135,16 @@ class Sandbox:
 
     def branches(self) -> list[str]:
         return self.git("for-each-ref", "--format=%(refname:short)", "refs/heads").out.split()
+
+
+def repo_state(sb: Sandbox) -> dict[str, object]:
+    """Everything a failed merge must leave as it was in the main worktree's repository."""
+    git_dir = sb.repo / ".git"
+    return {
+        "refs": sb.git("for-each-ref", "--format=%(refname) %(objectname)").out,
+        "status": sb.git("status", "--porcelain=v2", "--untracked-files=all").out,
+        "index": (git_dir / "index").read_bytes(),
+        "merge_head": (git_dir / "MERGE_HEAD").exists(),
+        "locks": sorted(str(p) for p in git_dir.rglob("*.lock")),
+        "journal": (git_dir / "fleet/merge-journal").exists(),
+    }

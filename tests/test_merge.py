@@ -3,40 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 
 import pytest
 
-from helpers import Sandbox
-
-
-@pytest.fixture
-def fleet2(fleet_repo: Sandbox) -> Sandbox:
-    """Two agents, a checkpoint of both, each with one commit in its zone."""
-    sb = fleet_repo
-    sb.add_agent("backend", "src/backend/**")
-    sb.add_agent("web", "src/frontend/**")
-    cfg = sb.repo / ".gitfleet.toml"
-    cfg.write_text(cfg.read_text() + '\n[checkpoints.phase-1]\nagents = ["backend", "web"]\n')
-    sb.commit(sb.root / "agent-backend", {"src/backend/api.py": "def api(): return 2\n"}, "backend: api v2")
-    sb.commit(sb.root / "agent-web", {"src/frontend/app.js": "app(2)\n"}, "web: app v2")
-    return sb
-
-
-def state(sb: Sandbox) -> dict[str, object]:
-    """Everything a failed merge must leave as it was."""
-    git_dir = sb.repo / ".git"
-    return {
-        "refs": sb.git("for-each-ref", "--format=%(refname) %(objectname)").out,
-        "status": sb.git("status", "--porcelain=v2", "--untracked-files=all").out,
-        "index": (git_dir / "index").read_bytes(),
-        "merge_head": (git_dir / "MERGE_HEAD").exists(),
-        "locks": sorted(str(p) for p in git_dir.rglob("*.lock")),
-        "journal": (git_dir / "fleet/merge-journal").exists(),
-    }
+from helpers import Sandbox, repo_state as state
 
 
 def test_checkpoint_merge_makes_one_no_ff_merge_per_agent(fleet2: Sandbox) -> None:
@@ -170,43 +140,6 @@ def test_unknown_checkpoint_and_agent(fleet2: Sandbox) -> None:
     assert "no checkpoint named 'nope'" in fleet2.fleet("merge", "--checkpoint", "nope", ok=False).err
     assert "no agent named 'ghost'" in fleet2.fleet("merge", "ghost", ok=False).err
     assert fleet2.fleet("merge", "--checkpoint", "phase-1", "web", ok=False).code == 2
-
-
-def _killed_at(sb: Sandbox, point: str) -> None:
-    marker = sb.root / "paused"
-    env = {**os.environ, "GIT_FLEET_TEST_PAUSE": point, "GIT_FLEET_TEST_MARKER": str(marker)}
-    proc = subprocess.Popen(["git", "fleet-merge", "--checkpoint", "phase-1"], cwd=sb.repo, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while not marker.exists():
-        assert proc.poll() is None and time.time() < deadline, "the merge did not reach the pause"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-
-
-def test_killed_after_the_base_moved_is_finished_by_the_next_command(fleet2: Sandbox) -> None:
-    sb = fleet2
-    _killed_at(sb, "after-ref")
-    assert (sb.repo / ".git/fleet/merge-journal").exists()
-    assert sb.head("main") == sb.head("fleet/phase-1^{commit}")  # the base and the tag moved together
-    res = sb.fleet("list")
-    assert "finished an interrupted merge into main" in res.err
-    assert not (sb.repo / ".git/fleet/merge-journal").exists()
-    assert sb.git("status", "--porcelain").out == "?? .gitfleet.toml\n"
-    assert (sb.repo / "src/frontend/app.js").read_text() == "app(2)\n"
-    assert "phase-1" in (sb.repo / ".git/fleet/checkpoints.log").read_text()
-    assert not list((sb.repo / ".git").rglob("*.lock"))
-
-
-def test_killed_before_the_base_moved_leaves_the_old_state(fleet2: Sandbox) -> None:
-    sb = fleet2
-    before = state(sb)
-    _killed_at(sb, "after-journal")
-    sb.fleet("list")
-    after = state(sb)
-    assert after == {**before, "journal": False}
-    assert not sb.git("tag").out
 
 
 def test_plain_git_merge_of_an_agent_branch_is_zone_checked(fleet2: Sandbox) -> None:
@@ -358,23 +291,3 @@ def test_sync_by_rebase_where_the_branch_is_not_shared(fleet2: Sandbox) -> None:
     res = sb.fleet("sync", "-v", "backend")
     assert "published" in res.err
     assert sb.git("rev-list", "--merges", "-1", "fleet/backend").out.strip() == sb.head("fleet/backend")
-
-
-def test_killed_while_the_checkpoint_test_runs_leaves_no_scratch_worktree(fleet2: Sandbox) -> None:
-    sb = fleet2
-    marker = sb.root / "test-started"
-    _with_test(sb, f"touch {marker} && sleep 600")
-    before = state(sb)
-    proc = subprocess.Popen(["git", "fleet-merge", "--checkpoint", "phase-1"], cwd=sb.repo,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 60
-    while not marker.exists():
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the merge and its test command, at once
-    proc.wait()
-    assert len(list((sb.repo / ".git/fleet/scratch").iterdir())) == 1  # left behind by the killed run
-    sb.fleet("list")
-    assert not list((sb.repo / ".git/fleet/scratch").iterdir())
-    assert sb.git("worktree", "list").out.count("\n") == 3
-    assert state(sb) == before

@@ -18,8 +18,11 @@ ZONE_HELP = "A gitignore pattern the agent owns, relative to the repository root
 def load() -> Fleet:
     """The fleet of this repository, after finishing any merge a killed process left half done."""
     fleet = Fleet.here()
-    if fleet.recovered:
-        warn(fleet.recovered)
+    for line in fleet.recovered:
+        warn(line)
+    fleet.recovered = []
+    fleet.waiting = lambda who: note(f"waiting for another git fleet command to finish ({who})")
+    fleet.warn = warn
     return fleet
 
 
@@ -268,6 +271,8 @@ def merge(agents: tuple[str, ...], checkpoint: str | None, dry_run: bool, as_jso
     """
     fleet = load()
     p = fleet.merge(list(agents), checkpoint, dry_run=dry_run)
+    for w in p.warnings:
+        warn(w)
     if as_json:
         print_json(p.as_dict())
     elif dry_run:
@@ -713,7 +718,7 @@ def task_claim(agent: str | None, lease: str | None, wait: bool, as_json: bool) 
     priority, then id. Prints its id first. Exit status 1 when nothing can be claimed."""
     import time
 
-    from ..bus import parse_duration
+    from ..config import parse_duration
     from ..errors import FleetError
 
     fleet = load()
@@ -753,7 +758,7 @@ def _who_and_id(agent: str | None, id: str) -> tuple[Any, str, int]:
 @click.option("--lease", metavar="DURATION", help="The new lease, from now (default: bus.lease).")
 def task_renew(id: str, agent: str | None, lease: str | None) -> int:
     """Extend the lease of a task this agent holds."""
-    from ..bus import parse_duration
+    from ..config import parse_duration
 
     bus, who, tid = _who_and_id(agent, id)
     bus.renew(tid, who, parse_duration(lease) if lease else None)

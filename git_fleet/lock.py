@@ -1,0 +1,79 @@
+"""The fleet's lock: one flock on <common dir>/fleet/lock, held by every command that changes the
+fleet (config edits, merges, syncs) and tried, never waited for, by recovery.
+
+flock is released by the kernel when its holder ends, however it ends, so a killed command
+leaves no stale lock behind. The holder writes who it is into the file, so that a command that
+has to wait can say what it waits for.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _path(common_dir: Path) -> Path:
+    return common_dir / "fleet" / "lock"
+
+
+def holder(common_dir: Path) -> str:
+    """Who holds (or last held) the lock, as its holder wrote it: "pid N: command"."""
+    try:
+        return _path(common_dir).read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _claim(fd: int) -> None:
+    """Say who holds the lock (for anyone who has to wait for it)."""
+    command = " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}: {command}\n".encode("utf-8", "replace"), 0)
+
+
+def _open(common_dir: Path) -> int:
+    path = _path(common_dir)
+    path.parent.mkdir(exist_ok=True)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
+@contextmanager
+def hold(common_dir: Path, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the lock for the block; if another command holds it, say so through `waiting`
+    (once) and wait for it."""
+    fd = _open(common_dir)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting(holder(common_dir) or "another git fleet command")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        _claim(fd)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextmanager
+def attempt(common_dir: Path) -> Iterator[bool]:
+    """Hold the lock for the block if nobody else does; yields whether it is held."""
+    try:
+        fd = _open(common_dir)
+    except OSError:
+        yield False  # a repository this user cannot write: nothing to recover from here
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        _claim(fd)
+        yield True
+    finally:
+        os.close(fd)

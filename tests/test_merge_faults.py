@@ -1,0 +1,499 @@
+"""Checkpoint merges under faults: processes killed at every moment (their whole process group),
+git killed between its own lock renames, changes made while a merge runs, stale locks, tests
+that hang, print too much or are stopped. After any of it, and one fleet command, the base is
+the old commit or the new one, and no lock, journal or scratch worktree is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import Sandbox, repo_state
+
+SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int ends_with(const char *path, const char *var) {
+    const char *suffix = getenv(var);
+    size_t n = strlen(path), m = suffix ? strlen(suffix) : 0;
+    return m && n >= m && strcmp(path + n - m, suffix) == 0;
+}
+
+static void die(void) {
+    const char *group = getenv("FLEET_TEST_KILL_GROUP");
+    kill(group && *group == '1' ? 0 : getpid(), SIGKILL);
+}
+
+/* SIGKILL this process ($FLEET_TEST_KILL_GROUP=1: its whole process group) right before a
+   rename() onto a path ending in $FLEET_TEST_KILL_BEFORE_RENAME, or right after one onto a path
+   ending in $FLEET_TEST_KILL_AFTER_RENAME. */
+int rename(const char *from, const char *to) {
+    static int (*real)(const char *, const char *);
+    if (!real)
+        real = (int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename");
+    if (ends_with(to, "FLEET_TEST_KILL_BEFORE_RENAME"))
+        die();
+    int rc = real(from, to);
+    if (rc == 0 && ends_with(to, "FLEET_TEST_KILL_AFTER_RENAME"))
+        die();
+    return rc;
+}
+"""
+
+
+@pytest.fixture(scope="session")
+def kill_after_rename(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A preload library that kills git right after it renames a given lock into place: the
+    moment between two of a ref transaction's renames, made exact."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler (.ci/run installs gcc)")
+    where = tmp_path_factory.mktemp("shim")
+    (where / "shim.c").write_text(SHIM)
+    subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(where / "shim.so"), str(where / "shim.c"), "-ldl"],
+                   check=True, capture_output=True)
+    return where / "shim.so"
+
+
+@pytest.fixture
+def cp(fleet2: Sandbox) -> Sandbox:
+    """fleet2: two agents one commit ahead of main, and a checkpoint of both."""
+    return fleet2
+
+
+def old(sb: Sandbox) -> str:
+    """main before the checkpoint: where both agents branched off."""
+    return sb.head("fleet/web~1")
+
+
+def settled(sb: Sandbox) -> str:
+    """The invariants after any fault plus one fleet command; returns which state: old or new."""
+    git_dir = sb.repo / ".git"
+    main = sb.head("main")
+    tag = sb.git("rev-parse", "-q", "--verify", "refs/tags/fleet/phase-1^{commit}", ok=None).out.strip()
+    assert not sorted(git_dir.rglob("*.lock")), "a lock file was left"
+    assert not (git_dir / "fleet/merge-journal").exists(), "the journal was left"
+    scratch = git_dir / "fleet/scratch"
+    assert not scratch.is_dir() or not list(scratch.iterdir()), "a scratch worktree was left"
+    assert sb.git("worktree", "list").out.count("\n") == 3
+    # the main worktree is a clean checkout of whatever main is: nothing staged, nothing reversed
+    assert sb.git("diff-index", "--cached", "--quiet", "HEAD", ok=None).code == 0, sb.git("status").out
+    assert sb.git("diff", "--quiet", ok=None).code == 0, sb.git("status").out
+    if main == old(sb):
+        assert tag == "", "the checkpoint was tagged although main did not move"
+        assert (sb.repo / "src/backend/api.py").read_text() == "def api(): pass\n"
+        return "old"
+    assert tag == main, "main moved but the tag is missing or elsewhere"
+    parents = sb.git("rev-list", "--first-parent", f"{old(sb)}..main").out.split()
+    assert len(parents) == 2 and sb.git("log", "-1", "--format=%s", "main^2").out == "web: app v2\n"
+    assert (sb.repo / "src/backend/api.py").read_text() == "def api(): return 2\n"
+    assert (sb.repo / "src/frontend/app.js").read_text() == "app(2)\n"
+    return "new"
+
+
+def reset(sb: Sandbox) -> None:
+    """Back to before the checkpoint, for the next round."""
+    sb.git("tag", "-d", "fleet/phase-1", ok=None)
+    sb.git("reset", "-q", "--hard", old(sb))
+
+
+def paused(sb: Sandbox, point: str, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], Path]:
+    """`git fleet-merge --checkpoint phase-1` stopped at a named point (see merge._pause)."""
+    marker = sb.root / f"paused-at-{point}"
+    proc = sb.spawn(["git", "fleet-merge", "--checkpoint", "phase-1", *args],
+                    env={"GIT_FLEET_TEST_PAUSE": point, "GIT_FLEET_TEST_MARKER": str(marker), **(env or {})},
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not marker.exists():
+        assert proc.poll() is None, f"the merge ended before {point}: {proc.communicate()}"
+        assert time.time() < deadline, f"the merge never reached {point}"
+        time.sleep(0.02)
+    return proc, marker
+
+
+def with_test(sb: Sandbox, command: str, timeout: str | None = None) -> None:
+    cfg = sb.repo / ".gitfleet.toml"
+    extra = f"test = {json.dumps(command)}\n" + (f"timeout = {json.dumps(timeout)}\n" if timeout else "")
+    cfg.write_text(cfg.read_text().replace('agents = ["backend", "web"]\n', 'agents = ["backend", "web"]\n' + extra))
+
+
+def wait_for(path: Path, proc: subprocess.Popen[str] | None = None, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc is None or proc.poll() is None, f"it ended first: {proc.communicate() if proc else ''}"
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def merge_in_test(sb: Sandbox) -> tuple[subprocess.Popen[str], Path]:
+    """A checkpoint merge whose test has started and waits until the returned file exists."""
+    started, release = sb.root / "test-started", sb.root / "release"
+    with_test(sb, f"touch {started}; while [ ! -e {release} ]; do sleep 0.05; done")
+    proc = sb.spawn(["git", "fleet-merge", "--checkpoint", "phase-1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(started, proc)
+    return proc, release
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+# -- killed at a named moment -------------------------------------------------------------------------
+
+def test_killed_after_the_base_moved_is_finished_by_the_next_command(cp: Sandbox) -> None:
+    sb = cp
+    proc, _ = paused(sb, "after-ref")
+    sb.kill_group(proc)
+    assert (sb.repo / ".git/fleet/merge-journal").exists()
+    assert sb.head("main") == sb.head("fleet/phase-1^{commit}") != old(sb)
+    res = sb.fleet("list")
+    assert "warning: finished an interrupted merge into main" in res.err
+    assert settled(sb) == "new"
+    assert sb.git("status", "--porcelain").out == "?? .gitfleet.toml\n"
+    assert "phase-1" in (sb.repo / ".git/fleet/checkpoints.log").read_text()
+
+
+def test_killed_before_the_base_moved_leaves_the_old_state(cp: Sandbox) -> None:
+    sb = cp
+    before = repo_state(sb)
+    proc, _ = paused(sb, "after-journal")
+    sb.kill_group(proc)
+    assert "had not moved it: nothing was changed" in sb.fleet("list").err
+    assert repo_state(sb) == before
+    assert settled(sb) == "old"
+
+
+def test_commands_leave_a_running_merge_alone(cp: Sandbox) -> None:
+    """Recovery only runs when the fleet's lock is free: a merge that holds it is alive, however
+    long it pauses, and neither an agent's command nor the orchestrator's touches its journal."""
+    sb = cp
+    proc, marker = paused(sb, "after-journal")
+    journal = (sb.repo / ".git/fleet/merge-journal").read_bytes()
+    sb.fleet("task", "list", cwd=sb.root / "agent-web")
+    res = sb.fleet("status")
+    assert "interrupted" not in res.err
+    assert (sb.repo / ".git/fleet/merge-journal").read_bytes() == journal
+    marker.unlink()  # let it go on
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert settled(sb) == "new"
+
+
+def test_a_running_checkpoint_test_keeps_its_scratch_worktree(cp: Sandbox) -> None:
+    sb = cp
+    proc, release = merge_in_test(sb)
+    for where in (sb.repo, sb.root / "agent-web"):
+        res = sb.fleet("list", cwd=where)
+        assert "interrupted" not in res.err
+    assert len(list((sb.repo / ".git/fleet/scratch").iterdir())) == 1
+    # a command that changes the fleet waits for the merge, and says what it waits for
+    adder = sb.spawn(["git", "fleet-add", "docs", "--zone", "docs/**"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1)
+    assert adder.poll() is None
+    release.touch()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    add_out, add_err = adder.communicate(timeout=60)
+    assert adder.returncode == 0 and "waiting for another git fleet command to finish (pid" in add_err
+    assert "git-fleet-merge --checkpoint phase-1" in add_err
+    assert sb.git("tag").out.strip() == "fleet/phase-1"
+
+
+# -- the main worktree changes while a merge runs ------------------------------------------------------
+
+def test_a_change_in_the_main_worktree_during_the_test_stops_the_merge(cp: Sandbox) -> None:
+    sb = cp
+    proc, release = merge_in_test(sb)
+    with open(sb.repo / "src/backend/api.py", "a") as fh:
+        fh.write("x\n")  # a path the merge changes
+    (sb.repo / "tasks").mkdir()
+    (sb.repo / "tasks/note.md").write_text("the bus changes during a test; that is fine\n")
+    release.touch()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "local changes would be overwritten by the merge" in err and "src/backend/api.py" in err
+    assert "nothing was changed" in err
+    assert sb.head("main") == old(sb) and not sb.git("tag").out
+    assert (sb.repo / "src/backend/api.py").read_text() == "def api(): pass\nx\n"
+    assert sb.git("diff-index", "--cached", "--quiet", "HEAD", ok=None).code == 0
+    sb.fleet("status")  # every command still works
+
+
+def test_a_change_after_the_last_check_puts_the_base_back(cp: Sandbox) -> None:
+    """The narrowest window: the base has moved and the work tree is about to follow when a file
+    the merge changes is edited. The base goes back; the edit stays; nothing else changed."""
+    sb = cp
+    proc, marker = paused(sb, "after-ref")
+    (sb.repo / "src/frontend/app.js").write_text("edited just now\n")
+    marker.unlink()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "the work tree changed during the merge and cannot follow it" in err
+    assert "main was put back to" in err and "nothing was changed" in err
+    assert sb.head("main") == old(sb) and not sb.git("tag").out
+    assert (sb.repo / "src/frontend/app.js").read_text() == "edited just now\n"
+    assert sb.git("diff-index", "--cached", "--quiet", "HEAD", ok=None).code == 0
+    assert not (sb.repo / ".git/fleet/merge-journal").exists()
+    assert not list((sb.repo / ".git").rglob("*.lock"))
+
+
+def test_a_commit_cannot_undo_an_unfinished_merge(cp: Sandbox) -> None:
+    sb = cp
+    proc, _ = paused(sb, "after-ref")
+    sb.kill_group(proc)
+    # main has the merges, the work tree and index still the old tree: `commit -a` would revert them
+    res = sb.git("commit", "-qam", "oops", ok=False)
+    assert "a checkpoint merge into main is not finished; this commit would undo it" in res.err
+    assert "run any git fleet command" in res.err
+    # an agent's own commits go on meanwhile
+    sb.commit(sb.root / "agent-web", {"src/frontend/more.js": "more\n"}, "web goes on")
+    sb.fleet("status")
+    assert settled(sb) == "new"
+    assert sb.git("status", "--porcelain").out == "?? .gitfleet.toml\n"
+
+
+def test_recovery_tells_a_base_that_moved_past_the_merge_from_one_that_never_moved(cp: Sandbox) -> None:
+    sb = cp
+    proc, _ = paused(sb, "after-ref")
+    sb.kill_group(proc)
+    new = sb.head("main")
+    sb.git("commit", "-qam", "reverts it without knowing", "--no-verify")
+    res = sb.fleet("status")
+    assert f"an interrupted merge had moved main to {new[:12]}, and main moved on to" in res.err
+    assert "undoes the merge's changes to src/backend/api.py src/frontend/app.js" in res.err
+    assert f"git restore --source={new[:12]}" in res.err
+    assert not (sb.repo / ".git/fleet/merge-journal").exists()
+    assert sb.head("fleet/phase-1^{commit}") == new
+    assert not list((sb.repo / ".git").rglob("*.lock"))
+    # the hint works
+    sb.git("restore", f"--source={new}", "--staged", "--worktree", "--", "src")
+    sb.git("commit", "-qm", "bring the merge back")
+    assert (sb.repo / "src/backend/api.py").read_text() == "def api(): return 2\n"
+
+
+# -- git killed inside its own ref transaction ------------------------------------------------------
+
+@pytest.mark.parametrize("whole_group", [False, True], ids=["git-only", "whole-merge"])
+def test_git_killed_between_its_lock_renames(cp: Sandbox, kill_after_rename: Path, whole_group: bool) -> None:
+    """git moves main (rename main.lock -> main) and is killed before it renames the tag's lock:
+    main has the merges, the tag is missing, HEAD.lock and the tag's lock are left. The merge
+    that survives git finishes by itself; a merge killed with it is finished by the next command."""
+    sb = cp
+    env = {"LD_PRELOAD": str(kill_after_rename), "FLEET_TEST_KILL_AFTER_RENAME": "/refs/heads/main",
+           "FLEET_TEST_KILL_GROUP": "1" if whole_group else "0"}
+    proc = sb.spawn(["git", "fleet-merge", "--checkpoint", "phase-1"], env=env,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=60)
+    if whole_group:
+        assert proc.returncode == -signal.SIGKILL
+        assert (sb.repo / ".git/HEAD.lock").exists() and (sb.repo / ".git/refs/tags/fleet/phase-1.lock").exists()
+        assert sb.head("main") != old(sb)
+        res = sb.fleet("status")
+        assert "finished an interrupted merge into main" in res.err
+    else:
+        assert proc.returncode == 0, err
+    assert settled(sb) == "new"
+    assert sb.fleet("checkpoint", "--json").out.count('"merged"') == 1
+
+
+def test_killed_while_the_work_tree_follows(cp: Sandbox, kill_after_rename: Path) -> None:
+    """`git read-tree -m -u` has written the merged files into the main worktree and is killed
+    (with the merge) before its new index lands: the files say new, the index still says old."""
+    sb = cp
+    env = {"LD_PRELOAD": str(kill_after_rename), "FLEET_TEST_KILL_BEFORE_RENAME": "/repo/.git/index",
+           "FLEET_TEST_KILL_GROUP": "1"}
+    proc = sb.spawn(["git", "fleet-merge", "--checkpoint", "phase-1"], env=env, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert (sb.repo / "src/backend/api.py").read_text() == "def api(): return 2\n"
+    assert (sb.repo / ".git/index.lock").exists()
+    assert "finished an interrupted merge into main" in sb.fleet("status").err
+    assert settled(sb) == "new"
+
+
+def test_killed_while_the_work_tree_follows_then_edited(cp: Sandbox, kill_after_rename: Path) -> None:
+    """As above, and before the next fleet command someone edits a file the merge changed: the
+    merge cannot be finished without losing the edit, so it is undone, files included."""
+    sb = cp
+    env = {"LD_PRELOAD": str(kill_after_rename), "FLEET_TEST_KILL_BEFORE_RENAME": "/repo/.git/index",
+           "FLEET_TEST_KILL_GROUP": "1"}
+    proc = sb.spawn(["git", "fleet-merge", "--checkpoint", "phase-1"], env=env, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE)
+    proc.communicate(timeout=60)
+    (sb.repo / "src/backend/api.py").write_text("my own edit\n")
+    res = sb.fleet("status")
+    assert "cannot follow it" in res.err and "main was put back to" in res.err
+    assert sb.head("main") == old(sb) and not sb.git("tag").out
+    assert (sb.repo / "src/backend/api.py").read_text() == "my own edit\n"
+    assert (sb.repo / "src/frontend/app.js").read_text() == "app()\n"  # what the killed update wrote is undone
+    assert sb.git("status", "--porcelain").out == " M src/backend/api.py\n?? .gitfleet.toml\n"
+    assert not list((sb.repo / ".git").rglob("*.lock")) and not (sb.repo / ".git/fleet/merge-journal").exists()
+
+
+def test_git_killed_holding_its_locks_leaves_the_old_state(cp: Sandbox) -> None:
+    """git holds main.lock, the tag's lock and HEAD.lock (its reference-transaction hook reports
+    "prepared") when the merge's whole group is killed."""
+    sb = cp
+    hook = sb.repo / ".git/hooks/reference-transaction"
+    hook.write_text('#!/bin/sh\nif [ "$1" = prepared ] && [ -n "$HOLD_AT" ]; then touch "$HOLD_AT"; sleep 600; fi\n')
+    hook.chmod(0o755)
+    held = sb.root / "held"
+    proc = sb.spawn(["git", "fleet-merge", "--checkpoint", "phase-1"], env={"HOLD_AT": str(held)},
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(held, proc)
+    assert (sb.repo / ".git/refs/heads/main.lock").exists()
+    sb.kill_group(proc)
+    assert "had not moved it" in sb.fleet("status").err
+    assert settled(sb) == "old"
+    sb.fleet("merge", "--checkpoint", "phase-1")  # and it can be merged at once
+    assert settled(sb) == "new"
+
+
+def test_a_stale_lock_of_someone_else_is_named_not_removed(cp: Sandbox) -> None:
+    sb = cp
+    lock = sb.repo / ".git/refs/heads/main.lock"
+    lock.write_text("1234567890123456789012345678901234567890\n")
+    before = repo_state(sb)
+    res = sb.fleet("merge", "--checkpoint", "phase-1", ok=False)
+    assert res.code == 1 and f"{lock} exists: another git process holds it, or one was killed" in res.err
+    assert "nothing was changed" in res.err and "remove the lock file" in res.err
+    assert repo_state(sb) == before and lock.exists()
+    doctor = sb.fleet("doctor", ok=False).out
+    assert "refs/heads/main.lock" in doctor and f"rm {lock}" in doctor
+    lock.unlink()
+    sb.fleet("merge", "--checkpoint", "phase-1")
+    assert settled(sb) == "new"
+
+
+# -- the checkpoint test within limits ---------------------------------------------------------------
+
+def test_a_test_that_runs_too_long_is_stopped_with_everything_it_started(cp: Sandbox) -> None:
+    sb = cp
+    pids = sb.root / "pids"
+    with_test(sb, f"sleep 300 & echo $! > {pids}; echo waiting; wait", timeout="2s")
+    start = time.time()
+    res = sb.fleet("merge", "--checkpoint", "phase-1", ok=False)
+    assert time.time() - start < 30
+    assert "`sleep 300 & echo" in res.err and "did not finish within 2s on the merged result" in res.err
+    assert "it was stopped and nothing was changed" in res.err and "    waiting" in res.err
+    assert 'timeout = "..." in [checkpoints.phase-1]' in res.err
+    assert not alive(int(pids.read_text()))  # the background sleep went with it
+    assert settled(sb) == "old"
+    # the fleet's lock was let go: a command that needs it runs at once
+    sb.fleet("add", "docs", "--zone", "docs/**")
+
+
+def test_timeout_is_a_version_2_key(cp: Sandbox) -> None:
+    sb = cp
+    cfg = sb.repo / ".gitfleet.toml"
+    with_test(sb, "true", timeout="1m")
+    cfg.write_text(cfg.read_text().replace("version = 2\n", "version = 1\n"))
+    res = sb.fleet("checkpoint", ok=False)
+    assert res.code == 2
+    assert "'checkpoints.phase-1.timeout' needs `version = 2` at the top of .gitfleet.toml (it says 1)" in res.err
+    line = cfg.read_text().splitlines().index('timeout = "1m"') + 1
+    assert f"{cfg}:{line}:" in res.err
+    cfg.write_text(cfg.read_text().replace("version = 1\n", "version = 3\n"))
+    assert "written for a newer git-fleet (schema 3; this one reads 2)" in sb.fleet("checkpoint", ok=False).err
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_stopped_merge_ends_its_test(cp: Sandbox, how: str) -> None:
+    """SIGTERM: the merge ends the test's process group, removes its scratch worktree and says so.
+    SIGKILL of the merge's whole group: the test runs in a group of its own, and still ends."""
+    sb = cp
+    pids = sb.root / "pids"
+    with_test(sb, f"sleep 300 & echo $$ $! > {pids}.tmp; mv {pids}.tmp {pids}; wait")
+    proc = sb.spawn(["git", "fleet-merge", "--checkpoint", "phase-1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(pids, proc)
+    test_pids = [int(p) for p in pids.read_text().split()]
+    assert all(alive(p) for p in test_pids)
+    if how == "SIGTERM":
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode != 0 and "stopped by SIGTERM; nothing was changed" in err
+    else:
+        sb.kill_group(proc)
+    deadline = time.time() + 10
+    while any(alive(p) for p in test_pids) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in test_pids), "the checkpoint test outlived the merge"
+    sb.fleet("status")
+    assert settled(sb) == "old"
+
+
+def test_a_test_that_prints_a_huge_line_is_kept_bounded(cp: Sandbox) -> None:
+    sb = cp
+    with_test(sb, "head -c 300000000 /dev/zero | tr '\\0' x; echo; echo the last line; ! grep -q 'return 2' src/backend/api.py")
+    probe = ("import resource, subprocess, sys\n"
+             "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+             "sys.stdout.write(p.stderr)\n"
+             "print('maxrss', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    res = sb.run([sys.executable, "-c", probe, "git", "fleet-merge", "--checkpoint", "phase-1"])
+    err = res.out
+    assert "fails on the merged result; nothing was changed" in err
+    assert "    the last line\n" in err
+    shown = [line for line in err.splitlines() if line.startswith("error:     ")]
+    assert 0 < len(shown) <= 15 and all(len(line) < 400 for line in shown) and "[line cut]" in err
+    maxrss_kib = int(err.rsplit("maxrss", 1)[1])
+    assert maxrss_kib < 150 * 1024, f"the merge (or a child) used {maxrss_kib} KiB for the test's output"
+    log = sb.repo / ".git/fleet/checkpoint-test.log"
+    assert f"all of its output: {log}" in err
+    assert 16 * 1024 * 1024 <= log.stat().st_size < 17 * 1024 * 1024
+    assert settled(sb) == "old"
+
+
+# -- a kill at any moment --------------------------------------------------------------------------
+
+def test_killed_at_any_moment(cp: Sandbox) -> None:
+    """SIGKILL to the merge's whole process group at many moments, spread over a whole run and
+    packed around the moment the base moves; after each, one fleet command, then the invariants."""
+    sb = cp
+    with_test(sb, "sleep 0.2")
+    seen: dict[str, int] = {"old": 0, "new": 0}
+    start = time.time()
+    proc = sb.spawn(["git", "fleet-merge", "--checkpoint", "phase-1"], stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL)
+    assert proc.wait(60) == 0
+    whole = time.time() - start
+    reset(sb)
+    rng = random.Random(11)
+    journal = sb.repo / ".git/fleet/merge-journal"
+    n = int(os.environ.get("STRESS_KILL_ROUNDS", "15"))  # more for a longer hunt
+    rounds = [("timed", whole * i / (n - 1)) for i in range(n)] + [("journal", rng.uniform(0, 0.08)) for _ in range(n)]
+    for kind, delay in rounds:
+        proc = sb.spawn(["git", "fleet-merge", "--checkpoint", "phase-1"], stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
+        if kind == "journal":  # from the moment the journal appears: the ref transaction and after
+            deadline = time.time() + 60
+            while not journal.exists() and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.0005)
+        time.sleep(delay)
+        sb.kill_group(proc)
+        said = sb.run(["git", "fleet-status"], ok=None).err
+        try:
+            seen[settled(sb)] += 1
+        except AssertionError as e:
+            raise AssertionError(f"killed ({kind}, {delay:.3f} s), then git fleet-status said:\n{said}") from e
+        reset(sb)
+    assert seen["old"] and seen["new"], seen
+    print(seen)
