@@ -14,7 +14,7 @@ from .errors import FleetError, GitError, UsageError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 ZERO_OID = "0" * 40
@@ -33,6 +33,39 @@ def git(args: Sequence[str], cwd: str | os.PathLike[str] | None = None, *, input
         said = proc.stderr.decode("utf-8", "replace").strip().replace("fatal: ", "").replace("error: ", "")
         raise GitError(f"'git {' '.join(args[:3])}' failed: {said or 'exit ' + str(proc.returncode)}")
     return proc
+
+
+def blobs(oids: Sequence[str], cwd: str | os.PathLike[str]) -> Iterator[tuple[str, Iterator[bytes]]]:
+    """The content of each blob, in order, from one `git cat-file --batch`, as chunks: a large
+    file is never held in memory whole. Each blob's chunks must be read before the next blob."""
+    import subprocess
+
+    proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    stdin, stdout = proc.stdin, proc.stdout
+    assert stdin is not None and stdout is not None
+
+    def chunks(size: int) -> Iterator[bytes]:
+        left = size
+        while left:
+            chunk = stdout.read(min(left, 1 << 20))
+            if not chunk:
+                raise GitError("'git cat-file --batch' ended early")
+            left -= len(chunk)
+            yield chunk
+        stdout.read(1)  # the newline after each object
+
+    try:
+        for oid in oids:
+            stdin.write(oid.encode() + b"\n")
+            stdin.flush()
+            header = stdout.readline().decode().split()
+            if len(header) != 3 or header[0] != oid or header[1] != "blob":
+                raise GitError(f"{oid[:12]} is not a blob of this repository")
+            yield oid, chunks(int(header[2]))
+    finally:
+        stdin.close()
+        stdout.close()
+        proc.wait()
 
 
 def quick(args: Sequence[str], show_errors: bool = True) -> tuple[int, bytes]:

@@ -140,6 +140,12 @@ class Repo:
                     shutil.rmtree(where, ignore_errors=True)
                 else:
                     where.unlink(missing_ok=True)
+            # a `git worktree add` killed midway leaves its record locked ("initializing"), which
+            # prune passes over: a record of a scratch worktree is ours to remove
+            for admin in (self.common_dir / "worktrees").glob("*"):
+                link = read_file(str(admin / "gitdir")) or ""
+                if link.startswith(str(root) + os.sep):
+                    shutil.rmtree(admin, ignore_errors=True)
             self.worktree_prune()
 
     def worktree_prune(self) -> None:

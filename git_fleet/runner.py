@@ -20,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -79,10 +79,8 @@ def _end_group(pgid: int, proc: subprocess.Popen[bytes], grace: float) -> None:
             except subprocess.TimeoutExpired:
                 continue
             # the shell is gone; what it left in the group is ended at once
-            try:
+            with suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             return
 
 
@@ -107,26 +105,24 @@ def run(command: str, cwd: Path, env: Mapping[str, str], timeout: float, log: Pa
 
     def pump() -> None:
         written = 0
-        try:
-            fh = open(log, "wb") if log is not None else None
-        except OSError:
-            fh = None  # no log, only the tail
-        try:
-            while chunk := out.read1(1 << 16):
-                tail.append(chunk)
-                kept[0] += len(chunk)
-                while kept[0] - len(tail[0]) >= TAIL_BYTES:
-                    kept[0] -= len(tail.popleft())
-                if fh is not None and written < LOG_LIMIT:
-                    fh.write(chunk[: LOG_LIMIT - written])
-                    written += min(len(chunk), LOG_LIMIT - written)
-                    if written >= LOG_LIMIT:
-                        fh.write(f"\n[git-fleet: output cut at {LOG_LIMIT // (1024 * 1024)} MiB]\n".encode())
-        except (OSError, ValueError):
-            pass  # the pipe went away: what was read is what there is
-        finally:
-            if fh is not None:
-                fh.close()
+        with ExitStack() as stack:
+            try:
+                fh = stack.enter_context(open(log, "wb")) if log is not None else None
+            except OSError:
+                fh = None  # no log, only the tail
+            try:
+                while chunk := out.read1(1 << 16):
+                    tail.append(chunk)
+                    kept[0] += len(chunk)
+                    while kept[0] - len(tail[0]) >= TAIL_BYTES:
+                        kept[0] -= len(tail.popleft())
+                    if fh is not None and written < LOG_LIMIT:
+                        fh.write(chunk[: LOG_LIMIT - written])
+                        written += min(len(chunk), LOG_LIMIT - written)
+                        if written >= LOG_LIMIT:
+                            fh.write(f"\n[git-fleet: output cut at {LOG_LIMIT // (1024 * 1024)} MiB]\n".encode())
+            except (OSError, ValueError):
+                pass  # the pipe went away: what was read is what there is
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()

@@ -8,9 +8,11 @@ understand it too (`git stash apply --index SNAPSHOT` works in any worktree):
     ├─ parent 2   tree: the index (staged changes), parent: the branch tip
     └─ parent 3   tree: the untracked, not ignored files (only if there are any)
 
-Its message carries the agent's settings and claimed tasks as JSON. It is pushed to
-refs/fleet/teleport/AGENT on the remote; the same ref here remembers the snapshot this clone
-last sent or received, which is how a pull knows whether the local worktree moved on since.
+snapshot.py makes the trees and writes them back, byte for byte. The message carries the agent's
+settings and claimed tasks as JSON. It is pushed to refs/fleet/teleport/AGENT on the remote; the
+same ref here remembers the snapshot this clone last sent or received, which is how a pull knows
+whether the local worktree moved on since. What a forced pull replaces is kept, every time, at
+refs/fleet/backups/AGENT/N.
 """
 
 from __future__ import annotations
@@ -18,12 +20,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import socket
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,25 +29,14 @@ from typing import Any
 from . import __version__
 from .config import Agent
 from .errors import FleetError, GitError, UsageError
-from .plumbing import git
+from .plumbing import ZERO_OID, git
+from .snapshot import State, capture_trees, git_path, restore
 
-FORMAT = 1
+FORMAT = 2  # 2: changed and untracked files are kept as the bytes on disk (snapshot.py)
 REFS = "refs/fleet/teleport/"
-BACKUP = "refs/fleet/teleport-backup/"
+BACKUPS = "refs/fleet/backups/"
+OLD_BACKUP = "refs/fleet/teleport-backup/"  # one backup per agent, before FORMAT 2
 SUBJECT = "fleet teleport: "
-
-
-@dataclass(frozen=True)
-class State:
-    """What a worktree holds: the branch tip, the index, the tracked files on disk, the untracked files."""
-
-    head: str
-    index: str  # tree
-    work: str  # tree
-    untracked: str | None  # tree, None when there are none
-
-    def clean(self, head_tree: str) -> bool:
-        return self.index == head_tree and self.work == head_tree and self.untracked is None
 
 
 @dataclass
@@ -82,60 +69,50 @@ def _z(raw: bytes) -> list[str]:
     return [p.decode("utf-8", "surrogateescape") for p in raw.split(b"\0") if p]
 
 
-@contextmanager
-def _scratch_index(where: Path, seed: Path | None = None) -> Iterator[dict[str, str]]:
-    """An environment whose GIT_INDEX_FILE is a private index (a copy of `seed`, or empty)."""
-    fd, path = tempfile.mkstemp(prefix="fleet-index-", dir=where)
-    os.close(fd)
-    try:
-        if seed is not None and seed.exists():
-            shutil.copyfile(seed, path)
-        else:
-            os.unlink(path)
-        yield {**os.environ, "GIT_INDEX_FILE": path}
-    finally:
-        for p in (path, path + ".lock"):
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
-
-
-def _git_path(worktree: Path, name: str) -> Path:
-    return Path(_out(["rev-parse", "--path-format=absolute", "--git-path", name], worktree))
-
-
 IN_PROGRESS = {"MERGE_HEAD": "a merge", "rebase-merge": "a rebase", "rebase-apply": "a rebase or am",
                "CHERRY_PICK_HEAD": "a cherry-pick", "REVERT_HEAD": "a revert", "BISECT_LOG": "a bisect"}
 
 
 def capture(agent: Agent, worktree: Path) -> State:
-    """The worktree's state as trees, without touching the worktree or its index."""
+    """The worktree's state as trees, without touching the worktree or its index; refused where
+    a snapshot could not carry all of it."""
     for name, what in IN_PROGRESS.items():
-        if _git_path(worktree, name).exists():
+        if git_path(worktree, name).exists():
             raise FleetError(f"agent '{agent.name}' is in the middle of {what} in {worktree}",
                              "finish it or abort it first; a snapshot cannot carry it")
     head_ref = git(["symbolic-ref", "-q", "HEAD"], worktree, check=False).stdout.decode().strip()
     if head_ref != f"refs/heads/{agent.branch}":
         raise FleetError(f"agent '{agent.name}' is not on its branch {agent.branch} in {worktree}",
                          f"switch back first: git -C {worktree} switch {agent.branch}")
-    head = _out(["rev-parse", "--verify", "HEAD^{commit}"], worktree)
     if git(["ls-files", "--unmerged"], worktree).stdout:
         raise FleetError(f"agent '{agent.name}' has unresolved conflicts in {worktree}",
                          "resolve them (or git restore --staged) first")
-    index = _out(["write-tree"], worktree)
-    git_dir = _git_path(worktree, ".")
-    with _scratch_index(git_dir, _git_path(worktree, "index")) as env:
-        git(["add", "--update", "--", "."], worktree, env=env)  # tracked files as they are on disk
-        work = _out(["write-tree"], worktree, env=env)
-    raw = git(["ls-files", "--others", "--exclude-standard", "-z"], worktree).stdout
-    untracked = [p for p in raw.split(b"\0") if p and not p.endswith(b"/")]  # x/ : a nested repository
-    tree = None
-    if untracked:
-        with _scratch_index(git_dir) as env:
-            git(["update-index", "--add", "-z", "--stdin"], worktree, env=env, input=b"\0".join(untracked) + b"\0")
-            tree = _out(["write-tree"], worktree, env=env)
-    return State(head, index, work, tree)
+    _refuse_other_repositories(agent, worktree)
+    return capture_trees(worktree)
+
+
+def _refuse_other_repositories(agent: Agent, worktree: Path) -> None:
+    """Work inside a submodule, or in a repository of its own that sits untracked in the worktree,
+    lives in another repository's objects: a snapshot of this one cannot carry it."""
+    raw = git(["status", "--porcelain=v2", "-z", "--ignore-submodules=none", "--untracked-files=all"], worktree,
+              env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"}).stdout
+    problems = []
+    for entry in _z(raw):
+        fields = entry.split(" ")
+        if fields[0] in ("1", "2") and fields[2].startswith("S") and fields[2] != "S...":
+            flags = fields[2]
+            what = [w for flag, w in zip(flags[1:], ("commits", "modified files", "untracked files"), strict=True)
+                    if flag != "."]
+            path = entry.split(" ", 8)[8] if fields[0] == "1" else entry.split(" ", 9)[9]
+            problems.append(f"  submodule {path}: {', '.join(what)} of its own")
+        elif fields[0] == "?" and entry.endswith("/"):
+            problems.append(f"  {entry[2:]}: a repository of its own, not tracked here")
+    if problems:
+        raise FleetError(f"agent '{agent.name}' has work in {worktree} that belongs to other repositories, "
+                         "which a snapshot cannot carry:\n" + "\n".join(problems),
+                         "commit it in the submodule and push it to the submodule's remote, then record the new "
+                         "submodule commit on the agent's branch (or undo it: git submodule update);\n"
+                         "a repository of its own stays on this machine once it is ignored (.git/info/exclude)")
 
 
 def counts(state: State, cwd: Path) -> dict[str, int]:
@@ -154,6 +131,7 @@ def write(state: State, meta: dict[str, Any], cwd: Path) -> str:
     parents = ["-p", state.head, "-p", index_commit]
     if state.untracked:
         parents += ["-p", _out(["commit-tree", state.untracked, "-m", f"untracked files on {branch}"], cwd)]
+    meta = {**meta, "filtered": list(state.filtered or ())}
     message = f"{SUBJECT}{meta['agent']} from {meta['host']}\n\n{json.dumps(meta, indent=1, sort_keys=True)}\n"
     return _out(["commit-tree", state.work, *parents, "-F", "-"], cwd, input=message.encode())
 
@@ -180,32 +158,9 @@ def read(commit: str, cwd: Path, agent: str | None = None) -> Snapshot:
         raise FleetError(f"{commit[:12]} is a snapshot of '{meta.get('agent')}', not of '{agent}'")
     index = _out(["rev-parse", f"{parents[1]}^{{tree}}"], cwd)
     untracked = _out(["rev-parse", f"{parents[2]}^{{tree}}"], cwd) if len(parents) > 2 else None
-    return Snapshot(commit, State(parents[0], index, tree, untracked), meta)
-
-
-def restore(state: State, worktree: Path) -> None:
-    """Make a worktree that is a clean checkout of state.head hold exactly `state`."""
-    # the index first, while the files still match the head: a two-way read-tree keeps the
-    # stat data of the entries it does not change, so the refresh at the end reads only the
-    # changed files
-    git(["read-tree", "-m", state.head, state.index], worktree)
-    diff = ["diff-tree", "-r", "-z", "--name-only", "--no-renames"]
-    for rel in _z(git([*diff, "--diff-filter=D", state.head, state.work], worktree).stdout):
-        path = worktree / rel
-        path.unlink()
-        parent = path.parent
-        while parent != worktree and not any(parent.iterdir()):
-            parent.rmdir()
-            parent = parent.parent
-    changed = git([*diff, "--diff-filter=AMT", state.head, state.work], worktree).stdout
-    with _scratch_index(_git_path(worktree, ".")) as env:
-        if changed:
-            git(["read-tree", state.work], worktree, env=env)
-            git(["checkout-index", "--force", "-z", "--stdin"], worktree, env=env, input=changed)
-        if state.untracked:
-            git(["read-tree", state.untracked], worktree, env=env)
-            git(["checkout-index", "--force", "--all"], worktree, env=env)
-    git(["update-index", "-q", "--refresh"], worktree, check=False)
+    # format 1 stored every file through git's clean conversion: it goes back through git's checkout
+    filtered = tuple(meta.get("filtered", ())) if version >= 2 else None
+    return Snapshot(commit, State(parents[0], index, tree, untracked, filtered), meta)
 
 
 # -- remotes ---------------------------------------------------------------------------------------
@@ -275,8 +230,34 @@ def local_ref(cwd: Path, agent: str) -> str | None:
     return proc.stdout.decode().strip() or None
 
 
-def remember(cwd: Path, agent: str, snapshot: str, ref: str = REFS) -> None:
-    git(["update-ref", "-m", "fleet teleport", ref + agent, snapshot], cwd)
+def remember(cwd: Path, agent: str, snapshot: str) -> None:
+    """The snapshot this clone last sent or received (a reflog keeps the ones before it)."""
+    git(["update-ref", "--create-reflog", "-m", "fleet teleport", REFS + agent, snapshot], cwd)
+
+
+def backups(cwd: Path, agent: str) -> list[str]:
+    """The refs that keep what forced pulls replaced, oldest first."""
+    raw = git(["for-each-ref", "--format=%(refname)", f"{BACKUPS}{agent}/"], cwd).stdout.decode().split()
+    return sorted(raw, key=lambda ref: int(ref.rsplit("/", 1)[1]) if ref.rsplit("/", 1)[1].isdigit() else 0)
+
+
+def keep(cwd: Path, agent: str, snapshot: str) -> str:
+    """Keep `snapshot` at a ref of its own, refs/fleet/backups/AGENT/N, never replacing one: every
+    backup stays reachable. A backup an older git-fleet kept at refs/fleet/teleport-backup/AGENT
+    becomes number 1."""
+    old = git(["rev-parse", "-q", "--verify", f"{OLD_BACKUP}{agent}"], cwd, check=False).stdout.decode().strip()
+    if old:
+        git(["update-ref", "--create-reflog", "--stdin"], cwd,
+            input=f"start\ncreate {BACKUPS}{agent}/1 {old}\ndelete {OLD_BACKUP}{agent} {old}\ncommit\n".encode())
+    taken = backups(cwd, agent)
+    n = int(taken[-1].rsplit("/", 1)[1]) + 1 if taken else 1
+    while True:
+        ref = f"{BACKUPS}{agent}/{n}"
+        made = git(["update-ref", "--create-reflog", "-m", "fleet teleport: backup", ref, snapshot, ZERO_OID], cwd,
+                   check=False)
+        if made.returncode == 0:
+            return ref
+        n += 1  # another pull took this number meanwhile
 
 
 def is_ancestor(cwd: Path, a: str, b: str) -> bool:
@@ -299,9 +280,7 @@ def meta_for(fleet: Any, agent: Agent, remote: str) -> dict[str, Any]:
 def send(fleet: Any, name: str, given_remote: str | None, *, force: bool = False) -> Outcome:
     agent = fleet.config.agent(name)
     main = fleet.main
-    where = fleet.worktree_of(agent)
-    if not where.is_dir():
-        raise fleet.missing_worktree(agent)
+    where = fleet.require_worktree(agent)
     remote = remote_of(main, given_remote, fleet.config.base)
     state = capture(agent, where)
     meta = meta_for(fleet, agent, remote)
@@ -337,7 +316,10 @@ def parked(fleet: Any, given_remote: str | None) -> list[dict[str, Any]]:
     return rows
 
 
-def receive(fleet: Any, name: str, given_remote: str | None, *, force: bool = False) -> Outcome:
+def receive(fleet: Any, name: str, given_remote: str | None, *, force: bool = False, path: str | None = None) -> Outcome:
+    """Make the agent here hold the snapshot on the remote. Only a worktree this repository has
+    registered for the agent is ever restored into; without one, one is made (at --path, or where
+    the configuration puts it, if nothing is there) or the pull is refused."""
     main = fleet.main
     remote = remote_of(main, given_remote, fleet.config.base)
     oid = remote_refs(main, remote, name).get(name)
@@ -350,21 +332,30 @@ def receive(fleet: Any, name: str, given_remote: str | None, *, force: bool = Fa
     out = Outcome(name, remote, oid, meta["branch"], counts(state, main), head=state.head)
     agent = fleet.config.agents.get(name)
     if agent is None:
-        agent = _register(fleet, meta, state, out)
+        agent = _register(fleet, meta, state, out, path)
     else:
         if list(agent.zone) != meta.get("zone"):
             out.warnings.append(f"the snapshot's zone of '{name}' differs from this fleet's; this fleet's is kept")
         out.branch = agent.branch
-        where = fleet.worktree_of(agent)
-        if not where.is_dir():
-            _recreate_worktree(fleet, agent, state, out)
+        where = fleet.locate(agent)
+        if where is None or not where.is_dir():
+            _recreate_worktree(fleet, agent, state, out, path)
         else:
-            _bring_up_to_date(fleet, agent, snap, out, force)
+            if path is not None and os.path.realpath(path) != os.path.realpath(where):
+                out.warnings.append(f"'{name}' has its worktree at {where}; --path is for making one")
+            _bring_up_to_date(fleet, agent, where, snap, out, force)
     remember(main, name, oid)
     out.tasks = _claim_tasks(fleet, agent, meta.get("tasks", []), out)
     fleet.write_brief(agent)
-    out.worktree = str(fleet.worktree_of(agent))
+    out.worktree = str(fleet.locate(agent))
+    if _has_submodules(state, main):
+        out.warnings.append(f"the agent's branch has submodules: git -C {shlex.quote(out.worktree)} "
+                            "submodule update --init")
     return out
+
+
+def _has_submodules(state: State, cwd: Path) -> bool:
+    return b"160000 commit " in git(["ls-tree", "-r", state.work], cwd).stdout
 
 
 def _branch_check(fleet: Any, branch: str, head: str) -> None:
@@ -375,18 +366,17 @@ def _branch_check(fleet: Any, branch: str, head: str) -> None:
                          f"keep them under another name (git branch -m {branch} {branch}-here), then pull again")
 
 
-def _register(fleet: Any, meta: dict[str, Any], state: State, out: Outcome) -> Agent:
+def _register(fleet: Any, meta: dict[str, Any], state: State, out: Outcome, path: str | None) -> Agent:
     """A new agent here, as the snapshot describes it: registered, with its branch and worktree."""
     name, branch = meta["agent"], meta["branch"]
     _branch_check(fleet, branch, state.head)
     settings = {k: v for k, v in meta.get("settings", {}).items() if k in Agent.SESSION_KEYS}
     had_branch = fleet.repo.branch_tip(branch) is not None
     agent, report = fleet.add(name, meta.get("zone") or [], branch=branch, base=state.head, session=settings,
-                              env=tuple(sorted(meta.get("env", {}).items())))
+                              env=tuple(sorted(meta.get("env", {}).items())), path=path)
     out.warnings += [w for w in report.warnings if "--base" not in w]
-    where = fleet.worktree_of(agent)
     try:
-        _fill(where, state)
+        _fill(fleet.require_worktree(agent), state)
     except BaseException:
         fleet.remove(name, force=True, keep_branch=had_branch)  # as it was before the pull
         if not had_branch and fleet.repo.branch_tip(branch) is not None:
@@ -396,14 +386,30 @@ def _register(fleet: Any, meta: dict[str, Any], state: State, out: Outcome) -> A
     return agent  # type: ignore[no-any-return]
 
 
-def _recreate_worktree(fleet: Any, agent: Agent, state: State, out: Outcome) -> None:
+def _recreate_worktree(fleet: Any, agent: Agent, state: State, out: Outcome, path: str | None) -> None:
+    """A registered agent without a worktree in this repository gets a new one, never another's."""
     _branch_check(fleet, agent.branch, state.head)
+    where = Path(os.path.abspath(path)) if path else fleet.planned_worktree(agent)
+    if where.exists() and (not where.is_dir() or any(where.iterdir())):
+        raise FleetError(f"{where} exists and is not a worktree of this repository, so '{agent.name}' cannot be "
+                         "restored there; nothing was changed",
+                         f"pull into a new place: git fleet-teleport pull {agent.name} --path DIR")
     fleet.repo.worktree_prune()
-    where = fleet.worktree_of(agent)
-    if fleet.repo.branch_tip(agent.branch) is None:
+    made_branch = fleet.repo.branch_tip(agent.branch) is None
+    if made_branch:
         fleet.repo.create_branch(agent.branch, state.head)
-    fleet.repo.worktree_add(where, agent.branch)
-    _fill(where, state)
+    try:
+        fleet.repo.worktree_add(where, agent.branch)
+        fleet.forget_worktrees()
+        _fill(where, state)
+    except BaseException:
+        if where.is_dir():
+            fleet.repo.worktree_remove(where, force=True)
+        fleet.repo.worktree_prune()
+        fleet.forget_worktrees()
+        if made_branch and fleet.repo.branch_tip(agent.branch) == state.head:
+            fleet.repo.delete_branch(agent.branch, state.head)
+        raise
     out.created = True
 
 
@@ -415,10 +421,10 @@ def _fill(where: Path, state: State) -> None:
     restore(state, where)
 
 
-def _bring_up_to_date(fleet: Any, agent: Agent, snap: Snapshot, out: Outcome, force: bool) -> None:
+def _bring_up_to_date(fleet: Any, agent: Agent, where: Path, snap: Snapshot, out: Outcome, force: bool) -> None:
     """Replace the worktree's state by the snapshot's, if nothing made here since the last
-    teleport would be lost (or, with force, after keeping it at refs/fleet/teleport-backup/)."""
-    main, where, state = fleet.main, fleet.worktree_of(agent), snap.state
+    teleport would be lost (or, with force, after keeping it at refs/fleet/backups/AGENT/N)."""
+    main, state = fleet.main, snap.state
     here = capture(agent, where)
     if here == state:
         out.unchanged = True
@@ -427,19 +433,21 @@ def _bring_up_to_date(fleet: Any, agent: Agent, snap: Snapshot, out: Outcome, fo
     known = last is not None and read(last, main).state == here
     clean = here.clean(_out(["rev-parse", f"{here.head}^{{tree}}"], main))
     moved = not is_ancestor(main, here.head, state.head)
-    backup = f"{BACKUP}{agent.name}"
     if (moved or not (known or clean)) and not force:
         wt, short = shlex.quote(str(where)), snap.commit[:12]
         if moved:
             raise FleetError(f"both sides moved on: {agent.branch} in {where} has commits that the snapshot lacks",
                              f"keep both: git -C {wt} merge {short}^1 && git -C {wt} stash apply --index {short}\n"
-                             f"or take the snapshot's state with --force (what is here is kept at {backup})")
+                             f"or take the snapshot's state with --force (what is here is kept at {BACKUPS}"
+                             f"{agent.name}/N)")
         raise FleetError(f"agent '{agent.name}' has changes in {where} made since it was last teleported",
                          f"set them aside (git -C {wt} stash -u) and pull again, or pull with --force;\n"
-                         f"either way what is here is kept: in the stash, or at {backup}")
+                         f"either way what is here is kept: in the stash, or at {BACKUPS}{agent.name}/N")
     if moved or not (known or clean):
-        remember(main, agent.name, write(here, meta_for(fleet, agent, "backup"), main), BACKUP)
-        out.warnings.append(f"what was here is kept at {backup} (git stash apply --index {backup} brings it back)")
+        ref = keep(main, agent.name, write(here, meta_for(fleet, agent, "backup"), main))
+        look = shlex.quote(f"{where}-backup-{ref.rsplit('/', 1)[1]}")
+        out.warnings.append(f"what was here is kept at {ref}; to bring it back: git worktree add --detach {look} "
+                            f"{ref}^1 && git -C {look} stash apply --index {ref}")
     git(["reset", "--quiet", "--hard", state.head], where)
     git(["clean", "--quiet", "-d", "--force"], where)
     restore(state, where)

@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -52,10 +53,8 @@ def no_process_outlives_its_test(hermetic: Path, monkeypatch: pytest.MonkeyPatch
     while (left := survivors(token)) and time.time() < deadline:
         time.sleep(0.05)
     for pid, _ in left:
-        try:
+        with suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
     if left:
         pytest.fail("processes outlived the test that started them:\n" + "\n".join(f"  {pid} {cmd}" for pid, cmd in left))
 

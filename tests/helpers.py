@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,10 +59,8 @@ class Sandbox:
     def kill_group(proc: subprocess.Popen[str], sig: int = signal.SIGKILL) -> int:
         """Send `sig` to the process group of `proc` (the program and every process it started
         that stayed in its group), then reap it; returns its exit status."""
-        try:
+        with suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
         code = proc.wait()
         if sig == signal.SIGKILL:  # the rest of the group dies as well, a moment later: wait for it
             deadline = time.time() + 10

@@ -148,6 +148,19 @@ def merge_in_test(sb: Sandbox) -> tuple[subprocess.Popen[str], Path]:
     return proc, release
 
 
+def held_in_ref_transaction(sb: Sandbox) -> subprocess.Popen[str]:
+    """A checkpoint merge whose first ref transaction holds its locks: git's reference-transaction
+    hook reports "prepared" and waits."""
+    hook = sb.repo / ".git/hooks/reference-transaction"
+    hook.write_text('#!/bin/sh\nif [ "$1" = prepared ] && [ -n "$HOLD_AT" ]; then touch "$HOLD_AT"; sleep 600; fi\n')
+    hook.chmod(0o755)
+    held = sb.root / "held"
+    proc = sb.spawn(["git", "fleet-merge", "--checkpoint", "phase-1"], env={"HOLD_AT": str(held)},
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(held, proc)
+    return proc
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
@@ -353,18 +366,30 @@ def test_git_killed_holding_its_locks_leaves_the_old_state(cp: Sandbox) -> None:
     """git holds main.lock, the tag's lock and HEAD.lock (its reference-transaction hook reports
     "prepared") when the merge's whole group is killed."""
     sb = cp
-    hook = sb.repo / ".git/hooks/reference-transaction"
-    hook.write_text('#!/bin/sh\nif [ "$1" = prepared ] && [ -n "$HOLD_AT" ]; then touch "$HOLD_AT"; sleep 600; fi\n')
-    hook.chmod(0o755)
-    held = sb.root / "held"
-    proc = sb.spawn(["git", "fleet-merge", "--checkpoint", "phase-1"], env={"HOLD_AT": str(held)},
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_for(held, proc)
+    proc = held_in_ref_transaction(sb)
     assert (sb.repo / ".git/refs/heads/main.lock").exists()
     sb.kill_group(proc)
     assert "had not moved it" in sb.fleet("status").err
     assert settled(sb) == "old"
     sb.fleet("merge", "--checkpoint", "phase-1")  # and it can be merged at once
+    assert settled(sb) == "new"
+
+
+def test_killed_while_making_the_scratch_worktree(cp: Sandbox) -> None:
+    """`git worktree add` of the checkpoint test's scratch worktree is killed (with the merge)
+    while its record is still locked "initializing", which `git worktree prune` passes over."""
+    sb = cp
+    with_test(sb, "true")
+    proc = held_in_ref_transaction(sb)
+    assert "initializing" in sb.git("worktree", "list", "--porcelain").out
+    sb.kill_group(proc)
+    # a moment earlier (which no hook reaches) git had not yet written the worktree's .git link:
+    # then `git worktree remove` does not know the directory, and prune passes the locked record
+    [scratch] = (sb.repo / ".git/fleet/scratch").iterdir()
+    (scratch / ".git").unlink()
+    sb.fleet("status")
+    assert settled(sb) == "old"
+    sb.fleet("merge", "--checkpoint", "phase-1")
     assert settled(sb) == "new"
 
 

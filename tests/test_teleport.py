@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import stat
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from helpers import Sandbox
+
+from git_fleet.teleport import FORMAT
 
 
 @pytest.fixture
@@ -54,8 +57,18 @@ def fingerprint(wt: Path) -> dict[str, object]:
             files[os.fsdecode(raw)] = ("link", os.readlink(path))
         else:
             files[os.fsdecode(raw)] = (path.read_bytes(), bool(path.stat().st_mode & stat.S_IXUSR))
-    return {"branch": git("symbolic-ref", "HEAD"), "head": git("rev-parse", "HEAD"),
+    branch = subprocess.run(["git", "symbolic-ref", "-q", "HEAD"], cwd=wt, capture_output=True).stdout  # detached: b""
+    return {"branch": branch, "head": git("rev-parse", "HEAD"),
             "index": git("ls-files", "-s", "-z"), "files": files}
+
+
+def run_hint(sb: Sandbox, err: str) -> Path:
+    """Run the command a warning printed to bring a backup back, as printed; returns the worktree
+    it made."""
+    line = next(ln for ln in err.splitlines() if "to bring it back: " in ln)
+    command = line.split("to bring it back: ", 1)[1]
+    sb.run(["sh", "-c", command], cwd=sb.repo)
+    return Path(shlex.split(command)[4])
 
 
 def make_mess(wt: Path, sb: Sandbox) -> None:
@@ -205,13 +218,12 @@ def test_both_sides_moved_on_refuses_and_force_keeps_a_backup(two: Sandbox) -> N
     res = sb.fleet("teleport", "push", "api", ok=False)
     assert res.code == 1 and "holds a snapshot of 'api'" in res.err and "has not seen" in res.err
     assert sb.git("ls-remote", str(sb.root / "hub.git"), "refs/fleet/teleport/api").out == remote
-    # --force takes the snapshot and keeps what was here
+    # --force takes the snapshot and keeps what was here; the printed command brings it back
     res = sb.fleet("teleport", "pull", "api", "--force")
-    assert "kept at refs/fleet/teleport-backup/api" in res.err
+    assert "what was here is kept at refs/fleet/backups/api/1; to bring it back: " in res.err
     assert (here / "src/backend/there.py").exists() and not (here / "src/backend/here.py").exists()
-    sb.git("switch", "-q", "-c", "rescue", "refs/fleet/teleport-backup/api^1", cwd=here)
-    sb.git("stash", "apply", "-q", "--index", "refs/fleet/teleport-backup/api", cwd=here)
-    assert {k: v for k, v in fingerprint(here).items() if k != "branch"} == {k: v for k, v in mine.items() if k != "branch"}
+    rescued = run_hint(sb, res.err)
+    assert {k: v for k, v in fingerprint(rescued).items() if k != "branch"} == {k: v for k, v in mine.items() if k != "branch"}
 
 
 def test_claimed_tasks_travel_with_the_agent(two: Sandbox) -> None:
@@ -262,11 +274,11 @@ def test_a_snapshot_from_a_newer_git_fleet_is_refused_and_nothing_is_created(two
     sb = two
     sb.fleet("teleport", "push", "api")
     raw = sb.git("cat-file", "commit", "refs/fleet/teleport/api").out
-    newer = raw.replace('"format": 1', '"format": 2')
+    newer = raw.replace(f'"format": {FORMAT}', f'"format": {FORMAT + 1}')
     oid = sb.git("hash-object", "-t", "commit", "-w", "--stdin", input=newer).out.strip()
     sb.git("push", "-q", "--force", "origin", f"{oid}:refs/fleet/teleport/api")
     res = sb.fleet("teleport", "pull", "api", cwd=m2(sb), ok=False)
-    assert res.code == 1 and "made by a newer git-fleet" in res.err and "snapshot format 2" in res.err
+    assert res.code == 1 and "made by a newer git-fleet" in res.err and f"snapshot format {FORMAT + 1}" in res.err
     assert "upgrade git-fleet" in res.err
     assert "api" not in (m2(sb) / ".gitfleet.toml").read_text()
     assert not (sb.root / "m2" / "agent-api").exists()
@@ -282,3 +294,222 @@ def test_pull_recreates_a_registered_agent_whose_worktree_is_gone(two: Sandbox) 
     sb.git("worktree", "remove", "--force", str(here))
     sb.fleet("teleport", "pull", "api")
     assert fingerprint(here) == before
+
+
+# -- lossless under faults ----------------------------------------------------------------------------
+
+def index_times(wt: Path, rel: str) -> tuple[int, int]:
+    """(ctime, mtime) seconds that the worktree's index records for `rel` (git ls-files --debug)."""
+    debug = subprocess.run(["git", "ls-files", "--debug", "--", rel], cwd=wt, capture_output=True, text=True,
+                           check=True).stdout
+    times = dict(line.strip().split(": ", 1) for line in debug.splitlines()[1:3])
+    return int(times["ctime"].split(":")[0]), int(times["mtime"].split(":")[0])
+
+
+def test_a_same_size_edit_in_the_second_of_a_checkout_is_carried(two: Sandbox) -> None:
+    """A checkout writes a file and the index; in that same second the file is rewritten in
+    place with as many bytes. Its stat data then matches the index, and only git's racy-entry
+    check (file time not older than the index) sees the change: push must carry it, and a pull
+    back must not overwrite it."""
+    sb = two
+    here = sb.root / "agent-api"
+    path = here / "src/backend/api.py"
+    for _ in range(10):
+        sb.git("reset", "-q", "--hard", cwd=here)  # writes the file, then the index
+        st = path.stat()
+        with open(path, "r+b") as fh:
+            fh.write(b"def api(): PASS\n")  # the same size, in place: same inode
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # what a 1-second file system would show
+        if index_times(here, "src/backend/api.py") == (int(path.stat().st_ctime), int(st.st_mtime)):
+            break  # (ctime cannot be set: try again if the edit fell in the next second)
+    else:
+        pytest.fail("could not edit the file within the second of its checkout")
+    index = Path(sb.git("rev-parse", "--path-format=absolute", "--git-path", "index", cwd=here).out.strip())
+    os.utime(index, ns=(st.st_mtime_ns, st.st_mtime_ns))  # the index written in the file's second: racy
+    time.sleep(1.1)  # a copy of the index made now would be a second newer, and trust the stat data
+    res = sb.fleet("teleport", "push", "api")
+    assert "0 staged, 1 unstaged, 0 untracked" in res.out
+    assert sb.git("show", "refs/fleet/teleport/api:src/backend/api.py").out == "def api(): PASS\n"
+    sb.fleet("teleport", "pull", "api")  # back over the same worktree: nothing to do, nothing lost
+    assert path.read_text() == "def api(): PASS\n"
+
+
+@pytest.fixture
+def one_second_fs(tmp_path: Path) -> Iterator[Path]:
+    """A file system whose timestamps have one-second granularity (ext2 with 128-byte inodes on a
+    loop device), where the race above happens by itself. Needs root and loop devices."""
+    image, mnt = tmp_path / "fs.img", tmp_path / "mnt"
+    mnt.mkdir()
+    with open(image, "wb") as fh:
+        fh.truncate(64 << 20)
+    made = subprocess.run(["mke2fs", "-q", "-F", "-t", "ext2", "-I", "128", str(image)], capture_output=True)
+    mounted = made.returncode == 0 and subprocess.run(["mount", "-o", "loop", str(image), str(mnt)],
+                                                      capture_output=True).returncode == 0
+    if not mounted:
+        pytest.skip("cannot mount a loop device here (the os.utime test covers the same case)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_a_same_size_edit_on_a_one_second_file_system(two: Sandbox, one_second_fs: Path) -> None:
+    sb = two
+    wt = one_second_fs / "agent-api"
+    sb.fleet("rm", "api")
+    sb.fleet("add", "api", "--zone", "src/backend/**", "--path", str(wt))
+    path = wt / "src/backend/api.py"
+    for _ in range(10):
+        sb.git("reset", "-q", "--hard", cwd=wt)
+        before = path.stat()
+        with open(path, "r+b") as fh:
+            fh.write(b"def api(): PASS\n")
+        if path.stat().st_mtime == before.st_mtime:
+            break
+    else:
+        pytest.fail("could not edit the file within the second of its checkout")
+    time.sleep(1.1)
+    assert "0 staged, 1 unstaged, 0 untracked" in sb.fleet("teleport", "push", "api").out
+    assert sb.git("show", "refs/fleet/teleport/api:src/backend/api.py").out == "def api(): PASS\n"
+
+
+def test_pull_never_restores_into_another_clones_worktree(two: Sandbox) -> None:
+    """Two clones side by side, the config committed: '../agent-api' of the second clone is the
+    first clone's worktree. The pull must not touch it; it makes a worktree of its own instead."""
+    sb = two
+    sb.git("add", ".gitfleet.toml")
+    sb.git("commit", "-qm", "the fleet's config")
+    sb.git("push", "-q", "origin", "main")
+    here = sb.root / "agent-api"
+    make_mess(here, sb)
+    sb.fleet("teleport", "push", "api")
+    (here / "src/backend/mine.txt").write_text("the first clone's own, untracked\n")
+    first = fingerprint(here)
+    clone2 = sb.root / "repo2"
+    sb.git("clone", "-q", str(sb.root / "hub.git"), str(clone2), cwd=sb.root)
+    sb.git("fleet-init", cwd=clone2)
+    assert [(r["agent"], r["state"]) for r in json.loads(sb.fleet("list", "--json", cwd=clone2).out)] == [
+        ("api", "missing branch")]
+    res = sb.fleet("teleport", "pull", "api", cwd=clone2, ok=False)
+    assert res.code == 1
+    assert f"{here} exists and is not a worktree of this repository" in res.err and "nothing was changed" in res.err
+    assert "git fleet-teleport pull api --path DIR" in res.err
+    assert fingerprint(here) == first
+    # pulled again, with --force: still never there
+    assert sb.fleet("teleport", "pull", "api", "--force", cwd=clone2, ok=False).code == 1
+    assert fingerprint(here) == first
+    mine = sb.root / "clone2-api"
+    sb.fleet("teleport", "pull", "api", "--path", str(mine), cwd=clone2)
+    assert {k: v for k, v in fingerprint(mine).items()} == {**first, "files": {
+        k: v for k, v in first["files"].items() if k != "src/backend/mine.txt"}}  # type: ignore[dict-item]
+    # from now on every command of the second clone finds its own worktree, by its branch
+    rows = json.loads(sb.fleet("list", "--json", cwd=clone2).out)
+    assert rows[0]["worktree"] == str(mine) and rows[0]["state"] == "ok"
+    assert sb.fleet("teleport", "pull", "api", cwd=clone2).out.endswith("already as the snapshot has it; 0 claimed task(s)\n")
+    assert fingerprint(here) == first
+
+
+def test_every_forced_pull_keeps_its_own_backup(two: Sandbox) -> None:
+    sb = two
+    here, there = sb.root / "agent-api", sb.root / "m2" / "agent-api"
+    sb.fleet("teleport", "push", "api")
+    sb.fleet("teleport", "pull", "api", cwd=m2(sb))
+    states = []
+    for round_ in (1, 2):
+        sb.commit(there, {"src/backend/there.py": f"{round_}\n"}, f"there {round_}")
+        sb.fleet("teleport", "push", "api", cwd=m2(sb))
+        sb.commit(here, {f"src/backend/here{round_}.py": "1\n"}, f"here {round_}")
+        (here / f"src/backend/wip{round_}.txt").write_text(f"work in progress {round_}\r\n")
+        states.append(fingerprint(here))
+        res = sb.fleet("teleport", "pull", "api", "--force")
+        assert f"kept at refs/fleet/backups/api/{round_};" in res.err
+        states[-1]["hint"] = res.err  # type: ignore[assignment]
+    assert sb.git("for-each-ref", "--format=%(refname)", "refs/fleet/backups/").out.split() == [
+        "refs/fleet/backups/api/1", "refs/fleet/backups/api/2"]
+    for state in states:  # both stay reachable, and each printed command brings its own back
+        rescued = run_hint(sb, str(state.pop("hint")))
+        assert {k: v for k, v in fingerprint(rescued).items() if k != "branch"} == \
+            {k: v for k, v in state.items() if k != "branch"}
+
+
+def test_a_backup_from_an_older_git_fleet_is_kept_as_number_one(two: Sandbox) -> None:
+    sb = two
+    here = sb.root / "agent-api"
+    sb.fleet("teleport", "push", "api")
+    old = sb.head("refs/fleet/teleport/api")
+    sb.git("update-ref", "refs/fleet/teleport-backup/api", old)
+    (here / "src/backend/wip.txt").write_text("wip\n")
+    sb.fleet("teleport", "push", "api", "--force", "--remote", "origin")
+    sb.git("reset", "-q", "--hard", cwd=here)
+    sb.git("clean", "-qfd", cwd=here)
+    (here / "src/backend/other.txt").write_text("other\n")
+    res = sb.fleet("teleport", "pull", "api", "--force")
+    assert "kept at refs/fleet/backups/api/2;" in res.err
+    assert sb.head("refs/fleet/backups/api/1") == old
+    assert sb.git("for-each-ref", "refs/fleet/teleport-backup/").out == ""
+
+
+def test_line_endings_and_bytes_come_back_exactly_and_filters_are_kept(two: Sandbox) -> None:
+    """`* text=auto` normalises CRLF when git stores a file; a snapshot keeps the bytes on disk.
+    A path under a filter driver goes through the driver, as git would store it: the snapshot
+    never holds what the filter keeps out of the repository."""
+    sb = two
+    here = sb.root / "agent-api"
+    for clone in (sb.repo, m2(sb)):  # a filter driver (rot13 standing in for git-crypt), on both machines
+        sb.git("config", "filter.rot13.clean", "tr A-Za-z N-ZA-Mn-za-m", cwd=clone)
+        sb.git("config", "filter.rot13.smudge", "tr A-Za-z N-ZA-Mn-za-m", cwd=clone)
+        sb.git("config", "filter.rot13.required", "true", cwd=clone)
+    sb.commit(here, {".gitattributes": "* text=auto\n*.secret filter=rot13\n",
+                     "src/backend/staged.txt": "one\n"}, "attributes", extra=("--no-verify",))
+    (here / "src/backend/api.py").write_bytes(b"def api():\r\n    return 1\r\n")  # modified, CRLF
+    (here / "src/backend/staged.txt").write_bytes(b"staged\r\nmixed\n")
+    sb.git("add", "src/backend/staged.txt", cwd=here)  # staged; the bytes on disk keep their CRLF
+    (here / "src/backend/new.txt").write_bytes(b"untracked\r\nCRLF\r\n")
+    (here / "src/backend/key.secret").write_bytes(b"Plain Secret\r\n")  # untracked, filtered
+    # through its filter text=auto would store it with LF: it could not come back as it is
+    res = sb.fleet("teleport", "push", "api", ok=False)
+    assert "through it they would not come back as they are on disk:\n" \
+           "error:   src/backend/key.secret (filter=rot13)" in res.err
+    assert "`eol` or `-text` attribute" in res.err
+    (here / "src/backend/key.secret").write_bytes(b"Plain Secret\n")
+    before = fingerprint(here)
+    sb.fleet("teleport", "push", "api")
+    def blob(rev: str) -> bytes:
+        return subprocess.run(["git", "cat-file", "-p", rev], cwd=sb.repo, capture_output=True, check=True).stdout
+
+    snap = "refs/fleet/teleport/api"
+    assert blob(f"{snap}:src/backend/api.py") == b"def api():\r\n    return 1\r\n"
+    assert blob(f"{snap}^3:src/backend/key.secret") == b"Cynva Frperg\n"  # stored through its filter
+    sb.fleet("teleport", "pull", "api", cwd=m2(sb))
+    assert fingerprint(sb.root / "m2" / "agent-api") == before
+    assert (sb.root / "m2/agent-api/src/backend/key.secret").read_bytes() == b"Plain Secret\n"
+
+
+def test_work_in_other_repositories_is_refused_not_left_behind(two: Sandbox) -> None:
+    sb = two
+    lib = sb.root / "lib"
+    sb.make_repo({"lib.c": "int x;\n"}, lib)
+    sb.git("submodule", "add", "-q", str(lib), "src/backend/lib")
+    sb.git("commit", "-qm", "a submodule")
+    sb.fleet("sync", "api")
+    here = sb.root / "agent-api"
+    sb.git("submodule", "update", "-q", "--init", cwd=here)
+    sb.fleet("teleport", "push", "api")  # a clean submodule travels as its commit
+    sub = here / "src/backend/lib"
+    (sub / "lib.c").write_text("int x = 1;\n")
+    res = sb.fleet("teleport", "push", "api", ok=False)
+    assert res.code == 1 and "belongs to other repositories" in res.err
+    assert "submodule src/backend/lib: modified files of its own" in res.err
+    sb.git("commit", "-qam", "only in the submodule", cwd=sub)
+    res = sb.fleet("teleport", "push", "api", ok=False)
+    assert "submodule src/backend/lib: commits of its own" in res.err
+    sb.git("submodule", "update", "-q", cwd=here)  # undone, as the hint says
+    sb.make_repo({"x": "1\n"}, here / "src/backend/vendored")
+    res = sb.fleet("teleport", "push", "api", ok=False)
+    assert "src/backend/vendored/: a repository of its own, not tracked here" in res.err
+    assert ".git/info/exclude" in res.err
+    with open(sb.repo / ".git/info/exclude", "a") as fh:
+        fh.write("vendored/\n")
+    sb.fleet("teleport", "push", "api")
+    res = sb.fleet("teleport", "pull", "api", cwd=m2(sb))
+    assert "submodule update --init" in res.err

@@ -828,7 +828,8 @@ def teleport() -> None:
     restores files, index and untracked files byte for byte, and claims its tasks on the bus
     there. Coming back works the same way. Where both sides moved on, pull refuses and says how
     to keep both, rather than losing work; --force takes the snapshot and keeps what was here
-    at refs/fleet/teleport-backup/AGENT.
+    at refs/fleet/backups/AGENT/N, a new ref each time. Work inside a submodule or in a
+    repository of its own in the worktree is refused: it lives in another repository's objects.
 
     The remote is any remote git can reach (a name, a path, file://, git://, ssh, https), with
     your usual git credentials; git-fleet stores none. Default: the base branch's remote, else
@@ -863,13 +864,22 @@ def teleport_push(agent: str, remote: str | None, force: bool, as_json: bool) ->
 @teleport.command("pull", cls=FleetCommand)
 @click.argument("agent")
 @remote_option
-@click.option("--force", is_flag=True, help="Take the snapshot even where this side moved on; what was here is kept at refs/fleet/teleport-backup/AGENT.")
+@click.option("--force", is_flag=True,
+              help="Take the snapshot even where this side moved on; what was here is kept at refs/fleet/backups/AGENT/N.")
+@click.option("--path", "path", metavar="DIR",
+              help="Where to make the agent's worktree if this repository has none for it "
+                   "(default: the configured place, if nothing is there).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was restored as JSON.")
-def teleport_pull(agent: str, remote: str | None, force: bool, as_json: bool) -> int:
-    """Recreate the agent here from its snapshot on the remote: worktree, branch, index, files, tasks."""
+def teleport_pull(agent: str, remote: str | None, force: bool, path: str | None, as_json: bool) -> int:
+    """Recreate the agent here from its snapshot on the remote: worktree, branch, index, files, tasks.
+
+    Only a worktree this repository has registered for the agent is restored into. Without one,
+    one is made at --path DIR, or where the configuration puts it if nothing is there yet; a
+    directory that is not this repository's worktree is never touched.
+    """
     from ..teleport import receive
 
-    out = receive(load(), agent, remote, force=force)
+    out = receive(load(), agent, remote, force=force, path=path)
     for w in out.warnings:
         warn(w)
     if as_json:
