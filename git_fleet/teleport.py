@@ -338,6 +338,10 @@ def receive(fleet: Any, name: str, given_remote: str | None, *, force: bool = Fa
             out.warnings.append(f"the snapshot's zone of '{name}' differs from this fleet's; this fleet's is kept")
         out.branch = agent.branch
         where = fleet.locate(agent)
+        if where is not None and os.path.realpath(where) == os.path.realpath(main):
+            raise FleetError(f"{agent.branch} is checked out in the main worktree ({main}); an agent's state is "
+                             "restored only into a worktree of its own; nothing was changed",
+                             f"switch the main worktree back to {fleet.config.base}, then pull again")
         if where is None or not where.is_dir():
             _recreate_worktree(fleet, agent, state, out, path)
         else:

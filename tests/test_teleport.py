@@ -513,3 +513,14 @@ def test_work_in_other_repositories_is_refused_not_left_behind(two: Sandbox) -> 
     sb.fleet("teleport", "push", "api")
     res = sb.fleet("teleport", "pull", "api", cwd=m2(sb))
     assert "submodule update --init" in res.err
+
+
+def test_pull_never_restores_into_the_main_worktree(two: Sandbox) -> None:
+    sb = two
+    sb.fleet("teleport", "push", "api")
+    sb.git("worktree", "remove", str(sb.root / "agent-api"))
+    sb.git("switch", "-q", "fleet/api")  # the orchestrator looks at the agent's branch
+    (sb.repo / "notes.txt").write_text("the orchestrator's own\n")
+    res = sb.fleet("teleport", "pull", "api", "--force", ok=False)
+    assert res.code == 1 and "fleet/api is checked out in the main worktree" in res.err
+    assert (sb.repo / "notes.txt").read_text() == "the orchestrator's own\n"
