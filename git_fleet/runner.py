@@ -1,21 +1,28 @@
 """Running a user's command (a checkpoint's test) within limits.
 
-- It runs in a process group of its own, so that a time limit ends all of it, grandchildren too.
-- It cannot outlive the process that started it, however that process ends (SIGKILL of its whole
-  group included): a watchdog in the command's group holds the read end of a pipe whose write
-  end only the starter has; when the starter is gone the read returns and the watchdog kills
-  the group, itself with it. The same happens when the starter closes the pipe on purpose, so
-  nothing the command left running in the background survives it either.
-- Its output is kept bounded: the last bytes in memory, for the error message, and at most
-  LOG_LIMIT bytes in a log file.
+The command runs under a keeper: a small process of its own session (this module, run as
+`python -m git_fleet.runner`), which
+- starts the command in a process group of its own, so that a time limit ends all of it;
+- is a child subreaper (prctl), so that whatever the command leaves behind, even in a session of
+  its own (setsid, a double fork), is reparented to the keeper instead of init;
+- holds the read end of a pipe whose write end only the starter has: when the starter is gone,
+  however it went (SIGKILL of its whole group included: the keeper is in another group), or when
+  it closes the pipe to stop the command (its time is up, or it was told to stop), the keeper
+  ends the command's group (SIGTERM, then SIGKILL after a grace period);
+- ends every process left under it before it exits, when the command ends by itself too;
+- exits with the command's status.
+The command's output is kept bounded: the last bytes in memory, for the error message, and at
+most LOG_LIMIT bytes in a log file.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import selectors
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -31,11 +38,7 @@ TAIL_BYTES = 64 * 1024  # kept in memory for the message
 TAIL_LINES = 15
 LINE_WIDTH = 300  # a line longer than this is cut on screen
 LOG_LIMIT = 16 * 1024 * 1024
-GRACE = 5.0  # seconds between SIGTERM and SIGKILL when time is up
-
-# sh: deaf to the signals that end the command, it waits for the starter to go (or to close the
-# pipe), then ends its whole group, itself included
-WATCHDOG = 'trap "" TERM HUP INT; read _; kill -KILL 0'
+GRACE = 5.0  # seconds between SIGTERM and SIGKILL when the command is stopped
 
 
 class Stopped(FleetError):
@@ -66,42 +69,21 @@ def _tail_lines(chunks: deque[bytes]) -> list[str]:
     return [ln if len(ln) <= LINE_WIDTH else ln[:LINE_WIDTH] + " [line cut]" for ln in lines]
 
 
-def _end_group(pgid: int, proc: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM to the whole group, then SIGKILL once `grace` is over."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        if wait is not None:
-            try:
-                proc.wait(wait)
-            except subprocess.TimeoutExpired:
-                continue
-            # the shell is gone; what it left in the group is ended at once
-            with suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-            return
-
-
 def run(command: str, cwd: Path, env: Mapping[str, str], timeout: float, log: Path | None = None,
         grace: float = GRACE) -> Outcome:
-    """Run `sh -c command` in `cwd` within the limits above; never raises for the command's own failure."""
+    """Run `sh -c command` in `cwd` under a keeper (see the module's docstring); never raises for the
+    command's own failure."""
     started = time.monotonic()
-    proc = subprocess.Popen(["sh", "-c", command], cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0)
-    pgid = proc.pid
-    read_end, write_end = os.pipe()  # both close-on-exec: only the watchdog gets the read end, as stdin
+    read_end, write_end = os.pipe()  # both close-on-exec: only the keeper gets the read end, as stdin
     try:
-        watchdog = subprocess.Popen(["sh", "-c", WATCHDOG], stdin=read_end, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, process_group=pgid)
-    except OSError:
-        watchdog = None  # the command ended (and its group with it) before the watchdog could join
+        keeper = subprocess.Popen([sys.executable, "-m", "git_fleet.runner", str(grace), command], cwd=cwd,
+                                  env=dict(env), stdin=read_end, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
     finally:
         os.close(read_end)
     tail: deque[bytes] = deque()
     kept = [0]
-    out = cast(io.BufferedReader, proc.stdout)
+    out = cast(io.BufferedReader, keeper.stdout)
 
     def pump() -> None:
         written = 0
@@ -128,19 +110,14 @@ def run(command: str, cwd: Path, env: Mapping[str, str], timeout: float, log: Pa
     reader.start()
     code: int | None
     try:
-        code = proc.wait(timeout)
+        code = keeper.wait(timeout)
     except subprocess.TimeoutExpired:
-        _end_group(pgid, proc, grace)
         code = None
     finally:
-        if proc.returncode is None:  # interrupted (Stopped, KeyboardInterrupt): end it before going
-            _end_group(pgid, proc, 0.5)
-        os.close(write_end)  # the watchdog ends whatever the command left behind in its group
-        if watchdog is not None:
-            watchdog.wait()
-        reader.join(5)  # at once, unless something escaped the group and still holds the pipe
-        if not reader.is_alive():
-            out.close()
+        os.close(write_end)  # time is up, or we were stopped: the keeper ends it all (or it has)
+        keeper.wait()
+        reader.join()
+        out.close()
     return Outcome(code, time.monotonic() - started, _tail_lines(tail), log)
 
 
@@ -177,3 +154,78 @@ def deferred() -> Iterator[list[str]]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)  # delivered now, and ignored
         for s, handler in ignored.items():
             signal.signal(s, handler)
+
+
+# -- the keeper ---------------------------------------------------------------------------------
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> None:
+    """Orphaned descendants come to this process rather than to init (Linux 3.4 and later)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # elsewhere the command's process group is still ended
+
+
+def _children() -> list[int]:
+    me = str(os.getpid()).encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                    if fh.read().rsplit(b")", 1)[1].split()[1] == me:
+                        found.append(int(entry.name))
+            except (OSError, IndexError):
+                continue
+    return found
+
+
+def _end_all(group: int) -> None:
+    """SIGKILL the command's group and every process under the keeper, and reap them, until none
+    is left (a killed process's own children are reparented here, and go next)."""
+    while True:
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+        for pid in _children():
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def keep(grace: float, command: str) -> int:
+    """The keeper's main (see the module's docstring); stdin is the starter's pipe."""
+    stop = []
+    for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(s, lambda signum, _frame: stop.append(signum))
+    _become_subreaper()
+    child = subprocess.Popen(["sh", "-c", command], stdin=subprocess.DEVNULL, process_group=0)
+    watch = selectors.DefaultSelector()
+    watch.register(sys.stdin.fileno(), selectors.EVENT_READ)
+    while child.poll() is None and not stop:
+        if watch.select(0.05) and not os.read(sys.stdin.fileno(), 1):
+            stop.append(0)  # the starter closed the pipe, or is gone
+    if child.returncode is None:
+        with suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGTERM)
+        try:
+            child.wait(grace)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    code = child.returncode
+    _end_all(child.pid)
+    return code if code >= 0 else 128 - code
+
+
+if __name__ == "__main__":
+    sys.exit(keep(float(sys.argv[1]), sys.argv[2]))

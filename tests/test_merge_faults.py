@@ -161,6 +161,13 @@ def held_in_ref_transaction(sb: Sandbox) -> subprocess.Popen[str]:
     return proc
 
 
+def sleeping(needle: str) -> list[int]:
+    """Live processes of this test whose command line contains `needle`."""
+    from conftest import survivors
+
+    return [pid for pid, cmd in survivors(os.environ["FLEET_TEST_RUN"]) if needle in cmd]
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
@@ -441,29 +448,46 @@ def test_timeout_is_a_version_2_key(cp: Sandbox) -> None:
     assert "written for a newer git-fleet (schema 3; this one reads 2)" in sb.fleet("checkpoint", ok=False).err
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL", "SIGKILL-merge-only"])
 def test_a_stopped_merge_ends_its_test(cp: Sandbox, how: str) -> None:
-    """SIGTERM: the merge ends the test's process group, removes its scratch worktree and says so.
-    SIGKILL of the merge's whole group: the test runs in a group of its own, and still ends."""
+    """SIGTERM: the merge ends the test (its process group, and what escaped it into a session of
+    its own), removes its scratch worktree and says so. SIGKILL of the merge's whole group, or of
+    the merge process alone: the test runs apart from the merge, and still ends."""
     sb = cp
     pids = sb.root / "pids"
-    with_test(sb, f"sleep 300 & echo $$ $! > {pids}.tmp; mv {pids}.tmp {pids}; wait")
+    with_test(sb, f"sleep 300 & a=$!; setsid sleep 301 & echo $$ $a $! > {pids}.tmp; mv {pids}.tmp {pids}; wait")
     proc = sb.spawn(["git", "fleet-merge", "--checkpoint", "phase-1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for(pids, proc)
-    test_pids = [int(p) for p in pids.read_text().split()]
-    assert all(alive(p) for p in test_pids)
+    test_pids = [int(p) for p in pids.read_text().split()]  # the shell, a sleep, and one in a session of its own
+    assert len(test_pids) == 3 and all(alive(p) for p in test_pids)
     if how == "SIGTERM":
         os.killpg(proc.pid, signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
         assert proc.returncode != 0 and "stopped by SIGTERM; nothing was changed" in err
-    else:
+    elif how == "SIGKILL":
         sb.kill_group(proc)
+    else:
+        [merge] = [pid for pid in sleeping("git-fleet-merge") if pid != proc.pid]
+        os.kill(merge, signal.SIGKILL)
+        proc.communicate(timeout=30)
     deadline = time.time() + 10
     while any(alive(p) for p in test_pids) and time.time() < deadline:
         time.sleep(0.05)
     assert not any(alive(p) for p in test_pids), "the checkpoint test outlived the merge"
     sb.fleet("status")
     assert settled(sb) == "old"
+
+
+def test_what_a_passing_test_leaves_running_is_ended(cp: Sandbox) -> None:
+    """A test that starts a server in the background, even in a session of its own, and exits 0:
+    the merge goes ahead at once, and nothing the test started is left running."""
+    sb = cp
+    with_test(sb, "sleep 300 & setsid sleep 302 & true")
+    start = time.time()
+    sb.fleet("merge", "--checkpoint", "phase-1")
+    assert time.time() - start < 4
+    assert sleeping("sleep 30") == []
+    assert settled(sb) == "new"
 
 
 def test_a_test_that_prints_a_huge_line_is_kept_bounded(cp: Sandbox) -> None:
