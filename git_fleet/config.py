@@ -518,7 +518,10 @@ def without_agent(cfg: Config, text: str, name: str) -> str:
         raise ConfigError(f"{cfg.path}: agent '{name}' is not written as an [agents.{name}] table",
                           f"remove it from {cfg.path.name} by hand")
     lines = text.splitlines(keepends=True)
-    new = "".join(lines[: span[0]] + lines[span[1] :])
+    start, end = span
+    if end == len(lines) and start > 0 and not lines[start - 1].strip():
+        start -= 1  # the blank line with_agent put before a table it appended: add, then remove, is a no-op
+    new = "".join(lines[:start] + lines[end:])
     agents = {k: v for k, v in cfg.agents.items() if k != name}
     _expect(cfg.path, new, Config(cfg.path, agents=agents))
     return new

@@ -35,6 +35,25 @@ def git(args: Sequence[str], cwd: str | os.PathLike[str] | None = None, *, input
     return proc
 
 
+def hash_files(paths: Sequence[bytes], cwd: str | os.PathLike[str], *, filters: bool = True,
+               write: bool = False) -> list[str]:
+    """The blob id of each file (paths relative to `cwd`), through git's clean conversion for its
+    path or as its bytes are; in one `git hash-object --stdin-paths`. A line there that starts
+    with a quote is C-unquoted, so every path goes as ./PATH; a name with a newline cannot go on
+    a line at all and is hashed on its own."""
+    args = ["hash-object", *(["-w"] if write else []), *([] if filters else ["--no-filters"])]
+    listed = [p for p in paths if b"\n" not in p]
+    found: dict[bytes, str] = {}
+    if listed:
+        raw = git([*args, "--stdin-paths"], cwd, input=b"".join(b"./" + p + b"\n" for p in listed)).stdout
+        found.update(zip(listed, raw.decode().split(), strict=True))
+    for p in paths:
+        if p not in found:
+            name = os.fsdecode(p)
+            found[p] = git([*args, *([f"--path={name}"] if filters else []), "--", name], cwd).stdout.decode().strip()
+    return [found[p] for p in paths]
+
+
 def blobs(oids: Sequence[str], cwd: str | os.PathLike[str]) -> Iterator[tuple[str, Iterator[bytes]]]:
     """The content of each blob, in order, from one `git cat-file --batch`, as chunks: a large
     file is never held in memory whole. Each blob's chunks must be read before the next blob."""

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import UsageError
-from .plumbing import EMPTY_TREE, MAIN_RECORD, ZERO_OID, git, main_worktree_of, out, parse_worktree_list, read_file
+from .plumbing import (EMPTY_TREE, MAIN_RECORD, ZERO_OID, git, hash_files, main_worktree_of, out, parse_worktree_list,
+                       read_file)
 
 if TYPE_CHECKING:
     import pygit2
@@ -347,9 +348,9 @@ class Repo:
             elif mode in ("100644", "100755") and path.is_file() and not path.is_symlink() \
                     and bool(path.stat().st_mode & 0o100) == (mode == "100755"):
                 files.append((rel, oid))
-        if files and not any(b"\n" in rel for rel, _ in files):
-            hashed = out(["hash-object", "--stdin-paths"], worktree, input=b"".join(rel + b"\n" for rel, _ in files))
-            adopted += [rel for (rel, oid), have in zip(files, hashed.split(), strict=True) if have == oid]
+        if files:
+            hashed = hash_files([rel for rel, _ in files], worktree)
+            adopted += [rel for (rel, oid), have in zip(files, hashed, strict=True) if have == oid]
         if adopted:  # from the files themselves, so that the index has their stat data too
             git(["update-index", "--add", "--remove", "-z", "--stdin"], worktree, input=b"\0".join(adopted) + b"\0")
         return [os.fsdecode(rel) for rel in adopted]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import FleetError
-from .plumbing import blobs, git
+from .plumbing import blobs, git, hash_files
 
 # hashing a file must neither fail nor warn over line endings (core.safecrlf)
 HASHING = ["-c", "core.safecrlf=false"]
@@ -46,6 +46,10 @@ class State:
 
     def clean(self, head_tree: str) -> bool:
         return self.index == head_tree and self.work == head_tree and self.untracked is None
+
+    def same(self, other: State) -> bool:
+        """The same commit, index, files and untracked files, whichever snapshot format said so."""
+        return (self.head, self.index, self.work, self.untracked) == (other.head, other.index, other.work, other.untracked)
 
 
 def _out(args: list[str], cwd: Path, env: dict[str, str] | None = None, input: bytes | None = None) -> str:
@@ -101,6 +105,11 @@ def capture_trees(worktree: Path) -> State:
         index = _out(["write-tree"], worktree, env=env)  # entries only: the agent's index is never locked
     reading = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
     changed = _z(git(["diff-files", "-z", "--name-only"], worktree, env=reading).stdout)
+    # diff-files takes entries marked assume-unchanged or skip-worktree at their word; a file of
+    # theirs that is there on disk is looked at all the same
+    marked = [item[2:] for item in _z(git(["ls-files", "-v", "-z"], worktree).stdout)
+              if (item[:1] == b"S" or item[:1].islower()) and os.path.lexists(worktree / os.fsdecode(item[2:]))]
+    changed += [p for p in marked if p not in set(changed)]
     # staged files too: their bytes on disk need not be what git's checkout of the staged blob gives
     staged = [p for p in _z(git(["diff-tree", "-r", "-z", "--name-only", "--no-renames", "--diff-filter=AMT",
                                   head, index], worktree).stdout) if p not in set(changed)]
@@ -110,8 +119,7 @@ def capture_trees(worktree: Path) -> State:
     with private_index(scratch) as env:
         git(["read-tree", index], worktree, env=env)
         at_index = _entries(worktree, env, changed + staged)
-        gone = [p for p in changed if not os.path.lexists(worktree / os.fsdecode(p))
-                or (os.path.isdir(worktree / os.fsdecode(p)) and not os.path.islink(worktree / os.fsdecode(p)))]
+        gone = [p for p in changed if _gone(worktree, p)]
         present = [p for p in changed if p not in set(gone)]
         if gone:
             git(["update-index", "--force-remove", "-z", "--stdin"], worktree, env=env, input=_nul(gone))
@@ -126,6 +134,20 @@ def capture_trees(worktree: Path) -> State:
             filtered += _keep_bytes(worktree, env, untracked, {})
             tree = _out(["write-tree"], worktree, env=env)
     return State(head, index, work, tree, tuple(sorted(filtered)))
+
+
+def _gone(worktree: Path, rel: bytes) -> bool:
+    """Whether a tracked path is no longer a file of the work tree: deleted, a directory now, or
+    beyond a symbolic link (a directory replaced by a link); what is there instead is untracked."""
+    path = worktree / os.fsdecode(rel)
+    if not os.path.lexists(path) or (path.is_dir() and not path.is_symlink()):
+        return True
+    parent = path.parent
+    while parent != worktree:
+        if parent.is_symlink():
+            return True
+        parent = parent.parent
+    return False
 
 
 def _entries(worktree: Path, env: dict[str, str], paths: list[bytes]) -> dict[bytes, tuple[str, str]]:
@@ -148,10 +170,9 @@ def _keep_bytes(worktree: Path, env: dict[str, str], paths: list[bytes],
     changed them; returns the paths kept in their filtered form (a filter driver's)."""
     entries = _entries(worktree, env, paths)
     regular = [p for p in paths if entries.get(p, ("", ""))[0] in REGULAR]
-    if not regular or any(b"\n" in p for p in regular):
-        return []  # (a name with a newline cannot go through --stdin-paths; it keeps git's form)
-    raw = _out(["hash-object", "-w", "--no-filters", "--stdin-paths"], worktree,
-               input=b"".join(p + b"\n" for p in regular)).split()
+    if not regular:
+        return []
+    raw = hash_files(regular, worktree, filters=False, write=True)
     differ = [(p, r) for p, r in zip(regular, raw, strict=True) if r != entries[p][1]]
     if not differ:
         return []

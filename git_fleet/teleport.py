@@ -73,7 +73,7 @@ IN_PROGRESS = {"MERGE_HEAD": "a merge", "rebase-merge": "a rebase", "rebase-appl
                "CHERRY_PICK_HEAD": "a cherry-pick", "REVERT_HEAD": "a revert", "BISECT_LOG": "a bisect"}
 
 
-def capture(agent: Agent, worktree: Path) -> State:
+def capture(agent: Agent, worktree: Path, base: str) -> State:
     """The worktree's state as trees, without touching the worktree or its index; refused where
     a snapshot could not carry all of it."""
     for name, what in IN_PROGRESS.items():
@@ -87,11 +87,11 @@ def capture(agent: Agent, worktree: Path) -> State:
     if git(["ls-files", "--unmerged"], worktree).stdout:
         raise FleetError(f"agent '{agent.name}' has unresolved conflicts in {worktree}",
                          "resolve them (or git restore --staged) first")
-    _refuse_other_repositories(agent, worktree)
+    _refuse_other_repositories(agent, worktree, base)
     return capture_trees(worktree)
 
 
-def _refuse_other_repositories(agent: Agent, worktree: Path) -> None:
+def _refuse_other_repositories(agent: Agent, worktree: Path, base: str) -> None:
     """Work inside a submodule, or in a repository of its own that sits untracked in the worktree,
     lives in another repository's objects: a snapshot of this one cannot carry it."""
     raw = git(["status", "--porcelain=v2", "-z", "--ignore-submodules=none", "--untracked-files=all"], worktree,
@@ -107,12 +107,33 @@ def _refuse_other_repositories(agent: Agent, worktree: Path) -> None:
             problems.append(f"  submodule {path}: {', '.join(what)} of its own")
         elif fields[0] == "?" and entry.endswith("/"):
             problems.append(f"  {entry[2:]}: a repository of its own, not tracked here")
+    problems += _unpublished_submodule_commits(worktree, base)
     if problems:
         raise FleetError(f"agent '{agent.name}' has work in {worktree} that belongs to other repositories, "
                          "which a snapshot cannot carry:\n" + "\n".join(problems),
                          "commit it in the submodule and push it to the submodule's remote, then record the new "
                          "submodule commit on the agent's branch (or undo it: git submodule update);\n"
                          "a repository of its own stays on this machine once it is ignored (.git/info/exclude)")
+
+
+def _unpublished_submodule_commits(worktree: Path, base: str) -> list[str]:
+    """Submodule commits the snapshot would point at (staged, or committed on the agent's branch)
+    where the base points elsewhere, and that no remote of the submodule has, as far as its
+    remote-tracking branches know: elsewhere they could not be checked out."""
+    problems = []
+    for item in _z(git(["ls-files", "-s", "-z"], worktree).stdout):
+        meta, _, path = item.partition("\t")
+        mode, oid, _stage = meta.split()
+        sub = worktree / path
+        if mode != "160000" or not (sub / ".git").exists():
+            continue
+        at_base = git(["rev-parse", "-q", "--verify", f"refs/heads/{base}:{path}"], worktree, check=False)
+        if at_base.stdout.decode().strip() == oid:
+            continue  # as the base has it: published with the base
+        known = git(["for-each-ref", "--contains", oid, "--count=1", "refs/remotes/"], sub, check=False)
+        if known.returncode != 0 or not known.stdout.strip():
+            problems.append(f"  submodule {path}: commit {oid[:12]} is on no remote of the submodule")
+    return problems
 
 
 def counts(state: State, cwd: Path) -> dict[str, int]:
@@ -209,7 +230,9 @@ def fetch(cwd: Path, remote: str, agents: list[str]) -> None:
 def push(cwd: Path, remote: str, agent: str, snapshot: str, expect: str | None) -> None:
     """Park the snapshot on the remote, only if the remote still holds `expect` (None: nothing)."""
     ref = REFS + agent
-    proc = git(["push", "--quiet", "--no-verify", f"--force-with-lease={ref}:{expect or ''}", remote,
+    # not --no-verify: pre-push hooks run as for any push, and git-lfs uploads what the snapshot
+    # points at from there (the fleet's own pre-push checks only agents' branches)
+    proc = git(["push", "--quiet", f"--force-with-lease={ref}:{expect or ''}", remote,
                 f"{snapshot}:{ref}"], cwd, check=False)
     if proc.returncode != 0:
         err = proc.stderr.decode("utf-8", "replace")
@@ -249,15 +272,17 @@ def keep(cwd: Path, agent: str, snapshot: str) -> str:
     if old:
         git(["update-ref", "--create-reflog", "--stdin"], cwd,
             input=f"start\ncreate {BACKUPS}{agent}/1 {old}\ndelete {OLD_BACKUP}{agent} {old}\ncommit\n".encode())
-    taken = backups(cwd, agent)
-    n = int(taken[-1].rsplit("/", 1)[1]) + 1 if taken else 1
-    while True:
-        ref = f"{BACKUPS}{agent}/{n}"
+    for _ in range(100):
+        taken = backups(cwd, agent)
+        ref = f"{BACKUPS}{agent}/{int(taken[-1].rsplit('/', 1)[1]) + 1 if taken else 1}"
         made = git(["update-ref", "--create-reflog", "-m", "fleet teleport: backup", ref, snapshot, ZERO_OID], cwd,
                    check=False)
         if made.returncode == 0:
             return ref
-        n += 1  # another pull took this number meanwhile
+        if git(["rev-parse", "-q", "--verify", ref], cwd, check=False).returncode != 0:
+            break  # it failed for another reason than a pull that took this number meanwhile
+    raise FleetError(f"cannot keep what is here at {BACKUPS}{agent}/N: {_last_line(made.stderr)}; nothing was changed",
+                     f"look at `git for-each-ref {BACKUPS}{agent}`")
 
 
 def is_ancestor(cwd: Path, a: str, b: str) -> bool:
@@ -282,7 +307,7 @@ def send(fleet: Any, name: str, given_remote: str | None, *, force: bool = False
     main = fleet.main
     where = fleet.require_worktree(agent)
     remote = remote_of(main, given_remote, fleet.config.base)
-    state = capture(agent, where)
+    state = capture(agent, where, fleet.config.base)
     meta = meta_for(fleet, agent, remote)
     snapshot = write(state, meta, main)
     parked = remote_refs(main, remote, name).get(name)
@@ -331,6 +356,10 @@ def receive(fleet: Any, name: str, given_remote: str | None, *, force: bool = Fa
     meta, state = snap.meta, snap.state
     out = Outcome(name, remote, oid, meta["branch"], counts(state, main), head=state.head)
     agent = fleet.config.agents.get(name)
+    if agent is not None and _running_here(fleet, name):
+        raise FleetError(f"agent '{name}' is running here (in the fleet's tmux session); what it writes while "
+                         "its worktree is replaced would be lost; nothing was changed",
+                         f"stop it first: git fleet-down {name}")
     if agent is None:
         agent = _register(fleet, meta, state, out, path)
     else:
@@ -356,6 +385,15 @@ def receive(fleet: Any, name: str, given_remote: str | None, *, force: bool = Fa
         out.warnings.append(f"the agent's branch has submodules: git -C {shlex.quote(out.worktree)} "
                             "submodule update --init")
     return out
+
+
+def _running_here(fleet: Any, name: str) -> bool:
+    from .sessions import Sessions
+
+    try:
+        return bool(Sessions(fleet).running([name]))
+    except FleetError:
+        return False  # no tmux here: nothing of the fleet's runs in it
 
 
 def _has_submodules(state: State, cwd: Path) -> bool:
@@ -429,12 +467,12 @@ def _bring_up_to_date(fleet: Any, agent: Agent, where: Path, snap: Snapshot, out
     """Replace the worktree's state by the snapshot's, if nothing made here since the last
     teleport would be lost (or, with force, after keeping it at refs/fleet/backups/AGENT/N)."""
     main, state = fleet.main, snap.state
-    here = capture(agent, where)
-    if here == state:
+    here = capture(agent, where, fleet.config.base)
+    if here.same(state):
         out.unchanged = True
         return
     last = local_ref(main, agent.name)
-    known = last is not None and read(last, main).state == here
+    known = last is not None and read(last, main).state.same(here)
     clean = here.clean(_out(["rev-parse", f"{here.head}^{{tree}}"], main))
     moved = not is_ancestor(main, here.head, state.head)
     if (moved or not (known or clean)) and not force:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import socket
 import stat
 import subprocess
@@ -503,6 +504,13 @@ def test_work_in_other_repositories_is_refused_not_left_behind(two: Sandbox) -> 
     sb.git("commit", "-qam", "only in the submodule", cwd=sub)
     res = sb.fleet("teleport", "push", "api", ok=False)
     assert "submodule src/backend/lib: commits of its own" in res.err
+    sb.git("add", "src/backend/lib", cwd=here)  # staged: the snapshot would point at a commit only here
+    res = sb.fleet("teleport", "push", "api", ok=False)
+    only_here = sb.head("HEAD", cwd=sub)
+    assert f"submodule src/backend/lib: commit {only_here[:12]} is on no remote of the submodule" in res.err
+    sb.git("push", "-q", "origin", "HEAD:refs/heads/more", cwd=sub)  # published: it travels
+    sb.fleet("teleport", "push", "api")
+    sb.git("restore", "-q", "--staged", "src/backend/lib", cwd=here)
     sb.git("submodule", "update", "-q", cwd=here)  # undone, as the hint says
     sb.make_repo({"x": "1\n"}, here / "src/backend/vendored")
     res = sb.fleet("teleport", "push", "api", ok=False)
@@ -524,3 +532,109 @@ def test_pull_never_restores_into_the_main_worktree(two: Sandbox) -> None:
     res = sb.fleet("teleport", "pull", "api", "--force", ok=False)
     assert res.code == 1 and "fleet/api is checked out in the main worktree" in res.err
     assert (sb.repo / "notes.txt").read_text() == "the orchestrator's own\n"
+
+
+def test_odd_names_marked_entries_and_a_directory_turned_link_travel(two: Sandbox) -> None:
+    """Names git would unquote ('"b"') or cannot put on a line (a newline), files behind
+    assume-unchanged and skip-worktree, and a tracked directory replaced by a symbolic link."""
+    sb = two
+    here = sb.root / "agent-api"
+    sb.commit(here, {".gitattributes": "* text=auto\n", "src/backend/sub/x.py": "x\n"}, "setup",
+              extra=("--no-verify",))
+    (here / '"b"').write_text("quoted name\n")
+    (here / "b").write_text("plain name\n")
+    (here / "src/backend/new\nline.txt").write_bytes(b"newline in the name\r\n")
+    (here / "src/backend/crlf.txt").write_bytes(b"kept\r\nas is\r\n")
+    sb.git("update-index", "--assume-unchanged", "src/backend/api.py", cwd=here)
+    (here / "src/backend/api.py").write_text("def api(): return 'assumed'\n")
+    sb.git("update-index", "--skip-worktree", "src/backend/README.md", cwd=here)
+    (here / "src/backend/README.md").write_text("# skipped, but edited\n")
+    shutil.rmtree(here / "src/backend/sub")
+    (here / "elsewhere").mkdir()
+    (here / "src/backend/sub").symlink_to("../../elsewhere")
+    before = fingerprint(here)
+    res = sb.fleet("teleport", "push", "api")
+    assert "0 staged, 3 unstaged" in res.out
+    sb.fleet("teleport", "pull", "api", cwd=m2(sb))
+    there = sb.root / "m2" / "agent-api"
+    assert (there / '"b"').read_text() == "quoted name\n" and (there / "b").read_text() == "plain name\n"
+    assert (there / "src/backend/crlf.txt").read_bytes() == b"kept\r\nas is\r\n"
+    assert (there / "src/backend/api.py").read_text() == "def api(): return 'assumed'\n"
+    assert (there / "src/backend/README.md").read_text() == "# skipped, but edited\n"
+    assert os.readlink(there / "src/backend/sub") == "../../elsewhere"
+    assert fingerprint(there) == before
+
+
+def test_a_pull_after_a_format_1_snapshot(two: Sandbox) -> None:
+    """A snapshot an older git-fleet made (format 1) is read and compared by its content."""
+    sb = two
+    here = sb.root / "agent-api"
+    (here / "src/backend/wip.py").write_text("wip\n")
+    sb.fleet("teleport", "push", "api")
+    raw = sb.git("cat-file", "commit", "refs/fleet/teleport/api").out
+    head, _, message = raw.partition("\n\n")
+    subject, _, body = message.partition("\n\n")
+    meta = json.loads(body)
+    meta.pop("filtered")
+    meta["format"] = 1
+    old = sb.git("hash-object", "-t", "commit", "-w", "--stdin",
+                 input=f"{head}\n\n{subject}\n\n{json.dumps(meta, indent=1, sort_keys=True)}\n").out.strip()
+    sb.git("push", "-q", "--force", "origin", f"{old}:refs/fleet/teleport/api")
+    sb.fleet("teleport", "pull", "api", cwd=m2(sb))  # the older snapshot, remembered there
+    (here / "src/backend/more.py").write_text("more\n")
+    sb.fleet("teleport", "push", "api", "--force")
+    res = sb.fleet("teleport", "pull", "api", cwd=m2(sb))  # nothing changed there since: no refusal
+    assert "1 claimed" not in res.err and (sb.root / "m2/agent-api/src/backend/more.py").exists()
+
+
+def test_a_backup_that_cannot_be_kept_stops_the_pull(two: Sandbox) -> None:
+    sb = two
+    here = sb.root / "agent-api"
+    sb.fleet("teleport", "push", "api")
+    sb.fleet("teleport", "pull", "api", cwd=m2(sb))
+    sb.commit(sb.root / "m2/agent-api", {"src/backend/there.py": "1\n"}, "there")
+    sb.fleet("teleport", "push", "api", cwd=m2(sb))
+    (here / "src/backend/mine.py").write_text("mine\n")
+    sb.git("update-ref", "refs/fleet/backups/api", sb.head())  # a ref where the backups' directory goes
+    before = fingerprint(here)
+    res = sb.fleet("teleport", "pull", "api", "--force", ok=False)
+    assert res.code == 1 and "cannot keep what is here at refs/fleet/backups/api/N" in res.err
+    assert "nothing was changed" in res.err and fingerprint(here) == before
+
+
+@pytest.mark.skipif(shutil.which("git-lfs") is None, reason="git-lfs is not installed (.ci/run installs it)")
+def test_an_lfs_file_travels_with_its_payload(two: Sandbox) -> None:
+    """git-lfs uploads in its pre-push hook: a snapshot push runs hooks, as any push does."""
+    sb = two
+    for clone in (sb.repo, m2(sb)):
+        sb.git("fleet-init", "--uninstall", cwd=clone)
+        sb.git("lfs", "install", "--local", cwd=clone)
+        sb.git("fleet-init", cwd=clone)  # the fleet's hooks chain git-lfs's
+    here = sb.root / "agent-api"
+    sb.commit(here, {".gitattributes": "*.bin filter=lfs diff=lfs merge=lfs -text\n"}, "lfs", extra=("--no-verify",))
+    (here / "src/backend/data.bin").write_bytes(b"LARGE PAYLOAD\n" * 100)
+    sb.fleet("teleport", "push", "api")
+    assert list((sb.root / "hub.git/lfs/objects").rglob("*")), "the payload did not reach the remote"
+    config = (m2(sb) / ".gitfleet.toml").read_bytes()
+    sb.fleet("teleport", "pull", "api", cwd=m2(sb))
+    assert (sb.root / "m2/agent-api/src/backend/data.bin").read_bytes() == b"LARGE PAYLOAD\n" * 100
+    assert config != (m2(sb) / ".gitfleet.toml").read_bytes()  # the agent was registered there
+
+
+def test_a_pull_that_fails_while_restoring_leaves_this_clone_as_it_was(two: Sandbox) -> None:
+    sb = two
+    here = sb.root / "agent-api"
+    sb.git("config", "filter.rot13.clean", "tr A-Za-z N-ZA-Mn-za-m")
+    sb.git("config", "filter.rot13.smudge", "tr A-Za-z N-ZA-Mn-za-m")
+    sb.commit(here, {".gitattributes": "*.secret filter=rot13\n"}, "attributes", extra=("--no-verify",))
+    (here / "src/backend/key.secret").write_text("Plain\n")
+    sb.fleet("teleport", "push", "api")
+    sb.git("config", "filter.rot13.smudge", "false", cwd=m2(sb))  # there, the driver fails
+    sb.git("config", "filter.rot13.required", "true", cwd=m2(sb))
+    config = (m2(sb) / ".gitfleet.toml").read_bytes()
+    res = sb.fleet("teleport", "pull", "api", cwd=m2(sb), ok=False)
+    assert res.code == 1 and "rot13" in res.err
+    assert (m2(sb) / ".gitfleet.toml").read_bytes() == config
+    assert sb.git("branch", "--list", "fleet/api", cwd=m2(sb)).out == ""
+    assert not (sb.root / "m2/agent-api").exists()
+    assert sb.git("worktree", "list", cwd=m2(sb)).out.count("\n") == 1
