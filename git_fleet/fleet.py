@@ -108,15 +108,20 @@ class Fleet:
         checked out, else a worktree registered at its configured path (the agent switched
         branches). None when this repository has none: a directory at the configured path that
         git does not list here (another clone's, or a leftover) is never the agent's."""
+        tree = self.tree_of(agent)
+        return tree.path if tree is not None else None
+
+    def tree_of(self, agent: Agent) -> Worktree | None:
+        """What git lists for the agent's worktree (see locate)."""
         planned = os.path.realpath(self.planned_worktree(agent))
         at_path = None
         for wt in self.worktrees():
             if wt.bare or wt.prunable:
                 continue
-            if wt.branch == agent.branch:
-                return wt.path
+            if wt.has(agent.branch):
+                return wt
             if os.path.realpath(wt.path) == planned:
-                at_path = wt.path
+                at_path = wt
         return at_path
 
     def planned_worktree(self, agent: Agent) -> Path:
@@ -238,7 +243,7 @@ class Fleet:
                              "commit something on the base branch first, or give --base REF"
                              if base is None else "name an existing branch, tag or commit")
         for wt in self.repo.worktrees():
-            if wt.branch == branch:
+            if wt.has(branch):
                 raise FleetError(f"branch {branch} is checked out in {wt.path}",
                                  "an agent needs a worktree of its own; switch that worktree to another branch first")
 
@@ -322,7 +327,7 @@ class Fleet:
             shutil.rmtree(where)  # git was killed while making it: its checkout, nothing else
         self.repo.worktree_prune()
         self.forget_worktrees()
-        if made_branch and tip == start and not any(w.branch == agent.branch for w in self.worktrees()):
+        if made_branch and tip == start and not any(w.has(agent.branch) for w in self.worktrees()):
             self.repo.delete_branch(agent.branch, start)
         intent.unlink()
         return [f"removed what an interrupted `git fleet-add {agent.name}` had made; nothing was registered"]
@@ -558,7 +563,7 @@ class Fleet:
         elif unmerged or keep_branch:
             if unmerged:
                 report.warnings.append(f"kept branch {agent.branch}: it has {unmerged} unmerged commit(s)")
-        elif not any(w.branch == agent.branch for w in self.worktrees()):
+        elif not any(w.has(agent.branch) for w in self.worktrees()):
             self.repo.delete_branch(agent.branch, tip)
             report.notes.append(f"deleted branch {agent.branch} (fully merged into {self.config.base})")
         report.notes.append(f"removed agent '{name}'")
@@ -577,7 +582,7 @@ class Fleet:
             state = "ok"
             if located is None or wt is None or not where.is_dir():
                 state = "missing worktree"
-            elif wt.branch != a.branch:
+            elif not wt.has(a.branch):
                 state = f"worktree on {wt.branch or 'detached HEAD'}"
             if tip is None:
                 state = "missing branch"

@@ -569,7 +569,11 @@ def sync_one(repo: Repo, cfg: Any, agent: Agent) -> SyncResult:
         return SyncResult(agent.name, "refused", f"branch {cfg.base if base_tip is None else agent.branch} is missing")
     if repo.merge_base(tip, base_tip) == base_tip:
         return SyncResult(agent.name, "up to date")
-    worktree = repo.checked_out(agent.branch)
+    tree = repo.worktree_with(agent.branch)
+    if tree is not None and tree.branch != agent.branch:  # its HEAD is elsewhere until that ends
+        return SyncResult(agent.name, "refused", f"{agent.branch} is being rebased or bisected in {tree.path}; "
+                          "finish that first (git rebase --continue or --abort, git bisect reset)")
+    worktree = tree.path if tree is not None else None
     if worktree is not None:
         dirty = repo.dirty_paths(worktree)
         if dirty:

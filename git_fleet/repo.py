@@ -33,18 +33,39 @@ class Worktree:
     branch: str | None  # short name, None when detached
     bare: bool = False
     prunable: bool = False  # registered, but its directory is gone
+    busy: str | None = None  # the branch a detached worktree is rebasing or bisecting
+
+    def has(self, branch: str) -> bool:
+        """Whether git counts `branch` as checked out here: on HEAD, or being rebased or bisected
+        (git refuses to delete or move such a branch: `git branch -d` says "checked out at")."""
+        return not self.bare and not self.prunable and branch in (self.branch, self.busy)
+
+
+def _busy_branch(worktree: str) -> str | None:
+    """The branch a detached worktree is in the middle of rebasing or bisecting, from its git dir
+    (as git's own find_shared_symref reads it)."""
+    dotgit = os.path.join(worktree, ".git")
+    link = read_file(dotgit) if os.path.isfile(dotgit) else None
+    git_dir = os.path.join(worktree, link[8:]) if link and link.startswith("gitdir: ") else dotgit
+    for name in ("rebase-merge/head-name", "rebase-apply/head-name"):
+        ref = read_file(os.path.join(git_dir, name))
+        if ref and ref.startswith("refs/heads/"):
+            return ref[11:]
+    return read_file(os.path.join(git_dir, "BISECT_START")) or None  # the branch's short name
 
 
 def worktrees_of(raw: bytes) -> list[Worktree]:
     trees = []
     for fields in parse_worktree_list(raw):
         branch = fields.get("branch")
+        detached = "detached" in fields and "prunable" not in fields
         trees.append(Worktree(
             path=Path(fields["worktree"]),
             head=fields.get("HEAD"),
             branch=branch.removeprefix("refs/heads/") if branch else None,
             bare="bare" in fields,
             prunable="prunable" in fields,
+            busy=_busy_branch(fields["worktree"]) if detached else None,
         ))
     return trees
 
@@ -106,8 +127,13 @@ class Repo:
 
     def checked_out(self, branch: str) -> Path | None:
         """The work tree that has `branch` checked out, as git records it (a branch is checked out
-        in one worktree at most); None when none has."""
-        return next((w.path for w in self.worktrees() if w.branch == branch and not w.bare and not w.prunable), None)
+        in one worktree at most, rebased or bisected there included); None when none has."""
+        tree = self.worktree_with(branch)
+        return tree.path if tree is not None else None
+
+    def worktree_with(self, branch: str) -> Worktree | None:
+        """The worktree that has `branch` checked out (see checked_out), as `git worktree list` has it."""
+        return next((w for w in self.worktrees() if w.has(branch)), None)
 
     def worktree_add(self, path: Path, branch: str) -> None:
         git(["worktree", "add", "--quiet", str(path), branch], self.common_dir)
