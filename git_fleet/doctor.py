@@ -298,6 +298,16 @@ class Candidate:
     worktree: str | None  # None: it has none in this repository
     why: str  # why it can go: "merged", "merged (squashed)"
     tip: str
+    # ignored files and directories that `git worktree remove` deletes with the worktree, unasked
+    # (build output, .env, node_modules); git-fleet's own .fleet/ is not counted
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def losing(self) -> str:
+        """What goes with the worktree besides what git has, in words ("" for nothing)."""
+        if not self.ignored:
+            return ""
+        return f"with its worktree go {len(self.ignored)} ignored file(s) or folder(s): {_some(self.ignored)}"
 
 
 def prunable(fleet: Any) -> tuple[list[Candidate], list[tuple[str, str]], list[str]]:
@@ -338,15 +348,19 @@ def prunable(fleet: Any) -> tuple[list[Candidate], list[tuple[str, str]], list[s
                      else f"is on {tree.branch}" if tree.branch else "has a detached HEAD")
             kept.append((agent.name, f"its worktree {where} {doing}: finish that first"))
             continue
+        ignored = []
         if where is not None and where.is_dir():
-            dirty = repo.dirty_paths(where)
+            entries = repo.status(where, ignored=True)
+            dirty = [p for code, p in entries if code != "!!"]
             if dirty:
                 kept.append((agent.name, f"uncommitted or untracked work: {_some(dirty)}"))
                 continue
+            ignored = [p for code, p in entries if code == "!!" and p.split("/", 1)[0] != ".fleet"]
         if agent.name in in_checkpoint:
             kept.append((agent.name, "named by a checkpoint in the config"))
             continue
-        found.append(Candidate(agent.name, agent.branch, str(where) if where is not None else None, why, tip))
+        found.append(Candidate(agent.name, agent.branch, str(where) if where is not None else None, why, tip,
+                               ignored))
     return found, kept, stale
 
 

@@ -173,19 +173,25 @@ class Repo:
 
     def dirty_paths(self, worktree: Path) -> list[str]:
         """Uncommitted and untracked (not ignored) paths in a worktree."""
+        return [path for code, path in self.status(worktree) if code != "!!"]
+
+    def status(self, worktree: Path, *, ignored: bool = False) -> list[tuple[str, str]]:
+        """(two-letter code, path) for each uncommitted, untracked and, with `ignored`, ignored path
+        of a worktree (code "!!"; a directory ignored as a whole is one entry ending in "/")."""
         # GIT_OPTIONAL_LOCKS=0: status does not write the index back (a refresh), so it never holds
         # index.lock, which a command killed meanwhile would leave behind in an agent's worktree
-        raw = git(["status", "--porcelain", "-z", "--untracked-files=all", "--ignore-submodules=none"],
+        raw = git(["status", "--porcelain", "-z", "--untracked-files=all", "--ignore-submodules=none",
+                   *(["--ignored=matching"] if ignored else [])],
                   worktree, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"}).stdout
-        paths = []
+        found = []
         entries = iter(raw.split(b"\0"))
         for entry in entries:
             if not entry:
                 continue
-            paths.append(entry[3:].decode("utf-8", "surrogateescape"))
+            found.append((entry[:2].decode(), entry[3:].decode("utf-8", "surrogateescape")))
             if entry[:1] in (b"R", b"C"):
                 next(entries, None)
-        return paths
+        return found
 
     # -- refs and objects (pygit2) ----------------------------------------------------------------
 
