@@ -445,8 +445,9 @@ class Fleet:
     def environment(self, agent: Agent) -> dict[str, str]:
         """The fleet environment an agent's commands run with (its own env on top)."""
         v = self.values(agent)
-        env = {**os.environ, "FLEET_AGENT": agent.name, "FLEET_SESSION": v["session"], "FLEET_MODEL": v["model"],
-               "FLEET_ZONE": "\n".join(agent.zone), "FLEET_BRANCH": agent.branch, "FLEET_WORKTREE": v["worktree"],
+        # run where the agent's worktree is, never where the orchestrator's GIT_DIR points
+        env = {**self.repo.env_for(Path(v["worktree"])), "FLEET_AGENT": agent.name, "FLEET_SESSION": v["session"],
+               "FLEET_MODEL": v["model"], "FLEET_ZONE": "\n".join(agent.zone), "FLEET_BRANCH": agent.branch, "FLEET_WORKTREE": v["worktree"],
                "FLEET_BUS": str(self.bus().root), "FLEET_TASK": v["task"],
                "FLEET_BRIEF": str(self.worktree_of(agent) / ".fleet" / "brief.md"),
                **({"FLEET_PORT": str(agent.port)} if agent.port else {})}
@@ -763,6 +764,8 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
             return InitResult(None, False, hooks.install(repo, names), report)
     main = repo.main_worktree
     assert main is not None
+    if repo.is_main_worktree():
+        repo.record_main_worktree()
     if uninstall:
         return InitResult(main / config.CONFIG_NAME, False, hooks.uninstall(repo), report)
     path = main / config.CONFIG_NAME

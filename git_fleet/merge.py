@@ -223,8 +223,8 @@ def _test_log(repo: Repo) -> Path:
 
 def _attempt(repo: Repo, commit: str, p: Plan, log: Path | None = None) -> runner.Outcome:
     assert p.checkpoint is not None and p.checkpoint.test is not None
-    env = {**os.environ, "FLEET_BASE": p.base, "FLEET_CHECKPOINT": p.checkpoint.name}
     with repo.scratch_worktree(commit) as where:
+        env = {**repo.env_for(where), "FLEET_BASE": p.base, "FLEET_CHECKPOINT": p.checkpoint.name}
         return runner.run(p.checkpoint.test, where, env, p.checkpoint.timeout, log)
 
 

@@ -60,8 +60,8 @@ def quick(args: Sequence[str], show_errors: bool = True) -> tuple[int, bytes]:
 
 
 def out(args: Sequence[str], cwd: str | os.PathLike[str] | None = None, check: bool = True,
-        input: bytes | None = None) -> str:
-    return git(args, cwd, check=check, input=input).stdout.decode("utf-8", "surrogateescape").rstrip("\n")
+        input: bytes | None = None, env: dict[str, str] | None = None) -> str:
+    return git(args, cwd, check=check, input=input, env=env).stdout.decode("utf-8", "surrogateescape").rstrip("\n")
 
 
 def parse_worktree_list(raw: bytes) -> list[dict[str, str]]:

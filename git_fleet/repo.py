@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,12 +41,21 @@ class Worktree:
         return not self.bare and not self.prunable and branch in (self.branch, self.busy)
 
 
+# What points git at a repository, a work tree or an index: the user's GIT_DIR for a main worktree
+# kept apart from its git dir (core.worktree), a hook's GIT_INDEX_FILE. Inherited by a git run in
+# another worktree, they would take it to the main worktree instead.
+LOCATING = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX")
+
+
 def _busy_branch(worktree: str) -> str | None:
     """The branch a detached worktree is in the middle of rebasing or bisecting, from its git dir
     (as git's own find_shared_symref reads it)."""
     dotgit = os.path.join(worktree, ".git")
-    link = read_file(dotgit) if os.path.isfile(dotgit) else None
-    git_dir = os.path.join(worktree, link[8:]) if link and link.startswith("gitdir: ") else dotgit
+    if os.path.isfile(dotgit):
+        link = read_file(dotgit) or ""
+        git_dir = os.path.join(worktree, link[8:]) if link.startswith("gitdir: ") else dotgit
+    else:  # a .git directory, or none: git lists the git dir itself for a main worktree kept apart
+        git_dir = dotgit if os.path.isdir(dotgit) else worktree
     for name in ("rebase-merge/head-name", "rebase-apply/head-name"):
         ref = read_file(os.path.join(git_dir, name))
         if ref and ref.startswith("refs/heads/"):
@@ -100,7 +109,21 @@ class Repo:
     # -- worktrees ------------------------------------------------------------------------------
 
     def worktrees(self) -> list[Worktree]:
-        return worktrees_of(git(["worktree", "list", "--porcelain", "-z"], self.common_dir).stdout)
+        trees = worktrees_of(git(["worktree", "list", "--porcelain", "-z"], self.common_dir).stdout)
+        if trees and not trees[0].bare and trees[0].path == self.common_dir and self.main_worktree is not None:
+            # a git dir kept apart (--separate-git-dir, core.worktree): git names the git dir itself
+            # as the main worktree; the work tree is where its files are
+            trees[0] = replace(trees[0], path=self.main_worktree)
+        return trees
+
+    def env_for(self, worktree: Path) -> dict[str, str]:
+        """The environment for git, or a command that runs git, in `worktree`: the variables that
+        would take it to another worktree are dropped (see LOCATING), and set where git cannot find
+        the repository from the work tree itself (a core.worktree main worktree has no .git)."""
+        env = {k: v for k, v in os.environ.items() if k not in LOCATING}
+        if worktree == self.main_worktree and not os.path.lexists(worktree / ".git"):
+            env.update(GIT_DIR=str(self.common_dir), GIT_WORK_TREE=str(worktree))
+        return env
 
     @cached_property
     def main_worktree(self) -> Path | None:
@@ -182,7 +205,7 @@ class Repo:
         # index.lock, which a command killed meanwhile would leave behind in an agent's worktree
         raw = git(["status", "--porcelain", "-z", "--untracked-files=all", "--ignore-submodules=none",
                    *(["--ignored=matching"] if ignored else [])],
-                  worktree, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"}).stdout
+                  worktree, env={**self.env_for(worktree), "GIT_OPTIONAL_LOCKS": "0"}).stdout
         found = []
         entries = iter(raw.split(b"\0"))
         for entry in entries:
@@ -337,11 +360,12 @@ class Repo:
     def rebase(self, worktree: Path, onto: str) -> str | None:
         """Rebase the worktree's branch onto `onto`; on a conflict abort, leaving it as it was,
         and return the conflicting paths."""
-        proc = git(["rebase", "--quiet", onto], worktree, check=False)
+        env = self.env_for(worktree)
+        proc = git(["rebase", "--quiet", onto], worktree, check=False, env=env)
         if proc.returncode == 0:
             return None
-        conflicted = out(["diff", "--name-only", "--diff-filter=U"], worktree, check=False)
-        git(["rebase", "--abort"], worktree, check=False)
+        conflicted = out(["diff", "--name-only", "--diff-filter=U"], worktree, check=False, env=env)
+        git(["rebase", "--abort"], worktree, check=False, env=env)
         return ", ".join(conflicted.split()) or proc.stderr.decode("utf-8", "replace").strip()
 
     def merge_base(self, a: str, b: str) -> str | None:
@@ -360,6 +384,7 @@ class Repo:
             entries.append((raw[i + 1], new_mode, new_oid))
         adopted: list[bytes] = []
         files: list[tuple[bytes, str]] = []  # regular files to hash, in one process
+        env = self.env_for(worktree)
         for rel, mode, oid in entries:
             path = worktree / os.fsdecode(rel)
             if mode == "000000":
@@ -367,29 +392,33 @@ class Repo:
                     adopted.append(rel)
             elif mode == "120000":
                 if path.is_symlink():
-                    have = out(["hash-object", "--no-filters", "--stdin"], worktree, input=os.fsencode(os.readlink(path)))
+                    have = out(["hash-object", "--no-filters", "--stdin"], worktree, input=os.fsencode(os.readlink(path)),
+                               env=env)
                     if have == oid:
                         adopted.append(rel)
             elif mode in ("100644", "100755") and path.is_file() and not path.is_symlink() \
                     and bool(path.stat().st_mode & 0o100) == (mode == "100755"):
                 files.append((rel, oid))
         if files and not any(b"\n" in rel for rel, _ in files):
-            hashed = out(["hash-object", "--stdin-paths"], worktree, input=b"".join(rel + b"\n" for rel, _ in files))
+            hashed = out(["hash-object", "--stdin-paths"], worktree, input=b"".join(rel + b"\n" for rel, _ in files),
+                         env=env)
             adopted += [rel for (rel, oid), have in zip(files, hashed.split(), strict=True) if have == oid]
         if adopted:  # from the files themselves, so that the index has their stat data too
-            git(["update-index", "--add", "--remove", "-z", "--stdin"], worktree, input=b"\0".join(adopted) + b"\0")
+            git(["update-index", "--add", "--remove", "-z", "--stdin"], worktree, input=b"\0".join(adopted) + b"\0",
+                env=env)
         return [os.fsdecode(rel) for rel in adopted]
 
     def update_worktree(self, worktree: Path, old: str, new: str, *, dry_run: bool = False) -> str | None:
         """Move a checked-out work tree and index from `old` to `new` as `git merge` would: local
         changes are kept, and the move is refused (None returned only on success) where it would
         touch a file with local changes. Returns git's complaint when refused."""
+        env = self.env_for(worktree)
         if not dry_run:
-            proc = git(["read-tree", "-m", "-u", old, new], worktree, check=False)
+            proc = git(["read-tree", "-m", "-u", old, new], worktree, check=False, env=env)
             return proc.stderr.decode("utf-8", "replace").strip() or "git read-tree failed" if proc.returncode else None
         # read-tree locks the index even for a dry run, and a process killed holding it would
         # leave index.lock behind: ask on a copy, its time kept for git's racy-entry check
-        index = Path(out(["rev-parse", "--path-format=absolute", "--git-path", "index"], worktree))
+        index = Path(out(["rev-parse", "--path-format=absolute", "--git-path", "index"], worktree, env=env))
         scratch = self.common_dir / "fleet" / "scratch"
         scratch.mkdir(parents=True, exist_ok=True)
         fd, copy = tempfile.mkstemp(prefix="index-", dir=scratch)
@@ -400,7 +429,7 @@ class Repo:
             else:
                 os.unlink(copy)
             proc = git(["read-tree", "-m", "-u", "-n", old, new], worktree, check=False,
-                       env={**os.environ, "GIT_INDEX_FILE": copy})
+                       env={**env, "GIT_INDEX_FILE": copy})
         finally:
             for leftover in (copy, copy + ".lock"):
                 if os.path.exists(leftover):
