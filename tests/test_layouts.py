@@ -1,6 +1,7 @@
 """Repositories whose git dir is kept apart from the work tree, used as their users use them:
 `git init --separate-git-dir` (the work tree has a `.git` file) and `core.worktree` (the work
-tree has no `.git` at all; git is reached with GIT_DIR or `git --git-dir`)."""
+tree has no `.git` at all; git is reached with GIT_DIR or `git --git-dir`). And SHA-256
+repositories, which git-fleet refuses before it writes anything."""
 
 from __future__ import annotations
 
@@ -115,3 +116,20 @@ def test_agent_commands_never_reach_the_main_worktree_through_git_dir(layout: La
     assert lay.agent("web", "status", "--porcelain").out == ""
     assert lay.main("status", "--porcelain").out == "?? .gitfleet.toml\n"
 
+
+def test_sha256_repositories_are_refused_before_anything_is_written(sandbox: Sandbox) -> None:
+    sb = sandbox
+    sb.git("init", "-q", "--object-format=sha256", str(sb.repo), cwd=sb.root)
+    sb.write_files(FILES)
+    sb.git("add", "-A")
+    sb.git("commit", "-qm", "initial")
+    hooks_before = sorted(p.name for p in (sb.repo / ".git/hooks").iterdir())
+    for args in (["fleet-init"], ["fleet-init", "--interactive"], ["fleet-add", "api", "--zone", "src/api/**"],
+                 ["fleet-status"]):
+        res = sb.git(*args, ok=False)
+        assert res.code == 2, res
+        assert res.err.startswith(f"error: {sb.repo / '.git'}: git-fleet does not work with SHA256 repositories yet\n")
+        assert "hint: it needs a repository with SHA-1 object names" in res.err and "Traceback" not in res.err
+    assert not (sb.repo / ".gitfleet.toml").exists() and not (sb.repo / ".git/fleet").exists()
+    assert sorted(p.name for p in (sb.repo / ".git/hooks").iterdir()) == hooks_before
+    assert sb.git("status", "--porcelain").out == ""
