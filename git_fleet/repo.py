@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -34,6 +35,7 @@ class Worktree:
     bare: bool = False
     prunable: bool = False  # registered, but its directory is gone
     busy: str | None = None  # the branch a detached worktree is rebasing or bisecting
+    locked: str | None = None  # why it is locked ("" for no reason given); git's add locks it until done
 
     def has(self, branch: str) -> bool:
         """Whether git counts `branch` as checked out here: on HEAD, or being rebased or bisected
@@ -75,6 +77,7 @@ def worktrees_of(raw: bytes) -> list[Worktree]:
             bare="bare" in fields,
             prunable="prunable" in fields,
             busy=_busy_branch(fields["worktree"]) if detached else None,
+            locked=fields.get("locked"),
         ))
     return trees
 
@@ -168,9 +171,7 @@ class Repo:
     def scratch_worktree(self, commit: str) -> Iterator[Path]:
         """A detached worktree of `commit` under <common dir>/fleet/scratch/, removed afterwards
         (and, if this process is killed, by clean_scratch on the next fleet command)."""
-        root = self.common_dir / "fleet" / "scratch"
-        root.mkdir(parents=True, exist_ok=True)
-        where = Path(tempfile.mkdtemp(prefix="wt-", dir=root))
+        where = Path(tempfile.mkdtemp(prefix="wt-", dir=self.scratch_dir()))
         try:
             git(["worktree", "add", "--quiet", "--detach", str(where), commit], self.common_dir)
             yield where
@@ -178,6 +179,12 @@ class Repo:
             git(["worktree", "remove", "--force", "--force", str(where)], self.common_dir, check=False)
             shutil.rmtree(where, ignore_errors=True)
             self.worktree_prune()
+
+    def scratch_dir(self) -> Path:
+        """<common dir>/fleet/scratch: temporary worktrees and index files, cleaned up by clean_scratch."""
+        root = self.common_dir / "fleet" / "scratch"
+        root.mkdir(parents=True, exist_ok=True)
+        return root
 
     def clean_scratch(self) -> None:
         """Remove what killed commands left in <common dir>/fleet/scratch: worktrees and files."""
@@ -191,6 +198,79 @@ class Repo:
                     where.unlink(missing_ok=True)
             self.worktree_prune()
 
+    def unfinished_checkout(self, worktree: Path, commit: str) -> tuple[list[str], list[str]]:
+        """A worktree whose checkout of `commit` never finished (its `git worktree add` was killed:
+        HEAD may not be set yet, the index missing): (work, unwritten). Work: files not in `commit`,
+        or that differ from it other than as git's own unfinished write. Unwritten: the files git
+        had not written yet, or only the beginning of (git writes a file front to back)."""
+        env = {**self.env_for(worktree), "GIT_OPTIONAL_LOCKS": "0"}
+        fd, index = tempfile.mkstemp(prefix="index-", dir=self.scratch_dir())
+        os.close(fd)
+        os.unlink(index)  # read-tree makes it
+        try:
+            env["GIT_INDEX_FILE"] = index
+            git(["read-tree", commit], worktree, env=env)
+            git(["update-index", "-q", "--refresh"], worktree, env=env, check=False)  # exit 1: some differ
+            listed = git(["diff-files", "-z", "--name-status"], worktree, env=env).stdout.split(b"\0")
+            untracked = git(["ls-files", "-z", "-o", "--exclude-standard"], worktree, env=env).stdout
+        finally:
+            for leftover in (index, index + ".lock"):
+                if os.path.exists(leftover):
+                    os.unlink(leftover)
+        work = [os.fsdecode(p) for p in untracked.split(b"\0") if p]
+        unwritten = []
+        for status, rel in zip(listed[::2], listed[1::2], strict=False):
+            path = os.fsdecode(rel)
+            if status == b"D" or self._begins(commit, path, worktree / path):
+                unwritten.append(path)
+            else:
+                work.append(path)
+        return work, unwritten
+
+    def _begins(self, commit: str, path: str, file: Path) -> bool:
+        """Whether `file` holds the beginning of `path`'s content in `commit` (all of it included)."""
+        try:
+            have = file.read_bytes() if not file.is_symlink() else None
+        except OSError:
+            return False
+        blob = git(["cat-file", "blob", f"{commit}:{path}"], self.common_dir, check=False).stdout
+        return have is not None and blob.startswith(have)
+
+    def finish_checkout(self, worktree: Path, branch: str, unwritten: list[str]) -> None:
+        """Complete the checkout a killed `git worktree add` left (see unfinished_checkout), keeping
+        every file it did not write: HEAD is set to the branch, the index made from it, and the
+        unwritten files written. The worktree's lock, and the index and HEAD locks git left in its
+        git dir, go (nobody but the dead add knew the worktree)."""
+        env = self.env_for(worktree)
+        admin = Path(out(["rev-parse", "--absolute-git-dir"], worktree, env=env))
+        (admin / "index.lock").unlink(missing_ok=True)
+        (admin / "HEAD.lock").unlink(missing_ok=True)
+        self.worktree_unlock(worktree)
+        git(["symbolic-ref", "HEAD", f"refs/heads/{branch}"], worktree, env=env)
+        git(["reset", "-q"], worktree, env=env)
+        if unwritten:
+            paths = b"".join(os.fsencode(p) + b"\0" for p in unwritten)
+            git(["checkout-index", "-f", "-z", "--stdin"], worktree, env=env, input=paths)
+
+    def drop_unwritten_record(self, path: Path) -> bool:
+        """Remove the record (<common dir>/worktrees/<id>) of a `git worktree add` of `path` killed
+        before it had written the record's files: one with an empty commondir makes every `git
+        worktree list` fail. git writes HEAD last, and checks nothing out before, so a record
+        without HEAD has nothing of anyone's. True if one was removed."""
+        want = os.path.join(os.path.realpath(path), ".git")
+        root = self.common_dir / "worktrees"
+        dropped = False
+        for admin in root.iterdir() if root.is_dir() else ():
+            gitdir = read_file(str(admin / "gitdir"))
+            ours = gitdir == want or (not gitdir and admin.name.startswith(path.name))
+            if ours and not (read_file(str(admin / "HEAD")) and read_file(str(admin / "commondir"))):
+                shutil.rmtree(admin)
+                dropped = True
+        return dropped
+
+    def worktree_unlock(self, path: Path) -> None:
+        git(["worktree", "unlock", str(path)], self.common_dir, check=False)  # not locked: nothing to do
+
     def worktree_prune(self) -> None:
         git(["worktree", "prune"], self.common_dir)
 
@@ -198,14 +278,15 @@ class Repo:
         """Uncommitted and untracked (not ignored) paths in a worktree."""
         return [path for code, path in self.status(worktree) if code != "!!"]
 
-    def status(self, worktree: Path, *, ignored: bool = False) -> list[tuple[str, str]]:
+    def status(self, worktree: Path, *, ignored: bool = False, index: str | None = None) -> list[tuple[str, str]]:
         """(two-letter code, path) for each uncommitted, untracked and, with `ignored`, ignored path
-        of a worktree (code "!!"; a directory ignored as a whole is one entry ending in "/")."""
+        of a worktree (code "!!"; a directory ignored as a whole is one entry ending in "/"),
+        against its own index or the one given."""
         # GIT_OPTIONAL_LOCKS=0: status does not write the index back (a refresh), so it never holds
         # index.lock, which a command killed meanwhile would leave behind in an agent's worktree
+        env = {**self.env_for(worktree), "GIT_OPTIONAL_LOCKS": "0", **({"GIT_INDEX_FILE": index} if index else {})}
         raw = git(["status", "--porcelain", "-z", "--untracked-files=all", "--ignore-submodules=none",
-                   *(["--ignored=matching"] if ignored else [])],
-                  worktree, env={**self.env_for(worktree), "GIT_OPTIONAL_LOCKS": "0"}).stdout
+                   *(["--ignored=matching"] if ignored else [])], worktree, env=env).stdout
         found = []
         entries = iter(raw.split(b"\0"))
         for entry in entries:
@@ -419,9 +500,7 @@ class Repo:
         # read-tree locks the index even for a dry run, and a process killed holding it would
         # leave index.lock behind: ask on a copy, its time kept for git's racy-entry check
         index = Path(out(["rev-parse", "--path-format=absolute", "--git-path", "index"], worktree, env=env))
-        scratch = self.common_dir / "fleet" / "scratch"
-        scratch.mkdir(parents=True, exist_ok=True)
-        fd, copy = tempfile.mkstemp(prefix="index-", dir=scratch)
+        fd, copy = tempfile.mkstemp(prefix="index-", dir=self.scratch_dir())
         os.close(fd)
         try:
             if index.exists():
@@ -435,6 +514,32 @@ class Repo:
                 if os.path.exists(leftover):
                     os.unlink(leftover)
         return proc.stderr.decode("utf-8", "replace").strip() or "git read-tree failed" if proc.returncode else None
+
+
+def remove_dead_lock(lock_file: Path, mine: str, since: float) -> bool | None:
+    """Remove a lock file that a killed git process of ours left, and only such a one. A ref's lock
+    holds the value git was about to write, so ours holds `mine`; a lock git had made but not yet
+    filled is empty, as are HEAD's (taken for its reflog) and an index's: those are taken to be
+    ours when made after `since` and still there, unchanged, a second later (git holds its locks
+    for milliseconds). None: there is none; True: removed; False: kept (it may be a live command's)."""
+    try:
+        st = lock_file.stat()
+        content = lock_file.read_text(encoding="utf-8", errors="replace").strip()
+    except FileNotFoundError:
+        return None
+    if mine and content == mine:
+        lock_file.unlink(missing_ok=True)
+        return True
+    if (not mine or not content) and st.st_mtime >= since - 2:
+        time.sleep(max(0.0, st.st_mtime + 1 - time.time()))
+        try:
+            again = lock_file.stat()
+        except FileNotFoundError:
+            return None  # it was a live command's, and it is done
+        if (again.st_ino, again.st_mtime_ns, again.st_size) == (st.st_ino, st.st_mtime_ns, st.st_size):
+            lock_file.unlink(missing_ok=True)
+            return True
+    return False
 
 
 @dataclass(frozen=True)
