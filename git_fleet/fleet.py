@@ -191,6 +191,7 @@ class Fleet:
         cfg = config.parse(self.config_path, text)
         write_atomic(self.config_path, text)
         self.text, self.config = text, cfg
+        pause("config-written")
         self.refresh_cache(cfg)
         return cfg
 
