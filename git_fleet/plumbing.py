@@ -133,7 +133,17 @@ def here() -> Here:
         found = (lines[0], lines[1], lines[2] if len(lines) > 2 else None)  # type: ignore[assignment]
     common_dir, git_dir, top = found  # type: ignore[misc]
     head = read_file(os.path.join(git_dir, "HEAD")) or ""
-    return Here(common_dir, git_dir, top, head[5:] if head.startswith("ref: ") else None)
+    return Here(common_dir, git_dir, top, head[5:] if head.startswith("ref: ") else rebasing(git_dir))
+
+
+def rebasing(git_dir: str) -> str | None:
+    """The branch (full ref) a worktree with a detached HEAD is in the middle of rebasing: still
+    the branch it works on, and checked out there as far as git is concerned."""
+    for name in ("rebase-merge/head-name", "rebase-apply/head-name"):
+        ref = read_file(os.path.join(git_dir, name))
+        if ref and ref.startswith("refs/heads/"):
+            return ref
+    return None
 
 
 MAIN_RECORD = os.path.join("fleet", "main-worktree")

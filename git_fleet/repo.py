@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import UsageError
-from .plumbing import EMPTY_TREE, MAIN_RECORD, ZERO_OID, git, main_worktree_of, out, parse_worktree_list, read_file
+from .plumbing import EMPTY_TREE, MAIN_RECORD, ZERO_OID, git, main_worktree_of, out, parse_worktree_list, read_file, rebasing
 
 if TYPE_CHECKING:
     import pygit2
@@ -58,11 +58,8 @@ def _busy_branch(worktree: str) -> str | None:
         git_dir = os.path.join(worktree, link[8:]) if link.startswith("gitdir: ") else dotgit
     else:  # a .git directory, or none: git lists the git dir itself for a main worktree kept apart
         git_dir = dotgit if os.path.isdir(dotgit) else worktree
-    for name in ("rebase-merge/head-name", "rebase-apply/head-name"):
-        ref = read_file(os.path.join(git_dir, name))
-        if ref and ref.startswith("refs/heads/"):
-            return ref[11:]
-    return read_file(os.path.join(git_dir, "BISECT_START")) or None  # the branch's short name
+    ref = rebasing(git_dir)
+    return ref[11:] if ref else read_file(os.path.join(git_dir, "BISECT_START")) or None  # a short name
 
 
 def worktrees_of(raw: bytes) -> list[Worktree]:

@@ -127,3 +127,16 @@ def test_prune_keeps_an_agent_whose_moved_worktree_is_mid_rebase(moved: tuple[Sa
     assert web.is_dir() and "fleet/web" in sb.branches()
     rows = {a["agent"]: a for a in json.loads(sb.fleet("list", "--json").out)}
     assert rows["web"]["worktree"] == str(web) and rows["web"]["state"] == "ok"
+
+
+def test_the_hook_knows_the_agent_of_a_moved_worktree_mid_rebase(moved: tuple[Sandbox, Path]) -> None:
+    """Detached by a rebase, away from its configured path, the worktree is still web's: the branch
+    being rebased says so, as it does to git."""
+    sb, web = moved
+    stop_mid_rebase(sb, web)
+    sb.write_files({"src/backend/api.py": "web was here\n"}, web)
+    sb.git("add", "src/backend/api.py", cwd=web)
+    res = sb.git("commit", "-qm", "amend on the way", cwd=web, ok=False)
+    assert "error: commit rejected: agent 'web' changed 1 path(s) outside its zone" in res.err
+    sb.git("restore", "--staged", "--worktree", "--", "src/backend/api.py", cwd=web)
+    sb.commit(web, {"src/frontend/app.js": "app(rebased)\n"}, "in its zone, mid-rebase")
