@@ -1,6 +1,7 @@
 """git-fleet benchmarks, each side by side with plain git in one run.
 
     python bench/run.py [--sizes 1000,100000] [--runs 15] [--out bench/results.md]
+    python bench/run.py --only-commits --python NEW/bin/python --baseline OLD/bin/python
 
 Generates the test repositories deterministically under bench/repos/ (reused when present),
 then times, interleaving the two sides so that drift hits both alike:
@@ -73,9 +74,26 @@ def timed(args: list[str], cwd: Path) -> float:
     return elapsed * 1000
 
 
-def commit_bench(root: Path, nfiles: int, runs: int) -> tuple[list[float], list[float], list[float]]:
+def fleet_hooks(root: Path, name: str, python: str) -> Path:
+    """A hooks directory whose pre-commit is the fleet's shim run by `python` (a git-fleet
+    environment of its choice: another version, or one installed the same way as another)."""
+    sys.path.insert(0, str(HERE.parent))
+    from git_fleet import hooks
+
+    where = root / name
+    where.mkdir(exist_ok=True)
+    (where / "pre-commit").write_text(hooks.render("pre-commit", python))
+    (where / "pre-commit").chmod(0o755)
+    return where
+
+
+def commit_bench(root: Path, nfiles: int, runs: int, python: str | None = None,
+                 baseline: str | None = None) -> tuple[list[float], ...]:
     """Commits with no hook, with a hook that does nothing (git's own cost of running one), and
-    with the fleet's hook, in turn."""
+    with the fleet's hook (run by `python`, default the one git fleet-init installed), in turn;
+    with `baseline`, also with the fleet hook of another git-fleet run by that Python. The two
+    fleet hooks then overwrite each other's zone cache, so every side makes an untimed commit
+    before its timed one, and each is timed warm."""
     wt = root / "agent-agent"
     no_hooks = root / "no-hooks"
     no_hooks.mkdir(exist_ok=True)
@@ -83,17 +101,21 @@ def commit_bench(root: Path, nfiles: int, runs: int) -> tuple[list[float], list[
     noop.mkdir(exist_ok=True)
     (noop / "pre-commit").write_text("#!/bin/sh\nexit 0\n")
     (noop / "pre-commit").chmod(0o755)
+    fleet = ["-c", f"core.hooksPath={fleet_hooks(root, 'fleet-hooks', python)}"] if python else []
     sides: list[tuple[list[str], list[float]]] = [
-        (["-c", f"core.hooksPath={no_hooks}"], []), (["-c", f"core.hooksPath={noop}"], []), ([], [])]
+        (["-c", f"core.hooksPath={no_hooks}"], []), (["-c", f"core.hooksPath={noop}"], []), (fleet, [])]
+    if baseline:
+        sides.append((["-c", f"core.hooksPath={fleet_hooks(root, 'baseline-hooks', baseline)}"], []))
     for r in range(runs + 1):
         for opts, times in sides:
-            for i in range(nfiles):
-                (wt / f"agent/f{i:05d}.txt").write_text(f"run {r} {len(times)} {opts} {i}\n")
-            sh("git", "add", "agent", cwd=wt)
-            t = timed(["git", *opts, "commit", "-q", "-m", f"r{r}"], wt)
-            if r:  # the first round warms the caches
-                times.append(t)
-    return sides[0][1], sides[1][1], sides[2][1]
+            for warm in ((True, False) if baseline else (False,)):
+                for i in range(nfiles):
+                    (wt / f"agent/f{i:05d}.txt").write_text(f"run {r} {len(times)} {opts} {i} {warm}\n")
+                sh("git", "add", "agent", cwd=wt)
+                t = timed(["git", *opts, "commit", "-q", "-m", f"r{r}"], wt)
+                if r and not warm:  # the first round warms the caches
+                    times.append(t)
+    return tuple(times for _, times in sides)
 
 
 def add_bench(root: Path, runs: int) -> tuple[list[float], list[float]]:
@@ -329,6 +351,11 @@ def main() -> int:
                     help="run the merge benchmarks on small repositories too (they run on 100,000 files)")
     ap.add_argument("--tasks", type=int, default=500, help="tasks drained in the claims benchmark (default 500)")
     ap.add_argument("--out", type=Path, help="also write the table to this file")
+    ap.add_argument("--only-commits", action="store_true", help="time the commit hook only")
+    ap.add_argument("--python", help="the Python the fleet's hook runs (default: the one git fleet-init installed)")
+    ap.add_argument("--baseline", metavar="PYTHON",
+                    help="also time the commit hook of the git-fleet this Python imports (an older version), "
+                         "side by side in the same rounds")
     args = ap.parse_args()
     if shutil.which("git-fleet-add") is None:
         sys.exit("bench: git-fleet is not on PATH (run ./install.sh, or pip install -e . in a venv)")
@@ -346,9 +373,13 @@ def main() -> int:
         print(f"bench: repository of {size:,} files ready in {time.perf_counter() - started:.1f}s", file=sys.stderr)
         total = max(size, AGENT_FILES)
         for n in (1, 1000):
-            plain, noop, fleet = commit_bench(root, n, args.runs)
+            plain, noop, fleet, *baseline = commit_bench(root, n, args.runs, args.python, args.baseline)
             lines.append(row(f"commit {n:,} file(s), {total:,}-file repo", plain, fleet, noop))
-            print(lines[-1], file=sys.stderr)
+            if baseline:
+                lines.append(row(f"commit {n:,} file(s), {total:,}-file repo, baseline hook", plain, baseline[0], noop))
+            print("\n".join(lines[-1 - len(baseline):]), file=sys.stderr)
+        if args.only_commits:
+            continue
         plain, fleet = add_bench(root, args.add_runs)
         lines.append(row(f"create an agent worktree, {total:,}-file repo", plain, fleet))
         print(lines[-1], file=sys.stderr)
@@ -360,7 +391,7 @@ def main() -> int:
                 plain, fleet = fn()
                 lines.append(row(f"{label}, {total:,}-file repo", plain, fleet))
                 print(lines[-1], file=sys.stderr)
-    for workers in (1, 8):
+    for workers in (1, 8) if not args.only_commits else ():
         plain, fleet = claims_bench(workers, args.tasks, 3)
         lines.append(row(f"claim and finish {args.tasks:,} tasks, {workers} worker(s)", plain, fleet))
         print(lines[-1], file=sys.stderr)

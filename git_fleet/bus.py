@@ -46,6 +46,16 @@ def slug(title: str) -> str:
     return s[:40].rstrip("-") or "task"
 
 
+def settled(mtime_ns: int, read_ns: int) -> bool:
+    """git's racy rule (Documentation/technical/racy-git.txt): a file changed within the timestamp
+    tick it was read in keeps its time and, changed in place, its size, so what was read from it
+    is trusted only when its time was older than the reading by more than a tick. Where times fall
+    on whole seconds the file system counts in seconds (two on FAT); elsewhere the tick is the
+    kernel's clock tick, a few milliseconds."""
+    tick = 2_000_000_000 if mtime_ns % 1_000_000_000 == 0 else 100_000_000
+    return mtime_ns < read_ns - tick
+
+
 # -- front matter -----------------------------------------------------------------------------------
 
 def front_matter(path: Path, text: str) -> tuple[dict[str, Any], str]:
@@ -121,11 +131,12 @@ class Bus:
         self.plan = root / "master_plan.md"
         self.state = self.tasks / STATE
         self.lease = lease
-        # parsed specs by path, keyed by (mtime, size): only the orchestrator edits them, rarely;
-        # results by name: linked once, never rewritten. A long-running worker reads each once.
-        self._specs: dict[Path, tuple[tuple[int, int], dict[str, Any], str]] = {}
+        # parsed specs by path, keyed by (mtime, size) and when they were read (see settled): only
+        # the orchestrator edits them, rarely; results by name: linked once, never rewritten. A
+        # long-running worker reads each once.
+        self._specs: dict[Path, tuple[tuple[int, int], int, dict[str, Any], str]] = {}
         self._outcomes: dict[str, tuple[str, str | None]] = {}
-        self._listing: tuple[int, dict[int, Path]] | None = None
+        self._listing: tuple[int, int, dict[int, Path]] | None = None
 
     def ensure(self) -> None:
         for d in (self.tasks, self.results, self.state):
@@ -138,30 +149,32 @@ class Bus:
     # -- reading ----------------------------------------------------------------------------------
 
     def _spec_paths(self) -> dict[int, Path]:
-        """The spec files by id; listed again only when the tasks directory itself changed
-        (a spec added, renamed or removed changes its mtime)."""
+        """The spec files by id; listed again when the tasks directory itself changed (a spec
+        added, renamed or removed changes its mtime), or may have within the tick it was listed in."""
         try:
             key = os.stat(self.tasks).st_mtime_ns
         except OSError:
             return {}
-        if self._listing is not None and self._listing[0] == key:
-            return self._listing[1]
+        if self._listing is not None and self._listing[0] == key and settled(key, self._listing[1]):
+            return self._listing[2]
+        listed = time.time_ns()
         found: dict[int, Path] = {}
         for entry in os.scandir(self.tasks):
             m = _SPEC.match(entry.name)
             if m:
                 found[int(m.group(1))] = Path(entry.path)
-        self._listing = (key, found)
+        self._listing = (key, listed, found)
         return found
 
     def _spec(self, path: Path) -> tuple[dict[str, Any], str]:
         st = os.stat(path)
         key = (st.st_mtime_ns, st.st_size)
         hit = self._specs.get(path)
-        if hit is not None and hit[0] == key:
-            return hit[1], hit[2]
+        if hit is not None and hit[0] == key and settled(key[0], hit[1]):
+            return hit[2], hit[3]
+        read = time.time_ns()
         meta, body = front_matter(path, path.read_text(encoding="utf-8"))
-        self._specs[path] = (key, meta, body)
+        self._specs[path] = (key, read, meta, body)
         return meta, body
 
     def _outcome(self, name: str, result: Path) -> tuple[str, str | None]:

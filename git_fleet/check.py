@@ -2,7 +2,7 @@
 
 The commit hook runs on every commit of every agent, so the zones are compiled once (literal
 patterns into string tests, the rest into regular expressions) and kept in
-`<common dir>/fleet/zones.cache`, keyed by the identity of the orchestrator's `.gitfleet.toml`
+`<common dir>/fleet/zones.cache`, keyed by the contents of the orchestrator's `.gitfleet.toml`
 and of the repository's git config. marshal reads it with no import to pay for. A warm hook
 reads that file, asks git once for the staged change and matches: no TOML, no pygit2, no click,
 and no `re` unless a zone has wildcards.
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from typing import Any
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 CONFIG_NAME = ".gitfleet.toml"
 STATUS_WORDS = {"A": "added", "M": "modified", "D": "deleted", "T": "changed type of", "C": "copied to",
                 "U": "unmerged", "R": "renamed"}
@@ -89,12 +89,12 @@ class Compiled:
         return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.protected)
 
 
-def _identity(path: str) -> list[int] | None:
+def _read(path: str) -> bytes | None:
     try:
-        st = os.stat(path)
+        with open(path, "rb") as fh:
+            return fh.read()
     except OSError:
         return None
-    return [st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino]
 
 
 def _from_data(data: dict[str, Any]) -> Compiled:
@@ -133,13 +133,14 @@ def compile_config(common_dir: str, main: str | None, cfg: Any) -> Compiled:
             "zone": list(a.zone),
             "rules": rules_of(zone),
         }
+    git_config = _read(os.path.join(common_dir, "config"))  # read before protected_paths asks git about it
     data = {"agents": agents, "protected": protected_paths(common_dir), "base": cfg.base}
     if cfg.union:
         from .zones import Zone
 
         data["union"] = {"zone": list(cfg.union), "rules": rules_of(Zone(cfg.union))}
-    if main is not None:
-        _store(common_dir, main, data)
+    if main is not None and cfg.text:
+        _store(common_dir, _cache_key(main, cfg.text.encode("utf-8"), git_config), data)
     return _from_data(data)
 
 
@@ -147,18 +148,21 @@ def _cache_file(common_dir: str) -> str:
     return os.path.join(common_dir, "fleet", "zones.cache")
 
 
-def _cache_key(common_dir: str, main: str) -> list[Any]:
-    return [CACHE_VERSION, sys.version_info[:2], main, _identity(os.path.join(main, CONFIG_NAME)),
-            _identity(os.path.join(common_dir, "config"))]
+def _cache_key(main: str, fleet_config: bytes, git_config: bytes | None) -> list[Any]:
+    """The compiled zones hold for exactly these contents of .gitfleet.toml and the git config.
+    Contents, not file times and sizes: an edit in place within one timestamp tick keeps both,
+    and the zones would be compiled from one text and filed under the identity of another. The
+    files are small; reading them costs what a stat does."""
+    return [CACHE_VERSION, sys.version_info[:2], main, fleet_config, git_config]
 
 
-def _store(common_dir: str, main: str, data: dict[str, Any]) -> None:
+def _store(common_dir: str, key: list[Any], data: dict[str, Any]) -> None:
     path = _cache_file(common_dir)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "wb") as fh:
-            marshal.dump({"key": _cache_key(common_dir, main), **data}, fh)
+            marshal.dump({"key": key, **data}, fh)
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only repository still gets correct answers, only slower ones
@@ -166,22 +170,21 @@ def _store(common_dir: str, main: str, data: dict[str, Any]) -> None:
 
 def load_compiled(common_dir: str, main: str) -> Compiled | None:
     """The compiled zones of the orchestrator's config; None when the repository has no fleet."""
-    key = _cache_key(common_dir, main)
-    if key[3] is None:
+    raw = _read(os.path.join(main, CONFIG_NAME))
+    if raw is None:
         return None
     try:
         with open(_cache_file(common_dir), "rb") as fh:
             data = marshal.load(fh)
-        if data.get("key") == key:
+        if data.get("key") == _cache_key(main, raw, _read(os.path.join(common_dir, "config"))):
             return _from_data(data)
     except (OSError, ValueError, EOFError, TypeError, KeyError, AttributeError):
         pass
     from pathlib import Path
 
-    from . import config  # cold path: parse the TOML, then remember the result
+    from . import config  # cold path: parse the TOML (the text just read), then remember the result
 
-    cfg = config.load(Path(main, CONFIG_NAME))
-    return None if cfg is None else compile_config(common_dir, main, cfg)
+    return compile_config(common_dir, main, config.parse_bytes(Path(main, CONFIG_NAME), raw))
 
 
 # -- checks ------------------------------------------------------------------------------------------

@@ -201,6 +201,7 @@ class Config:
     ports: tuple[int, int] | None = None  # each agent gets its own port from this range
     bus_dir: str = "."  # where tasks/, results/ and master_plan.md live, relative to the main worktree
     lease: str = "30m"  # how long a claim holds without renewal
+    text: str = field(default="", compare=False, repr=False)  # what it was parsed from (the zone cache's key)
 
     def checkpoint(self, name: str) -> Checkpoint:
         try:
@@ -424,7 +425,7 @@ def parse(path: Path, text: str) -> Config:
     return Config(path=path, base=base, branch_prefix=prefix, worktree=worktree, warn_agents=warn,
                   max_agents=limit, union=tuple(union), sync=sync, agents=agents, checkpoints=checkpoints,
                   bus_dir=bus_dir, lease=lease, stagger=stagger, layout=layout, setup_copy=tuple(copy),
-                  setup_run=r.take(setup, ("setup",), "run", str, None), ports=ports, **defaults)
+                  setup_run=r.take(setup, ("setup",), "run", str, None), ports=ports, text=text, **defaults)
 
 
 def load(path: Path) -> Config | None:
@@ -435,6 +436,10 @@ def load(path: Path) -> Config | None:
         return None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    return parse_bytes(path, raw)
+
+
+def parse_bytes(path: Path, raw: bytes) -> Config:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -295,9 +295,19 @@ def _locks(fleet: Any) -> Item:
 class Candidate:
     agent: str
     branch: str
-    worktree: str
+    worktree: str | None  # None: it has none in this repository
     why: str  # why it can go: "merged", "merged (squashed)"
     tip: str
+    # ignored files and directories that `git worktree remove` deletes with the worktree, unasked
+    # (build output, .env, node_modules); git-fleet's own .fleet/ is not counted
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def losing(self) -> str:
+        """What goes with the worktree besides what git has, in words ("" for nothing)."""
+        if not self.ignored:
+            return ""
+        return f"with its worktree go {len(self.ignored)} ignored file(s) or folder(s): {_some(self.ignored)}"
 
 
 def prunable(fleet: Any) -> tuple[list[Candidate], list[tuple[str, str]], list[str]]:
@@ -329,16 +339,28 @@ def prunable(fleet: Any) -> tuple[list[Candidate], list[tuple[str, str]], list[s
                 kept.append((agent.name, f"{unmerged} commit(s) not in {base}"))
                 continue
             why = f"its changes are all in {base} (squashed or picked)"
-        where = fleet.worktree_of(agent)
-        if where.is_dir():
-            dirty = repo.dirty_paths(where)
+        # where git has the branch checked out (a worktree moved by hand, or mid-rebase,
+        # included), never the configured path: a directory there may be anything
+        tree = fleet.tree_of(agent)
+        where = tree.path if tree is not None else None
+        if tree is not None and tree.branch != agent.branch:
+            doing = (f"is rebasing or bisecting {agent.branch}" if tree.busy == agent.branch
+                     else f"is on {tree.branch}" if tree.branch else "has a detached HEAD")
+            kept.append((agent.name, f"its worktree {where} {doing}: finish that first"))
+            continue
+        ignored = []
+        if where is not None and where.is_dir():
+            entries = repo.status(where, ignored=True)
+            dirty = [p for code, p in entries if code != "!!"]
             if dirty:
                 kept.append((agent.name, f"uncommitted or untracked work: {_some(dirty)}"))
                 continue
+            ignored = [p for code, p in entries if code == "!!" and p.split("/", 1)[0] != ".fleet"]
         if agent.name in in_checkpoint:
             kept.append((agent.name, "named by a checkpoint in the config"))
             continue
-        found.append(Candidate(agent.name, agent.branch, str(where), why, tip))
+        found.append(Candidate(agent.name, agent.branch, str(where) if where is not None else None, why, tip,
+                               ignored))
     return found, kept, stale
 
 
@@ -348,8 +370,8 @@ def prune(fleet: Any, candidates: list[Candidate]) -> list[str]:
     done = []
     fleet.repo.worktree_prune()
     for c in candidates:
-        where = Path(c.worktree)
-        if where.is_dir():
+        where = Path(c.worktree) if c.worktree else None
+        if where is not None and where.is_dir():
             try:
                 fleet.repo.worktree_remove(where)
             except FleetError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,3 +45,22 @@ def write_new(path: Path, text: str) -> bool:
         except FileExistsError:
             return False
         return True
+
+
+def ignored_dir(path: Path, note: str, staging: Path) -> None:
+    """Make `path` a directory git ignores all of (a .gitignore of `*` inside), never seen by git
+    half made: a kill between mkdir and the .gitignore would leave it untracked, and a worktree
+    with untracked files is one with work in it. So it is put together in `staging` (where git
+    does not look, on the same file system) and renamed into place; failing that, made in place."""
+    ignore = f"# {note}\n*\n"
+    if path.is_dir() and (path / ".gitignore").is_file():
+        return
+    made = Path(tempfile.mkdtemp(prefix="dir-", dir=staging))
+    try:
+        (made / ".gitignore").write_text(ignore, encoding="utf-8")
+        os.rename(made, path)  # fails if path is there (and not empty) or on another file system
+        return
+    except OSError:
+        shutil.rmtree(made, ignore_errors=True)
+    path.mkdir(exist_ok=True)
+    write_atomic(path / ".gitignore", ignore)

@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import shutil
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,7 +17,8 @@ from . import check, config, lock, plumbing
 from .config import Agent, Config
 from .errors import FleetError, UsageError
 from .files import write_atomic
-from .repo import Repo, Worktree
+from .pause import pause
+from .repo import Repo, Worktree, remove_dead_lock
 from .zones import Pattern, PatternError, Zone, find_overlap
 
 
@@ -65,6 +67,7 @@ class Fleet:
         self.recovered: list[str] = []  # what an interrupted merge or add needed, done on opening
         self.waiting: Callable[[str], None] | None = None  # told who holds the lock, if it must wait
         self.warn: Callable[[str], None] | None = None  # told what was finished for a killed command later on
+        self.adopted: str | None = None  # the agent a killed `git fleet-add` made and this command registered
         self._trees: list[Worktree] | None = None
 
     @property
@@ -89,6 +92,13 @@ class Fleet:
         if orchestrator:
             repo.record_main_worktree()
         fleet.recovered = merge.recover(repo, orchestrator=orchestrator)
+        if orchestrator and fleet._intent_path().exists():
+            # as for merges: only the orchestrator, and only when no fleet command holds the lock
+            # (one that does may be the add itself, still running)
+            with lock.attempt(repo.common_dir) as held:
+                if held:
+                    fleet._reread()
+                    fleet.recovered += fleet._undo_interrupted_add()
         return fleet
 
     # -- who is who ------------------------------------------------------------------------------------
@@ -108,15 +118,20 @@ class Fleet:
         checked out, else a worktree registered at its configured path (the agent switched
         branches). None when this repository has none: a directory at the configured path that
         git does not list here (another clone's, or a leftover) is never the agent's."""
+        tree = self.tree_of(agent)
+        return tree.path if tree is not None else None
+
+    def tree_of(self, agent: Agent) -> Worktree | None:
+        """What git lists for the agent's worktree (see locate)."""
         planned = os.path.realpath(self.planned_worktree(agent))
         at_path = None
         for wt in self.worktrees():
             if wt.bare or wt.prunable:
                 continue
-            if wt.branch == agent.branch:
-                return wt.path
+            if wt.has(agent.branch):
+                return wt
             if os.path.realpath(wt.path) == planned:
-                at_path = wt.path
+                at_path = wt
         return at_path
 
     def planned_worktree(self, agent: Agent) -> Path:
@@ -155,16 +170,19 @@ class Fleet:
         that two `git fleet-add` at once do not lose a registration; first finish what a killed
         `git fleet-add` left half done."""
         with lock.hold(self.repo.common_dir, self.waiting):
-            text = self.config_path.read_text(encoding="utf-8")
-            cfg = config.parse(self.config_path, text)
-            self.text, self.config = text, cfg
-            self.forget_worktrees()
+            self._reread()
             for line in self._undo_interrupted_add():
                 if self.warn is not None:
                     self.warn(line)
                 else:
                     self.recovered.append(line)
             yield
+
+    def _reread(self) -> None:
+        """The config and worktrees as they are now (under the lock: as no one else changes them)."""
+        text = self.config_path.read_text(encoding="utf-8")
+        self.text, self.config = text, config.parse(self.config_path, text)
+        self.forget_worktrees()
 
     def refresh_cache(self, cfg: Config) -> None:
         check.compile_config(str(self.repo.common_dir), str(self.main), cfg)
@@ -173,6 +191,7 @@ class Fleet:
         cfg = config.parse(self.config_path, text)
         write_atomic(self.config_path, text)
         self.text, self.config = text, cfg
+        pause("config-written")
         self.refresh_cache(cfg)
         return cfg
 
@@ -193,6 +212,11 @@ class Fleet:
         self._orchestrator_only("add agents")
         config.check_agent_name(name)
         cfg = self.config
+        if name in cfg.agents and self._adopted_as_asked(cfg.agents[name], zone, branch, path):
+            report.notes.append(f"agent '{name}' was made by an interrupted `git fleet-add` and is now registered")
+            self.write_brief(cfg.agents[name])
+            self._setup(cfg.agents[name], report)
+            return cfg.agents[name], report
         if name in cfg.agents:
             raise FleetError(f"agent '{name}' already exists (branch {cfg.agents[name].branch})",
                              f"remove it first with `git fleet-rm {name}`, or pick another name")
@@ -238,7 +262,7 @@ class Fleet:
                              "commit something on the base branch first, or give --base REF"
                              if base is None else "name an existing branch, tag or commit")
         for wt in self.repo.worktrees():
-            if wt.branch == branch:
+            if wt.has(branch):
                 raise FleetError(f"branch {branch} is checked out in {wt.path}",
                                  "an agent needs a worktree of its own; switch that worktree to another branch first")
 
@@ -255,7 +279,7 @@ class Fleet:
         # a record of what is about to be made: a process killed before the config is written
         # leaves it, and the next command that takes the lock undoes (or adopts) what it finds
         intent = self._intent_path()
-        write_atomic(intent, json.dumps({"agent": _agent_record(agent), "worktree": str(where),
+        write_atomic(intent, json.dumps({"agent": _agent_record(agent), "worktree": str(where), "time": time.time(),
                                          "base": base_commit if tip is None else tip, "made_branch": tip is None}))
         created_branch = created_tree = False
         try:
@@ -263,8 +287,10 @@ class Fleet:
                 assert base_commit is not None
                 self.repo.create_branch(branch, base_commit)
                 created_branch = True
+            pause("add-after-branch")
             self.repo.worktree_add(where, branch)
             created_tree = True
+            pause("add-after-worktree")
             self.forget_worktrees()
             self._save(new_text)
         except BaseException:
@@ -282,6 +308,12 @@ class Fleet:
         self._setup(agent, report)
         return agent, report
 
+    def _adopted_as_asked(self, agent: Agent, zone: Sequence[str], branch: str | None, path: str | None) -> bool:
+        """Whether this command just adopted `agent` from a killed `git fleet-add` (see
+        _undo_interrupted_add) that asked for what this one asks: then this add is that one, done."""
+        return (self.adopted == agent.name and agent.zone == tuple(zone) and branch in (None, agent.branch)
+                and (path is None or os.path.realpath(path) == os.path.realpath(self.planned_worktree(agent))))
+
     def _intent_path(self) -> Path:
         return self.repo.common_dir / "fleet" / "adding"
 
@@ -294,6 +326,7 @@ class Fleet:
             data = json.loads(intent.read_text(encoding="utf-8"))
             agent = _agent_from_record(data["agent"])
             where, start, made_branch = Path(data["worktree"]), data["base"], bool(data["made_branch"])
+            since = float(data.get("time", 0))
         except FileNotFoundError:
             return []
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -302,30 +335,57 @@ class Fleet:
         if agent.name in self.config.agents:
             intent.unlink()  # it was registered: only the record was left
             return []
-        tree = next((w for w in self.worktrees() if os.path.realpath(w.path) == os.path.realpath(where)
-                     and w.branch == agent.branch and not w.prunable), None)
+        # git killed inside `git update-ref` or `git worktree add` leaves its lock, or a worktree
+        # record so new that `git worktree list` fails on it
+        kept_lock = made_branch and remove_dead_lock(
+            self.repo.common_dir / "refs" / "heads" / f"{agent.branch}.lock", start, since) is False
+        if self.repo.drop_unwritten_record(where):
+            self.forget_worktrees()
+        tree = next((w for w in self.worktrees() if not w.bare and os.path.realpath(w.path) == os.path.realpath(where)
+                     and (w.branch == agent.branch or w.locked is not None)), None)
+        # git locks a worktree it adds until its checkout is done: locked, it was killed midway, and
+        # the files it had not written yet are no one's deletions
+        half = tree is not None and tree.locked is not None
+        ours = where.is_dir() and _made_by_git_for(where, self.repo.common_dir)
         tip = self.repo.branch_tip(agent.branch)
-        worked = (tree is not None and bool(self.repo.dirty_paths(tree.path))) or (tip is not None and tip != start)
-        if tree is not None and worked:
-            try:
-                self._save(config.with_agent(self.config, self.text, agent))
-            except FleetError as e:
-                return [(f"an interrupted `git fleet-add {agent.name}` left {where} (branch {agent.branch}) with work "
-                        f"in it, and it cannot be registered: {e.message}"),
-                        f"adopt it by hand: git fleet-add {agent.name} --branch {agent.branch} --path {where} --zone ..."]
-            intent.unlink()
-            return [(f"adopted agent '{agent.name}' ({where}, branch {agent.branch}): an interrupted `git fleet-add` "
-                    "made it and work was done there since")]
-        if tree is not None:
-            self.repo.worktree_remove(tree.path, force=True)
-        elif where.is_dir() and _made_by_git_for(where, self.repo.common_dir):
-            shutil.rmtree(where)  # git was killed while making it: its checkout, nothing else
+        changed: list[str] = []
+        unwritten: list[str] = []
+        if tree is not None and ours and half:
+            changed, unwritten = self.repo.unfinished_checkout(where, start)
+        elif tree is not None and ours:
+            changed = self.repo.dirty_paths(where)
+        if tree is not None and ours and (changed or (tip is not None and tip != start)):
+            return self._adopt(agent, where, unwritten if half else None)
+        if tree is not None and ours:
+            self.repo.worktree_remove(where, force=True)  # a lock of git's own included
+        elif where.is_dir() and (ours or set(os.listdir(where)) <= {".git"}):
+            shutil.rmtree(where)  # git was killed while making it: its checkout (or its start), nothing else
+        if half:
+            self.repo.worktree_unlock(where)  # so that the prune below takes its record
         self.repo.worktree_prune()
         self.forget_worktrees()
-        if made_branch and tip == start and not any(w.branch == agent.branch for w in self.worktrees()):
+        if made_branch and tip == start and not any(w.has(agent.branch) for w in self.worktrees()):
             self.repo.delete_branch(agent.branch, start)
         intent.unlink()
-        return [f"removed what an interrupted `git fleet-add {agent.name}` had made; nothing was registered"]
+        return [f"removed what an interrupted `git fleet-add {agent.name}` had made; nothing was registered"] + (
+            [f"{self.repo.common_dir}/refs/heads/{agent.branch}.lock was left: another git process holds it, or one "
+             "was killed"] if kept_lock else [])
+
+    def _adopt(self, agent: Agent, where: Path, unwritten: list[str] | None) -> list[str]:
+        """Register what a killed `git fleet-add` made, as it meant to, finishing the checkout it
+        left half done (unwritten: the files to write; None when it was done)."""
+        try:
+            self._save(config.with_agent(self.config, self.text, agent))
+        except FleetError as e:
+            return [(f"an interrupted `git fleet-add {agent.name}` left {where} (branch {agent.branch}) with work "
+                    f"in it, and it cannot be registered: {e.message}"),
+                    f"adopt it by hand: git fleet-add {agent.name} --branch {agent.branch} --path {where} --zone ..."]
+        if unwritten is not None:
+            self.repo.finish_checkout(where, agent.branch, unwritten)
+        self._intent_path().unlink()
+        self.adopted = agent.name
+        return [(f"adopted agent '{agent.name}' ({where}, branch {agent.branch}): an interrupted `git fleet-add` "
+                "made it and work was done there since")]
 
     def _free_port(self) -> int | None:
         if self.config.ports is None:
@@ -440,9 +500,10 @@ class Fleet:
     def environment(self, agent: Agent) -> dict[str, str]:
         """The fleet environment an agent's commands run with (its own env on top)."""
         v = self.values(agent)
-        env = {**os.environ, "FLEET_AGENT": agent.name, "FLEET_SESSION": v["session"], "FLEET_MODEL": v["model"],
-               "FLEET_ZONE": "\n".join(agent.zone), "FLEET_BRANCH": agent.branch, "FLEET_WORKTREE": v["worktree"],
-               "FLEET_BUS": str(self.bus().root), "FLEET_TASK": v["task"],
+        # run where the agent's worktree is, never where the orchestrator's GIT_DIR points
+        env = {**self.repo.env_for(Path(v["worktree"])), "FLEET_AGENT": agent.name, "FLEET_SESSION": v["session"],
+               "FLEET_MODEL": v["model"], "FLEET_ZONE": "\n".join(agent.zone), "FLEET_BRANCH": agent.branch,
+               "FLEET_WORKTREE": v["worktree"], "FLEET_BUS": str(self.bus().root), "FLEET_TASK": v["task"],
                "FLEET_BRIEF": str(self.worktree_of(agent) / ".fleet" / "brief.md"),
                **({"FLEET_PORT": str(agent.port)} if agent.port else {})}
         env.update(dict(agent.env))
@@ -479,15 +540,13 @@ class Fleet:
         """.fleet/brief.md in the agent's worktree (ignored by git): its zone, branch, the bus and its
         claimed tasks, for an agent that reads its instructions from a file. None when the agent
         has no worktree here."""
-        from .files import write_atomic, write_new
+        from .files import ignored_dir, write_atomic
 
         tree = self.locate(agent)
         if tree is None or not tree.is_dir():
             return None
         where = tree / ".fleet"
-        where.mkdir(exist_ok=True)
-        if not (where / ".gitignore").exists():
-            write_new(where / ".gitignore", "# git-fleet's files for this agent: never tracked\n*\n")
+        ignored_dir(where, "git-fleet's files for this agent: never tracked", self.repo.scratch_dir())
         bus = self.bus()
         tasks = self.claimed_tasks(agent)
         lines = [f"# Brief for agent {agent.name}", "",
@@ -558,7 +617,7 @@ class Fleet:
         elif unmerged or keep_branch:
             if unmerged:
                 report.warnings.append(f"kept branch {agent.branch}: it has {unmerged} unmerged commit(s)")
-        elif not any(w.branch == agent.branch for w in self.worktrees()):
+        elif not any(w.has(agent.branch) for w in self.worktrees()):
             self.repo.delete_branch(agent.branch, tip)
             report.notes.append(f"deleted branch {agent.branch} (fully merged into {self.config.base})")
         report.notes.append(f"removed agent '{name}'")
@@ -577,7 +636,7 @@ class Fleet:
             state = "ok"
             if located is None or wt is None or not where.is_dir():
                 state = "missing worktree"
-            elif wt.branch != a.branch:
+            elif not wt.has(a.branch):
                 state = f"worktree on {wt.branch or 'detached HEAD'}"
             if tip is None:
                 state = "missing branch"
@@ -758,6 +817,8 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
             return InitResult(None, False, hooks.install(repo, names), report)
     main = repo.main_worktree
     assert main is not None
+    if repo.is_main_worktree():
+        repo.record_main_worktree()
     if uninstall:
         return InitResult(main / config.CONFIG_NAME, False, hooks.uninstall(repo), report)
     path = main / config.CONFIG_NAME

@@ -36,8 +36,9 @@ from . import check, config, lock, plumbing, runner
 from .config import Agent, Checkpoint
 from .errors import FleetError, GitError
 from .files import write_atomic
+from .pause import pause as _pause
 from .plumbing import ZERO_OID, git, read_file
-from .repo import Repo
+from .repo import Repo, remove_dead_lock
 
 JOURNAL = "merge-journal"
 LOG = "checkpoints.log"
@@ -223,8 +224,8 @@ def _test_log(repo: Repo) -> Path:
 
 def _attempt(repo: Repo, commit: str, p: Plan, log: Path | None = None) -> runner.Outcome:
     assert p.checkpoint is not None and p.checkpoint.test is not None
-    env = {**os.environ, "FLEET_BASE": p.base, "FLEET_CHECKPOINT": p.checkpoint.name}
     with repo.scratch_worktree(commit) as where:
+        env = {**repo.env_for(where), "FLEET_BASE": p.base, "FLEET_CHECKPOINT": p.checkpoint.name}
         return runner.run(p.checkpoint.test, where, env, p.checkpoint.timeout, log)
 
 
@@ -385,13 +386,10 @@ def _roll_back(repo: Repo, j: Journal, where: Path, why: str, recovering: bool) 
 
 
 def _clear_locks(repo: Repo, j: Journal) -> list[str]:
-    """Remove the lock files a killed git process of this merge left, and only those: a ref's lock
-    holds the value it was about to write, so ours hold j.new or j.tag. HEAD's lock (taken for
-    HEAD's reflog, as HEAD points at the base) is empty, as is a ref's lock that git had made but
-    not yet filled, and the index lock of the work tree that follows the base holds no commit;
-    they are taken to be ours when they were made after the journal and are still there,
-    unchanged, a second later (git holds them for milliseconds). Any other lock is reported, not
-    removed: it may be a live command's."""
+    """Remove the lock files a killed git process of this merge left, and only those (see
+    repo.remove_dead_lock): ref locks holding j.new or j.tag; HEAD's lock (taken for HEAD's reflog,
+    as HEAD points at the base) and the index lock of the work tree that follows the base, made
+    after the journal. Any other lock is reported, not removed: it may be a live command's."""
     found = []
     for ref, mine in ((j.ref, j.new), (j.tag_ref, j.tag)):
         if ref and mine:
@@ -403,27 +401,8 @@ def _clear_locks(repo: Repo, j: Journal) -> list[str]:
     if where is not None:  # the index of the work tree the merge updates (git read-tree killed)
         found.append((Path(git(["rev-parse", "--path-format=absolute", "--git-path", "index.lock"], where)
                            .stdout.decode().strip()), ""))
-    reports = []
-    for lock_file, mine in found:
-        try:
-            st = lock_file.stat()
-            content = lock_file.read_text(encoding="utf-8", errors="replace").strip()
-        except FileNotFoundError:
-            continue
-        if mine and content == mine:
-            lock_file.unlink(missing_ok=True)
-            continue
-        if (not mine or not content) and st.st_mtime >= j.time - 2:  # (git makes a ref's lock, then fills it)
-            time.sleep(max(0.0, st.st_mtime + 1 - time.time()))
-            try:
-                again = lock_file.stat()
-            except FileNotFoundError:
-                continue  # it was a live command's, and it is done
-            if (again.st_ino, again.st_mtime_ns, again.st_size) == (st.st_ino, st.st_mtime_ns, st.st_size):
-                lock_file.unlink(missing_ok=True)
-                continue
-        reports.append(f"  {lock_file} exists: another git process holds it, or one was killed")
-    return reports
+    return [f"  {lock_file} exists: another git process holds it, or one was killed"
+            for lock_file, mine in found if remove_dead_lock(lock_file, mine, j.time) is False]
 
 
 def recover(repo: Repo, orchestrator: bool) -> list[str]:
@@ -498,16 +477,6 @@ def _recover(repo: Repo, j: Journal) -> list[str]:
             f"which does not hold the merge ({j.new[:12]}); merge the checkpoint again")] + warnings
 
 
-def _pause(point: str) -> None:
-    """Tests stop the process here (GIT_FLEET_TEST_PAUSE=point) to kill it at that exact moment or
-    let it go on: it writes the marker file, then waits for the test to remove it."""
-    if os.environ.get("GIT_FLEET_TEST_PAUSE") == point:
-        marker = Path(os.environ["GIT_FLEET_TEST_MARKER"])
-        marker.write_text(point)
-        while marker.exists():
-            time.sleep(0.02)
-
-
 # -- the forecast: what would conflict if merged now ---------------------------------------------------
 
 @dataclass
@@ -569,7 +538,11 @@ def sync_one(repo: Repo, cfg: Any, agent: Agent) -> SyncResult:
         return SyncResult(agent.name, "refused", f"branch {cfg.base if base_tip is None else agent.branch} is missing")
     if repo.merge_base(tip, base_tip) == base_tip:
         return SyncResult(agent.name, "up to date")
-    worktree = repo.checked_out(agent.branch)
+    tree = repo.worktree_with(agent.branch)
+    if tree is not None and tree.branch != agent.branch:  # its HEAD is elsewhere until that ends
+        return SyncResult(agent.name, "refused", f"{agent.branch} is being rebased or bisected in {tree.path}; "
+                          "finish that first (git rebase --continue or --abort, git bisect reset)")
+    worktree = tree.path if tree is not None else None
     if worktree is not None:
         dirty = repo.dirty_paths(worktree)
         if dirty:

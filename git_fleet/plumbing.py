@@ -36,7 +36,7 @@ def git(args: Sequence[str], cwd: str | os.PathLike[str] | None = None, *, input
 
 
 def hash_files(paths: Sequence[bytes], cwd: str | os.PathLike[str], *, filters: bool = True,
-               write: bool = False) -> list[str]:
+               write: bool = False, env: dict[str, str] | None = None) -> list[str]:
     """The blob id of each file (paths relative to `cwd`), through git's clean conversion for its
     path or as its bytes are; in one `git hash-object --stdin-paths`. A line there that starts
     with a quote is C-unquoted, so every path goes as ./PATH; a name with a newline cannot go on
@@ -45,12 +45,13 @@ def hash_files(paths: Sequence[bytes], cwd: str | os.PathLike[str], *, filters: 
     listed = [p for p in paths if b"\n" not in p]
     found: dict[bytes, str] = {}
     if listed:
-        raw = git([*args, "--stdin-paths"], cwd, input=b"".join(b"./" + p + b"\n" for p in listed)).stdout
+        raw = git([*args, "--stdin-paths"], cwd, input=b"".join(b"./" + p + b"\n" for p in listed), env=env).stdout
         found.update(zip(listed, raw.decode().split(), strict=True))
     for p in paths:
         if p not in found:
             name = os.fsdecode(p)
-            found[p] = git([*args, *([f"--path={name}"] if filters else []), "--", name], cwd).stdout.decode().strip()
+            found[p] = git([*args, *([f"--path={name}"] if filters else []), "--", name], cwd,
+                           env=env).stdout.decode().strip()
     return [found[p] for p in paths]
 
 
@@ -112,8 +113,8 @@ def quick(args: Sequence[str], show_errors: bool = True) -> tuple[int, bytes]:
 
 
 def out(args: Sequence[str], cwd: str | os.PathLike[str] | None = None, check: bool = True,
-        input: bytes | None = None) -> str:
-    return git(args, cwd, check=check, input=input).stdout.decode("utf-8", "surrogateescape").rstrip("\n")
+        input: bytes | None = None, env: dict[str, str] | None = None) -> str:
+    return git(args, cwd, check=check, input=input, env=env).stdout.decode("utf-8", "surrogateescape").rstrip("\n")
 
 
 def parse_worktree_list(raw: bytes) -> list[dict[str, str]]:
@@ -185,7 +186,17 @@ def here() -> Here:
         found = (lines[0], lines[1], lines[2] if len(lines) > 2 else None)  # type: ignore[assignment]
     common_dir, git_dir, top = found  # type: ignore[misc]
     head = read_file(os.path.join(git_dir, "HEAD")) or ""
-    return Here(common_dir, git_dir, top, head[5:] if head.startswith("ref: ") else None)
+    return Here(common_dir, git_dir, top, head[5:] if head.startswith("ref: ") else rebasing(git_dir))
+
+
+def rebasing(git_dir: str) -> str | None:
+    """The branch (full ref) a worktree with a detached HEAD is in the middle of rebasing: still
+    the branch it works on, and checked out there as far as git is concerned."""
+    for name in ("rebase-merge/head-name", "rebase-apply/head-name"):
+        ref = read_file(os.path.join(git_dir, name))
+        if ref and ref.startswith("refs/heads/"):
+            return ref
+    return None
 
 
 MAIN_RECORD = os.path.join("fleet", "main-worktree")

@@ -10,16 +10,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import UsageError
 from .plumbing import (EMPTY_TREE, MAIN_RECORD, ZERO_OID, git, hash_files, main_worktree_of, out, parse_worktree_list,
-                       read_file)
+                       read_file, rebasing)
 
 if TYPE_CHECKING:
     import pygit2
@@ -34,18 +35,47 @@ class Worktree:
     branch: str | None  # short name, None when detached
     bare: bool = False
     prunable: bool = False  # registered, but its directory is gone
+    busy: str | None = None  # the branch a detached worktree is rebasing or bisecting
+    locked: str | None = None  # why it is locked ("" for no reason given); git's add locks it until done
+
+    def has(self, branch: str) -> bool:
+        """Whether git counts `branch` as checked out here: on HEAD, or being rebased or bisected
+        (git refuses to delete or move such a branch: `git branch -d` says "checked out at")."""
+        return not self.bare and not self.prunable and branch in (self.branch, self.busy)
+
+
+# What points git at a repository, a work tree or an index: the user's GIT_DIR for a main worktree
+# kept apart from its git dir (core.worktree), a hook's GIT_INDEX_FILE. Inherited by a git run in
+# another worktree, they would take it to the main worktree instead.
+LOCATING = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX")
+
+
+def _busy_branch(worktree: str) -> str | None:
+    """The branch a detached worktree is in the middle of rebasing or bisecting, from its git dir
+    (as git's own find_shared_symref reads it)."""
+    dotgit = os.path.join(worktree, ".git")
+    if os.path.isfile(dotgit):
+        link = read_file(dotgit) or ""
+        git_dir = os.path.join(worktree, link[8:]) if link.startswith("gitdir: ") else dotgit
+    else:  # a .git directory, or none: git lists the git dir itself for a main worktree kept apart
+        git_dir = dotgit if os.path.isdir(dotgit) else worktree
+    ref = rebasing(git_dir)
+    return ref[11:] if ref else read_file(os.path.join(git_dir, "BISECT_START")) or None  # a short name
 
 
 def worktrees_of(raw: bytes) -> list[Worktree]:
     trees = []
     for fields in parse_worktree_list(raw):
         branch = fields.get("branch")
+        detached = "detached" in fields and "prunable" not in fields
         trees.append(Worktree(
             path=Path(fields["worktree"]),
             head=fields.get("HEAD"),
             branch=branch.removeprefix("refs/heads/") if branch else None,
             bare="bare" in fields,
             prunable="prunable" in fields,
+            busy=_busy_branch(fields["worktree"]) if detached else None,
+            locked=fields.get("locked"),
         ))
     return trees
 
@@ -80,7 +110,21 @@ class Repo:
     # -- worktrees ------------------------------------------------------------------------------
 
     def worktrees(self) -> list[Worktree]:
-        return worktrees_of(git(["worktree", "list", "--porcelain", "-z"], self.common_dir).stdout)
+        trees = worktrees_of(git(["worktree", "list", "--porcelain", "-z"], self.common_dir).stdout)
+        if trees and not trees[0].bare and trees[0].path == self.common_dir and self.main_worktree is not None:
+            # a git dir kept apart (--separate-git-dir, core.worktree): git names the git dir itself
+            # as the main worktree; the work tree is where its files are
+            trees[0] = replace(trees[0], path=self.main_worktree)
+        return trees
+
+    def env_for(self, worktree: Path) -> dict[str, str]:
+        """The environment for git, or a command that runs git, in `worktree`: the variables that
+        would take it to another worktree are dropped (see LOCATING), and set where git cannot find
+        the repository from the work tree itself (a core.worktree main worktree has no .git)."""
+        env = {k: v for k, v in os.environ.items() if k not in LOCATING}
+        if worktree == self.main_worktree and not os.path.lexists(worktree / ".git"):
+            env.update(GIT_DIR=str(self.common_dir), GIT_WORK_TREE=str(worktree))
+        return env
 
     @cached_property
     def main_worktree(self) -> Path | None:
@@ -107,8 +151,13 @@ class Repo:
 
     def checked_out(self, branch: str) -> Path | None:
         """The work tree that has `branch` checked out, as git records it (a branch is checked out
-        in one worktree at most); None when none has."""
-        return next((w.path for w in self.worktrees() if w.branch == branch and not w.bare and not w.prunable), None)
+        in one worktree at most, rebased or bisected there included); None when none has."""
+        tree = self.worktree_with(branch)
+        return tree.path if tree is not None else None
+
+    def worktree_with(self, branch: str) -> Worktree | None:
+        """The worktree that has `branch` checked out (see checked_out), as `git worktree list` has it."""
+        return next((w for w in self.worktrees() if w.has(branch)), None)
 
     def worktree_add(self, path: Path, branch: str) -> None:
         git(["worktree", "add", "--quiet", str(path), branch], self.common_dir)
@@ -120,9 +169,7 @@ class Repo:
     def scratch_worktree(self, commit: str) -> Iterator[Path]:
         """A detached worktree of `commit` under <common dir>/fleet/scratch/, removed afterwards
         (and, if this process is killed, by clean_scratch on the next fleet command)."""
-        root = self.common_dir / "fleet" / "scratch"
-        root.mkdir(parents=True, exist_ok=True)
-        where = Path(tempfile.mkdtemp(prefix="wt-", dir=root))
+        where = Path(tempfile.mkdtemp(prefix="wt-", dir=self.scratch_dir()))
         try:
             git(["worktree", "add", "--quiet", "--detach", str(where), commit], self.common_dir)
             yield where
@@ -130,6 +177,12 @@ class Repo:
             git(["worktree", "remove", "--force", "--force", str(where)], self.common_dir, check=False)
             shutil.rmtree(where, ignore_errors=True)
             self.worktree_prune()
+
+    def scratch_dir(self) -> Path:
+        """<common dir>/fleet/scratch: temporary worktrees and index files, cleaned up by clean_scratch."""
+        root = self.common_dir / "fleet" / "scratch"
+        root.mkdir(parents=True, exist_ok=True)
+        return root
 
     def clean_scratch(self) -> None:
         """Remove what killed commands left in <common dir>/fleet/scratch: worktrees and files."""
@@ -149,24 +202,104 @@ class Repo:
                     shutil.rmtree(admin, ignore_errors=True)
             self.worktree_prune()
 
+    def unfinished_checkout(self, worktree: Path, commit: str) -> tuple[list[str], list[str]]:
+        """A worktree whose checkout of `commit` never finished (its `git worktree add` was killed:
+        HEAD may not be set yet, the index missing): (work, unwritten). Work: files not in `commit`,
+        or that differ from it other than as git's own unfinished write. Unwritten: the files git
+        had not written yet, or only the beginning of (git writes a file front to back)."""
+        env = {**self.env_for(worktree), "GIT_OPTIONAL_LOCKS": "0"}
+        fd, index = tempfile.mkstemp(prefix="index-", dir=self.scratch_dir())
+        os.close(fd)
+        os.unlink(index)  # read-tree makes it
+        try:
+            env["GIT_INDEX_FILE"] = index
+            git(["read-tree", commit], worktree, env=env)
+            git(["update-index", "-q", "--refresh"], worktree, env=env, check=False)  # exit 1: some differ
+            listed = git(["diff-files", "-z", "--name-status"], worktree, env=env).stdout.split(b"\0")
+            untracked = git(["ls-files", "-z", "-o", "--exclude-standard"], worktree, env=env).stdout
+        finally:
+            for leftover in (index, index + ".lock"):
+                if os.path.exists(leftover):
+                    os.unlink(leftover)
+        work = [os.fsdecode(p) for p in untracked.split(b"\0") if p]
+        unwritten = []
+        for status, rel in zip(listed[::2], listed[1::2], strict=False):
+            path = os.fsdecode(rel)
+            if status == b"D" or self._begins(commit, path, worktree / path):
+                unwritten.append(path)
+            else:
+                work.append(path)
+        return work, unwritten
+
+    def _begins(self, commit: str, path: str, file: Path) -> bool:
+        """Whether `file` holds the beginning of `path`'s content in `commit` (all of it included)."""
+        try:
+            have = file.read_bytes() if not file.is_symlink() else None
+        except OSError:
+            return False
+        blob = git(["cat-file", "blob", f"{commit}:{path}"], self.common_dir, check=False).stdout
+        return have is not None and blob.startswith(have)
+
+    def finish_checkout(self, worktree: Path, branch: str, unwritten: list[str]) -> None:
+        """Complete the checkout a killed `git worktree add` left (see unfinished_checkout), keeping
+        every file it did not write: HEAD is set to the branch, the index made from it, and the
+        unwritten files written. The worktree's lock, and the index and HEAD locks git left in its
+        git dir, go (nobody but the dead add knew the worktree)."""
+        env = self.env_for(worktree)
+        admin = Path(out(["rev-parse", "--absolute-git-dir"], worktree, env=env))
+        (admin / "index.lock").unlink(missing_ok=True)
+        (admin / "HEAD.lock").unlink(missing_ok=True)
+        self.worktree_unlock(worktree)
+        git(["symbolic-ref", "HEAD", f"refs/heads/{branch}"], worktree, env=env)
+        git(["reset", "-q"], worktree, env=env)
+        if unwritten:
+            paths = b"".join(os.fsencode(p) + b"\0" for p in unwritten)
+            git(["checkout-index", "-f", "-z", "--stdin"], worktree, env=env, input=paths)
+
+    def drop_unwritten_record(self, path: Path) -> bool:
+        """Remove the record (<common dir>/worktrees/<id>) of a `git worktree add` of `path` killed
+        before it had written the record's files: one with an empty commondir makes every `git
+        worktree list` fail. git writes HEAD last, and checks nothing out before, so a record
+        without HEAD has nothing of anyone's. True if one was removed."""
+        want = os.path.join(os.path.realpath(path), ".git")
+        root = self.common_dir / "worktrees"
+        dropped = False
+        for admin in root.iterdir() if root.is_dir() else ():
+            gitdir = read_file(str(admin / "gitdir"))
+            ours = gitdir == want or (not gitdir and admin.name.startswith(path.name))
+            if ours and not (read_file(str(admin / "HEAD")) and read_file(str(admin / "commondir"))):
+                shutil.rmtree(admin)
+                dropped = True
+        return dropped
+
+    def worktree_unlock(self, path: Path) -> None:
+        git(["worktree", "unlock", str(path)], self.common_dir, check=False)  # not locked: nothing to do
+
     def worktree_prune(self) -> None:
         git(["worktree", "prune"], self.common_dir)
 
     def dirty_paths(self, worktree: Path) -> list[str]:
         """Uncommitted and untracked (not ignored) paths in a worktree."""
+        return [path for code, path in self.status(worktree) if code != "!!"]
+
+    def status(self, worktree: Path, *, ignored: bool = False, index: str | None = None) -> list[tuple[str, str]]:
+        """(two-letter code, path) for each uncommitted, untracked and, with `ignored`, ignored path
+        of a worktree (code "!!"; a directory ignored as a whole is one entry ending in "/"),
+        against its own index or the one given."""
         # GIT_OPTIONAL_LOCKS=0: status does not write the index back (a refresh), so it never holds
         # index.lock, which a command killed meanwhile would leave behind in an agent's worktree
-        raw = git(["status", "--porcelain", "-z", "--untracked-files=all", "--ignore-submodules=none"],
-                  worktree, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"}).stdout
-        paths = []
+        env = {**self.env_for(worktree), "GIT_OPTIONAL_LOCKS": "0", **({"GIT_INDEX_FILE": index} if index else {})}
+        raw = git(["status", "--porcelain", "-z", "--untracked-files=all", "--ignore-submodules=none",
+                   *(["--ignored=matching"] if ignored else [])], worktree, env=env).stdout
+        found = []
         entries = iter(raw.split(b"\0"))
         for entry in entries:
             if not entry:
                 continue
-            paths.append(entry[3:].decode("utf-8", "surrogateescape"))
+            found.append((entry[:2].decode(), entry[3:].decode("utf-8", "surrogateescape")))
             if entry[:1] in (b"R", b"C"):
                 next(entries, None)
-        return paths
+        return found
 
     # -- refs and objects (pygit2) ----------------------------------------------------------------
 
@@ -312,11 +445,12 @@ class Repo:
     def rebase(self, worktree: Path, onto: str) -> str | None:
         """Rebase the worktree's branch onto `onto`; on a conflict abort, leaving it as it was,
         and return the conflicting paths."""
-        proc = git(["rebase", "--quiet", onto], worktree, check=False)
+        env = self.env_for(worktree)
+        proc = git(["rebase", "--quiet", onto], worktree, check=False, env=env)
         if proc.returncode == 0:
             return None
-        conflicted = out(["diff", "--name-only", "--diff-filter=U"], worktree, check=False)
-        git(["rebase", "--abort"], worktree, check=False)
+        conflicted = out(["diff", "--name-only", "--diff-filter=U"], worktree, check=False, env=env)
+        git(["rebase", "--abort"], worktree, check=False, env=env)
         return ", ".join(conflicted.split()) or proc.stderr.decode("utf-8", "replace").strip()
 
     def merge_base(self, a: str, b: str) -> str | None:
@@ -335,6 +469,7 @@ class Repo:
             entries.append((raw[i + 1], new_mode, new_oid))
         adopted: list[bytes] = []
         files: list[tuple[bytes, str]] = []  # regular files to hash, in one process
+        env = self.env_for(worktree)
         for rel, mode, oid in entries:
             path = worktree / os.fsdecode(rel)
             if mode == "000000":
@@ -342,32 +477,33 @@ class Repo:
                     adopted.append(rel)
             elif mode == "120000":
                 if path.is_symlink():
-                    have = out(["hash-object", "--no-filters", "--stdin"], worktree, input=os.fsencode(os.readlink(path)))
+                    have = out(["hash-object", "--no-filters", "--stdin"], worktree, input=os.fsencode(os.readlink(path)),
+                               env=env)
                     if have == oid:
                         adopted.append(rel)
             elif mode in ("100644", "100755") and path.is_file() and not path.is_symlink() \
                     and bool(path.stat().st_mode & 0o100) == (mode == "100755"):
                 files.append((rel, oid))
         if files:
-            hashed = hash_files([rel for rel, _ in files], worktree)
+            hashed = hash_files([rel for rel, _ in files], worktree, env=env)
             adopted += [rel for (rel, oid), have in zip(files, hashed, strict=True) if have == oid]
         if adopted:  # from the files themselves, so that the index has their stat data too
-            git(["update-index", "--add", "--remove", "-z", "--stdin"], worktree, input=b"\0".join(adopted) + b"\0")
+            git(["update-index", "--add", "--remove", "-z", "--stdin"], worktree, input=b"\0".join(adopted) + b"\0",
+                env=env)
         return [os.fsdecode(rel) for rel in adopted]
 
     def update_worktree(self, worktree: Path, old: str, new: str, *, dry_run: bool = False) -> str | None:
         """Move a checked-out work tree and index from `old` to `new` as `git merge` would: local
         changes are kept, and the move is refused (None returned only on success) where it would
         touch a file with local changes. Returns git's complaint when refused."""
+        env = self.env_for(worktree)
         if not dry_run:
-            proc = git(["read-tree", "-m", "-u", old, new], worktree, check=False)
+            proc = git(["read-tree", "-m", "-u", old, new], worktree, check=False, env=env)
             return proc.stderr.decode("utf-8", "replace").strip() or "git read-tree failed" if proc.returncode else None
         # read-tree locks the index even for a dry run, and a process killed holding it would
         # leave index.lock behind: ask on a copy, its time kept for git's racy-entry check
-        index = Path(out(["rev-parse", "--path-format=absolute", "--git-path", "index"], worktree))
-        scratch = self.common_dir / "fleet" / "scratch"
-        scratch.mkdir(parents=True, exist_ok=True)
-        fd, copy = tempfile.mkstemp(prefix="index-", dir=scratch)
+        index = Path(out(["rev-parse", "--path-format=absolute", "--git-path", "index"], worktree, env=env))
+        fd, copy = tempfile.mkstemp(prefix="index-", dir=self.scratch_dir())
         os.close(fd)
         try:
             if index.exists():
@@ -375,12 +511,38 @@ class Repo:
             else:
                 os.unlink(copy)
             proc = git(["read-tree", "-m", "-u", "-n", old, new], worktree, check=False,
-                       env={**os.environ, "GIT_INDEX_FILE": copy})
+                       env={**env, "GIT_INDEX_FILE": copy})
         finally:
             for leftover in (copy, copy + ".lock"):
                 if os.path.exists(leftover):
                     os.unlink(leftover)
         return proc.stderr.decode("utf-8", "replace").strip() or "git read-tree failed" if proc.returncode else None
+
+
+def remove_dead_lock(lock_file: Path, mine: str, since: float) -> bool | None:
+    """Remove a lock file that a killed git process of ours left, and only such a one. A ref's lock
+    holds the value git was about to write, so ours holds `mine`; a lock git had made but not yet
+    filled is empty, as are HEAD's (taken for its reflog) and an index's: those are taken to be
+    ours when made after `since` and still there, unchanged, a second later (git holds its locks
+    for milliseconds). None: there is none; True: removed; False: kept (it may be a live command's)."""
+    try:
+        st = lock_file.stat()
+        content = lock_file.read_text(encoding="utf-8", errors="replace").strip()
+    except FileNotFoundError:
+        return None
+    if mine and content == mine:
+        lock_file.unlink(missing_ok=True)
+        return True
+    if (not mine or not content) and st.st_mtime >= since - 2:
+        time.sleep(max(0.0, st.st_mtime + 1 - time.time()))
+        try:
+            again = lock_file.stat()
+        except FileNotFoundError:
+            return None  # it was a live command's, and it is done
+        if (again.st_ino, again.st_mtime_ns, again.st_size) == (st.st_ino, st.st_mtime_ns, st.st_size):
+            lock_file.unlink(missing_ok=True)
+            return True
+    return False
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,6 +17,31 @@ import pytest
 from click.testing import CliRunner
 
 from git_fleet.cli.commands import ALL
+
+
+def _adopt_orphans() -> None:
+    """Make this process the subreaper of what it starts: a killed program's children, orphaned,
+    come to it rather than to init, which here reaps them up to two seconds late (and a zombie
+    still counts as a member of its process group)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: init reaps them, later
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def _reap_group(group: int) -> None:
+    """Reap the zombies of process group `group` that are this process's (adopted) children."""
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == b"Z" and int(fields[1]) == os.getpid() and int(fields[2]) == group:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(entry.name), os.WNOHANG)
 
 
 @dataclass
@@ -52,6 +78,7 @@ class Sandbox:
               **kw: Any) -> subprocess.Popen[str]:
         """Start a real program in a session (and process group) of its own, so that a test can
         end it with everything it started: kill_group."""
+        _adopt_orphans()
         return subprocess.Popen(args, cwd=cwd or self.repo, env={**os.environ, **(env or {})}, text=True,
                                 start_new_session=True, **kw)
 
@@ -69,6 +96,7 @@ class Sandbox:
                     os.killpg(proc.pid, 0)
                 except ProcessLookupError:
                     break
+                _reap_group(proc.pid)
                 time.sleep(0.01)
         return code
 

@@ -147,3 +147,46 @@ def test_init_interactive_proposes_zones_from_the_directories_and_ends_with_the_
     assert [(c["checkpoint"], [a["agent"] for a in c["agents"]]) for c in cps] == [("phase-1", ["api", "web", "docs"])]
     assert "The checklist (git fleet-doctor):" in res.out and "ok    checkpoints" in res.out
     assert "belong to no agent, so to the orchestrator: README.md, src/shared/f0.py" in res.out
+
+
+def on_a_terminal(sb: Sandbox, args: list[str], answer: str) -> tuple[int, str]:
+    """Run a real command with a terminal on its stdin (so that it asks), answer its question, and
+    return its exit status and everything it wrote."""
+    import os
+    import pty
+    import subprocess
+
+    master, slave = pty.openpty()
+    proc = sb.spawn(args, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    os.close(slave)
+    os.write(master, answer.encode())
+    out, _ = proc.communicate(timeout=60)
+    os.close(master)
+    return proc.returncode, out
+
+
+def test_prune_names_the_ignored_files_that_go_with_a_worktree(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    sb.commit(sb.repo, {".gitignore": "build/\nnode_modules/\n.env\n*.log\ndist/\ncoverage/\n"}, "ignore build output")
+    web = sb.add_agent("web", "src/frontend/**")
+    sb.commit(web, {"src/frontend/app.js": "app(2)\n"}, "web: app v2")
+    sb.fleet("merge", "web")
+    sb.write_files({"build/app.min.js": "x\n", "node_modules/left-pad/index.js": "pad\n", ".env": "TOKEN=1\n",
+                    "src/frontend/debug.log": "log\n", "dist/a": "a\n", "coverage/b": "b\n"}, web)
+    assert (web / ".fleet/brief.md").is_file()  # git-fleet's own: not counted
+    going = ("with its worktree go 6 ignored file(s) or folder(s): .env, build/, coverage/, dist/, "
+             "node_modules/ and 1 more")
+    res = sb.fleet("prune", "-n")
+    assert f"would remove web: fleet/web merged; {going}" in res.err
+    plan = json.loads(sb.fleet("prune", "-n", "--json").out)
+    listed = [".env", "build/", "coverage/", "dist/", "node_modules/", "src/frontend/debug.log"]
+    assert plan["ignored"] == {"web": listed} and plan["would_remove"][0]["ignored"] == listed
+    res = sb.fleet("prune", ok=False)  # no terminal: refused, and the error says what would go
+    assert res.code == 1 and f"error: would remove web\nerror: web: {going}\n" in res.err
+    code, out = on_a_terminal(sb, ["git", "fleet-prune"], "n\n")
+    assert code == 1 and f"web: {going}\n" in out
+    assert "remove web (worktrees and branches, and the ignored files above)? [y/N]" in out
+    assert (web / ".env").read_text() == "TOKEN=1\n" and "fleet/web" in sb.branches()
+    res = sb.fleet("prune", "--yes")
+    assert f"removed web: fleet/web merged; {going}" in res.err
+    assert not web.exists() and "fleet/web" not in sb.branches()

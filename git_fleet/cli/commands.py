@@ -955,11 +955,15 @@ def prune(yes: bool, dry_run: bool, as_json: bool) -> int:
     """Remove the agents whose work is fully merged, with their worktrees and branches.
 
     An agent goes when its branch has work of its own and all of it is in the base, by merge or
-    by a squash (merging it again would change nothing), and its worktree holds no uncommitted
-    or untracked work. A branch with unmerged commits and a worktree with work in it are never
-    removed, and neither is an agent that has done nothing yet. Stale worktree records (their
-    directories are gone) are pruned too. Asks first unless --yes; without a terminal to ask
-    on, it refuses.
+    by a squash (merging it again would change nothing), and its worktree (wherever git has the
+    branch checked out) holds no uncommitted or untracked work and is not in the middle of a
+    rebase. A branch with unmerged commits and a worktree with work in it are never removed, and
+    neither is an agent that has done nothing yet. Stale worktree records (their directories are
+    gone) are pruned too. Asks first unless --yes; without a terminal to ask on, it refuses.
+
+    Ignored files (build output, .env, node_modules) go with a worktree, as with git worktree
+    remove; they never keep an agent, but each agent's are counted and named in the dry run, the
+    question, the result lines and --json ("ignored"). git-fleet's own .fleet/ is not counted.
     """
     import sys
 
@@ -970,22 +974,28 @@ def prune(yes: bool, dry_run: bool, as_json: bool) -> int:
     fleet = load()
     found, kept, stale = prunable(fleet)
     removed: list[str] = []
+    losing = [f"{c.agent}: {c.losing}" for c in found if c.losing]
     if found and not dry_run:
         names = ", ".join(c.agent for c in found)
         if not yes:
             if not sys.stdin.isatty():
-                raise FleetError(f"would remove {names}", "pass --yes to remove them, or -n to see why")
-            if not click.confirm(f"remove {names} (worktrees and branches)?", default=False):
+                raise FleetError("\n".join([f"would remove {names}", *losing]),
+                                 "pass --yes to remove them, or -n to see why")
+            for line in losing:
+                note(line)
+            also = ", and the ignored files above" if losing else ""
+            if not click.confirm(f"remove {names} (worktrees and branches{also})?", default=False):
                 return 1
         removed = do_prune(fleet, found)
     elif stale and not dry_run:
         fleet.repo.worktree_prune()
     if as_json:
         print_json({"removed": removed, "would_remove": [c.__dict__ for c in found] if dry_run else [],
+                    "ignored": {c.agent: c.ignored for c in found},
                     "kept": [{"agent": a, "why": w} for a, w in kept], "stale_worktrees": stale})
         return 0
     for c in found:
-        note(f"{'would remove' if dry_run else 'removed'} {c.agent}: {c.branch} {c.why}")
+        note(f"{'would remove' if dry_run else 'removed'} {c.agent}: {c.branch} {c.why}" + (f"; {c.losing}" if c.losing else ""))
     for s in stale:
         note(f"{'would prune' if dry_run else 'pruned'} stale worktree record {s}")
     for a, why in kept:

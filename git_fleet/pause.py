@@ -1,0 +1,18 @@
+"""Named points where a test stops a command, to kill it at that exact moment or let it go on.
+
+With GIT_FLEET_TEST_PAUSE=point, the command writes the file GIT_FLEET_TEST_MARKER when it gets
+there and waits until the test removes it. Without it, a pause costs one environment lookup."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def pause(point: str) -> None:
+    if os.environ.get("GIT_FLEET_TEST_PAUSE") == point:
+        marker = os.environ["GIT_FLEET_TEST_MARKER"]
+        with open(marker, "w", encoding="utf-8") as fh:
+            fh.write(point)
+        while os.path.exists(marker):
+            time.sleep(0.02)

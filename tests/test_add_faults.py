@@ -1,0 +1,181 @@
+"""`git fleet-add` killed (its whole process group, SIGKILL) after it made the branch, after it made
+the worktree, while `git worktree add` checks files out, and at many moments in a loop. The next
+fleet command finishes the job: what the dead add made is removed while it holds nothing new, or
+adopted when work was done in it since, and says so; nothing is left that no config names."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from helpers import Result, Sandbox
+
+ZONE = ("--zone", "src/frontend/**")
+CLEANED = "warning: removed what an interrupted `git fleet-add web` had made; nothing was registered"
+
+
+def wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, "git fleet-add ended before the moment it was to be killed at"
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def killed_add(sb: Sandbox, point: str) -> None:
+    """`git fleet-add web` killed at a named point (see pause.py)."""
+    marker = sb.root / f"paused-at-{point}"
+    proc = sb.spawn(["git", "fleet-add", "web", *ZONE], env={"GIT_FLEET_TEST_PAUSE": point,
+                                                              "GIT_FLEET_TEST_MARKER": str(marker)},
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(marker, proc)
+    sb.kill_group(proc)
+    marker.unlink()
+
+
+def killed_in_checkout(sb: Sandbox) -> None:
+    """`git fleet-add web` killed while `git worktree add` checks out the files: a smudge filter
+    on one file holds git there."""
+    sb.commit(sb.repo, {".gitattributes": "src/frontend/slow.txt filter=hold\n", "src/frontend/slow.txt": "slow\n"},
+              "a file that takes its time")
+    marker = sb.root / "in-checkout"
+    sb.git("config", "filter.hold.smudge", f"sh -c 'touch {marker}; while [ -e {marker} ]; do sleep 0.02; done; cat'")
+    proc = sb.spawn(["git", "fleet-add", "web", *ZONE], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(marker, proc)
+    sb.kill_group(proc)
+    marker.unlink()
+    sb.git("config", "--unset", "filter.hold.smudge")
+
+
+def no_leftovers(sb: Sandbox, doctor: bool = True) -> None:
+    """The fleet as if web had been added once, cleanly."""
+    web = sb.root / "agent-web"
+    assert not (sb.repo / ".git/fleet/adding").exists()
+    assert [(a["agent"], a["state"]) for a in json.loads(sb.fleet("list", "--json").out)] == [("web", "ok")]
+    assert sb.branches() == ["fleet/web", "main"]
+    assert not list((sb.repo / ".git").rglob("*.lock"))
+    trees = sb.git("worktree", "list", "--porcelain").out
+    assert trees.count("worktree ") == 2 and "locked" not in trees and "prunable" not in trees, trees
+    assert sb.git("status", "--porcelain", cwd=web).out == ""
+    assert (web / "src/frontend/app.js").read_text() == "app()\n"
+    assert sorted(p.name for p in sb.root.iterdir() if p.name.startswith("agent-")) == ["agent-web"]
+    if doctor:
+        found = {c["check"]: c for c in json.loads(sb.fleet("doctor", "--json", ok=None).out)}
+        assert found["worktrees"]["ok"] and found["branches"]["ok"] and found["locks"]["ok"], found
+
+
+def add_again(sb: Sandbox) -> Result:
+    res = sb.fleet("add", "web", *ZONE)
+    assert "Traceback" not in res.err
+    return res
+
+
+@pytest.mark.parametrize("point", ["add-after-branch", "add-after-worktree"])
+def test_killed_at_a_named_point_the_next_add_cleans_up_and_succeeds(fleet_repo: Sandbox, point: str) -> None:
+    sb = fleet_repo
+    killed_add(sb, point)
+    assert "fleet/web" in sb.branches() and (sb.repo / ".git/fleet/adding").exists()
+    assert (sb.root / "agent-web").is_dir() == (point == "add-after-worktree")
+    assert "web" not in (sb.repo / ".gitfleet.toml").read_text()
+    res = add_again(sb)
+    assert CLEANED in res.err
+    no_leftovers(sb)
+
+
+def test_killed_while_git_worktree_add_checks_out(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    killed_in_checkout(sb)
+    assert (sb.repo / ".git/worktrees/agent-web/locked").exists()  # git's own mark: never finished
+    res = add_again(sb)
+    assert CLEANED in res.err
+    no_leftovers(sb)
+    assert (sb.root / "agent-web/src/frontend/slow.txt").read_text() == "slow\n"
+
+
+def test_any_fleet_command_in_the_main_worktree_cleans_up(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    killed_add(sb, "add-after-worktree")
+    res = sb.fleet("list")
+    assert CLEANED in res.err
+    assert "fleet/web" not in sb.branches() and not (sb.root / "agent-web").exists()
+    assert sb.git("worktree", "list").out.count("\n") == 1
+    # an agent's command never does it: recovery belongs to the orchestrator
+    sb.add_agent("api", "src/backend/**")
+    killed_add(sb, "add-after-branch")
+    res = sb.fleet("task", "list", cwd=sb.root / "agent-api")
+    assert "interrupted" not in res.err and (sb.repo / ".git/fleet/adding").exists()
+
+
+def test_a_half_checked_out_worktree_with_work_in_it_is_adopted_and_its_checkout_finished(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    killed_in_checkout(sb)
+    web = sb.root / "agent-web"
+    (web / "src/frontend/app.js").write_text("app(mine)\n")  # written over whatever git had put there
+    (web / "notes.txt").write_text("mine\n")
+    res = add_again(sb)
+    assert "warning: adopted agent 'web'" in res.err
+    assert (web / "src/frontend/app.js").read_text() == "app(mine)\n" and (web / "notes.txt").read_text() == "mine\n"
+    assert (web / "src/frontend/slow.txt").read_text() == "slow\n" and (web / "README.md").read_text() == "# project\n"
+    assert sb.git("status", "--porcelain", cwd=web).out == " M src/frontend/app.js\n?? notes.txt\n"
+    trees = sb.git("worktree", "list", "--porcelain").out
+    assert "locked" not in trees and not list((sb.repo / ".git/worktrees").rglob("*.lock"))
+    assert json.loads(sb.fleet("list", "--json").out)[0]["state"] == "ok"
+
+
+@pytest.mark.parametrize("work", ["a new file", "a commit"])
+def test_a_worktree_with_work_in_it_is_adopted_not_deleted(fleet_repo: Sandbox, work: str) -> None:
+    sb = fleet_repo
+    killed_add(sb, "add-after-worktree")
+    web = sb.root / "agent-web"
+    if work == "a new file":
+        (web / "src/frontend/new.js").write_text("new()\n")
+    else:
+        sb.commit(web, {"src/frontend/app.js": "app(2)\n"}, "work in the half-added worktree")
+    tip = sb.head("fleet/web")
+    res = add_again(sb)
+    assert ("warning: adopted agent 'web' (" + str(web) + ", branch fleet/web): an interrupted `git fleet-add` "
+            "made it and work was done there since") in res.err
+    assert sb.head("fleet/web") == tip
+    if work == "a new file":
+        assert (web / "src/frontend/new.js").read_text() == "new()\n"
+    else:
+        assert (web / "src/frontend/app.js").read_text() == "app(2)\n"
+    rows = json.loads(sb.fleet("list", "--json").out)
+    assert [(r["agent"], r["zone"], r["state"]) for r in rows] == [("web", ["src/frontend/**"], "ok")]
+    assert not (sb.repo / ".git/fleet/adding").exists()
+
+
+def test_killed_at_any_moment(fleet_repo: Sandbox) -> None:
+    """A kill loop over the part of the add that makes things (from its record of intent to its
+    end): after each kill, one more add succeeds and leaves the fleet clean."""
+    sb = fleet_repo
+    intent = sb.repo / ".git/fleet/adding"
+
+    def started() -> tuple[subprocess.Popen[str], float]:
+        proc = sb.spawn(["git", "fleet-add", "web", *ZONE], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not intent.exists() and proc.poll() is None:
+            time.sleep(0.001)
+        return proc, time.perf_counter()
+
+    proc, since = started()
+    while intent.exists():
+        time.sleep(0.001)
+    span = time.perf_counter() - since  # how long the making takes
+    assert proc.wait() == 0
+    sb.fleet("rm", "web")
+    rounds, cleaned = 12, 0
+    for i in range(rounds):  # two thirds of them while it makes things, the rest after (brief, setup)
+        proc, _ = started()
+        time.sleep(span * i / 8)
+        sb.kill_group(proc)
+        if "web" in (sb.repo / ".gitfleet.toml").read_text():  # it got there before the kill
+            sb.fleet("list")
+        else:
+            cleaned += CLEANED in add_again(sb).err
+        no_leftovers(sb, doctor=i == rounds - 1)
+        sb.fleet("rm", "web")
+        assert "fleet/web" not in sb.branches() and not (sb.root / "agent-web").exists()
+    assert cleaned >= 3, f"only {cleaned} of {rounds} kills landed while the add was making things"
