@@ -283,8 +283,10 @@ def _locks(fleet: Any) -> Item:
             continue
         item.bad(f"{lock_file} exists ({_age(age)} old): a git process holds it, or one was killed holding it",
                  f"if no git process is running in this repository: rm {_q(lock_file)}")
-    if (fleet.repo.common_dir / "fleet" / "merge-journal").exists():
-        item.bad("a checkpoint merge was interrupted and is not finished",
+    from . import moves
+
+    if moves.pending(fleet.repo) is not None:
+        item.bad("a checkpoint merge or sync was interrupted and is not finished",
                  f"run any git fleet command in the main worktree ({fleet.main}), e.g. git fleet-status")
     return item
 

@@ -86,12 +86,12 @@ class Fleet:
         if cfg is None:
             raise FleetError(f"no fleet here: {path} does not exist", "run `git fleet-init` in the main worktree first")
         fleet = cls(repo, main, cfg, path.read_text(encoding="utf-8"))
-        from . import merge
+        from . import moves
 
         orchestrator = repo.is_main_worktree()
         if orchestrator:
             repo.record_main_worktree()
-        fleet.recovered = merge.recover(repo, orchestrator=orchestrator)
+        fleet.recovered = moves.recover(repo, orchestrator=orchestrator)
         if orchestrator and fleet._intent_path().exists():
             # as for merges: only the orchestrator, and only when no fleet command holds the lock
             # (one that does may be the add itself, still running)
@@ -169,14 +169,25 @@ class Fleet:
         """Hold the fleet's lock (lock.py) while reading, checking and rewriting the config, so
         that two `git fleet-add` at once do not lose a registration; first finish what a killed
         `git fleet-add` left half done."""
+        from . import moves
+
         with lock.hold(self.repo.common_dir, self.waiting):
             self._reread()
-            for line in self._undo_interrupted_add():
-                if self.warn is not None:
-                    self.warn(line)
-                else:
-                    self.recovered.append(line)
+            # a move that a killed command left (it may have been killed while this one waited)
+            if moves.pending(self.repo) is not None:
+                if not self.repo.is_main_worktree():
+                    raise FleetError("a checkpoint merge or sync was interrupted and is not finished, so this waits",
+                                     f"run any git fleet command in the main worktree ({self.main}) first")
+                self._tell(moves.recover_held(self.repo))
+            self._tell(self._undo_interrupted_add())
             yield
+
+    def _tell(self, lines: list[str]) -> None:
+        for line in lines:
+            if self.warn is not None:
+                self.warn(line)
+            else:
+                self.recovered.append(line)
 
     def _reread(self) -> None:
         """The config and worktrees as they are now (under the lock: as no one else changes them)."""
@@ -354,12 +365,24 @@ class Fleet:
             changed, unwritten = self.repo.unfinished_checkout(where, start)
         elif tree is not None and ours:
             changed = self.repo.dirty_paths(where)
+        if tree is not None and ours and not half:
+            # ignored files count as work too (a `git fleet-add` would not have made them), git-fleet's own aside
+            changed += [p for code, p in self.repo.status(where, ignored=True)
+                        if code == "!!" and p.split("/", 1)[0] != ".fleet"]
         if tree is not None and ours and (changed or (tip is not None and tip != start)):
             return self._adopt(agent, where, unwritten if half else None)
         if tree is not None and ours:
             self.repo.worktree_remove(where, force=True)  # a lock of git's own included
-        elif where.is_dir() and (ours or set(os.listdir(where)) <= {".git"}):
-            shutil.rmtree(where)  # git was killed while making it: its checkout (or its start), nothing else
+        elif where.is_dir() and set(os.listdir(where)) <= {".git"}:
+            shutil.rmtree(where)  # git was killed while making it: its start, nothing else
+        elif where.is_dir():
+            registered = next((w for w in self.worktrees() if os.path.realpath(w.path) == os.path.realpath(where)), None)
+            intent.unlink()
+            what = f"is on {registered.branch or 'a detached HEAD'} now" if registered else "is not a worktree of it"
+            return [f"an interrupted `git fleet-add {agent.name}` made {where}, which {what}: it is left as it is, "
+                    "and nothing was registered",
+                    f"adopt it with git fleet-add {agent.name} --branch BRANCH --path {where} --zone ..., or remove "
+                    "it yourself (git worktree remove)"]
         if half:
             self.repo.worktree_unlock(where)  # so that the prune below takes its record
         self.repo.worktree_prune()
@@ -546,7 +569,8 @@ class Fleet:
         if tree is None or not tree.is_dir():
             return None
         where = tree / ".fleet"
-        ignored_dir(where, "git-fleet's files for this agent: never tracked", self.repo.scratch_dir())
+        with self.repo.scratch() as staging:
+            ignored_dir(where, "git-fleet's files for this agent: never tracked", staging)
         bus = self.bus()
         tasks = self.claimed_tasks(agent)
         lines = [f"# Brief for agent {agent.name}", "",

@@ -50,23 +50,29 @@ def _server_config(common_dir: str) -> check.Compiled | None:
 
 
 def _refuse_during_merge(here: plumbing.Here) -> None:
-    """While a checkpoint merge into the branch being committed to is unfinished (its process was
-    killed after the base moved, before the work tree followed), a commit there would be made from
-    the old tree and undo the merge: refuse it until a fleet command has finished the merge."""
-    journal = os.path.join(here.common_dir, "fleet", "merge-journal")
-    if not os.path.exists(journal):
+    """While a move of the branch being committed to is unfinished (a checkpoint merge, or a sync
+    of an agent's branch, whose process was killed after the branch moved, before its work tree
+    followed), a commit there would be made from the old tree and undo the move: refuse it until
+    a fleet command has finished it (moves.py)."""
+    for name in ("move-journal", "merge-journal"):
+        journal = os.path.join(here.common_dir, "fleet", name)
+        if os.path.exists(journal):
+            break
+    else:
         return
     import json
 
     try:
         with open(journal, encoding="utf-8") as fh:
-            ref = json.load(fh)["ref"]
+            data = json.load(fh)
+        ref, what = data["ref"], data.get("what", "merge")
     except (OSError, ValueError, KeyError, TypeError):
-        ref = None  # unreadable: refuse, to be safe
+        ref, what = None, "merge"  # unreadable: refuse, to be safe
     if ref is not None and ref != here.head_ref:
         return
-    branch = (ref or "the base branch").removeprefix("refs/heads/")
-    raise FleetError(f"a checkpoint merge into {branch} is not finished; this commit would undo it",
+    branch = (ref or "this branch").removeprefix("refs/heads/")
+    moving = f"a checkpoint merge into {branch}" if what == "merge" else f"a sync of {branch}"
+    raise FleetError(f"{moving} is not finished; this commit would undo it",
                      "finish it first: run any git fleet command (git fleet-status) in the main worktree, then commit")
 
 

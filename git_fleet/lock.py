@@ -2,8 +2,10 @@
 fleet (config edits, merges, syncs) and tried, never waited for, by recovery.
 
 flock is released by the kernel when its holder ends, however it ends, so a killed command
-leaves no stale lock behind. The holder writes who it is into the file, so that a command that
-has to wait can say what it waits for.
+leaves no stale lock behind. The git processes a holder starts inherit the lock: a command
+killed while its git runs on (a read-tree writing files) keeps the lock until that git is done
+too, so recovery never works beside it. The holder writes who it is into the file, so that a
+command that has to wait can say what it waits for.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from . import plumbing
 
 
 def _path(common_dir: Path) -> Path:
@@ -54,9 +58,10 @@ def hold(common_dir: Path, waiting: Callable[[str], None] | None = None) -> Iter
                 waiting(holder(common_dir) or "another git fleet command")
             fcntl.flock(fd, fcntl.LOCK_EX)
         _claim(fd)
-        yield
+        with plumbing.inherit(fd):  # the git processes it starts hold the lock too, until they end
+            yield
     finally:
-        os.close(fd)  # releases the lock
+        os.close(fd)  # releases the lock (once those are gone as well)
 
 
 @contextmanager
@@ -74,6 +79,7 @@ def attempt(common_dir: Path) -> Iterator[bool]:
             yield False
             return
         _claim(fd)
-        yield True
+        with plumbing.inherit(fd):
+            yield True
     finally:
         os.close(fd)

@@ -1,47 +1,24 @@
-"""Checkpoint merges: forecast in memory, then integrate agent branches all or nothing.
+"""Checkpoint merges: forecast in memory, then integrate agent branches all or nothing; and sync.
 
 Every merge is first made in memory (git merge-tree, then commit-tree for the merge commit), and
 every commit of every agent since the base is checked against its zone. The checkpoint's test
-runs on the result (runner.py: its own process group, a time limit, bounded output). Only when
-all of it is clean does anything visible change, holding the fleet's lock, in this order:
-
-1. the base and the work tree that has it checked out are checked again (the test took time);
-2. a journal is written to <common dir>/fleet/merge-journal (what is about to happen), fsynced;
-3. the base ref and the checkpoint's tag move in one ref transaction, checked against the old
-   values, so a concurrent change of the base makes the merge fail rather than lose work;
-4. the work tree that has the base checked out is moved from the old tree to the new one as
-   `git merge` would, keeping local changes; if a change made in the last moment is in the way,
-   the base and the tag are put back instead;
-5. the checkpoint log gets its line and the journal goes.
-
-Stop signals wait from 2 to 5. A SIGKILL anywhere leaves the old state, the new one, or a
-journal; git itself killed inside its transaction can leave the base moved without the tag,
-and lock files. The next fleet command in the main worktree that gets the lock (recover) looks
-at the refs and finishes the merge or undoes it, removes only the lock files this merge left,
-and says what it did; until then the commit hook refuses commits on the base, which would be
-made from the old tree and undo the merge. Killed before 3, the merge objects are unreferenced
-loose objects that git's gc removes.
+runs on the result (runner.py: under a keeper, within a time limit, output bounded). Only when
+all of it is clean does the base move, with the work tree that has it checked out, and the
+checkpoint's tag: moves.py says how, and what a process killed at any moment leaves. Killed
+before that, the merge objects are unreferenced loose objects that git's gc removes.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import check, config, lock, plumbing, runner
+from . import check, config, moves, plumbing, runner
 from .config import Agent, Checkpoint
-from .errors import FleetError, GitError
-from .files import write_atomic
-from .pause import pause as _pause
-from .plumbing import ZERO_OID, git, read_file
-from .repo import Repo, remove_dead_lock
-
-JOURNAL = "merge-journal"
-LOG = "checkpoints.log"
+from .errors import FleetError
+from .repo import Repo
 
 
 @dataclass
@@ -179,38 +156,6 @@ def plan(repo: Repo, cfg: Any, main: Path, agents: list[Agent], checkpoint: Chec
 
 # -- doing it ------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Journal:
-    """What a merge is about to do, written (fsynced) before the base moves: enough for the next
-    command to tell which state a killed merge left and to finish it or to undo it."""
-
-    ref: str
-    old: str
-    new: str
-    tag_ref: str | None
-    tag: str | None
-    log: str
-    time: float
-
-    @property
-    def base(self) -> str:
-        return self.ref.removeprefix("refs/heads/")
-
-    def write(self, repo: Repo) -> None:
-        path = _journal(repo)
-        path.parent.mkdir(exist_ok=True)
-        write_atomic(path, json.dumps(self.__dict__))
-
-    @classmethod
-    def read(cls, repo: Repo) -> Journal:
-        data = json.loads(_journal(repo).read_text(encoding="utf-8"))
-        return cls(**{k: data[k] for k in ("ref", "old", "new", "tag_ref", "tag", "log", "time")})
-
-
-def _journal(repo: Repo) -> Path:
-    return repo.common_dir / "fleet" / JOURNAL
-
-
 def _log_line(p: Plan) -> str:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     who = ",".join(s.agent.name for s in p.steps)
@@ -269,212 +214,30 @@ def run_test(repo: Repo, p: Plan) -> None:
     raise FleetError("\n".join(lines + _ended_with(first)), hint)
 
 
-def _recheck(repo: Repo, p: Plan) -> None:
-    """What may have changed while the test ran: the base itself, and the work tree that has it
-    checked out (only the paths the merge touches matter: git's two-way merge rules)."""
-    assert p.new is not None
-    if repo.ref_value(f"refs/heads/{p.base}") != p.old:
-        raise FleetError(f"{p.base} moved while the merge was being prepared; nothing was changed", "run the merge again")
-    where = repo.checked_out(p.base)
-    if where is not None:
-        why = repo.update_worktree(where, p.old, p.new, dry_run=True)
-        if why:
-            raise FleetError(f"{where}: local changes would be overwritten by the merge: {why}\nnothing was changed",
-                             "commit or stash them, then run the merge again")
-
-
 def execute(repo: Repo, p: Plan) -> list[str]:
-    """Make the plan real (see the module's docstring for the order and what a crash leaves);
-    returns warnings."""
+    """Make the plan real: the test on the merged result, then the base moves (moves.py: what a
+    crash at any moment leaves, and who finishes it); returns warnings."""
     if not p.ok:
         raise p.failure()
     if p.new is None:
         return []
+    where = repo.checked_out(p.base)
+    if where is not None and repo.index_path(where).with_name("index.lock").exists():  # before a long test, too
+        raise FleetError(f"{repo.index_path(where).with_name('index.lock')} exists: another git process is using the "
+                         f"index of {where}, or one was killed; nothing was changed",
+                         "if no git process is running there, remove it, then merge again")
     with runner.stoppable():
         run_test(repo, p)
-    _recheck(repo, p)
-    ref = f"refs/heads/{p.base}"
-    tag_ref = tag = None
+    also: tuple[tuple[str, str], ...] = ()
     if p.checkpoint is not None:
         tag_ref = f"refs/tags/{p.checkpoint.tag}"
         if repo.ref_value(tag_ref) is not None:
             raise FleetError(f"checkpoint {p.checkpoint.name} was merged already (tag {p.checkpoint.tag} exists)",
                              f"delete the tag to merge it again: git tag -d {p.checkpoint.tag}")
         who = ", ".join(s.agent.name for s in p.steps)
-        tag = repo.make_tag(p.checkpoint.tag, p.new, f"Checkpoint {p.checkpoint.name}: {who}")
-    j = Journal(ref, p.old, p.new, tag_ref, tag, _log_line(p), time.time())
-    with runner.deferred() as arrived:  # from here on a signal waits until the base is old or new again
-        j.write(repo)
-        _pause("after-journal")
-        updates = [(ref, p.new, p.old)] + ([(tag_ref, tag, ZERO_OID)] if tag_ref and tag else [])
-        try:
-            repo.update_refs(updates, f"git-fleet: merge {len(p.steps)} agent(s) into {p.base}")
-        except GitError as e:
-            _after_failed_update(repo, j, e)  # raises unless the base did move
-        _pause("after-ref")
-        warnings = _finish(repo, j)
-    if arrived:
-        warnings.append(f"{' and '.join(arrived)} arrived while {p.base} was moving; the merge was finished first")
-    return warnings
-
-
-def _after_failed_update(repo: Repo, j: Journal, err: GitError) -> None:
-    """The ref transaction failed. git may have been killed between its renames, so look at what
-    it did: if the base moved, the merge goes on (_finish makes what is missing); if not,
-    nothing changed, and the error says why (a stale lock is named, never removed blindly)."""
-    if repo.ref_value(j.ref) == j.new:
-        return
-    others = _clear_locks(repo, j)
-    if j.tag_ref and j.tag and repo.ref_value(j.tag_ref) == j.tag:
-        repo.update_refs([(j.tag_ref, ZERO_OID, j.tag)], "git-fleet: undo a half-made checkpoint tag")
-    _journal(repo).unlink()
-    if others:
-        raise FleetError(f"cannot move {j.base}; nothing was changed:\n" + "\n".join(others),
-                         "if no git process is running in this repository, remove the lock file(s), then merge again")
-    if repo.ref_value(j.ref) != j.old:
-        raise FleetError(f"{j.base} moved while the merge was being prepared; nothing was changed", "run the merge again")
-    raise FleetError(f"cannot move {j.base}: {err.message}\nnothing was changed")
-
-
-def _finish(repo: Repo, j: Journal, recovering: bool = False) -> list[str]:
-    """The base has moved to j.new: make the checkpoint tag if the transaction was cut short, bring
-    the work tree that has the base checked out along (or put the base back, if local changes
-    made since it was checked no longer let it follow), log, and drop the journal."""
-    warnings = _clear_locks(repo, j)
-    if j.tag_ref and j.tag and repo.ref_value(j.tag_ref) != j.tag:
-        try:
-            repo.update_refs([(j.tag_ref, j.tag, ZERO_OID)], "git-fleet: checkpoint tag")
-        except GitError as e:
-            warnings.append(f"could not make the checkpoint tag {j.tag_ref.removeprefix('refs/tags/')}: {e.message}")
-    where = repo.checked_out(j.base)
-    if where is not None:
-        adopted = repo.adopt_written(where, j.old, j.new) if recovering else []
-        why = repo.update_worktree(where, j.old, j.new)
-        if why:
-            if adopted:  # put back what the killed update had written, before the base goes back
-                repo.update_worktree(where, j.new, j.old)
-            return warnings + _roll_back(repo, j, where, why, recovering)
-    log = repo.common_dir / "fleet" / LOG
-    existing = log.read_text(encoding="utf-8") if log.exists() else ""
-    if j.log not in existing:
-        with open(log, "a", encoding="utf-8") as fh:
-            fh.write(j.log)
-            fh.flush()
-            os.fsync(fh.fileno())
-    _journal(repo).unlink()
-    return warnings
-
-
-def _roll_back(repo: Repo, j: Journal, where: Path, why: str, recovering: bool) -> list[str]:
-    """Put the base (and the tag) back where they were, checked against where the merge put them."""
-    updates = [(j.ref, j.old, j.new)] + ([(j.tag_ref, ZERO_OID, j.tag)] if j.tag_ref and j.tag else [])
-    try:
-        repo.update_refs(updates, "git-fleet: undo a merge its work tree could not follow")
-    except GitError:
-        _journal(repo).unlink()
-        raise FleetError(f"{j.base} moved to {j.new[:12]}, but {where} could not follow it ({why}), and {j.base} has "
-                         "moved on since, so it cannot be put back",
-                         f"look at `git -C {where} status`; `git -C {where} read-tree -m -u {j.old[:12]} {j.new[:12]}` "
-                         "brings the work tree along once the changes in the way are set aside") from None
-    _journal(repo).unlink()
-    message = (f"{where}: the work tree changed during the merge and cannot follow it ({why}); "
-               f"{j.base} was put back to {j.old[:12]}: nothing was changed")
-    hint = "commit or stash those changes, then run the merge again"
-    if recovering:
-        return [message, hint]
-    raise FleetError(message, hint)
-
-
-def _clear_locks(repo: Repo, j: Journal) -> list[str]:
-    """Remove the lock files a killed git process of this merge left, and only those (see
-    repo.remove_dead_lock): ref locks holding j.new or j.tag; HEAD's lock (taken for HEAD's reflog,
-    as HEAD points at the base) and the index lock of the work tree that follows the base, made
-    after the journal. Any other lock is reported, not removed: it may be a live command's."""
-    found = []
-    for ref, mine in ((j.ref, j.new), (j.tag_ref, j.tag)):
-        if ref and mine:
-            found.append((repo.common_dir / f"{ref}.lock", mine))
-    head = repo.common_dir / "HEAD"
-    if (read_file(str(head)) or "") == f"ref: {j.ref}":
-        found.append((repo.common_dir / "HEAD.lock", ""))
-    where = repo.checked_out(j.base)
-    if where is not None:  # the index of the work tree the merge updates (git read-tree killed)
-        found.append((Path(git(["rev-parse", "--path-format=absolute", "--git-path", "index.lock"], where)
-                           .stdout.decode().strip()), ""))
-    return [f"  {lock_file} exists: another git process holds it, or one was killed"
-            for lock_file, mine in found if remove_dead_lock(lock_file, mine, j.time) is False]
-
-
-def recover(repo: Repo, orchestrator: bool) -> list[str]:
-    """Before a command does anything else: finish (or undo) a merge whose process was killed,
-    and remove scratch worktrees killed merges left. Only from the main worktree, and only when
-    the fleet's lock is free (a merge that holds it is running, not killed); elsewhere it only
-    says that a merge needs finishing. Never fails: every outcome is a state that works."""
-    journal = _journal(repo)
-    scratch = repo.common_dir / "fleet" / "scratch"
-    leftovers = scratch.is_dir() and any(scratch.iterdir())
-    if not journal.exists() and not leftovers:
-        return []
-    with lock.attempt(repo.common_dir) as free:
-        if not free:
-            return []
-        if not orchestrator:
-            main = repo.main_worktree
-            return [(f"a checkpoint merge was interrupted; the next git fleet command in the main worktree ({main}) "
-                    "finishes it")] if journal.exists() else []
-        if leftovers:
-            repo.clean_scratch()
-        if not journal.exists():
-            return []
-        try:
-            j = Journal.read(repo)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            aside = journal.with_name(JOURNAL + ".unreadable")
-            os.replace(journal, aside)
-            return [f"the journal of an interrupted checkpoint merge cannot be read ({e}); it was moved to {aside}",
-                    "check the base branch (git log -3) and the main worktree (git status) by hand"]
-        try:
-            return _recover(repo, j)
-        except FleetError as e:
-            return [e.message] + ([e.hint] if e.hint else [])
-
-
-def _recover(repo: Repo, j: Journal) -> list[str]:
-    now = repo.ref_value(j.ref)
-    if now == j.old:  # killed before the base moved: nothing to finish
-        warnings = _clear_locks(repo, j)
-        if j.tag_ref and j.tag and repo.ref_value(j.tag_ref) == j.tag:
-            repo.update_refs([(j.tag_ref, ZERO_OID, j.tag)], "git-fleet: undo a half-made checkpoint tag")
-        _journal(repo).unlink()
-        return [f"an interrupted merge into {j.base} had not moved it: nothing was changed"] + warnings
-    if now == j.new:
-        warnings = _finish(repo, j, recovering=True)
-        if repo.ref_value(j.ref) == j.old:
-            return warnings  # it was put back: _roll_back said why
-        return [f"finished an interrupted merge into {j.base}"] + warnings
-    if now is not None and repo.is_ancestor(j.new, now):
-        # the base moved past the merge before this command ran (a commit made with --no-verify,
-        # a plain `git merge`): its work tree is wherever that left it, so only the rest is done
-        warnings = _clear_locks(repo, j)
-        if j.tag_ref and j.tag and repo.ref_value(j.tag_ref) is None:
-            repo.update_refs([(j.tag_ref, j.tag, ZERO_OID)], "git-fleet: checkpoint tag")
-        undone = sorted(repo.changed_paths(j.old, j.new) - repo.changed_paths(j.old, now))
-        _journal(repo).unlink()
-        message = (f"an interrupted merge had moved {j.base} to {j.new[:12]}, and {j.base} moved on to {now[:12]} "
-                   "before its work tree was brought along")
-        if not undone:
-            return [message]
-        shown = " ".join(undone[:5]) + (f" and {len(undone) - 5} more" if len(undone) > 5 else "")
-        return [f"{message}: {now[:12]} undoes the merge's changes to {shown}",
-                (f"see `git diff {j.new[:12]} {now[:12]}`; `git restore --source={j.new[:12]} --staged --worktree -- PATH` "
-                "brings the merged version of a path back")]
-    # moved somewhere that does not hold the merge: it did not land
-    warnings = _clear_locks(repo, j)
-    if j.tag_ref and j.tag and repo.ref_value(j.tag_ref) == j.tag:
-        repo.update_refs([(j.tag_ref, ZERO_OID, j.tag)], "git-fleet: the checkpoint did not land")
-    _journal(repo).unlink()
-    return [(f"an interrupted merge into {j.base} had been overtaken: {j.base} is at {(now or 'nothing')[:12]}, "
-            f"which does not hold the merge ({j.new[:12]}); merge the checkpoint again")] + warnings
+        also = ((tag_ref, repo.make_tag(p.checkpoint.tag, p.new, f"Checkpoint {p.checkpoint.name}: {who}")),)
+    move = moves.Move(f"refs/heads/{p.base}", p.old, p.new, "merge", also, _log_line(p))
+    return moves.carry_out(repo, move, f"git-fleet: merge {len(p.steps)} agent(s) into {p.base}")
 
 
 # -- the forecast: what would conflict if merged now ---------------------------------------------------
@@ -566,12 +329,11 @@ def sync_one(repo: Repo, cfg: Any, agent: Agent) -> SyncResult:
 
 
 def _move(repo: Repo, agent: Agent, worktree: Path | None, old: str, new: str, action: str, base: str) -> SyncResult:
-    """Move an agent's branch (checked against its old value) and its worktree with it."""
-    if worktree is not None:
-        why = repo.update_worktree(worktree, old, new, dry_run=True)
-        if why:
-            return SyncResult(agent.name, "refused", f"untracked files would be overwritten: {why}")
-    repo.update_refs([(f"refs/heads/{agent.branch}", new, old)], f"git-fleet: sync {agent.branch} with {base}")
-    if worktree is not None:
-        repo.update_worktree(worktree, old, new)
-    return SyncResult(agent.name, action)
+    """Move an agent's branch and the work tree that has it checked out (moves.py: a kill at any
+    moment leaves the old state or the new one)."""
+    try:
+        warnings = moves.carry_out(repo, moves.Move(f"refs/heads/{agent.branch}", old, new, "sync"),
+                                   f"git-fleet: sync {agent.branch} with {base}")
+    except FleetError as e:
+        return SyncResult(agent.name, "refused", e.message.replace("\n", "; "))
+    return SyncResult(agent.name, action, "; ".join(warnings))

@@ -20,13 +20,32 @@ EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 ZERO_OID = "0" * 40
 
 
+_INHERITED: list[int] = []
+
+
+class inherit:  # noqa: N801 (used as a context manager, like a function)
+    """Within the block every git process started here inherits `fd`: a lock held on it (the
+    fleet's lock, a scratch space's) then lasts as long as the git processes a command started,
+    also when the command itself is killed first."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __enter__(self) -> None:
+        _INHERITED.append(self.fd)
+
+    def __exit__(self, *_exc: object) -> None:
+        _INHERITED.remove(self.fd)
+
+
 def git(args: Sequence[str], cwd: str | os.PathLike[str] | None = None, *, input: bytes | None = None,
         env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
     """Run git; raise GitError naming the command and git's own message when it fails."""
     import subprocess
 
     try:
-        proc = subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True, env=env)
+        proc = subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True, env=env,
+                              pass_fds=tuple(_INHERITED))
     except FileNotFoundError:
         raise FleetError("git is not installed or not on PATH", "install git 2.38 or newer") from None
     if check and proc.returncode != 0:
@@ -60,7 +79,8 @@ def blobs(oids: Sequence[str], cwd: str | os.PathLike[str]) -> Iterator[tuple[st
     file is never held in memory whole. Each blob's chunks must be read before the next blob."""
     import subprocess
 
-    proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            pass_fds=tuple(_INHERITED))
     stdin, stdout = proc.stdin, proc.stdout
     assert stdin is not None and stdout is not None
 

@@ -8,17 +8,18 @@ commit hook never pays for it.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import UsageError
+from . import scratch
+from .errors import FleetError, UsageError
 from .plumbing import (EMPTY_TREE, MAIN_RECORD, ZERO_OID, git, hash_files, main_worktree_of, out, parse_worktree_list,
                        read_file, rebasing)
 
@@ -167,40 +168,28 @@ class Repo:
 
     @contextmanager
     def scratch_worktree(self, commit: str) -> Iterator[Path]:
-        """A detached worktree of `commit` under <common dir>/fleet/scratch/, removed afterwards
-        (and, if this process is killed, by clean_scratch on the next fleet command)."""
-        where = Path(tempfile.mkdtemp(prefix="wt-", dir=self.scratch_dir()))
-        try:
-            git(["worktree", "add", "--quiet", "--detach", str(where), commit], self.common_dir)
-            yield where
-        finally:
-            git(["worktree", "remove", "--force", "--force", str(where)], self.common_dir, check=False)
-            shutil.rmtree(where, ignore_errors=True)
-            self.worktree_prune()
+        """A detached worktree of `commit` in a scratch space of this command's (scratch.py),
+        removed afterwards (and, if this process is killed, by the next fleet command)."""
+        with scratch.space(self.common_dir) as space:
+            where = space / "wt"
+            try:
+                git(["worktree", "add", "--quiet", "--detach", str(where), commit], self.common_dir)
+                yield where
+            finally:
+                git(["worktree", "remove", "--force", "--force", str(where)], self.common_dir, check=False)
+                shutil.rmtree(where, ignore_errors=True)
+                self.worktree_prune()
 
-    def scratch_dir(self) -> Path:
-        """<common dir>/fleet/scratch: temporary worktrees and index files, cleaned up by clean_scratch."""
-        root = self.common_dir / "fleet" / "scratch"
-        root.mkdir(parents=True, exist_ok=True)
-        return root
+    def scratch(self) -> AbstractContextManager[Path]:
+        """A scratch directory of this command's own (see scratch.py)."""
+        return scratch.space(self.common_dir)
 
-    def clean_scratch(self) -> None:
-        """Remove what killed commands left in <common dir>/fleet/scratch: worktrees and files."""
-        root = self.common_dir / "fleet" / "scratch"
-        if root.is_dir() and any(root.iterdir()):
-            for where in root.iterdir():
-                if where.is_dir() and not where.is_symlink():
-                    git(["worktree", "remove", "--force", "--force", str(where)], self.common_dir, check=False)
-                    shutil.rmtree(where, ignore_errors=True)
-                else:
-                    where.unlink(missing_ok=True)
-            # a `git worktree add` killed midway leaves its record locked ("initializing"), which
-            # prune passes over: a record of a scratch worktree is ours to remove
-            for admin in (self.common_dir / "worktrees").glob("*"):
-                link = read_file(str(admin / "gitdir")) or ""
-                if link.startswith(str(root) + os.sep):
-                    shutil.rmtree(admin, ignore_errors=True)
-            self.worktree_prune()
+    def clean_scratch(self) -> list[Path]:
+        """Remove what killed commands left in the scratch space; what live ones use stays."""
+        found = scratch.leftovers(self.common_dir)
+        if found:
+            scratch.remove(self.common_dir, found)
+        return found
 
     def unfinished_checkout(self, worktree: Path, commit: str) -> tuple[list[str], list[str]]:
         """A worktree whose checkout of `commit` never finished (its `git worktree add` was killed:
@@ -208,19 +197,12 @@ class Repo:
         or that differ from it other than as git's own unfinished write. Unwritten: the files git
         had not written yet, or only the beginning of (git writes a file front to back)."""
         env = {**self.env_for(worktree), "GIT_OPTIONAL_LOCKS": "0"}
-        fd, index = tempfile.mkstemp(prefix="index-", dir=self.scratch_dir())
-        os.close(fd)
-        os.unlink(index)  # read-tree makes it
-        try:
-            env["GIT_INDEX_FILE"] = index
+        with self.scratch() as space:
+            env["GIT_INDEX_FILE"] = str(space / "index")
             git(["read-tree", commit], worktree, env=env)
             git(["update-index", "-q", "--refresh"], worktree, env=env, check=False)  # exit 1: some differ
             listed = git(["diff-files", "-z", "--name-status"], worktree, env=env).stdout.split(b"\0")
             untracked = git(["ls-files", "-z", "-o", "--exclude-standard"], worktree, env=env).stdout
-        finally:
-            for leftover in (index, index + ".lock"):
-                if os.path.exists(leftover):
-                    os.unlink(leftover)
         work = [os.fsdecode(p) for p in untracked.split(b"\0") if p]
         unwritten = []
         for status, rel in zip(listed[::2], listed[1::2], strict=False):
@@ -428,10 +410,83 @@ class Repo:
         body = f"object {commit}\ntype commit\ntag {name}\ntagger {ident}\n\n{message}\n"
         return out(["mktag"], self.common_dir, input=body.encode())
 
-    def update_refs(self, updates: list[tuple[str, str, str]], message: str) -> None:
-        """Move every (ref, new, old) at once or none: one transaction, each checked against its old value."""
+    def update_refs(self, updates: list[tuple[str, str, str]], message: str, *, away_from_head: bool = False) -> None:
+        """Move every (ref, new, old) at once or none: one transaction, each checked against its old
+        value. away_from_head: run it from a git dir of ours whose HEAD points at no branch, so that
+        git takes no HEAD.lock (to log the move in the reflog of a HEAD that points at a moved
+        branch): a lock a killed git would leave empty, like a live command's. The branch's own
+        reflog still records the move."""
         lines = ["start"] + [f"update {ref} {new} {old}" for ref, new, old in updates] + ["prepare", "commit"]
-        git(["update-ref", "-m", message, "--stdin"], self.common_dir, input=("\n".join(lines) + "\n").encode())
+        env = {**os.environ, "GIT_DIR": str(self._ref_context())} if away_from_head else None
+        git(["update-ref", "-m", message, "--stdin"], self.common_dir, input=("\n".join(lines) + "\n").encode(), env=env)
+
+    def _ref_context(self) -> Path:
+        """<common dir>/fleet/ref-context: a git dir as a linked worktree has one (HEAD, commondir)
+        but registered nowhere; its HEAD names a ref no branch can have."""
+        where = self.common_dir / "fleet" / "ref-context"
+        if not (where / "commondir").exists():
+            from .files import write_atomic
+
+            where.mkdir(parents=True, exist_ok=True)
+            write_atomic(where / "HEAD", "ref: refs/fleet/ref-context\n")
+            write_atomic(where / "commondir", "../..\n")
+        return where
+
+    def index_path(self, worktree: Path) -> Path:
+        return Path(out(["rev-parse", "--path-format=absolute", "--git-path", "index"], worktree,
+                        env=self.env_for(worktree)))
+
+    @contextmanager
+    def index_lock(self, worktree: Path, marker: str) -> Iterator[None]:
+        """Hold a work tree's index.lock, as git does, with a line saying it is ours (`marker`), so
+        that a lock a killed command of ours left is known for ours. A lock there already, a live
+        command's or a dead one's, stops it: that is never removed here."""
+        lock_file = self.index_path(worktree).with_name("index.lock")
+        try:
+            fd = os.open(lock_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            raise IndexLocked(f"{lock_file} exists: another git process is using the index of {worktree}, or one "
+                              "was killed; nothing was changed",
+                              f"if no git process is running there: rm {shlex.quote(str(lock_file))}") from None
+        try:
+            os.write(fd, (marker + "\n").encode())
+            os.close(fd)
+            yield
+        finally:
+            try:
+                if lock_file.read_text(encoding="utf-8", errors="replace").strip() == marker:
+                    lock_file.unlink()
+            except FileNotFoundError:
+                pass
+
+    def follow(self, worktree: Path, old: str, new: str, *, done_before: bool = False) -> str | None:
+        """Move a checked-out work tree and its index from `old` to `new` as `git merge` would:
+        local changes are kept, and the move is refused where it would touch one; the caller holds
+        the index's lock (index_lock). git works on a copy of the index, which replaces the index
+        only when all is done. Refused, or failed half-way, the files it wrote are put back and
+        git's complaint returned. done_before: files that already are new's version are taken as
+        written (a move before this one was killed while writing them)."""
+        env = self.env_for(worktree)
+        index = self.index_path(worktree)
+        with self.scratch() as space:
+            copy = space / "index"
+            if index.exists():
+                shutil.copy2(index, copy)  # (its time kept, for git's racy-entry check)
+            private = {**env, "GIT_INDEX_FILE": str(copy)}
+            if done_before:
+                self.adopt_written(worktree, old, new, private)
+            proc = git(["read-tree", "-m", "-u", old, new], worktree, check=False, env=private)
+            if proc.returncode == 0:
+                os.replace(copy, index)
+                return None
+            why = proc.stderr.decode("utf-8", "replace").strip() or "git read-tree failed"
+            written = self.adopt_written(worktree, old, new, private)
+            if written:
+                back = git(["read-tree", "-m", "-u", new, old], worktree, check=False, env=private)
+                if back.returncode != 0:
+                    why += (f"; and what it wrote could not be put back ({', '.join(written[:5])}): "
+                            + back.stderr.decode("utf-8", "replace").strip())
+            return why
 
     def changed_paths(self, old: str, new: str) -> set[str]:
         raw = git(["diff-tree", "-r", "-z", "--no-renames", "--name-only", old, new], self.common_dir).stdout
@@ -457,11 +512,12 @@ class Repo:
         proc = git(["merge-base", a, b], self.common_dir, check=False)
         return proc.stdout.decode().strip() or None
 
-    def adopt_written(self, worktree: Path, old: str, new: str) -> list[str]:
-        """A `git read-tree -m -u old new` killed midway may have written some of new's files but
-        not the index, which still says old: those files would then look like local changes. Set
-        the index entry of every path whose file already is new's version (or is gone, where new
-        deletes it) to new's, so that running the update again takes them as done. Returns them."""
+    def adopt_written(self, worktree: Path, old: str, new: str, env: dict[str, str]) -> list[str]:
+        """A `git read-tree -m -u old new` killed (or failing) midway may have written some of
+        new's files but not the index, which still says old: those files would then look like
+        local changes. Set the entry, in the index `env` names, of every path whose file already
+        is new's version (or is gone, where new deletes it) to new's, so that running the update
+        again takes them as done, or running it backwards puts them back. Returns them."""
         raw = git(["diff-tree", "-r", "-z", "--no-renames", old, new], self.common_dir).stdout.split(b"\0")
         entries = []
         for i in range(0, len(raw) - 1, 2):
@@ -469,7 +525,6 @@ class Repo:
             entries.append((raw[i + 1], new_mode, new_oid))
         adopted: list[bytes] = []
         files: list[tuple[bytes, str]] = []  # regular files to hash, in one process
-        env = self.env_for(worktree)
         for rel, mode, oid in entries:
             path = worktree / os.fsdecode(rel)
             if mode == "000000":
@@ -503,19 +558,12 @@ class Repo:
         # read-tree locks the index even for a dry run, and a process killed holding it would
         # leave index.lock behind: ask on a copy, its time kept for git's racy-entry check
         index = Path(out(["rev-parse", "--path-format=absolute", "--git-path", "index"], worktree, env=env))
-        fd, copy = tempfile.mkstemp(prefix="index-", dir=self.scratch_dir())
-        os.close(fd)
-        try:
+        with self.scratch() as space:
+            copy = space / "index"
             if index.exists():
                 shutil.copy2(index, copy)
-            else:
-                os.unlink(copy)
             proc = git(["read-tree", "-m", "-u", "-n", old, new], worktree, check=False,
-                       env={**env, "GIT_INDEX_FILE": copy})
-        finally:
-            for leftover in (copy, copy + ".lock"):
-                if os.path.exists(leftover):
-                    os.unlink(leftover)
+                       env={**env, "GIT_INDEX_FILE": str(copy)})
         return proc.stderr.decode("utf-8", "replace").strip() or "git read-tree failed" if proc.returncode else None
 
 
@@ -543,6 +591,10 @@ def remove_dead_lock(lock_file: Path, mine: str, since: float) -> bool | None:
             lock_file.unlink(missing_ok=True)
             return True
     return False
+
+
+class IndexLocked(FleetError):
+    """A work tree's index.lock is there already: someone else's, never removed here."""
 
 
 @dataclass(frozen=True)

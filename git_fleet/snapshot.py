@@ -68,14 +68,6 @@ def git_path(worktree: Path, name: str) -> Path:
     return Path(_out(["rev-parse", "--path-format=absolute", "--git-path", name], worktree))
 
 
-def scratch_dir(worktree: Path) -> Path:
-    """<common dir>/fleet/scratch: private indexes live there, and what a killed command leaves
-    there is removed by the next fleet command in the main worktree."""
-    where = Path(_out(["rev-parse", "--path-format=absolute", "--git-common-dir"], worktree)) / "fleet" / "scratch"
-    where.mkdir(parents=True, exist_ok=True)
-    return where
-
-
 @contextmanager
 def private_index(scratch: Path, seed: Path | None = None) -> Iterator[dict[str, str]]:
     """An environment whose GIT_INDEX_FILE is an index of our own: empty, or a copy of `seed`
@@ -97,10 +89,10 @@ def private_index(scratch: Path, seed: Path | None = None) -> Iterator[dict[str,
 
 # -- capture ------------------------------------------------------------------------------------
 
-def capture_trees(worktree: Path) -> State:
-    """The worktree's state as trees (see the module's docstring); HEAD must be a commit."""
+def capture_trees(worktree: Path, scratch: Path) -> State:
+    """The worktree's state as trees (see the module's docstring); HEAD must be a commit. Private
+    indexes go in `scratch`, a directory of this command's own."""
     head = _out(["rev-parse", "--verify", "HEAD^{commit}"], worktree)
-    scratch = scratch_dir(worktree)
     with private_index(scratch, git_path(worktree, "index")) as env:
         index = _out(["write-tree"], worktree, env=env)  # entries only: the agent's index is never locked
     reading = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
@@ -206,8 +198,9 @@ def _smudged(worktree: Path, path: bytes, blob: str) -> bytes:
 
 # -- restore ------------------------------------------------------------------------------------
 
-def restore(state: State, worktree: Path) -> None:
-    """Make a worktree that is a clean checkout of state.head hold exactly `state`."""
+def restore(state: State, worktree: Path, scratch: Path) -> None:
+    """Make a worktree that is a clean checkout of state.head hold exactly `state` (private indexes
+    go in `scratch`)."""
     # the index first, while the files still match the head: a two-way read-tree keeps the
     # stat data of the entries it does not change, so the refresh at the end reads only the
     # changed files
@@ -226,7 +219,6 @@ def restore(state: State, worktree: Path) -> None:
     as_stored = {} if state.filtered is None else _differing(worktree, state.index, state.work)
     keep = set(state.filtered or ())
     by_git = [p for p in changed if p not in as_stored or os.fsdecode(p) in keep]
-    scratch = scratch_dir(worktree)
     with private_index(scratch) as env:
         if by_git:
             git(["read-tree", state.work], worktree, env=env)

@@ -73,7 +73,7 @@ IN_PROGRESS = {"MERGE_HEAD": "a merge", "rebase-merge": "a rebase", "rebase-appl
                "CHERRY_PICK_HEAD": "a cherry-pick", "REVERT_HEAD": "a revert", "BISECT_LOG": "a bisect"}
 
 
-def capture(agent: Agent, worktree: Path, base: str) -> State:
+def capture(agent: Agent, worktree: Path, base: str, scratch: Path) -> State:
     """The worktree's state as trees, without touching the worktree or its index; refused where
     a snapshot could not carry all of it."""
     for name, what in IN_PROGRESS.items():
@@ -88,7 +88,7 @@ def capture(agent: Agent, worktree: Path, base: str) -> State:
         raise FleetError(f"agent '{agent.name}' has unresolved conflicts in {worktree}",
                          "resolve them (or git restore --staged) first")
     _refuse_other_repositories(agent, worktree, base)
-    return capture_trees(worktree)
+    return capture_trees(worktree, scratch)
 
 
 def _refuse_other_repositories(agent: Agent, worktree: Path, base: str) -> None:
@@ -307,7 +307,8 @@ def send(fleet: Any, name: str, given_remote: str | None, *, force: bool = False
     main = fleet.main
     where = fleet.require_worktree(agent)
     remote = remote_of(main, given_remote, fleet.config.base)
-    state = capture(agent, where, fleet.config.base)
+    with fleet.repo.scratch() as space:
+        state = capture(agent, where, fleet.config.base, space)
     meta = meta_for(fleet, agent, remote)
     snapshot = write(state, meta, main)
     parked = remote_refs(main, remote, name).get(name)
@@ -360,8 +361,24 @@ def receive(fleet: Any, name: str, given_remote: str | None, *, force: bool = Fa
         raise FleetError(f"agent '{name}' is running here (in the fleet's tmux session); what it writes while "
                          "its worktree is replaced would be lost; nothing was changed",
                          f"stop it first: git fleet-down {name}")
+    with fleet.repo.scratch() as space:
+        agent = _bring_here(fleet, agent, snap, out, force, path, space)
+    remember(main, name, oid)
+    out.tasks = _claim_tasks(fleet, agent, meta.get("tasks", []), out)
+    fleet.write_brief(agent)
+    out.worktree = str(fleet.locate(agent))
+    if _has_submodules(state, main):
+        out.warnings.append(f"the agent's branch has submodules: git -C {shlex.quote(out.worktree)} "
+                            "submodule update --init")
+    return out
+
+
+def _bring_here(fleet: Any, agent: Agent | None, snap: Snapshot, out: Outcome, force: bool, path: str | None,
+                space: Path) -> Agent:
+    """The agent registered here, with a worktree of this repository's that holds the snapshot."""
+    main, meta, state, name = fleet.main, snap.meta, snap.state, out.agent
     if agent is None:
-        agent = _register(fleet, meta, state, out, path)
+        return _register(fleet, meta, state, out, path, space)
     else:
         if list(agent.zone) != meta.get("zone"):
             out.warnings.append(f"the snapshot's zone of '{name}' differs from this fleet's; this fleet's is kept")
@@ -372,19 +389,12 @@ def receive(fleet: Any, name: str, given_remote: str | None, *, force: bool = Fa
                              "restored only into a worktree of its own; nothing was changed",
                              f"switch the main worktree back to {fleet.config.base}, then pull again")
         if where is None or not where.is_dir():
-            _recreate_worktree(fleet, agent, state, out, path)
+            _recreate_worktree(fleet, agent, state, out, path, space)
         else:
             if path is not None and os.path.realpath(path) != os.path.realpath(where):
                 out.warnings.append(f"'{name}' has its worktree at {where}; --path is for making one")
-            _bring_up_to_date(fleet, agent, where, snap, out, force)
-    remember(main, name, oid)
-    out.tasks = _claim_tasks(fleet, agent, meta.get("tasks", []), out)
-    fleet.write_brief(agent)
-    out.worktree = str(fleet.locate(agent))
-    if _has_submodules(state, main):
-        out.warnings.append(f"the agent's branch has submodules: git -C {shlex.quote(out.worktree)} "
-                            "submodule update --init")
-    return out
+            _bring_up_to_date(fleet, agent, where, snap, out, force, space)
+        return agent
 
 
 def _running_here(fleet: Any, name: str) -> bool:
@@ -408,7 +418,7 @@ def _branch_check(fleet: Any, branch: str, head: str) -> None:
                          f"keep them under another name (git branch -m {branch} {branch}-here), then pull again")
 
 
-def _register(fleet: Any, meta: dict[str, Any], state: State, out: Outcome, path: str | None) -> Agent:
+def _register(fleet: Any, meta: dict[str, Any], state: State, out: Outcome, path: str | None, space: Path) -> Agent:
     """A new agent here, as the snapshot describes it: registered, with its branch and worktree."""
     name, branch = meta["agent"], meta["branch"]
     _branch_check(fleet, branch, state.head)
@@ -418,7 +428,7 @@ def _register(fleet: Any, meta: dict[str, Any], state: State, out: Outcome, path
                               env=tuple(sorted(meta.get("env", {}).items())), path=path)
     out.warnings += [w for w in report.warnings if "--base" not in w]
     try:
-        _fill(fleet.require_worktree(agent), state)
+        _fill(fleet.require_worktree(agent), state, space)
     except BaseException:
         fleet.remove(name, force=True, keep_branch=had_branch)  # as it was before the pull
         if not had_branch and fleet.repo.branch_tip(branch) is not None:
@@ -428,7 +438,7 @@ def _register(fleet: Any, meta: dict[str, Any], state: State, out: Outcome, path
     return agent  # type: ignore[no-any-return]
 
 
-def _recreate_worktree(fleet: Any, agent: Agent, state: State, out: Outcome, path: str | None) -> None:
+def _recreate_worktree(fleet: Any, agent: Agent, state: State, out: Outcome, path: str | None, space: Path) -> None:
     """A registered agent without a worktree in this repository gets a new one, never another's."""
     _branch_check(fleet, agent.branch, state.head)
     where = Path(os.path.abspath(path)) if path else fleet.planned_worktree(agent)
@@ -443,7 +453,7 @@ def _recreate_worktree(fleet: Any, agent: Agent, state: State, out: Outcome, pat
     try:
         fleet.repo.worktree_add(where, agent.branch)
         fleet.forget_worktrees()
-        _fill(where, state)
+        _fill(where, state, space)
     except BaseException:
         if where.is_dir():
             fleet.repo.worktree_remove(where, force=True)
@@ -455,19 +465,20 @@ def _recreate_worktree(fleet: Any, agent: Agent, state: State, out: Outcome, pat
     out.created = True
 
 
-def _fill(where: Path, state: State) -> None:
+def _fill(where: Path, state: State, space: Path) -> None:
     """A fresh worktree on the agent's branch made to hold `state`; the branch, if it was already
     here, is behind the snapshot (checked by _branch_check) and fast-forwards."""
     if _out(["rev-parse", "HEAD"], where) != state.head:
         git(["merge", "--quiet", "--ff-only", state.head], where)
-    restore(state, where)
+    restore(state, where, space)
 
 
-def _bring_up_to_date(fleet: Any, agent: Agent, where: Path, snap: Snapshot, out: Outcome, force: bool) -> None:
+def _bring_up_to_date(fleet: Any, agent: Agent, where: Path, snap: Snapshot, out: Outcome, force: bool,
+                      space: Path) -> None:
     """Replace the worktree's state by the snapshot's, if nothing made here since the last
     teleport would be lost (or, with force, after keeping it at refs/fleet/backups/AGENT/N)."""
     main, state = fleet.main, snap.state
-    here = capture(agent, where, fleet.config.base)
+    here = capture(agent, where, fleet.config.base, space)
     if here.same(state):
         out.unchanged = True
         return
@@ -492,7 +503,7 @@ def _bring_up_to_date(fleet: Any, agent: Agent, where: Path, snap: Snapshot, out
                             f"{ref}^1 && git -C {look} stash apply --index {ref}")
     git(["reset", "--quiet", "--hard", state.head], where)
     git(["clean", "--quiet", "-d", "--force"], where)
-    restore(state, where)
+    restore(state, where, space)
 
 
 def _claim_tasks(fleet: Any, agent: Agent, tasks: list[dict[str, Any]], out: Outcome) -> list[str]:

@@ -173,5 +173,5 @@ def repo_state(sb: Sandbox) -> dict[str, object]:
         "index": (git_dir / "index").read_bytes(),
         "merge_head": (git_dir / "MERGE_HEAD").exists(),
         "locks": sorted(str(p) for p in git_dir.rglob("*.lock")),
-        "journal": (git_dir / "fleet/merge-journal").exists(),
+        "journal": (git_dir / "fleet/move-journal").exists(),
     }
