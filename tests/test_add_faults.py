@@ -179,3 +179,31 @@ def test_killed_at_any_moment(fleet_repo: Sandbox) -> None:
         sb.fleet("rm", "web")
         assert "fleet/web" not in sb.branches() and not (sb.root / "agent-web").exists()
     assert cleaned >= 3, f"only {cleaned} of {rounds} kills landed while the add was making things"
+
+
+def test_a_worktree_switched_to_another_branch_since_is_left_alone(fleet_repo: Sandbox) -> None:
+    """After the killed add, someone switched its worktree to a branch of their own and worked
+    there: nothing of it may be removed."""
+    sb = fleet_repo
+    killed_add(sb, "add-after-worktree")
+    web = sb.root / "agent-web"
+    sb.git("switch", "-q", "-c", "experiment", cwd=web)
+    (web / "src/frontend/app.js").write_text("an experiment\n")
+    (web / "notes.txt").write_text("mine\n")
+    res = sb.fleet("add", "docs", "--zone", "docs/**")
+    assert f"made {web}, which is on experiment now: it is left as it is" in res.err
+    assert (web / "src/frontend/app.js").read_text() == "an experiment\n" and (web / "notes.txt").exists()
+    assert "experiment" in sb.branches()
+    assert "web" not in json.loads(sb.fleet("list", "--json").out)[0]["agent"]
+
+
+def test_ignored_files_made_since_count_as_work(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    sb.commit(sb.repo, {".gitignore": "build/\n"}, "ignore build output")
+    killed_add(sb, "add-after-worktree")
+    web = sb.root / "agent-web"
+    (web / "build").mkdir()
+    (web / "build/out.bin").write_text("an hour of building\n")
+    res = add_again(sb)
+    assert "adopted agent 'web'" in res.err
+    assert (web / "build/out.bin").exists()
