@@ -69,20 +69,28 @@ def _config(fleet: Any) -> Item:
     return item
 
 
-def stale_worktrees(fleet: Any) -> list[str]:
-    """Worktree records whose directories are gone (git calls them prunable)."""
+def stale_worktrees(fleet: Any, *, agents: bool = True) -> list[str]:
+    """Worktree records whose directories are gone (git calls them prunable); without `agents`,
+    not those of an agent's branch."""
+    branches = {f"refs/heads/{a.branch}" for a in fleet.config.agents.values()}
     return [f"{t['worktree']} ({t['prunable'] or 'gone'})" for t in worktree_list(fleet.repo.common_dir)
-            if "prunable" in t]
+            if "prunable" in t and (agents or t.get("branch") not in branches)]
 
 
 def _worktrees(fleet: Any, fix: bool) -> Item:
     item = Item("worktrees")
     stale = stale_worktrees(fleet)
-    if stale and fix:
-        fleet.repo.worktree_prune()
-        item.fixed += [f"pruned stale worktree record {s}" for s in stale]
-    elif stale:
-        item.bad(f"stale worktree record(s) (their directories are gone): {_some(stale)}", "git worktree prune")
+    # an agent's worktree moved by hand and not yet repaired looks the same as a deleted one:
+    # pruning its record would lose its index, so --fix leaves agents' records to the user
+    others = stale_worktrees(fleet, agents=False)
+    if others and fix:
+        for s in others:
+            fleet.repo.forget_worktree(Path(s.rsplit(" (", 1)[0]))
+        item.fixed += [f"pruned stale worktree record {s}" for s in others]
+        stale = [s for s in stale if s not in others]
+    if stale:
+        item.bad(f"stale worktree record(s) (their directories are gone): {_some(stale)}",
+                 "moved by hand? git worktree repair NEW-PLACE; deleted? git worktree prune")
     for row in fleet.describe():
         name, where = row["agent"], row["worktree"]
         if row["state"] == "missing branch":

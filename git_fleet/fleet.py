@@ -307,7 +307,7 @@ class Fleet:
         except BaseException:
             if created_tree:
                 self.repo.worktree_remove(where, force=True)
-            self.repo.worktree_prune()
+            self.repo.forget_worktree(where)
             if created_branch:
                 self.repo.delete_branch(branch, base_commit or "")
             self.forget_worktrees()
@@ -383,9 +383,7 @@ class Fleet:
                     "and nothing was registered",
                     f"adopt it with git fleet-add {agent.name} --branch BRANCH --path {where} --zone ..., or remove "
                     "it yourself (git worktree remove)"]
-        if half:
-            self.repo.worktree_unlock(where)  # so that the prune below takes its record
-        self.repo.worktree_prune()
+        self.repo.forget_worktree(where)  # (a record git left locked, half made, included)
         self.forget_worktrees()
         if made_branch and tip == start and not any(w.has(agent.branch) for w in self.worktrees()):
             self.repo.delete_branch(agent.branch, start)
@@ -632,7 +630,8 @@ class Fleet:
         new_text = config.without_agent(self.config, self.text, name)
         if where is not None and has_tree:
             self.repo.worktree_remove(where, force=force)
-        self.repo.worktree_prune()
+        for stale in (w for w in self.worktrees() if w.prunable and agent.branch in (w.branch, w.busy)):
+            self.repo.forget_worktree(stale.path)  # its directory is gone: its record goes with the agent
         self.forget_worktrees()
         self._save(new_text)
         tip = self.repo.branch_tip(agent.branch)

@@ -73,7 +73,8 @@ def _refuse_during_merge(here: plumbing.Here) -> None:
     branch = (ref or "this branch").removeprefix("refs/heads/")
     moving = f"a checkpoint merge into {branch}" if what == "merge" else f"a sync of {branch}"
     raise FleetError(f"{moving} is not finished; this commit would undo it",
-                     "finish it first: run any git fleet command (git fleet-status) in the main worktree, then commit")
+                     "wait for it to finish; if it was interrupted, any git fleet command in the main worktree "
+                     "(git fleet-status) finishes it: then commit")
 
 
 def pre_commit() -> int:

@@ -2,10 +2,10 @@
 fleet (config edits, merges, syncs) and tried, never waited for, by recovery.
 
 flock is released by the kernel when its holder ends, however it ends, so a killed command
-leaves no stale lock behind. The git processes a holder starts inherit the lock: a command
-killed while its git runs on (a read-tree writing files) keeps the lock until that git is done
-too, so recovery never works beside it. The holder writes who it is into the file, so that a
-command that has to wait can say what it waits for.
+leaves no stale lock behind. While a branch moves (moves.py), the git processes of the move
+inherit the lock: a command killed while its git runs on (a read-tree writing files) keeps the
+lock until that git is done too, so recovery never works beside it. The holder writes who it is
+into the file, so that a command that has to wait can say what it waits for.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import fcntl
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 from . import plumbing
@@ -22,6 +22,18 @@ from . import plumbing
 
 def _path(common_dir: Path) -> Path:
     return common_dir / "fleet" / "lock"
+
+
+_held: dict[Path, int] = {}  # the lock's file descriptor while this process holds it
+
+
+def lent_to_git(common_dir: Path) -> AbstractContextManager[None]:
+    """Within the block, the git processes this command starts hold the lock with it (they inherit
+    it): a command killed while its git moves a branch or writes a work tree keeps the lock until
+    that git has ended too, so recovery never works beside it. Only there: a git's hook that
+    leaves a process behind (a daemon) would hold the lock as long as that lives."""
+    fd = _held.get(common_dir)
+    return plumbing.inherit(fd) if fd is not None else nullcontext()
 
 
 def holder(common_dir: Path) -> str:
@@ -58,10 +70,11 @@ def hold(common_dir: Path, waiting: Callable[[str], None] | None = None) -> Iter
                 waiting(holder(common_dir) or "another git fleet command")
             fcntl.flock(fd, fcntl.LOCK_EX)
         _claim(fd)
-        with plumbing.inherit(fd):  # the git processes it starts hold the lock too, until they end
-            yield
+        _held[common_dir] = fd
+        yield
     finally:
-        os.close(fd)  # releases the lock (once those are gone as well)
+        _held.pop(common_dir, None)
+        os.close(fd)  # releases the lock (once the git processes it was lent to are gone too)
 
 
 @contextmanager
@@ -79,7 +92,8 @@ def attempt(common_dir: Path) -> Iterator[bool]:
             yield False
             return
         _claim(fd)
-        with plumbing.inherit(fd):
-            yield True
+        _held[common_dir] = fd
+        yield True
     finally:
+        _held.pop(common_dir, None)
         os.close(fd)

@@ -167,11 +167,23 @@ def _test_log(repo: Repo) -> Path:
     return repo.common_dir / "fleet" / "checkpoint-test.log"
 
 
-def _attempt(repo: Repo, commit: str, p: Plan, log: Path | None = None) -> runner.Outcome:
-    assert p.checkpoint is not None and p.checkpoint.test is not None
+def _attempt(repo: Repo, commit: str, p: Plan, what: str, log: Path | None = None) -> runner.Outcome:
+    """The checkpoint's test on `commit` (`what` it is, for messages); a test that did not finish
+    (its time was up, or its keeper was killed) stops the merge there, with nothing changed."""
+    cp = p.checkpoint
+    assert cp is not None and cp.test is not None
     with repo.scratch_worktree(commit) as where:
-        env = {**repo.env_for(where), "FLEET_BASE": p.base, "FLEET_CHECKPOINT": p.checkpoint.name}
-        return runner.run(p.checkpoint.test, where, env, p.checkpoint.timeout, log)
+        env = {**repo.env_for(where), "FLEET_BASE": p.base, "FLEET_CHECKPOINT": cp.name}
+        outcome = runner.run(cp.test, where, env, cp.timeout, log)
+    if outcome.keeper_killed:
+        raise FleetError("\n".join([f"checkpoint {cp.name}: `{cp.test}` on {what} was stopped: the process that kept "
+                                    "it was killed; nothing was changed", *_ended_with(outcome)]), "merge again")
+    if outcome.timed_out:
+        raise FleetError("\n".join([(f"checkpoint {cp.name}: `{cp.test}` did not finish within "
+                                     f"{config.format_duration(cp.timeout)} on {what}; it was stopped and nothing was "
+                                     "changed"), *_ended_with(outcome)]),
+                         f"make it faster, or give it longer: timeout = \"...\" in [checkpoints.{cp.name}]")
+    return outcome
 
 
 def _ended_with(outcome: runner.Outcome) -> list[str]:
@@ -186,24 +198,21 @@ def run_test(repo: Repo, p: Plan) -> None:
     bisect over the agent merges (a merge train) to name the first agent whose merge breaks it."""
     if p.checkpoint is None or not p.checkpoint.test or p.new is None:
         return
-    cp, cmd = p.checkpoint, p.checkpoint.test
-    first = _attempt(repo, p.new, p, _test_log(repo))
+    cp, cmd, new = p.checkpoint, p.checkpoint.test, p.new
+    assert new is not None
+    first = _attempt(repo, new, p, "the merged result", _test_log(repo))
     if first.ok:
         return
-    if first.timed_out:
-        raise FleetError("\n".join([(f"checkpoint {cp.name}: `{cmd}` did not finish within {config.format_duration(cp.timeout)}"
-                                    " on the merged result; it was stopped and nothing was changed"), *_ended_with(first)]),
-                         f"make it faster, or give it longer: timeout = \"...\" in [checkpoints.{cp.name}]")
-    chain = [s.merged for s in p.steps if s.merged]
-    lo, hi = 0, len(chain) - 1  # chain[hi] fails; find the first that does
+    merged = [(s.agent, s.merged) for s in p.steps if s.merged]
+    lo, hi = 0, len(merged) - 1  # merged[hi] fails; find the first that does
     while lo < hi:
         mid = (lo + hi) // 2
-        if _attempt(repo, chain[mid], p).ok:
+        if _attempt(repo, merged[mid][1], p, f"the merge of agent '{merged[mid][0].name}'").ok:
             lo = mid + 1
         else:
             hi = mid
-    culprit = p.steps[lo].agent
-    base_fails = lo == 0 and not _attempt(repo, p.old, p).ok
+    culprit = merged[lo][0]
+    base_fails = lo == 0 and not _attempt(repo, p.old, p, p.base).ok
     if base_fails:
         lines = [f"checkpoint {cp.name}: `{cmd}` fails on {p.base} already; nothing was changed"]
         hint = f"fix {p.base} first"
@@ -289,6 +298,7 @@ class SyncResult:
     agent: str
     action: str  # "merged", "rebased", "up to date", or "refused"
     why: str = ""
+    hint: str | None = None  # for a refusal: what to do
 
 
 def sync_one(repo: Repo, cfg: Any, agent: Agent) -> SyncResult:
@@ -313,11 +323,11 @@ def sync_one(repo: Repo, cfg: Any, agent: Agent) -> SyncResult:
     if repo.merge_base(tip, base_tip) == tip:  # nothing of its own: fast-forward, no merge commit
         return _move(repo, agent, worktree, tip, base_tip, "fast-forwarded", cfg.base)
     shared = repo.is_published(agent.branch)
-    if cfg.sync == "rebase" and not shared and worktree is not None:
-        why = repo.rebase(worktree, cfg.base)
-        if why:
+    if cfg.sync == "rebase" and not shared:
+        rebased, why = repo.rebased(tip, base_tip)
+        if rebased is None:
             return SyncResult(agent.name, "refused", f"rebasing onto {cfg.base} would conflict: {why}")
-        return SyncResult(agent.name, "rebased")
+        return _move(repo, agent, worktree, tip, rebased, "rebased", cfg.base)
     [res] = repo.merge_trees([(tip, base_tip)], cfg.union)
     if not res.clean:
         return SyncResult(agent.name, "refused", f"merging {cfg.base} would conflict in " + ", ".join(res.conflicts))
@@ -334,6 +344,8 @@ def _move(repo: Repo, agent: Agent, worktree: Path | None, old: str, new: str, a
     try:
         warnings = moves.carry_out(repo, moves.Move(f"refs/heads/{agent.branch}", old, new, "sync"),
                                    f"git-fleet: sync {agent.branch} with {base}")
+    except runner.Stopped:
+        raise  # told to stop: the agents after this one are not synced
     except FleetError as e:
-        return SyncResult(agent.name, "refused", e.message.replace("\n", "; "))
+        return SyncResult(agent.name, "refused", e.message.replace("\n", "; "), e.hint)
     return SyncResult(agent.name, action, "; ".join(warnings))

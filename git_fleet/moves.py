@@ -103,10 +103,17 @@ class Settled(FleetError):
 def carry_out(repo: Repo, move: Move, message: str, check: bool = True) -> list[str]:
     """Move `move.ref` and the work tree that has it checked out (see the module's docstring),
     holding the fleet's lock; returns warnings. Raises FleetError, with nothing changed, when it
-    cannot; `check`: first make sure the work tree can follow (local changes in the way)."""
+    cannot; `check`: first make sure the work tree can follow (local changes in the way). A stop
+    signal that arrived meanwhile is acted on once the move is done (runner.Stopped)."""
     if pending(repo) is not None:
         raise FleetError("a move of a branch is not finished, so nothing more is moved; nothing was changed",
                          "run any git fleet command in the main worktree to finish it, then this one again")
+    gone = repo.worktree_with(move.branch, prunable=True)
+    if gone is not None and gone.prunable:
+        raise FleetError(f"{move.branch} is checked out in {gone.path}, a worktree whose directory is gone (moved by "
+                         "hand?); nothing was changed",
+                         "git worktree repair <its new place> (or, if it is gone for good, git worktree prune), "
+                         "then run it again")
     where = repo.checked_out(move.branch)
     # the journal first and last: whatever of ours a kill leaves (our index lock included) is
     # found through it
@@ -120,37 +127,35 @@ def carry_out(repo: Repo, move: Move, message: str, check: bool = True) -> list[
                 if why:
                     raise Settled(f"{where}: local changes would be overwritten by the {move.what}: {why}\n"
                                   "nothing was changed", "commit or stash them, then run it again")
-            with runner.deferred() as arrived:  # from here a stop signal waits until the branch is old or new again
+            # from here a stop signal waits until the branch is old or new again, and the git of the
+            # move holds the fleet's lock with this command
+            with runner.deferred() as arrived, lock.lent_to_git(repo.common_dir):
                 pause("after-journal")
                 try:
-                    repo.update_refs([(move.ref, move.new, move.old)] + [(r, v, ZERO_OID) for r, v in move.also],
-                                     message, away_from_head=True)
+                    repo.update_refs([(move.ref, move.new, move.old)], message, away_from_head=True)
                 except GitError as e:
                     _after_failed_update(repo, move, e)  # raises Settled unless the branch did move
                 pause("after-ref")
                 warnings = _finish(repo, move, where, recovering=False)
                 pause("after-follow")
-    except Settled:
-        journal(repo).unlink(missing_ok=True)
-        raise
-    except IndexLocked:
+    except (Settled, IndexLocked):
         journal(repo).unlink(missing_ok=True)
         raise
     # (any other failure leaves the journal, for recovery)
     journal(repo).unlink(missing_ok=True)
     if arrived:
-        warnings.append(f"{' and '.join(arrived)} arrived while {move.branch} was moving; the move was finished first")
+        raise runner.Stopped(f"stopped by {' and '.join(arrived)} once {move.branch} had moved: the {move.what} is done, "
+                             "nothing after it was", None, warnings=warnings)
     return warnings
 
 
 def _after_failed_update(repo: Repo, move: Move, err: GitError) -> None:
-    """The ref transaction failed. git may have been killed between its renames, so look at what
-    it did: if the branch moved, the move goes on (_finish makes what is missing); if not, nothing
-    changed, and the error says why (a stale lock is named, never removed blindly)."""
+    """The ref transaction failed. git may have been killed inside it, so look at what it did: if
+    the branch moved, the move goes on; if not, nothing changed, and the error says why (a stale
+    lock is named, never removed blindly)."""
     if repo.ref_value(move.ref) == move.new:
         return
     others = _clear_locks(repo, move)
-    _undo_also(repo, move)
     if others:
         raise Settled(f"cannot move {move.branch}; nothing was changed:\n" + "\n".join(others),
                       "if no git process is running in this repository, remove the lock file(s), then run it again")
@@ -166,20 +171,21 @@ def _undo_also(repo: Repo, move: Move) -> None:
 
 
 def _finish(repo: Repo, move: Move, where: Path | None, recovering: bool) -> list[str]:
-    """The branch is at move.new: make what a transaction cut short did not (a tag), bring the work
-    tree along (or put everything back, if it cannot follow: Settled), and log. The caller holds
-    the work tree's index lock, and drops the journal once it has let the lock go."""
+    """The branch is at move.new: bring the work tree along (or put everything back, if it cannot
+    follow: Settled), then make what goes with it (a tag: only now, so that putting the branch back
+    never deletes a ref, which would take packed-refs.lock), and log. The caller holds the work
+    tree's index lock, and drops the journal once it has let the lock go."""
     warnings = _clear_locks(repo, move)
+    if where is not None:
+        why = repo.follow(where, move.old, move.new, done_before=recovering)
+        if why:
+            _roll_back(repo, move, where, why)
     for ref, value in move.also:
         if repo.ref_value(ref) != value:
             try:
                 repo.update_refs([(ref, value, ZERO_OID)], f"git-fleet: {move.what}", away_from_head=True)
             except GitError as e:
                 warnings.append(f"could not make {ref.removeprefix('refs/tags/')}: {e.message}")
-    if where is not None:
-        why = repo.follow(where, move.old, move.new, done_before=recovering)
-        if why:
-            _roll_back(repo, move, where, why)
     if move.log:
         log = repo.common_dir / "fleet" / LOG
         existing = log.read_text(encoding="utf-8") if log.exists() else ""
@@ -192,12 +198,16 @@ def _finish(repo: Repo, move: Move, where: Path | None, recovering: bool) -> lis
 
 
 def _roll_back(repo: Repo, move: Move, where: Path, why: str) -> None:
-    """Put the branch (and what was made with it) back, checked against where the move put them;
-    the work tree is as it was (repo.follow put back what it wrote). Raises Settled, saying so."""
-    updates = [(move.ref, move.old, move.new)] + [(r, ZERO_OID, v) for r, v in move.also]
+    """Put the branch back, checked against where the move put it; the work tree is as it was
+    (repo.follow put back what it wrote). Raises Settled, saying so; FleetError, keeping the
+    journal for the next command, when git cannot move it back now (a lock)."""
     try:
-        repo.update_refs(updates, f"git-fleet: undo a {move.what} its work tree could not follow", away_from_head=True)
-    except GitError:
+        repo.update_refs([(move.ref, move.old, move.new)], f"git-fleet: undo a {move.what} its work tree could not "
+                         "follow", away_from_head=True)
+    except GitError as e:
+        if repo.ref_value(move.ref) == move.new:
+            raise FleetError(f"{where} cannot follow the {move.what} ({why}), and {move.branch} cannot be put back "
+                             f"yet: {e.message}", "the next git fleet command in the main worktree tries again") from None
         raise Settled(f"{move.branch} moved to {move.new[:12]}, but {where} could not follow it ({why}), and "
                       f"{move.branch} has moved on since, so it cannot be put back",
                       f"look at `git -C {where} status`; `git -C {where} read-tree -m -u {move.old[:12]} "
@@ -208,11 +218,12 @@ def _roll_back(repo: Repo, move: Move, where: Path, why: str) -> None:
 
 def _clear_locks(repo: Repo, move: Move) -> list[str]:
     """Remove the ref lock files a killed git of this move left, and only those: a ref's lock holds
-    the value git was about to write (or nothing yet: see repo.remove_dead_lock). Any other lock
-    is reported, not removed."""
-    found = [(repo.common_dir / f"{ref}.lock", value) for ref, value in ((move.ref, move.new), *move.also)]
-    return [f"  {lock_file} exists: another git process holds it, or one was killed"
-            for lock_file, mine in found if remove_dead_lock(lock_file, mine, move.time) is False]
+    the value git was about to write (or nothing yet: see repo.remove_dead_lock), so ours hold
+    the branch's new value (or its old one: putting it back), or what goes with it. Any other
+    lock is reported, not removed."""
+    ours = {move.ref: {move.new, move.old}, **{ref: {value} for ref, value in move.also}}
+    return [f"  {repo.common_dir / f'{ref}.lock'} exists: another git process holds it, or one was killed"
+            for ref, values in ours.items() if remove_dead_lock(repo.common_dir / f"{ref}.lock", values, move.time) is False]
 
 
 def _clear_index_locks(repo: Repo) -> None:
@@ -296,13 +307,19 @@ def _recover(repo: Repo, move: Move) -> list[str]:
     """What the refs say happened, and the rest of it (or its undoing); the caller drops the journal."""
     now = repo.ref_value(move.ref)
     what = f"{'merge into' if move.what == 'merge' else 'sync of'} {move.branch}"
-    if now == move.old:  # killed before the branch moved: nothing to finish
+    if now == move.old:
         warnings = _clear_locks(repo, move)
-        _undo_also(repo, move)
+        if any(repo.ref_value(ref) == value for ref, value in move.also):
+            # what goes with it is made only once the branch has moved and its work tree followed:
+            # the branch was put back since, by something else
+            _undo_also(repo, move)
+            return [f"an interrupted {what} had moved it to {move.new[:12]}, and it was put back to {move.old[:12]} "
+                    "since (by something else): what went with it is removed; run it again"] + warnings
         return [f"an interrupted {what} had not moved it: nothing was changed"] + warnings
     if now == move.new:
         where = repo.checked_out(move.branch)
-        with repo.index_lock(where, MARK + move.marker) if where is not None else nullcontext():
+        with repo.index_lock(where, MARK + move.marker) if where is not None else nullcontext(), \
+                lock.lent_to_git(repo.common_dir):
             warnings = _finish(repo, move, where, recovering=True)
         return [f"finished an interrupted {what}"] + warnings
     warnings = _clear_locks(repo, move)

@@ -47,6 +47,9 @@ def git(args: Sequence[str], cwd: str | os.PathLike[str] | None = None, *, input
         proc = subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True, env=env,
                               pass_fds=tuple(_INHERITED))
     except FileNotFoundError:
+        if cwd is not None and not os.path.isdir(cwd):
+            raise FleetError(f"{cwd} does not exist", "its worktree may have been moved or removed by hand: "
+                             "git worktree list, git worktree repair") from None
         raise FleetError("git is not installed or not on PATH", "install git 2.38 or newer") from None
     if check and proc.returncode != 0:
         said = proc.stderr.decode("utf-8", "replace").strip().replace("fatal: ", "").replace("error: ", "")

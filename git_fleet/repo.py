@@ -11,7 +11,7 @@ import os
 import shlex
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -156,9 +156,12 @@ class Repo:
         tree = self.worktree_with(branch)
         return tree.path if tree is not None else None
 
-    def worktree_with(self, branch: str) -> Worktree | None:
-        """The worktree that has `branch` checked out (see checked_out), as `git worktree list` has it."""
-        return next((w for w in self.worktrees() if w.has(branch)), None)
+    def worktree_with(self, branch: str, *, prunable: bool = False) -> Worktree | None:
+        """The worktree that has `branch` checked out (see checked_out), as `git worktree list` has it;
+        with `prunable`, one whose directory is gone counts too (git still refuses to move the
+        branch under it)."""
+        return next((w for w in self.worktrees() if w.has(branch) or (prunable and w.prunable and not w.bare
+                                                                       and branch in (w.branch, w.busy))), None)
 
     def worktree_add(self, path: Path, branch: str) -> None:
         git(["worktree", "add", "--quiet", str(path), branch], self.common_dir)
@@ -178,7 +181,7 @@ class Repo:
             finally:
                 git(["worktree", "remove", "--force", "--force", str(where)], self.common_dir, check=False)
                 shutil.rmtree(where, ignore_errors=True)
-                self.worktree_prune()
+                self.forget_worktree(where)
 
     def scratch(self) -> AbstractContextManager[Path]:
         """A scratch directory of this command's own (see scratch.py)."""
@@ -258,7 +261,19 @@ class Repo:
         git(["worktree", "unlock", str(path)], self.common_dir, check=False)  # not locked: nothing to do
 
     def worktree_prune(self) -> None:
+        """Every stale worktree record: only when the user asks for it (doctor --fix, prune), as it
+        also drops the record of a worktree moved by hand and not yet repaired."""
         git(["worktree", "prune"], self.common_dir)
+
+    def forget_worktree(self, path: Path) -> None:
+        """Drop git's record of a worktree at `path` whose directory is gone, and no other record
+        (see worktree_prune); a record git left locked while making it included."""
+        want = os.path.realpath(path)
+        root = self.common_dir / "worktrees"
+        for admin in root.iterdir() if root.is_dir() else ():
+            gitdir = read_file(str(admin / "gitdir")) or ""
+            if gitdir and os.path.realpath(os.path.dirname(gitdir)) == want and not os.path.exists(gitdir):
+                shutil.rmtree(admin, ignore_errors=True)
 
     def dirty_paths(self, worktree: Path) -> list[str]:
         """Uncommitted and untracked (not ignored) paths in a worktree."""
@@ -417,8 +432,14 @@ class Repo:
         branch): a lock a killed git would leave empty, like a live command's. The branch's own
         reflog still records the move."""
         lines = ["start"] + [f"update {ref} {new} {old}" for ref, new, old in updates] + ["prepare", "commit"]
-        env = {**os.environ, "GIT_DIR": str(self._ref_context())} if away_from_head else None
-        git(["update-ref", "-m", message, "--stdin"], self.common_dir, input=("\n".join(lines) + "\n").encode(), env=env)
+        env, hooks = None, []
+        if away_from_head:
+            env = {**os.environ, "GIT_DIR": str(self._ref_context())}
+            # a relative core.hooksPath would be taken from that git dir: name the user's hooks
+            hooks = ["-c", "core.hooksPath=" + out(["rev-parse", "--path-format=absolute", "--git-path", "hooks"],
+                                                   self.main_worktree or self.common_dir)]
+        git([*hooks, "update-ref", "-m", message, "--stdin"], self.common_dir, input=("\n".join(lines) + "\n").encode(),
+            env=env)
 
     def _ref_context(self) -> Path:
         """<common dir>/fleet/ref-context: a git dir as a linked worktree has one (HEAD, commondir)
@@ -442,15 +463,25 @@ class Repo:
         that a lock a killed command of ours left is known for ours. A lock there already, a live
         command's or a dead one's, stops it: that is never removed here."""
         lock_file = self.index_path(worktree).with_name("index.lock")
+        # written whole beside it, then linked into place (an exclusive create that cannot leave an
+        # empty lock behind, which nobody could tell from a live command's)
+        with self.scratch() as space:
+            made = space / "index.lock"
+            made.write_text(marker + "\n", encoding="utf-8")
+            try:
+                try:
+                    os.link(made, lock_file)
+                except OSError as e:
+                    if isinstance(e, FileExistsError):
+                        raise
+                    fd = os.open(lock_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)  # (no link here)
+                    os.write(fd, (marker + "\n").encode())
+                    os.close(fd)
+            except FileExistsError:
+                raise IndexLocked(f"{lock_file} exists: another git process is using the index of {worktree}, or "
+                                  "one was killed; nothing was changed",
+                                  f"if no git process is running there: rm {shlex.quote(str(lock_file))}") from None
         try:
-            fd = os.open(lock_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        except FileExistsError:
-            raise IndexLocked(f"{lock_file} exists: another git process is using the index of {worktree}, or one "
-                              "was killed; nothing was changed",
-                              f"if no git process is running there: rm {shlex.quote(str(lock_file))}") from None
-        try:
-            os.write(fd, (marker + "\n").encode())
-            os.close(fd)
             yield
         finally:
             try:
@@ -497,16 +528,18 @@ class Repo:
         raw = git(["for-each-ref", "--format=%(refname)", "refs/remotes/"], self.common_dir).stdout.decode()
         return any(ref.split("/", 3)[-1] == branch for ref in raw.split())
 
-    def rebase(self, worktree: Path, onto: str) -> str | None:
-        """Rebase the worktree's branch onto `onto`; on a conflict abort, leaving it as it was,
-        and return the conflicting paths."""
-        env = self.env_for(worktree)
-        proc = git(["rebase", "--quiet", onto], worktree, check=False, env=env)
-        if proc.returncode == 0:
-            return None
-        conflicted = out(["diff", "--name-only", "--diff-filter=U"], worktree, check=False, env=env)
-        git(["rebase", "--abort"], worktree, check=False, env=env)
-        return ", ".join(conflicted.split()) or proc.stderr.decode("utf-8", "replace").strip()
+    def rebased(self, tip: str, onto: str) -> tuple[str | None, str]:
+        """`tip` rebased onto `onto` in a scratch worktree of its own, no branch and no work tree of
+        anyone's touched (moving the branch is moves.py's: a rebase run in the agent's worktree
+        and killed would leave it half rebased): (the new tip, "") or (None, the conflicting paths)."""
+        with self.scratch_worktree(tip) as where:
+            env = self.env_for(where)
+            proc = git(["rebase", "--quiet", onto], where, check=False, env=env)
+            if proc.returncode == 0:
+                return out(["rev-parse", "HEAD"], where, env=env), ""
+            conflicted = out(["diff", "--name-only", "--diff-filter=U"], where, check=False, env=env)
+            git(["rebase", "--abort"], where, check=False, env=env)
+            return None, ", ".join(conflicted.split()) or proc.stderr.decode("utf-8", "replace").strip()
 
     def merge_base(self, a: str, b: str) -> str | None:
         proc = git(["merge-base", a, b], self.common_dir, check=False)
@@ -567,21 +600,23 @@ class Repo:
         return proc.stderr.decode("utf-8", "replace").strip() or "git read-tree failed" if proc.returncode else None
 
 
-def remove_dead_lock(lock_file: Path, mine: str, since: float) -> bool | None:
-    """Remove a lock file that a killed git process of ours left, and only such a one. A ref's lock
-    holds the value git was about to write, so ours holds `mine`; a lock git had made but not yet
-    filled is empty, as are HEAD's (taken for its reflog) and an index's: those are taken to be
-    ours when made after `since` and still there, unchanged, a second later (git holds its locks
-    for milliseconds). None: there is none; True: removed; False: kept (it may be a live command's)."""
+def remove_dead_lock(lock_file: Path, mine: str | Collection[str], since: float) -> bool | None:
+    """Remove a ref's lock file that a killed git process of ours left, and only such a one. A
+    ref's lock holds the value git was about to write, so ours holds `mine` (or one of them). git
+    makes the file, then fills it: an empty one is taken to be ours when made after `since` (we
+    hold the fleet's lock, so no command of ours is running) and still there, unchanged, a second
+    later, as no live git leaves a ref's lock empty for that long. None: there is none; True:
+    removed; False: kept (it may be a live command's)."""
+    values = {mine} if isinstance(mine, str) else set(mine)
     try:
         st = lock_file.stat()
         content = lock_file.read_text(encoding="utf-8", errors="replace").strip()
     except FileNotFoundError:
         return None
-    if mine and content == mine:
+    if content and content in values:
         lock_file.unlink(missing_ok=True)
         return True
-    if (not mine or not content) and st.st_mtime >= since - 2:
+    if not content and st.st_mtime >= since - 2:
         time.sleep(max(0.0, st.st_mtime + 1 - time.time()))
         try:
             again = lock_file.stat()

@@ -42,17 +42,22 @@ GRACE = 5.0  # seconds between SIGTERM and SIGKILL when the command is stopped
 
 
 class Stopped(FleetError):
-    """The starter was asked to stop (SIGTERM, SIGHUP) while a command ran."""
+    """The command was asked to stop (SIGTERM, SIGHUP, SIGINT); `warnings`: about what it did finish."""
 
     exit_code = 130
+
+    def __init__(self, message: str, hint: str | None = None, warnings: list[str] | None = None):
+        super().__init__(message, hint)
+        self.warnings = warnings or []
 
 
 @dataclass
 class Outcome:
-    code: int | None  # exit status; None when it was stopped at its time limit
+    code: int | None  # exit status; None when it was stopped (its time was up, or its keeper was killed)
     seconds: float
     tail: list[str]  # its last lines, each at most LINE_WIDTH characters
     log: Path | None  # its output (up to LOG_LIMIT bytes)
+    keeper_killed: bool = False  # the keeper died by a signal: the command's group was ended from here
 
     @property
     def ok(self) -> bool:
@@ -60,7 +65,7 @@ class Outcome:
 
     @property
     def timed_out(self) -> bool:
-        return self.code is None
+        return self.code is None and not self.keeper_killed
 
 
 def _tail_lines(chunks: deque[bytes]) -> list[str]:
@@ -75,12 +80,16 @@ def run(command: str, cwd: Path, env: Mapping[str, str], timeout: float, log: Pa
     command's own failure."""
     started = time.monotonic()
     read_end, write_end = os.pipe()  # both close-on-exec: only the keeper gets the read end, as stdin
+    said, says = os.pipe()  # the keeper names the command's process group on it
     try:
-        keeper = subprocess.Popen([sys.executable, "-m", "git_fleet.runner", str(grace), command], cwd=cwd,
-                                  env=dict(env), stdin=read_end, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        keeper = subprocess.Popen([sys.executable, "-m", "git_fleet.runner", str(grace), str(says), command],
+                                  cwd=cwd, env=dict(env), stdin=read_end, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(says,))
     finally:
         os.close(read_end)
+        os.close(says)
+    with os.fdopen(said, "rb") as fh:
+        group = int(fh.readline() or 0)  # (0: the keeper died before it started the command)
     tail: deque[bytes] = deque()
     kept = [0]
     out = cast(io.BufferedReader, keeper.stdout)
@@ -110,14 +119,25 @@ def run(command: str, cwd: Path, env: Mapping[str, str], timeout: float, log: Pa
     reader.start()
     code: int | None
     try:
-        code = keeper.wait(timeout)
+        code = keeper.wait(max(0.0, timeout - (time.monotonic() - started)))
     except subprocess.TimeoutExpired:
         code = None
     finally:
         os.close(write_end)  # time is up, or we were stopped: the keeper ends it all (or it has)
-        keeper.wait()
-        reader.join()
-        out.close()
+        try:
+            keeper.wait(grace + 30)
+        except subprocess.TimeoutExpired:
+            keeper.kill()  # a keeper that does not end: the command's group goes below, with it
+            keeper.wait()
+        killed = keeper.returncode < 0
+        if killed and group:  # the keeper was killed: end what it kept, as far as its group goes
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
+        reader.join(None if not killed else 5)  # with the keeper gone, an escaped process may hold the pipe
+        if not reader.is_alive():
+            out.close()
+    if killed:
+        return Outcome(None, time.monotonic() - started, _tail_lines(tail), log, keeper_killed=True)
     return Outcome(code, time.monotonic() - started, _tail_lines(tail), log)
 
 
@@ -188,7 +208,8 @@ def _children() -> list[int]:
 
 def _end_all(group: int) -> None:
     """SIGKILL the command's group and every process under the keeper, and reap them, until none
-    is left (a killed process's own children are reparented here, and go next)."""
+    is left (a killed process's own children are reparented here, and go next): one look at
+    /proc a generation of processes, not one a process."""
     while True:
         with suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signal.SIGKILL)
@@ -196,18 +217,23 @@ def _end_all(group: int) -> None:
             with suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         try:
-            os.waitpid(-1, 0)
+            pid, _ = os.waitpid(-1, 0)
+            while pid:  # and every other one that has ended meanwhile
+                pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
 
 
-def keep(grace: float, command: str) -> int:
-    """The keeper's main (see the module's docstring); stdin is the starter's pipe."""
+def keep(grace: float, report: int, command: str) -> int:
+    """The keeper's main (see the module's docstring); stdin is the starter's pipe, and the
+    command's process group is written to the file descriptor `report`."""
     stop = []
     for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(s, lambda signum, _frame: stop.append(signum))
     _become_subreaper()
     child = subprocess.Popen(["sh", "-c", command], stdin=subprocess.DEVNULL, process_group=0)
+    with os.fdopen(report, "w") as fh:
+        fh.write(f"{child.pid}\n")
     watch = selectors.DefaultSelector()
     watch.register(sys.stdin.fileno(), selectors.EVENT_READ)
     while child.poll() is None and not stop:
@@ -228,4 +254,4 @@ def keep(grace: float, command: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(keep(float(sys.argv[1]), sys.argv[2]))
+    sys.exit(keep(float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]))

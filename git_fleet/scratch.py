@@ -3,7 +3,8 @@
 place), removed when the command is done.
 
 A command holds a lock (flock) on its space's owner file, NAME.owner beside the directory NAME,
-for as long as it runs, and the git processes it starts inherit it (plumbing.inherit). The owner
+for as long as it runs (a git it started that outlives it writes into a space that may be gone:
+it fails, and nothing is lost, as its command is gone). The owner
 file is locked before it gets its name and before the directory exists, so a space whose owner
 file can be locked by someone else belongs to a command that is gone: `leftovers` finds such
 spaces and nothing else, so a live command's space is never taken from under it, whoever cleans
@@ -48,8 +49,7 @@ def space(common_dir: Path) -> Iterator[Path]:
     where = top / name
     where.mkdir()
     try:
-        with plumbing.inherit(fd):
-            yield where
+        yield where
     finally:
         shutil.rmtree(where, ignore_errors=True)
         with suppress(FileNotFoundError):
@@ -87,8 +87,10 @@ def leftovers(common_dir: Path) -> list[Path]:
                 found.append(p)
                 if p.name.startswith(PREFIX):
                     found.append(top / p.name.removesuffix(OWNER))
-        elif not p.name.startswith(PREFIX) or f"{p.name}{OWNER}" not in owners:
-            found.append(p)  # an older git-fleet's, or a space whose owner file a cleaner took
+        elif not p.name.startswith(PREFIX):
+            found.append(p)  # an older git-fleet's
+        elif f"{p.name}{OWNER}" not in owners and not (top / f"{p.name}{OWNER}").exists():
+            found.append(p)  # a space whose owner file a cleaner took (looked at again: a listing is no snapshot)
     return list(dict.fromkeys(found))
 
 
@@ -107,4 +109,3 @@ def remove(common_dir: Path, found: list[Path]) -> None:
         else:
             with suppress(FileNotFoundError):
                 p.unlink()
-    plumbing.git(["worktree", "prune"], common_dir, check=False)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, lock
 from .config import Agent
 from .errors import FleetError, GitError, UsageError
 from .plumbing import ZERO_OID, git
@@ -307,8 +307,8 @@ def send(fleet: Any, name: str, given_remote: str | None, *, force: bool = False
     main = fleet.main
     where = fleet.require_worktree(agent)
     remote = remote_of(main, given_remote, fleet.config.base)
-    with fleet.repo.scratch() as space:
-        state = capture(agent, where, fleet.config.base, space)
+    with fleet.repo.scratch() as space, lock.hold(fleet.repo.common_dir, fleet.waiting):
+        state = capture(agent, where, fleet.config.base, space)  # (no sync or merge moves it meanwhile)
     meta = meta_for(fleet, agent, remote)
     snapshot = write(state, meta, main)
     parked = remote_refs(main, remote, name).get(name)
@@ -388,12 +388,13 @@ def _bring_here(fleet: Any, agent: Agent | None, snap: Snapshot, out: Outcome, f
             raise FleetError(f"{agent.branch} is checked out in the main worktree ({main}); an agent's state is "
                              "restored only into a worktree of its own; nothing was changed",
                              f"switch the main worktree back to {fleet.config.base}, then pull again")
-        if where is None or not where.is_dir():
-            _recreate_worktree(fleet, agent, state, out, path, space)
-        else:
-            if path is not None and os.path.realpath(path) != os.path.realpath(where):
-                out.warnings.append(f"'{name}' has its worktree at {where}; --path is for making one")
-            _bring_up_to_date(fleet, agent, where, snap, out, force, space)
+        with lock.hold(fleet.repo.common_dir, fleet.waiting):  # no sync or merge moves it meanwhile
+            if where is None or not where.is_dir():
+                _recreate_worktree(fleet, agent, state, out, path, space)
+            else:
+                if path is not None and os.path.realpath(path) != os.path.realpath(where):
+                    out.warnings.append(f"'{name}' has its worktree at {where}; --path is for making one")
+                _bring_up_to_date(fleet, agent, where, snap, out, force, space)
         return agent
 
 
@@ -446,7 +447,7 @@ def _recreate_worktree(fleet: Any, agent: Agent, state: State, out: Outcome, pat
         raise FleetError(f"{where} exists and is not a worktree of this repository, so '{agent.name}' cannot be "
                          "restored there; nothing was changed",
                          f"pull into a new place: git fleet-teleport pull {agent.name} --path DIR")
-    fleet.repo.worktree_prune()
+    fleet.repo.forget_worktree(where)  # a record of it whose directory is gone
     made_branch = fleet.repo.branch_tip(agent.branch) is None
     if made_branch:
         fleet.repo.create_branch(agent.branch, state.head)
@@ -457,7 +458,7 @@ def _recreate_worktree(fleet: Any, agent: Agent, state: State, out: Outcome, pat
     except BaseException:
         if where.is_dir():
             fleet.repo.worktree_remove(where, force=True)
-        fleet.repo.worktree_prune()
+        fleet.repo.forget_worktree(where)
         fleet.forget_worktrees()
         if made_branch and fleet.repo.branch_tip(agent.branch) == state.head:
             fleet.repo.delete_branch(agent.branch, state.head)
@@ -478,6 +479,11 @@ def _bring_up_to_date(fleet: Any, agent: Agent, where: Path, snap: Snapshot, out
     """Replace the worktree's state by the snapshot's, if nothing made here since the last
     teleport would be lost (or, with force, after keeping it at refs/fleet/backups/AGENT/N)."""
     main, state = fleet.main, snap.state
+    busy = _working_in(where)
+    if busy:
+        raise FleetError(f"processes run in {where}: " + ", ".join(busy[:3]) + (" and more" if len(busy) > 3 else "")
+                         + "; what they write while the worktree is replaced would be lost; nothing was changed",
+                         f"stop them first (git fleet-down {agent.name} stops the agent), then pull again")
     here = capture(agent, where, fleet.config.base, space)
     if here.same(state):
         out.unchanged = True
@@ -501,9 +507,38 @@ def _bring_up_to_date(fleet: Any, agent: Agent, where: Path, snap: Snapshot, out
         look = shlex.quote(f"{where}-backup-{ref.rsplit('/', 1)[1]}")
         out.warnings.append(f"what was here is kept at {ref}; to bring it back: git worktree add --detach {look} "
                             f"{ref}^1 && git -C {look} stash apply --index {ref}")
+    if not capture(agent, where, fleet.config.base, space).same(here):  # (a last look, just before)
+        raise FleetError(f"{where} changed while it was being pulled into; nothing was replaced",
+                         "stop whatever writes there, then pull again")
     git(["reset", "--quiet", "--hard", state.head], where)
     git(["clean", "--quiet", "-d", "--force"], where)
     restore(state, where, space)
+
+
+def _working_in(where: Path) -> list[str]:
+    """Processes (not this command, nor what started it) whose working directory is in `where`:
+    an agent, an editor, a build, that could write there. Linux's /proc; elsewhere none is seen."""
+    mine, pid = set(), os.getpid()
+    while pid > 1:  # this command and the processes above it (git, a shell)
+        mine.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                pid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    inside, found = os.path.realpath(where) + os.sep, []
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.name.isdigit() or int(entry.name) in mine:
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry.name}/cwd")
+            with open(f"/proc/{entry.name}/comm", encoding="utf-8", errors="replace") as fh:
+                name = fh.read().strip()
+        except OSError:
+            continue
+        if (cwd + os.sep).startswith(inside):
+            found.append(f"pid {entry.name} ({name})")
+    return found
 
 
 def _claim_tasks(fleet: Any, agent: Agent, tasks: list[dict[str, Any]], out: Outcome) -> list[str]:

@@ -72,6 +72,14 @@ def run_hint(sb: Sandbox, err: str) -> Path:
     return Path(shlex.split(command)[4])
 
 
+def moved_on_there(sb: Sandbox) -> None:
+    """api goes to the second machine, commits there (src/backend/there.py) and comes back parked."""
+    sb.fleet("teleport", "push", "api")
+    sb.fleet("teleport", "pull", "api", cwd=m2(sb))
+    sb.commit(sb.root / "m2/agent-api", {"src/backend/there.py": "1\n"}, "there")
+    sb.fleet("teleport", "push", "api", cwd=m2(sb))
+
+
 def make_mess(wt: Path, sb: Sandbox) -> None:
     """Every kind of uncommitted state: staged then changed again, staged only, a deletion, a
     binary, a mode change, a symlink, non-ASCII names, untracked files in new directories, and an
@@ -590,10 +598,7 @@ def test_a_pull_after_a_format_1_snapshot(two: Sandbox) -> None:
 def test_a_backup_that_cannot_be_kept_stops_the_pull(two: Sandbox) -> None:
     sb = two
     here = sb.root / "agent-api"
-    sb.fleet("teleport", "push", "api")
-    sb.fleet("teleport", "pull", "api", cwd=m2(sb))
-    sb.commit(sb.root / "m2/agent-api", {"src/backend/there.py": "1\n"}, "there")
-    sb.fleet("teleport", "push", "api", cwd=m2(sb))
+    moved_on_there(sb)
     (here / "src/backend/mine.py").write_text("mine\n")
     sb.git("update-ref", "refs/fleet/backups/api", sb.head())  # a ref where the backups' directory goes
     before = fingerprint(here)
@@ -638,3 +643,20 @@ def test_a_pull_that_fails_while_restoring_leaves_this_clone_as_it_was(two: Sand
     assert sb.git("branch", "--list", "fleet/api", cwd=m2(sb)).out == ""
     assert not (sb.root / "m2/agent-api").exists()
     assert sb.git("worktree", "list", cwd=m2(sb)).out.count("\n") == 1
+
+
+def test_pull_waits_for_what_runs_in_the_worktree(two: Sandbox) -> None:
+    """An agent started by hand (not in the fleet's tmux) still works in its worktree: replacing
+    the files under it would lose what it writes."""
+    sb = two
+    here = sb.root / "agent-api"
+    moved_on_there(sb)
+    agent = sb.spawn(["sleep", "300"], cwd=here)
+    try:
+        res = sb.fleet("teleport", "pull", "api", ok=False)
+        assert f"processes run in {here}: pid {agent.pid} (sleep)" in res.err and "nothing was changed" in res.err
+        assert not (here / "src/backend/there.py").exists()
+    finally:
+        sb.kill_group(agent)
+    sb.fleet("teleport", "pull", "api")
+    assert (here / "src/backend/there.py").exists()

@@ -404,7 +404,9 @@ def sync(agents: tuple[str, ...], as_json: bool, verbose: bool) -> int:
                 click.echo(f"error: {r.agent}: not synced: {r.why}", err=True)
             elif verbose:
                 note(f"{r.agent}: {r.action}" + (f" {r.why}" if r.why else ""))
-        if refused:
+        for said in dict.fromkeys(r.hint for r in refused if r.hint):
+            hint(said)
+        if any("uncommitted" in r.why or "conflict" in r.why for r in refused):
             hint("commit the agent's work first; a conflict is best resolved by the agent in its own "
                  "worktree (git merge <base>)")
     return 1 if refused else 0
