@@ -256,7 +256,7 @@ def recover(repo: Repo, orchestrator: bool) -> list[str]:
         return []
     with lock.attempt(repo.common_dir) as free:
         if not free:
-            return [f"a move of a branch is being finished by {lock.holder(repo.common_dir) or 'another command'}"] \
+            return [f"a {_what(path)} is in progress ({lock.holder(repo.common_dir) or 'another command'})"] \
                 if path is not None else []
         if leftovers:
             repo.clean_scratch()

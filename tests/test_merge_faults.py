@@ -215,6 +215,7 @@ def test_commands_leave_a_running_merge_alone(cp: Sandbox) -> None:
     sb.fleet("task", "list", cwd=sb.root / "agent-web")
     res = sb.fleet("status")
     assert "interrupted" not in res.err
+    assert "warning: a checkpoint merge into main is in progress (pid " in res.err and "git-fleet-merge" in res.err
     assert (sb.repo / ".git/fleet/move-journal").read_bytes() == journal
     marker.unlink()  # let it go on
     out, err = proc.communicate(timeout=60)
@@ -605,7 +606,7 @@ def test_only_the_merge_process_killed_while_its_git_writes_the_work_tree(cp: Sa
     [merge] = [pid for pid in sleeping("git-fleet-merge") if pid != proc.pid]
     os.kill(merge, signal.SIGKILL)
     res = sb.fleet("status")
-    assert "is being finished by pid" in res.err  # the orphaned git still holds the lock
+    assert "is in progress (pid" in res.err  # the orphaned git still holds the lock
     proc.communicate(timeout=60)
     deadline = time.time() + 30
     while sleeping("read-tree") and time.time() < deadline:
