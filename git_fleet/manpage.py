@@ -59,7 +59,14 @@ EXTRA: dict[str, dict[str, str]] = {
                     "git fleet-teleport push backend            (on the build box)\n"
                     "git fleet-teleport pull backend            (on the laptop)",
         "FILES": "refs/fleet/teleport/AGENT on the remote: the parked snapshot; the same ref here: the "
-                 "snapshot this clone last sent or received. refs/fleet/teleport-backup/AGENT: what pull --force replaced.",
+                 "snapshot this clone last sent or received. refs/fleet/backups/AGENT/N: what each pull --force replaced, "
+                 "one ref each time.",
+    },
+    "git-fleet-merge": {
+        "FILES": "$GIT_COMMON_DIR/fleet/move-journal: what a merge or sync is about to do, while the branch moves; "
+                 "a command that finds it from a killed one finishes or undoes the move. "
+                 "$GIT_COMMON_DIR/fleet/checkpoints.log: a line for each merge. "
+                 "$GIT_COMMON_DIR/fleet/checkpoint-test.log: the output of the last checkpoint test (up to 16 MiB).",
     },
     "git-fleet-init": {
         "FILES": ".gitfleet.toml in the main worktree: the fleet's configuration; the one copy agents "

@@ -856,3 +856,31 @@ def test_a_rebasing_sync_killed_midway_leaves_the_agent_as_it_was(cp: Sandbox) -
     assert sb.git("worktree", "list").out.count("\n") == 3
     sb.fleet("sync", "web")
     assert sb.git("rev-list", "--merges", "main..fleet/web").out == "" and (web / "README.md").read_text() == "# moved on\n"
+
+
+def test_a_sync_killed_at_any_moment(cp: Sandbox) -> None:
+    """A sync killed (its whole process group) at many moments, then one fleet command: the agent's
+    branch is the old tip or the merge with the base, and its worktree a clean checkout of it."""
+    sb = cp
+    sb.commit(sb.repo, {"src/frontend/lib.js": "lib\n"}, "main adds a file")
+    web = sb.root / "agent-web"
+    tip = sb.head("fleet/web")
+    start = time.time()
+    assert sb.spawn(["git", "fleet-sync", "web"]).wait(60) == 0
+    whole, new = time.time() - start, sb.head("fleet/web")
+    n = int(os.environ.get("STRESS_KILL_ROUNDS", "12"))
+    seen = {"old": 0, "new": 0}
+    for i in range(n + 1):
+        sb.git("update-ref", "refs/heads/fleet/web", tip)
+        sb.git("reset", "-q", "--hard", tip, cwd=web)
+        proc = sb.spawn(["git", "fleet-sync", "web"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(whole * i / n)
+        sb.kill_group(proc)
+        said = sb.run(["git", "fleet-status"], ok=None).err
+        now = sb.head("fleet/web")
+        assert now in (tip, new), said
+        assert sb.git("status", "--porcelain", "--untracked-files=no", cwd=web).out == "", said
+        assert (web / "src/frontend/lib.js").exists() == (now == new), said
+        assert not list((sb.repo / ".git").rglob("*.lock")) and not (sb.repo / ".git/fleet/move-journal").exists(), said
+        seen["new" if now == new else "old"] += 1
+    assert seen["old"] and seen["new"], seen

@@ -265,9 +265,12 @@ def merge(agents: tuple[str, ...], checkpoint: str | None, dry_run: bool, as_jso
     follows (keeping local changes, as git merge does), and a checkpoint is tagged fleet/NAME
     and logged in $GIT_COMMON_DIR/fleet/checkpoints.log.
 
-    A process killed midway leaves the old state or the new one; a merge killed after the base
-    moved is finished by the next git fleet command. Exit status 0 when the merge succeeds (or,
-    with --dry-run, would succeed), 1 when it does not.
+    A checkpoint's test runs on the merged result in a scratch worktree, within its timeout
+    (timeout = "30m" in [checkpoints.NAME]), ended with everything it started when it is done or
+    the merge stops. A process killed midway, git included, leaves the old state or the new one:
+    the next git fleet command in the main worktree finishes or undoes a merge killed while the
+    base moved, and says so. Exit status 0 when the merge succeeds (or, with --dry-run, would
+    succeed), 1 when it does not.
     """
     fleet = load()
     p = fleet.merge(list(agents), checkpoint, dry_run=dry_run)
@@ -927,7 +930,8 @@ fleet.add_command(teleport, "teleport")
 
 @command()
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
-@click.option("--fix", is_flag=True, help="Repair what is safe to repair: reinstall the hooks, prune stale worktree records.")
+@click.option("--fix", is_flag=True, help="Repair what is safe to repair: reinstall the hooks, prune stale worktree records "
+              "other than agents' (an agent's may be of a worktree moved by hand).")
 def doctor(as_json: bool, fix: bool) -> int:
     """Walk the checklist for starting a parallel session; say what is wrong and how to fix it.
 
