@@ -73,8 +73,10 @@ def stale_worktrees(fleet: Any, *, agents: bool = True) -> list[str]:
     """Worktree records whose directories are gone (git calls them prunable); without `agents`,
     not those of an agent's branch."""
     branches = {f"refs/heads/{a.branch}" for a in fleet.config.agents.values()}
+    places = {os.path.realpath(fleet.planned_worktree(a)) for a in fleet.config.agents.values()}
     return [f"{t['worktree']} ({t['prunable'] or 'gone'})" for t in worktree_list(fleet.repo.common_dir)
-            if "prunable" in t and (agents or t.get("branch") not in branches)]
+            if "prunable" in t and (agents or (t.get("branch") not in branches
+                                               and os.path.realpath(t["worktree"]) not in places))]
 
 
 def _worktrees(fleet: Any, fix: bool) -> Item:
@@ -97,8 +99,7 @@ def _worktrees(fleet: Any, fix: bool) -> Item:
             item.bad(f"agent '{name}': its branch {row['branch']} does not exist",
                      f"git branch {row['branch']} {fleet.config.base}  (or git fleet-rm --force {name})")
         elif row["state"] == "missing worktree":
-            item.bad(f"agent '{name}': no worktree at {where}",
-                     f"git worktree prune && git worktree add {_q(where)} {row['branch']}")
+            item.bad(f"agent '{name}': no worktree at {where}", fleet.missing_worktree(fleet.config.agent(name)).hint)
         elif row["state"] != "ok":
             item.bad(f"agent '{name}': its {row['state']}, not {row['branch']}",
                      f"git -C {_q(where)} switch {row['branch']}")

@@ -532,9 +532,14 @@ class Fleet:
 
     def missing_worktree(self, agent: Agent) -> FleetError:
         where = self.planned_worktree(agent)
+        make = f"git worktree add {shlex.quote(str(where))} {shlex.quote(agent.branch)}"
+        moved = next((w for w in self.worktrees() if w.prunable and agent.branch in (w.branch, w.busy)), None)
+        if moved is not None:  # its record is there, its directory is not: moved by hand, or deleted
+            return FleetError(f"agent '{agent.name}' has no worktree in this repository: the one at {moved.path} is "
+                              "gone (moved by hand, or deleted)",
+                              f"moved: git worktree repair <its new place>; deleted: git worktree prune && {make}")
         return FleetError(f"agent '{agent.name}' has no worktree in this repository (expected at {where})",
-                          f"restore it from its branch: git worktree prune && git worktree add {shlex.quote(str(where))} "
-                          f"{shlex.quote(agent.branch)}")
+                          f"restore it from its branch: {make}")
 
     def require_worktree(self, agent: Agent) -> Path:
         """The agent's registered worktree, or the error that says how to restore it."""
@@ -616,6 +621,12 @@ class Fleet:
                                  f"take it out of [checkpoints.{cp.name}] in {config.CONFIG_NAME} first")
         where = self.locate(agent)
         has_tree = where is not None and where.is_dir()
+        moved = [w for w in self.worktrees() if w.prunable and agent.branch in (w.branch, w.busy)]
+        if where is None and moved and not force:
+            raise FleetError(f"agent '{name}' has a worktree record at {moved[0].path} whose directory is gone: moved "
+                             "by hand, with its work, or deleted?",
+                             f"moved: git worktree repair <its new place>, then git fleet-rm {name} sees its work; "
+                             "deleted: pass --force")
         if where is not None and has_tree and not force:
             dirty = self.repo.dirty_paths(where)
             if dirty:
@@ -674,7 +685,9 @@ class Fleet:
         unless dry_run, carry it out all or nothing. Returns the merge.Plan."""
         from . import merge
 
-        with self.editing():
+        from . import runner
+
+        def planned() -> Any:
             cp = self.config.checkpoint(checkpoint) if checkpoint else None
             if cp and names:
                 raise UsageError("give either --checkpoint or agent names, not both")
@@ -682,9 +695,24 @@ class Fleet:
             if cp and not dry_run and self.repo.resolve(f"refs/tags/{cp.tag}") is not None:
                 raise FleetError(f"checkpoint {cp.name} was merged already (tag {cp.tag} exists)",
                                  f"declare a new checkpoint, or delete the tag to merge again: git tag -d {cp.tag}")
-            p = merge.plan(self.repo, self.config, self.main, chosen, cp)
-            if not dry_run:
-                p.warnings = merge.execute(self.repo, p)
+            return merge.plan(self.repo, self.config, self.main, chosen, cp)
+
+        with self.editing():
+            p = planned()
+            if dry_run:
+                return p
+            merge.check_ready(self.repo, p)
+        with runner.stoppable():  # the test runs without the lock: the fleet's other commands go on
+            merge.run_test(self.repo, p)
+        with self.editing():
+            again = planned() if p.new is not None else p
+            if not again.ok:
+                raise again.failure()  # (local changes in the base's work tree, made during the test, say)
+            if p.new is not None and not merge.same_merge(self.repo, p, again):
+                raise FleetError(f"{p.base} or an agent's branch moved while the checkpoint test ran (or the "
+                                 "configuration changed what the merge makes); nothing was changed",
+                                 "run the merge again: the test runs on what is merged")
+            p.warnings = merge.land(self.repo, p)
             return p
 
     def sync(self, names: Sequence[str]) -> list[Any]:

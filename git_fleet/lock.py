@@ -37,11 +37,27 @@ def lent_to_git(common_dir: Path) -> AbstractContextManager[None]:
 
 
 def holder(common_dir: Path) -> str:
-    """Who holds (or last held) the lock, as its holder wrote it: "pid N: command"."""
+    """Who holds (or last held) the lock, as its holder wrote it: "pid N: command"; where that
+    process is gone, also which processes hold the lock now (it was lent to a git of it, and
+    that git, or something it started, lives on)."""
     try:
-        return _path(common_dir).read_text(encoding="utf-8", errors="replace").strip()
+        said = _path(common_dir).read_text(encoding="utf-8", errors="replace").strip()
     except OSError:
         return ""
+    pid = said.removeprefix("pid ").split(":", 1)[0]
+    if not pid.isdigit() or os.path.exists(f"/proc/{pid}") or not os.path.isdir("/proc"):
+        return said
+    target = str(_path(common_dir))
+    held = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if any(os.readlink(f"/proc/{entry.name}/fd/{fd}") == target for fd in os.listdir(f"/proc/{entry.name}/fd")):
+                    with open(f"/proc/{entry.name}/comm", encoding="utf-8", errors="replace") as fh:
+                        held.append(f"pid {entry.name} ({fh.read().strip()})")
+            except OSError:
+                continue
+    return f"{said}, which is gone; held now by " + (", ".join(held) or "a process this user cannot see")
 
 
 def _claim(fd: int) -> None:

@@ -195,7 +195,8 @@ def _ended_with(outcome: runner.Outcome) -> list[str]:
 
 def run_test(repo: Repo, p: Plan) -> None:
     """Run the checkpoint's test on the merged result, within its time limit; when it fails,
-    bisect over the agent merges (a merge train) to name the first agent whose merge breaks it."""
+    bisect over the agent merges (a merge train) to name the first agent whose merge breaks it.
+    Runs without the fleet's lock: a long test does not hold up the fleet's other commands."""
     if p.checkpoint is None or not p.checkpoint.test or p.new is None:
         return
     cp, cmd, new = p.checkpoint, p.checkpoint.test, p.new
@@ -223,28 +224,42 @@ def run_test(repo: Repo, p: Plan) -> None:
     raise FleetError("\n".join(lines + _ended_with(first)), hint)
 
 
-def execute(repo: Repo, p: Plan) -> list[str]:
-    """Make the plan real: the test on the merged result, then the base moves (moves.py: what a
-    crash at any moment leaves, and who finishes it); returns warnings."""
+def check_ready(repo: Repo, p: Plan) -> None:
+    """Before the checkpoint's test (which may take long): what would stop the merge anyway."""
     if not p.ok:
         raise p.failure()
     if p.new is None:
-        return []
+        return
     where = repo.checked_out(p.base)
-    if where is not None and repo.index_path(where).with_name("index.lock").exists():  # before a long test, too
+    if where is not None and repo.index_path(where).with_name("index.lock").exists():
         raise FleetError(f"{repo.index_path(where).with_name('index.lock')} exists: another git process is using the "
                          f"index of {where}, or one was killed; nothing was changed",
                          "if no git process is running there, remove it, then merge again")
-    with runner.stoppable():
-        run_test(repo, p)
+    if p.checkpoint is not None and repo.ref_value(f"refs/tags/{p.checkpoint.tag}") is not None:
+        raise FleetError(f"checkpoint {p.checkpoint.name} was merged already (tag {p.checkpoint.tag} exists)",
+                         f"delete the tag to merge it again: git tag -d {p.checkpoint.tag}")
+
+
+def same_merge(repo: Repo, tested: Plan, now: Plan) -> bool:
+    """Whether `now` (planned again, under the lock) merges what `tested` was tested on: the same
+    base, the same agents' tips, and the same result."""
+    return (now.ok and now.old == tested.old and [(s.agent.name, s.tip) for s in now.steps] ==
+            [(s.agent.name, s.tip) for s in tested.steps] and now.new is not None and tested.new is not None
+            and repo.tree_of(now.new) == repo.tree_of(tested.new))
+
+
+def land(repo: Repo, p: Plan) -> list[str]:
+    """The base moves to the tested merge, with the work tree that has it checked out and the
+    checkpoint's tag (moves.py: what a crash at any moment leaves, and who finishes it); the
+    caller holds the fleet's lock. Returns warnings."""
+    check_ready(repo, p)
+    if p.new is None:
+        return []
     also: tuple[tuple[str, str], ...] = ()
     if p.checkpoint is not None:
-        tag_ref = f"refs/tags/{p.checkpoint.tag}"
-        if repo.ref_value(tag_ref) is not None:
-            raise FleetError(f"checkpoint {p.checkpoint.name} was merged already (tag {p.checkpoint.tag} exists)",
-                             f"delete the tag to merge it again: git tag -d {p.checkpoint.tag}")
         who = ", ".join(s.agent.name for s in p.steps)
-        also = ((tag_ref, repo.make_tag(p.checkpoint.tag, p.new, f"Checkpoint {p.checkpoint.name}: {who}")),)
+        also = ((f"refs/tags/{p.checkpoint.tag}", repo.make_tag(p.checkpoint.tag, p.new,
+                                                                 f"Checkpoint {p.checkpoint.name}: {who}")),)
     move = moves.Move(f"refs/heads/{p.base}", p.old, p.new, "merge", also, _log_line(p))
     return moves.carry_out(repo, move, f"git-fleet: merge {len(p.steps)} agent(s) into {p.base}")
 

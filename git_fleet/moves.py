@@ -144,7 +144,7 @@ def carry_out(repo: Repo, move: Move, message: str, check: bool = True) -> list[
     # (any other failure leaves the journal, for recovery)
     journal(repo).unlink(missing_ok=True)
     if arrived:
-        raise runner.Stopped(f"stopped by {' and '.join(arrived)} once {move.branch} had moved: the {move.what} is done, "
+        raise runner.Stopped(f"stopped by {' and '.join(dict.fromkeys(arrived))} once {move.branch} had moved: the {move.what} is done, "
                              "nothing after it was", None, warnings=warnings)
     return warnings
 
@@ -177,7 +177,7 @@ def _finish(repo: Repo, move: Move, where: Path | None, recovering: bool) -> lis
     tree's index lock, and drops the journal once it has let the lock go."""
     warnings = _clear_locks(repo, move)
     if where is not None:
-        why = repo.follow(where, move.old, move.new, done_before=recovering)
+        why = repo.follow(where, move.old, move.new, killed_since=move.time if recovering else None)
         if why:
             _roll_back(repo, move, where, why)
     for ref, value in move.also:
@@ -309,12 +309,12 @@ def _recover(repo: Repo, move: Move) -> list[str]:
     what = f"{'merge into' if move.what == 'merge' else 'sync of'} {move.branch}"
     if now == move.old:
         warnings = _clear_locks(repo, move)
-        if any(repo.ref_value(ref) == value for ref, value in move.also):
-            # what goes with it is made only once the branch has moved and its work tree followed:
-            # the branch was put back since, by something else
+        if repo.put_back(move.ref, move.old, move.new) or any(repo.ref_value(r) == v for r, v in move.also):
+            # its reflog says the move had moved it: something else put it back since
             _undo_also(repo, move)
             return [f"an interrupted {what} had moved it to {move.new[:12]}, and it was put back to {move.old[:12]} "
-                    "since (by something else): what went with it is removed; run it again"] + warnings
+                    "since (by something else), before its work tree followed: files the move had written may be "
+                    "there as local changes (git status); run it again"] + warnings
         return [f"an interrupted {what} had not moved it: nothing was changed"] + warnings
     if now == move.new:
         where = repo.checked_out(move.branch)

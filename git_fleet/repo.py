@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import stat
 import time
 from collections.abc import Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -490,34 +491,94 @@ class Repo:
             except FileNotFoundError:
                 pass
 
-    def follow(self, worktree: Path, old: str, new: str, *, done_before: bool = False) -> str | None:
+    def follow(self, worktree: Path, old: str, new: str, *, killed_since: float | None = None) -> str | None:
         """Move a checked-out work tree and its index from `old` to `new` as `git merge` would:
         local changes are kept, and the move is refused where it would touch one; the caller holds
         the index's lock (index_lock). git works on a copy of the index, which replaces the index
-        only when all is done. Refused, or failed half-way, the files it wrote are put back and
-        git's complaint returned. done_before: files that already are new's version are taken as
-        written (a move before this one was killed while writing them)."""
+        only when all is done. Refused, or failed half-way, the files it wrote (whole, or begun)
+        are put back and git's complaint returned. killed_since: a move like this one was killed
+        after that time, and the files it wrote count as written, or, begun, as not yet."""
         env = self.env_for(worktree)
         index = self.index_path(worktree)
+        started = time.time()
         with self.scratch() as space:
             copy = space / "index"
             if index.exists():
                 shutil.copy2(index, copy)  # (its time kept, for git's racy-entry check)
-            private = {**env, "GIT_INDEX_FILE": str(copy)}
-            if done_before:
+            private = {**env, "GIT_INDEX_FILE": str(copy), **NO_FSMONITOR}
+            if killed_since is not None:
+                self._drop_begun(worktree, old, new, killed_since)
                 self.adopt_written(worktree, old, new, private)
             proc = git(["read-tree", "-m", "-u", old, new], worktree, check=False, env=private)
             if proc.returncode == 0:
                 os.replace(copy, index)
                 return None
             why = proc.stderr.decode("utf-8", "replace").strip() or "git read-tree failed"
+            begun = self._drop_begun(worktree, old, new, started if killed_since is None else killed_since)
             written = self.adopt_written(worktree, old, new, private)
+            failed = []
             if written:
                 back = git(["read-tree", "-m", "-u", new, old], worktree, check=False, env=private)
                 if back.returncode != 0:
-                    why += (f"; and what it wrote could not be put back ({', '.join(written[:5])}): "
-                            + back.stderr.decode("utf-8", "replace").strip())
+                    failed.append(back.stderr.decode("utf-8", "replace").strip())
+            if begun:  # their index entries are old's: write old's version back whole
+                back = git(["checkout-index", "-f", "-z", "--stdin"], worktree, check=False, env=private,
+                           input=b"".join(os.fsencode(p) + b"\0" for p in begun))
+                if back.returncode != 0:
+                    failed.append(back.stderr.decode("utf-8", "replace").strip())
+            if failed:
+                why += f"; and what it wrote could not be put back ({', '.join((written + begun)[:5])}): " + "; ".join(failed)
             return why
+
+    def _drop_begun(self, worktree: Path, old: str, new: str, since: float) -> list[str]:
+        """Remove the files a killed (or failed) `git read-tree -u` between `old` and `new` had begun
+        to write and not finished: changed by the move, written after `since`, and holding the
+        beginning of one side's version but not all of it (git writes a file front to back). Git
+        writes them whole again; returns them."""
+        raw = git(["diff-tree", "-r", "-z", "--no-renames", old, new], self.common_dir).stdout.split(b"\0")
+        candidates: list[tuple[str, list[str]]] = []
+        for i in range(0, len(raw) - 1, 2):
+            old_mode, new_mode, old_oid, new_oid, _status = raw[i].decode().lstrip(":").split()
+            rel = os.fsdecode(raw[i + 1])
+            path = worktree / rel
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(st.st_mode) or st.st_mtime < since - 1:
+                continue
+            sides = [oid for mode, oid in ((old_mode, old_oid), (new_mode, new_oid)) if mode in ("100644", "100755")]
+            if sides:
+                candidates.append((rel, sides))
+        if not candidates:
+            return []
+        sizes = dict(zip([oid for _, sides in candidates for oid in sides],
+                         out(["cat-file", "--batch-check=%(objectsize)"], self.common_dir,
+                             input=b"".join(oid.encode() + b"\n" for _, sides in candidates for oid in sides)).split(),
+                         strict=True))
+        begun = []
+        for rel, sides in candidates:
+            have = (worktree / rel).read_bytes()
+            for oid in sides:
+                if len(have) < int(sizes[oid]):
+                    blob = git(["cat-file", "blob", oid], self.common_dir).stdout
+                    if blob.startswith(have):
+                        (worktree / rel).unlink()
+                        begun.append(rel)
+                        break
+        return begun
+
+    def put_back(self, ref: str, old: str, new: str) -> bool:
+        """Whether the ref's reflog ends with a move to `new` followed by a move back to `old`."""
+        try:
+            lines = (self.common_dir / "logs" / ref).read_bytes().splitlines()
+        except OSError:
+            return False
+        moves = [line.split()[1].decode() for line in lines[-2:] if len(line.split()) > 1]
+        return moves == [new, old]
+
+    def tree_of(self, commit: str) -> str:
+        return out(["rev-parse", f"{commit}^{{tree}}"], self.common_dir)
 
     def changed_paths(self, old: str, new: str) -> set[str]:
         raw = git(["diff-tree", "-r", "-z", "--no-renames", "--name-only", old, new], self.common_dir).stdout
@@ -605,18 +666,19 @@ def remove_dead_lock(lock_file: Path, mine: str | Collection[str], since: float)
     ref's lock holds the value git was about to write, so ours holds `mine` (or one of them). git
     makes the file, then fills it: an empty one is taken to be ours when made after `since` (we
     hold the fleet's lock, so no command of ours is running) and still there, unchanged, a second
-    later, as no live git leaves a ref's lock empty for that long. None: there is none; True:
-    removed; False: kept (it may be a live command's)."""
+    later, as no live git leaves a ref's lock for that long; one of ours made in the last
+    seconds is looked at again in the same way. None: there is none; True: removed; False: kept
+    (it may be a live command's)."""
     values = {mine} if isinstance(mine, str) else set(mine)
     try:
         st = lock_file.stat()
         content = lock_file.read_text(encoding="utf-8", errors="replace").strip()
     except FileNotFoundError:
         return None
-    if content and content in values:
-        lock_file.unlink(missing_ok=True)
+    if content and content in values and time.time() - st.st_mtime >= 2:
+        lock_file.unlink(missing_ok=True)  # ours, and long left
         return True
-    if not content and st.st_mtime >= since - 2:
+    if (not content or content in values) and st.st_mtime >= since - 2:  # (a live git's, so young? look again)
         time.sleep(max(0.0, st.st_mtime + 1 - time.time()))
         try:
             again = lock_file.stat()
@@ -626,6 +688,11 @@ def remove_dead_lock(lock_file: Path, mine: str | Collection[str], since: float)
             lock_file.unlink(missing_ok=True)
             return True
     return False
+
+
+# the git processes of a move hold the fleet's lock (lock.lent_to_git): none may start a daemon that
+# would keep it, as an fsmonitor hook does (git passes its environment on to what it starts)
+NO_FSMONITOR = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.fsmonitor", "GIT_CONFIG_VALUE_0": "false"}
 
 
 class IndexLocked(FleetError):

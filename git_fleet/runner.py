@@ -82,14 +82,22 @@ def run(command: str, cwd: Path, env: Mapping[str, str], timeout: float, log: Pa
     read_end, write_end = os.pipe()  # both close-on-exec: only the keeper gets the read end, as stdin
     said, says = os.pipe()  # the keeper names the command's process group on it
     try:
-        keeper = subprocess.Popen([sys.executable, "-m", "git_fleet.runner", str(grace), str(says), command],
+        # -I: the keeper is git-fleet's own, never a git_fleet/ of the work tree it runs in (-m would
+        # put that first on the path), nor one that the user's PYTHON* variables point at
+        keeper = subprocess.Popen([sys.executable, "-I", "-m", "git_fleet.runner", str(grace), str(says), command],
                                   cwd=cwd, env=dict(env), stdin=read_end, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(says,))
     finally:
         os.close(read_end)
         os.close(says)
-    with os.fdopen(said, "rb") as fh:
-        group = int(fh.readline() or 0)  # (0: the keeper died before it started the command)
+    group = 0  # the command's process group, once the keeper has said it (0: it died first)
+    try:
+        with os.fdopen(said, "rb") as fh:
+            group = int(fh.readline() or 0)
+    except BaseException:  # stopped right now: end what was started, then go
+        os.close(write_end)
+        keeper.wait()
+        raise
     tail: deque[bytes] = deque()
     kept = [0]
     out = cast(io.BufferedReader, keeper.stdout)
@@ -124,11 +132,13 @@ def run(command: str, cwd: Path, env: Mapping[str, str], timeout: float, log: Pa
         code = None
     finally:
         os.close(write_end)  # time is up, or we were stopped: the keeper ends it all (or it has)
+        stuck = False
         try:
             keeper.wait(grace + 30)
         except subprocess.TimeoutExpired:
             keeper.kill()  # a keeper that does not end: the command's group goes below, with it
             keeper.wait()
+            stuck = True
         killed = keeper.returncode < 0
         if killed and group:  # the keeper was killed: end what it kept, as far as its group goes
             with suppress(ProcessLookupError, PermissionError):
@@ -136,9 +146,9 @@ def run(command: str, cwd: Path, env: Mapping[str, str], timeout: float, log: Pa
         reader.join(None if not killed else 5)  # with the keeper gone, an escaped process may hold the pipe
         if not reader.is_alive():
             out.close()
-    if killed:
+    if killed and not stuck:
         return Outcome(None, time.monotonic() - started, _tail_lines(tail), log, keeper_killed=True)
-    return Outcome(code, time.monotonic() - started, _tail_lines(tail), log)
+    return Outcome(None if stuck else code, time.monotonic() - started, _tail_lines(tail), log)
 
 
 @contextmanager
@@ -159,20 +169,20 @@ def stoppable() -> Iterator[None]:
 
 @contextmanager
 def deferred() -> Iterator[list[str]]:
-    """Hold SIGINT, SIGTERM and SIGHUP off for the block (and for the processes it starts, which
-    inherit the mask), so that a step that must not be cut in two is not; yields a list that
-    names the signals that arrived meanwhile, filled when the block ends."""
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    """Let SIGINT, SIGTERM and SIGHUP wait until the block is done, so that a step that must not be
+    cut in two is not; yields a list that names the signals that arrived meanwhile. The signals
+    are caught (and noted), not blocked: a blocked mask would be inherited by every process
+    started meanwhile, hooks' daemons included, which then could not be stopped."""
     arrived: list[str] = []
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+
+    def note(signum: int, _frame: object) -> None:
+        arrived.append(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield arrived
     finally:
-        pending = signal.sigpending() & held
-        arrived += sorted(signal.Signals(s).name for s in pending)
-        ignored = {s: signal.signal(s, signal.SIG_IGN) for s in pending}
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)  # delivered now, and ignored
-        for s, handler in ignored.items():
+        for s, handler in old.items():
             signal.signal(s, handler)
 
 

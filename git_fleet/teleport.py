@@ -384,6 +384,12 @@ def _bring_here(fleet: Any, agent: Agent | None, snap: Snapshot, out: Outcome, f
             out.warnings.append(f"the snapshot's zone of '{name}' differs from this fleet's; this fleet's is kept")
         out.branch = agent.branch
         where = fleet.locate(agent)
+        gone = fleet.repo.worktree_with(agent.branch, prunable=True)
+        if where is None and gone is not None and gone.prunable:
+            raise FleetError(f"{agent.branch} is checked out in {gone.path}, a worktree whose directory is gone (moved "
+                             "by hand?); nothing was changed",
+                             "git worktree repair <its new place> (or, if it is gone for good, git worktree prune), "
+                             "then pull again")
         if where is not None and os.path.realpath(where) == os.path.realpath(main):
             raise FleetError(f"{agent.branch} is checked out in the main worktree ({main}); an agent's state is "
                              "restored only into a worktree of its own; nothing was changed",
@@ -479,15 +485,15 @@ def _bring_up_to_date(fleet: Any, agent: Agent, where: Path, snap: Snapshot, out
     """Replace the worktree's state by the snapshot's, if nothing made here since the last
     teleport would be lost (or, with force, after keeping it at refs/fleet/backups/AGENT/N)."""
     main, state = fleet.main, snap.state
-    busy = _working_in(where)
-    if busy:
-        raise FleetError(f"processes run in {where}: " + ", ".join(busy[:3]) + (" and more" if len(busy) > 3 else "")
-                         + "; what they write while the worktree is replaced would be lost; nothing was changed",
-                         f"stop them first (git fleet-down {agent.name} stops the agent), then pull again")
     here = capture(agent, where, fleet.config.base, space)
     if here.same(state):
         out.unchanged = True
         return
+    busy = _working_in(where)
+    if busy:
+        raise FleetError(f"processes work in {where}: " + ", ".join(busy[:3]) + (" and more" if len(busy) > 3 else "")
+                         + "; what they write while the worktree is replaced would be lost; nothing was changed",
+                         f"stop them first (if it is the agent, in tmux: git fleet-down {agent.name}), then pull again")
     last = local_ref(main, agent.name)
     known = last is not None and read(last, main).state.same(here)
     clean = here.clean(_out(["rev-parse", f"{here.head}^{{tree}}"], main))
@@ -515,9 +521,15 @@ def _bring_up_to_date(fleet: Any, agent: Agent, where: Path, snap: Snapshot, out
     restore(state, where, space)
 
 
+# processes that sit in a directory without writing to it (what they run shows up on its own)
+IDLE = {"sh", "bash", "dash", "zsh", "fish", "ksh", "tcsh", "csh", "less", "more", "tmux", "screen", "sudo", "su"}
+
+
 def _working_in(where: Path) -> list[str]:
-    """Processes (not this command, nor what started it) whose working directory is in `where`:
-    an agent, an editor, a build, that could write there. Linux's /proc; elsewhere none is seen."""
+    """Processes whose working directory is in `where`, which could write there (an agent, an
+    editor, a build): not this command, what started it or runs beside it (a pipe), nor an idle
+    shell or pager. Linux's /proc; elsewhere none is seen. (A process can write there from any
+    directory: this is a guard against the usual case, and pull looks again before it replaces.)"""
     mine, pid = set(), os.getpid()
     while pid > 1:  # this command and the processes above it (git, a shell)
         mine.add(pid)
@@ -526,6 +538,7 @@ def _working_in(where: Path) -> list[str]:
                 pid = int(fh.read().rsplit(b")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             break
+    group = os.getpgid(0)
     inside, found = os.path.realpath(where) + os.sep, []
     for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
         if not entry.name.isdigit() or int(entry.name) in mine:
@@ -534,9 +547,11 @@ def _working_in(where: Path) -> list[str]:
             cwd = os.readlink(f"/proc/{entry.name}/cwd")
             with open(f"/proc/{entry.name}/comm", encoding="utf-8", errors="replace") as fh:
                 name = fh.read().strip()
+            if os.getpgid(int(entry.name)) == group:
+                continue  # runs beside this command: `... | less`
         except OSError:
             continue
-        if (cwd + os.sep).startswith(inside):
+        if (cwd + os.sep).startswith(inside) and name not in IDLE:
             found.append(f"pid {entry.name} ({name})")
     return found
 

@@ -225,8 +225,25 @@ def test_rm_after_the_worktree_was_deleted_by_hand(fleet_repo: Sandbox) -> None:
     sb = fleet_repo
     wt = sb.add_agent("backend", "src/backend/**")
     shutil.rmtree(wt)
-    sb.fleet("rm", "backend")
+    # git still has its record: moved by hand (with its work) or deleted? rm asks before it forgets
+    res = sb.fleet("rm", "backend", ok=False)
+    assert "whose directory is gone: moved by hand, with its work, or deleted?" in res.err
+    assert "git worktree repair" in res.err and "pass --force" in res.err and "backend" in registered(sb)
+    sb.fleet("rm", "--force", "backend")
     assert worktree_paths(sb) == [str(sb.repo)] and "backend" not in registered(sb)
+
+
+def test_rm_of_an_agent_whose_worktree_was_moved_by_hand_keeps_its_work(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    wt = sb.add_agent("backend", "src/backend/**")
+    (wt / "src/backend/wip.py").write_text("work in progress\n")
+    moved = sb.root / "moved-backend"
+    wt.rename(moved)
+    sb.fleet("rm", "backend", ok=False)
+    sb.git("worktree", "repair", str(moved))
+    res = sb.fleet("rm", "backend", ok=False)  # now it sees the work there
+    assert "has uncommitted work in" in res.err and "src/backend/wip.py" in res.err
+    assert sb.git("status", "--porcelain", cwd=moved).out == "?? src/backend/wip.py\n"
 
 
 def test_rm_unknown_agent(fleet_repo: Sandbox) -> None:

@@ -60,7 +60,8 @@ def test_every_problem_is_named_with_its_fix_and_exit_1(healthy: Sandbox) -> Non
     out = res.out
     assert "the zones of 'api' and 'docs' overlap: both own src/backend/README.md" in out
     assert f"agent 'web': no worktree at {sb.root / 'agent-web'}" in out
-    assert f"fix: git worktree prune && git worktree add {sb.root / 'agent-web'} fleet/web" in out
+    assert f"deleted: git worktree prune && git worktree add {sb.root / 'agent-web'} fleet/web" in out
+    assert "fix: moved: git worktree repair <its new place>" in out
     assert "stale worktree record(s)" in out and "fix: moved by hand? git worktree repair NEW-PLACE; deleted? git worktree prune" in out
     assert "agent 'docs': its worktree on elsewhere, not fleet/docs" in out
     assert f"fix: git -C {sb.root / 'agent-docs'} switch fleet/docs" in out
@@ -190,3 +191,20 @@ def test_prune_names_the_ignored_files_that_go_with_a_worktree(fleet_repo: Sandb
     res = sb.fleet("prune", "--yes")
     assert f"removed web: fleet/web merged; {going}" in res.err
     assert not web.exists() and "fleet/web" not in sb.branches()
+
+
+def test_fix_prunes_stale_records_but_not_agents(fleet_repo: Sandbox) -> None:
+    """An agent's worktree moved by hand looks like a deleted one: --fix leaves its record (its
+    index) to the user, and prunes the rest."""
+    import shutil
+
+    sb = fleet_repo
+    web = sb.add_agent("web", "src/frontend/**")
+    sb.git("worktree", "add", "-q", "--detach", str(sb.root / "scratch-wt"))
+    shutil.rmtree(sb.root / "scratch-wt")
+    web.rename(sb.root / "moved-web")
+    found = checks(sb, "--fix", ok=False)
+    assert found["worktrees"]["fixed"] == [f"pruned stale worktree record {sb.root / 'scratch-wt'} (gitdir file points to non-existent location)"]  # noqa: E501
+    assert "moved by hand? git worktree repair NEW-PLACE" in found["worktrees"]["problems"][0]["fix"]  # type: ignore[index]
+    sb.git("worktree", "repair", str(sb.root / "moved-web"))
+    assert sb.git("status", "--porcelain", cwd=sb.root / "moved-web").out == ""

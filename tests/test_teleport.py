@@ -645,18 +645,39 @@ def test_a_pull_that_fails_while_restoring_leaves_this_clone_as_it_was(two: Sand
     assert sb.git("worktree", "list", cwd=m2(sb)).out.count("\n") == 1
 
 
-def test_pull_waits_for_what_runs_in_the_worktree(two: Sandbox) -> None:
+def test_pull_refuses_while_something_works_in_the_worktree(two: Sandbox) -> None:
     """An agent started by hand (not in the fleet's tmux) still works in its worktree: replacing
-    the files under it would lose what it writes."""
+    the files under it would lose what it writes. An idle shell there, or the pull's own pipe, is
+    no reason to refuse."""
     sb = two
     here = sb.root / "agent-api"
     moved_on_there(sb)
     agent = sb.spawn(["sleep", "300"], cwd=here)
     try:
         res = sb.fleet("teleport", "pull", "api", ok=False)
-        assert f"processes run in {here}: pid {agent.pid} (sleep)" in res.err and "nothing was changed" in res.err
+        assert f"processes work in {here}: pid {agent.pid} (sleep)" in res.err and "nothing was changed" in res.err
         assert not (here / "src/backend/there.py").exists()
     finally:
         sb.kill_group(agent)
-    sb.fleet("teleport", "pull", "api")
+    shell = sb.spawn(["sh", "-c", "read x"], cwd=here, stdin=subprocess.PIPE)
+    try:
+        sb.run(["sh", "-c", "git fleet-teleport pull api | cat"], cwd=here)
+    finally:
+        sb.kill_group(shell)
     assert (here / "src/backend/there.py").exists()
+
+
+def test_pull_refuses_an_agents_worktree_moved_by_hand(two: Sandbox) -> None:
+    """Its record is there, its directory is not: making a new worktree at the configured place
+    would take the record's name, and `git worktree repair` would then take the new one away."""
+    sb = two
+    moved_on_there(sb)
+    here, moved = sb.root / "agent-api", sb.root / "moved-api"
+    (here / "src/backend/wip.py").write_text("staged work\n")
+    sb.git("add", "src/backend/wip.py", cwd=here)
+    here.rename(moved)
+    res = sb.fleet("teleport", "pull", "api", ok=False)
+    assert "a worktree whose directory is gone (moved by hand?)" in res.err and "git worktree repair" in res.err
+    assert not here.exists()
+    sb.git("worktree", "repair", str(moved))
+    assert sb.git("status", "--porcelain", cwd=moved).out == "A  src/backend/wip.py\n"

@@ -245,8 +245,8 @@ def test_an_agent_without_its_worktree_is_named_and_the_others_start(tmux_fleet:
     shutil.rmtree(sb.root / "agent-web")
     res = sb.fleet("up", "--detach", "--stagger", "0", ok=False)
     assert res.code == 1
-    assert f"error: agent 'web' has no worktree in this repository (expected at {sb.root / 'agent-web'})" in res.err
-    assert f"hint: restore it from its branch: git worktree prune && git worktree add {sb.root / 'agent-web'} fleet/web" in res.err
+    assert f"error: agent 'web' has no worktree in this repository: the one at {sb.root / 'agent-web'} is gone" in res.err
+    assert f"deleted: git worktree prune && git worktree add {sb.root / 'agent-web'} fleet/web" in res.err
     assert set(panes(sb)) == {"api"} and wait_for(sb.root / "agent-api/.fleet/ran").startswith("started api")
     # the hint does what it says
     sb.git("worktree", "prune")
