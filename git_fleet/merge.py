@@ -148,7 +148,7 @@ def plan(repo: Repo, cfg: Any, main: Path, agents: list[Agent], checkpoint: Chec
         if wt.branch == cfg.base and not wt.bare:
             result.worktrees.append(wt.path)
             if result.new and result.ok:
-                why = repo.update_worktree(wt.path, old, result.new, dry_run=True)
+                why = repo.can_follow(wt.path, old, result.new)
                 if why:
                     result.blocked[str(wt.path)] = why
     return result
@@ -231,9 +231,9 @@ def check_ready(repo: Repo, p: Plan) -> None:
     if p.new is None:
         return
     where = repo.checked_out(p.base)
-    if where is not None and repo.index_path(where).with_name("index.lock").exists():
-        raise FleetError(f"{repo.index_path(where).with_name('index.lock')} exists: another git process is using the "
-                         f"index of {where}, or one was killed; nothing was changed",
+    if where is not None and (index_lock := repo.index_lock_file(where)).exists():
+        raise FleetError(f"{index_lock} exists: another git process is using the index of {where}, or one was "
+                         "killed; nothing was changed",
                          "if no git process is running there, remove it, then merge again")
     if p.checkpoint is not None and repo.ref_value(f"refs/tags/{p.checkpoint.tag}") is not None:
         raise FleetError(f"checkpoint {p.checkpoint.name} was merged already (tag {p.checkpoint.tag} exists)",

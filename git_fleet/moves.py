@@ -100,6 +100,13 @@ class Settled(FleetError):
     journal can go."""
 
 
+def gone_worktree(branch: str, path: Path, then: str) -> FleetError:
+    """The branch is checked out in a worktree git knows whose directory is not there."""
+    return FleetError(f"{branch} is checked out in {path}, a worktree whose directory is gone (moved by hand?); "
+                      "nothing was changed",
+                      f"git worktree repair <its new place> (or, if it is gone for good, git worktree prune), then {then}")
+
+
 def carry_out(repo: Repo, move: Move, message: str, check: bool = True) -> list[str]:
     """Move `move.ref` and the work tree that has it checked out (see the module's docstring),
     holding the fleet's lock; returns warnings. Raises FleetError, with nothing changed, when it
@@ -110,10 +117,7 @@ def carry_out(repo: Repo, move: Move, message: str, check: bool = True) -> list[
                          "run any git fleet command in the main worktree to finish it, then this one again")
     gone = repo.worktree_with(move.branch, prunable=True)
     if gone is not None and gone.prunable:
-        raise FleetError(f"{move.branch} is checked out in {gone.path}, a worktree whose directory is gone (moved by "
-                         "hand?); nothing was changed",
-                         "git worktree repair <its new place> (or, if it is gone for good, git worktree prune), "
-                         "then run it again")
+        raise gone_worktree(move.branch, gone.path, "run it again")
     where = repo.checked_out(move.branch)
     # the journal first and last: whatever of ours a kill leaves (our index lock included) is
     # found through it
@@ -123,7 +127,7 @@ def carry_out(repo: Repo, move: Move, message: str, check: bool = True) -> list[
             if repo.ref_value(move.ref) != move.old:
                 raise Settled(f"{move.branch} moved while this was being prepared; nothing was changed", "run it again")
             if where is not None and check:
-                why = repo.update_worktree(where, move.old, move.new, dry_run=True)
+                why = repo.can_follow(where, move.old, move.new)
                 if why:
                     raise Settled(f"{where}: local changes would be overwritten by the {move.what}: {why}\n"
                                   "nothing was changed", "commit or stash them, then run it again")
@@ -170,6 +174,18 @@ def _undo_also(repo: Repo, move: Move) -> None:
             repo.update_refs([(ref, ZERO_OID, value)], f"git-fleet: undo a half-made {move.what}")
 
 
+def _make_also(repo: Repo, move: Move) -> list[str]:
+    """Make what goes with the move (a tag) where it is not there yet; returns warnings."""
+    warnings = []
+    for ref, value in move.also:
+        if repo.ref_value(ref) != value:
+            try:
+                repo.update_refs([(ref, value, ZERO_OID)], f"git-fleet: {move.what}", away_from_head=True)
+            except GitError as e:
+                warnings.append(f"could not make {ref.removeprefix('refs/tags/')}: {e.message}")
+    return warnings
+
+
 def _finish(repo: Repo, move: Move, where: Path | None, recovering: bool) -> list[str]:
     """The branch is at move.new: bring the work tree along (or put everything back, if it cannot
     follow: Settled), then make what goes with it (a tag: only now, so that putting the branch back
@@ -180,12 +196,7 @@ def _finish(repo: Repo, move: Move, where: Path | None, recovering: bool) -> lis
         why = repo.follow(where, move.old, move.new, killed_since=move.time if recovering else None)
         if why:
             _roll_back(repo, move, where, why)
-    for ref, value in move.also:
-        if repo.ref_value(ref) != value:
-            try:
-                repo.update_refs([(ref, value, ZERO_OID)], f"git-fleet: {move.what}", away_from_head=True)
-            except GitError as e:
-                warnings.append(f"could not make {ref.removeprefix('refs/tags/')}: {e.message}")
+    warnings += _make_also(repo, move)
     if move.log:
         log = repo.common_dir / "fleet" / LOG
         existing = log.read_text(encoding="utf-8") if log.exists() else ""
@@ -233,7 +244,7 @@ def _clear_index_locks(repo: Repo) -> None:
     for tree in repo.worktrees():
         if tree.bare or tree.prunable:
             continue
-        index_lock = repo.index_path(tree.path).with_name("index.lock")
+        index_lock = repo.index_lock_file(tree.path)
         try:
             if index_lock.read_text(encoding="utf-8", errors="replace").startswith(MARK):
                 index_lock.unlink()
@@ -326,9 +337,7 @@ def _recover(repo: Repo, move: Move) -> list[str]:
     if now is not None and repo.is_ancestor(move.new, now):
         # the branch moved past the move before this command ran (a commit made with --no-verify,
         # a plain `git merge`): its work tree is wherever that left it, so only the rest is done
-        for ref, value in move.also:
-            if repo.ref_value(ref) is None:
-                repo.update_refs([(ref, value, ZERO_OID)], f"git-fleet: {move.what}", away_from_head=True)
+        warnings += _make_also(repo, move)
         undone = sorted(repo.changed_paths(move.old, move.new) - repo.changed_paths(move.old, now))
         message = (f"an interrupted {what} had moved it to {move.new[:12]}, and {move.branch} moved on to {now[:12]} "
                    "before its work tree was brought along")

@@ -458,12 +458,35 @@ class Repo:
         return Path(out(["rev-parse", "--path-format=absolute", "--git-path", "index"], worktree,
                         env=self.env_for(worktree)))
 
+    def index_lock_file(self, worktree: Path) -> Path:
+        return self.index_path(worktree).with_name("index.lock")
+
+    @contextmanager
+    def private_index(self, worktree: Path) -> Iterator[tuple[Path, Path, dict[str, str]]]:
+        """A copy of the work tree's index in scratch space (its time kept, for git's racy-entry
+        check), for git to work on without taking index.lock, which a process killed holding it
+        would leave behind: (the index, the copy, an environment naming the copy)."""
+        index = self.index_path(worktree)
+        with self.scratch() as space:
+            copy = space / "index"
+            if index.exists():
+                shutil.copy2(index, copy)
+            yield index, copy, {**self.env_for(worktree), "GIT_INDEX_FILE": str(copy), **NO_FSMONITOR}
+
+    def tree_changes(self, old: str, new: str) -> Iterator[tuple[str, str, str, str, str]]:
+        """What differs between two commits, path by path, renames not followed:
+        (path, old mode, new mode, old object, new object); an absent side's mode is 000000."""
+        raw = git(["diff-tree", "-r", "-z", "--no-renames", old, new], self.common_dir).stdout.split(b"\0")
+        for i in range(0, len(raw) - 1, 2):
+            old_mode, new_mode, old_oid, new_oid, _status = raw[i].decode().lstrip(":").split()
+            yield os.fsdecode(raw[i + 1]), old_mode, new_mode, old_oid, new_oid
+
     @contextmanager
     def index_lock(self, worktree: Path, marker: str) -> Iterator[None]:
         """Hold a work tree's index.lock, as git does, with a line saying it is ours (`marker`), so
         that a lock a killed command of ours left is known for ours. A lock there already, a live
         command's or a dead one's, stops it: that is never removed here."""
-        lock_file = self.index_path(worktree).with_name("index.lock")
+        lock_file = self.index_lock_file(worktree)
         # written whole beside it, then linked into place (an exclusive create that cannot leave an
         # empty lock behind, which nobody could tell from a live command's)
         with self.scratch() as space:
@@ -498,14 +521,8 @@ class Repo:
         only when all is done. Refused, or failed half-way, the files it wrote (whole, or begun)
         are put back and git's complaint returned. killed_since: a move like this one was killed
         after that time, and the files it wrote count as written, or, begun, as not yet."""
-        env = self.env_for(worktree)
-        index = self.index_path(worktree)
         started = time.time()
-        with self.scratch() as space:
-            copy = space / "index"
-            if index.exists():
-                shutil.copy2(index, copy)  # (its time kept, for git's racy-entry check)
-            private = {**env, "GIT_INDEX_FILE": str(copy), **NO_FSMONITOR}
+        with self.private_index(worktree) as (index, copy, private):
             if killed_since is not None:
                 self._drop_begun(worktree, old, new, killed_since)
                 self.adopt_written(worktree, old, new, private)
@@ -535,11 +552,8 @@ class Repo:
         to write and not finished: changed by the move, written after `since`, and holding the
         beginning of one side's version but not all of it (git writes a file front to back). Git
         writes them whole again; returns them."""
-        raw = git(["diff-tree", "-r", "-z", "--no-renames", old, new], self.common_dir).stdout.split(b"\0")
         candidates: list[tuple[str, list[str]]] = []
-        for i in range(0, len(raw) - 1, 2):
-            old_mode, new_mode, old_oid, new_oid, _status = raw[i].decode().lstrip(":").split()
-            rel = os.fsdecode(raw[i + 1])
+        for rel, old_mode, new_mode, old_oid, new_oid in self.tree_changes(old, new):
             path = worktree / rel
             try:
                 st = path.lstat()
@@ -612,11 +626,7 @@ class Repo:
         local changes. Set the entry, in the index `env` names, of every path whose file already
         is new's version (or is gone, where new deletes it) to new's, so that running the update
         again takes them as done, or running it backwards puts them back. Returns them."""
-        raw = git(["diff-tree", "-r", "-z", "--no-renames", old, new], self.common_dir).stdout.split(b"\0")
-        entries = []
-        for i in range(0, len(raw) - 1, 2):
-            _old_mode, new_mode, _old_oid, new_oid, _status = raw[i].decode().lstrip(":").split()
-            entries.append((raw[i + 1], new_mode, new_oid))
+        entries = [(os.fsencode(rel), new_mode, new_oid) for rel, _, new_mode, _, new_oid in self.tree_changes(old, new)]
         adopted: list[bytes] = []
         files: list[tuple[bytes, str]] = []  # regular files to hash, in one process
         for rel, mode, oid in entries:
@@ -641,23 +651,12 @@ class Repo:
                 env=env)
         return [os.fsdecode(rel) for rel in adopted]
 
-    def update_worktree(self, worktree: Path, old: str, new: str, *, dry_run: bool = False) -> str | None:
-        """Move a checked-out work tree and index from `old` to `new` as `git merge` would: local
-        changes are kept, and the move is refused (None returned only on success) where it would
-        touch a file with local changes. Returns git's complaint when refused."""
-        env = self.env_for(worktree)
-        if not dry_run:
-            proc = git(["read-tree", "-m", "-u", old, new], worktree, check=False, env=env)
-            return proc.stderr.decode("utf-8", "replace").strip() or "git read-tree failed" if proc.returncode else None
-        # read-tree locks the index even for a dry run, and a process killed holding it would
-        # leave index.lock behind: ask on a copy, its time kept for git's racy-entry check
-        index = Path(out(["rev-parse", "--path-format=absolute", "--git-path", "index"], worktree, env=env))
-        with self.scratch() as space:
-            copy = space / "index"
-            if index.exists():
-                shutil.copy2(index, copy)
-            proc = git(["read-tree", "-m", "-u", "-n", old, new], worktree, check=False,
-                       env={**env, "GIT_INDEX_FILE": str(copy)})
+    def can_follow(self, worktree: Path, old: str, new: str) -> str | None:
+        """Whether a checked-out work tree could follow its branch from `old` to `new` as
+        `git merge` would (see follow): None if so, else git's complaint (local changes in the
+        way). Asked on a copy of the index, as read-tree locks the index even for a dry run."""
+        with self.private_index(worktree) as (_index, _copy, private):
+            proc = git(["read-tree", "-m", "-u", "-n", old, new], worktree, check=False, env=private)
         return proc.stderr.decode("utf-8", "replace").strip() or "git read-tree failed" if proc.returncode else None
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from . import __version__, lock
 from .config import Agent
 from .errors import FleetError, GitError, UsageError
+from .moves import gone_worktree
 from .plumbing import ZERO_OID, git
 from .snapshot import State, capture_trees, git_path, restore
 
@@ -285,10 +286,6 @@ def keep(cwd: Path, agent: str, snapshot: str) -> str:
                      f"look at `git for-each-ref {BACKUPS}{agent}`")
 
 
-def is_ancestor(cwd: Path, a: str, b: str) -> bool:
-    return git(["merge-base", "--is-ancestor", a, b], cwd, check=False).returncode == 0
-
-
 def meta_for(fleet: Any, agent: Agent, remote: str) -> dict[str, Any]:
     tasks = []
     for t in fleet.claimed_tasks(agent):
@@ -386,10 +383,7 @@ def _bring_here(fleet: Any, agent: Agent | None, snap: Snapshot, out: Outcome, f
         where = fleet.locate(agent)
         gone = fleet.repo.worktree_with(agent.branch, prunable=True)
         if where is None and gone is not None and gone.prunable:
-            raise FleetError(f"{agent.branch} is checked out in {gone.path}, a worktree whose directory is gone (moved "
-                             "by hand?); nothing was changed",
-                             "git worktree repair <its new place> (or, if it is gone for good, git worktree prune), "
-                             "then pull again")
+            raise gone_worktree(agent.branch, gone.path, "pull again")
         if where is not None and os.path.realpath(where) == os.path.realpath(main):
             raise FleetError(f"{agent.branch} is checked out in the main worktree ({main}); an agent's state is "
                              "restored only into a worktree of its own; nothing was changed",
@@ -420,7 +414,7 @@ def _has_submodules(state: State, cwd: Path) -> bool:
 def _branch_check(fleet: Any, branch: str, head: str) -> None:
     """Refuse if the local branch has commits the snapshot's head lacks (moving it would lose them)."""
     tip = fleet.repo.branch_tip(branch)
-    if tip is not None and not is_ancestor(fleet.main, tip, head):
+    if tip is not None and not fleet.repo.is_ancestor(tip, head):
         raise FleetError(f"both sides moved on: branch {branch} here has commits that the snapshot lacks",
                          f"keep them under another name (git branch -m {branch} {branch}-here), then pull again")
 
@@ -497,7 +491,7 @@ def _bring_up_to_date(fleet: Any, agent: Agent, where: Path, snap: Snapshot, out
     last = local_ref(main, agent.name)
     known = last is not None and read(last, main).state.same(here)
     clean = here.clean(_out(["rev-parse", f"{here.head}^{{tree}}"], main))
-    moved = not is_ancestor(main, here.head, state.head)
+    moved = not fleet.repo.is_ancestor(here.head, state.head)
     if (moved or not (known or clean)) and not force:
         wt, short = shlex.quote(str(where)), snap.commit[:12]
         if moved:

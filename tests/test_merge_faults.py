@@ -344,15 +344,21 @@ def test_git_killed_between_its_lock_renames(cp: Sandbox, kill_after_rename: Pat
     assert sb.fleet("checkpoint", "--json").out.count('"merged"') == 1
 
 
-def test_killed_while_the_work_tree_follows(cp: Sandbox, kill_after_rename: Path) -> None:
-    """`git read-tree -m -u` has written the merged files into the main worktree and is killed
-    (with the merge) before its new index lands: the files say new, the index still says old."""
-    sb = cp
+def _merge_killed_before_index_lands(sb: Sandbox, kill_after_rename: Path) -> subprocess.Popen[str]:
+    """Run the checkpoint merge, killed with its process group as git renames the main worktree's new index into place."""
     env = {"LD_PRELOAD": str(kill_after_rename), "FLEET_TEST_KILL_BEFORE_RENAME": "/repo/.git/index",
            "FLEET_TEST_KILL_GROUP": "1"}
     proc = sb.spawn(["git", "fleet-merge", "--checkpoint", "phase-1"], env=env, stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE)
     proc.communicate(timeout=60)
+    return proc
+
+
+def test_killed_while_the_work_tree_follows(cp: Sandbox, kill_after_rename: Path) -> None:
+    """`git read-tree -m -u` has written the merged files into the main worktree and is killed
+    (with the merge) before its new index lands: the files say new, the index still says old."""
+    sb = cp
+    proc = _merge_killed_before_index_lands(sb, kill_after_rename)
     assert proc.returncode == -signal.SIGKILL
     assert (sb.repo / "src/backend/api.py").read_text() == "def api(): return 2\n"
     assert (sb.repo / ".git/index.lock").exists()
@@ -364,11 +370,7 @@ def test_killed_while_the_work_tree_follows_then_edited(cp: Sandbox, kill_after_
     """As above, and before the next fleet command someone edits a file the merge changed: the
     merge cannot be finished without losing the edit, so it is undone, files included."""
     sb = cp
-    env = {"LD_PRELOAD": str(kill_after_rename), "FLEET_TEST_KILL_BEFORE_RENAME": "/repo/.git/index",
-           "FLEET_TEST_KILL_GROUP": "1"}
-    proc = sb.spawn(["git", "fleet-merge", "--checkpoint", "phase-1"], env=env, stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE)
-    proc.communicate(timeout=60)
+    proc = _merge_killed_before_index_lands(sb, kill_after_rename)
     (sb.repo / "src/backend/api.py").write_text("my own edit\n")
     res = sb.fleet("status")
     assert "cannot follow the merge" in res.err and "main was put back to" in res.err
