@@ -66,17 +66,15 @@ class Compiled:
         self.union = union  # shared files that every agent may change
 
     def agent_for(self, head_ref: str | None, worktree: str | None) -> CompiledAgent | None:
-        """The agent a worktree belongs to: by its branch, else by its registered path."""
-        if head_ref and head_ref.startswith("refs/heads/"):
-            branch = head_ref[11:]
-            for a in self.agents.values():
-                if a.branch == branch:
-                    return a
+        """The agent a worktree belongs to: the one registered at its path, whatever it has
+        checked out (another agent's branch included); else the one whose branch it has."""
         if worktree is not None:
             here = os.path.realpath(worktree)
             for a in self.agents.values():
                 if os.path.realpath(a.worktree) == here:
                     return a
+        if head_ref and head_ref.startswith("refs/heads/"):
+            return self.agent_by_branch(head_ref[11:])
         return None
 
     def agent_by_branch(self, branch: str) -> CompiledAgent | None:
@@ -200,12 +198,33 @@ class Violation:
         self.commit = commit
 
 
+def checkable(path: str) -> bool:
+    """Whether a path from a tree is one git would check out: no empty, `.` or `..` component,
+    and no `.git` (as git's fsck and verify_path see it: any case, and the names NTFS and HFS+
+    read as `.git`). A tree made with plumbing can hold such entries, and a zone would otherwise
+    be matched against `src/backend/../../README.md` as if it were below src/backend."""
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            return False
+        name = part.lower() if part.isascii() else part.translate(_HFS_IGNORED).lower()
+        if name.rstrip(". ") in (".git", "git~1"):
+            return False
+    return True
+
+
+# the code points HFS+ ignores in a name (git's utf8.c, is_hfs_dotgit)
+_HFS_IGNORED: dict[int, None] = dict.fromkeys([*range(0x200C, 0x2010), *range(0x202A, 0x202F), *range(0x206A, 0x2070),
+                                               0xFEFF])
+
+
 def check_paths(compiled: Compiled, agent: CompiledAgent, changes: Iterable[tuple[str, str]],
                 commit: str | None = None) -> list[Violation]:
     """Violations among (what, path) pairs changed by `agent`."""
     found = []
     for what, path in changes:
-        if compiled.is_protected(path):
+        if not checkable(path):
+            found.append(Violation(path, what, (), True, commit))
+        elif compiled.is_protected(path):
             found.append(Violation(path, what, (), True, commit))
         elif not agent.owns(path) and not (compiled.union and compiled.union.owns(path)):
             found.append(Violation(path, what, tuple(compiled.owners(path)), False, commit))
@@ -230,7 +249,9 @@ def describe(agent: CompiledAgent, violations: Sequence[Violation], action: str)
     lines = [f"{action}: agent '{agent.name}' changed {len(violations)} path(s) outside its zone"]
     for v in violations:
         at = f"{v.commit[:12]}: " if v.commit else ""
-        if v.protected and v.path == CONFIG_NAME:
+        if not checkable(v.path):
+            whose = "not a path git can check out: a tree made by hand"
+        elif v.protected and v.path == CONFIG_NAME:
             whose = "the fleet's own configuration; only the orchestrator changes it"
         elif v.protected:
             whose = "the repository's hooks; only the orchestrator changes them"

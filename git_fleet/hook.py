@@ -82,7 +82,8 @@ def pre_commit() -> int:
     if here.toplevel is None:
         return 0
     _refuse_during_merge(here)
-    if os.path.exists(os.path.join(here.git_dir, "MERGE_HEAD")):
+    merging = plumbing.read_file(os.path.join(here.git_dir, "MERGE_HEAD"))
+    if merging is not None:
         pre_merge_commit()
     main = plumbing.main_worktree_of(here.common_dir)
     if main is None or os.path.realpath(here.toplevel) == os.path.realpath(main):
@@ -93,7 +94,14 @@ def pre_commit() -> int:
     agent = compiled.agent_for(here.head_ref, here.toplevel)
     if agent is None:
         return 0
-    pairs = check.staged_pairs(plumbing.staged_changes())
+    heads = (merging or "").split()
+    if len(heads) == 1:
+        # concluding a merge: what it brings in from the other side was checked above (or is the
+        # base's); the agent's own change is where the index differs from the merge git makes
+        pairs = [(check.STATUS_WORDS.get(status, "changed"), paths[0])
+                 for status, paths in plumbing.staged_changes(against=plumbing.remerged("HEAD", heads[0]))]
+    else:
+        pairs = check.staged_pairs(plumbing.staged_changes())
     violations = check.check_paths(compiled, agent, pairs)
     if violations:
         raise check.describe(agent, violations, "commit rejected")
@@ -122,11 +130,14 @@ def pre_merge_commit() -> int:
         return 0
     _, raw = plumbing.quick(["for-each-ref", "--format=%(objectname) %(refname:lstrip=2)", "refs/heads/"])
     tips = dict(line.split(" ", 1)[::-1] for line in raw.decode("utf-8", "surrogateescape").splitlines())
+    # what the base has is never an agent's change (merging the base into an agent's branch, or
+    # an agent's branch that points into the base)
+    approved = ["HEAD", *([f"refs/heads/{compiled.base}"] if compiled.base in tips else [])]
     errors = []
     for head in heads:
         for agent in compiled.agents.values():
             if tips.get(agent.branch) == head:
-                violations = check.check_range(compiled, agent, [head], ["HEAD"], here.git_dir)
+                violations = check.check_range(compiled, agent, [head], approved, here.git_dir)
                 if violations:
                     errors.append(check.describe(agent, violations, f"merge of {agent.branch} rejected"))
     if errors:
@@ -160,20 +171,21 @@ def pushed(hook: str, args: list[str]) -> int:
         agent = compiled.agent_by_branch(ref[11:])
         if agent is None:
             continue
-        if server:
-            exclude = ["--all"]
-        else:
-            # what the remote has, and the local base: a first push checks only the agent's own commits
-            exclude = [o for o in (old,) if o != plumbing.ZERO_OID and _have(cwd, o)]
-            if _have(cwd, f"refs/heads/{compiled.base}"):
-                exclude.append(f"refs/heads/{compiled.base}")
-            if args:
-                exclude.append(f"--remotes={args[0]}")
+        # only what is approved is left out: what this branch had (checked when it was pushed) and
+        # the base, here and, before a push, on the remote as last fetched; never what any other
+        # ref has, which would let a commit pushed first to a scratch branch or a tag through
+        approved = [old, f"refs/heads/{compiled.base}"]
+        if not server and args:
+            approved.append(f"refs/remotes/{args[0]}/{compiled.base}")
+        exclude = [o for o in approved if o != plumbing.ZERO_OID and _have(cwd, o)]
         violations = check.check_range(compiled, agent, [new], exclude, cwd)
         if violations:
             errors.append(check.describe(agent, violations, f"push of {ref[11:]} rejected"))
     if errors:
-        raise FleetError("\n".join(e.message for e in errors), errors[0].hint)
+        where = "the server's" if server else f"{args[0] if args else 'the remote'}'s (as last fetched)"
+        raise FleetError("\n".join(e.message for e in errors),
+                         f"{errors[0].hint}\ncommits in {where} {compiled.base} are not checked: if those are "
+                         f"the base's, push {compiled.base} first")
     return 0
 
 

@@ -202,7 +202,9 @@ def _here_from_layout() -> tuple[str, str, str] | None:
 def here() -> Here:
     found = _here_from_layout()
     if found is None:
-        _, raw = quick(["rev-parse", "--path-format=absolute", "--git-common-dir", "--git-dir", "--show-toplevel"])
+        # (in a bare repository, a server's, --show-toplevel fails after printing the rest)
+        _, raw = quick(["rev-parse", "--path-format=absolute", "--git-common-dir", "--git-dir", "--show-toplevel"],
+                       show_errors=False)
         lines = raw.decode("utf-8", "surrogateescape").splitlines()
         if len(lines) < 2:
             raise UsageError("not a git repository", "run this inside a repository")
@@ -257,8 +259,16 @@ def parse_name_status(raw: bytes) -> list[tuple[str, tuple[str, ...]]]:
     return changes
 
 
-def staged_changes() -> list[tuple[str, tuple[str, ...]]]:
-    """What the commit being made changes, from the index git names in GIT_INDEX_FILE."""
+def staged_changes(against: str = "HEAD") -> list[tuple[str, tuple[str, ...]]]:
+    """What the commit being made changes, from the index git names in GIT_INDEX_FILE: against
+    HEAD (renames found), or against a given tree (renames not followed)."""
+    if against != "HEAD":
+        args = ["diff-index", "--cached", "-z", "--name-status", "--no-renames", "--no-ext-diff",
+                "--ignore-submodules=none", against]
+        code, raw = quick(args)
+        if code != 0:
+            raise GitError("'git diff-index --cached' failed")
+        return parse_name_status(raw)
     args = ["diff-index", "--cached", "-z", "--name-status", "-M", "--no-ext-diff", "--ignore-submodules=none"]
     code, raw = quick([*args, "HEAD"], show_errors=False)
     if code != 0:
@@ -271,19 +281,59 @@ def staged_changes() -> list[tuple[str, tuple[str, ...]]]:
     return parse_name_status(raw)
 
 
-def commits_by_tip(tips: dict[str, str], exclude: Iterable[str], cwd: str | os.PathLike[str]
-                   ) -> dict[str, list[tuple[str, list[str]]]]:
-    """commits_touching for several tips at once, in one `git log`: for each key of `tips`, the
-    commits reachable from its tip and not from `exclude`, found by walking parents here."""
-    args = ["log", "-z", "--no-renames", "--name-only", "--cc", "--format=%x01%H %P", *set(tips.values()),
-            "--not", *exclude, "--"]
-    raw = git(args, cwd).stdout if tips else b""
+# What a zone check reads from `git log` must not depend on the repository's config (which an
+# agent may write): a root commit's files are shown (log.showRoot), gitlinks too
+# (diff.ignoreSubmodules), paths are whole (diff.relative), no colour or signature lines, and a
+# merge is re-made as git's default merge would make it (merge.renames).
+PINNED = ("-c", "log.showRoot=true", "-c", "diff.ignoreSubmodules=none", "-c", "diff.relative=false",
+          "-c", "color.ui=never", "-c", "log.showSignature=false", "-c", "merge.renames=true",
+          "-c", "merge.directoryRenames=conflict", "-c", "merge.renormalize=false")
+
+
+def history(tips: Iterable[str], exclude: Iterable[str], cwd: str | os.PathLike[str]
+            ) -> dict[str, tuple[list[str], list[str]]]:
+    """commit -> (its parents, the paths it changes) for each commit reachable from `tips` and not
+    from `exclude`, in one `git log`. A commit changes the paths where it differs from its parent
+    (a root commit: all its paths). A merge changes the paths where it differs from the merge git
+    itself would make of its two parents (`--remerge-diff`): what it brings in from a parent was
+    checked on that parent's side, or is approved (excluded); an edit made in the merge, taking a
+    path back to an older version from an approved parent included, is its own. An octopus merge,
+    which git does not re-make, changes every path where it differs from its first parent."""
+    tips = list(tips)
+    if not tips:
+        return {}
+    args = [*PINNED, "log", "-z", "--no-renames", "--name-only", "--remerge-diff", "--root", "--ignore-submodules=none",
+            "--no-relative", "--no-color", "--no-show-signature", "--format=%x01%H %P", *tips, "--not", *exclude, "--"]
+    raw = git(args, cwd).stdout
     graph: dict[str, tuple[list[str], list[str]]] = {}
     for chunk in raw.split(b"\x01")[1:]:
+        # "<hash> <parents>\0" then, if it changed anything, "\n<path>\0<path>\0..."
         head, _, rest = chunk.partition(b"\0")
         rest = rest[1:] if rest.startswith(b"\n") else rest
         ids = head.decode().split()
         graph[ids[0]] = (ids[1:], [p.decode("utf-8", "surrogateescape") for p in rest.split(b"\0") if p])
+    for commit, (parents, _paths) in graph.items():
+        if len(parents) > 2:
+            changed = git([*PINNED, "diff-tree", "-r", "-z", "--no-renames", "--name-only", "--ignore-submodules=none",
+                           "--no-relative", parents[0], commit], cwd).stdout
+            graph[commit] = (parents, [p.decode("utf-8", "surrogateescape") for p in changed.split(b"\0") if p])
+    return graph
+
+
+def remerged(ours: str, theirs: str) -> str:
+    """The tree git's own merge of two commits makes (with conflict markers where it conflicts)."""
+    code, raw = quick([*PINNED, "merge-tree", "--write-tree", "--no-messages", ours, theirs], show_errors=False)
+    tree = raw.split(b"\n", 1)[0].decode().strip()
+    if code not in (0, 1) or len(tree) not in (40, 64):
+        raise GitError(f"'git merge-tree {ours} {theirs}' failed")
+    return tree
+
+
+def commits_by_tip(tips: dict[str, str], exclude: Iterable[str], cwd: str | os.PathLike[str]
+                   ) -> dict[str, list[tuple[str, list[str]]]]:
+    """commits_touching for several tips at once, in one `git log` (history): for each key of
+    `tips`, the commits reachable from its tip and not from `exclude`, found by walking parents."""
+    graph = history(set(tips.values()), exclude, cwd)
     result = {}
     for key, tip in tips.items():
         seen: list[str] = []
@@ -301,17 +351,6 @@ def commits_by_tip(tips: dict[str, str], exclude: Iterable[str], cwd: str | os.P
 
 def commits_touching(tips: Iterable[str], exclude: Iterable[str], cwd: str | os.PathLike[str]
                      ) -> list[tuple[str, list[str]]]:
-    """(commit, paths it changes) for each commit reachable from `tips` and not from `exclude`.
-
-    A merge commit counts only for the paths where it differs from every parent (an edit made
-    in the merge itself); what it brings in from a parent was checked on that parent's side.
-    """
-    args = ["log", "-z", "--no-renames", "--name-only", "--cc", "--format=%x01%H", *tips, "--not", *exclude, "--"]
-    raw = git(args, cwd).stdout
-    result: list[tuple[str, list[str]]] = []
-    for chunk in raw.split(b"\x01")[1:]:
-        # "<hash>\0" then, if it changed anything, "\n<path>\0<path>\0..."
-        head, _, rest = chunk.partition(b"\0")
-        rest = rest[1:] if rest.startswith(b"\n") else rest
-        result.append((head.decode(), [p.decode("utf-8", "surrogateescape") for p in rest.split(b"\0") if p]))
-    return result
+    """(commit, paths it changes, as `history` says) for each commit reachable from `tips` and not
+    from `exclude`."""
+    return [(c, paths) for c, (_parents, paths) in history(tips, exclude, cwd).items()]

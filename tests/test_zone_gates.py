@@ -1,0 +1,159 @@
+"""Zones hold at every gate against an agent that tries: each route is real history made with
+real git (plumbing where an agent would use it), run through the real gates: the pre-push hook,
+a server's pre-receive hook, `git fleet-check --commits` and `git fleet-merge`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import Sandbox
+
+
+@pytest.fixture
+def gates(fleet_repo: Sandbox) -> Sandbox:
+    """A fleet whose configuration is committed on main (after a first README), two agents, and a
+    bare server with the pre-receive check that the main worktree and agents push to."""
+    sb = fleet_repo
+    sb.add_agent("web", "src/frontend/**")
+    sb.add_agent("backend", "src/backend/**")
+    sb.git("add", ".gitfleet.toml")
+    sb.commit(sb.repo, {"README.md": "# project, v2\n"}, "fleet config, README v2")
+    sb.fleet("sync")
+    server = sb.root / "server.git"
+    sb.git("clone", "-q", "--bare", str(sb.repo), str(server))
+    sb.fleet("init", "--server", cwd=server)
+    sb.git("remote", "add", "origin", str(server))
+    sb.git("push", "-q", "origin", "fleet/backend", "fleet/web")
+    return sb
+
+
+def backend(sb: Sandbox) -> Path:
+    return sb.root / "agent-backend"
+
+
+def refused_everywhere(sb: Sandbox, *paths: str) -> None:
+    """fleet/backend holds something out of its zone: every gate says so, naming each path, and
+    nothing moves (the server's branch, main)."""
+    wt, tip, main = backend(sb), sb.head("fleet/backend"), sb.head("main")
+    on_server = sb.git("ls-remote", "origin", "refs/heads/fleet/backend").out
+    res = sb.git("push", "origin", "fleet/backend", cwd=wt, ok=False)  # the local pre-push hook
+    assert "push of fleet/backend rejected" in res.err and all(p in res.err for p in paths), res.err
+    res = sb.git("push", "--no-verify", "origin", "fleet/backend", cwd=wt, ok=False)  # the server's
+    assert "remote: error: push of fleet/backend rejected" in res.err and all(p in res.err for p in paths), res.err
+    assert sb.git("ls-remote", "origin", "refs/heads/fleet/backend").out == on_server
+    res = sb.run(["git-fleet-check", "--commits", "backend"], ok=False)
+    assert res.code == 1 and all(p in res.err for p in paths), res.err
+    res = sb.fleet("merge", "backend", ok=False)
+    assert "cannot be merged into main" in res.err and all(p in res.err for p in paths), res.err
+    assert sb.head("main") == main and sb.head("fleet/backend") == tip
+
+
+def test_an_evil_merge_is_judged_by_what_it_changes(gates: Sandbox) -> None:
+    """A merge whose second parent is an old commit of the base, and whose tree takes that
+    commit's README and drops .gitfleet.toml: each parent explains part of it, so `git log --cc`
+    showed nothing; re-made as git would make it, the merge changes both paths."""
+    sb, wt = gates, backend(gates)
+    sb.commit(wt, {"src/backend/api.py": "v2\n"}, "in zone")
+    old = sb.head("main~1")  # the first commit: README v1, no fleet config
+    sb.git("rm", "-q", "--cached", ".gitfleet.toml", cwd=wt)
+    sb.git("show", f"{old}:README.md", cwd=wt)
+    blob = sb.git("rev-parse", f"{old}:README.md", cwd=wt).out.strip()
+    sb.git("update-index", "--cacheinfo", f"100644,{blob},README.md", cwd=wt)
+    tree = sb.git("write-tree", cwd=wt).out.strip()
+    evil = sb.git("commit-tree", tree, "-p", "HEAD", "-p", old, "-m", "merge", cwd=wt).out.strip()
+    sb.git("reset", "-q", "--hard", evil, cwd=wt)
+    refused_everywhere(sb, "README.md", ".gitfleet.toml")
+
+
+def test_a_real_merge_of_the_base_passes_every_gate(gates: Sandbox) -> None:
+    """The same shape done honestly (the base merged into an agent's branch, a conflict in its
+    own zone resolved by hand) is no one's out-of-zone change."""
+    sb, wt = gates, backend(gates)
+    sb.commit(wt, {"src/backend/api.py": "agent\n"}, "agent's api")
+    sb.commit(sb.repo, {"src/backend/api.py": "orchestrator\n", "docs/guide.md": "new guide\n"}, "on main")
+    sb.git("push", "-q", "origin", "main")  # the server takes the base's commits from its own base
+    sb.git("merge", "-q", "main", cwd=wt, ok=False)  # conflicts in api.py
+    sb.write_files({"src/backend/api.py": "both\n"}, wt)
+    sb.git("commit", "-qam", "merge main", cwd=wt)
+    sb.git("push", "-q", "origin", "fleet/backend", cwd=wt)
+    assert sb.run(["git-fleet-check", "--commits", "backend"]).code == 0
+    sb.fleet("merge", "backend")
+    assert (sb.repo / "src/backend/api.py").read_text() == "both\n"
+
+
+def test_an_orphan_root_commit_is_read_whatever_log_showroot_says(gates: Sandbox) -> None:
+    """With log.showRoot false a root commit shows no paths; merged into an agent's branch, its
+    files came through every gate."""
+    sb, wt = gates, backend(gates)
+    sb.git("config", "log.showRoot", "false")
+    tree = sb.git("mktree", cwd=wt, input="").out.strip()
+    blob = sb.git("hash-object", "-w", "--stdin", cwd=wt, input="evil\n").out.strip()
+    tree = sb.git("mktree", cwd=wt, input=f"100644 blob {blob}\tevil.js\n").out.strip()
+    tree = sb.git("mktree", cwd=wt, input=f"040000 tree {tree}\tfrontend\n").out.strip()
+    tree = sb.git("mktree", cwd=wt, input=f"040000 tree {tree}\tsrc\n").out.strip()
+    root = sb.git("commit-tree", tree, "-m", "root", cwd=wt).out.strip()
+    sb.git("merge", "-q", "--no-verify", "--allow-unrelated-histories", "-m", "m", root, cwd=wt)
+    refused_everywhere(sb, "src/frontend/evil.js")
+
+
+def test_a_gitlink_is_read_whatever_diff_ignoresubmodules_says(gates: Sandbox) -> None:
+    sb, wt = gates, backend(gates)
+    commit = sb.head("main")
+    sb.git("update-index", "--add", "--cacheinfo", f"160000,{commit},src/frontend/lib", cwd=wt)
+    sb.git("commit", "-q", "--no-verify", "-m", "gitlink", cwd=wt)
+    sb.git("config", "diff.ignoreSubmodules", "all")
+    refused_everywhere(sb, "src/frontend/lib")
+
+
+def test_a_tree_path_through_dot_dot_is_no_path_in_a_zone(gates: Sandbox) -> None:
+    """`src/backend/../../README.md`, made with mktree, starts with the zone's directory; git
+    cannot check it out, and no gate takes it for a path below src/backend."""
+    sb, wt = gates, backend(gates)
+    tree = sb.git("mktree", cwd=wt, input=f"100644 blob {sb.head('main:README.md')}\tREADME.md\n").out.strip()
+    for name in ("..", "..", "backend", "src"):
+        tree = sb.git("mktree", cwd=wt, input=f"040000 tree {tree}\t{name}\n").out.strip()
+    top = sb.git("ls-tree", "HEAD", cwd=wt).out.replace("\tsrc\n", "\tsrc-old\n")
+    whole = sb.git("mktree", cwd=wt, input=top + f"040000 tree {tree}\tsrc\n").out.strip()
+    bad = sb.git("commit-tree", whole, "-p", "HEAD", "-m", "dot dot", cwd=wt).out.strip()
+    sb.git("update-ref", "refs/heads/fleet/backend", bad, cwd=wt)
+    refused_everywhere(sb, "src/backend/../../README.md")
+    res = sb.run(["git-fleet-check", "--commits", "backend"], ok=False)
+    assert "not a path git can check out" in res.err
+
+
+@pytest.mark.parametrize("scratch", ["refs/heads/scratch", "refs/tags/v0", "refs/fleet/teleport/backend"])
+def test_a_commit_parked_under_another_ref_is_still_checked_on_the_server(gates: Sandbox, scratch: str) -> None:
+    """pre-receive left out whatever any ref of the server had: a commit pushed first to any
+    other ref was then taken on an agent's branch unchecked."""
+    sb, wt = gates, backend(gates)
+    sb.commit(wt, {"src/frontend/app.js": "mine\n"}, "cross the line", extra=("--no-verify",))
+    sb.git("push", "-q", "--no-verify", "origin", f"HEAD:{scratch}", cwd=wt)
+    res = sb.git("push", "--no-verify", "origin", "fleet/backend", cwd=wt, ok=False)
+    assert "push of fleet/backend rejected" in res.err and "src/frontend/app.js" in res.err
+    # and the local pre-push hook no longer takes what the remote has under any name for checked
+    res = sb.git("push", "origin", "fleet/backend", cwd=wt, ok=False)
+    assert "src/frontend/app.js" in res.err and "remote:" not in res.err
+
+
+def test_the_worktree_decides_whose_zone_not_the_branch(gates: Sandbox) -> None:
+    """backend's worktree with web's branch checked out is still backend: web's zone is not its."""
+    sb, wt = gates, backend(gates)
+    sb.git("checkout", "-q", "--ignore-other-worktrees", "fleet/web", cwd=wt)
+    res = sb.commit(wt, {"src/frontend/app.js": "web's file\n"}, "as web", ok=False)
+    assert "agent 'backend' changed 1 path(s) outside its zone" in res.err
+    sb.git("reset", "-q", "--hard", cwd=wt)
+    sb.commit(wt, {"src/backend/api.py": "mine\n"}, "mine, on web's branch")
+
+
+def test_merging_the_base_into_an_agent_branch_blames_no_agent(gates: Sandbox) -> None:
+    """web's branch points at main (synced); backend merges main, which holds the orchestrator's
+    own commit: that is no agent's change, not web's, and the merge goes through."""
+    sb, wt = gates, backend(gates)
+    sb.commit(wt, {"src/backend/api.py": "v2\n"}, "in zone")
+    sb.commit(sb.repo, {"docs/guide.md": "orchestrator\n"}, "orchestrator's")
+    sb.fleet("sync", "web")
+    assert sb.head("fleet/web") == sb.head("main")
+    sb.git("merge", "-q", "-m", "merge main", "main", cwd=wt)
+    assert sb.head("HEAD^2", cwd=wt) == sb.head("main")
+    assert not (sb.repo / ".git/worktrees/agent-backend/MERGE_HEAD").exists()
