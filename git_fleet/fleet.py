@@ -58,6 +58,12 @@ def _agent_from_record(data: dict[str, Any]) -> Agent:
     return Agent(**{**data, "zone": tuple(data["zone"]), "env": tuple(tuple(kv) for kv in data["env"])})
 
 
+# what an agent may run (anything else that changes the fleet or the base is refused in its
+# worktree and its session: Fleet.refuse_agents)
+AGENT_MAY_RUN = ("git fleet-status, -list, -who, -zones, -checkpoint, -ps, -attach, -task, -plan, -check, "
+                 "-doctor (without --fix), -merge -n, -prune -n and -teleport of itself")
+
+
 class Fleet:
     def __init__(self, repo: Repo, main: Path, cfg: Config, text: str):
         self.repo = repo
@@ -143,26 +149,37 @@ class Fleet:
         return self.locate(agent) or self.planned_worktree(agent)
 
     def current_agent(self) -> Agent | None:
-        """The agent whose worktree this command runs in (by branch, then by path)."""
+        """The agent whose worktree this command runs in: the one registered at its path, else the
+        one whose branch it has checked out (as the commit hook decides)."""
         top = self.repo.toplevel
         if top is None or self.repo.is_main_worktree():
             return None
-        head = (self.repo.git_dir / "HEAD").read_text().strip()
-        branch = head[16:] if head.startswith("ref: refs/heads/") else None
-        for a in self.config.agents.values():
-            if a.branch == branch:
-                return a
         for a in self.config.agents.values():
             where = self.locate(a)
             if where is not None and os.path.realpath(where) == os.path.realpath(top):
                 return a
-        return None
+        head = (self.repo.git_dir / "HEAD").read_text().strip()
+        branch = head[16:] if head.startswith("ref: refs/heads/") else None
+        return next((a for a in self.config.agents.values() if a.branch == branch), None)
 
-    def _orchestrator_only(self, what: str) -> None:
+    def refuse_agents(self, what: str, *, but: str | None = None) -> None:
+        """Refuse a command that changes the fleet or the base when an agent runs it: from its
+        worktree, or from anywhere in the session the fleet started for it (FLEET_AGENT, which
+        `git fleet-up` and `git fleet-run` set). An agent typing `git -C <main worktree> ...` in a
+        shell of its own that it started without that variable is not seen: the sandbox closes that.
+        `but`: the agent the command is about, which may run it on itself."""
         me = self.current_agent()
         if me is not None:
-            raise FleetError(f"agent '{me.name}' cannot {what}: only the orchestrator changes the fleet",
-                             f"run it in the main worktree ({self.main})")
+            why, name = f"this is its worktree ({self.repo.toplevel})", me.name
+        elif os.environ.get("FLEET_AGENT"):
+            why, name = "FLEET_AGENT is set: this runs in its session", os.environ["FLEET_AGENT"]
+        else:
+            return
+        if name == but:
+            return  # (what it does to itself)
+        raise FleetError(f"agent '{name}' cannot {what}: only the orchestrator changes the fleet or the base ({why})",
+                         f"run it in the main worktree ({self.main}), outside any agent's session; an agent may run "
+                         f"{AGENT_MAY_RUN}")
 
     @contextmanager
     def editing(self) -> Iterator[None]:
@@ -220,7 +237,7 @@ class Fleet:
              env: tuple[tuple[str, str], ...]) -> tuple[Agent, Report]:
         report = Report()
         _check_templates(name, session)
-        self._orchestrator_only("add agents")
+        self.refuse_agents("add agents")
         config.check_agent_name(name)
         cfg = self.config
         if name in cfg.agents and self._adopted_as_asked(cfg.agents[name], zone, branch, path):
@@ -451,7 +468,7 @@ class Fleet:
         import dataclasses
 
         with self.editing():
-            self._orchestrator_only("change agents")
+            self.refuse_agents("change agents")
             agent = self.config.agent(name)
             changes: dict[str, Any] = {k: v for k, v in (session or {}).items() if v is not None}
             _check_templates(name, changes)
@@ -474,7 +491,7 @@ class Fleet:
 
     def add_checkpoint(self, name: str, agents: Sequence[str]) -> None:
         with self.editing():
-            self._orchestrator_only("declare checkpoints")
+            self.refuse_agents("declare checkpoints")
             self._save(config.with_checkpoint(self.config, self.text, name, agents))
 
     def propose_zones(self, limit: int = 7) -> list[tuple[str, str, int]]:
@@ -613,7 +630,7 @@ class Fleet:
 
     def _remove(self, name: str, *, force: bool, keep_branch: bool) -> Report:
         report = Report()
-        self._orchestrator_only("remove agents")
+        self.refuse_agents("remove agents")
         agent = self.config.agent(name)
         for cp in self.config.checkpoints.values():
             if name in cp.agents:
@@ -868,9 +885,14 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
             return InitResult(None, False, hooks.install(repo, names), report)
     main = repo.main_worktree
     assert main is not None
+    if (main / config.CONFIG_NAME).exists():
+        Fleet.here().refuse_agents("uninstall the fleet's hooks" if uninstall else "run git fleet-init")
     if repo.is_main_worktree():
         repo.record_main_worktree()
     if uninstall:
+        cfg = config.load(main / config.CONFIG_NAME)
+        if cfg is not None:
+            _merges_into_base(repo, cfg.base, on=False)
         return InitResult(main / config.CONFIG_NAME, False, hooks.uninstall(repo), report)
     path = main / config.CONFIG_NAME
     cfg = config.load(path)
@@ -889,5 +911,20 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
     elif base is not None and base != cfg.base:
         report.warnings.append(f"{path.name} already names base '{cfg.base}'; edit it there to change it")
     hook_report = hooks.install(repo)
+    _merges_into_base(repo, cfg.base, on=True)
     check.compile_config(str(repo.common_dir), str(main), cfg)
     return InitResult(path, created, hook_report, report)
+
+
+def _merges_into_base(repo: Repo, base: str, *, on: bool) -> None:
+    """A plain `git merge` into the base makes a merge commit, so that the pre-merge-commit hook
+    runs and checks the agent's commits: a fast-forward runs no hook at all. `git pull` keeps
+    fast-forwarding (pull.ff = true, git's own default, set only where nothing is)."""
+    key = f"branch.{base}.mergeOptions"
+    now = repo.config_get(key)
+    if on and now is None:
+        repo.config_set(key, "--no-ff")
+        if repo.config_get("pull.ff") is None:
+            repo.config_set("pull.ff", "true")
+    elif not on and now == "--no-ff":
+        repo.config_set(key, None)

@@ -374,6 +374,13 @@ class Repo:
         proc = git(["config", "--get", key], self.common_dir, check=False)
         return proc.stdout.decode("utf-8", "surrogateescape").strip() if proc.returncode == 0 else None
 
+    def config_set(self, key: str, value: str | None) -> None:
+        """Set a key in this repository's own config (None: unset it)."""
+        if value is None:
+            git(["config", "--local", "--unset-all", key], self.common_dir, check=False)
+        else:
+            git(["config", "--local", key, value], self.common_dir)
+
     def config_origin(self, key: str) -> str | None:
         proc = git(["config", "--show-scope", "--get", key], self.common_dir, check=False)
         return proc.stdout.decode().split("\t", 1)[0] if proc.returncode == 0 else None

@@ -157,3 +157,48 @@ def test_merging_the_base_into_an_agent_branch_blames_no_agent(gates: Sandbox) -
     sb.git("merge", "-q", "-m", "merge main", "main", cwd=wt)
     assert sb.head("HEAD^2", cwd=wt) == sb.head("main")
     assert not (sb.repo / ".git/worktrees/agent-backend/MERGE_HEAD").exists()
+
+
+# -- who may change the fleet ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [["merge", "backend"], ["sync"], ["set", "backend", "--zone", "**"], ["down", "--yes"],
+                                     ["up", "--detach"], ["run", "web", "--", "true"], ["prune", "--yes"],
+                                     ["init", "--uninstall"], ["doctor", "--fix"], ["teleport", "push", "web"]])
+def test_an_agent_cannot_run_the_orchestrators_commands(gates: Sandbox, command: list[str]) -> None:
+    """From its worktree, or from the main worktree in the session the fleet gave it (FLEET_AGENT),
+    an agent is refused whatever changes the fleet or the base, with one message."""
+    sb, wt = gates, backend(gates)
+    sb.commit(wt, {"src/backend/api.py": "v2\n"}, "in zone")
+    before = (sb.git("for-each-ref").out, (sb.repo / ".gitfleet.toml").read_text(),
+              sorted(p.name for p in (sb.repo / ".git/hooks").iterdir()))
+    for where, env in ((wt, {}), (sb.repo, {"FLEET_AGENT": "backend"})):
+        res = sb.run(["git", f"fleet-{command[0]}", *command[1:]], cwd=where, env=env, ok=False)
+        assert res.code == 1 and "error: agent 'backend' cannot" in res.err, res
+        assert "only the orchestrator changes the fleet or the base" in res.err and "an agent may run" in res.err
+    assert before == (sb.git("for-each-ref").out, (sb.repo / ".gitfleet.toml").read_text(),
+                      sorted(p.name for p in (sb.repo / ".git/hooks").iterdir()))
+
+
+def test_an_agent_may_look_and_use_the_bus(gates: Sandbox) -> None:
+    sb, wt = gates, backend(gates)
+    for command in (["status"], ["list"], ["who", "src/backend/api.py"], ["zones"], ["checkpoint"], ["merge", "-n"],
+                    ["task", "list"], ["check", "--commits"], ["prune", "-n"]):
+        sb.run(["git", f"fleet-{command[0]}", *command[1:]], cwd=wt)
+    sb.run(["git", "fleet-teleport", "push", "backend"], cwd=wt, env={"FLEET_AGENT": "backend"})
+
+
+def test_a_plain_git_merge_into_the_base_is_checked_even_where_it_could_fast_forward(gates: Sandbox) -> None:
+    """A fast-forward runs no merge hook: git fleet-init makes merges into the base real merges,
+    so the pre-merge-commit hook holds an agent's commits to its zone."""
+    sb, wt = gates, backend(gates)
+    assert sb.git("config", "branch.main.mergeOptions").out.strip() == "--no-ff"
+    sb.commit(wt, {"docs/guide.md": "sneaky\n"}, "sneaky", extra=("--no-verify",))
+    main = sb.head("main")
+    res = sb.git("merge", "fleet/backend", ok=False)
+    assert "merge of fleet/backend rejected" in res.err and "docs/guide.md" in res.err
+    assert sb.head("main") == main
+    sb.git("merge", "--abort")
+    sb.git("reset", "-q", "--hard", "HEAD~1", cwd=wt)
+    sb.commit(wt, {"src/backend/api.py": "v2\n"}, "fine")
+    sb.git("merge", "-q", "--no-edit", "fleet/backend")
+    assert sb.head("main^2") == sb.head("fleet/backend")

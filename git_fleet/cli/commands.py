@@ -15,9 +15,12 @@ from . import CONTEXT, FleetCommand, FleetGroup, command, hint, note, print_json
 ZONE_HELP = "A gitignore pattern the agent owns, relative to the repository root; repeat for more (the last match decides)."
 
 
-def load() -> Fleet:
-    """The fleet of this repository, after finishing any merge a killed process left half done."""
+def load(changes: str | None = None) -> Fleet:
+    """The fleet of this repository, after finishing any merge a killed process left half done.
+    `changes`: what the command changes of the fleet or the base, which an agent may not."""
     fleet = Fleet.here()
+    if changes is not None:
+        fleet.refuse_agents(changes)
     for line in fleet.recovered:
         warn(line)
     fleet.recovered = []
@@ -272,7 +275,7 @@ def merge(agents: tuple[str, ...], checkpoint: str | None, dry_run: bool, as_jso
     base moved, and says so. Exit status 0 when the merge succeeds (or, with --dry-run, would
     succeed), 1 when it does not.
     """
-    fleet = load()
+    fleet = load(None if dry_run else "merge into the base")
     p = fleet.merge(list(agents), checkpoint, dry_run=dry_run)
     for w in p.warnings:
         warn(w)
@@ -397,7 +400,7 @@ def sync(agents: tuple[str, ...], as_json: bool, verbose: bool) -> int:
     would conflict, is refused and left exactly as it was; the others are synced. Exit status
     1 when any agent was refused.
     """
-    results = load().sync(list(agents))
+    results = load("sync agents' branches").sync(list(agents))
     if as_json:
         print_json([{"agent": r.agent, "action": r.action, "why": r.why} for r in results])
     refused = [r for r in results if r.action == "refused"]
@@ -456,13 +459,13 @@ def run(name: str, argv: tuple[str, ...]) -> int:
     first. Exit status: the command's.
     """
     args = list(argv[1:] if argv[:1] == ("--",) else argv)
-    return load().run(name, args)
+    return load("run commands in an agent's worktree").run(name, args)
 
 
-def _sessions() -> Any:
+def _sessions(changes: str | None = None) -> Any:
     from ..sessions import Sessions
 
-    return Sessions(load())
+    return Sessions(load(changes))
 
 
 @command()
@@ -491,7 +494,7 @@ def up(agents: tuple[str, ...], stagger: float | None, layout: str | None, detac
 
     from ..errors import FleetError
 
-    fleet = load()
+    fleet = load("start agents")
     chosen = [fleet.config.agent(n) for n in agents] if agents else list(fleet.config.agents.values())
     if len(chosen) > fleet.config.max_agents and not force:
         raise FleetError(f"refusing to start {len(chosen)} agents: the limit is {fleet.config.max_agents}",
@@ -540,7 +543,7 @@ def down(agents: tuple[str, ...], yes: bool) -> int:
 
     from ..errors import FleetError
 
-    s = _sessions()
+    s = _sessions("stop agents")
     names = list(agents) or list(s.fleet.config.agents)
     for n in names:
         s.fleet.config.agent(n)
@@ -558,7 +561,7 @@ def down(agents: tuple[str, ...], yes: bool) -> int:
 @click.argument("agent")
 def resume(agent: str) -> int:
     """Start an agent's resume command in its window (made if missing)."""
-    s = _sessions()
+    s = _sessions("resume agents")
     s.resume(s.fleet.config.agent(agent))
     return 0
 
@@ -846,6 +849,12 @@ def teleport() -> None:
 remote_option = click.option("--remote", metavar="REMOTE", help="A remote name, URL or path (default: the base branch's remote, else origin).")
 
 
+def _teleporting(agent: str) -> Fleet:
+    fleet = load()
+    fleet.refuse_agents("teleport another agent", but=agent)
+    return fleet
+
+
 @teleport.command("push", cls=FleetCommand)
 @click.argument("agent")
 @remote_option
@@ -855,7 +864,7 @@ def teleport_push(agent: str, remote: str | None, force: bool, as_json: bool) ->
     """Send the agent's whole state to the remote; the local worktree is left as it was."""
     from ..teleport import send
 
-    out = send(load(), agent, remote, force=force)
+    out = send(_teleporting(agent), agent, remote, force=force)
     if as_json:
         print_json(_teleported(out))
         return 0
@@ -884,7 +893,7 @@ def teleport_pull(agent: str, remote: str | None, force: bool, path: str | None,
     """
     from ..teleport import receive
 
-    out = receive(load(), agent, remote, force=force, path=path)
+    out = receive(_teleporting(agent), agent, remote, force=force, path=path)
     for w in out.warnings:
         warn(w)
     if as_json:
@@ -945,7 +954,7 @@ def doctor(as_json: bool, fix: bool) -> int:
     """
     from ..doctor import diagnose
 
-    items = diagnose(load(), fix=fix)
+    items = diagnose(load("repair the fleet" if fix else None), fix=fix)
     if as_json:
         print_json([i.as_dict() for i in items])
     else:
@@ -977,7 +986,7 @@ def prune(yes: bool, dry_run: bool, as_json: bool) -> int:
     from ..doctor import prune as do_prune
     from ..errors import FleetError
 
-    fleet = load()
+    fleet = load(None if dry_run else "prune agents")
     found, kept, stale = prunable(fleet)
     removed: list[str] = []
     losing = [f"{c.agent}: {c.losing}" for c in found if c.losing]
