@@ -882,6 +882,12 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
 
             git(["config", "fleet.base", base], repo.common_dir)
         if repo.bare:
+            # git's own object checks refuse trees with `..`, `.git` and the like at the door
+            repo.config_set("receive.fsckObjects", "true")
+            where = plumbing.server_base(str(repo.common_dir))
+            if repo.ref_value(f"refs/heads/{where}:{config.CONFIG_NAME}") is None:
+                report.warnings.append(f"{where}:{config.CONFIG_NAME} is not here yet: until it is pushed, pushes are "
+                                       "not zone-checked (each one says so)")
             return InitResult(None, False, hooks.install(repo, names), report)
     main = repo.main_worktree
     assert main is not None

@@ -34,10 +34,7 @@ def _server_config(common_dir: str) -> check.Compiled | None:
 
     from . import config
 
-    base = plumbing.out(["config", "--get", "fleet.base"], common_dir, check=False)
-    if not base:
-        head = plumbing.out(["symbolic-ref", "-q", "HEAD"], common_dir, check=False)
-        base = head.removeprefix("refs/heads/") or "main"
+    base = plumbing.server_base(common_dir)
     blob = plumbing.git(["cat-file", "blob", f"refs/heads/{base}:{check.CONFIG_NAME}"], common_dir, check=False)
     if blob.returncode != 0:
         return None
@@ -162,10 +159,17 @@ def pushed(hook: str, args: list[str]) -> int:
     here = plumbing.here()
     compiled = _fleet(here)
     if compiled is None:
+        if server:
+            base = plumbing.server_base(here.common_dir)
+            print(f"warning: {base}:{check.CONFIG_NAME} is not on this server: zones are not checked here\n"
+                  f"hint: commit the fleet's {check.CONFIG_NAME} on {base} and push it", file=sys.stderr)
         return 0
     cwd = here.git_dir
     errors = []
-    for ref, new, old in _ref_updates(sys.stdin.read(), server):
+    updates = _ref_updates(sys.stdin.read(), server)
+    if server:
+        errors += _rewrites(compiled, updates, cwd)
+    for ref, new, old in updates:
         if new == plumbing.ZERO_OID or not ref.startswith("refs/heads/"):
             continue
         agent = compiled.agent_by_branch(ref[11:])
@@ -181,12 +185,35 @@ def pushed(hook: str, args: list[str]) -> int:
         violations = check.check_range(compiled, agent, [new], exclude, cwd)
         if violations:
             errors.append(check.describe(agent, violations, f"push of {ref[11:]} rejected"))
+        if violations:
+            where = "the server's" if server else f"{args[0] if args else 'the remote'}'s (as last fetched)"
+            errors[-1].hint = (f"{errors[-1].hint}\ncommits in {where} {compiled.base} are not checked: if those "
+                               f"are the base's, push {compiled.base} first")
     if errors:
-        where = "the server's" if server else f"{args[0] if args else 'the remote'}'s (as last fetched)"
-        raise FleetError("\n".join(e.message for e in errors),
-                         f"{errors[0].hint}\ncommits in {where} {compiled.base} are not checked: if those are "
-                         f"the base's, push {compiled.base} first")
+        raise FleetError("\n".join(e.message for e in errors), "\n".join(dict.fromkeys(
+            line for e in errors if e.hint for line in e.hint.splitlines())))
     return 0
+
+
+def _rewrites(compiled: check.Compiled, updates: list[tuple[str, str, str]], cwd: str) -> list[FleetError]:
+    """On the server, the base and every agent's branch only move forward: no deletion, no
+    force-push, whoever pushes (a server hook cannot tell agents apart: see the README). The
+    repository's owner does such a thing on the server itself, where no hook runs."""
+    guarded = {f"refs/heads/{compiled.base}"} | {f"refs/heads/{a.branch}" for a in compiled.agents.values()}
+    errors = []
+    for ref, new, old in updates:
+        if ref not in guarded or old == plumbing.ZERO_OID:
+            continue
+        what = "the base" if ref == f"refs/heads/{compiled.base}" else "an agent's branch"
+        if new == plumbing.ZERO_OID:
+            errors.append(FleetError(f"deleting {ref[11:]} rejected: it is {what}, which only moves forward here"))
+        elif plumbing.git(["merge-base", "--is-ancestor", old, new], cwd, check=False).returncode != 0:
+            errors.append(FleetError(f"force-push of {ref[11:]} rejected: it is {what}, which only moves forward "
+                                     f"here ({old[:12]} is not in {new[:12]})"))
+    if errors:
+        errors[0].hint = ("fetch, and build on what is there (git pull); the repository's owner can rewrite it on the "
+                          "server itself")
+    return errors
 
 
 def _have(cwd: str, oid: str) -> bool:

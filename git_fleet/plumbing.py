@@ -246,6 +246,15 @@ def main_worktree_of(common_dir: str) -> str | None:
     return os.path.normpath(os.path.join(common_dir, configured)) if configured else None
 
 
+def server_base(common_dir: str) -> str:
+    """The base branch of a bare repository (a server's): fleet.base, else what HEAD names."""
+    base = out(["config", "--get", "fleet.base"], common_dir, check=False)
+    if not base:
+        head = out(["symbolic-ref", "-q", "HEAD"], common_dir, check=False)
+        base = head.removeprefix("refs/heads/") or "main"
+    return base
+
+
 def parse_name_status(raw: bytes) -> list[tuple[str, tuple[str, ...]]]:
     """(status letter, paths) pairs of `--name-status -z`: two paths for a rename or copy."""
     items = raw.split(b"\0")

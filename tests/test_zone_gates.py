@@ -117,6 +117,8 @@ def test_a_tree_path_through_dot_dot_is_no_path_in_a_zone(gates: Sandbox) -> Non
     whole = sb.git("mktree", cwd=wt, input=top + f"040000 tree {tree}\tsrc\n").out.strip()
     bad = sb.git("commit-tree", whole, "-p", "HEAD", "-m", "dot dot", cwd=wt).out.strip()
     sb.git("update-ref", "refs/heads/fleet/backend", bad, cwd=wt)
+    # (git's own fsck on the server refuses it first, when on: test_the_server_refuses_a_tree_...)
+    sb.git("config", "receive.fsckObjects", "false", cwd=sb.root / "server.git")
     refused_everywhere(sb, "src/backend/../../README.md")
     res = sb.run(["git-fleet-check", "--commits", "backend"], ok=False)
     assert "not a path git can check out" in res.err
@@ -202,3 +204,52 @@ def test_a_plain_git_merge_into_the_base_is_checked_even_where_it_could_fast_for
     sb.commit(wt, {"src/backend/api.py": "v2\n"}, "fine")
     sb.git("merge", "-q", "--no-edit", "fleet/backend")
     assert sb.head("main^2") == sb.head("fleet/backend")
+
+
+# -- the server ------------------------------------------------------------------------------------
+
+def test_the_server_keeps_the_base_and_agent_branches_moving_forward(gates: Sandbox) -> None:
+    """Without telling pushers apart, the server still refuses deleting or force-pushing the base
+    and any agent's branch; other branches are the pushers' own."""
+    sb, wt = gates, backend(gates)
+    sb.commit(wt, {"src/backend/api.py": "v2\n"}, "in zone")
+    sb.git("push", "-q", "origin", "fleet/backend", cwd=wt)
+    on_server = sb.git("ls-remote", "origin").out
+    res = sb.git("push", "--no-verify", "origin", "--delete", "fleet/web", cwd=wt, ok=False)
+    assert "remote: error: deleting fleet/web rejected: it is an agent's branch" in res.err
+    res = sb.git("push", "--no-verify", "--force", "origin", "HEAD~1:fleet/backend", cwd=wt, ok=False)
+    assert "force-push of fleet/backend rejected" in res.err and "git pull" in res.err
+    res = sb.git("push", "--no-verify", "--force", "origin", "main~1:main", ok=False)
+    assert "force-push of main rejected: it is the base" in res.err
+    res = sb.git("push", "--no-verify", "origin", "--delete", "main", ok=False)
+    assert "deleting main rejected" in res.err
+    assert sb.git("ls-remote", "origin").out == on_server
+    sb.git("push", "-q", "origin", "HEAD:scratch", cwd=wt)
+    sb.git("push", "-q", "--force", "origin", "HEAD~1:scratch", cwd=wt)
+    sb.git("push", "-q", "origin", "--delete", "scratch", cwd=wt)
+
+
+def test_a_server_without_the_fleets_config_says_so(sandbox: Sandbox) -> None:
+    sb = sandbox
+    sb.make_repo({"README.md": "x\n"})
+    server = sb.root / "server.git"
+    sb.git("clone", "-q", "--bare", str(sb.repo), str(server))
+    res = sb.run(["git", "fleet-init", "--server"], cwd=server)
+    base = sb.git("symbolic-ref", "--short", "HEAD").out.strip()
+    assert f"warning: {base}:.gitfleet.toml is not here yet: until it is pushed, pushes are not zone-checked" in res.err
+    assert sb.git("config", "receive.fsckObjects", cwd=server).out.strip() == "true"
+    sb.commit(sb.repo, {"a": "1\n"}, "more")
+    res = sb.git("push", "-q", str(server), "HEAD")
+    assert ".gitfleet.toml is not on this server: zones are not checked here" in res.err
+    assert "fatal" not in res.err
+
+
+def test_the_server_refuses_a_tree_git_cannot_check_out(gates: Sandbox) -> None:
+    """receive.fsckObjects, set by init --server, refuses a `..` entry in any pushed tree."""
+    sb, wt = gates, backend(gates)
+    blob = sb.git("hash-object", "-w", "--stdin", cwd=wt, input="x\n").out.strip()
+    tree = sb.git("mktree", cwd=wt, input=f"100644 blob {blob}\tx\n").out.strip()
+    tree = sb.git("mktree", cwd=wt, input=f"040000 tree {tree}\t..\n").out.strip()
+    bad = sb.git("commit-tree", tree, "-p", "HEAD", "-m", "dot dot", cwd=wt).out.strip()
+    res = sb.git("push", "--no-verify", "origin", f"{bad}:refs/heads/scratch", cwd=wt, ok=False)
+    assert "hasDotdot" in res.err or "dotdot" in res.err.lower()
