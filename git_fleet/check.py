@@ -23,24 +23,28 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from typing import Any
 
-CACHE_VERSION = 5
+CACHE_VERSION = 6
 CONFIG_NAME = ".gitfleet.toml"
 STATUS_WORDS = {"A": "added", "M": "modified", "D": "deleted", "T": "changed type of", "C": "copied to",
                 "U": "unmerged", "R": "renamed"}
 
 
 class CompiledAgent:
-    __slots__ = ("_rules", "branch", "name", "worktree", "zone")
+    __slots__ = ("_rules", "branch", "ignore_case", "name", "worktree", "zone")
 
-    def __init__(self, name: str, branch: str, worktree: str, zone: Sequence[str], rules: Sequence[Sequence[Any]]):
+    def __init__(self, name: str, branch: str, worktree: str, zone: Sequence[str], rules: Sequence[Sequence[Any]],
+                 ignore_case: bool = False):
         self.name = name
         self.branch = branch
         self.worktree = worktree  # absolute, normalised
         self.zone = tuple(zone)
         self._rules: list[list[Any]] = [list(r) for r in rules]  # [kind, text, include] in zone order; kind "re": text is a regex
+        self.ignore_case = ignore_case  # literals are folded (zones.fold), regexes say (?ai)
 
     def owns(self, path: str) -> bool:
         key = path.encode("utf-8", "surrogateescape").decode("latin-1")  # as zones.as_bytes_text
+        if self.ignore_case:
+            key = key.translate(_FOLD)
         for i in range(len(self._rules) - 1, -1, -1):
             kind, text, include = self._rules[i]
             if kind == "re":
@@ -55,15 +59,20 @@ class CompiledAgent:
         return False
 
 
+# zones.FOLD, without importing zones (and `re`) on the hook's path
+_FOLD = {c: c + 32 for c in range(65, 91)}
+
+
 class Compiled:
-    __slots__ = ("agents", "base", "protected", "union")
+    __slots__ = ("agents", "base", "ignore_case", "protected", "union")
 
     def __init__(self, agents: dict[str, CompiledAgent], protected: Sequence[str], base: str,
-                 union: CompiledAgent | None = None):
+                 union: CompiledAgent | None = None, ignore_case: bool = False):
         self.agents = agents
         self.protected = tuple(protected)  # paths (files or directories) no agent may change
         self.base = base
         self.union = union  # shared files that every agent may change
+        self.ignore_case = ignore_case
 
     def agent_for(self, head_ref: str | None, worktree: str | None) -> CompiledAgent | None:
         """The agent a worktree belongs to: the one registered at its path, whatever it has
@@ -84,6 +93,10 @@ class Compiled:
         return [a.name for a in self.agents.values() if a.owns(path)]
 
     def is_protected(self, path: str) -> bool:
+        if self.ignore_case:
+            path = path.translate(_FOLD)
+            return any(path == p.translate(_FOLD) or path.startswith(p.rstrip("/").translate(_FOLD) + "/")
+                       for p in self.protected)
         return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.protected)
 
 
@@ -96,11 +109,12 @@ def _read(path: str) -> bytes | None:
 
 
 def _from_data(data: dict[str, Any]) -> Compiled:
-    agents = {name: CompiledAgent(name, a["branch"], a["worktree"], a["zone"], a["rules"])
+    fold = bool(data.get("ignore_case"))
+    agents = {name: CompiledAgent(name, a["branch"], a["worktree"], a["zone"], a["rules"], fold)
               for name, a in data["agents"].items()}
     union = data.get("union")
     return Compiled(agents, data["protected"], data["base"],
-                    CompiledAgent("union", "", "", union["zone"], union["rules"]) if union else None)
+                    CompiledAgent("union", "", "", union["zone"], union["rules"], fold) if union else None, fold)
 
 
 def protected_paths(common_dir: str) -> list[str]:
@@ -132,11 +146,12 @@ def compile_config(common_dir: str, main: str | None, cfg: Any) -> Compiled:
             "rules": rules_of(zone),
         }
     git_config = _read(os.path.join(common_dir, "config"))  # read before protected_paths asks git about it
-    data = {"agents": agents, "protected": protected_paths(common_dir), "base": cfg.base}
+    data = {"agents": agents, "protected": protected_paths(common_dir), "base": cfg.base,
+            "ignore_case": cfg.ignore_case}
     if cfg.union:
         from .zones import Zone
 
-        data["union"] = {"zone": list(cfg.union), "rules": rules_of(Zone(cfg.union))}
+        data["union"] = {"zone": list(cfg.union), "rules": rules_of(Zone(cfg.union, cfg.ignore_case))}
     if main is not None and cfg.text:
         _store(common_dir, _cache_key(main, cfg.text.encode("utf-8"), git_config), data)
     return _from_data(data)
@@ -244,6 +259,19 @@ def staged_pairs(changes: Sequence[tuple[str, tuple[str, ...]]]) -> list[tuple[s
     return pairs
 
 
+_ESCAPES = {7: "\\a", 8: "\\b", 9: "\\t", 10: "\\n", 11: "\\v", 12: "\\f", 13: "\\r", 34: '\\"', 92: "\\\\"}
+
+
+def quote(path: str) -> str:
+    """A path as `git status` shows it (core.quotePath off): in double quotes, C-escaped, when it
+    holds a space, a quote, a backslash or a control character, so that a trailing space or a
+    newline is seen; otherwise as it is."""
+    if not any(c in ' "\\' or c < " " or c == "\x7f" for c in path):
+        return path
+    return '"' + "".join(_ESCAPES.get(ord(c)) or (f"\\{ord(c):03o}" if c < " " or c == "\x7f" else c)
+                         for c in path) + '"'
+
+
 def describe(agent: CompiledAgent, violations: Sequence[Violation], action: str) -> FleetError:
     """One error for all violations: each path, whose it is, and what to do."""
     lines = [f"{action}: agent '{agent.name}' changed {len(violations)} path(s) outside its zone"]
@@ -259,7 +287,7 @@ def describe(agent: CompiledAgent, violations: Sequence[Violation], action: str)
             whose = "owned by " + ", ".join(f"'{o}'" for o in v.owners)
         else:
             whose = "owned by no agent: the orchestrator's"
-        lines.append(f"  {at}{v.what} {v.path}  ({whose})")
+        lines.append(f"  {at}{v.what} {quote(v.path)}  ({whose})")
     hint = [f"zone of '{agent.name}': " + "  ".join(agent.zone)]
     if any(v.commit is None for v in violations):
         hint.append("take a path out of this commit with `git restore --staged -- PATH` (the edit stays in the work tree)")

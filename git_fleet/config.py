@@ -20,10 +20,10 @@ from .errors import ConfigError, UsageError
 from .zones import PatternError, Zone
 
 CONFIG_NAME = ".gitfleet.toml"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # keys a file may use only once it says `version = N`, so that a git-fleet too old for them says
 # "written for a newer git-fleet" instead of "unknown key": (table, key) -> the version
-INTRODUCED = {("checkpoints.*", "timeout"): 2}
+INTRODUCED = {("checkpoints.*", "timeout"): 2, ("fleet", "ignore_case"): 3}
 DEFAULT_TEST_TIMEOUT = 30 * 60
 
 DEFAULT_BASE = "main"
@@ -84,7 +84,7 @@ TEMPLATE = """\
 # git-fleet configuration: the agents of this repository and the zones they own.
 # See `git help fleet-init` and `git help fleet-add`. Edit by hand or with git fleet-add/fleet-rm;
 # comments are kept. The copy in the main worktree is the one that counts; agents cannot change it.
-version = 2
+version = 3
 
 [fleet]
 # The branch that agents start from and that checkpoints merge into.
@@ -113,6 +113,10 @@ union = []
 # How `git fleet-sync` brings the base into agent branches: "merge", or "rebase" (only for
 # branches nobody else has).
 sync = "merge"
+# Whether zones match paths ignoring case (ASCII letters, as git's core.ignoreCase does). One
+# answer for the whole fleet, whatever each clone's core.ignoreCase says: set it to true when
+# any clone is on a case-insensitive file system (macOS, Windows), where Docs/ is docs/.
+# ignore_case = true
 
 # Each agent owns the paths its zone matches. A zone is a list of gitignore patterns,
 # relative to the repository root; the last pattern that matches a path decides, so a
@@ -160,11 +164,12 @@ class Agent:
     resume: str | None = None
     env: tuple[tuple[str, str], ...] = ()
     port: int | None = None  # its own port from [setup] ports, for parallel dev servers
+    ignore_case: bool = False  # the fleet's [fleet] ignore_case, which its zone follows
 
     SESSION_KEYS = ("session", "model", "command", "resume")
 
     def compiled_zone(self) -> Zone:
-        return Zone(self.zone)
+        return Zone(self.zone, self.ignore_case)
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,7 @@ class Config:
     warn_agents: int = DEFAULT_WARN
     max_agents: int = DEFAULT_MAX
     union: tuple[str, ...] = ()  # shared files merged line-wise, and open to every agent
+    ignore_case: bool = False  # zones match paths ignoring case, at every gate and in every clone
     sync: str = "merge"  # how git fleet-sync brings the base into agent branches: merge or rebase
     agents: Mapping[str, Agent] = field(default_factory=dict)
     checkpoints: Mapping[str, Checkpoint] = field(default_factory=dict)
@@ -303,7 +309,8 @@ def parse(path: Path, text: str) -> Config:
     r.version = version
     fleet = r.take(data, (), "fleet", dict, {})
     r.unknown(fleet, ("fleet",), {"base", "branch_prefix", "worktree", "warn_agents", "max_agents", "union", "sync",
-                                  "model", "command", "resume", "stagger", "layout"})
+                                  "model", "command", "resume", "stagger", "layout", "ignore_case"})
+    ignore_case = r.take(fleet, ("fleet",), "ignore_case", bool, False)
     stagger = r.take(fleet, ("fleet",), "stagger", int, 5)
     if stagger < 0:
         raise r.fail(("fleet",), "stagger", "'fleet.stagger' must be 0 or more seconds")
@@ -329,7 +336,7 @@ def parse(path: Path, text: str) -> Config:
     if not all(isinstance(u, str) for u in union):
         raise r.fail(("fleet",), "union", "'fleet.union' must be a list of paths, e.g. [\"CHANGELOG.md\"]")
     try:
-        Zone(union)
+        Zone(union, ignore_case)
     except PatternError as e:
         raise r.fail(("fleet",), "union", e.message, e.hint) from None
     sync = r.take(fleet, ("fleet",), "sync", str, "merge")
@@ -373,6 +380,7 @@ def parse(path: Path, text: str) -> Config:
             worktree=r.take(spec, table, "worktree", str, worktree.replace("{agent}", name)),
             env=tuple(sorted(env.items())),
             port=r.take(spec, table, "port", int, None),
+            ignore_case=ignore_case,
             **found,
         )
     checkpoints: dict[str, Checkpoint] = {}
@@ -423,7 +431,7 @@ def parse(path: Path, text: str) -> Config:
     if not _DURATION.fullmatch(lease):
         raise r.fail(("bus",), "lease", f"'bus.lease' must be a duration such as \"30m\", not {lease!r}")
     return Config(path=path, base=base, branch_prefix=prefix, worktree=worktree, warn_agents=warn,
-                  max_agents=limit, union=tuple(union), sync=sync, agents=agents, checkpoints=checkpoints,
+                  max_agents=limit, union=tuple(union), ignore_case=ignore_case, sync=sync, agents=agents, checkpoints=checkpoints,
                   bus_dir=bus_dir, lease=lease, stagger=stagger, layout=layout, setup_copy=tuple(copy),
                   setup_run=r.take(setup, ("setup",), "run", str, None), ports=ports, text=text, **defaults)
 

@@ -111,12 +111,16 @@ def _zones(fleet: Any) -> Item:
     for a, b, example in fleet.overlaps():
         item.bad(f"the zones of '{a}' and '{b}' overlap: both own {example}",
                  f"narrow one with git fleet-set {b} --zone ... (a '!pattern' takes paths out)")
+    if fleet.repo.config_get("core.ignoreCase") == "true" and not fleet.config.ignore_case:
+        item.bad("this clone ignores case (core.ignoreCase), the fleet's zones do not: src/WEB/x escapes a "
+                 "'!src/web/**' here",
+                 f"set ignore_case = true in [fleet] of {fleet.config.path.name} (with version = 3)")
     base = fleet.repo.resolve(fleet.config.base)
     if base is None or not fleet.config.agents:
         return item
     from .zones import Zone
 
-    zones = [a.compiled_zone() for a in fleet.config.agents.values()] + [Zone(list(fleet.config.union))]
+    zones = [a.compiled_zone() for a in fleet.config.agents.values()] + [Zone(list(fleet.config.union), fleet.config.ignore_case)]
     protected = {".gitfleet.toml"}
     unowned = [p for p in fleet.repo.tracked_files(base)
                if p not in protected and not any(z.owns(p) for z in zones)]

@@ -251,7 +251,7 @@ class Fleet:
         if not zone:
             raise UsageError(f"agent '{name}' needs a zone", "give one or more --zone PATTERN (gitignore syntax)")
         try:
-            new_zone = Zone(list(zone))
+            new_zone = Zone(list(zone), self.config.ignore_case)
         except PatternError as e:
             raise UsageError(e.message, e.hint) from None
 
@@ -299,7 +299,7 @@ class Fleet:
             raise FleetError(f"worktree path {where} already exists and is not empty",
                              "give another place with --path DIR")
 
-        agent = Agent(name=name, zone=tuple(zone), branch=branch, worktree=_rel(where, self.main),
+        agent = Agent(name=name, zone=tuple(zone), ignore_case=cfg.ignore_case, branch=branch, worktree=_rel(where, self.main),
                       session=session.get("session"), model=session.get("model"), command=session.get("command"),
                       resume=session.get("resume"), env=env, port=self._free_port())
         new_text = config.with_agent(cfg, self.text, agent)  # validated before anything is written
@@ -474,7 +474,7 @@ class Fleet:
             _check_templates(name, changes)
             if zone:
                 try:
-                    new_zone = Zone(list(zone))
+                    new_zone = Zone(list(zone), self.config.ignore_case)
                 except PatternError as e:
                     raise UsageError(e.message, e.hint) from None
                 if not allow_overlap:

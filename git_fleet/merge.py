@@ -73,9 +73,9 @@ class Plan:
         hints = []
         for s in self.steps:
             for path, sides in s.conflicts.items():
-                lines.append(f"  {s.agent.name}: {path} conflicts with {', '.join(sides)}")
+                lines.append(f"  {s.agent.name}: {check.quote(path)} conflicts with {', '.join(sides)}")
             for v in s.violations:
-                lines.append(f"  {s.agent.name}: {(v.commit or '')[:12]} changed {v.path} outside its zone")
+                lines.append(f"  {s.agent.name}: {(v.commit or '')[:12]} changed {check.quote(v.path)} outside its zone")
         for wt, why in self.blocked.items():
             lines.append(f"  {wt}: local changes would be overwritten: {why}")
         if any(s.conflicts for s in self.steps):

@@ -47,6 +47,15 @@ def as_bytes_text(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("latin-1")
 
 
+# git folds case only for ASCII letters (core.ignoreCase; its own ctype tables): so does a fleet
+# whose zones ignore case ([fleet] ignore_case)
+FOLD = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+
+
+def fold(key: str) -> str:
+    return key.translate(FOLD)
+
+
 class PatternError(FleetError):
     """A zone pattern that git would not read as the user meant."""
 
@@ -57,11 +66,12 @@ class Pattern:
     regex: str  # matches a path (or a path below a matched directory) from its start
     include: bool  # False for a `!` pattern
     literal: tuple[str, str] | None = None  # (kind, text) when no regex is needed; see match.py
+    ignore_case: bool = False  # then the literal is folded, and the regex says (?ai)
 
     def matches(self, key: str) -> bool:
         """Whether the pattern matches `key` (a path in as_bytes_text form)."""
         if self.literal is not None:
-            return literal_match(*self.literal, key)
+            return literal_match(*self.literal, fold(key) if self.ignore_case else key)
         return re.match(self.regex, key) is not None
 
 
@@ -101,15 +111,18 @@ def _bracket(p: str, i: int) -> tuple[str, int] | None:
             c = p[j + 1]
             j += 1
         elif c == "[" and p.startswith("[:", j):
-            end = p.find(":]", j + 2)
-            if end == -1:
+            # as wildmatch reads it: up to the next ']'; a class only if ':' comes right before it
+            # and something before that ("[[:]ab]" and "[[:digit]ab]" hold a plain '[')
+            close = p.find("]", j + 2)
+            if close == -1:
                 return None
-            name = p[j + 2 : end]
-            if name not in _POSIX_CLASSES:
-                return None  # wildmatch aborts on an unknown class
-            items.append(_POSIX_CLASSES[name])
-            j = end + 2
-            continue
+            if close > j + 2 and p[close - 1] == ":":
+                name = p[j + 2 : close - 1]
+                if name not in _POSIX_CLASSES:
+                    return None  # wildmatch aborts on an unknown class
+                items.append(_POSIX_CLASSES[name])
+                j = close + 1
+                continue
         # a range a-z (the '-' is literal at the end of the class)
         if j + 2 < len(p) and p[j + 1] == "-" and p[j + 2] != "]":
             hi = p[j + 2]
@@ -117,8 +130,9 @@ def _bracket(p: str, i: int) -> tuple[str, int] | None:
             if hi == "\\" and j + 3 < len(p):
                 hi = p[j + 3]
                 step = 4
-            if ord(hi) >= ord(c):
-                items.append(f"{re.escape(c)}-{re.escape(hi)}")
+            # wildmatch takes the range's first character as a member before it sees the '-', so
+            # a reversed range ("[a-Z]") still holds that one
+            items.append(f"{re.escape(c)}-{re.escape(hi)}" if ord(hi) >= ord(c) else re.escape(c))
             j += step
             continue
         items.append(re.escape(c))
@@ -174,8 +188,9 @@ def _wild(p: str, pathname: bool) -> str:
     return "".join(out)
 
 
-def compile_pattern(text: str) -> Pattern:
-    """Compile one gitignore pattern; raise PatternError for one git would not match."""
+def compile_pattern(text: str, ignore_case: bool = False) -> Pattern:
+    """Compile one gitignore pattern; raise PatternError for one git would not match.
+    ignore_case: match as git does with core.ignoreCase (ASCII letters only)."""
     hint = "zone patterns are gitignore patterns, e.g. 'src/backend/**' or '*.md'"
     p = _strip_trailing_spaces(text)
     if not p.strip():
@@ -202,16 +217,20 @@ def compile_pattern(text: str) -> Pattern:
             body = _wild(p.removeprefix("/"), pathname=True)
     except PatternError as e:
         raise PatternError(f"bad zone pattern '{text}': {e.message}", hint) from None
-    regex = "^(?:" + body + (")/" if must_be_dir else ")(?:/|$)")
+    regex = ("(?ai)" if ignore_case else "") + "^(?:" + body + (")/" if must_be_dir else ")(?:/|$)")
     re.compile(regex)
-    return Pattern(text=text, regex=regex, include=include, literal=literal_form(p, must_be_dir))
+    literal = literal_form(p, must_be_dir)
+    if literal is not None and ignore_case:
+        literal = (literal[0], fold(literal[1]))
+    return Pattern(text=text, regex=regex, include=include, literal=literal, ignore_case=ignore_case)
 
 
 class Zone:
     """The compiled patterns of one agent."""
 
-    def __init__(self, patterns: Sequence[str] | Sequence[Pattern]):
-        self.patterns: list[Pattern] = [p if isinstance(p, Pattern) else compile_pattern(p) for p in patterns]
+    def __init__(self, patterns: Sequence[str] | Sequence[Pattern], ignore_case: bool = False):
+        self.patterns: list[Pattern] = [p if isinstance(p, Pattern) else compile_pattern(p, ignore_case)
+                                        for p in patterns]
 
     def deciding(self, path: str) -> Pattern | None:
         """The last pattern that matches `path`, whether it includes or excludes it."""

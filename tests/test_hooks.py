@@ -143,7 +143,7 @@ def test_special_paths(fleet_repo: Sandbox) -> None:
     os.symlink("data files/a b.bin", wt / "outside link")
     sb.git("add", "-A", cwd=wt)
     res = sb.git("commit", "-m", "symlink outside", cwd=wt, ok=False)
-    assert "added outside link" in res.err
+    assert 'added "outside link"' in res.err  # quoted, as git status quotes a path with a space
     sb.git("rm", "-q", "--cached", "outside link", cwd=wt)
     (wt / "outside link").unlink()
     res = sb.commit(wt, {"日本x/é.txt": "no\n"}, "near miss", ok=False)

@@ -450,14 +450,14 @@ def test_timeout_is_a_version_2_key(cp: Sandbox) -> None:
     sb = cp
     cfg = sb.repo / ".gitfleet.toml"
     with_test(sb, "true", timeout="1m")
-    cfg.write_text(cfg.read_text().replace("version = 2\n", "version = 1\n"))
+    cfg.write_text(cfg.read_text().replace("version = 3\n", "version = 1\n"))
     res = sb.fleet("checkpoint", ok=False)
     assert res.code == 2
     assert "'checkpoints.phase-1.timeout' needs `version = 2` at the top of .gitfleet.toml (it says 1)" in res.err
     line = cfg.read_text().splitlines().index('timeout = "1m"') + 1
     assert f"{cfg}:{line}:" in res.err
-    cfg.write_text(cfg.read_text().replace("version = 1\n", "version = 3\n"))
-    assert "written for a newer git-fleet (schema 3; this one reads 2)" in sb.fleet("checkpoint", ok=False).err
+    cfg.write_text(cfg.read_text().replace("version = 1\n", "version = 4\n"))
+    assert "written for a newer git-fleet (schema 4; this one reads 3)" in sb.fleet("checkpoint", ok=False).err
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL", "SIGKILL-merge-only"])

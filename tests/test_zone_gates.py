@@ -253,3 +253,42 @@ def test_the_server_refuses_a_tree_git_cannot_check_out(gates: Sandbox) -> None:
     bad = sb.git("commit-tree", tree, "-p", "HEAD", "-m", "dot dot", cwd=wt).out.strip()
     res = sb.git("push", "--no-verify", "origin", f"{bad}:refs/heads/scratch", cwd=wt, ok=False)
     assert "hasDotdot" in res.err or "dotdot" in res.err.lower()
+
+
+# -- the matcher's edges -----------------------------------------------------------------------------
+
+def test_one_case_rule_for_the_whole_fleet(gates: Sandbox) -> None:
+    """With ignore_case = true (version 3), src/WEB/app.js is web's at every gate, whatever this
+    clone's core.ignoreCase says; without it, doctor warns in a clone that folds case."""
+    sb, wt = gates, backend(gates)
+    sb.git("config", "core.ignoreCase", "true")
+    res = sb.fleet("doctor", ok=None)
+    assert "this clone ignores case (core.ignoreCase), the fleet's zones do not" in res.out + res.err
+    sb.fleet("set", "backend", "--zone", "src/**", "--zone", "!src/frontend/**", "--allow-overlap")
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text().replace("[fleet]\n", "[fleet]\nignore_case = true\n", 1))
+    sb.git("config", "core.ignoreCase", "false")
+    res = sb.commit(wt, {"src/FRONTEND/app.js": "mine\n"}, "case", ok=False)
+    assert 'agent \'backend\' changed 1 path(s)' in res.err and "src/FRONTEND/app.js" in res.err
+    sb.commit(wt, {"src/FRONTEND/app.js": "mine\n"}, "case", extra=("--no-verify",))
+    sb.git("add", ".gitfleet.toml")
+    sb.git("commit", "-qm", "ignore case")
+    sb.git("push", "-q", "origin", "main")
+    res = sb.git("push", "--no-verify", "origin", "fleet/backend", cwd=wt, ok=False)
+    assert "remote: error:   " in res.err and "src/FRONTEND/app.js" in res.err
+    res = sb.fleet("merge", "backend", ok=False)
+    assert "changed src/FRONTEND/app.js outside its zone" in res.err
+
+
+def test_a_key_of_a_newer_version_names_the_version_it_needs(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text().replace("version = 3\n", "version = 2\n").replace("[fleet]\n", "[fleet]\nignore_case = true\n"))
+    res = sb.fleet("list", ok=False)
+    assert res.code == 2 and "'fleet.ignore_case' needs `version = 3` at the top of .gitfleet.toml (it says 2)" in res.err
+
+
+def test_paths_in_messages_are_quoted_as_git_status_quotes_them(gates: Sandbox) -> None:
+    sb, wt = gates, backend(gates)
+    res = sb.commit(wt, {"docs/guide.md ": "trailing space\n"}, "space", ok=False)
+    assert 'added "docs/guide.md "  (owned by no agent' in res.err

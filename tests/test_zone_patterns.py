@@ -12,10 +12,10 @@ from git_fleet.check import CompiledAgent, rules_of
 from git_fleet.zones import PatternError, Zone, compile_pattern, find_overlap
 
 NAMES = ["a", "b", "ab", "ba", "a.md", "b.txt", "x", "src", "docs", "a b", "é", ".h", "A", "1", "aab",
-         "abb", "-", "]", "a*", "[a]", "c!", "日本"]
+         "abb", "-", "]", "a*", "[a]", "c!", "日本", "SRC", "É", "[ab]", "b:", "B.MD"]
 ATOMS = ["a", "b", "*", "**", "?", "/", ".md", "src", "x", "[ab]", "[!a]", "[a-c]", "[[:alpha:]]",
          "[[:digit:]]", "[[:upper:]]", "\\*", "\\[", " ", "\\ ", "é", "A", "[]]", "[^b]", "-", "!", "??",
-         "***", "[é]", "日"]
+         "***", "[é]", "日", "[[:]ab]", "[[:digit]ab]", "[A-Z]", "SRC", "[[:lower:]]", "É"]
 
 
 def _tree(rnd: random.Random) -> list[str]:
@@ -43,46 +43,50 @@ def worktree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]
     return d, files
 
 
-def git_matches(d: Path, files: list[str], pattern: str) -> set[str]:
+def git_matches(d: Path, files: list[str], pattern: str, ignore_case: bool = False) -> set[str]:
     (d / ".gitignore").write_text(pattern + "\n", encoding="utf-8")
-    out = subprocess.run(["git", "check-ignore", "--no-index", "--stdin", "-z"], cwd=d, capture_output=True,
-                         input="\0".join(files).encode()).stdout.decode()
+    out = subprocess.run(["git", "-c", f"core.ignoreCase={str(ignore_case).lower()}", "check-ignore", "--no-index",
+                          "--stdin", "-z"], cwd=d, capture_output=True, input="\0".join(files).encode()).stdout.decode()
     return {p for p in out.split("\0") if p}
 
 
-def our_matches(pattern: str, files: list[str]) -> set[str] | None:
+def our_matches(pattern: str, files: list[str], ignore_case: bool = False) -> set[str] | None:
     """What a zone of this one pattern owns, asked both ways: through Zone (the CLI) and
     through the compiled form the commit hook reads; the two must agree."""
     try:
-        zone = Zone([pattern])
+        zone = Zone([pattern], ignore_case)
     except PatternError:
         return None
     owned = {f for f in files if zone.owns(f)}
-    agent = compiled_agent([pattern])
+    agent = compiled_agent([pattern], ignore_case)
     assert {f for f in files if agent.owns(f)} == owned, pattern
     return owned
 
 
-def compiled_agent(patterns: list[str]) -> CompiledAgent:
-    return CompiledAgent("a", "fleet/a", "/w", patterns, rules_of(Zone(patterns)))
+def compiled_agent(patterns: list[str], ignore_case: bool = False) -> CompiledAgent:
+    return CompiledAgent("a", "fleet/a", "/w", patterns, rules_of(Zone(patterns, ignore_case)), ignore_case)
 
 
 HAND_PICKED = ["src/backend/**", "a/**", "/a/**", "a b/**", "a/b", "/a", "a/", "/a/", "a b", "Makefile", ".h",
                "é/**", "a/b/**", "ab/**/", "foo", "src/", "/src", "src/**", "**/x", "a/**/b", "*.md", "docs/*", "a?", "[ab]x", "[!a]",
                "**", "**/", "a/**", "x\\ ", "x  ", "[]a]", "[!a-c]z", "a**b", "***", "*/*", "**/a/**",
                "a/**/", "é", "?", "??", "[[:alpha:]]", "[[:digit:]]*", "日本/", "[é]", "a b", "-", "\\!x",
-               "\\#x", "a/b/", "/a/b", "*/a.md", "src/**/*.md", "[a-]", "[-a]", "[a-c-e]"]
+               "\\#x", "a/b/", "/a/b", "*/a.md", "src/**/*.md", "[a-]", "[-a]", "[a-c-e]", "[[:]ab]",
+               "[[:digit]ab]", "a[[:]b", "[A-Z]", "[[:upper:]]", "SRC/**", "Src/", "[a-Z]", "[Z-a]"]
 
 
+@pytest.mark.parametrize("ignore_case", [False, True], ids=["case", "ignore-case"])
 @pytest.mark.parametrize("seed", range(4))
-def test_each_pattern_matches_what_git_check_ignore_matches(worktree: tuple[Path, list[str]], seed: int) -> None:
+def test_each_pattern_matches_what_git_check_ignore_matches(worktree: tuple[Path, list[str]], seed: int,
+                                                             ignore_case: bool) -> None:
+    """ignore-case: the fleet's ignore_case against git's core.ignoreCase ([A-Z] owns 'a')."""
     d, files = worktree
     rnd = random.Random(seed)
     patterns = HAND_PICKED if seed == 0 else [_pattern(rnd) for _ in range(300)]
     checked = 0
     for pattern in patterns:
-        theirs = git_matches(d, files, pattern)
-        ours = our_matches(pattern, files)
+        theirs = git_matches(d, files, pattern, ignore_case)
+        ours = our_matches(pattern, files, ignore_case)
         if ours is None:  # refused as bad: only where git matches nothing either
             assert not theirs, f"refused {pattern!r} but git matches {sorted(theirs)[:5]}"
             continue

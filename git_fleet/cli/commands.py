@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from .. import __version__
+from ..check import quote
 from ..fleet import Fleet, Report
 from ..fleet import init as do_init
 from ..merge import Plan
@@ -221,7 +222,7 @@ def who(paths: tuple[str, ...], as_json: bool) -> int:
         return 0
     for p, owners in result.items():
         who_ = ", ".join(f"{name} ({pat.text})" for name, pat in owners) or "(no agent: the orchestrator's)"
-        click.echo(f"{p}: {who_}")
+        click.echo(f"{quote(p)}: {who_}")
     return 0
 
 
