@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import check, config, lock, plumbing
+from . import approval, check, config, lock, plumbing
 from .config import Agent, Config
 from .errors import FleetError, UsageError
 from .files import write_atomic
@@ -73,6 +73,8 @@ class Fleet:
         self.recovered: list[str] = []  # what an interrupted merge or add needed, done on opening
         self.waiting: Callable[[str], None] | None = None  # told who holds the lock, if it must wait
         self.warn: Callable[[str], None] | None = None  # told what was finished for a killed command later on
+        # asks the person (what, question) -> yes; None where there is no one to ask (no terminal)
+        self.confirm: Callable[[str, str], bool] | None = None
         self.adopted: str | None = None  # the agent a killed `git fleet-add` made and this command registered
         self._trees: list[Worktree] | None = None
 
@@ -162,6 +164,28 @@ class Fleet:
         branch = head[16:] if head.startswith("ref: refs/heads/") else None
         return next((a for a in self.config.agents.values() if a.branch == branch), None)
 
+    def require_approved(self, what: str) -> None:
+        """Go on only with zones the person approved (approval.py): zones changed by hand are shown
+        and need a yes on a terminal (self.confirm); a new overlap between zones is refused."""
+        unapproved = approval.check(self.repo.common_dir, self.config, self._overlap_pairs)
+        if not unapproved:
+            return
+        err = unapproved.error(what, self.config_path, self.repo.common_dir)
+        if unapproved.overlaps or self.confirm is None or not self.confirm(err.message, "approve these zones?"):
+            raise err
+        approval.record(self.repo.common_dir, self.text)
+
+    def approve(self) -> list[str]:
+        """Approve the zones as the file has them now; returns what changed since the last approval."""
+        with self.editing():
+            self.refuse_agents("approve zones")
+            unapproved = approval.check(self.repo.common_dir, self.config, self._overlap_pairs)
+            approval.record(self.repo.common_dir, self.text)
+            return unapproved.lines()
+
+    def _overlap_pairs(self, cfg: Config) -> dict[tuple[str, str], str]:
+        return {(a, b): example for a, b, example in Fleet(self.repo, self.main, cfg, cfg.text or "").overlaps()}
+
     def refuse_agents(self, what: str, *, but: str | None = None) -> None:
         """Refuse a command that changes the fleet or the base when an agent runs it: from its
         worktree, or from anywhere in the session the fleet started for it (FLEET_AGENT, which
@@ -217,7 +241,10 @@ class Fleet:
 
     def _save(self, text: str) -> Config:
         cfg = config.parse(self.config_path, text)
+        # an edit is made on top of approved zones only: it would approve whatever else it keeps
+        self.require_approved("nothing is written on top of them")
         write_atomic(self.config_path, text)
+        approval.record(self.repo.common_dir, text)
         self.text, self.config = text, cfg
         pause("config-written")
         self.refresh_cache(cfg)
@@ -238,6 +265,7 @@ class Fleet:
         report = Report()
         _check_templates(name, session)
         self.refuse_agents("add agents")
+        self.require_approved("nothing is written on top of them")
         config.check_agent_name(name)
         cfg = self.config
         if name in cfg.agents and self._adopted_as_asked(cfg.agents[name], zone, branch, path):
@@ -469,6 +497,7 @@ class Fleet:
 
         with self.editing():
             self.refuse_agents("change agents")
+            self.require_approved("nothing is written on top of them")
             agent = self.config.agent(name)
             changes: dict[str, Any] = {k: v for k, v in (session or {}).items() if v is not None}
             _check_templates(name, changes)
@@ -492,6 +521,7 @@ class Fleet:
     def add_checkpoint(self, name: str, agents: Sequence[str]) -> None:
         with self.editing():
             self.refuse_agents("declare checkpoints")
+            self.require_approved("nothing is written on top of them")
             self._save(config.with_checkpoint(self.config, self.text, name, agents))
 
     def propose_zones(self, limit: int = 7) -> list[tuple[str, str, int]]:
@@ -631,6 +661,7 @@ class Fleet:
     def _remove(self, name: str, *, force: bool, keep_branch: bool) -> Report:
         report = Report()
         self.refuse_agents("remove agents")
+        self.require_approved("nothing is written on top of them")
         agent = self.config.agent(name)
         for cp in self.config.checkpoints.values():
             if name in cp.agents:
@@ -715,6 +746,8 @@ class Fleet:
             return merge.plan(self.repo, self.config, self.main, chosen, cp)
 
         with self.editing():
+            if not dry_run:
+                self.require_approved("the merge counts only approved zones")
             p = planned()
             if dry_run:
                 return p
@@ -912,6 +945,7 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
         text = config.new_config_text(base)
         cfg = config.parse(path, text)
         write_atomic(path, text)
+        approval.record(repo.common_dir, text)
         if repo.resolve(base) is None:
             report.warnings.append(f"base branch '{base}' has no commits yet; agents can be added after the first commit")
     elif base is not None and base != cfg.base:

@@ -127,6 +127,7 @@ def test_hand_edited_agents_in_other_layouts_are_refused_not_mangled(fleet_repo:
     sb = fleet_repo
     cfg = sb.repo / ".gitfleet.toml"
     cfg.write_text(cfg.read_text().replace("version = 3\n", 'version = 3\nagents = { a = { zone = ["a/**"] } }\n'))
+    sb.fleet("zones", "--approve")
     before = cfg.read_text()
     res = sb.fleet("add", "b", "--zone", "b/**", ok=False)
     assert "cannot edit the agents in this file automatically" in res.err

@@ -47,6 +47,7 @@ def test_conflict_between_agents_changes_nothing(fleet2: Sandbox) -> None:
     cfg = sb.repo / ".gitfleet.toml"
     cfg.write_text(cfg.read_text().replace('zone = ["src/frontend/**"]', 'zone = ["src/frontend/**", "README.md"]')
                    .replace('zone = ["src/backend/**"]', 'zone = ["src/backend/**", "README.md"]'))
+    sb.fleet("zones", "--approve")  # (edited by hand: a merge counts only approved zones)
     sb.commit(sb.root / "agent-backend", {"README.md": "# backend's view\n"}, "readme")
     sb.commit(sb.root / "agent-web", {"README.md": "# web's view\n"}, "readme")
     before = state(sb)
@@ -194,6 +195,7 @@ def test_union_files_are_open_to_every_agent_and_merged_line_by_line(fleet2: San
     cfg = sb.repo / ".gitfleet.toml"
     cfg.write_text(cfg.read_text().replace("union = []", 'union = ["CHANGELOG.md"]'))
     assert 'union = ["CHANGELOG.md"]' in cfg.read_text()
+    sb.fleet("zones", "--approve")
     for name, line in (("backend", "- backend: api v2\n"), ("web", "- web: app v2\n")):
         wt = sb.root / f"agent-{name}"
         sb.git("merge", "-q", "main", cwd=wt)

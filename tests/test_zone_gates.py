@@ -292,3 +292,47 @@ def test_paths_in_messages_are_quoted_as_git_status_quotes_them(gates: Sandbox) 
     sb, wt = gates, backend(gates)
     res = sb.commit(wt, {"docs/guide.md ": "trailing space\n"}, "space", ok=False)
     assert 'added "docs/guide.md "  (owned by no agent' in res.err
+
+
+# -- the configuration itself ------------------------------------------------------------------------
+
+def test_a_zone_widened_by_hand_is_not_counted_by_the_merge(gates: Sandbox) -> None:
+    """An agent edits the orchestrator's .gitfleet.toml (hidden from git status with
+    --skip-worktree) to own docs/ too: the merge shows the change and refuses it until the person
+    approves; a widening that makes zones overlap is refused as git fleet-add refuses one."""
+    sb, wt = gates, backend(gates)
+    sb.commit(wt, {"docs/guide.md": "by backend\n"}, "docs", extra=("--no-verify",))
+    cfg = sb.repo / ".gitfleet.toml"
+    sb.git("-C", str(sb.repo), "update-index", "--skip-worktree", ".gitfleet.toml", cwd=wt)
+    cfg.write_text(cfg.read_text().replace('zone = ["src/backend/**"]', 'zone = ["src/backend/**", "docs/**"]'))
+    assert sb.git("status", "--porcelain").out == ""
+    main = sb.head("main")
+    res = sb.fleet("merge", "backend", ok=False)
+    assert "were changed by no fleet command and are not approved, so the merge counts only approved zones" in res.err
+    assert "agent 'backend': zone src/backend/** -> src/backend/**  docs/**" in res.err
+    assert "git fleet-zones --approve" in res.err and sb.head("main") == main
+    res = sb.fleet("add", "docs", "--zone", "/README.md", ok=False)  # nothing is written on top of it either
+    assert "nothing is written on top of them" in res.err and "docs" not in sb.fleet("list").out.split()
+    assert "fleet/docs" not in sb.branches() and not (sb.root / "agent-docs").exists()
+    res = sb.run(["git", "fleet-zones", "--approve"], cwd=wt, ok=False)
+    assert "agent 'backend' cannot approve zones" in res.err
+    res = sb.fleet("zones", "--approve")
+    assert "agent 'backend': zone src/backend/** -> src/backend/**  docs/**" in res.err
+    sb.fleet("merge", "backend")
+    assert sb.head("main^2") == sb.head("fleet/backend")
+
+
+def test_a_widening_that_overlaps_another_zone_is_refused_at_merge(gates: Sandbox) -> None:
+    sb, wt = gates, backend(gates)
+    sb.commit(wt, {"src/frontend/app.js": "by backend\n"}, "web's file", extra=("--no-verify",))
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text().replace('zone = ["src/backend/**"]', 'zone = ["src/**"]'))
+    res = sb.fleet("merge", "backend", ok=False)
+    assert "new overlap: backend and web both own src/frontend/" in res.err
+
+
+def test_zones_a_fleet_command_wrote_need_no_approval(gates: Sandbox) -> None:
+    sb, wt = gates, backend(gates)
+    sb.fleet("set", "backend", "--zone", "src/backend/**", "--zone", "docs/**")
+    sb.commit(wt, {"docs/guide.md": "by backend\n"}, "docs")
+    sb.fleet("merge", "backend")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -27,7 +28,13 @@ def load(changes: str | None = None) -> Fleet:
     fleet.recovered = []
     fleet.waiting = lambda who: note(f"waiting for another git fleet command to finish ({who})")
     fleet.warn = warn
+    fleet.confirm = _ask if sys.stdin.isatty() else None
     return fleet
+
+
+def _ask(what: str, question: str) -> bool:
+    note(what)
+    return click.confirm(question, default=False, err=True)
 
 
 def _report(report: Report, verbose: bool) -> None:
@@ -228,13 +235,23 @@ def who(paths: tuple[str, ...], as_json: bool) -> int:
 
 @command()
 @click.option("--json", "as_json", is_flag=True, help="Print the zones and overlaps as JSON.")
-def zones(as_json: bool) -> int:
+@click.option("--approve", is_flag=True, help="Approve the zones as .gitfleet.toml has them now, after a hand edit.")
+def zones(as_json: bool, approve: bool) -> int:
     """Print the zone table and any overlaps between zones.
 
     An overlap is shown with one path that both agents own. Overlaps are looked for among
     the base branch's files and paths made from the patterns themselves.
+
+    A merge counts only zones the person approved: those a fleet command wrote, or the base
+    branch's committed .gitfleet.toml. After editing the zones by hand, --approve shows what
+    changed and approves it (a merge on a terminal asks instead); an agent cannot.
     """
     fleet = load()
+    if approve:
+        changed = fleet.approve()
+        for line in changed:
+            note(line)
+        note("approved the zones in " + str(fleet.config_path) if changed else "the zones were approved already")
     overlaps = fleet.overlaps()
     agents = fleet.config.agents
     if as_json:

@@ -1,0 +1,106 @@
+"""Which zones the person approved: a merge counts only those.
+
+`.gitfleet.toml` in the main worktree is a file an agent can write (with no sandbox): widening its
+own zone there, even hidden from `git status` with `update-index --skip-worktree`, would have the
+next merge count the wider zone. So every fleet command that writes the file records what it
+wrote (`$GIT_COMMON_DIR/fleet/approved.toml`), and the zone table (the base, case rule, shared
+files, and each agent's branch and zone) approved is that record's, or the base branch's committed
+file's. A table that differs from both was changed by hand: the merge, and any command that would
+write the file on top of it, show the change and need the person's yes; a new overlap between
+zones is refused outright, as `git fleet-add` refuses one. `git fleet-zones --approve` approves
+the file as it is, after showing what changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import config
+from .config import Config
+from .errors import FleetError
+from .files import write_atomic
+from .plumbing import git
+
+RECORD = Path("fleet") / "approved.toml"
+
+
+def table(cfg: Config) -> dict[str, Any]:
+    """What decides who may change what: the part of a config that approval covers."""
+    return {"base": cfg.base, "ignore_case": cfg.ignore_case, "union": list(cfg.union),
+            "agents": {n: {"branch": a.branch, "zone": list(a.zone)} for n, a in sorted(cfg.agents.items())}}
+
+
+def record(common_dir: Path, text: str) -> None:
+    """The config as a fleet command wrote (or the person approved) it."""
+    (common_dir / RECORD).parent.mkdir(exist_ok=True)
+    write_atomic(common_dir / RECORD, text)
+
+
+@dataclass
+class Unapproved:
+    changes: list[str] = field(default_factory=list)  # one line each, as the person reads them
+    overlaps: list[str] = field(default_factory=list)  # overlaps the approved zones did not have
+
+    def __bool__(self) -> bool:
+        return bool(self.changes or self.overlaps)
+
+    def lines(self) -> list[str]:
+        return [f"  {c}" for c in self.changes] + [f"  new overlap: {o}" for o in self.overlaps]
+
+    def error(self, what: str, cfg_path: Path, common_dir: Path) -> FleetError:
+        head = f"the zones in {cfg_path} were changed by no fleet command and are not approved, so {what}:"
+        return FleetError("\n".join([head, *self.lines()]),
+                          "if you made these changes: git fleet-zones --approve, in the main worktree; if not, put "
+                          f"the zones back as a fleet command last wrote them: {common_dir / RECORD}")
+
+
+def _approved(common_dir: Path, cfg: Config) -> list[Config]:
+    """The configs that count as approved: the record, and the base's committed file."""
+    found = []
+    try:
+        found.append(config.parse(cfg.path, (common_dir / RECORD).read_text(encoding="utf-8")))
+    except (OSError, FleetError):
+        pass  # none yet, or unreadable: not approved
+    committed = git(["cat-file", "blob", f"refs/heads/{cfg.base}:{config.CONFIG_NAME}"], common_dir, check=False)
+    if committed.returncode == 0:
+        try:
+            found.append(config.parse(cfg.path, committed.stdout.decode("utf-8")))
+        except (FleetError, UnicodeDecodeError):
+            pass
+    return found
+
+
+def check(common_dir: Path, cfg: Config, overlaps_of: Any) -> Unapproved:
+    """How `cfg`'s zone table differs from the approved one (nothing when it is approved).
+    overlaps_of(Config) -> {(agent, agent): a path both own}. With no record at all (a fleet
+    set up before approval was kept), the file as it is now becomes the record."""
+    approved = _approved(common_dir, cfg)
+    now = table(cfg)
+    if any(table(a) == now for a in approved):
+        return Unapproved()
+    if not (common_dir / RECORD).exists():
+        record(common_dir, cfg.text or "")
+        return Unapproved()
+    before = approved[0] if approved else None
+    out = Unapproved()
+    was = table(before) if before is not None else {"base": None, "ignore_case": False, "union": [], "agents": {}}
+    for key in ("base", "ignore_case", "union"):
+        if was[key] != now[key]:
+            out.changes.append(f"{key}: {was[key]!r} -> {now[key]!r}")
+    for name in sorted(set(was["agents"]) | set(now["agents"])):
+        a, b = was["agents"].get(name), now["agents"].get(name)
+        if a is None:
+            out.changes.append(f"agent '{name}' added: zone {'  '.join(b['zone'])}")
+        elif b is None:
+            out.changes.append(f"agent '{name}' removed")
+        else:
+            if a["zone"] != b["zone"]:
+                out.changes.append(f"agent '{name}': zone {'  '.join(a['zone'])} -> {'  '.join(b['zone'])}")
+            if a["branch"] != b["branch"]:
+                out.changes.append(f"agent '{name}': branch {a['branch']} -> {b['branch']}")
+    old_pairs = overlaps_of(before) if before is not None else {}
+    out.overlaps = [f"{a} and {b} both own {example}" for (a, b), example in sorted(overlaps_of(cfg).items())
+                    if (a, b) not in old_pairs]
+    return out
