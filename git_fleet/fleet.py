@@ -898,12 +898,17 @@ class InitResult:
     report: Report
 
 
-def init(*, base: str | None = None, server: bool = False, uninstall: bool = False) -> InitResult:
+def init(*, base: str | None = None, server: bool = False, uninstall: bool = False,
+         orchestrator_keys: Sequence[str] = (), agent_keys: Sequence[tuple[str, str]] = (),
+         base_push: str | None = None) -> InitResult:
     """Write a commented .gitfleet.toml if there is none and install the hooks; safe to repeat."""
     from . import hooks
 
     repo = Repo.discover()
     report = Report()
+    if (orchestrator_keys or agent_keys or base_push) and not repo.bare:
+        raise UsageError("--orchestrator-key, --agent-key and --base-push are for a bare repository that agents push "
+                         "to", "run it there: git -C <server's repository> fleet-init --server ...")
     if repo.bare or server:
         names = hooks.SERVER_HOOKS if repo.bare else hooks.WORKTREE_HOOKS
         if uninstall:
@@ -915,8 +920,9 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
 
             git(["config", "fleet.base", base], repo.common_dir)
         if repo.bare:
-            # git's own object checks refuse trees with `..`, `.git` and the like at the door
-            repo.config_set("receive.fsckObjects", "true")
+            from . import server as rules
+
+            report.notes += rules.install(str(repo.common_dir), orchestrator_keys, agent_keys, base_push)
             where = plumbing.server_base(str(repo.common_dir))
             if repo.ref_value(f"refs/heads/{where}:{config.CONFIG_NAME}") is None:
                 report.warnings.append(f"{where}:{config.CONFIG_NAME} is not here yet: until it is pushed, pushes are "

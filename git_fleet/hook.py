@@ -168,7 +168,9 @@ def pushed(hook: str, args: list[str]) -> int:
     errors = []
     updates = _ref_updates(sys.stdin.read(), server)
     if server:
-        errors += _rewrites(compiled, updates, cwd)
+        from . import server as rules  # (not on the commit hook's path)
+
+        errors += rules.refusals(compiled, updates, cwd, here.common_dir)
     for ref, new, old in updates:
         if new == plumbing.ZERO_OID or not ref.startswith("refs/heads/"):
             continue
@@ -193,27 +195,6 @@ def pushed(hook: str, args: list[str]) -> int:
         raise FleetError("\n".join(e.message for e in errors), "\n".join(dict.fromkeys(
             line for e in errors if e.hint for line in e.hint.splitlines())))
     return 0
-
-
-def _rewrites(compiled: check.Compiled, updates: list[tuple[str, str, str]], cwd: str) -> list[FleetError]:
-    """On the server, the base and every agent's branch only move forward: no deletion, no
-    force-push, whoever pushes (a server hook cannot tell agents apart: see the README). The
-    repository's owner does such a thing on the server itself, where no hook runs."""
-    guarded = {f"refs/heads/{compiled.base}"} | {f"refs/heads/{a.branch}" for a in compiled.agents.values()}
-    errors = []
-    for ref, new, old in updates:
-        if ref not in guarded or old == plumbing.ZERO_OID:
-            continue
-        what = "the base" if ref == f"refs/heads/{compiled.base}" else "an agent's branch"
-        if new == plumbing.ZERO_OID:
-            errors.append(FleetError(f"deleting {ref[11:]} rejected: it is {what}, which only moves forward here"))
-        elif plumbing.git(["merge-base", "--is-ancestor", old, new], cwd, check=False).returncode != 0:
-            errors.append(FleetError(f"force-push of {ref[11:]} rejected: it is {what}, which only moves forward "
-                                     f"here ({old[:12]} is not in {new[:12]})"))
-    if errors:
-        errors[0].hint = ("fetch, and build on what is there (git pull); the repository's owner can rewrite it on the "
-                          "server itself")
-    return errors
 
 
 def _have(cwd: str, oid: str) -> bool:

@@ -253,7 +253,12 @@ def test_server_pre_receive_rejects_out_of_zone_pushes(fleet_repo: Sandbox, back
     sb.commit(backend, {"src/backend/fine.py": "ok\n"}, "fine")
     sb.git("push", "-q", "--no-verify", "server", "fleet/backend", cwd=backend)
     # pushes to branches of no agent are not restricted
+    sb.git("push", "-q", "--no-verify", "server", "HEAD:refs/heads/scratch", cwd=backend)
+    # the base moves only by merges of agent branches, unless the owner opens it
     sb.commit(sb.repo, {"docs/guide.md": "o\n"}, "orchestrator")
+    res = sb.git("push", "--no-verify", "server", "main", ok=False)
+    assert "push of main rejected" in res.err and "is not a merge of an agent's branch" in res.err
+    sb.git("config", "fleet.basePush", "any", cwd=server)
     sb.git("push", "-q", "--no-verify", "server", "main")
 
 

@@ -22,7 +22,8 @@ def gates(fleet_repo: Sandbox) -> Sandbox:
     sb.fleet("sync")
     server = sb.root / "server.git"
     sb.git("clone", "-q", "--bare", str(sb.repo), str(server))
-    sb.fleet("init", "--server", cwd=server)
+    sb.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "orchestrator", "-f", str(sb.root / "orchestrator")])
+    sb.run(["git", "fleet-init", "--server", "--orchestrator-key", str(sb.root / "orchestrator.pub")], cwd=server)
     sb.git("remote", "add", "origin", str(server))
     sb.git("push", "-q", "origin", "fleet/backend", "fleet/web")
     return sb
@@ -30,6 +31,16 @@ def gates(fleet_repo: Sandbox) -> Sandbox:
 
 def backend(sb: Sandbox) -> Path:
     return sb.root / "agent-backend"
+
+
+def signed(sb: Sandbox, key: str = "orchestrator") -> tuple[str, ...]:
+    """git's options for a push signed with a key made in the sandbox (git push --signed)."""
+    return ("-c", "gpg.format=ssh", "-c", f"user.signingKey={sb.root / key}")
+
+
+def push_base(sb: Sandbox) -> None:
+    """The orchestrator pushes the base: signed, as the server (given its key) requires."""
+    sb.git(*signed(sb), "push", "-q", "--signed", "origin", "main")
 
 
 def refused_everywhere(sb: Sandbox, *paths: str) -> None:
@@ -72,7 +83,7 @@ def test_a_real_merge_of_the_base_passes_every_gate(gates: Sandbox) -> None:
     sb, wt = gates, backend(gates)
     sb.commit(wt, {"src/backend/api.py": "agent\n"}, "agent's api")
     sb.commit(sb.repo, {"src/backend/api.py": "orchestrator\n", "docs/guide.md": "new guide\n"}, "on main")
-    sb.git("push", "-q", "origin", "main")  # the server takes the base's commits from its own base
+    push_base(sb)  # the server takes the base's commits from its own base
     sb.git("merge", "-q", "main", cwd=wt, ok=False)  # conflicts in api.py
     sb.write_files({"src/backend/api.py": "both\n"}, wt)
     sb.git("commit", "-qam", "merge main", cwd=wt)
@@ -273,7 +284,7 @@ def test_one_case_rule_for_the_whole_fleet(gates: Sandbox) -> None:
     sb.commit(wt, {"src/FRONTEND/app.js": "mine\n"}, "case", extra=("--no-verify",))
     sb.git("add", ".gitfleet.toml")
     sb.git("commit", "-qm", "ignore case")
-    sb.git("push", "-q", "origin", "main")
+    push_base(sb)
     res = sb.git("push", "--no-verify", "origin", "fleet/backend", cwd=wt, ok=False)
     assert "remote: error:   " in res.err and "src/FRONTEND/app.js" in res.err
     res = sb.fleet("merge", "backend", ok=False)
@@ -336,3 +347,63 @@ def test_zones_a_fleet_command_wrote_need_no_approval(gates: Sandbox) -> None:
     sb.fleet("set", "backend", "--zone", "src/backend/**", "--zone", "docs/**")
     sb.commit(wt, {"docs/guide.md": "by backend\n"}, "docs")
     sb.fleet("merge", "backend")
+
+
+def test_with_an_orchestrator_key_only_its_signed_pushes_move_the_base(gates: Sandbox) -> None:
+    """An agent pushing to the server's main directly (a widened .gitfleet.toml, which the server
+    would then enforce) is refused; the orchestrator's push, signed with its key, is taken, and
+    a push signed with any other key is not the orchestrator's."""
+    sb, wt = gates, backend(gates)
+    cfg = sb.repo / ".gitfleet.toml"
+    sb.git("checkout", "-q", "--ignore-other-worktrees", "-b", "widen", "main", cwd=wt)
+    sb.write_files({".gitfleet.toml": cfg.read_text().replace('"src/backend/**"', '"**"')}, wt)
+    sb.git("commit", "-qam", "widen", "--no-verify", cwd=wt)
+    on_server = sb.git("ls-remote", "origin", "main").out
+    res = sb.git("push", "--no-verify", "origin", "HEAD:main", cwd=wt, ok=False)
+    assert "push of main rejected: only the orchestrator's signed pushes move it here" in res.err
+    sb.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(sb.root / "agent")])
+    res = sb.git(*signed(sb, "agent"), "push", "--signed", "--no-verify", "origin", "HEAD:main", cwd=wt, ok=False)
+    assert "only the orchestrator's signed pushes move it here" in res.err
+    assert sb.git("ls-remote", "origin", "main").out == on_server
+    sb.commit(sb.repo, {"docs/guide.md": "the orchestrator's\n"}, "orchestrator")
+    push_base(sb)
+    assert sb.git("ls-remote", "origin", "main").out.split()[0] == sb.head("main")
+
+
+def test_without_keys_the_base_moves_only_by_merges_held_to_zones(gates: Sandbox) -> None:
+    """fleet.basePush = merges: a checkpoint merge of an agent's branch is taken; a commit of its
+    own on main, or a merge that says it is backend's and brings web's path, is not."""
+    sb, wt = gates, backend(gates)
+    server = sb.root / "server.git"
+    sb.git("config", "fleet.basePush", "merges", cwd=server)
+    sb.commit(wt, {"src/backend/api.py": "v2\n"}, "in zone")
+    sb.fleet("merge", "backend")
+    sb.git("push", "-q", "--no-verify", "origin", "main")  # unsigned: a merge of backend's branch
+    assert sb.git("ls-remote", "origin", "main").out.split()[0] == sb.head("main")
+    sb.commit(sb.repo, {".gitfleet.toml": "version = 3\n"}, "drop the fleet")
+    res = sb.git("push", "--no-verify", "origin", "main", ok=False)
+    assert "(drop the fleet) is not a merge of an agent's branch" in res.err
+    sb.git("reset", "-q", "--hard", "HEAD~1")
+    sb.commit(wt, {"src/frontend/app.js": "backend's\n"}, "web's file", extra=("--no-verify",))
+    tip = sb.head("fleet/backend")
+    forged = sb.git("commit-tree", sb.head("fleet/backend^{tree}"), "-p", "main", "-p", tip, "-m",
+                    "Merge fleet/backend (agent backend)").out.strip()
+    res = sb.git("push", "--no-verify", "origin", f"{forged}:refs/heads/main", ok=False)
+    assert "merges fleet/backend" in res.err and "src/frontend/app.js" in res.err
+
+
+def test_with_an_agents_key_only_it_pushes_its_branch(gates: Sandbox) -> None:
+    sb, wt = gates, backend(gates)
+    server = sb.root / "server.git"
+    sb.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(sb.root / "backend-key")])
+    res = sb.run(["git", "fleet-init", "--server", "--agent-key", f"backend={sb.root / 'backend-key.pub'}"], cwd=server)
+    assert "the base moves only by the orchestrator's signed pushes" in res.err
+    sb.commit(wt, {"src/backend/api.py": "v2\n"}, "in zone")
+    res = sb.git("push", "origin", "fleet/backend", cwd=wt, ok=False)
+    assert "must be signed with agent 'backend''s key" in res.err
+    sb.git(*signed(sb, "backend-key"), "push", "-q", "--signed", "origin", "fleet/backend", cwd=wt)
+    res = sb.run(["git", "fleet-init", "--server", "--agent-key", "backend"], cwd=server, ok=False)
+    assert res.code == 2 and "give AGENT=FILE" in res.err
+    res = sb.run(["git", "fleet-init", "--server", "--orchestrator-key", str(sb.root / "backend-key")], cwd=server,
+                 ok=False)
+    assert res.code == 2 and "is not an SSH public key" in res.err

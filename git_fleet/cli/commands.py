@@ -57,10 +57,17 @@ def _table(rows: list[list[str]]) -> None:
 @click.option("--base", metavar="BRANCH", help="The branch agents start from (default: the current branch).")
 @click.option("--server", is_flag=True, help="Install the pre-receive check (for a bare repository that agents push to).")
 @click.option("--uninstall", is_flag=True, help="Remove the fleet's hooks and put back the hooks they chained.")
+@click.option("--orchestrator-key", "orchestrator_keys", multiple=True, metavar="FILE",
+              help="With --server: the SSH public key whose signed pushes (git push --signed) are the orchestrator's.")
+@click.option("--agent-key", "agent_keys", multiple=True, metavar="AGENT=FILE",
+              help="With --server: the SSH public key an agent's pushes to its branch must be signed with.")
+@click.option("--base-push", type=click.Choice(["merges", "signed", "any"]),
+              help="With --server: what moves the base (default: signed with an orchestrator key, else merges).")
 @click.option("-i", "--interactive", is_flag=True, help="Walk through the launch checklist: agents and zones proposed from the top-level directories, a checkpoint, then git fleet-doctor.")
 @click.option("-v", "--verbose", is_flag=True, help="Say what was done.")
 @click.version_option(__version__, "--version", message="git-fleet %(version)s")
-def init(base: str | None, server: bool, uninstall: bool, interactive: bool, verbose: bool) -> int:
+def init(base: str | None, server: bool, uninstall: bool, orchestrator_keys: tuple[str, ...],
+         agent_keys: tuple[str, ...], base_push: str | None, interactive: bool, verbose: bool) -> int:
     """Set up a repository for a fleet of agents.
 
     Writes a commented .gitfleet.toml in the main worktree if there is none (base branch,
@@ -74,7 +81,17 @@ def init(base: str | None, server: bool, uninstall: bool, interactive: bool, ver
 
     In a bare repository (or with --server) it installs the pre-receive hook, which reads
     the zones from the base branch's committed .gitfleet.toml; --base names that branch
-    when HEAD does not.
+    when HEAD does not. The server also keeps the base and every agent's branch from being
+    deleted or force-pushed, refuses trees git cannot check out (receive.fsckObjects), and
+    moves the base only by merges of agent branches, each held to its agent's zone. A server
+    cannot tell pushers apart by itself: with --orchestrator-key, pushes signed with that key
+    (git push --signed, gpg.format = ssh) are the orchestrator's, which alone then move the
+    base; with --agent-key NAME=FILE, pushes to that agent's branch must be signed by it.
+    --base-push chooses what moves the base: merges, signed, or any push.
+
+    In the main worktree it also sets branch.<base>.mergeOptions = --no-ff, so that a plain
+    `git merge` of an agent's branch makes a merge commit and the pre-merge-commit hook checks
+    it (a fast-forward runs no hook). `git merge --squash` then needs --ff.
 
     --interactive then walks through the rest of the launch checklist: it proposes one agent
     per top-level directory (or per part of the one directory that holds nearly everything),
@@ -85,8 +102,17 @@ def init(base: str | None, server: bool, uninstall: bool, interactive: bool, ver
         from ..errors import UsageError
 
         raise UsageError("--interactive sets up agents; it does not go with --server or --uninstall")
-    result = do_init(base=base, server=server, uninstall=uninstall)
-    _report(result.report, verbose)
+    pairs = []
+    for spec in agent_keys:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            from ..errors import UsageError
+
+            raise UsageError(f"--agent-key {spec}: give AGENT=FILE", "e.g. --agent-key backend=~/.ssh/backend.pub")
+        pairs.append((name, path))
+    result = do_init(base=base, server=server, uninstall=uninstall, orchestrator_keys=orchestrator_keys,
+                     agent_keys=pairs, base_push=base_push)
+    _report(result.report, verbose or result.config_path is None)  # (a server's: say what it holds)
     h = result.hooks
     for line in h.manual:
         hint(line)

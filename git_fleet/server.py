@@ -1,0 +1,181 @@
+"""What a server accepts beyond each agent's zone: who may move the base and the agents' branches.
+
+A pre-receive hook cannot tell pushers apart by itself: over a path remote or a shared account it
+sees the pusher's own environment. What holds without knowing who pushes:
+- the base and every agent's branch only move forward (no deletion, no force-push);
+- the base moves only by merges of agent branches (`fleet.basePush = merges`, the default without
+  keys): each merge's second parent is held to the zone of the agent it names, and the merge
+  itself changes nothing of its own outside that zone. So nothing outside every agent's zone (the
+  orchestrator's files, `.gitfleet.toml`, the hooks) reaches the base by a push.
+What needs identity, from signed pushes (`git push --signed`, SSH keys, checked by git against the
+allowed signers `git fleet-init --server --orchestrator-key/--agent-key` keeps):
+- the orchestrator's signed push may do anything (a commit of its own on the base, a rewrite);
+  with an orchestrator key, `basePush = signed` (the default then) lets only it move the base;
+- with an agent's key, a push to that agent's branch must be signed by it (or the orchestrator).
+`fleet.basePush = any` leaves the base open, as the repository's owner may choose.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from . import check, plumbing
+from .errors import FleetError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+SIGNERS = os.path.join("fleet", "signers")  # git's allowed-signers format, under the common dir
+ORCHESTRATOR = "fleet-orchestrator"
+AGENT = "fleet-agent-"  # + the agent's name
+MODES = ("merges", "signed", "any")
+_MERGE_SUBJECT = re.compile(r"^Merge (?:branch '([^']+)'|(\S+) \(agent )")
+
+
+def signer() -> str | None:
+    """The principal that signed this push, when git checked the signature against the allowed
+    signers and the nonce is this server's (receive-pack's GIT_PUSH_CERT_* variables)."""
+    if os.environ.get("GIT_PUSH_CERT_STATUS") == "G" and os.environ.get("GIT_PUSH_CERT_NONCE_STATUS") == "OK":
+        return os.environ.get("GIT_PUSH_CERT_SIGNER") or None
+    return None
+
+
+def principals(common_dir: str) -> set[str]:
+    try:
+        with open(os.path.join(common_dir, SIGNERS), encoding="utf-8") as fh:
+            return {p for line in fh if line.strip() and not line.startswith("#") for p in line.split()[0].split(",")}
+    except OSError:
+        return set()
+
+
+def base_mode(common_dir: str, keys: set[str]) -> str:
+    mode = plumbing.out(["config", "--get", "fleet.basePush"], common_dir, check=False)
+    if mode in MODES:
+        return mode
+    if mode:
+        raise FleetError(f"fleet.basePush is {mode!r} in {common_dir}/config; it must be one of {', '.join(MODES)}",
+                         "fix it on the server: git config fleet.basePush merges")
+    return "signed" if ORCHESTRATOR in keys else "merges"
+
+
+def refusals(compiled: check.Compiled, updates: Sequence[tuple[str, str, str]], cwd: str, common_dir: str
+             ) -> list[FleetError]:
+    """Why the server refuses these ref updates (ref, new, old), apart from each agent's zone."""
+    who = signer()
+    if who == ORCHESTRATOR:
+        return []
+    keys = principals(common_dir)
+    base = f"refs/heads/{compiled.base}"
+    branches = {f"refs/heads/{a.branch}": a for a in compiled.agents.values()}
+    errors = []
+    for ref, new, old in updates:
+        if ref != base and ref not in branches:
+            continue
+        what = "the base" if ref == base else "an agent's branch"
+        if old != plumbing.ZERO_OID and new == plumbing.ZERO_OID:
+            errors.append(FleetError(f"deleting {ref[11:]} rejected: it is {what}, which only moves forward here",
+                                     _REWRITE_HINT))
+            continue
+        if old != plumbing.ZERO_OID and not _is_ancestor(old, new, cwd):
+            errors.append(FleetError(f"force-push of {ref[11:]} rejected: it is {what}, which only moves forward "
+                                     f"here ({old[:12]} is not in {new[:12]})", _REWRITE_HINT))
+            continue
+        if ref in branches:
+            agent = branches[ref]
+            if AGENT + agent.name in keys and who != AGENT + agent.name:
+                errors.append(FleetError(f"push of {ref[11:]} rejected: it must be signed with agent "
+                                         f"'{agent.name}''s key (or the orchestrator's)",
+                                         "push with --signed (gpg.format = ssh, user.signingKey = its key)"))
+            continue
+        mode = base_mode(common_dir, keys)
+        if mode == "any":
+            continue
+        if mode == "signed":
+            errors.append(FleetError(f"push of {compiled.base} rejected: only the orchestrator's signed pushes move "
+                                     "it here", "push with --signed, with the key given to git fleet-init --server "
+                                     "--orchestrator-key"))
+            continue
+        errors += _merges_only(compiled, old, new, cwd)
+    return errors
+
+
+_REWRITE_HINT = ("fetch, and build on what is there (git pull); the orchestrator's signed push, or the repository's "
+                 "owner on the server itself, may rewrite it")
+
+
+def _is_ancestor(a: str, b: str, cwd: str) -> bool:
+    return plumbing.git(["merge-base", "--is-ancestor", a, b], cwd, check=False).returncode == 0
+
+
+def _merges_only(compiled: check.Compiled, old: str, new: str, cwd: str) -> list[FleetError]:
+    """Each commit the push adds to the base's first-parent line must merge an agent's branch,
+    held to that agent's zone, with no change of its own outside it."""
+    base = compiled.base
+    hint = (f"on this server {base} moves only by merges of agent branches (git fleet-merge), unless the push is "
+            "signed by the orchestrator's key (git fleet-init --server --orchestrator-key) or the owner opens it "
+            "(git config fleet.basePush any)")
+    raw = plumbing.out(["rev-list", "--first-parent", "--parents", new, *([f"^{old}"] if old != plumbing.ZERO_OID else [])],
+                       cwd)
+    errors = []
+    for line in raw.splitlines():
+        commit, *parents = line.split()
+        subject = plumbing.out(["log", "-1", "--format=%s", commit], cwd)
+        m = _MERGE_SUBJECT.match(subject) if len(parents) == 2 else None
+        agent = compiled.agent_by_branch(m.group(1) or m.group(2)) if m else None
+        if agent is None:
+            errors.append(FleetError(f"push of {base} rejected: {commit[:12]} ({subject[:60]}) is not a merge of "
+                                     "an agent's branch", hint))
+            continue
+        own = plumbing.history([commit], parents, cwd).get(commit, ([], []))[1]
+        violations = check.check_paths(compiled, agent, [("changed", p) for p in own], commit)
+        violations += check.check_range(compiled, agent, [parents[1]], [parents[0], f"refs/heads/{base}"], cwd)
+        if violations:
+            errors.append(check.describe(agent, violations, f"push of {base} rejected ({commit[:12]} merges "
+                                                            f"{agent.branch})"))
+    return errors
+
+
+def install(common_dir: str, orchestrator_keys: Sequence[str], agent_keys: Sequence[tuple[str, str]],
+            base_push: str | None) -> list[str]:
+    """Set a bare repository up for the rules above: git's object checks at the door, push
+    certificates checked against the keys given (added to those kept), the base's mode. Returns
+    notes on what holds."""
+    plumbing.git(["config", "receive.fsckObjects", "true"], common_dir)
+    lines = []
+    for principal, path in [(ORCHESTRATOR, k) for k in orchestrator_keys] + [(AGENT + n, k) for n, k in agent_keys]:
+        try:
+            with open(os.path.expanduser(path), encoding="utf-8") as fh:
+                found = [line.split()[:2] for line in fh if line.strip() and not line.startswith("#")]
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read the public key {path}: {getattr(e, 'strerror', None) or e}") from None
+        if not found or not all(len(k) == 2 and k[0].startswith(("ssh-", "ecdsa-", "sk-")) for k in found):
+            raise UsageError(f"{path} is not an SSH public key (as ssh-keygen writes one: ssh-ed25519 AAAA...)",
+                             "give the .pub file of the key that signs the pushes")
+        lines += [f"{principal} {kind} {key}" for kind, key in found]
+    if lines:
+        signers = os.path.join(common_dir, SIGNERS)
+        os.makedirs(os.path.dirname(signers), exist_ok=True)
+        kept = []
+        try:
+            with open(signers, encoding="utf-8") as fh:
+                kept = [line.rstrip("\n") for line in fh]
+        except OSError:
+            pass
+        from pathlib import Path
+
+        from .files import write_atomic
+
+        write_atomic(Path(signers), "".join(f"{line}\n" for line in dict.fromkeys(kept + lines)))
+        plumbing.git(["config", "gpg.ssh.allowedSignersFile", signers], common_dir)
+        if not plumbing.out(["config", "--get", "receive.certNonceSeed"], common_dir, check=False):
+            plumbing.git(["config", "receive.certNonceSeed", os.urandom(16).hex()], common_dir)
+    if base_push is not None:
+        plumbing.git(["config", "fleet.basePush", base_push], common_dir)
+    keys = principals(common_dir)
+    mode = base_mode(common_dir, keys)
+    said = {"merges": "moves only by merges of agent branches, each held to the agent's zone",
+            "signed": "moves only by the orchestrator's signed pushes", "any": "is open to every push"}[mode]
+    return [f"the base {said} (fleet.basePush = {mode}); it and the agents' branches are never deleted or "
+            "rewritten by a push" + (", except by the orchestrator's signed push" if ORCHESTRATOR in keys else "")]
