@@ -72,14 +72,22 @@ EXTRA: dict[str, dict[str, str]] = {
         "FILES": ".gitfleet.toml in the main worktree: the fleet's configuration; the one copy agents "
                  "cannot change. $GIT_COMMON_DIR/hooks/pre-commit, pre-merge-commit, pre-push, pre-receive: the fleet's hooks; "
                  "HOOK.pre-fleet: the hook that was there before, run first. "
-                 "$GIT_COMMON_DIR/fleet/zones.cache: the compiled zones, rebuilt when the configuration changes.",
+                 "$GIT_COMMON_DIR/fleet/zones.cache: the compiled zones, rebuilt when the configuration changes. "
+                 "$GIT_COMMON_DIR/fleet/approved.toml: the configuration as a fleet command last wrote it (the zones "
+                 "a merge counts). On a server, $GIT_COMMON_DIR/fleet/signers: the keys of --orchestrator-key and "
+                 "--agent-key, in git's allowed-signers format.",
         "PRE-COMMIT FRAMEWORK": "Instead of the installed hooks, add to .pre-commit-config.yaml:\n"
                                 "  - repo: <git-fleet repository>\n    rev: <version>\n"
                                 "    hooks: [{id: fleet-zone-check}]",
         "SERVER": "On a bare repository that agents push to, run git fleet-init --server [--base BRANCH]. "
                   "Or by hand: put the line git-fleet-check --hook pre-receive in hooks/pre-receive "
                   "(passing standard input on). Pushes to an agent's branch whose new commits change "
-                  "paths outside its zone are rejected, whatever the agent's own hooks did.",
+                  "paths outside its zone are rejected, whatever the agent's own hooks did; only the branch's "
+                  "old value and the base are taken as checked. The base and agents' branches are never "
+                  "deleted or force-pushed, and the base moves only by merges of agent branches held to "
+                  "their zones (fleet.basePush = merges), or, with --orchestrator-key, only by pushes signed "
+                  "with that key (git push --signed, gpg.format = ssh; basePush = signed). --base-push any "
+                  "opens it. A hook cannot tell pushers apart otherwise: see the README on what holds.",
     },
 }
 
@@ -90,10 +98,14 @@ CHECK_PAGE: dict[str, Any] = {
                 "git fleet-check --hook pre-push REMOTE URL\n"
                 "git fleet-check --hook pre-receive\n"
                 "git fleet-check --commits [AGENT...]",
-    "description": "The check the fleet's hooks run. In an agent's worktree (found by its branch, or by its "
-                   "registered path) the staged change may only add, modify, delete or rename paths inside the "
+    "description": "The check the fleet's hooks run. In an agent's worktree (found by its registered path, or by its "
+                   "branch) the staged change may only add, modify, delete or rename paths inside the "
                    "agent's zone, and never .gitfleet.toml or a hooks directory inside the checkout. Commits in "
-                   "the main worktree and on branches of no agent are not restricted.\n\n"
+                   "the main worktree and on branches of no agent are not restricted. A merge commit changes "
+                   "the paths where it differs from git's own merge of its parents (git log --remerge-diff); "
+                   "a root commit all its paths; a path with a .., . or .git component is in no zone. Every "
+                   "check runs git with the settings it reads pinned (log.showRoot, diff.ignoreSubmodules, "
+                   "diff.relative and others), whatever the repository's config says.\n\n"
                    "With --hook pre-push and --hook pre-receive it reads git's ref lines on standard input and "
                    "checks every new commit on an agent's branch; so a commit made with --no-verify does not get "
                    "through a push. On a bare repository the zones come from the base branch's committed "
