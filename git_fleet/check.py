@@ -181,18 +181,20 @@ def _store(common_dir: str, key: list[Any], data: dict[str, Any]) -> None:
         pass  # a read-only repository still gets correct answers, only slower ones
 
 
-def load_compiled(common_dir: str, main: str) -> Compiled | None:
-    """The compiled zones of the orchestrator's config; None when the repository has no fleet."""
+def load_compiled(common_dir: str, main: str, cached: bool = True) -> Compiled | None:
+    """The compiled zones of the orchestrator's config; None when the repository has no fleet.
+    cached=False: compiled from the file, whatever the cache says (and the cache refreshed)."""
     raw = _read(os.path.join(main, CONFIG_NAME))
     if raw is None:
         return None
-    try:
-        with open(_cache_file(common_dir), "rb") as fh:
-            data = marshal.load(fh)
-        if data.get("key") == _cache_key(main, raw, _read(os.path.join(common_dir, "config"))):
-            return _from_data(data)
-    except (OSError, ValueError, EOFError, TypeError, KeyError, AttributeError):
-        pass
+    if cached:
+        try:
+            with open(_cache_file(common_dir), "rb") as fh:
+                data = marshal.load(fh)
+            if data.get("key") == _cache_key(main, raw, _read(os.path.join(common_dir, "config"))):
+                return _from_data(data)
+        except (OSError, ValueError, EOFError, TypeError, KeyError, AttributeError):
+            pass  # none, or unreadable: compile it
     from pathlib import Path
 
     from . import config  # cold path: parse the TOML (the text just read), then remember the result

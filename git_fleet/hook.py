@@ -22,9 +22,11 @@ USAGE = ("usage: git fleet-check [--hook pre-commit | --hook pre-merge-commit | 
 
 
 def _fleet(here: plumbing.Here) -> check.Compiled | None:
+    """The zones, compiled from the configuration itself, never read from the cache (which an
+    agent could rewrite, key kept): pushes and merges are not on every commit's path."""
     main = plumbing.main_worktree_of(here.common_dir)
     if main is not None:
-        return check.load_compiled(here.common_dir, main)
+        return check.load_compiled(here.common_dir, main, cached=False)
     return _server_config(here.common_dir)
 
 

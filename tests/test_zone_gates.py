@@ -407,3 +407,23 @@ def test_with_an_agents_key_only_it_pushes_its_branch(gates: Sandbox) -> None:
     res = sb.run(["git", "fleet-init", "--server", "--orchestrator-key", str(sb.root / "backend-key")], cwd=server,
                  ok=False)
     assert res.code == 2 and "is not an SSH public key" in res.err
+
+
+def test_a_rewritten_zone_cache_does_not_fool_a_push_or_a_merge(gates: Sandbox) -> None:
+    """The commit hook reads the compiled zones from a cache an agent can write; pre-push,
+    pre-merge-commit and the merge compile them from the configuration."""
+    import marshal
+
+    sb, wt = gates, backend(gates)
+    cache = sb.repo / ".git/fleet/zones.cache"
+    sb.fleet("list")
+    data = marshal.loads(cache.read_bytes())
+    data["agents"]["backend"]["rules"] = [["re", ".*", True]]
+    cache.write_bytes(marshal.dumps(data))
+    sb.commit(wt, {"docs/guide.md": "by backend\n"}, "sneaky")  # the hook is fooled: feedback only
+    res = sb.git("push", "origin", "fleet/backend", cwd=wt, ok=False)
+    assert "remote:" not in res.err and "push of fleet/backend rejected" in res.err and "docs/guide.md" in res.err
+    res = sb.git("merge", "fleet/backend", ok=False)
+    assert "merge of fleet/backend rejected" in res.err
+    sb.git("merge", "--abort")
+    assert "docs/guide.md" in sb.fleet("merge", "backend", ok=False).err
