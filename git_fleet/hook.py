@@ -111,17 +111,23 @@ def pre_merge_commit() -> int:
     """A plain `git merge` of an agent's branch: its new commits are held to its zone.
 
     Also run from pre-commit when a merge is being concluded (after resolving conflicts,
-    `git commit` runs pre-commit, not pre-merge-commit)."""
+    `git commit` runs pre-commit, not pre-merge-commit). What is merged is an agent's by the name
+    it was merged by (a tag or a remote's branch named like the agent's branch included), else by
+    being the tip of an agent's branch, else by being in one (the agent committed on since)."""
     here = plumbing.here()
     _refuse_during_merge(here)
     heads = (plumbing.read_file(os.path.join(here.git_dir, "MERGE_HEAD")) or "").split()
     action = os.environ.get("GIT_REFLOG_ACTION", "")
-    if not heads and action.startswith("merge "):
-        # pre-merge-commit runs before git writes MERGE_HEAD; git names what it merges here
-        for name in action.split()[1:]:
-            code, raw = plumbing.quick(["rev-parse", "-q", "--verify", f"{name}^{{commit}}"], show_errors=False)
-            if code == 0:
-                heads.append(raw.decode().strip())
+    names = action.split()[1:] if action.startswith("merge ") else []
+    message = (plumbing.read_file(os.path.join(here.git_dir, "MERGE_MSG")) or "").split("\n", 1)[0]
+    names += message.split("'")[1::2]  # Merge branch 'x', Merge tag 'y', Merge branches 'a' and 'b'
+    resolved = {}  # name -> the commit git takes it for
+    for name in names:
+        code, raw = plumbing.quick(["rev-parse", "-q", "--verify", f"{name}^{{commit}}"], show_errors=False)
+        if code == 0:
+            resolved[name] = raw.decode().strip()
+    # pre-merge-commit runs before git writes MERGE_HEAD; git names what it merges here
+    heads = heads or list(dict.fromkeys(resolved.values()))
     if not heads:
         return 0
     compiled = _fleet(here)
@@ -134,11 +140,19 @@ def pre_merge_commit() -> int:
     approved = ["HEAD", *([f"refs/heads/{compiled.base}"] if compiled.base in tips else [])]
     errors = []
     for head in heads:
-        for agent in compiled.agents.values():
-            if tips.get(agent.branch) == head:
-                violations = check.check_range(compiled, agent, [head], approved, here.git_dir)
-                if violations:
-                    errors.append(check.describe(agent, violations, f"merge of {agent.branch} rejected"))
+        named = [a for a in compiled.agents.values()
+                 if any(c == head and (n == a.branch or n.endswith("/" + a.branch)) for n, c in resolved.items())]
+        agents = named or [a for a in compiled.agents.values() if tips.get(a.branch) == head]
+        every = bool(agents)  # named or at the tip: held to each one's zone
+        if not agents:
+            _, raw = plumbing.quick(["for-each-ref", "--format=%(refname:lstrip=2)", "--contains", head, "refs/heads/"])
+            holding = set(raw.decode("utf-8", "surrogateescape").split("\n"))
+            agents = [a for a in compiled.agents.values() if a.branch in holding]
+        found = [(a, check.check_range(compiled, a, [head], approved, here.git_dir)) for a in agents]
+        bad = [(a, v) for a, v in found if v]
+        if bad and (every or len(bad) == len(found)):  # (in several agents' branches: in any one's zone will do)
+            agent, violations = bad[0]
+            errors.append(check.describe(agent, violations, f"merge of {agent.branch} rejected"))
     if errors:
         raise FleetError("\n".join(e.message for e in errors), errors[0].hint)
     return 0

@@ -75,14 +75,21 @@ class Plan:
             for path, sides in s.conflicts.items():
                 lines.append(f"  {s.agent.name}: {check.quote(path)} conflicts with {', '.join(sides)}")
             for v in s.violations:
-                lines.append(f"  {s.agent.name}: {(v.commit or '')[:12]} changed {check.quote(v.path)} outside its zone")
+                if v.what == "carried into":
+                    lines.append(f"  {s.agent.name}: the merge would change {check.quote(v.path)}, outside its zone "
+                                 "(git carried the agent's change there: a path the base moved?)")
+                else:
+                    lines.append(f"  {s.agent.name}: {(v.commit or '')[:12]} changed {check.quote(v.path)} outside its zone")
         for wt, why in self.blocked.items():
             lines.append(f"  {wt}: local changes would be overwritten: {why}")
         if any(s.conflicts for s in self.steps):
             hints.append("merge those agents at separate checkpoints, or have one of them take the other's "
                          "change first (git fleet-sync)")
-        if any(s.violations for s in self.steps):
+        if any(v.what != "carried into" for s in self.steps for v in s.violations):
             hints.append("out-of-zone commits must be rewritten on the agent's branch (git rebase -i)")
+        if any(v.what == "carried into" for s in self.steps for v in s.violations):
+            hints.append("the agent's work lands on a path the base moved out of its zone: widen its zone "
+                         "(git fleet-set AGENT --zone ...), or leave the change to that path's owner")
         if self.blocked:
             hints.append("commit or stash the local changes in the base's work tree first")
         return FleetError("\n".join(lines), "\n".join(hints) or None)
@@ -137,6 +144,11 @@ def plan(repo: Repo, cfg: Any, main: Path, agents: list[Agent], checkpoint: Chec
         [res] = repo.merge_trees([(current, tip)], cfg.union)
         if res.clean:
             step.merged = repo.commit_tree(res.tree, [current, tip], _message(agent, checkpoint, ahead))
+            if not step.violations:
+                # what the merge changes in the base, not only what the agent's commits changed: git
+                # carries an edit of the agent's file to wherever the base moved it (a rename)
+                carried = [("carried into", p) for p in sorted(repo.changed_paths(current, step.merged))]
+                step.violations = check.check_paths(compiled, compiled.agents[agent.name], carried, step.merged)
             if step.ok:
                 current = step.merged
                 merged.append(step)

@@ -22,6 +22,16 @@ ZERO_OID = "0" * 40
 
 _INHERITED: list[int] = []
 
+# git-fleet reads the repository's real objects: never a replacement (`git replace`, refs/replace/*,
+# which anyone who can push or write refs makes) or a graft, which would show a gate one commit's
+# parents or tree and merge another's
+_REAL_OBJECTS = {"GIT_NO_REPLACE_OBJECTS": "1", "GIT_GRAFT_FILE": os.devnull}
+
+
+def git_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a git process git-fleet runs: `env` (else this process's), real objects."""
+    return {**(os.environ if env is None else env), **_REAL_OBJECTS}
+
 
 class inherit:  # noqa: N801 (used as a context manager, like a function)
     """Within the block every git process started here inherits `fd`: a lock held on it (the
@@ -44,7 +54,7 @@ def git(args: Sequence[str], cwd: str | os.PathLike[str] | None = None, *, input
     import subprocess
 
     try:
-        proc = subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True, env=env,
+        proc = subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True, env=git_env(env),
                               pass_fds=tuple(_INHERITED))
     except FileNotFoundError:
         if cwd is not None and not os.path.isdir(cwd):
@@ -83,7 +93,7 @@ def blobs(oids: Sequence[str], cwd: str | os.PathLike[str]) -> Iterator[tuple[st
     import subprocess
 
     proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            pass_fds=tuple(_INHERITED))
+                            env=git_env(), pass_fds=tuple(_INHERITED))
     stdin, stdout = proc.stdin, proc.stdout
     assert stdin is not None and stdout is not None
 
@@ -121,7 +131,7 @@ def quick(args: Sequence[str], show_errors: bool = True) -> tuple[int, bytes]:
     if not show_errors:
         actions.append((os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0))
     try:
-        pid = os.posix_spawnp("git", ["git", *args], os.environ, file_actions=actions)
+        pid = os.posix_spawnp("git", ["git", *args], git_env(), file_actions=actions)
     except FileNotFoundError:
         os.close(read_end)
         raise FleetError("git is not installed or not on PATH", "install git 2.38 or newer") from None
@@ -290,13 +300,16 @@ def staged_changes(against: str = "HEAD") -> list[tuple[str, tuple[str, ...]]]:
     return parse_name_status(raw)
 
 
+# A merge git-fleet makes or re-makes is git's default merge, whatever the repository's config says
+# (an agent could set merge.directoryRenames to carry a new file of its zone into another's).
+MERGE_PINNED = ("-c", "merge.renames=true", "-c", "merge.directoryRenames=conflict", "-c", "merge.renormalize=false")
+
 # What a zone check reads from `git log` must not depend on the repository's config (which an
 # agent may write): a root commit's files are shown (log.showRoot), gitlinks too
 # (diff.ignoreSubmodules), paths are whole (diff.relative), no colour or signature lines, and a
 # merge is re-made as git's default merge would make it (merge.renames).
 PINNED = ("-c", "log.showRoot=true", "-c", "diff.ignoreSubmodules=none", "-c", "diff.relative=false",
-          "-c", "color.ui=never", "-c", "log.showSignature=false", "-c", "merge.renames=true",
-          "-c", "merge.directoryRenames=conflict", "-c", "merge.renormalize=false")
+          "-c", "color.ui=never", "-c", "log.showSignature=false", *MERGE_PINNED)
 
 
 def history(tips: Iterable[str], exclude: Iterable[str], cwd: str | os.PathLike[str]

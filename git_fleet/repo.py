@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from . import scratch
 from .errors import FleetError, UsageError
-from .plumbing import (EMPTY_TREE, MAIN_RECORD, ZERO_OID, git, hash_files, main_worktree_of, out, parse_worktree_list,
+from .plumbing import (EMPTY_TREE, MAIN_RECORD, MERGE_PINNED, ZERO_OID, git, hash_files, main_worktree_of, out, parse_worktree_list,
                        read_file, rebasing)
 
 if TYPE_CHECKING:
@@ -396,8 +396,8 @@ class Repo:
         if not pairs:
             return []
         stdin = "".join(f"{a} {b}\n" for a, b in pairs).encode()
-        raw = git([*self._union_config(union), "merge-tree", "--write-tree", "--stdin", "-z", "--name-only",
-                   "--no-messages"], self.common_dir, input=stdin).stdout
+        raw = git([*MERGE_PINNED, *self._union_config(union), "merge-tree", "--write-tree", "--stdin", "-z",
+                   "--name-only", "--no-messages"], self.common_dir, input=stdin).stdout
         return parse_merge_tree(raw)
 
     def _union_config(self, union: tuple[str, ...]) -> list[str]:

@@ -71,6 +71,10 @@ def refusals(compiled: check.Compiled, updates: Sequence[tuple[str, str, str]], 
     branches = {f"refs/heads/{a.branch}": a for a in compiled.agents.values()}
     errors = []
     for ref, new, old in updates:
+        if ref.startswith("refs/replace/"):
+            errors.append(FleetError(f"push of {ref} rejected: a replacement object would show a commit as "
+                                     "another to whoever reads it", "only the orchestrator's signed push makes one"))
+            continue
         if ref != base and ref not in branches:
             continue
         what = "the base" if ref == base else "an agent's branch"
@@ -128,8 +132,11 @@ def _merges_only(compiled: check.Compiled, old: str, new: str, cwd: str) -> list
             errors.append(FleetError(f"push of {base} rejected: {commit[:12]} ({subject[:60]}) is not a merge of "
                                      "an agent's branch", hint))
             continue
-        own = plumbing.history([commit], parents, cwd).get(commit, ([], []))[1]
-        violations = check.check_paths(compiled, agent, [("changed", p) for p in own], commit)
+        # all it changes in the base, its own edits and what git carried through a rename included
+        changed = plumbing.git(["diff-tree", "-r", "-z", "--no-renames", "--name-only", "--ignore-submodules=none",
+                                "--no-relative", parents[0], commit], cwd).stdout
+        violations = check.check_paths(compiled, agent, [("changed", p.decode("utf-8", "surrogateescape"))
+                                                         for p in changed.split(b"\0") if p], commit)
         violations += check.check_range(compiled, agent, [parents[1]], [parents[0], f"refs/heads/{base}"], cwd)
         if violations:
             errors.append(check.describe(agent, violations, f"push of {base} rejected ({commit[:12]} merges "

@@ -427,3 +427,107 @@ def test_a_rewritten_zone_cache_does_not_fool_a_push_or_a_merge(gates: Sandbox) 
     assert "merge of fleet/backend rejected" in res.err
     sb.git("merge", "--abort")
     assert "docs/guide.md" in sb.fleet("merge", "backend", ok=False).err
+
+
+# -- replacement objects, names and moves -----------------------------------------------------------
+
+def twin(sb: Sandbox, commit: str, files: dict[str, str], cwd: Path) -> str:
+    """A commit with `commit`'s parents and message whose tree has `files` changed: what an agent
+    would hand to `git replace`."""
+    index = sb.root / "twin-index"
+    env = {"GIT_INDEX_FILE": str(index)}
+    sb.git("read-tree", commit, cwd=cwd, env=env)
+    for path, text in files.items():
+        blob = sb.git("hash-object", "-w", "--stdin", cwd=cwd, input=text).out.strip()
+        sb.git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", cwd=cwd, env=env)
+    tree = sb.git("write-tree", cwd=cwd, env=env).out.strip()
+    raw = sb.git("cat-file", "commit", commit, cwd=cwd).out
+    body = "\n".join(f"tree {tree}" if line.startswith("tree ") else line for line in raw.split("\n"))
+    return sb.git("hash-object", "-t", "commit", "-w", "--stdin", cwd=cwd, input=body).out.strip()
+
+
+def test_replacement_objects_fool_no_gate(gates: Sandbox) -> None:
+    """`git replace` shows git a twin of a commit: an out-of-zone commit whose in-zone twin is
+    what the checks would read, on the server (pushed as refs/replace/..., or made there) and in
+    the shared repository (fleet-merge, check --commits)."""
+    sb, wt = gates, backend(gates)
+    sb.commit(wt, {"src/frontend/app.js": "mine\n"}, "cross the line", extra=("--no-verify",))
+    evil = sb.head(cwd=wt)
+    good = twin(sb, evil, {"src/frontend/app.js": "app()\n"}, wt)
+    res = sb.git("push", "--no-verify", "origin", f"{good}:refs/replace/{evil}", cwd=wt, ok=False)
+    assert f"push of refs/replace/{evil} rejected" in res.err
+    sb.git("push", "-q", "--no-verify", "origin", f"{good}:refs/heads/scratch", cwd=wt)
+    sb.git("update-ref", f"refs/replace/{evil}", good, cwd=sb.root / "server.git")  # made there by other means
+    res = sb.git("push", "--no-verify", "origin", "fleet/backend", cwd=wt, ok=False)
+    assert "push of fleet/backend rejected" in res.err and "src/frontend/app.js" in res.err
+    sb.git("replace", evil, good, cwd=wt)  # in the shared repository
+    assert "src/frontend/app.js" in sb.run(["git-fleet-check", "--commits", "backend"], ok=False).err
+    assert "src/frontend/app.js" in sb.fleet("merge", "backend", ok=False).err
+
+
+def test_a_tag_named_like_an_agents_branch_is_that_agents_work(gates: Sandbox) -> None:
+    """`git merge fleet/backend` takes a tag of that name before the branch: what it merges is
+    still held to backend's zone."""
+    sb, wt = gates, backend(gates)
+    sb.git("checkout", "-q", "-b", "tmp", cwd=wt)
+    sb.commit(wt, {"README.md": "pwned\n"}, "evil", extra=("--no-verify",))
+    evil = sb.head(cwd=wt)
+    sb.git("checkout", "-q", "fleet/backend", cwd=wt)
+    sb.git("branch", "-q", "-D", "tmp", cwd=wt)
+    sb.git("tag", "fleet/backend", evil, cwd=wt)
+    res = sb.git("merge", "--no-edit", "fleet/backend", ok=False)
+    assert "merge of fleet/backend rejected" in res.err and "README.md" in res.err
+    sb.git("merge", "--abort")
+
+
+def test_a_conflicted_merge_stays_checked_when_the_branch_moves_on(gates: Sandbox) -> None:
+    sb, wt = gates, backend(gates)
+    sb.commit(sb.repo, {"src/backend/api.py": "orchestrator\n"}, "on main")
+    sb.commit(wt, {"src/backend/api.py": "agent\n", "README.md": "pwned\n"}, "agent", extra=("--no-verify",))
+    sb.git("merge", "--no-edit", "fleet/backend", ok=False)  # a conflict in api.py
+    sb.write_files({"src/backend/api.py": "both\n"})
+    sb.git("add", "src/backend/api.py")
+    sb.commit(wt, {"src/backend/more.py": "more\n"}, "more work")  # the branch's tip is elsewhere now
+    res = sb.git("commit", "--no-edit", ok=False)
+    assert "merge of fleet/backend rejected" in res.err and "README.md" in res.err
+
+
+def test_a_change_git_carries_through_a_move_on_the_base_is_out_of_zone(gates: Sandbox) -> None:
+    """The orchestrator moves src/backend/helpers.py to lib/; backend, not synced, edits it where
+    it was: merged, git puts the edit in lib/helpers.py, which is not backend's."""
+    sb, wt = gates, backend(gates)
+    server = sb.root / "server.git"
+    sb.commit(sb.repo, {"src/backend/helpers.py": "".join(f"{i}\n" for i in range(30))}, "helpers")
+    sb.fleet("sync", "backend")
+    sb.git("mv", "src/backend/helpers.py", "lib-helpers.py")
+    sb.git("commit", "-qm", "move")
+    sb.write_files({"src/backend/helpers.py": "".join(f"{i}{' edited' if i == 5 else ''}\n" for i in range(30))}, wt)
+    sb.git("commit", "-qam", "edit", cwd=wt)
+    assert sb.run(["git-fleet-check", "--commits", "backend"]).code == 0  # each commit is in its zone
+    main = sb.head("main")
+    res = sb.fleet("merge", "backend", ok=False)
+    assert "the merge would change lib-helpers.py, outside its zone" in res.err and sb.head("main") == main
+    # nor does the server, in merges mode, take such a merge
+    sb.git("config", "fleet.basePush", "merges", cwd=server)
+    push_base(sb)
+    merged = sb.git("merge-tree", "--write-tree", "main", "fleet/backend").out.split()[0]
+    forged = sb.git("commit-tree", merged, "-p", "main", "-p", "fleet/backend", "-m",
+                    "Merge fleet/backend (agent backend)").out.strip()
+    sb.git("push", "-q", "origin", "fleet/backend", cwd=wt)
+    res = sb.git("push", "--no-verify", "origin", f"{forged}:refs/heads/main", ok=False)
+    assert "merges fleet/backend" in res.err and "lib-helpers.py" in res.err
+
+
+def test_merge_settings_in_the_shared_config_do_not_shape_a_checkpoint(gates: Sandbox) -> None:
+    """merge.directoryRenames = true would carry a new file of backend's into the directory the
+    base moved: fleet-merge makes git's default merge."""
+    sb, wt = gates, backend(gates)
+    sb.commit(sb.repo, {"src/backend/util/a.py": "a\n", "src/backend/util/b.py": "b\n"}, "util")
+    sb.fleet("sync", "backend")
+    sb.git("mv", "src/backend/util", "lib-util")
+    sb.git("commit", "-qm", "move util")
+    sb.commit(wt, {"src/backend/util/new.py": "new\n"}, "new file")
+    sb.git("config", "merge.directoryRenames", "true", cwd=wt)
+    sb.fleet("merge", "backend", ok=None)
+    assert not (sb.repo / "lib-util/new.py").exists()
+    assert sb.git("ls-tree", "-r", "--name-only", "main").out.count("lib-util/new.py") == 0
