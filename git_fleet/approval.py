@@ -4,8 +4,9 @@
 own zone there, even hidden from `git status` with `update-index --skip-worktree`, would have the
 next merge count the wider zone. So every fleet command that writes the file records what it
 wrote (`$GIT_COMMON_DIR/fleet/approved.toml`), and the zone table (the base, case rule, shared
-files, and each agent's branch and zone) approved is that record's, or the base branch's committed
-file's. A table that differs from both was changed by hand: the merge, and any command that would
+files, and each agent's branch and zone) approved is that record's (without one, from a fleet set
+up before records were kept, the base branch's committed file's). A table that differs was
+changed by hand: the merge, and any command that would
 write the file on top of it, show the change and need the person's yes; a new overlap between
 zones is refused outright, as `git fleet-add` refuses one. `git fleet-zones --approve` approves
 the file as it is, after showing what changed.
@@ -56,36 +57,38 @@ class Unapproved:
                           f"the zones back as a fleet command last wrote them: {common_dir / RECORD}")
 
 
-def _approved(common_dir: Path, cfg: Config) -> list[Config]:
-    """The configs that count as approved: the record, and the base's committed file."""
-    found = []
+def _approved(common_dir: Path, cfg: Config) -> Config | None:
+    """The approved config: the record; without one (a fleet set up before records were kept),
+    the base's committed file; None when there is neither."""
     try:
-        found.append(config.parse(cfg.path, (common_dir / RECORD).read_text(encoding="utf-8")))
-    except (OSError, FleetError):
-        pass  # none yet, or unreadable: not approved
-    committed = git(["cat-file", "blob", f"refs/heads/{cfg.base}:{config.CONFIG_NAME}"], common_dir, check=False)
-    if committed.returncode == 0:
-        try:
-            found.append(config.parse(cfg.path, committed.stdout.decode("utf-8")))
-        except (FleetError, UnicodeDecodeError):
-            pass
-    return found
+        text = (common_dir / RECORD).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        committed = git(["cat-file", "blob", f"refs/heads/{cfg.base}:{config.CONFIG_NAME}"], common_dir, check=False)
+        if committed.returncode != 0:
+            return None
+        text = committed.stdout.decode("utf-8", "replace")
+    except OSError:
+        text = ""  # unreadable: nothing is approved
+    try:
+        return config.parse(cfg.path, text)
+    except FleetError:
+        return config.parse(cfg.path, "")
 
 
-def check(common_dir: Path, cfg: Config, overlaps_of: Any) -> Unapproved:
+def check(common_dir: Path, cfg: Config, overlaps_of: Any = None) -> Unapproved:
     """How `cfg`'s zone table differs from the approved one (nothing when it is approved).
-    overlaps_of(Config) -> {(agent, agent): a path both own}. With no record at all (a fleet
-    set up before approval was kept), the file as it is now becomes the record."""
-    approved = _approved(common_dir, cfg)
-    now = table(cfg)
-    if any(table(a) == now for a in approved):
-        return Unapproved()
-    if not (common_dir / RECORD).exists():
+    overlaps_of(Config) -> {(agent, agent): a path both own}, or None not to look. With neither
+    a record nor a committed file (a fleet set up before records were kept, never committed),
+    the file as it is now becomes the record."""
+    before = _approved(common_dir, cfg)
+    if before is None:
         record(common_dir, cfg.text or "")
         return Unapproved()
-    before = approved[0] if approved else None
+    now = table(cfg)
+    if table(before) == now:
+        return Unapproved()
     out = Unapproved()
-    was = table(before) if before is not None else {"base": None, "ignore_case": False, "union": [], "agents": {}}
+    was = table(before)
     for key in ("base", "ignore_case", "union"):
         if was[key] != now[key]:
             out.changes.append(f"{key}: {was[key]!r} -> {now[key]!r}")
@@ -100,7 +103,8 @@ def check(common_dir: Path, cfg: Config, overlaps_of: Any) -> Unapproved:
                 out.changes.append(f"agent '{name}': zone {'  '.join(a['zone'])} -> {'  '.join(b['zone'])}")
             if a["branch"] != b["branch"]:
                 out.changes.append(f"agent '{name}': branch {a['branch']} -> {b['branch']}")
-    old_pairs = overlaps_of(before) if before is not None else {}
-    out.overlaps = [f"{a} and {b} both own {example}" for (a, b), example in sorted(overlaps_of(cfg).items())
-                    if (a, b) not in old_pairs]
+    if overlaps_of is not None:
+        old_pairs = overlaps_of(before)
+        out.overlaps = [f"{a} and {b} both own {example}" for (a, b), example in sorted(overlaps_of(cfg).items())
+                        if (a, b) not in old_pairs]
     return out

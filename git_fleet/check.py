@@ -281,7 +281,7 @@ def describe(agent: CompiledAgent, violations: Sequence[Violation], action: str)
         at = f"{v.commit[:12]}: " if v.commit else ""
         if not checkable(v.path):
             whose = "not a path git can check out: a tree made by hand"
-        elif v.protected and v.path == CONFIG_NAME:
+        elif v.protected and v.path.lower() == CONFIG_NAME:
             whose = "the fleet's own configuration; only the orchestrator changes it"
         elif v.protected:
             whose = "the repository's hooks; only the orchestrator changes them"

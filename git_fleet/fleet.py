@@ -75,6 +75,7 @@ class Fleet:
         self.warn: Callable[[str], None] | None = None  # told what was finished for a killed command later on
         # asks the person (what, question) -> yes; None where there is no one to ask (no terminal)
         self.confirm: Callable[[str, str], bool] | None = None
+        self._approved: str | None = None  # the config text found approved in this command
         self.adopted: str | None = None  # the agent a killed `git fleet-add` made and this command registered
         self._trees: list[Worktree] | None = None
 
@@ -156,9 +157,13 @@ class Fleet:
         top = self.repo.toplevel
         if top is None or self.repo.is_main_worktree():
             return None
+        here = os.path.realpath(top)
+        for a in self.config.agents.values():
+            if os.path.realpath(self.main / a.worktree) == here:  # its registered path, as the hook reads it
+                return a
         for a in self.config.agents.values():
             where = self.locate(a)
-            if where is not None and os.path.realpath(where) == os.path.realpath(top):
+            if where is not None and os.path.realpath(where) == here:
                 return a
         head = (self.repo.git_dir / "HEAD").read_text().strip()
         branch = head[16:] if head.startswith("ref: refs/heads/") else None
@@ -167,13 +172,15 @@ class Fleet:
     def require_approved(self, what: str) -> None:
         """Go on only with zones the person approved (approval.py): zones changed by hand are shown
         and need a yes on a terminal (self.confirm); a new overlap between zones is refused."""
+        if self.text == self._approved:
+            return  # (asked already in this command)
         unapproved = approval.check(self.repo.common_dir, self.config, self._overlap_pairs)
-        if not unapproved:
-            return
-        err = unapproved.error(what, self.config_path, self.repo.common_dir)
-        if unapproved.overlaps or self.confirm is None or not self.confirm(err.message, "approve these zones?"):
-            raise err
-        approval.record(self.repo.common_dir, self.text)
+        if unapproved:
+            err = unapproved.error(what, self.config_path, self.repo.common_dir)
+            if unapproved.overlaps or self.confirm is None or not self.confirm(err.message, "approve these zones?"):
+                raise err
+            approval.record(self.repo.common_dir, self.text)
+        self._approved = self.text
 
     def approve(self) -> list[str]:
         """Approve the zones as the file has them now; returns what changed since the last approval."""
@@ -746,8 +753,7 @@ class Fleet:
             return merge.plan(self.repo, self.config, self.main, chosen, cp)
 
         with self.editing():
-            if not dry_run:
-                self.require_approved("the merge counts only approved zones")
+            self.require_approved("the merge counts only approved zones")
             p = planned()
             if dry_run:
                 return p
@@ -913,31 +919,38 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
         names = hooks.SERVER_HOOKS if repo.bare else hooks.WORKTREE_HOOKS
         if uninstall:
             return InitResult(None, False, hooks.uninstall(repo, names), report)
-        if base is not None:
-            if not repo.valid_branch_name(base):
-                raise UsageError(f"'{base}' is not a valid branch name")
-            from .repo import git
-
-            git(["config", "fleet.base", base], repo.common_dir)
+        if base is not None and not repo.valid_branch_name(base):
+            raise UsageError(f"'{base}' is not a valid branch name")
         if repo.bare:
             from . import server as rules
 
-            report.notes += rules.install(str(repo.common_dir), orchestrator_keys, agent_keys, base_push)
+            report.notes += rules.install(str(repo.common_dir), orchestrator_keys, agent_keys, base_push, base)
             where = plumbing.server_base(str(repo.common_dir))
             if repo.ref_value(f"refs/heads/{where}:{config.CONFIG_NAME}") is None:
                 report.warnings.append(f"{where}:{config.CONFIG_NAME} is not here yet: until it is pushed, pushes are "
                                        "not zone-checked (each one says so)")
             return InitResult(None, False, hooks.install(repo, names), report)
+        if base is not None:
+            repo.config_set("fleet.base", base)
     main = repo.main_worktree
     assert main is not None
-    if (main / config.CONFIG_NAME).exists():
-        Fleet.here().refuse_agents("uninstall the fleet's hooks" if uninstall else "run git fleet-init")
+    what = "uninstall the fleet's hooks" if uninstall else "run git fleet-init"
+    try:
+        fleet = Fleet.here() if (main / config.CONFIG_NAME).exists() else None
+    except FleetError:
+        if not uninstall:
+            raise
+        fleet = None  # a broken configuration does not keep the hooks in
+    if fleet is not None:
+        fleet.refuse_agents(what)
+    elif os.environ.get("FLEET_AGENT") or not repo.is_main_worktree():
+        raise FleetError(f"cannot {what} outside the main worktree or in an agent's session: only the orchestrator "
+                         "changes the fleet or the base",
+                         f"run it in the main worktree ({main}), outside any agent's session")
     if repo.is_main_worktree():
         repo.record_main_worktree()
     if uninstall:
-        cfg = config.load(main / config.CONFIG_NAME)
-        if cfg is not None:
-            _merges_into_base(repo, cfg.base, on=False)
+        _merges_into_base(repo, fleet.config.base if fleet is not None else None, on=False)
         return InitResult(main / config.CONFIG_NAME, False, hooks.uninstall(repo), report)
     path = main / config.CONFIG_NAME
     cfg = config.load(path)
@@ -962,15 +975,20 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
     return InitResult(path, created, hook_report, report)
 
 
-def _merges_into_base(repo: Repo, base: str, *, on: bool) -> None:
+def _merges_into_base(repo: Repo, base: str | None, *, on: bool) -> None:
     """A plain `git merge` into the base makes a merge commit, so that the pre-merge-commit hook
     runs and checks the agent's commits: a fast-forward runs no hook at all. `git pull` keeps
     fast-forwarding (pull.ff = true, git's own default, set only where nothing is)."""
     key = f"branch.{base}.mergeOptions"
-    now = repo.config_get(key)
+    now = repo.config_get(key) if base is not None else None
     if on and now is None:
         repo.config_set(key, "--no-ff")
         if repo.config_get("pull.ff") is None:
             repo.config_set("pull.ff", "true")
-    elif not on and now == "--no-ff":
-        repo.config_set(key, None)
+            repo.config_set("fleet.setPullFf", "true")  # (so that uninstalling takes it out again)
+    elif not on:
+        if now == "--no-ff":
+            repo.config_set(key, None)
+        if repo.config_get("fleet.setPullFf") == "true":
+            repo.config_set("pull.ff", None)
+            repo.config_set("fleet.setPullFf", None)

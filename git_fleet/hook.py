@@ -25,9 +25,26 @@ def _fleet(here: plumbing.Here) -> check.Compiled | None:
     """The zones, compiled from the configuration itself, never read from the cache (which an
     agent could rewrite, key kept): pushes and merges are not on every commit's path."""
     main = plumbing.main_worktree_of(here.common_dir)
-    if main is not None:
-        return check.load_compiled(here.common_dir, main, cached=False)
-    return _server_config(here.common_dir)
+    if main is None:
+        return _server_config(here.common_dir)
+    return check.load_compiled(here.common_dir, main, cached=False)
+
+
+def _require_approved(here: plumbing.Here) -> None:
+    """A merge or push of an agent's work counts only zones the person approved (approval.py), as
+    git fleet-merge does. (A server's zones are its base's committed file: approved by the push.)"""
+    from pathlib import Path
+
+    from . import approval, config
+
+    main = plumbing.main_worktree_of(here.common_dir)
+    if main is None:
+        return
+    common_dir = here.common_dir
+    path = Path(main, check.CONFIG_NAME)
+    unapproved = approval.check(Path(common_dir), config.parse_bytes(path, path.read_bytes()))
+    if unapproved:
+        raise unapproved.error("they are not what this is checked against", path, Path(common_dir))
 
 
 def _server_config(common_dir: str) -> check.Compiled | None:
@@ -95,8 +112,9 @@ def pre_commit() -> int:
         return 0
     heads = (merging or "").split()
     if len(heads) == 1:
-        # concluding a merge: what it brings in from the other side was checked above (or is the
-        # base's); the agent's own change is where the index differs from the merge git makes
+        # concluding a merge: what it brings in from the other side was checked above (another
+        # agent's work, this agent's own, or the base's); the agent's own change in the merge is
+        # where the index differs from the merge git makes
         pairs = [(check.STATUS_WORDS.get(status, "changed"), paths[0])
                  for status, paths in plumbing.staged_changes(against=plumbing.remerged("HEAD", heads[0]))]
     else:
@@ -138,6 +156,9 @@ def pre_merge_commit() -> int:
     # what the base has is never an agent's change (merging the base into an agent's branch, or
     # an agent's branch that points into the base)
     approved = ["HEAD", *([f"refs/heads/{compiled.base}"] if compiled.base in tips else [])]
+    main = plumbing.main_worktree_of(here.common_dir)
+    me = None if here.toplevel is None or main is None or os.path.realpath(here.toplevel) == os.path.realpath(main) \
+        else compiled.agent_for(here.head_ref, here.toplevel)
     errors = []
     for head in heads:
         named = [a for a in compiled.agents.values()
@@ -148,6 +169,10 @@ def pre_merge_commit() -> int:
             _, raw = plumbing.quick(["for-each-ref", "--format=%(refname:lstrip=2)", "--contains", head, "refs/heads/"])
             holding = set(raw.decode("utf-8", "surrogateescape").split("\n"))
             agents = [a for a in compiled.agents.values() if a.branch in holding]
+        if not agents and me is not None:
+            agents, every = [me], True  # merged into an agent's branch, from no agent's: its own work
+        if agents:
+            _require_approved(here)
         found = [(a, check.check_range(compiled, a, [head], approved, here.git_dir)) for a in agents]
         bad = [(a, v) for a, v in found if v]
         if bad and (every or len(bad) == len(found)):  # (in several agents' branches: in any one's zone will do)
@@ -193,6 +218,7 @@ def pushed(hook: str, args: list[str]) -> int:
         agent = compiled.agent_by_branch(ref[11:])
         if agent is None:
             continue
+        _require_approved(here)
         # only what is approved is left out: what this branch had (checked when it was pushed) and
         # the base, here and, before a push, on the remote as last fetched; never what any other
         # ref has, which would let a commit pushed first to a scratch branch or a tag through

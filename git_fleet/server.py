@@ -31,13 +31,16 @@ SIGNERS = os.path.join("fleet", "signers")  # git's allowed-signers format, unde
 ORCHESTRATOR = "fleet-orchestrator"
 AGENT = "fleet-agent-"  # + the agent's name
 MODES = ("merges", "signed", "any")
-_MERGE_SUBJECT = re.compile(r"^Merge (?:branch '([^']+)'|(\S+) \(agent )")
+# "Merge fleet/x (agent x...)" (git fleet-merge), "Merge branch 'fleet/x'", "Merge remote-tracking
+# branch 'origin/fleet/x'" (git merge)
+_MERGE_SUBJECT = re.compile(r"^Merge (?:(?:remote-tracking )?branch '([^']+)'|(\S+) \(agent )")
 
 
 def signer() -> str | None:
     """The principal that signed this push, when git checked the signature against the allowed
-    signers and the nonce is this server's (receive-pack's GIT_PUSH_CERT_* variables)."""
-    if os.environ.get("GIT_PUSH_CERT_STATUS") == "G" and os.environ.get("GIT_PUSH_CERT_NONCE_STATUS") == "OK":
+    signers and the nonce is this server's (receive-pack's GIT_PUSH_CERT_* variables; SLOP: a
+    nonce of the last receive.certNonceSlop seconds, as stateless HTTP gives)."""
+    if os.environ.get("GIT_PUSH_CERT_STATUS") == "G" and os.environ.get("GIT_PUSH_CERT_NONCE_STATUS") in ("OK", "SLOP"):
         return os.environ.get("GIT_PUSH_CERT_SIGNER") or None
     return None
 
@@ -50,14 +53,14 @@ def principals(common_dir: str) -> set[str]:
         return set()
 
 
-def base_mode(common_dir: str, keys: set[str]) -> str:
-    mode = plumbing.out(["config", "--get", "fleet.basePush"], common_dir, check=False)
-    if mode in MODES:
-        return mode
-    if mode:
+def base_mode(common_dir: str) -> str:
+    """What moves the base: fleet.basePush, which `git fleet-init --server` sets (a server set up
+    before it existed stays open until init runs again there)."""
+    mode = plumbing.out(["config", "--get", "fleet.basePush"], common_dir, check=False) or "any"
+    if mode not in MODES:
         raise FleetError(f"fleet.basePush is {mode!r} in {common_dir}/config; it must be one of {', '.join(MODES)}",
                          "fix it on the server: git config fleet.basePush merges")
-    return "signed" if ORCHESTRATOR in keys else "merges"
+    return mode
 
 
 def refusals(compiled: check.Compiled, updates: Sequence[tuple[str, str, str]], cwd: str, common_dir: str
@@ -93,7 +96,7 @@ def refusals(compiled: check.Compiled, updates: Sequence[tuple[str, str, str]], 
                                          f"'{agent.name}''s key (or the orchestrator's)",
                                          "push with --signed (gpg.format = ssh, user.signingKey = its key)"))
             continue
-        mode = base_mode(common_dir, keys)
+        mode = base_mode(common_dir)
         if mode == "any":
             continue
         if mode == "signed":
@@ -107,6 +110,21 @@ def refusals(compiled: check.Compiled, updates: Sequence[tuple[str, str, str]], 
 
 _REWRITE_HINT = ("fetch, and build on what is there (git pull); the orchestrator's signed push, or the repository's "
                  "owner on the server itself, may rewrite it")
+
+
+def _committed_agents(common_dir: str, base: str) -> set[str] | None:
+    """The agents of the base's committed configuration here, or None when there is none."""
+    from pathlib import Path
+
+    from . import config
+
+    blob = plumbing.git(["cat-file", "blob", f"refs/heads/{base}:{check.CONFIG_NAME}"], common_dir, check=False)
+    if blob.returncode != 0:
+        return None
+    try:
+        return set(config.parse(Path(f"{base}:{check.CONFIG_NAME}"), blob.stdout.decode("utf-8")).agents)
+    except (FleetError, UnicodeDecodeError):
+        return None
 
 
 def _is_ancestor(a: str, b: str, cwd: str) -> bool:
@@ -125,9 +143,18 @@ def _merges_only(compiled: check.Compiled, old: str, new: str, cwd: str) -> list
     errors = []
     for line in raw.splitlines():
         commit, *parents = line.split()
+        if len(parents) == 2 and old != plumbing.ZERO_OID and _is_ancestor(parents[1], old, cwd):
+            # a merge of what the base here has already (the server's base merged into a clone's):
+            # it brings nothing new, and may change nothing of its own
+            own = plumbing.history([commit], parents, cwd).get(commit, ([], []))[1]
+            if own:
+                errors.append(FleetError(f"push of {base} rejected: {commit[:12]} merges {base} as it is here and "
+                                         f"changes {check.quote(own[0])} on its own", hint))
+            continue
         subject = plumbing.out(["log", "-1", "--format=%s", commit], cwd)
         m = _MERGE_SUBJECT.match(subject) if len(parents) == 2 else None
-        agent = compiled.agent_by_branch(m.group(1) or m.group(2)) if m else None
+        name = (m.group(1) or m.group(2)) if m else ""
+        agent = next((a for a in compiled.agents.values() if name == a.branch or name.endswith("/" + a.branch)), None)
         if agent is None:
             errors.append(FleetError(f"push of {base} rejected: {commit[:12]} ({subject[:60]}) is not a merge of "
                                      "an agent's branch", hint))
@@ -145,11 +172,10 @@ def _merges_only(compiled: check.Compiled, old: str, new: str, cwd: str) -> list
 
 
 def install(common_dir: str, orchestrator_keys: Sequence[str], agent_keys: Sequence[tuple[str, str]],
-            base_push: str | None) -> list[str]:
+            base_push: str | None, base: str | None = None) -> list[str]:
     """Set a bare repository up for the rules above: git's object checks at the door, push
     certificates checked against the keys given (added to those kept), the base's mode. Returns
     notes on what holds."""
-    plumbing.git(["config", "receive.fsckObjects", "true"], common_dir)
     lines = []
     for principal, path in [(ORCHESTRATOR, k) for k in orchestrator_keys] + [(AGENT + n, k) for n, k in agent_keys]:
         try:
@@ -161,6 +187,15 @@ def install(common_dir: str, orchestrator_keys: Sequence[str], agent_keys: Seque
             raise UsageError(f"{path} is not an SSH public key (as ssh-keygen writes one: ssh-ed25519 AAAA...)",
                              "give the .pub file of the key that signs the pushes")
         lines += [f"{principal} {kind} {key}" for kind, key in found]
+    committed = _committed_agents(common_dir, base or plumbing.server_base(common_dir))
+    unknown = [n for n, _ in agent_keys if committed is not None and n not in committed]
+    if unknown:
+        raise UsageError(f"no agent named '{unknown[0]}' in this server's {check.CONFIG_NAME}",
+                         "agents: " + (", ".join(sorted(committed or ())) or "none yet"))
+    # (all checked: from here it only writes)
+    if base is not None:
+        plumbing.git(["config", "fleet.base", base], common_dir)
+    plumbing.git(["config", "receive.fsckObjects", "true"], common_dir)
     if lines:
         signers = os.path.join(common_dir, SIGNERS)
         os.makedirs(os.path.dirname(signers), exist_ok=True)
@@ -178,10 +213,14 @@ def install(common_dir: str, orchestrator_keys: Sequence[str], agent_keys: Seque
         plumbing.git(["config", "gpg.ssh.allowedSignersFile", signers], common_dir)
         if not plumbing.out(["config", "--get", "receive.certNonceSeed"], common_dir, check=False):
             plumbing.git(["config", "receive.certNonceSeed", os.urandom(16).hex()], common_dir)
+        if not plumbing.out(["config", "--get", "receive.certNonceSlop"], common_dir, check=False):
+            plumbing.git(["config", "receive.certNonceSlop", "300"], common_dir)  # (stateless HTTP: two requests)
+    keys = principals(common_dir)
+    if base_push is None and not plumbing.out(["config", "--get", "fleet.basePush"], common_dir, check=False):
+        base_push = "signed" if ORCHESTRATOR in keys else "merges"
     if base_push is not None:
         plumbing.git(["config", "fleet.basePush", base_push], common_dir)
-    keys = principals(common_dir)
-    mode = base_mode(common_dir, keys)
+    mode = base_mode(common_dir)
     said = {"merges": "moves only by merges of agent branches, each held to the agent's zone",
             "signed": "moves only by the orchestrator's signed pushes", "any": "is open to every push"}[mode]
     return [f"the base {said} (fleet.basePush = {mode}); it and the agents' branches are never deleted or "

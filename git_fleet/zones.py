@@ -90,8 +90,14 @@ def _strip_trailing_spaces(p: str) -> str:
     return p[:end]
 
 
-def _bracket(p: str, i: int) -> tuple[str, int] | None:
-    """Translate the bracket expression starting at p[i] == '['; None if it never closes."""
+def _bracket(p: str, i: int, ignore_case: bool = False) -> tuple[str, int] | None:
+    """Translate the bracket expression starting at p[i] == '['; None if it never closes.
+    ignore_case: as wildmatch with WM_CASEFOLD, which folds the path's letters, not the bracket's
+    own: an upper-case letter given alone never matches (ranges and classes do fold)."""
+
+    def member(c: str) -> str:
+        return "" if ignore_case and "A" <= c <= "Z" else re.escape(c)
+
     j = i + 1
     negate = j < len(p) and p[j] in "!^"
     if negate:
@@ -132,15 +138,15 @@ def _bracket(p: str, i: int) -> tuple[str, int] | None:
                 step = 4
             # wildmatch takes the range's first character as a member before it sees the '-', so
             # a reversed range ("[a-Z]") still holds that one
-            items.append(f"{re.escape(c)}-{re.escape(hi)}" if ord(hi) >= ord(c) else re.escape(c))
+            items.append(f"{re.escape(c)}-{re.escape(hi)}" if ord(hi) >= ord(c) else member(c))
             j += step
             continue
-        items.append(re.escape(c))
+        items.append(member(c))
         j += 1
     return None
 
 
-def _wild(p: str, pathname: bool) -> str:
+def _wild(p: str, pathname: bool, ignore_case: bool = False) -> str:
     """wildmatch(p) as a regex body that must match a whole string.
 
     `pathname` is False for a pattern without a slash, which git matches against the
@@ -172,7 +178,7 @@ def _wild(p: str, pathname: bool) -> str:
             out.append("[^/]")
             i += 1
         elif c == "[":
-            got = _bracket(p, i)
+            got = _bracket(p, i, ignore_case)
             if got is None:
                 raise PatternError("it has an unclosed or unknown character class")
             out.append(got[0])
@@ -212,9 +218,9 @@ def compile_pattern(text: str, ignore_case: bool = False) -> Pattern:
         raise PatternError(f"zone pattern '{text}' is not a path inside the repository", hint)
     try:
         if "/" not in p:  # NODIR: matches a basename at any depth
-            body = "(?:.*/)?" + _wild(p, pathname=False)
+            body = "(?:.*/)?" + _wild(p, pathname=False, ignore_case=ignore_case)
         else:
-            body = _wild(p.removeprefix("/"), pathname=True)
+            body = _wild(p.removeprefix("/"), pathname=True, ignore_case=ignore_case)
     except PatternError as e:
         raise PatternError(f"bad zone pattern '{text}': {e.message}", hint) from None
     regex = ("(?ai)" if ignore_case else "") + "^(?:" + body + (")/" if must_be_dir else ")(?:/|$)")

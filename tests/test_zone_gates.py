@@ -278,6 +278,7 @@ def test_one_case_rule_for_the_whole_fleet(gates: Sandbox) -> None:
     sb.fleet("set", "backend", "--zone", "src/**", "--zone", "!src/frontend/**", "--allow-overlap")
     cfg = sb.repo / ".gitfleet.toml"
     cfg.write_text(cfg.read_text().replace("[fleet]\n", "[fleet]\nignore_case = true\n", 1))
+    sb.fleet("zones", "--approve")
     sb.git("config", "core.ignoreCase", "false")
     res = sb.commit(wt, {"src/FRONTEND/app.js": "mine\n"}, "case", ok=False)
     assert 'agent \'backend\' changed 1 path(s)' in res.err and "src/FRONTEND/app.js" in res.err
@@ -322,6 +323,16 @@ def test_a_zone_widened_by_hand_is_not_counted_by_the_merge(gates: Sandbox) -> N
     assert "were changed by no fleet command and are not approved, so the merge counts only approved zones" in res.err
     assert "agent 'backend': zone src/backend/** -> src/backend/**  docs/**" in res.err
     assert "git fleet-zones --approve" in res.err and sb.head("main") == main
+    res = sb.git("merge", "--no-edit", "fleet/backend", ok=False)  # nor does the merge hook count them
+    assert "are not approved, so they are not what this is checked against" in res.err and sb.head("main") == main
+    sb.git("merge", "--abort", ok=None)
+    res = sb.fleet("merge", "-n", "backend", ok=False)  # nor a dry run
+    assert "are not approved" in res.err
+    approved = sb.repo / ".git/fleet/approved.toml"
+    kept = approved.read_text()
+    approved.unlink()  # without the record, the base's committed file is the approved one
+    assert "are not approved" in sb.fleet("merge", "backend", ok=False).err
+    approved.write_text(kept)
     res = sb.fleet("add", "docs", "--zone", "/README.md", ok=False)  # nothing is written on top of it either
     assert "nothing is written on top of them" in res.err and "docs" not in sb.fleet("list").out.split()
     assert "fleet/docs" not in sb.branches() and not (sb.root / "agent-docs").exists()
@@ -531,3 +542,75 @@ def test_merge_settings_in_the_shared_config_do_not_shape_a_checkpoint(gates: Sa
     sb.fleet("merge", "backend", ok=None)
     assert not (sb.repo / "lib-util/new.py").exists()
     assert sb.git("ls-tree", "-r", "--name-only", "main").out.count("lib-util/new.py") == 0
+
+
+def test_the_registered_worktree_is_the_agent_for_fleet_commands_too(gates: Sandbox) -> None:
+    """As for the commit hook: backend's worktree with web's branch checked out is backend's."""
+    sb, wt = gates, backend(gates)
+    sb.git("checkout", "-q", "--ignore-other-worktrees", "fleet/web", cwd=wt)
+    res = sb.run(["git", "fleet-teleport", "push", "web"], cwd=wt, ok=False)
+    assert "agent 'backend' cannot teleport another agent" in res.err
+
+
+def test_a_branch_of_no_agent_merged_into_an_agents_is_its_own_work(gates: Sandbox) -> None:
+    sb, wt = gates, backend(gates)
+    sb.git("checkout", "-q", "-b", "scratch", cwd=wt)
+    sb.commit(wt, {"src/frontend/app.js": "mine\n", "src/backend/api.py": "scratch\n"}, "scratch", extra=("--no-verify",))
+    sb.git("checkout", "-q", "fleet/backend", cwd=wt)
+    sb.commit(wt, {"src/backend/api.py": "mine\n"}, "mine")
+    res = sb.git("merge", "--no-edit", "scratch", cwd=wt, ok=False)  # conflicts in api.py first
+    sb.write_files({"src/backend/api.py": "both\n"}, wt)
+    sb.git("add", "src/backend/api.py", cwd=wt)
+    res = sb.git("commit", "--no-edit", cwd=wt, ok=False)
+    assert "merge of fleet/backend rejected" in res.err and "src/frontend/app.js" in res.err
+
+
+def test_an_honest_merge_of_the_servers_base_goes_back_to_it(gates: Sandbox) -> None:
+    """In merges mode the server takes a merge of its own base into a clone's (git merge
+    origin/main, which --no-ff makes a merge commit), and a merge of an agent's branch as another
+    clone fetched it (origin/fleet/backend)."""
+    sb, wt = gates, backend(gates)
+    server = sb.root / "server.git"
+    sb.git("config", "fleet.basePush", "merges", cwd=server)
+    other = sb.root / "other"
+    sb.git("clone", "-q", str(server), str(other))
+    sb.commit(wt, {"src/backend/api.py": "v2\n"}, "in zone")
+    sb.git("push", "-q", "origin", "fleet/backend", cwd=wt)
+    sb.git("fetch", "-q", cwd=other)
+    sb.git("merge", "-q", "--no-ff", "--no-edit", "origin/fleet/backend", cwd=other)
+    sb.git("push", "-q", "origin", "main", cwd=other)
+    sb.commit(sb.root / "agent-web", {"src/frontend/app.js": "v2\n"}, "web's")
+    sb.fleet("merge", "web")
+    sb.git("push", "-q", "origin", "fleet/web")
+    sb.git("fetch", "-q", "origin")
+    sb.git("merge", "-q", "--no-edit", "origin/main")
+    assert len(sb.git("rev-list", "--parents", "-1", "main").out.split()) == 3
+    sb.git("push", "-q", "origin", "main")
+    assert sb.git("ls-remote", "origin", "main").out.split()[0] == sb.head("main")
+    sb.git("config", "--unset", "fleet.basePush", cwd=server)  # a server set up before the setting: open
+    sb.commit(sb.repo, {"docs/guide.md": "x\n"}, "own")
+    sb.git("push", "-q", "origin", "main")
+
+
+def test_server_setup_checks_everything_before_it_writes(sandbox: Sandbox) -> None:
+    sb = sandbox
+    sb.make_repo({"README.md": "x\n", ".gitfleet.toml": 'version = 3\n[agents.backend]\nzone = ["src/**"]\n'})
+    server = sb.root / "server.git"
+    sb.git("clone", "-q", "--bare", str(sb.repo), str(server))
+    (sb.root / "bad.pub").write_text("not a key\n")
+    res = sb.run(["git", "fleet-init", "--server", "--base", "dev", "--orchestrator-key", str(sb.root / "bad.pub")],
+                 cwd=server, ok=False)
+    assert res.code == 2 and "bad.pub is not an SSH public key" in res.err
+    sb.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(sb.root / "k")])
+    res = sb.run(["git", "fleet-init", "--server", "--agent-key", f"bakend={sb.root / 'k.pub'}"], cwd=server, ok=False)
+    assert res.code == 2 and "no agent named 'bakend'" in res.err and "agents: backend" in res.err
+    assert sb.git("config", "--get-regexp", "^(fleet|receive|gpg)\\.", cwd=server, ok=None).out == ""
+    assert not (server / "fleet/signers").exists()
+
+
+def test_uninstall_works_with_a_broken_configuration_and_takes_out_what_init_set(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    assert sb.git("config", "pull.ff").out.strip() == "true"
+    (sb.repo / ".gitfleet.toml").write_text("this is [not toml\n")
+    sb.run(["git", "fleet-init", "--uninstall"])
+    assert sb.git("config", "pull.ff", ok=None).out == "" and not (sb.repo / ".git/hooks/pre-commit").exists()

@@ -15,7 +15,8 @@ NAMES = ["a", "b", "ab", "ba", "a.md", "b.txt", "x", "src", "docs", "a b", "é",
          "abb", "-", "]", "a*", "[a]", "c!", "日本", "SRC", "É", "[ab]", "b:", "B.MD"]
 ATOMS = ["a", "b", "*", "**", "?", "/", ".md", "src", "x", "[ab]", "[!a]", "[a-c]", "[[:alpha:]]",
          "[[:digit:]]", "[[:upper:]]", "\\*", "\\[", " ", "\\ ", "é", "A", "[]]", "[^b]", "-", "!", "??",
-         "***", "[é]", "日", "[[:]ab]", "[[:digit]ab]", "[A-Z]", "SRC", "[[:lower:]]", "É"]
+         "***", "[é]", "日", "[[:]ab]", "[[:digit]ab]", "[A-Z]", "SRC", "[[:lower:]]", "É", "[A]", "[!B]",
+         "[Ab]", "[Z-A]"]
 
 
 def _tree(rnd: random.Random) -> list[str]:
@@ -72,7 +73,8 @@ HAND_PICKED = ["src/backend/**", "a/**", "/a/**", "a b/**", "a/b", "/a", "a/", "
                "**", "**/", "a/**", "x\\ ", "x  ", "[]a]", "[!a-c]z", "a**b", "***", "*/*", "**/a/**",
                "a/**/", "é", "?", "??", "[[:alpha:]]", "[[:digit:]]*", "日本/", "[é]", "a b", "-", "\\!x",
                "\\#x", "a/b/", "/a/b", "*/a.md", "src/**/*.md", "[a-]", "[-a]", "[a-c-e]", "[[:]ab]",
-               "[[:digit]ab]", "a[[:]b", "[A-Z]", "[[:upper:]]", "SRC/**", "Src/", "[a-Z]", "[Z-a]"]
+               "[[:digit]ab]", "a[[:]b", "[A-Z]", "[[:upper:]]", "SRC/**", "Src/", "[a-Z]", "[Z-a]",
+               "[A]bc", "[!A]", "[aB]*", "[Z-A]", "[\\A]"]
 
 
 @pytest.mark.parametrize("ignore_case", [False, True], ids=["case", "ignore-case"])
