@@ -176,6 +176,7 @@ def merge_setup(root: Path) -> tuple[Path, str, str]:
                      f'worktree = "../no-worktree-m{i}"\n')
         names = ", ".join(f'"m{i}"' for i in range(MERGE_AGENTS))
         cfg.write_text(text + f"\n[checkpoints.big]\nagents = [{names}]\n")
+        sh("git", "fleet-zones", "--approve", cwd=main)  # (zones written by hand: a merge counts approved ones)
     last = f"fleet/m{MERGE_AGENTS - 1}"
     return main, sh("git", "rev-parse", last, cwd=main).strip(), sh("git", "rev-parse", last + "~1", cwd=main).strip()
 

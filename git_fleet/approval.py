@@ -25,6 +25,9 @@ from .files import write_atomic
 from .plumbing import git
 
 RECORD = Path("fleet") / "approved.toml"
+# what a fleet command is about to write, kept until it has: a command killed between writing the
+# file and its record leaves either text approved, not a fleet that refuses its own write
+NEXT = Path("fleet") / "approved-next.toml"
 
 
 def table(cfg: Config) -> dict[str, Any]:
@@ -37,6 +40,13 @@ def record(common_dir: Path, text: str) -> None:
     """The config as a fleet command wrote (or the person approved) it."""
     (common_dir / RECORD).parent.mkdir(exist_ok=True)
     write_atomic(common_dir / RECORD, text)
+    (common_dir / NEXT).unlink(missing_ok=True)
+
+
+def about_to_write(common_dir: Path, text: str) -> None:
+    """A fleet command is about to write the config as `text` (then: record)."""
+    (common_dir / NEXT).parent.mkdir(exist_ok=True)
+    write_atomic(common_dir / NEXT, text)
 
 
 @dataclass
@@ -75,6 +85,13 @@ def _approved(common_dir: Path, cfg: Config) -> Config | None:
         return config.parse(cfg.path, "")
 
 
+def _next_table(common_dir: Path, cfg: Config) -> dict[str, Any] | None:
+    try:
+        return table(config.parse(cfg.path, (common_dir / NEXT).read_text(encoding="utf-8")))
+    except (OSError, FleetError):
+        return None
+
+
 def check(common_dir: Path, cfg: Config, overlaps_of: Any = None) -> Unapproved:
     """How `cfg`'s zone table differs from the approved one (nothing when it is approved).
     overlaps_of(Config) -> {(agent, agent): a path both own}, or None not to look. With neither
@@ -85,7 +102,7 @@ def check(common_dir: Path, cfg: Config, overlaps_of: Any = None) -> Unapproved:
         record(common_dir, cfg.text or "")
         return Unapproved()
     now = table(cfg)
-    if table(before) == now:
+    if table(before) == now or _next_table(common_dir, cfg) == now:
         return Unapproved()
     out = Unapproved()
     was = table(before)

@@ -250,7 +250,9 @@ class Fleet:
         cfg = config.parse(self.config_path, text)
         # an edit is made on top of approved zones only: it would approve whatever else it keeps
         self.require_approved("nothing is written on top of them")
+        approval.about_to_write(self.repo.common_dir, text)
         write_atomic(self.config_path, text)
+        pause("config-written-unrecorded")
         approval.record(self.repo.common_dir, text)
         self.text, self.config = text, cfg
         pause("config-written")
@@ -963,6 +965,7 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
             raise UsageError(f"'{base}' is not a valid branch name", "see `git help check-ref-format`")
         text = config.new_config_text(base)
         cfg = config.parse(path, text)
+        approval.about_to_write(repo.common_dir, text)
         write_atomic(path, text)
         approval.record(repo.common_dir, text)
         if repo.resolve(base) is None:

@@ -85,6 +85,19 @@ def test_killed_at_a_named_point_the_next_add_cleans_up_and_succeeds(fleet_repo:
     no_leftovers(sb)
 
 
+def test_killed_between_the_config_and_its_approval_record(fleet_repo: Sandbox) -> None:
+    """The config names web, the record of what fleet commands wrote does not yet: either is the
+    fleet's own write, never a hand edit that the next command must have approved."""
+    sb = fleet_repo
+    killed_add(sb, "config-written-unrecorded")
+    assert "web" in (sb.repo / ".gitfleet.toml").read_text()
+    assert "web" not in (sb.repo / ".git/fleet/approved.toml").read_text()
+    sb.fleet("list")
+    sb.fleet("rm", "web")
+    add_again(sb)
+    no_leftovers(sb)
+
+
 def test_killed_while_git_worktree_add_checks_out(fleet_repo: Sandbox) -> None:
     sb = fleet_repo
     killed_in_checkout(sb)
