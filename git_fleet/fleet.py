@@ -953,6 +953,7 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
         repo.record_main_worktree()
     if uninstall:
         _merges_into_base(repo, fleet.config.base if fleet is not None else None, on=False)
+        (repo.common_dir / approval.RECORD).unlink(missing_ok=True)  # (no fleet to hold merges to)
         return InitResult(main / config.CONFIG_NAME, False, hooks.uninstall(repo), report)
     path = main / config.CONFIG_NAME
     cfg = config.load(path)

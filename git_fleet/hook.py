@@ -27,7 +27,14 @@ def _fleet(here: plumbing.Here) -> check.Compiled | None:
     main = plumbing.main_worktree_of(here.common_dir)
     if main is None:
         return _server_config(here.common_dir)
-    return check.load_compiled(here.common_dir, main, cached=False)
+    compiled = check.load_compiled(here.common_dir, main, cached=False)
+    if compiled is None and os.path.exists(os.path.join(here.common_dir, "fleet", "approved.toml")):
+        # a fleet whose configuration is gone from the main worktree: a merge that deletes it has
+        # already taken it out of the work tree when this hook runs
+        raise FleetError(f"{os.path.join(main, check.CONFIG_NAME)} is gone, so nothing can be checked; "
+                         "nothing is taken in without it",
+                         "if a merge deleted it: git merge --abort; to end the fleet: git fleet-init --uninstall")
+    return compiled
 
 
 def _require_approved(here: plumbing.Here) -> None:

@@ -23,9 +23,10 @@ ZERO_OID = "0" * 40
 _INHERITED: list[int] = []
 
 # git-fleet reads the repository's real objects: never a replacement (`git replace`, refs/replace/*,
-# which anyone who can push or write refs makes) or a graft, which would show a gate one commit's
-# parents or tree and merge another's
-_REAL_OBJECTS = {"GIT_NO_REPLACE_OBJECTS": "1", "GIT_GRAFT_FILE": os.devnull}
+# which anyone who can push or write refs makes), which would show a gate one commit's parents or
+# tree and merge another's. (A graft file is a file in the common dir, like the hooks: a server's
+# cannot be pushed, and a local one is the sandbox's to keep out.)
+_REAL_OBJECTS = {"GIT_NO_REPLACE_OBJECTS": "1"}
 
 
 def git_env(env: dict[str, str] | None = None) -> dict[str, str]:
@@ -336,10 +337,15 @@ def history(tips: Iterable[str], exclude: Iterable[str], cwd: str | os.PathLike[
         graph[ids[0]] = (ids[1:], [p.decode("utf-8", "surrogateescape") for p in rest.split(b"\0") if p])
     for commit, (parents, _paths) in graph.items():
         if len(parents) > 2:
-            changed = git([*PINNED, "diff-tree", "-r", "-z", "--no-renames", "--name-only", "--ignore-submodules=none",
-                           "--no-relative", parents[0], commit], cwd).stdout
-            graph[commit] = (parents, [p.decode("utf-8", "surrogateescape") for p in changed.split(b"\0") if p])
+            graph[commit] = (parents, changed_paths(parents[0], commit, cwd))
     return graph
+
+
+def changed_paths(a: str, b: str, cwd: str | os.PathLike[str]) -> list[str]:
+    """The paths where two commits differ (renames not followed, gitlinks included)."""
+    raw = git(["diff-tree", "-r", "-z", "--no-renames", "--name-only", "--ignore-submodules=none", "--no-relative",
+               a, b], cwd).stdout
+    return [p.decode("utf-8", "surrogateescape") for p in raw.split(b"\0") if p]
 
 
 def remerged(ours: str, theirs: str) -> str:

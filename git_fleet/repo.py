@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 from . import scratch
 from .errors import FleetError, UsageError
-from .plumbing import (EMPTY_TREE, MAIN_RECORD, MERGE_PINNED, ZERO_OID, git, hash_files, main_worktree_of, out, parse_worktree_list,
-                       read_file, rebasing)
+from .plumbing import (EMPTY_TREE, MAIN_RECORD, MERGE_PINNED, ZERO_OID, changed_paths, git, hash_files,
+                       main_worktree_of, out, parse_worktree_list, read_file, rebasing)
 
 if TYPE_CHECKING:
     import pygit2
@@ -602,8 +602,7 @@ class Repo:
         return out(["rev-parse", f"{commit}^{{tree}}"], self.common_dir)
 
     def changed_paths(self, old: str, new: str) -> set[str]:
-        raw = git(["diff-tree", "-r", "-z", "--no-renames", "--name-only", old, new], self.common_dir).stdout
-        return {p.decode("utf-8", "surrogateescape") for p in raw.split(b"\0") if p}
+        return set(changed_paths(old, new, self.common_dir))
 
     def is_published(self, branch: str) -> bool:
         """Whether a remote has the branch (then it is shared, and never rebased)."""

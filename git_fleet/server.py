@@ -104,7 +104,10 @@ def refusals(compiled: check.Compiled, updates: Sequence[tuple[str, str, str]], 
                                      "it here", "push with --signed, with the key given to git fleet-init --server "
                                      "--orchestrator-key"))
             continue
-        errors += _merges_only(compiled, old, new, cwd)
+        tips = {r: n for r, n, _o in updates if n != plumbing.ZERO_OID}
+        errors += _merges_only(compiled, old, new, cwd,
+                               keyed={a.branch: tips.get(f"refs/heads/{a.branch}", f"refs/heads/{a.branch}")
+                                      for a in compiled.agents.values() if AGENT + a.name in keys})
     return errors
 
 
@@ -131,9 +134,12 @@ def _is_ancestor(a: str, b: str, cwd: str) -> bool:
     return plumbing.git(["merge-base", "--is-ancestor", a, b], cwd, check=False).returncode == 0
 
 
-def _merges_only(compiled: check.Compiled, old: str, new: str, cwd: str) -> list[FleetError]:
+def _merges_only(compiled: check.Compiled, old: str, new: str, cwd: str, keyed: dict[str, str]) -> list[FleetError]:
     """Each commit the push adds to the base's first-parent line must merge an agent's branch,
-    held to that agent's zone, with no change of its own outside it."""
+    held to that agent's zone, with no change of its own outside it; the line must go on from
+    the base as it is here (not from an older commit of it, which would take later work back).
+    keyed: the branches of agents with a key, and what each holds after this push: a merge
+    naming one of them must merge what that branch holds (its signed pushes)."""
     base = compiled.base
     hint = (f"on this server {base} moves only by merges of agent branches (git fleet-merge), unless the push is "
             "signed by the orchestrator's key (git fleet-init --server --orchestrator-key) or the owner opens it "
@@ -141,6 +147,7 @@ def _merges_only(compiled: check.Compiled, old: str, new: str, cwd: str) -> list
     raw = plumbing.out(["rev-list", "--first-parent", "--parents", new, *([f"^{old}"] if old != plumbing.ZERO_OID else [])],
                        cwd)
     errors = []
+    merged: list[check.CompiledAgent] = []
     for line in raw.splitlines():
         commit, *parents = line.split()
         if len(parents) == 2 and old != plumbing.ZERO_OID and _is_ancestor(parents[1], old, cwd):
@@ -159,15 +166,28 @@ def _merges_only(compiled: check.Compiled, old: str, new: str, cwd: str) -> list
             errors.append(FleetError(f"push of {base} rejected: {commit[:12]} ({subject[:60]}) is not a merge of "
                                      "an agent's branch", hint))
             continue
+        holds = keyed.get(agent.branch)
+        if holds is not None and not _is_ancestor(parents[1], holds, cwd):
+            errors.append(FleetError(f"push of {base} rejected: {commit[:12]} names {agent.branch} but merges "
+                                     f"{parents[1][:12]}, which {agent.branch} here does not hold",
+                                     f"push {agent.branch} first (signed with agent '{agent.name}''s key)"))
+            continue
+        merged.append(agent)
         # all it changes in the base, its own edits and what git carried through a rename included
-        changed = plumbing.git(["diff-tree", "-r", "-z", "--no-renames", "--name-only", "--ignore-submodules=none",
-                                "--no-relative", parents[0], commit], cwd).stdout
-        violations = check.check_paths(compiled, agent, [("changed", p.decode("utf-8", "surrogateescape"))
-                                                         for p in changed.split(b"\0") if p], commit)
+        violations = check.check_paths(compiled, agent, [("changed", p) for p in
+                                                         plumbing.changed_paths(parents[0], commit, cwd)], commit)
         violations += check.check_range(compiled, agent, [parents[1]], [parents[0], f"refs/heads/{base}"], cwd)
         if violations:
             errors.append(check.describe(agent, violations, f"push of {base} rejected ({commit[:12]} merges "
                                                             f"{agent.branch})"))
+    if not errors and old != plumbing.ZERO_OID:
+        # and the push as a whole: a line of merges that goes on from an older commit of the base
+        # than this one would take back what came since, though each merge is fine on its own
+        for path in plumbing.changed_paths(old, new, cwd):
+            if not any(not check.check_paths(compiled, a, [("changed", path)]) for a in merged):
+                errors.append(FleetError(f"push of {base} rejected: it changes {check.quote(path)}, which no agent it "
+                                         "merges owns (a line of merges from an older commit of the base?)", hint))
+                break
     return errors
 
 

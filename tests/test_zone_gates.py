@@ -614,3 +614,65 @@ def test_uninstall_works_with_a_broken_configuration_and_takes_out_what_init_set
     (sb.repo / ".gitfleet.toml").write_text("this is [not toml\n")
     sb.run(["git", "fleet-init", "--uninstall"])
     assert sb.git("config", "pull.ff", ok=None).out == "" and not (sb.repo / ".git/hooks/pre-commit").exists()
+
+
+# -- a third read ------------------------------------------------------------------------------------
+
+def test_a_line_of_merges_from_an_older_base_commit_takes_nothing_back(gates: Sandbox) -> None:
+    """merges mode: a merge of backend's work whose first parent is an older commit of main (or
+    its root) fast-forwards, and each merge is fine alone; the push as a whole would take back
+    main's README (or drop .gitfleet.toml)."""
+    sb, wt = gates, backend(gates)
+    server = sb.root / "server.git"
+    sb.git("config", "fleet.basePush", "merges", cwd=server)
+    sb.git("fetch", "-q", "origin", cwd=wt)
+    old = sb.head("origin/main", cwd=wt)
+    root = sb.git("rev-list", "--max-parents=0", old, cwd=wt).out.strip()
+    for start in (f"{old}~1", root):
+        sb.git("checkout", "-q", "--detach", old, cwd=wt)
+        sb.commit(wt, {"src/backend/x.py": "x = 1\n"}, "backend: x")
+        work = sb.head(cwd=wt)
+        index = {"GIT_INDEX_FILE": str(sb.root / "attack-index")}
+        sb.git("read-tree", start, cwd=wt, env=index)
+        blob = sb.head(f"{work}:src/backend/x.py", cwd=wt)
+        sb.git("update-index", "--add", "--cacheinfo", f"100644,{blob},src/backend/x.py", cwd=wt, env=index)
+        tree = sb.git("write-tree", cwd=wt, env=index).out.strip()
+        evil = sb.git("commit-tree", tree, "-p", sb.head(start, cwd=wt), "-p", work, "-m",
+                      "Merge branch 'fleet/backend'", cwd=wt).out.strip()
+        res = sb.git("push", "--no-verify", "origin", f"{evil}:refs/heads/main", cwd=wt, ok=False)
+        assert "which no agent it merges owns" in res.err, res.err
+    assert sb.git("ls-remote", "origin", "main").out.split()[0] == old
+
+
+def test_a_merge_that_deletes_the_fleets_config_is_refused_by_the_merge_hook(gates: Sandbox) -> None:
+    """git writes the merge into the work tree before pre-merge-commit runs: .gitfleet.toml is
+    already gone from the main worktree then, which must not read as 'no fleet here'."""
+    sb, wt = gates, backend(gates)
+    sb.git("merge", "-q", "main", cwd=wt)
+    sb.git("rm", "-q", ".gitfleet.toml", cwd=wt)
+    sb.write_files({"README.md": "agent was here\n"}, wt)
+    sb.git("add", "-A", cwd=wt)
+    sb.git("commit", "-q", "--no-verify", "-m", "refactor", cwd=wt)
+    main = sb.head("main")
+    res = sb.git("merge", "--no-edit", "fleet/backend", ok=False)
+    assert ".gitfleet.toml is gone, so nothing can be checked" in res.err and sb.head("main") == main
+    sb.git("merge", "--abort")
+    assert (sb.repo / ".gitfleet.toml").exists()
+
+
+def test_with_an_agents_key_a_merge_naming_it_must_merge_what_its_branch_holds(gates: Sandbox) -> None:
+    """backend cannot push to fleet/web without web's key; nor can it get web's paths into main
+    by a merge that names fleet/web but merges a commit of its own."""
+    sb, wt = gates, backend(gates)
+    server = sb.root / "server.git"
+    sb.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(sb.root / "web-key")])
+    sb.run(["git", "fleet-init", "--server", "--agent-key", f"web={sb.root / 'web-key.pub'}", "--base-push", "merges"],
+           cwd=server)
+    sb.git("fetch", "-q", "origin", cwd=wt)
+    sb.git("checkout", "-q", "--detach", "origin/main", cwd=wt)
+    sb.commit(wt, {"src/frontend/app.js": "HACKED\n"}, "as web", extra=("--no-verify",))
+    hack = sb.head(cwd=wt)
+    sb.git("checkout", "-q", "--detach", "origin/main", cwd=wt)
+    sb.git("merge", "-q", "--no-verify", "--no-ff", hack, "-m", "Merge branch 'fleet/web'", cwd=wt)
+    res = sb.git("push", "--no-verify", "origin", "HEAD:refs/heads/main", cwd=wt, ok=False)
+    assert "names fleet/web but merges" in res.err
