@@ -7,6 +7,9 @@ sees the pusher's own environment. What holds without knowing who pushes:
   keys): each merge's second parent is held to the zone of the agent it names, and the merge
   itself changes nothing of its own outside that zone. So nothing outside every agent's zone (the
   orchestrator's files, `.gitfleet.toml`, the hooks) reaches the base by a push.
+A path remote (or any access to the server's files) gives the pusher the hook's environment and
+the repository itself: no rule here holds against one; serve agents over ssh (accounts or a forced
+command), `git daemon` or https.
 What needs identity, from signed pushes (`git push --signed`, SSH keys, checked by git against the
 allowed signers `git fleet-init --server --orchestrator-key/--agent-key` keeps):
 - the orchestrator's signed push may do anything (a commit of its own on the base, a rewrite);
@@ -167,11 +170,19 @@ def _merges_only(compiled: check.Compiled, old: str, new: str, cwd: str, keyed: 
                                      "an agent's branch", hint))
             continue
         holds = keyed.get(agent.branch)
-        if holds is not None and not _is_ancestor(parents[1], holds, cwd):
-            errors.append(FleetError(f"push of {base} rejected: {commit[:12]} names {agent.branch} but merges "
-                                     f"{parents[1][:12]}, which {agent.branch} here does not hold",
-                                     f"push {agent.branch} first (signed with agent '{agent.name}''s key)"))
-            continue
+        if holds is not None:
+            # a keyed agent's work reaches the base as it signed it: merged as git merges it
+            if not _is_ancestor(parents[1], holds, cwd):
+                errors.append(FleetError(f"push of {base} rejected: {commit[:12]} names {agent.branch} but merges "
+                                         f"{parents[1][:12]}, which {agent.branch} here does not hold",
+                                         f"push {agent.branch} first (signed with agent '{agent.name}''s key)"))
+                continue
+            own = plumbing.history([commit], parents, cwd).get(commit, ([], []))[1]
+            if own:
+                errors.append(FleetError(f"push of {base} rejected: {commit[:12]} merges {agent.branch} but changes "
+                                         f"{check.quote(own[0])} otherwise than git's merge of it would",
+                                         f"merge {agent.branch} as it is (git fleet-merge {agent.name})"))
+                continue
         merged.append(agent)
         # all it changes in the base, its own edits and what git carried through a rename included
         violations = check.check_paths(compiled, agent, [("changed", p) for p in

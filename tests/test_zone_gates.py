@@ -676,3 +676,30 @@ def test_with_an_agents_key_a_merge_naming_it_must_merge_what_its_branch_holds(g
     sb.git("merge", "-q", "--no-verify", "--no-ff", hack, "-m", "Merge branch 'fleet/web'", cwd=wt)
     res = sb.git("push", "--no-verify", "origin", "HEAD:refs/heads/main", cwd=wt, ok=False)
     assert "names fleet/web but merges" in res.err
+
+
+def test_with_an_agents_key_a_merge_naming_it_is_gits_merge_of_what_it_signed(gates: Sandbox) -> None:
+    """A merge naming keyed fleet/web that merges web's signed commit but carries other content
+    in web's zone, or drops web's change (-s ours), is not web's work merged."""
+    sb, wt = gates, backend(gates)
+    server, web = sb.root / "server.git", sb.root / "agent-web"
+    sb.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(sb.root / "web-key")])
+    sb.run(["git", "fleet-init", "--server", "--agent-key", f"web={sb.root / 'web-key.pub'}", "--base-push", "merges"],
+           cwd=server)
+    sb.commit(web, {"src/frontend/app.js": "web v2\n"}, "web's")
+    sb.git(*signed(sb, "web-key"), "push", "-q", "--signed", "origin", "fleet/web", cwd=web)
+    sb.git("fetch", "-q", "origin", cwd=wt)
+    tip = sb.head("origin/fleet/web", cwd=wt)
+    index = {"GIT_INDEX_FILE": str(sb.root / "attack-index")}
+    sb.git("read-tree", tip, cwd=wt, env=index)
+    blob = sb.git("hash-object", "-w", "--stdin", cwd=wt, input="BACKEND WAS HERE\n").out.strip()
+    sb.git("update-index", "--cacheinfo", f"100644,{blob},src/frontend/app.js", cwd=wt, env=index)
+    tree = sb.git("write-tree", cwd=wt, env=index).out.strip()
+    forged = sb.git("commit-tree", tree, "-p", "origin/main", "-p", tip, "-m", "Merge branch 'fleet/web'",
+                    cwd=wt).out.strip()
+    res = sb.git("push", "--no-verify", "origin", f"{forged}:refs/heads/main", cwd=wt, ok=False)
+    assert "otherwise than git's merge of it would" in res.err
+    sb.git("checkout", "-q", "--detach", "origin/main", cwd=wt)
+    sb.git("merge", "-q", "-s", "ours", "--no-verify", "origin/fleet/web", "-m", "Merge branch 'fleet/web'", cwd=wt)
+    res = sb.git("push", "--no-verify", "origin", "HEAD:refs/heads/main", cwd=wt, ok=False)
+    assert "otherwise than git's merge of it would" in res.err and "src/frontend/app.js" in res.err
