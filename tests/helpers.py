@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,3 +176,24 @@ def repo_state(sb: Sandbox) -> dict[str, object]:
         "locks": sorted(str(p) for p in git_dir.rglob("*.lock")),
         "journal": (git_dir / "fleet/move-journal").exists(),
     }
+
+
+@contextlib.contextmanager
+def git_daemon(sb: Sandbox, root: Path) -> Iterator[str]:
+    """A real git daemon on 127.0.0.1 serving the repositories under `root`, pushes allowed; yields
+    its base URL (git://127.0.0.1:PORT)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack",
+                             f"--base-path={root}", "--listen=127.0.0.1", f"--port={port}", str(root)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    url = f"git://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 10
+        while sb.git("ls-remote", f"{url}/{next(root.glob('*.git')).name}", ok=None).code != 0:
+            assert proc.poll() is None and time.time() < deadline, "git daemon did not start"
+            time.sleep(0.1)
+        yield url
+    finally:
+        Sandbox.kill_group(proc, signal.SIGTERM)  # (git daemon and the children it serves with)

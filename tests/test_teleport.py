@@ -6,7 +6,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import stat
 import subprocess
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Sandbox
+from helpers import Sandbox, git_daemon
 
 from git_fleet.teleport import FORMAT
 
@@ -157,20 +156,8 @@ def test_snapshots_are_stash_entries_that_git_itself_can_apply(two: Sandbox) -> 
 @pytest.fixture
 def daemon(two: Sandbox) -> Iterator[str]:
     """A real git daemon on 127.0.0.1 serving the hub, pushes allowed."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack",
-                             f"--base-path={two.root}", "--listen=127.0.0.1", f"--port={port}", str(two.root)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"git://127.0.0.1:{port}/hub.git"
-    deadline = time.time() + 10
-    while two.git("ls-remote", url, ok=None).code != 0:
-        assert proc.poll() is None and time.time() < deadline, "git daemon did not start"
-        time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait()
+    with git_daemon(two, two.root) as url:
+        yield f"{url}/hub.git"
 
 
 @pytest.mark.parametrize("transport", ["file", "git"])

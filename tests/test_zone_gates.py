@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import Sandbox
+from helpers import Sandbox, git_daemon
 
 
 @pytest.fixture
@@ -703,3 +703,20 @@ def test_with_an_agents_key_a_merge_naming_it_is_gits_merge_of_what_it_signed(ga
     sb.git("merge", "-q", "-s", "ours", "--no-verify", "origin/fleet/web", "-m", "Merge branch 'fleet/web'", cwd=wt)
     res = sb.git("push", "--no-verify", "origin", "HEAD:refs/heads/main", cwd=wt, ok=False)
     assert "otherwise than git's merge of it would" in res.err and "src/frontend/app.js" in res.err
+
+
+def test_over_git_daemon_signatures_are_the_servers_to_check_not_the_pushers_to_claim(gates: Sandbox) -> None:
+    """Served by a real git daemon, the hook runs in the server's environment: the orchestrator's
+    signed push moves the base; an agent that sets GIT_PUSH_CERT_* in its own environment, as
+    over a path remote it could, is not taken for the orchestrator."""
+    sb, wt = gates, backend(gates)
+    with git_daemon(sb, sb.root) as url:
+        sb.git("remote", "set-url", "origin", f"{url}/server.git")
+        sb.commit(wt, {"README.md": "pwned\n"}, "evil", extra=("--no-verify",))
+        forged = {"GIT_PUSH_CERT_STATUS": "G", "GIT_PUSH_CERT_NONCE_STATUS": "OK",
+                  "GIT_PUSH_CERT_SIGNER": "fleet-orchestrator"}
+        res = sb.git("push", "--no-verify", "origin", "HEAD:main", cwd=wt, env=forged, ok=False)
+        assert "only the orchestrator's signed pushes move it here" in res.err
+        sb.commit(sb.repo, {"docs/guide.md": "the orchestrator's\n"}, "orchestrator")
+        push_base(sb)
+        assert sb.git("ls-remote", "origin", "main").out.split()[0] == sb.head("main")
