@@ -58,9 +58,17 @@ class GitStyle(click.Command):
             rv = super().main(args, prog, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as e:
             code = e.exit_code
+        except click.exceptions.NoArgsIsHelpError as e:  # a group given no subcommand
+            group = e.ctx.command if e.ctx is not None else None
+            names = ", ".join(group.list_commands(e.ctx)) if isinstance(group, click.Group) and e.ctx else ""
+            path = e.ctx.command_path if e.ctx is not None else prog
+            click.echo(f"error: {path} needs a subcommand" + (f": {names}" if names else ""), err=True)
+            click.echo(f"hint: see '{path} -h'", err=True)
+            code = MISUSE
         except click.UsageError as e:
             click.echo(f"error: {e.format_message()}", err=True)
-            click.echo(f"hint: see '{prog} -h'", err=True)
+            # the help of the (sub)command that was misused: git fleet-task add -h, not git fleet-task -h
+            click.echo(f"hint: see '{e.ctx.command_path if e.ctx is not None else prog} -h'", err=True)
             code = MISUSE
         except click.Abort:
             click.echo("error: interrupted", err=True)

@@ -514,7 +514,8 @@ def _sessions(changes: str | None = None) -> Any:
 
 @command()
 @click.argument("agents", nargs=-1)
-@click.option("--stagger", type=float, metavar="SECONDS", help="Seconds between agents' starts (default: fleet.stagger).")
+@click.option("--stagger", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Seconds between agents' starts (default: fleet.stagger).")
 @click.option("--layout", type=click.Choice(["windows", "tiled"]),
               help="A tmux window per agent, or panes tiled in one window named fleet (default: fleet.layout).")
 @click.option("--detach", is_flag=True, help="Neither attach to the tmux session nor switch to it.")
