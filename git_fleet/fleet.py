@@ -303,6 +303,7 @@ class Fleet:
 
         base_ref = base or cfg.base
         base_commit = self.repo.resolve(base_ref)
+        report.warnings += self._check_zone(name, zone, base_commit)
         if not allow_overlap:
             self._refuse_overlap(name, new_zone, base_commit)
 
@@ -515,6 +516,7 @@ class Fleet:
                     new_zone = Zone(list(zone), self.config.ignore_case)
                 except PatternError as e:
                     raise UsageError(e.message, e.hint) from None
+                self._tell(self._check_zone(name, zone, self.repo.resolve(self.config.base)))
                 if not allow_overlap:
                     others = Fleet(self.repo, self.main, dataclasses.replace(
                         self.config, agents={k: v for k, v in self.config.agents.items() if k != name}), self.text)
@@ -649,6 +651,34 @@ class Fleet:
                   "- `git fleet-task done ID --result-file FILE` (or `fail ID --reason ...`) when you finish.", ""]
         write_atomic(where / "brief.md", "\n".join(lines))
         return where / "brief.md"
+
+    def _check_zone(self, name: str, patterns: Sequence[str], base_commit: str | None) -> list[str]:
+        """Refuse a zone pattern that is the fleet's own configuration or an absolute path into this
+        repository (a leading '/' anchors a pattern at the root); warn of one that looks like an
+        absolute path elsewhere, and of patterns that own no tracked file (a typo gives an agent
+        that owns nothing; kept, as the agent may be there to create those files)."""
+        fold = str.lower if self.config.ignore_case else str
+        warnings, empty = [], []
+        tracked = list(self.repo.tracked_files(base_commit)) if base_commit else []
+        for text in patterns:
+            if text.startswith("!"):
+                continue
+            if fold(text.strip().strip("/")) == fold(config.CONFIG_NAME):
+                raise UsageError(f"zone pattern '{text}' is {config.CONFIG_NAME}, the fleet's own configuration: "
+                                 "no agent may own it", "the orchestrator changes it, in the main worktree")
+            if text.startswith(str(self.main) + "/"):
+                raise UsageError(f"zone pattern '{text}' is an absolute path; zones are relative to the repository root",
+                                 f"write it as '{text[len(str(self.main)):]}' (a leading '/' anchors it at the root)")
+            first = text[1:].split("/", 1)[0] if text.startswith("/") else ""
+            if first and os.path.isdir("/" + first) and not (self.main / first).exists():
+                warnings.append(f"zone pattern '{text}' of '{name}' looks like an absolute path: a leading '/' anchors "
+                                "a pattern at the repository root")
+            elif tracked and not any(Zone([text], self.config.ignore_case).owns(p) for p in tracked):
+                empty.append(text)
+        if empty:
+            warnings.append(f"zone pattern(s) of '{name}' own no tracked file in {self.config.base}: "
+                            + "  ".join(empty) + " (a typo? kept, for files the agent will create)")
+        return warnings
 
     def _refuse_overlap(self, name: str, zone: Zone, base_commit: str | None) -> None:
         # only the tracked files the new zone owns can be owned twice: filter once, not per agent

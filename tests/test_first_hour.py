@@ -28,3 +28,24 @@ def test_a_negative_stagger_is_refused(fleet_repo: Sandbox) -> None:
     res = sb.run(["git", "fleet-up", "--stagger", "-5", "--detach", "web"], ok=False)
     assert res.code == 2 and "'--stagger': -5.0 is not in the range x>=0" in res.err
     assert "hint: see 'git fleet-up -h'" in res.err
+
+
+def test_a_zone_that_is_the_fleets_config_or_an_absolute_path_is_refused(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    res = sb.run(["git", "fleet-add", "cfg", "--zone", ".gitfleet.toml"], ok=False)
+    assert res.code == 2 and "is .gitfleet.toml, the fleet's own configuration: no agent may own it" in res.err
+    res = sb.run(["git", "fleet-add", "abs", "--zone", f"{sb.repo}/src/backend/**"], ok=False)
+    assert res.code == 2 and "is an absolute path; zones are relative to the repository root" in res.err
+    assert "write it as '/src/backend/**'" in res.err
+    assert sb.branches() == ["main"] and not (sb.root / "agent-abs").exists()
+
+
+def test_a_zone_that_owns_no_tracked_file_is_kept_with_a_warning(fleet_repo: Sandbox) -> None:
+    """A typo gives an agent that owns nothing: say so; keep it, as the agent may be there to
+    create those files."""
+    sb = fleet_repo
+    res = sb.run(["git", "fleet-add", "typo", "--zone", "src/bakcend/**", "--zone", "src/backend/api.py"])
+    assert "zone pattern(s) of 'typo' own no tracked file in main: src/bakcend/**" in res.err
+    assert "src/backend/api.py" not in res.err.split("own no tracked file")[1]
+    res = sb.run(["git", "fleet-set", "typo", "--zone", "src/backend/**"])
+    assert "own no tracked file" not in res.err
