@@ -169,6 +169,15 @@ class Fleet:
         branch = head[16:] if head.startswith("ref: refs/heads/") else None
         return next((a for a in self.config.agents.values() if a.branch == branch), None)
 
+    def forget(self) -> None:
+        """Undo a fresh `git fleet-init` (no agents): its hooks, its config and its record."""
+        from . import hooks
+
+        hooks.uninstall(self.repo)
+        _merges_into_base(self.repo, self.config.base, on=False)
+        self.config_path.unlink(missing_ok=True)
+        (self.repo.common_dir / approval.RECORD).unlink(missing_ok=True)
+
     def require_approved(self, what: str) -> None:
         """Go on only with zones the person approved (approval.py): zones changed by hand are shown
         and need a yes on a terminal (self.confirm); a new overlap between zones is refused."""
@@ -902,6 +911,27 @@ class Fleet:
         if rel == "." or rel.startswith(".." + os.sep) or rel == "..":
             raise UsageError(f"'{arg}' is outside the repository {top}", "give paths inside the repository")
         return rel.replace(os.sep, "/")
+
+    def has_directory(self, path: str) -> bool:
+        """Whether the base has a directory at `path` (files below it)."""
+        base = self.repo.resolve(self.config.base)
+        return base is not None and self.repo.ref_value(f"{base}:{path.rstrip('/')}^{{tree}}") is not None
+
+    def owners_inside(self, directory: str) -> dict[str | None, int]:
+        """Who owns the files below a directory, in the base and in this worktree's index (None:
+        the orchestrator), with how many each: most first, then by name, the orchestrator last."""
+        prefix = directory.rstrip("/") + "/"
+        base = self.repo.resolve(self.config.base)
+        files = {p for p in self.repo.tracked_files(base) if p.startswith(prefix)} if base else set()
+        top = self.repo.toplevel or self.main
+        listed = plumbing.git(["ls-files", "-z", "--full-name", "--", f":(top){prefix}"], top, check=False).stdout
+        files |= {p.decode("utf-8", "surrogateescape") for p in listed.split(b"\0") if p}
+        counts: dict[str | None, int] = {}
+        for path in files:
+            names: list[str | None] = [name for name, _pattern in self.owners(path)] or [None]
+            for name in names:
+                counts[name] = counts.get(name, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0] is None, kv[0] or "")))
 
     def owners(self, path: str) -> list[tuple[str, Pattern]]:
         """(agent, deciding pattern) for each agent that owns `path`."""

@@ -49,3 +49,27 @@ def test_a_zone_that_owns_no_tracked_file_is_kept_with_a_warning(fleet_repo: San
     assert "src/backend/api.py" not in res.err.split("own no tracked file")[1]
     res = sb.run(["git", "fleet-set", "typo", "--zone", "src/backend/**"])
     assert "own no tracked file" not in res.err
+
+
+def test_who_for_a_directory_says_who_owns_what_is_inside(fleet_repo: Sandbox) -> None:
+    """`git fleet-who src/frontend` answered "the orchestrator's" where web owns everything below."""
+    sb = fleet_repo
+    sb.add_agent("web", "src/frontend/**")
+    sb.add_agent("backend", "src/backend/**", "!src/backend/**/*.md")
+    res = sb.run(["git", "fleet-who", "src/frontend", "src", "src/frontend/app.js"])
+    assert res.out.splitlines() == ["src/frontend/: web (1 file)",
+                                    "src/: backend (1 file), web (1 file), the orchestrator (1 file)",
+                                    "src/frontend/app.js: web (src/frontend/**)"]
+    assert '"src": [\n    "backend",\n    "web"\n  ]' in sb.run(["git", "fleet-who", "--json", "src"]).out
+
+
+def test_init_interactive_without_answers_leaves_nothing_set_up(fleet_repo: Sandbox) -> None:
+    """Its standard input empty (no terminal): it said `interrupted` (exit 130) and left the
+    config it had written; now it says why, and takes out what it set up."""
+    sb = fleet_repo
+    (sb.repo / ".gitfleet.toml").unlink()
+    sb.git("fleet-init", "--uninstall")
+    res = sb.run(["git", "fleet-init", "--interactive"], input="", ok=False)
+    assert res.code == 2 and "ran out of answers on its standard input" in res.err and "nothing was set up" in res.err
+    assert not (sb.repo / ".gitfleet.toml").exists() and not (sb.repo / ".git/hooks/pre-commit").exists()
+    assert sb.git("config", "branch.main.mergeOptions", ok=None).out == ""

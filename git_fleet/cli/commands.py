@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -126,7 +127,30 @@ def init(base: str | None, server: bool, uninstall: bool, orchestrator_keys: tup
             note(f"{verb} hooks in {h.directory}: {', '.join(h.installed)}")
         for name in h.chained:
             note(f"{'restored' if uninstall else 'chained'} your existing {name} hook ({name}.pre-fleet)")
-    return _walk_through() if interactive else 0
+    if not interactive:
+        return 0
+    try:
+        return _walk_through()
+    except click.Abort:
+        if sys.stdin.isatty():
+            raise  # (Ctrl-C on a terminal: interrupted)
+        from ..errors import UsageError
+
+        # its standard input ran out before the questions did: no terminal, no answers
+        undone = result.created and _undo_fresh_init(result)
+        raise UsageError("--interactive ran out of answers on its standard input (there is no terminal to ask on); "
+                         + ("nothing was set up" if undone else f"{result.config_path} is kept, with what was answered"),
+                         "run it in a terminal, or give every answer on standard input, or set up without it: "
+                         "git fleet-init, then git fleet-add NAME --zone ...") from None
+
+
+def _undo_fresh_init(result: Any) -> bool:
+    """Take out a configuration this init wrote, and its hooks, if no agent was added since."""
+    fleet = load()
+    if fleet.config.agents:
+        return False
+    fleet.forget()
+    return True
 
 
 def _walk_through() -> int:
@@ -243,17 +267,25 @@ def who(paths: tuple[str, ...], as_json: bool) -> int:
     """Print the agent(s) that own each PATH, and the pattern that decides.
 
     Paths are relative to the current directory and need not exist. A path no agent owns
-    belongs to the orchestrator.
+    belongs to the orchestrator. For a directory (one in the work tree, or in the base), it
+    says who owns the files inside it, with how many each: the directory itself is no one's.
     """
     fleet = load()
-    result = {}
+    result: dict[str, Any] = {}
     for p in paths:
         rel = fleet.repo_path(p)
-        result[p] = fleet.owners(rel)
+        inside = fleet.owners_inside(rel) if os.path.isdir(p) or fleet.has_directory(rel) else None
+        result[p] = (fleet.owners(rel), inside)
     if as_json:
-        print_json({p: [name for name, _ in owners] for p, owners in result.items()})
+        print_json({p: sorted(n for n in inside if n) if inside is not None else [name for name, _ in owners]
+                    for p, (owners, inside) in result.items()})
         return 0
-    for p, owners in result.items():
+    for p, (owners, inside) in result.items():
+        if inside is not None:
+            who_ = ", ".join(f"{name or 'the orchestrator'} ({count} file{'s' if count != 1 else ''})"
+                             for name, count in inside.items()) or "no files inside yet"
+            click.echo(f"{quote(p.rstrip('/') + '/')}: {who_}")
+            continue
         who_ = ", ".join(f"{name} ({pat.text})" for name, pat in owners) or "(no agent: the orchestrator's)"
         click.echo(f"{quote(p)}: {who_}")
     return 0
