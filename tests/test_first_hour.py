@@ -73,3 +73,12 @@ def test_init_interactive_without_answers_leaves_nothing_set_up(fleet_repo: Sand
     assert res.code == 2 and "ran out of answers on its standard input" in res.err and "nothing was set up" in res.err
     assert not (sb.repo / ".gitfleet.toml").exists() and not (sb.repo / ".git/hooks/pre-commit").exists()
     assert sb.git("config", "branch.main.mergeOptions", ok=None).out == ""
+
+
+def test_init_says_what_to_commit(sandbox: Sandbox) -> None:
+    sb = sandbox
+    sb.make_repo({"README.md": "x\n"})
+    res = sb.run(["git", "fleet-init"])
+    assert "wrote" in res.err and "commit it (git add .gitfleet.toml && git commit)" in res.err
+    assert "tasks/, results/, master_plan.md" in res.err
+    assert "commit it" not in sb.run(["git", "fleet-init"]).err  # (said once, when it writes the file)

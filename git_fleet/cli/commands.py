@@ -119,9 +119,12 @@ def init(base: str | None, server: bool, uninstall: bool, orchestrator_keys: tup
         hint(line)
     if h.manual:
         warn(f"core.hooksPath is {h.directory}; the fleet did not write there")
+    if result.created and result.config_path is not None:
+        # what to commit: other clones and a server read the committed copies
+        note(f"wrote {result.config_path}: commit it (git add {result.config_path.name} && git commit), as other "
+             "clones and a server read the committed copy; commit the bus too once it has tasks (tasks/, results/, "
+             "master_plan.md; claims stay out, in tasks/.state)")
     if verbose:
-        if result.created:
-            note(f"wrote {result.config_path}")
         verb = "removed" if uninstall else "installed"
         if h.installed:
             note(f"{verb} hooks in {h.directory}: {', '.join(h.installed)}")
