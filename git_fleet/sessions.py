@@ -91,20 +91,24 @@ class Sessions:
                 continue
             (result.resumed if resume else result.started).append(agent.name)
             launched.append(agent.name)
-        if launched and settle > 0:
-            time.sleep(settle)
-            panes = tmux.panes(self.name)
-            dead = [n for n in launched if n in panes and panes[n]["dead"]]
-            deadline = time.time() + 2.0
-            while any(not panes[n]["status"] for n in dead) and time.time() < deadline:
-                time.sleep(0.05)  # tmux can mark a pane dead a moment before it has the exit status
-                panes = tmux.panes(self.name)
-            for name in dead:
-                status = panes[name]["status"]
-                result.failed[name] = FleetError(
-                    f"agent '{name}': its command exited at once" + (f" (status {status})" if status else ""),
-                    f"look at its pane (git fleet-attach {name}) or run its command by hand: git fleet-run {name} -- ...")
+        result.failed.update(self._exited_at_once(launched, settle))
         return result
+
+    def _exited_at_once(self, launched: list[str], settle: float, what: str = "command") -> dict[str, FleetError]:
+        """The agents among `launched` whose command ended within `settle` seconds, and why."""
+        if not launched or settle <= 0:
+            return {}
+        time.sleep(settle)
+        panes = tmux.panes(self.name)
+        dead = [n for n in launched if n in panes and panes[n]["dead"]]
+        deadline = time.time() + 2.0
+        while any(not panes[n]["status"] for n in dead) and time.time() < deadline:
+            time.sleep(0.05)  # tmux can mark a pane dead a moment before it has the exit status
+            panes = tmux.panes(self.name)
+        return {name: FleetError(
+            f"agent '{name}': its {what} exited at once" + (f" (status {panes[name]['status']})" if panes[name]["status"] else ""),
+            f"look at its pane (git fleet-attach {name}) or run its command by hand: git fleet-run {name} -- ...")
+            for name in dead}
 
     def _ensure_session(self) -> None:
         if not tmux.has_session(self.name):
@@ -157,7 +161,17 @@ class Sessions:
             tmux.kill_pane(panes[n]["pane"], panes[n]["window_id"])
         return stopped
 
-    def resume(self, agent: Agent) -> None:
+    def resume(self, agent: Agent, settle: float = 0.5) -> None:
         self.fleet.require_worktree(agent)
         self._ensure_session()
         self._launch(agent, tmux.panes(self.name).get(agent.name), True, self.fleet.config.layout)
+        for err in self._exited_at_once([agent.name], settle, "resume command").values():
+            raise err
+
+    def close_if_idle(self) -> bool:
+        """Close the fleet's tmux session once no agent is in it and the rest (the orchestrator's
+        window that `up` opened) is an idle shell: `down` of every agent closes what `up` opened."""
+        if not tmux.has_session(self.name) or tmux.panes(self.name) or not tmux.only_idle_shells(self.name):
+            return False
+        tmux.kill_session(self.name)
+        return True

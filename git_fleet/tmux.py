@@ -93,6 +93,19 @@ def kill_pane(pane: str, window_id: str) -> None:
     _tmux(["select-layout", "-t", window_id, "tiled"], check=False)  # fails harmlessly once the window is gone
 
 
+SHELLS = frozenset({"sh", "bash", "zsh", "fish", "dash", "ksh", "tcsh", "csh"})
+
+
+def only_idle_shells(session: str) -> bool:
+    """Whether every pane of the session is a shell with nothing running in the foreground."""
+    out = _tmux(["list-panes", "-s", "-t", f"={session}", "-F", "#{pane_current_command}"], check=False).stdout
+    return all(command.lstrip("-") in SHELLS for command in out.split())
+
+
+def kill_session(session: str) -> None:
+    _tmux(["kill-session", "-t", f"={session}"], check=False)
+
+
 def interrupt(pane: str) -> None:
     _tmux(["send-keys", "-t", pane, "C-c"], check=False)
 
@@ -104,5 +117,8 @@ def attach(session: str, pane: str | None = None) -> None:
         _tmux(["select-pane", "-t", pane])
     if os.environ.get("TMUX"):
         _tmux(["switch-client", "-t", pane or f"={session}"])
+    elif not os.isatty(0):
+        raise FleetError("attaching needs a terminal, and there is none here",
+                         f"run it in a terminal; to look without one: tmux capture-pane -p -t {pane or session}")
     else:
         os.execvp("tmux", ["tmux", "attach-session", "-t", f"={session}"])

@@ -102,8 +102,8 @@ def test_down_asks_first_and_resume_brings_the_fleet_back(tmux_fleet: Sandbox) -
     (sb.root / "agent-api/.fleet/ran").unlink()
     sb.fleet("up", "--detach", "--stagger", "0")
     assert wait_for(sb.root / "agent-api/.fleet/ran") == "resumed api\n"
-    sb.fleet("down", "--yes")
-    assert set(windows(sb)) == {"orchestrator"}
+    res = sb.fleet("down", "--yes")  # every agent: what up opened is closed, the orchestrator's idle shell too
+    assert not windows(sb) and "closed tmux session fleet-repo-" in res.err
     (sb.root / "agent-web/.fleet/ran").unlink()
     sb.fleet("resume", "web")
     assert wait_for(sb.root / "agent-web/.fleet/ran") == "resumed web\n"
@@ -142,7 +142,7 @@ def test_tiled_layout_puts_every_agent_in_one_window(tmux_fleet: Sandbox) -> Non
     sb.fleet("up", "--detach", "--stagger", "0", "--layout", "tiled")
     assert set(windows(sb)) == {"orchestrator", "fleet"} and panes(sb)["web"][0] == "fleet"
     sb.fleet("down", "--yes")
-    assert set(windows(sb)) == {"orchestrator"}
+    assert not windows(sb)  # the fleet window went with its last pane, and the idle session with it
 
 
 def test_layout_comes_from_the_config_and_the_flag_wins(tmux_fleet: Sandbox) -> None:
@@ -253,3 +253,36 @@ def test_an_agent_without_its_worktree_is_named_and_the_others_start(tmux_fleet:
     sb.git("worktree", "add", "-q", str(sb.root / "agent-web"), "fleet/web")
     sb.fleet("up", "--detach", "--stagger", "0")
     assert wait_for(sb.root / "agent-web/.fleet/ran").startswith("started web")
+
+
+def test_down_of_every_agent_keeps_a_session_where_the_orchestrator_works(tmux_fleet: Sandbox) -> None:
+    """The orchestrator's window runs something (not an idle shell): it is the person's, and stays."""
+    sb = tmux_fleet
+    sb.fleet("up", "--detach", "--stagger", "0")
+    subprocess.run(["tmux", "send-keys", "-t", "orchestrator", "exec sleep 300", "Enter"], check=True)
+    deadline = time.time() + 10
+    while "sleep" not in subprocess.run(["tmux", "list-panes", "-a", "-F", "#{pane_current_command}"],
+                                        capture_output=True, text=True).stdout:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    res = sb.fleet("down", "--yes")
+    assert set(windows(sb)) == {"orchestrator"} and "closed" not in res.err
+
+
+def test_resume_says_when_the_agent_dies_at_once(tmux_fleet: Sandbox) -> None:
+    """fleet-up named an agent whose command exited at once; fleet-resume said nothing and exited 0."""
+    sb = tmux_fleet
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text().replace('resume = "echo resumed {session} > .fleet/ran; exec sleep 600"',
+                                           'resume = "exit 3"'))
+    res = sb.run(["git", "fleet-resume", "web"], ok=False)
+    assert res.code == 1 and "agent 'web': its resume command exited at once (status 3)" in res.err
+    assert "git fleet-attach web" in res.err
+
+
+def test_attach_without_a_terminal_says_so(tmux_fleet: Sandbox) -> None:
+    sb = tmux_fleet
+    sb.fleet("up", "--detach", "--stagger", "0")
+    res = sb.run(["git", "fleet-attach", "web"], input="", ok=False)
+    assert res.code == 1 and res.err.startswith("error: attaching needs a terminal, and there is none here\n")
+    assert "tmux capture-pane -p -t %" in res.err

@@ -634,6 +634,8 @@ def down(agents: tuple[str, ...], yes: bool) -> int:
         if not click.confirm(f"stop {', '.join(live)}?", default=False):
             return 1
     s.down(names)
+    if not agents and s.close_if_idle():
+        note(f"closed tmux session {s.name}")
     return 0
 
 
