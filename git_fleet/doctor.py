@@ -22,8 +22,10 @@ SHOWN = 5  # paths shown per finding
 
 @dataclass
 class Item:
+    """One check: ok, a warning (worth knowing; the fleet works), or a failure (exit 1)."""
     check: str
-    problems: list[tuple[str, str | None]] = field(default_factory=list)  # (what is wrong, the fix)
+    problems: list[tuple[str, str | None]] = field(default_factory=list)  # failures: (what is wrong, the fix)
+    warnings: list[tuple[str, str | None]] = field(default_factory=list)
     info: list[str] = field(default_factory=list)
     fixed: list[str] = field(default_factory=list)
 
@@ -31,12 +33,21 @@ class Item:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def level(self) -> str:
+        return "failure" if self.problems else "warning" if self.warnings else "ok"
+
     def bad(self, what: str, fix: str | None = None) -> None:
         self.problems.append((what, fix))
 
+    def warn(self, what: str, fix: str | None = None) -> None:
+        self.warnings.append((what, fix))
+
     def as_dict(self) -> dict[str, Any]:
-        return {"check": self.check, "ok": self.ok, "problems": [{"problem": p, "fix": f} for p, f in self.problems],
-                "info": self.info, "fixed": self.fixed}
+        return {"check": self.check, "ok": self.ok, "level": self.level,
+                "problems": [{"problem": p, "fix": f} for p, f in self.problems],
+                "warnings": [{"warning": w, "fix": f} for w, f in self.warnings], "info": self.info,
+                "fixed": self.fixed}
 
 
 def _some(paths: list[str]) -> str:
@@ -60,7 +71,7 @@ def _config(fleet: Any) -> Item:
         item.bad(f"the base branch '{cfg.base}' has no commits", f"commit on {cfg.base}, or set base in {cfg.path.name}")
     n = len(cfg.agents)
     if n == 0:
-        item.bad("no agents yet", "git fleet-add NAME --zone 'PATTERN'")
+        item.warn("no agents yet", "git fleet-add NAME --zone 'PATTERN'")
     elif n > cfg.max_agents:
         item.bad(f"{n} agents, more than max_agents ({cfg.max_agents})", "remove some: git fleet-rm NAME")
     elif n > cfg.warn_agents:
@@ -206,10 +217,10 @@ def _sessions(fleet: Any) -> Item:
                 fleet.worktree_of(agent) / program):
             programs.setdefault(program, []).append(agent.name)
     for program, names in programs.items():
-        item.bad(f"'{program}' (the command of {', '.join(names)}) is not on PATH",
+        item.warn(f"'{program}' (the command of {', '.join(names)}) is not on PATH: git fleet-up cannot start them",
                  f"install it, or git fleet-set {names[0]} --command TEMPLATE (presets: git help fleet-set)")
     if shutil.which("tmux") is None:
-        item.bad("tmux is not installed (git fleet-up needs it)", "apt-get install tmux (or use git fleet-run)")
+        item.warn("tmux is not installed (git fleet-up needs it)", "apt-get install tmux (or use git fleet-run)")
     return item
 
 
@@ -240,7 +251,7 @@ def _checkpoints(fleet: Any) -> Item:
     item = Item("checkpoints")
     cps = fleet.config.checkpoints
     if not cps:
-        item.bad("no checkpoints declared: agents' work is merged at declared checkpoints",
+        item.warn("no checkpoints declared: agents' work is merged at declared checkpoints",
                  f"add to {fleet.config.path.name}: [checkpoints.phase-1] agents = [...]")
     for cp in cps.values():
         unknown = [a for a in cp.agents if a not in fleet.config.agents]

@@ -276,7 +276,8 @@ def test_resume_says_when_the_agent_dies_at_once(tmux_fleet: Sandbox) -> None:
     cfg.write_text(cfg.read_text().replace('resume = "echo resumed {session} > .fleet/ran; exec sleep 600"',
                                            'resume = "exit 3"'))
     res = sb.run(["git", "fleet-resume", "web"], ok=False)
-    assert res.code == 1 and "agent 'web': its resume command exited at once (status 3)" in res.err
+    # (with its status when tmux has it in time: under load it may not)
+    assert res.code == 1 and "agent 'web': its resume command exited at once" in res.err
     assert "git fleet-attach web" in res.err
 
 

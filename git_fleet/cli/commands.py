@@ -1032,7 +1032,9 @@ def doctor(as_json: bool, fix: bool) -> int:
     are installed (and chained) where git runs them; that session names are distinct and the
     agents' commands and tmux can be found; that the bus can be written and has no lapsed
     claims or unreadable specs; that checkpoints are declared and name existing agents; and that
-    no fleet branch is left without an agent. Exits 0 when every check is OK, 1 otherwise.
+    no fleet branch is left without an agent. Each check is ok, a warning (worth knowing; the
+    fleet works: no agents or checkpoints yet, an agent program or tmux missing) or a failure.
+    Exits 1 only when a check fails.
     """
     from ..doctor import diagnose
 
@@ -1104,11 +1106,11 @@ def _print_checks(items: list[Any]) -> None:
     from . import paint
 
     for i in items:
-        status = paint("ok  ", "32") if i.ok else paint("FAIL", "1;31")
+        status = {"ok": paint("ok  ", "32"), "warning": paint("warn", "33"), "failure": paint("FAIL", "1;31")}[i.level]
         click.echo(f"{status}  {i.check}")
         for done in i.fixed:
             click.echo(f"      fixed: {done}")
-        for problem, fix_with in i.problems:
+        for problem, fix_with in [*i.problems, *i.warnings]:
             click.echo(f"      {problem}")
             if fix_with:
                 click.echo(f"      fix: {fix_with}")
