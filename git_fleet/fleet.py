@@ -723,6 +723,16 @@ class Fleet:
                              "by hand, with its work, or deleted?",
                              f"moved: git worktree repair <its new place>, then git fleet-rm {name} sees its work; "
                              "deleted: pass --force")
+        if where is not None and has_tree:
+            # never pull the worktree out from under a running agent (even with --force, which is
+            # about its uncommitted work): it would go on in a deleted directory, out of sight
+            from .processes import working_in
+
+            busy = working_in(where)
+            if busy:
+                raise FleetError(f"agent '{name}' is still running in {where}: "
+                                 + ", ".join(busy[:3]) + (" and more" if len(busy) > 3 else ""),
+                                 f"stop it first: git fleet-down {name} (or end those processes), then git fleet-rm {name}")
         if where is not None and has_tree and not force:
             dirty = self.repo.dirty_paths(where)
             if dirty:

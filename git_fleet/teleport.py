@@ -31,6 +31,7 @@ from .config import Agent
 from .errors import FleetError, GitError, UsageError
 from .moves import gone_worktree
 from .plumbing import ZERO_OID, git
+from .processes import working_in
 from .snapshot import State, capture_trees, git_path, restore
 
 FORMAT = 2  # 2: changed and untracked files are kept as the bytes on disk (snapshot.py)
@@ -483,7 +484,7 @@ def _bring_up_to_date(fleet: Any, agent: Agent, where: Path, snap: Snapshot, out
     if here.same(state):
         out.unchanged = True
         return
-    busy = _working_in(where)
+    busy = working_in(where)
     if busy:
         raise FleetError(f"processes work in {where}: " + ", ".join(busy[:3]) + (" and more" if len(busy) > 3 else "")
                          + "; what they write while the worktree is replaced would be lost; nothing was changed",
@@ -516,38 +517,6 @@ def _bring_up_to_date(fleet: Any, agent: Agent, where: Path, snap: Snapshot, out
 
 
 # processes that sit in a directory without writing to it (what they run shows up on its own)
-IDLE = {"sh", "bash", "dash", "zsh", "fish", "ksh", "tcsh", "csh", "less", "more", "tmux", "screen", "sudo", "su"}
-
-
-def _working_in(where: Path) -> list[str]:
-    """Processes whose working directory is in `where`, which could write there (an agent, an
-    editor, a build): not this command, what started it or runs beside it (a pipe), nor an idle
-    shell or pager. Linux's /proc; elsewhere none is seen. (A process can write there from any
-    directory: this is a guard against the usual case, and pull looks again before it replaces.)"""
-    mine, pid = set(), os.getpid()
-    while pid > 1:  # this command and the processes above it (git, a shell)
-        mine.add(pid)
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                pid = int(fh.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-    group = os.getpgid(0)
-    inside, found = os.path.realpath(where) + os.sep, []
-    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
-        if not entry.name.isdigit() or int(entry.name) in mine:
-            continue
-        try:
-            cwd = os.readlink(f"/proc/{entry.name}/cwd")
-            with open(f"/proc/{entry.name}/comm", encoding="utf-8", errors="replace") as fh:
-                name = fh.read().strip()
-            if os.getpgid(int(entry.name)) == group:
-                continue  # runs beside this command: `... | less`
-        except OSError:
-            continue
-        if (cwd + os.sep).startswith(inside) and name not in IDLE:
-            found.append(f"pid {entry.name} ({name})")
-    return found
 
 
 def _claim_tasks(fleet: Any, agent: Agent, tasks: list[dict[str, Any]], out: Outcome) -> list[str]:

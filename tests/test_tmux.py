@@ -287,3 +287,17 @@ def test_attach_without_a_terminal_says_so(tmux_fleet: Sandbox) -> None:
     res = sb.run(["git", "fleet-attach", "web"], input="", ok=False)
     assert res.code == 1 and res.err.startswith("error: attaching needs a terminal, and there is none here\n")
     assert "tmux capture-pane -p -t %" in res.err
+
+
+def test_rm_refuses_while_the_agent_runs_and_works_once_it_is_down(tmux_fleet: Sandbox) -> None:
+    """fleet-rm pulled the worktree out from under a running agent, which went on in a deleted
+    directory that fleet-ps and fleet-down no longer knew."""
+    sb = tmux_fleet
+    sb.fleet("up", "--detach", "--stagger", "0")
+    wait_for(sb.root / "agent-web/.fleet/ran")
+    res = sb.run(["git", "fleet-rm", "--force", "web"], ok=False)
+    assert res.code == 1 and "agent 'web' is still running in" in res.err and "(sleep)" in res.err
+    assert "git fleet-down web" in res.err and (sb.root / "agent-web").is_dir()
+    sb.fleet("down", "--yes", "web")
+    sb.run(["git", "fleet-rm", "web"])
+    assert not (sb.root / "agent-web").exists()

@@ -1,0 +1,40 @@
+"""Which processes work in a directory: the guard before a command replaces or removes a worktree
+under someone (an agent started by hand, an editor, a build)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+IDLE = {"sh", "bash", "dash", "zsh", "fish", "ksh", "tcsh", "csh", "less", "more", "tmux", "screen", "sudo", "su"}
+
+
+def working_in(where: Path) -> list[str]:
+    """Processes whose working directory is in `where`, which could write there (an agent, an
+    editor, a build): not this command, what started it or runs beside it (a pipe), nor an idle
+    shell or pager. Linux's /proc; elsewhere none is seen. (A process can write there from any
+    directory: this is a guard against the usual case.)"""
+    mine, pid = set(), os.getpid()
+    while pid > 1:  # this command and the processes above it (git, a shell)
+        mine.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                pid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    group = os.getpgid(0)
+    inside, found = os.path.realpath(where) + os.sep, []
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.name.isdigit() or int(entry.name) in mine:
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry.name}/cwd")
+            with open(f"/proc/{entry.name}/comm", encoding="utf-8", errors="replace") as fh:
+                name = fh.read().strip()
+            if os.getpgid(int(entry.name)) == group:
+                continue  # runs beside this command: `... | less`
+        except OSError:
+            continue
+        if (cwd + os.sep).startswith(inside) and name not in IDLE:
+            found.append(f"pid {entry.name} ({name})")
+    return found
