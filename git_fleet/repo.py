@@ -98,6 +98,11 @@ class Repo:
         lines = proc.stdout.decode("utf-8", "surrogateescape").splitlines()
         if len(lines) < 4:
             where = Path(cwd or os.getcwd())
+            said = proc.stderr.decode("utf-8", "replace")
+            if "safe.directory" in said:  # owned by another user: git's own words say how to trust it
+                first = said.strip().splitlines()[0].removeprefix("fatal: ")
+                advice = [line.strip() for line in said.splitlines() if "git config --global" in line]
+                raise UsageError(f"{first} ({where})", advice[0] if advice else "see `git help config`: safe.directory")
             raise UsageError(f"not a git repository: {where}", "run git-fleet inside a git repository")
         if lines[3] != "sha1":
             raise UsageError(f"{lines[0]}: git-fleet does not work with {lines[3].upper()} repositories yet",

@@ -82,3 +82,18 @@ def test_init_says_what_to_commit(sandbox: Sandbox) -> None:
     assert "wrote" in res.err and "commit it (git add .gitfleet.toml && git commit)" in res.err
     assert "tasks/, results/, master_plan.md" in res.err
     assert "commit it" not in sb.run(["git", "fleet-init"]).err  # (said once, when it writes the file)
+
+
+def test_a_repository_of_another_user_gets_gits_own_advice(sandbox: Sandbox) -> None:
+    """Not 'not a git repository', which hides how to trust it."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        pytest.skip("making a repository another user's needs root")
+    sb = sandbox
+    sb.make_repo({"a": "1\n"})
+    shutil.chown(sb.repo, "nobody")
+    res = sb.run(["git", "fleet-list"], ok=False)
+    assert res.code == 2 and "error: detected dubious ownership in repository at" in res.err
+    assert f"hint: git config --global --add safe.directory {sb.repo}" in res.err
