@@ -22,7 +22,6 @@ from . import config
 from .config import Config
 from .errors import FleetError
 from .files import write_atomic
-from .plumbing import git
 
 RECORD = Path("fleet") / "approved.toml"
 # what a fleet command is about to write, kept until it has: a command killed between writing the
@@ -43,10 +42,15 @@ def record(common_dir: Path, text: str) -> None:
     (common_dir / NEXT).unlink(missing_ok=True)
 
 
-def about_to_write(common_dir: Path, text: str) -> None:
-    """A fleet command is about to write the config as `text` (then: record)."""
+def write_config(common_dir: Path, path: Path, text: str, pause: Any = None) -> None:
+    """A fleet command writes the config: the text about to be written is kept (NEXT) until the
+    record has it, so that a kill between the two writes leaves either text approved."""
     (common_dir / NEXT).parent.mkdir(exist_ok=True)
     write_atomic(common_dir / NEXT, text)
+    write_atomic(path, text)
+    if pause is not None:
+        pause("config-written-unrecorded")
+    record(common_dir, text)
 
 
 @dataclass
@@ -71,17 +75,13 @@ def _approved(common_dir: Path, cfg: Config) -> Config | None:
     """The approved config: the record; without one (a fleet set up before records were kept),
     the base's committed file; None when there is neither."""
     try:
-        text = (common_dir / RECORD).read_text(encoding="utf-8")
+        return config.parse(cfg.path, (common_dir / RECORD).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        committed = git(["cat-file", "blob", f"refs/heads/{cfg.base}:{config.CONFIG_NAME}"], common_dir, check=False)
-        if committed.returncode != 0:
-            return None
-        text = committed.stdout.decode("utf-8", "replace")
-    except OSError:
-        text = ""  # unreadable: nothing is approved
-    try:
-        return config.parse(cfg.path, text)
-    except FleetError:
+        try:
+            return config.committed(common_dir, cfg.base)
+        except FleetError:
+            return config.parse(cfg.path, "")  # unreadable: nothing is approved
+    except (OSError, UnicodeDecodeError, FleetError):
         return config.parse(cfg.path, "")
 
 
@@ -101,11 +101,10 @@ def check(common_dir: Path, cfg: Config, overlaps_of: Any = None) -> Unapproved:
     if before is None:
         record(common_dir, cfg.text or "")
         return Unapproved()
-    now = table(cfg)
-    if table(before) == now or _next_table(common_dir, cfg) == now:
+    was, now = table(before), table(cfg)
+    if was == now or _next_table(common_dir, cfg) == now:
         return Unapproved()
     out = Unapproved()
-    was = table(before)
     for key in ("base", "ignore_case", "union"):
         if was[key] != now[key]:
             out.changes.append(f"{key}: {was[key]!r} -> {now[key]!r}")

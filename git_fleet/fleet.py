@@ -178,6 +178,11 @@ class Fleet:
         self.config_path.unlink(missing_ok=True)
         (self.repo.common_dir / approval.RECORD).unlink(missing_ok=True)
 
+    def _may_edit(self, what: str) -> None:
+        """Before a command edits the config: it is not an agent's, and it edits approved zones."""
+        self.refuse_agents(what)
+        self.require_approved("nothing is written on top of them")
+
     def require_approved(self, what: str) -> None:
         """Go on only with zones the person approved (approval.py): zones changed by hand are shown
         and need a yes on a terminal (self.confirm); a new overlap between zones is refused."""
@@ -259,10 +264,7 @@ class Fleet:
         cfg = config.parse(self.config_path, text)
         # an edit is made on top of approved zones only: it would approve whatever else it keeps
         self.require_approved("nothing is written on top of them")
-        approval.about_to_write(self.repo.common_dir, text)
-        write_atomic(self.config_path, text)
-        pause("config-written-unrecorded")
-        approval.record(self.repo.common_dir, text)
+        approval.write_config(self.repo.common_dir, self.config_path, text, pause)
         self.text, self.config = text, cfg
         pause("config-written")
         self.refresh_cache(cfg)
@@ -282,8 +284,7 @@ class Fleet:
              env: tuple[tuple[str, str], ...]) -> tuple[Agent, Report]:
         report = Report()
         _check_templates(name, session)
-        self.refuse_agents("add agents")
-        self.require_approved("nothing is written on top of them")
+        self._may_edit("add agents")
         config.check_agent_name(name)
         cfg = self.config
         if name in cfg.agents and self._adopted_as_asked(cfg.agents[name], zone, branch, path):
@@ -515,8 +516,7 @@ class Fleet:
         import dataclasses
 
         with self.editing():
-            self.refuse_agents("change agents")
-            self.require_approved("nothing is written on top of them")
+            self._may_edit("change agents")
             agent = self.config.agent(name)
             changes: dict[str, Any] = {k: v for k, v in (session or {}).items() if v is not None}
             _check_templates(name, changes)
@@ -540,8 +540,7 @@ class Fleet:
 
     def add_checkpoint(self, name: str, agents: Sequence[str]) -> None:
         with self.editing():
-            self.refuse_agents("declare checkpoints")
-            self.require_approved("nothing is written on top of them")
+            self._may_edit("declare checkpoints")
             self._save(config.with_checkpoint(self.config, self.text, name, agents))
 
     def propose_zones(self, limit: int = 7) -> list[tuple[str, str, int]]:
@@ -708,8 +707,7 @@ class Fleet:
 
     def _remove(self, name: str, *, force: bool, keep_branch: bool) -> Report:
         report = Report()
-        self.refuse_agents("remove agents")
-        self.require_approved("nothing is written on top of them")
+        self._may_edit("remove agents")
         agent = self.config.agent(name)
         for cp in self.config.checkpoints.values():
             if name in cp.agents:
@@ -1036,9 +1034,7 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
             raise UsageError(f"'{base}' is not a valid branch name", "see `git help check-ref-format`")
         text = config.new_config_text(base)
         cfg = config.parse(path, text)
-        approval.about_to_write(repo.common_dir, text)
-        write_atomic(path, text)
-        approval.record(repo.common_dir, text)
+        approval.write_config(repo.common_dir, path, text)
         if repo.resolve(base) is None:
             report.warnings.append(f"base branch '{base}' has no commits yet; agents can be added after the first commit")
     elif base is not None and base != cfg.base:

@@ -45,31 +45,25 @@ def _require_approved(here: plumbing.Here) -> None:
     from . import approval, config
 
     main = plumbing.main_worktree_of(here.common_dir)
-    if main is None:
+    if main is None or here.common_dir in _APPROVED:
         return
     common_dir = here.common_dir
     path = Path(main, check.CONFIG_NAME)
     unapproved = approval.check(Path(common_dir), config.parse_bytes(path, path.read_bytes()))
     if unapproved:
         raise unapproved.error("they are not what this is checked against", path, Path(common_dir))
+    _APPROVED.add(common_dir)  # (once per hook run, however many refs or heads it checks)
+
+
+_APPROVED: set[str] = set()
 
 
 def _server_config(common_dir: str) -> check.Compiled | None:
     """A bare repository has no main worktree: read the base branch's committed config."""
-    from pathlib import Path
-
     from . import config
 
-    base = plumbing.server_base(common_dir)
-    blob = plumbing.git(["cat-file", "blob", f"refs/heads/{base}:{check.CONFIG_NAME}"], common_dir, check=False)
-    if blob.returncode != 0:
-        return None
-    label = Path(f"{base}:{check.CONFIG_NAME}")
-    try:
-        text = blob.stdout.decode("utf-8")
-    except UnicodeDecodeError:
-        raise FleetError(f"{label}: not valid UTF-8") from None
-    return check.compile_config(common_dir, None, config.parse(label, text))
+    cfg = config.committed(common_dir, plumbing.server_base(common_dir))
+    return check.compile_config(common_dir, None, cfg) if cfg is not None else None
 
 
 def _refuse_during_merge(here: plumbing.Here) -> None:
@@ -107,7 +101,7 @@ def pre_commit() -> int:
     _refuse_during_merge(here)
     merging = plumbing.read_file(os.path.join(here.git_dir, "MERGE_HEAD"))
     if merging is not None:
-        pre_merge_commit()
+        pre_merge_commit(here)
     main = plumbing.main_worktree_of(here.common_dir)
     if main is None or os.path.realpath(here.toplevel) == os.path.realpath(main):
         return 0  # the orchestrator's worktree is not restricted
@@ -122,8 +116,7 @@ def pre_commit() -> int:
         # concluding a merge: what it brings in from the other side was checked above (another
         # agent's work, this agent's own, or the base's); the agent's own change in the merge is
         # where the index differs from the merge git makes
-        pairs = [(check.STATUS_WORDS.get(status, "changed"), paths[0])
-                 for status, paths in plumbing.staged_changes(against=plumbing.remerged("HEAD", heads[0]))]
+        pairs = check.staged_pairs(plumbing.staged_changes(against=plumbing.remerged("HEAD", heads[0])))
     else:
         pairs = check.staged_pairs(plumbing.staged_changes())
     violations = check.check_paths(compiled, agent, pairs)
@@ -132,15 +125,16 @@ def pre_commit() -> int:
     return 0
 
 
-def pre_merge_commit() -> int:
+def pre_merge_commit(here: plumbing.Here | None = None) -> int:
     """A plain `git merge` of an agent's branch: its new commits are held to its zone.
 
     Also run from pre-commit when a merge is being concluded (after resolving conflicts,
     `git commit` runs pre-commit, not pre-merge-commit). What is merged is an agent's by the name
     it was merged by (a tag or a remote's branch named like the agent's branch included), else by
     being the tip of an agent's branch, else by being in one (the agent committed on since)."""
-    here = plumbing.here()
-    _refuse_during_merge(here)
+    if here is None:  # (from pre-commit, which has looked already)
+        here = plumbing.here()
+        _refuse_during_merge(here)
     heads = (plumbing.read_file(os.path.join(here.git_dir, "MERGE_HEAD")) or "").split()
     action = os.environ.get("GIT_REFLOG_ACTION", "")
     names = action.split()[1:] if action.startswith("merge ") else []
@@ -235,11 +229,11 @@ def pushed(hook: str, args: list[str]) -> int:
         exclude = [o for o in approved if o != plumbing.ZERO_OID and _have(cwd, o)]
         violations = check.check_range(compiled, agent, [new], exclude, cwd)
         if violations:
-            errors.append(check.describe(agent, violations, f"push of {ref[11:]} rejected"))
-        if violations:
+            err = check.describe(agent, violations, f"push of {ref[11:]} rejected")
             where = "the server's" if server else f"{args[0] if args else 'the remote'}'s (as last fetched)"
-            errors[-1].hint = (f"{errors[-1].hint}\ncommits in {where} {compiled.base} are not checked: if those "
-                               f"are the base's, push {compiled.base} first")
+            err.hint = (f"{err.hint}\ncommits in {where} {compiled.base} are not checked: if those are the base's, "
+                        f"push {compiled.base} first")
+            errors.append(err)
     if errors:
         raise FleetError("\n".join(e.message for e in errors), "\n".join(dict.fromkeys(
             line for e in errors if e.hint for line in e.hint.splitlines())))

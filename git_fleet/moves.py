@@ -32,7 +32,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import lock, runner
+from . import lock, runner, scratch
 from .errors import FleetError, GitError
 from .files import write_atomic
 from .pause import pause
@@ -261,7 +261,7 @@ def recover(repo: Repo, orchestrator: bool) -> list[str]:
     only from the main worktree; elsewhere it is only said that one needs finishing. Never
     fails: every outcome is a state that works."""
     path = pending(repo)
-    top = repo.common_dir / "fleet" / "scratch"
+    top = scratch.root(repo.common_dir)
     leftovers = top.is_dir() and any(top.iterdir())
     if path is None and not leftovers:
         return []

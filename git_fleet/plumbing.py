@@ -282,14 +282,13 @@ def parse_name_status(raw: bytes) -> list[tuple[str, tuple[str, ...]]]:
 def staged_changes(against: str = "HEAD") -> list[tuple[str, tuple[str, ...]]]:
     """What the commit being made changes, from the index git names in GIT_INDEX_FILE: against
     HEAD (renames found), or against a given tree (renames not followed)."""
+    args = ["diff-index", "--cached", "-z", "--name-status", "-M" if against == "HEAD" else "--no-renames",
+            "--no-ext-diff", "--ignore-submodules=none"]
     if against != "HEAD":
-        args = ["diff-index", "--cached", "-z", "--name-status", "--no-renames", "--no-ext-diff",
-                "--ignore-submodules=none", against]
-        code, raw = quick(args)
+        code, raw = quick([*args, against])
         if code != 0:
             raise GitError("'git diff-index --cached' failed")
         return parse_name_status(raw)
-    args = ["diff-index", "--cached", "-z", "--name-status", "-M", "--no-ext-diff", "--ignore-submodules=none"]
     code, raw = quick([*args, "HEAD"], show_errors=False)
     if code != 0:
         if quick(["rev-parse", "-q", "--verify", "HEAD^{commit}"], show_errors=False)[0] == 0:
@@ -339,6 +338,10 @@ def history(tips: Iterable[str], exclude: Iterable[str], cwd: str | os.PathLike[
         if len(parents) > 2:
             graph[commit] = (parents, changed_paths(parents[0], commit, cwd))
     return graph
+
+
+def is_ancestor(a: str, b: str, cwd: str | os.PathLike[str]) -> bool:
+    return git(["merge-base", "--is-ancestor", a, b], cwd, check=False).returncode == 0
 
 
 def changed_paths(a: str, b: str, cwd: str | os.PathLike[str]) -> list[str]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-IDLE = {"sh", "bash", "dash", "zsh", "fish", "ksh", "tcsh", "csh", "less", "more", "tmux", "screen", "sudo", "su"}
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "fish", "ksh", "tcsh", "csh"})
+IDLE = SHELLS | {"less", "more", "tmux", "screen", "sudo", "su"}  # a shell or pager at its prompt writes nothing
 
 
 def working_in(where: Path) -> list[str]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from . import scratch
 from .errors import FleetError, UsageError
-from .plumbing import (EMPTY_TREE, MAIN_RECORD, MERGE_PINNED, ZERO_OID, changed_paths, git, hash_files,
+from .plumbing import (EMPTY_TREE, MAIN_RECORD, MERGE_PINNED, ZERO_OID, changed_paths, git, hash_files, is_ancestor,
                        main_worktree_of, out, parse_worktree_list, read_file, rebasing)
 
 if TYPE_CHECKING:
@@ -338,7 +338,7 @@ class Repo:
         return proc.stdout.decode().strip() or None
 
     def is_ancestor(self, a: str, b: str) -> bool:
-        return git(["merge-base", "--is-ancestor", a, b], self.common_dir, check=False).returncode == 0
+        return is_ancestor(a, b, self.common_dir)
 
     def branch_tip(self, branch: str) -> str | None:
         ref = self.pygit.references.get(f"refs/heads/{branch}")

@@ -88,7 +88,7 @@ def refusals(compiled: check.Compiled, updates: Sequence[tuple[str, str, str]], 
             errors.append(FleetError(f"deleting {ref[11:]} rejected: it is {what}, which only moves forward here",
                                      _REWRITE_HINT))
             continue
-        if old != plumbing.ZERO_OID and not _is_ancestor(old, new, cwd):
+        if old != plumbing.ZERO_OID and not plumbing.is_ancestor(old, new, cwd):
             errors.append(FleetError(f"force-push of {ref[11:]} rejected: it is {what}, which only moves forward "
                                      f"here ({old[:12]} is not in {new[:12]})", _REWRITE_HINT))
             continue
@@ -119,22 +119,15 @@ _REWRITE_HINT = ("fetch, and build on what is there (git pull); the orchestrator
 
 
 def _committed_agents(common_dir: str, base: str) -> set[str] | None:
-    """The agents of the base's committed configuration here, or None when there is none."""
-    from pathlib import Path
-
+    """The agents of the base's committed configuration here, or None when there is none (or it
+    does not read)."""
     from . import config
 
-    blob = plumbing.git(["cat-file", "blob", f"refs/heads/{base}:{check.CONFIG_NAME}"], common_dir, check=False)
-    if blob.returncode != 0:
-        return None
     try:
-        return set(config.parse(Path(f"{base}:{check.CONFIG_NAME}"), blob.stdout.decode("utf-8")).agents)
-    except (FleetError, UnicodeDecodeError):
+        cfg = config.committed(common_dir, base)
+    except FleetError:
         return None
-
-
-def _is_ancestor(a: str, b: str, cwd: str) -> bool:
-    return plumbing.git(["merge-base", "--is-ancestor", a, b], cwd, check=False).returncode == 0
+    return set(cfg.agents) if cfg is not None else None
 
 
 def _merges_only(compiled: check.Compiled, old: str, new: str, cwd: str, keyed: dict[str, str]) -> list[FleetError]:
@@ -153,7 +146,7 @@ def _merges_only(compiled: check.Compiled, old: str, new: str, cwd: str, keyed: 
     merged: list[check.CompiledAgent] = []
     for line in raw.splitlines():
         commit, *parents = line.split()
-        if len(parents) == 2 and old != plumbing.ZERO_OID and _is_ancestor(parents[1], old, cwd):
+        if len(parents) == 2 and old != plumbing.ZERO_OID and plumbing.is_ancestor(parents[1], old, cwd):
             # a merge of what the base here has already (the server's base merged into a clone's):
             # it brings nothing new, and may change nothing of its own
             own = plumbing.history([commit], parents, cwd).get(commit, ([], []))[1]
@@ -172,7 +165,7 @@ def _merges_only(compiled: check.Compiled, old: str, new: str, cwd: str, keyed: 
         holds = keyed.get(agent.branch)
         if holds is not None:
             # a keyed agent's work reaches the base as it signed it: merged as git merges it
-            if not _is_ancestor(parents[1], holds, cwd):
+            if not plumbing.is_ancestor(parents[1], holds, cwd):
                 errors.append(FleetError(f"push of {base} rejected: {commit[:12]} names {agent.branch} but merges "
                                          f"{parents[1][:12]}, which {agent.branch} here does not hold",
                                          f"push {agent.branch} first (signed with agent '{agent.name}''s key)"))

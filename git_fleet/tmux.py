@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import FleetError
+from .processes import SHELLS
 
 LAYOUTS = ("windows", "tiled")
 TILED = "fleet"  # the name of the window that holds tiled panes
@@ -91,9 +92,6 @@ def kill_pane(pane: str, window_id: str) -> None:
     """Close the pane; the rest of a tiled window is tiled again."""
     _tmux(["kill-pane", "-t", pane], check=False)
     _tmux(["select-layout", "-t", window_id, "tiled"], check=False)  # fails harmlessly once the window is gone
-
-
-SHELLS = frozenset({"sh", "bash", "zsh", "fish", "dash", "ksh", "tcsh", "csh"})
 
 
 def only_idle_shells(session: str) -> bool:
