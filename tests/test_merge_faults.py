@@ -654,8 +654,9 @@ def test_a_sync_killed_after_the_branch_moved(cp: Sandbox, kill_after_rename: Pa
     assert proc.returncode == -signal.SIGKILL
     assert not (web / "src/frontend/lib.js").exists()  # the branch moved, its work tree did not
     (web / "src/frontend/app.js").write_text("more work\n")
+    (sb.repo / ".git/worktrees/agent-web/index.lock").unlink()  # (the killed move's: else git refuses first)
     res = sb.git("commit", "-qam", "goes on", cwd=web, ok=False)
-    assert "index.lock" in res.err or "a sync of fleet/web is not finished" in res.err
+    assert "a sync of fleet/web is not finished; this commit would undo it" in res.err
     doctor = sb.fleet("doctor", cwd=web, ok=False)  # in the agent's worktree: it says so, and leaves it
     assert "a checkpoint merge or sync was interrupted and is not finished" in doctor.out
     assert "the next git fleet command in the main worktree" in doctor.err
@@ -936,6 +937,7 @@ def test_a_daemon_a_hook_starts_does_not_keep_the_fleets_lock(cp: Sandbox) -> No
         sb.fleet("merge", "--checkpoint", "phase-1")
         res = sb.fleet("add", "docs", "--zone", "docs/**")
         assert "waiting" not in res.err
+        assert sleeping("sleep 303")  # the hook ran, and its daemon lives on
         held = [pid for pid in sleeping("sleep 303")
                 if any(os.readlink(f"/proc/{pid}/fd/{fd}").endswith("fleet/lock") for fd in os.listdir(f"/proc/{pid}/fd"))]
         assert held == []

@@ -261,8 +261,8 @@ def test_down_of_every_agent_keeps_a_session_where_the_orchestrator_works(tmux_f
     sb.fleet("up", "--detach", "--stagger", "0")
     subprocess.run(["tmux", "send-keys", "-t", "orchestrator", "exec sleep 300", "Enter"], check=True)
     deadline = time.time() + 10
-    while "sleep" not in subprocess.run(["tmux", "list-panes", "-a", "-F", "#{pane_current_command}"],
-                                        capture_output=True, text=True).stdout:
+    while subprocess.run(["tmux", "display-message", "-p", "-t", "orchestrator", "#{pane_current_command}"],
+                         capture_output=True, text=True).stdout.strip() != "sleep":
         assert time.time() < deadline
         time.sleep(0.05)
     res = sb.fleet("down", "--yes")
