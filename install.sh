@@ -3,6 +3,7 @@
 #   $PREFIX/share/git-fleet/venv   the environment (PREFIX defaults to ~/.local)
 #   $PREFIX/bin/git-fleet-*        the commands (links into the environment)
 #   $PREFIX/share/man/man1/        the man pages, so `git help fleet-add` works
+#   $PREFIX/share/bash-completion/, zsh/, fish/   shell completion of `git fleet-NAME <TAB>`
 # Running it again upgrades in place. PYTHON picks the interpreter (3.11 or newer).
 set -euo pipefail
 
@@ -32,6 +33,7 @@ done
 for page in "$venv"/share/man/man1/git-fleet*.1; do
     ln -sfn "$page" "$PREFIX/share/man/man1/$(basename "$page")"
 done
+"$venv/bin/python" -I -m git_fleet.completion install "$PREFIX"
 
 version=$("$venv/bin/git-fleet" --version)
 case ":$PATH:" in

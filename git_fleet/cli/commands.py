@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .. import __version__
+from .. import __version__, completion
 from ..check import quote
 from ..fleet import Fleet, Report
 from ..fleet import init as do_init
@@ -58,7 +58,7 @@ def _table(rows: list[list[str]]) -> None:
 @click.option("--base", metavar="BRANCH", help="The branch agents start from (default: the current branch).")
 @click.option("--server", is_flag=True, help="Install the pre-receive check (for a bare repository that agents push to).")
 @click.option("--uninstall", is_flag=True, help="Remove the fleet's hooks and put back the hooks they chained.")
-@click.option("--orchestrator-key", "orchestrator_keys", multiple=True, metavar="FILE",
+@click.option("--orchestrator-key", "orchestrator_keys", multiple=True, metavar="FILE", shell_complete=completion.files,
               help="With --server: the SSH public key whose signed pushes (git push --signed) are the orchestrator's.")
 @click.option("--agent-key", "agent_keys", multiple=True, metavar="AGENT=FILE",
               help="With --server: the SSH public key an agent's pushes to its branch must be signed with.")
@@ -198,7 +198,7 @@ def _walk_through() -> int:
 @click.argument("name")
 @click.option("--zone", "zones", multiple=True, required=True, metavar="PATTERN", help=ZONE_HELP)
 @click.option("--branch", metavar="BRANCH", help="The agent's branch (default: <branch_prefix>NAME); an existing branch is adopted as it is.")
-@click.option("--path", "path", metavar="DIR", help="Where the worktree goes (default: fleet.worktree, ../agent-NAME).")
+@click.option("--path", "path", metavar="DIR", shell_complete=completion.directories, help="Where the worktree goes, in this clone (default: fleet.worktree, ../REPO-NAME).")
 @click.option("--base", metavar="REF", help="What a new branch starts from (default: fleet.base).")
 @click.option("--allow-overlap", is_flag=True, help="Accept a zone that shares paths with another agent's.")
 @click.option("--force", is_flag=True, help="Go beyond the agent limit (max_agents).")
@@ -226,12 +226,12 @@ def add(name: str, zones: tuple[str, ...], branch: str | None, path: str | None,
     _agent, report = load().add(name, zones, branch=branch, path=path, base=base, allow_overlap=allow_overlap,
                                 force=force, session={"session": session, "model": model, "command": command_,
                                                       "resume": resume})
-    _report(report, verbose)
+    _report(report, verbose or sys.stderr.isatty())  # what it made, on a terminal as git's porcelain does
     return 0
 
 
 @command()
-@click.argument("name")
+@click.argument("name", shell_complete=completion.agents)
 @click.option("--force", is_flag=True, help="Remove even with uncommitted work or unmerged commits (the branch is kept).")
 @click.option("--keep-branch", is_flag=True, help="Keep the agent's branch even when it is fully merged.")
 @click.option("-v", "--verbose", is_flag=True, help="Say what was done.")
@@ -264,7 +264,7 @@ def list_(as_json: bool) -> int:
 
 
 @command()
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1, required=True, shell_complete=completion.files)
 @click.option("--json", "as_json", is_flag=True, help="Print an object mapping each path to the list of its owners.")
 def who(paths: tuple[str, ...], as_json: bool) -> int:
     """Print the agent(s) that own each PATH, and the pattern that decides.
@@ -328,8 +328,8 @@ def zones(as_json: bool, approve: bool) -> int:
 
 
 @command()
-@click.argument("agents", nargs=-1)
-@click.option("--checkpoint", "checkpoint", metavar="NAME", help="Merge the agents of this declared checkpoint, in its order, and tag the result fleet/NAME.")
+@click.argument("agents", nargs=-1, shell_complete=completion.agents)
+@click.option("--checkpoint", "checkpoint", metavar="NAME", shell_complete=completion.checkpoints, help="Merge the agents of this declared checkpoint, in its order, and tag the round (fleet/NAME, then fleet/NAME@2, ...).")
 @click.option("-n", "--dry-run", is_flag=True, help="Say what would be merged and what would conflict; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (or the result) as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Say what was merged.")
@@ -466,7 +466,7 @@ def status(as_json: bool) -> int:
 
 
 @command()
-@click.argument("agents", nargs=-1)
+@click.argument("agents", nargs=-1, shell_complete=completion.agents)
 @click.option("--json", "as_json", is_flag=True, help="Print what was done for each agent as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Say what was done for each agent.")
 def sync(agents: tuple[str, ...], as_json: bool, verbose: bool) -> int:
@@ -498,7 +498,7 @@ def sync(agents: tuple[str, ...], as_json: bool, verbose: bool) -> int:
 
 
 @command(name="set")
-@click.argument("name")
+@click.argument("name", shell_complete=completion.agents)
 @click.option("--zone", "zones", multiple=True, metavar="PATTERN", help="Replace the agent's zone; repeat for more patterns.")
 @click.option("--allow-overlap", is_flag=True, help="Accept a zone that shares paths with another agent's.")
 @click.option("--session", metavar="NAME", help="The agent's session name.")
@@ -527,7 +527,7 @@ def set_(name: str, zones: tuple[str, ...], allow_overlap: bool, session: str | 
 
 @click.command(cls=FleetCommand, context_settings={**CONTEXT, "ignore_unknown_options": True,
                                                    "allow_interspersed_args": False})
-@click.argument("name")
+@click.argument("name", shell_complete=completion.agents)
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 def run(name: str, argv: tuple[str, ...]) -> int:
     """Run a command in an agent's worktree with the fleet environment, without tmux.
@@ -548,7 +548,7 @@ def _sessions(changes: str | None = None) -> Any:
 
 
 @command()
-@click.argument("agents", nargs=-1)
+@click.argument("agents", nargs=-1, shell_complete=completion.agents)
 @click.option("--stagger", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Seconds between agents' starts (default: fleet.stagger).")
 @click.option("--layout", type=click.Choice(["windows", "tiled"]),
@@ -612,7 +612,7 @@ def ps(as_json: bool) -> int:
 
 
 @command()
-@click.argument("agents", nargs=-1)
+@click.argument("agents", nargs=-1, shell_complete=completion.agents)
 @click.option("--yes", is_flag=True, help="Do not ask before stopping agents that still run.")
 def down(agents: tuple[str, ...], yes: bool) -> int:
     """Stop agents (all, or the named ones): Ctrl-C first, then their windows are closed.
@@ -640,7 +640,7 @@ def down(agents: tuple[str, ...], yes: bool) -> int:
 
 
 @command()
-@click.argument("agent")
+@click.argument("agent", shell_complete=completion.agents)
 def resume(agent: str) -> int:
     """Start an agent's resume command in its window (made if missing)."""
     s = _sessions("resume agents")
@@ -649,7 +649,7 @@ def resume(agent: str) -> int:
 
 
 @command()
-@click.argument("agent", required=False)
+@click.argument("agent", required=False, shell_complete=completion.agents)
 def attach(agent: str | None) -> int:
     """Attach to the fleet's tmux session (switch to it inside tmux), at AGENT's pane if given."""
     from .. import tmux
@@ -737,9 +737,9 @@ def task_path() -> int:
 
 @task.command("add", cls=FleetCommand)
 @click.argument("title")
-@click.option("--agent", metavar="NAME", help="Only this agent may claim it (default: anyone).")
-@click.option("--body-file", metavar="FILE", help="The task's description, from a file, or - for standard input.")
-@click.option("--depends", multiple=True, metavar="ID", help="A task that must be done first; repeat for more.")
+@click.option("--agent", metavar="NAME", shell_complete=completion.agents, help="Only this agent may claim it (default: anyone).")
+@click.option("--body-file", metavar="FILE", shell_complete=completion.files, help="The task's description, from a file, or - for standard input.")
+@click.option("--depends", multiple=True, metavar="ID", shell_complete=completion.tasks, help="A task that must be done first; repeat for more.")
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher is claimed first.")
 def task_add(title: str, agent: str | None, body_file: str | None, depends: tuple[str, ...], priority: int) -> int:
     """Write a new task spec, tasks/task-NNN-<slug>.md, and print its id."""
@@ -755,8 +755,9 @@ def task_add(title: str, agent: str | None, body_file: str | None, depends: tupl
 
 
 @task.command("list", cls=FleetCommand)
-@click.option("--status", type=click.Choice(["open", "claimed", "done", "failed", "invalid"]), help="Only tasks in this state.")
-@click.option("--agent", metavar="NAME", help="Only tasks assigned to or claimed by this agent.")
+@click.option("--status", type=click.Choice(["open", "claimed", "done", "failed", "cancelled", "invalid"]),
+              help="Only tasks in this state.")
+@click.option("--agent", metavar="NAME", shell_complete=completion.agents, help="Only tasks assigned to or claimed by this agent.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 def task_list(status: str | None, agent: str | None, as_json: bool) -> int:
     """List the tasks: id, state, agent and title. A spec that cannot be read is listed as invalid,
@@ -774,18 +775,22 @@ def task_list(status: str | None, agent: str | None, as_json: bool) -> int:
 
 
 @task.command("show", cls=FleetCommand)
-@click.argument("id")
+@click.argument("id", shell_complete=completion.tasks)
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
 def task_show(id: str, as_json: bool) -> int:
-    """Show one task: its spec, its state and its result."""
+    """Show one task: its spec, its state and its result, and any result kept aside (a holder's
+    result that came after the task was cancelled or taken over)."""
     from ..bus import parse_id
 
-    t = load().bus().get(parse_id(id))
+    bus = load().bus()
+    t = bus.get(parse_id(id))
+    kept = [str(p) for p in bus.unrecorded(t)]
     if as_json:
-        print_json({**t.as_dict(), "body": t.body})
+        print_json({**t.as_dict(), "body": t.body, "unrecorded": kept})
         return 0
     click.echo(f"{t.name}: {t.title}")
-    click.echo(f"state: {t.status}" + (f" (attempt {t.attempt}, {t.claimed_by})" if t.attempt else ""))
+    click.echo(f"state: {t.status}" + (f" (attempt {t.attempt}, {t.claimed_by})" if t.attempt else "")
+               + (bus.why_cancelled(t) if t.status == "cancelled" else ""))
     if t.agent:
         click.echo(f"for: {t.agent}")
     if t.depends:
@@ -793,13 +798,17 @@ def task_show(id: str, as_json: bool) -> int:
     click.echo(f"spec: {t.path}")
     if t.result:
         click.echo(f"result: {t.result}")
+    for k in kept:
+        click.echo(f"kept aside: {k}")
+    if t.error:
+        warn(t.error)
     if t.body:
         click.echo("\n" + t.body.rstrip())
     return 0
 
 
 @task.command("claim", cls=FleetCommand)
-@click.option("--agent", metavar="NAME", help="Who claims (default: $FLEET_AGENT, or this worktree's agent).")
+@click.option("--agent", metavar="NAME", shell_complete=completion.agents, help="Who claims (default: $FLEET_AGENT, or this worktree's agent).")
 @click.option("--lease", metavar="DURATION", help="How long the claim holds without renewal (default: bus.lease).")
 @click.option("--wait", is_flag=True, help="Block until a task can be claimed (woken by file changes, not by polling).")
 @click.option("--json", "as_json", is_flag=True, help="Print the claimed task as JSON.")
@@ -831,7 +840,7 @@ def task_claim(agent: str | None, lease: str | None, wait: bool, as_json: bool) 
     return 0
 
 
-holder_option = click.option("--agent", metavar="NAME",
+holder_option = click.option("--agent", metavar="NAME", shell_complete=completion.agents,
                              help="Who holds it (default: $FLEET_AGENT, or this worktree's agent).")
 
 
@@ -842,8 +851,16 @@ def _who_and_id(agent: str | None, id: str) -> tuple[Any, str, int]:
     return fleet.bus(), fleet.worker(agent), parse_id(id)
 
 
+def _spec_broken(t: Any, what: str) -> None:
+    """Its holder went on with a task whose spec was broken by hand after the claim: say where."""
+    if t.error:
+        warn(t.error)
+        hint(f"{what}; the spec of {t.name} was changed by hand after it was claimed and cannot be read: "
+             "the orchestrator fixes that line (git fleet-doctor lists it too)")
+
+
 @task.command("renew", cls=FleetCommand)
-@click.argument("id")
+@click.argument("id", shell_complete=completion.claimed_tasks)
 @holder_option
 @click.option("--lease", metavar="DURATION", help="The new lease, from now (default: bus.lease).")
 def task_renew(id: str, agent: str | None, lease: str | None) -> int:
@@ -851,41 +868,107 @@ def task_renew(id: str, agent: str | None, lease: str | None) -> int:
     from ..config import parse_duration
 
     bus, who, tid = _who_and_id(agent, id)
-    bus.renew(tid, who, parse_duration(lease) if lease else None)
+    _spec_broken(bus.renew(tid, who, parse_duration(lease) if lease else None), "the lease is renewed all the same")
     return 0
 
 
 @task.command("release", cls=FleetCommand)
-@click.argument("id")
+@click.argument("id", shell_complete=completion.claimed_tasks)
 @holder_option
 def task_release(id: str, agent: str | None) -> int:
     """Give a claimed task back, for anyone to claim again."""
     bus, who, tid = _who_and_id(agent, id)
-    bus.release(tid, who)
+    _spec_broken(bus.release(tid, who), "it is released all the same; no worker claims it until the spec is fixed")
     return 0
 
 
 @task.command("done", cls=FleetCommand)
-@click.argument("id")
+@click.argument("id", shell_complete=completion.claimed_tasks)
 @holder_option
-@click.option("--result-file", metavar="FILE", help="The result, from a file, or - for standard input.")
+@click.option("--result-file", metavar="FILE", shell_complete=completion.files, help="The result, from a file, or - for standard input.")
 def task_done(id: str, agent: str | None, result_file: str | None) -> int:
-    """Finish a task this agent holds: write results/task-NNN-result.md (atomically) and mark it done."""
+    """Finish a task this agent holds: write results/task-NNN-result.md (atomically) and mark it done.
+
+    A result that cannot be recorded (the task was cancelled, or the lease lapsed and another
+    worker took it over) is refused, exit status 1, and kept at
+    results/task-NNN-unrecorded-AGENT-K.md, never dropped. A spec broken by hand after the claim
+    does not stop the holder: the result is recorded, with a warning naming the file and line.
+    """
     bus, who, tid = _who_and_id(agent, id)
     t = bus.finish(tid, who, _body(result_file) or "Done.")
     click.echo(str(t.result))
+    _spec_broken(t, "the result is recorded all the same")
     return 0
 
 
 @task.command("fail", cls=FleetCommand)
-@click.argument("id")
+@click.argument("id", shell_complete=completion.claimed_tasks)
 @click.option("--reason", required=True, help="Why it failed; recorded as the result.")
 @holder_option
 def task_fail(id: str, reason: str, agent: str | None) -> int:
-    """Give up on a task this agent holds: record it as failed, with the reason."""
+    """Give up on a task this agent holds: record it as failed, with the reason (kept aside, as
+    with done, if it cannot be recorded)."""
     bus, who, tid = _who_and_id(agent, id)
     t = bus.finish(tid, who, reason, failed=True)
     click.echo(str(t.result))
+    _spec_broken(t, "the failure is recorded all the same")
+    return 0
+
+
+def _orchestrators(what: str) -> Any:
+    """The bus, for a command only the orchestrator runs: an agent gives its own task back or
+    ends it, but does not end or delete the orchestrator's tasks."""
+    from ..errors import FleetError
+
+    fleet = load()
+    try:
+        fleet.refuse_agents(what)
+    except FleetError as e:
+        raise FleetError(e.message, f"run it in the main worktree ({fleet.main}), outside any agent's session; an "
+                         "agent gives a task it holds back with git fleet-task release ID, or ends it with git "
+                         "fleet-task fail ID --reason TEXT") from None
+    return fleet.bus()
+
+
+@task.command("cancel", cls=FleetCommand)
+@click.argument("id", shell_complete=completion.open_tasks)
+@click.option("--reason", metavar="TEXT", help="Why; recorded as its result, and told to its holder.")
+def task_cancel(id: str, reason: str | None) -> int:
+    """End a task that is open or claimed: it is recorded as cancelled (results/task-NNN-result.md,
+    status: cancelled, with the reason) and no worker claims it again. The orchestrator's only.
+
+    Its holder, if any, is refused from then on: renew, release, done and fail say that it was
+    cancelled and why, and a result it sends is kept at results/task-NNN-unrecorded-AGENT-K.md,
+    never dropped (git fleet-task show lists it); its branch and worktree are not touched. A done
+    that races the cancel is settled as any result is: the first one linked into place wins, the
+    other is told so. Tasks that depend on it stay blocked, as after a failure: they are named,
+    to be cancelled too or freed by editing their depends. A task that is done or failed already
+    is refused.
+    """
+    from ..bus import parse_id
+
+    bus = _orchestrators("cancel a task")
+    t = bus.cancel(parse_id(id), reason)
+    click.echo(str(t.result))
+    waiting = bus.dependents(t.id)
+    if waiting:
+        warn(f"{', '.join(w.name for w in waiting)} depend{'s' if len(waiting) == 1 else ''} on {t.name} and "
+             "cannot be claimed now")
+        hint(f"cancel {'them' if len(waiting) > 1 else 'it'} too (git fleet-task cancel ID), or take {t.name} out "
+             "of the depends: line of " + ", ".join(str(w.path) for w in waiting))
+    return 0
+
+
+@task.command("rm", cls=FleetCommand)
+@click.argument("id", shell_complete=completion.open_tasks)
+def task_rm(id: str) -> int:
+    """Delete a task added by mistake: its spec goes. Only a task that nobody has ever claimed and
+    that no unfinished task depends on; any other is cancelled instead (git fleet-task cancel),
+    so its record stays. Its id is not given out again. The orchestrator's only."""
+    from ..bus import parse_id
+
+    t = _orchestrators("remove a task").remove(parse_id(id))
+    click.echo(f"removed {t.name} ({t.path})")
     return 0
 
 
@@ -938,12 +1021,18 @@ def _teleporting(agent: str) -> Fleet:
 
 
 @teleport.command("push", cls=FleetCommand)
-@click.argument("agent")
+@click.argument("agent", shell_complete=completion.agents)
 @remote_option
 @click.option("--force", is_flag=True, help="Replace a snapshot on the remote that this clone has not seen.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was sent as JSON.")
 def teleport_push(agent: str, remote: str | None, force: bool, as_json: bool) -> int:
-    """Send the agent's whole state to the remote; the local worktree is left as it was."""
+    """Send the agent's whole state to the remote; the local worktree is left as it was.
+
+    Where another clone pushed a snapshot of the agent first (at the same time, or since this
+    clone last sent or received one), nothing is sent, and it says which snapshot is there: pull
+    it, or replace it with --force. Only a push the remote itself declines (its hooks, your
+    access) is reported as refused.
+    """
     from ..teleport import send
 
     out = send(_teleporting(agent), agent, remote, force=force)
@@ -958,11 +1047,11 @@ def teleport_push(agent: str, remote: str | None, force: bool, as_json: bool) ->
 
 
 @teleport.command("pull", cls=FleetCommand)
-@click.argument("agent")
+@click.argument("agent", shell_complete=completion.agents)
 @remote_option
 @click.option("--force", is_flag=True,
               help="Take the snapshot even where this side moved on; what was here is kept at refs/fleet/backups/AGENT/N.")
-@click.option("--path", "path", metavar="DIR",
+@click.option("--path", "path", metavar="DIR", shell_complete=completion.directories,
               help="Where to make the agent's worktree if this repository has none for it "
                    "(default: the configured place, if nothing is there).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was restored as JSON.")

@@ -1,0 +1,257 @@
+"""Shell completion in the real shells, with the shims installed as install.sh installs them:
+bash through git's own completion (and bash-completion's loader), zsh through _git, fish
+through its git completion; and each `git-fleet-NAME` typed directly."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import Sandbox
+
+from git_fleet import completion
+
+GIT_BASH = Path("/usr/share/bash-completion/completions/git")  # shipped with git (Debian)
+BASH_COMPLETION = Path("/usr/share/bash-completion/bash_completion")
+SUBCOMMANDS = {"add", "list", "show", "claim", "renew", "release", "done", "fail", "path"}
+
+
+class Fleet:
+    """A fleet to complete in, and places to complete from."""
+
+    def __init__(self, sb: Sandbox, home: Path):
+        self.sb = sb
+        self.home = home
+        self.repo = sb.repo
+        self.backend = sb.add_agent("backend", "src/backend/**")
+        sb.add_agent("web", "src/frontend/**")
+        cfg = sb.repo / ".gitfleet.toml"
+        cfg.write_text(cfg.read_text() + '\n[checkpoints.phase-1]\nagents = ["backend", "web"]\n')
+        sb.fleet("task", "add", "Orders API", "--agent", "backend")
+        sb.fleet("task", "add", "Cart page")
+        sb.fleet("task", "claim", "--agent", "backend")
+        self.nowhere = sb.root / "nowhere"  # no repository
+        self.nowhere.mkdir()
+        self.broken = sb.make_repo({"a.txt": "a\n"}, path=sb.root / "broken")
+        (self.broken / ".gitfleet.toml").write_text("[fleet\nbase = \n")
+
+
+@pytest.fixture
+def home(hermetic: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """HOME, with the shims installed as install.sh installs them with PREFIX=~/.local (where
+    each shell looks by itself)."""
+    for var in ("XDG_DATA_HOME", "XDG_DATA_DIRS", "BASH_COMPLETION_USER_DIR", "ZDOTDIR"):
+        monkeypatch.delenv(var, raising=False)
+    done = subprocess.run([sys.executable, "-m", "git_fleet.completion", "install", str(hermetic / ".local")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout == "" and "Traceback" not in done.stderr, done.stderr
+    return hermetic
+
+
+@pytest.fixture
+def fleet(fleet_repo: Sandbox, home: Path) -> Fleet:
+    return Fleet(fleet_repo, home)
+
+
+def words_of(line: str) -> list[str]:
+    """COMP_WORDS as bash splits the line (COMP_WORDBREAKS has = in it)."""
+    words = re.findall(r"=|[^\s=]+", line)
+    return words + [""] if line.endswith(" ") else words
+
+
+BASH_HARNESS = r"""
+comp () {  # DIR LINE WORD...: complete LINE as bash would at its end; prints COMPREPLY
+    cd "$1" || return; COMP_LINE=$2 COMP_POINT=${#2}; shift 2
+    COMP_WORDS=("$@") COMP_CWORD=$(($# - 1)) COMPREPLY=()
+    local spec f
+    spec=$(complete -p "$1" 2>/dev/null) || {
+        declare -F _completion_loader >/dev/null && _completion_loader "$1"  # what complete -D does
+        spec=$(complete -p "$1" 2>/dev/null)
+    }
+    f=${spec#*-F } f=${f%% *}
+    [[ -z $spec ]] || "$f" "$1" "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+    local IFS=$'\x1f'; printf '%s\n' "${COMPREPLY[*]}"
+}
+"""
+
+
+def bash(cases: list[tuple[Path, str]], setup: str) -> tuple[list[list[str]], str]:
+    script = setup + BASH_HARNESS + "".join(
+        f"comp {shlex.quote(str(d))} {shlex.quote(line)} {shlex.join(words_of(line))}\n" for d, line in cases)
+    done = subprocess.run(["bash", "--norc", "--noprofile", "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    replies = [line.split("\x1f") if line else [] for line in done.stdout.split("\n")[:-1]]
+    assert len(replies) == len(cases), done.stdout
+    return replies, done.stderr
+
+
+def needs(*paths: Path) -> None:
+    for p in paths:
+        if not p.exists():
+            pytest.skip(f"{p} is not installed (Debian: apt-get install git bash-completion)")
+
+
+@pytest.mark.parametrize("loader", [True, False], ids=["bash-completion-loads-the-shim", "shim-sourced-by-hand"])
+def test_bash_git_completion_completes_agents_checkpoints_tasks(fleet: Fleet, loader: bool) -> None:
+    needs(GIT_BASH, *([BASH_COMPLETION] if loader else []))
+    installed = fleet.home / ".local/share/bash-completion/completions/git-fleet"
+    # with bash-completion, git's completion loads git-fleet-rm from ~/.local/share/bash-completion
+    # itself; without it, a user sources the shim (or the printed one) from ~/.bashrc
+    setup = (f". {BASH_COMPLETION}\n. {GIT_BASH}\n" if loader
+             else f". {GIT_BASH}\n. {shlex.quote(str(installed))}\n")
+    repo, agent = fleet.repo, fleet.backend
+    cases = {
+        (repo, "git fleet-rm "): ["backend ", "web "],
+        (repo, "git fleet-rm w"): ["web "],
+        (repo, "git-fleet-rm "): ["backend ", "web "],  # typed directly
+        (repo, "git fleet-merge --checkpoint "): ["phase-1 "],
+        (repo, "git fleet-merge --checkpoint=p"): ["phase-1 "],
+        (repo, "git fleet-merge backend "): ["web "],  # not twice
+        (repo, "git fleet-task done "): ["task-001 "],  # what is claimed
+        (repo, "git fleet-task show "): ["task-001 ", "task-002 "],
+        (repo, "git fleet-task show 2"): ["2 "],
+        (agent, "git fleet-task renew "): ["task-001 "],  # in an agent's worktree
+        (repo, "git-fleet-task list --agent "): ["backend ", "web "],
+        (repo, "git fleet task add x --ag"): ["--agent "],  # git fleet: the group
+        (repo, "git fleet-who sr"): ["src"],  # paths: the shell's file names
+        (fleet.nowhere, "git fleet-rm "): [],  # no repository: nothing, silently
+        (fleet.broken, "git fleet-rm "): [],  # a broken config: nothing, silently
+    }
+    if not loader:
+        cases = {k: v for k, v in list(cases.items())[:3]}
+    cases[(repo, "git fleet-task ")] = sorted(SUBCOMMANDS)  # checked as a subset below
+    replies, err = bash(list(cases), setup)
+    for (where, line), want, got in zip(cases, cases.values(), replies):
+        if line == "git fleet-task ":
+            assert SUBCOMMANDS <= {g.strip() for g in got}, got
+        else:
+            assert got == want, f"{line!r} in {where.name}: {got}"
+    assert err == "", err
+
+
+def test_shells_find_the_shims_where_they_look(home: Path) -> None:
+    """bash-completion's own search (what `git fleet-NAME` and `git-fleet-NAME` trigger) finds
+    every command's file under ~/.local/share/bash-completion/completions; zsh's _git lists
+    fleet-NAME with its description from ~/.local/share/zsh/site-functions/_git-fleet-NAME."""
+    rm = (home / ".local/share/zsh/site-functions/_git-fleet-rm").read_text().splitlines()
+    assert rm[0] == "#compdef git-fleet-rm" and rm[1].startswith("#description Remove an agent")
+    needs(BASH_COMPLETION)
+    names = [f"git-{name}" for name in completion.commands()]
+    script = f". {BASH_COMPLETION}\n" + "".join(
+        f"__load_completion {n} && complete -p {n} >/dev/null && declare -F _git_{n[4:].replace('-', '_')} >/dev/null"
+        f" && echo {n}\n" for n in names)
+    done = subprocess.run(["bash", "--norc", "--noprofile", "-c", script], capture_output=True, text=True)
+    assert done.stdout.split() == names, done.stdout + done.stderr
+
+
+def _zsh(fleet: Fleet, cases: list[tuple[Path, str]]) -> list[set[str]]:
+    """Type each line and TAB in an interactive zsh on a terminal; the matches zsh is given are
+    caught by wrapping compadd."""
+    out = fleet.sb.root / "zsh-matches"
+    out.write_text("")
+    setup = (
+        f"fpath=({fleet.home}/.local/share/zsh/site-functions $fpath); autoload -Uz compinit; compinit -u -D; bindkey -e\n"
+        "compadd () { if [[ ${@[1,(i)(-|--)]} == *-(O|A|D)\\ * ]]; then builtin compadd \"$@\"; return; fi; "
+        f"local -a hits; builtin compadd -A hits \"$@\"; print -rl -- $hits >> {out}; builtin compadd \"$@\"; }}\n"
+        f"__tab () {{ zle complete-word; print -r -- '--- done' >> {out}; }}; zle -N __tab; bindkey '^I' __tab\n")
+    master, slave = os.openpty()
+    proc = fleet.sb.spawn(["zsh", "-f", "-i"], env={"TERM": "xterm"}, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    screen = b""
+
+    def wait(what: str, count: int) -> None:
+        nonlocal screen
+        deadline = time.time() + 20
+        while out.read_text().count(what) < count:
+            assert time.time() < deadline, f"zsh did not answer:\n{screen.decode(errors='replace')}"
+            if select.select([master], [], [], 0.05)[0]:
+                screen += os.read(master, 65536)
+
+    try:
+        os.write(master, setup.encode())
+        for n, (where, line) in enumerate(cases, 1):
+            os.write(master, f"cd {shlex.quote(str(where))}; print -r -- '--- ready' >> {out}\n".encode())
+            wait("--- ready", n)
+            os.write(master, (line + "\t").encode())
+            wait("--- done", n)
+            os.write(master, b"\x15")  # ^U: a new line
+    finally:
+        Sandbox.kill_group(proc)
+        os.close(master)
+    assert not re.search(rb"Traceback|error:|not found", screen), screen.decode(errors="replace")
+    found: list[set[str]] = []
+    for line in out.read_text().splitlines():
+        if line == "--- ready":
+            found.append(set())
+        elif line != "--- done":
+            found[-1].add(line)
+    return found
+
+
+def test_zsh_git_completion_completes_agents_checkpoints_tasks(fleet: Fleet) -> None:
+    if shutil.which("zsh") is None:
+        pytest.skip("zsh is not installed (Debian: apt-get install zsh)")
+    cases = {
+        (fleet.repo, "git fleet-rm "): {"backend", "web"},  # _git calls _git-fleet-rm
+        (fleet.repo, "git-fleet-rm "): {"backend", "web"},  # #compdef git-fleet-rm
+        (fleet.repo, "git fleet-task done "): {"task-001"},
+        (fleet.repo, "git fleet-merge --checkpoint="): {"phase-1"},
+        (fleet.nowhere, "git fleet-rm "): set(),
+    }
+    found = _zsh(fleet, list(cases))
+    assert found == list(cases.values())
+
+
+def test_fish_git_completion_completes_agents_checkpoints_tasks(fleet: Fleet) -> None:
+    if shutil.which("fish") is None:
+        pytest.skip("fish is not installed (Debian: apt-get install fish)")
+    cases = {
+        (fleet.repo, "git fleet-rm "): ["backend", "web"],  # fish's git completion hands it on
+        (fleet.repo, "git-fleet-rm "): ["backend", "web"],
+        (fleet.repo, "git fleet-task done "): ["task-001"],
+        (fleet.repo, "git -C . fleet-merge --checkpoint="): ["--checkpoint=phase-1"],
+        (fleet.backend, "git-fleet-task show "): ["task-001", "task-002"],
+        (fleet.repo, "git commit -m fleet"): [],  # not ours
+        (fleet.nowhere, "git fleet-rm "): [],
+    }
+    script = "".join(f"cd {shlex.quote(str(d))}; complete -C {shlex.quote(line)}; echo '---'\n" for d, line in cases)
+    done = subprocess.run(["fish", "-c", script], capture_output=True, text=True, timeout=60)
+    got = [[c.split("\t")[0] for c in block.strip("\n").splitlines()] for block in done.stdout.split("---\n")[:-1]]
+    assert got == list(cases.values()), done.stdout
+    assert done.stderr == "", done.stderr
+
+
+def test_printed_shims_are_valid_scripts_and_install_is_idempotent(home: Path) -> None:
+    for shell in completion.SHELLS:
+        if shutil.which(shell):
+            check = subprocess.run([shell, "-n"], input=completion.script(shell), capture_output=True, text=True)
+            assert check.returncode == 0, f"{shell}: {check.stderr}"
+    share = home / ".local/share"
+    completions = share / "bash-completion/completions"
+    (completions / "git-fleet-gone").write_text(f"# {completion.MARK}, for a command that is no more\n")
+    (completions / "git-fleet-mine").write_text("# the user's own\n")
+    before = {p: p.read_text() for p in share.rglob("*") if p.is_file()}
+    completion.install(home / ".local")
+    after = {p: p.read_text() for p in share.rglob("*") if p.is_file()}
+    assert after == {p: t for p, t in before.items() if p.name != "git-fleet-gone"}
+
+
+def test_bad_input_completes_nothing_without_a_traceback(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "git_fleet.completion", *args], capture_output=True, text=True,
+                              cwd=tmp_path)
+
+    for args in (["complete", "fleet-nosuch", ""], ["complete", "fleet-rm", "--force", "--nosuch", "a", "b", ""],
+                 ["complete", "fleet-task", "done", "x" * 300], ["complete", "fleet-merge", "--checkpoint="]):
+        done = run(*args)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "", ""), args
+    usage = run("complete")
+    assert usage.returncode == 2 and usage.stderr.startswith("usage:") and "Traceback" not in usage.stderr
