@@ -8,7 +8,10 @@ The rules that keep it correct under many concurrent workers (the Maildir rules)
   could overwrite): an id is reserved by creating `.state/id-N`; attempt k of a task is claimed
   by creating `.state/task-N.claim-k`; an expired lease is taken over by creating attempt k+1,
   so exactly one worker gets it; the outcome is `results/task-N-result.md`, linked into place,
-  so a task ends once, and only by the worker holding its current attempt;
+  so a task ends once, and only by the worker holding its current attempt, or by the orchestrator
+  cancelling it (status: cancelled): whichever links first decides, the other is told so;
+- a result that cannot be recorded as the outcome (the task was cancelled, taken over, or ended
+  meanwhile) is never dropped: it is kept beside it, `results/task-N-unrecorded-AGENT-K.md`;
 - live state sits in `tasks/.state/` and `results/`, never in tracked files, so it does not
   depend on which branch a worktree has checked out.
 """
@@ -32,6 +35,7 @@ _ID = re.compile(r"^(?:task-)?0*(\d+)$")
 _SPEC = re.compile(r"^task-(\d+)-.*\.md$")
 PLAN_START = "<!-- git-fleet: plan starts here; everything between these markers is regenerated -->"
 PLAN_END = "<!-- git-fleet: plan ends here -->"
+CANCELLED = "Cancelled."  # the result of a task cancelled without a reason
 
 
 def parse_id(text: str) -> int:
@@ -82,6 +86,20 @@ def front_matter(path: Path, text: str) -> tuple[dict[str, Any], str]:
     raise FleetError(f"{path}:{len(lines)}: the front matter is not closed with a '---' line")
 
 
+def _line_of(path: Path, key: str) -> int:
+    """The line of `key:` in the front matter of `path` (1 if it cannot be found)."""
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError):
+        return 1
+    for no, line in enumerate(lines[1:], 2):
+        if line.strip() == "---":
+            break
+        if line.partition(":")[0].strip() == key:
+            return no
+    return 1
+
+
 def _render(meta: dict[str, Any], body: str) -> str:
     out = ["---"]
     for k, v in meta.items():
@@ -103,7 +121,7 @@ class Task:
     created: str = ""
     body: str = ""
     error: str | None = None  # a spec edited by hand into something unreadable
-    status: str = "open"  # open, claimed, done, failed, or invalid
+    status: str = "open"  # open, claimed, done, failed, cancelled, or invalid
     attempt: int = 0
     claimed_by: str | None = None
     expires: float | None = None
@@ -173,7 +191,13 @@ class Bus:
         if hit is not None and hit[0] == key and settled(key[0], hit[1]):
             return hit[2], hit[3]
         read = time.time_ns()
-        meta, body = front_matter(path, path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[:e.start].count(b"\n") + 1
+            raise FleetError(f"{path}:{line}: not UTF-8 text (byte {e.start} is {raw[e.start]:#04x})") from None
+        meta, body = front_matter(path, text)
         self._specs[path] = (key, read, meta, body)
         return meta, body
 
@@ -181,7 +205,9 @@ class Bus:
         if name not in self._outcomes:
             try:
                 meta, _ = front_matter(result, result.read_text(encoding="utf-8"))
-                self._outcomes[name] = ("failed" if meta.get("status") == "failed" else "done", meta.get("agent"))
+                status = meta.get("status")
+                self._outcomes[name] = (status if status in ("failed", "cancelled") else "done",
+                                        meta.get("agent") or meta.get("holder"))
             except (FleetError, OSError, UnicodeDecodeError):
                 return "done", None
         return self._outcomes[name]
@@ -203,8 +229,8 @@ class Bus:
             meta, body = self._spec(path)
             task.title = meta.get("title", "")
             task.agent = meta.get("agent") or None
-            task.depends = [parse_id(d) for d in meta.get("depends", [])]
-            task.priority = int(meta.get("priority", 0) or 0)
+            task.depends = [self._field(path, "depends", parse_id, d) for d in meta.get("depends", [])]
+            task.priority = self._field(path, "priority", int, meta.get("priority", 0) or 0)
             task.created = meta.get("created", "")
             task.body = body
         except (FleetError, ValueError, UnicodeDecodeError, OSError) as e:
@@ -216,13 +242,26 @@ class Bus:
         if f"{task.name}-result.md" in results:
             task.result = result
             task.status, task.claimed_by = self._outcome(task.name, result)
-        elif task.attempt and task.status != "invalid":
+        elif task.attempt:
+            # (a spec broken by hand stays invalid, but its holder is known: it may still finish)
             claim = self._claim(task.name, task.attempt)
             if claim is not None and not claim.get("released"):
                 task.claimed_by = claim.get("agent")
                 task.expires = float(claim.get("expires", 0))
-                task.status = "claimed" if task.expires > time.time() else "open"
+                if task.status != "invalid":
+                    task.status = "claimed" if task.expires > time.time() else "open"
+                if not task.title:
+                    task.title = claim.get("title", "")
         return task
+
+    @staticmethod
+    def _field(path: Path, key: str, convert: Any, value: Any) -> Any:
+        """A front matter value converted, or an error naming the file and the line of `key`."""
+        try:
+            return convert(value)
+        except (ValueError, FleetError) as e:
+            why = e.message if isinstance(e, FleetError) else f"{value!r} is not a number"
+            raise FleetError(f"{path}:{_line_of(path, key)}: {key}: {why}") from None
 
     def _claim(self, name: str, attempt: int) -> dict[str, Any] | None:
         try:
@@ -298,15 +337,15 @@ class Bus:
                 continue
             if self._take(task, agent, lease):
                 if (self.results / f"{task.name}-result.md").exists():
-                    continue  # it ended between our look and our claim
+                    continue  # it ended (or was cancelled) between our look and our claim
                 return self.get(task.id)
         return None
 
-    def _take(self, task: Task, agent: str, lease: int | None) -> bool:
+    def _take(self, task: Task, agent: str | None, lease: int | None, **extra: Any) -> bool:
         """Claim attempt N+1 of an open task by exclusive create; False if another worker won it."""
         attempt = task.attempt + 1
-        record = {"agent": agent, "attempt": attempt, "pid": os.getpid(),
-                  "claimed": time.time(), "expires": time.time() + (lease or self.lease)}
+        record = {"agent": agent, "attempt": attempt, "pid": os.getpid(), "title": task.title,
+                  "claimed": time.time(), "expires": time.time() + (lease or self.lease), **extra}
         return write_new(self.state / f"{task.name}.claim-{attempt}", json.dumps(record))
 
     def adopt(self, tid: int, file: str, spec: str, agent: str, lease: int | None = None) -> Task:
@@ -327,7 +366,7 @@ class Bus:
             raise FleetError(f"task {tid} here is another task ({have.name})",
                              "add it here under a new id with git fleet-task add")
         task = self.get(tid)
-        if task.status in ("done", "failed", "invalid"):
+        if task.status in ("done", "failed", "cancelled", "invalid"):
             raise FleetError(f"it is {task.status} here")
         if task.status == "claimed":
             if task.claimed_by != agent:
@@ -338,17 +377,35 @@ class Bus:
         return self.get(tid)
 
     def _holding(self, tid: int, agent: str) -> Task:
+        """The task, if `agent` holds its current attempt, live. A spec broken by hand after the
+        claim does not take it away: the claim is the truth, and the holder may renew or finish."""
         task = self.get(tid)
+        if task.status == "cancelled":
+            raise FleetError(f"{task.name} was cancelled{self.why_cancelled(task)}; '{agent}' does not hold it any more",
+                             "stop working on it: it is not to be done; git fleet-task claim takes the next task")
         if task.status in ("done", "failed"):
             raise FleetError(f"{task.name} is {task.status} already", f"see {task.result}")
-        if task.status == "invalid":
-            raise FleetError(task.error or f"{task.name} is invalid")
-        if task.claimed_by != agent or task.status != "claimed":
-            who = (f"claimed by '{task.claimed_by}' (attempt {task.attempt})" if task.status == "claimed"
-                   else "not claimed" if not task.attempt else f"its lease (attempt {task.attempt}) has lapsed")
-            raise FleetError(f"{task.name} is {who}; '{agent}' does not hold it",
+        live = task.expires is not None and task.expires > time.time()
+        if task.claimed_by != agent or not live:
+            state = (f"{task.name} is claimed by '{task.claimed_by}' (attempt {task.attempt})" if task.claimed_by and live
+                     else f"{task.name} is not claimed" if not task.attempt
+                     else f"the lease of {task.name} (attempt {task.attempt}) has lapsed")
+            broken = f"\n{task.error}" if task.error else ""
+            raise FleetError(f"{state}; '{agent}' does not hold it{broken}",
                              "claim it first with `git fleet-task claim`")
         return task
+
+    def why_cancelled(self, task: Task) -> str:
+        """': the reason' of a cancelled task, as its result file gives it ('' if none)."""
+        if task.result is None:
+            return ""
+        try:
+            meta, body = front_matter(task.result, task.result.read_text(encoding="utf-8"))
+        except (FleetError, OSError, UnicodeDecodeError):
+            return ""
+        when = f" at {meta['finished']}" if meta.get("finished") else ""
+        reason = body.strip()
+        return when + (f": {reason}" if reason and reason != CANCELLED else "")
 
     def renew(self, tid: int, agent: str, lease: int | None = None) -> Task:
         task = self._holding(tid, agent)
@@ -365,13 +422,109 @@ class Bus:
         return self.get(tid)
 
     def finish(self, tid: int, agent: str, body: str, *, failed: bool = False) -> Task:
-        task = self._holding(tid, agent)
-        meta = {"task": task.name, "title": task.title, "status": "failed" if failed else "done", "agent": agent,
+        """Record the outcome of a task `agent` holds. Refused (the task was cancelled, taken over,
+        ended meanwhile), the result is not dropped: it is kept beside the outcome, if `agent`
+        ever held the task, and the error says where."""
+        status = "failed" if failed else "done"
+        try:
+            task = self._holding(tid, agent)
+            meta = {"task": task.name, "title": task.title, "status": status, "agent": agent,
+                    "attempt": task.attempt, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            self.ensure()
+            if not write_new(self.results / f"{task.name}-result.md", _render(meta, body)):
+                ended = self.get(tid)
+                if ended.status == "cancelled":
+                    self._holding(tid, agent)  # (says so, with the reason)
+                raise FleetError(f"{task.name} is {ended.status}: it ended while this result was being written; "
+                                 "this one was not recorded", f"see {ended.result}")
+        except FleetError as e:
+            kept = self._keep(tid, agent, status, body, e.message.split("\n")[0])
+            if kept is not None:
+                e.hint = "\n".join([*(e.hint.split("\n") if e.hint else []),
+                                    f"nothing is lost: this result is kept at {kept}"])
+            raise
+        return self.get(tid)
+
+    def _keep(self, tid: int, agent: str, status: str, body: str, why: str) -> Path | None:
+        """Keep a result that was not recorded as the task's outcome at
+        results/task-N-unrecorded-AGENT-K.md, if `agent` held some attempt of the task; None if it
+        never did (a typo in the id, say) or the file cannot be written."""
+        name = f"task-{tid:03d}"
+        held = [k for k in range(1, self._scan()[0].get(name, 0) + 1)
+                if (self._claim(name, k) or {}).get("agent") == agent]
+        if not held:
+            return None
+        meta = {"task": name, "title": (self._claim(name, held[-1]) or {}).get("title"), "status": status,
+                "agent": agent, "attempt": held[-1],
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "unrecorded": why.replace("\n", " ")}
+        who = re.sub(r"[^A-Za-z0-9._-]+", "-", agent).strip("-.") or "agent"
+        try:
+            self.ensure()
+            for k in range(1, 1000):
+                path = self.results / f"{name}-unrecorded-{who}-{k}.md"
+                if write_new(path, _render(meta, body)):
+                    return path
+        except OSError:
+            pass
+        return None
+
+    def unrecorded(self, task: Task) -> list[Path]:
+        """The results kept for `task` that were not recorded as its outcome."""
+        return sorted(self.results.glob(f"{task.name}-unrecorded-*.md"))
+
+    # -- the orchestrator's -----------------------------------------------------------------------
+
+    def dependents(self, tid: int) -> list[Task]:
+        """The tasks that wait for `tid` and have not ended."""
+        return [t for t in self.all() if tid in t.depends and t.result is None]
+
+    def cancel(self, tid: int, reason: str | None = None) -> Task:
+        """End a task that has not ended (open, claimed, or with a spec broken by hand): its
+        outcome is a result file with status cancelled, linked into place as any result is, so a
+        holder's `done` and the cancel cannot both win. The holder is refused from then on."""
+        task = self.get(tid)
+        if task.result is not None:
+            raise FleetError(f"{task.name} is {task.status} already; there is nothing to cancel", f"see {task.result}")
+        holder = task.claimed_by if task.expires is not None and task.expires > time.time() else None
+        meta = {"task": task.name, "title": task.title, "status": "cancelled", "holder": holder,
                 "attempt": task.attempt, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         self.ensure()
-        if not write_new(self.results / f"{task.name}-result.md", _render(meta, body)):
-            raise FleetError(f"{task.name} has a result already; this one was not recorded")
+        if not write_new(self.results / f"{task.name}-result.md", _render(meta, (reason or "").strip() or CANCELLED)):
+            ended = self.get(tid)
+            raise FleetError(f"{task.name} is {ended.status}: it ended just now; nothing was cancelled",
+                             f"see {ended.result}")
         return self.get(tid)
+
+    def remove(self, tid: int) -> Task:
+        """Delete the spec of a task nobody ever claimed and nothing waits for (one added by
+        mistake). A task with any history is cancelled instead, so its record stays. A claim
+        marker (attempt 1, exclusive create) keeps workers off it while the spec goes."""
+        task = self.get(tid)
+        hint = f"cancel it instead (git fleet-task cancel {tid} --reason ...): it ends, and its record stays"
+        if task.result is not None:
+            raise FleetError(f"{task.name} is {task.status}; its spec stays with its result ({task.result})")
+        if task.attempt:
+            live = task.claimed_by and task.expires is not None and task.expires > time.time()
+            who = f"'{task.claimed_by}' holds it" if live else "it was claimed before"
+            raise FleetError(f"{task.name} has been claimed (attempt {task.attempt}): {who}", hint)
+        waiting = self.dependents(tid)
+        if waiting:
+            raise FleetError(f"{', '.join(t.name for t in waiting)} depend{'s' if len(waiting) == 1 else ''} on "
+                             f"{task.name}", hint + "; or remove the dependency from their specs (depends:)")
+        self.ensure()
+        marker = self.state / f"{task.name}.claim-1"
+        if not self._take(task, None, None, removed=True):
+            raise FleetError(f"{task.name} was claimed just now; it was not removed", hint)
+        try:
+            task.path.unlink()
+        except OSError as e:
+            marker.unlink(missing_ok=True)
+            raise FleetError(f"cannot remove {task.path}: {e.strerror}") from None
+        self._listing = None
+        # released only now: while the spec was there, a released attempt 1 would have let a worker claim attempt 2
+        write_atomic(marker, json.dumps({**(self._claim(task.name, 1) or {}), "released": True}))
+        return task
 
     # -- the plan ---------------------------------------------------------------------------------
 
@@ -383,7 +536,8 @@ class Bus:
             status = "blocked" if t.status == "open" and not set(t.depends) <= done else t.status
             by_status.setdefault(status, []).append(t)
         lines = [PLAN_START, "", f"## Tasks ({len(tasks)})", ""]
-        for status in ("claimed", "open", "blocked", "failed", "done", "invalid"):
+        ended = {t.id: t.status for t in tasks if t.status in ("failed", "cancelled")}
+        for status in ("claimed", "open", "blocked", "failed", "cancelled", "done", "invalid"):
             group = by_status.get(status, [])
             if not group:
                 continue
@@ -396,7 +550,8 @@ class Bus:
                 if t.claimed_by and status == "claimed":
                     line += f", claimed by {t.claimed_by}"
                 if t.depends:
-                    line += ", after " + ", ".join(f"task-{d:03d}" for d in t.depends)
+                    line += ", after " + ", ".join(f"task-{d:03d}" + (f" ({ended[d]})" if d in ended else "")
+                                                   for d in t.depends)
                 if t.result:
                     line += f" → [result]({os.path.relpath(t.result, self.root)})"
                 if t.error:
@@ -408,7 +563,8 @@ class Bus:
             lines += ["## By agent", ""]
             for a in agents:
                 mine = [t for t in tasks if (t.agent or "(anyone)") == a]
-                counts = ", ".join(f"{sum(1 for t in mine if t.status == s)} {s}" for s in ("open", "claimed", "done", "failed")
+                counts = ", ".join(f"{sum(1 for t in mine if t.status == s)} {s}"
+                                   for s in ("open", "claimed", "done", "failed", "cancelled")
                                    if any(t.status == s for t in mine))
                 lines.append(f"- {a}: {counts}")
             lines.append("")

@@ -229,20 +229,56 @@ def fetch(cwd: Path, remote: str, agents: list[str]) -> None:
         raise FleetError(f"cannot fetch from '{remote}': {_last_line(proc.stderr)}")
 
 
-def push(cwd: Path, remote: str, agent: str, snapshot: str, expect: str | None) -> None:
-    """Park the snapshot on the remote, only if the remote still holds `expect` (None: nothing)."""
+def push(cwd: Path, remote: str, agent: str, snapshot: str, expect: str | None, given: str | None = None) -> None:
+    """Park the snapshot on the remote, only if the remote still holds `expect` (None: nothing).
+    `given`: the --remote the user gave, for the hints."""
     ref = REFS + agent
     # not --no-verify: pre-push hooks run as for any push, and git-lfs uploads what the snapshot
     # points at from there (the fleet's own pre-push checks only agents' branches)
     proc = git(["push", "--quiet", f"--force-with-lease={ref}:{expect or ''}", remote,
                 f"{snapshot}:{ref}"], cwd, check=False)
-    if proc.returncode != 0:
-        err = proc.stderr.decode("utf-8", "replace")
-        if "stale info" in err:
-            raise FleetError(f"the remote's snapshot of '{agent}' changed while sending; nothing was replaced",
-                             f"pull it first (git fleet-teleport pull {agent}), or push again with --force")
-        raise FleetError(f"remote '{remote}' refused the snapshot of '{agent}': {_last_line(proc.stderr)}",
-                         "nothing changed on either side; check the remote's hooks and your access to it")
+    if proc.returncode == 0:
+        return
+    # Another push of the agent's snapshot that landed first fails ours either here (the lease:
+    # "stale info") or on the remote, which updates the ref only from the value we sent as its old
+    # one (receive-pack: "cannot lock ref", "failed to update ref"). Told apart from a refusal by
+    # what the remote holds now, not by git's wording.
+    try:
+        now = remote_refs(cwd, remote, agent).get(agent)
+    except FleetError:
+        now = expect  # unreachable now: nothing to tell apart
+    if now == snapshot:
+        return  # ours is there after all (the same snapshot, sent twice at once)
+    if now != expect:
+        raise _pushed_first(cwd, remote, agent, now, given)
+    if "stale info" in proc.stderr.decode("utf-8", "replace"):
+        raise FleetError(f"the remote's snapshot of '{agent}' changed while sending; nothing was replaced",
+                         f"pull it first (git fleet-teleport pull {agent}), or push again with --force")
+    raise FleetError(f"remote '{remote}' refused the snapshot of '{agent}': {_last_line(proc.stderr)}",
+                     "nothing changed on either side; check the remote's hooks and your access to it")
+
+
+def _pushed_first(cwd: Path, remote: str, agent: str, now: str | None, given: str | None) -> FleetError:
+    """The error for a push that lost the race to another clone's push of the same agent."""
+    opt = f" --remote {shlex.quote(given)}" if given else ""
+    if now is None:
+        return FleetError(f"the snapshot of '{agent}' on '{remote}' was deleted while this one was being sent; "
+                          "nothing was sent, and this worktree is unchanged", f"push again: git fleet-teleport push {agent}{opt}")
+    sent = ""
+    try:
+        fetch(cwd, remote, [agent])
+        meta = read(now, cwd, agent).meta
+        if meta.get("host"):
+            sent += f" from {meta['host']}"
+        if isinstance(meta.get("time"), int):
+            sent += " at " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(meta["time"]))
+    except (FleetError, GitError):
+        pass  # said without where and when
+    return FleetError(f"another clone pushed a snapshot of '{agent}' to '{remote}' first ({now[:12]}{',' if sent else ''}"
+                      f"{sent}); this one was not sent: nothing was replaced, and this worktree is unchanged",
+                      f"take that one: git fleet-teleport pull {agent}{opt} (if this worktree changed since, pull refuses "
+                      "and says how to keep both);\n"
+                      f"or replace it with this worktree's state: git fleet-teleport push {agent}{opt} --force")
 
 
 def _last_line(raw: bytes) -> str:
@@ -314,7 +350,7 @@ def send(fleet: Any, name: str, given_remote: str | None, *, force: bool = False
     if parked is not None and parked != last and not force:
         raise FleetError(f"remote '{remote}' holds a snapshot of '{name}' ({parked[:12]}) that this clone has not seen",
                          f"bring it here first (git fleet-teleport pull {name}), or replace it with --force")
-    push(main, remote, name, snapshot, parked)
+    push(main, remote, name, snapshot, parked, given_remote)
     remember(main, name, snapshot)
     return Outcome(name, remote, snapshot, agent.branch, counts(state, main), [t["file"] for t in meta["tasks"]],
                    worktree=str(where), head=state.head)
@@ -456,6 +492,7 @@ def _recreate_worktree(fleet: Any, agent: Agent, state: State, out: Outcome, pat
         fleet.repo.worktree_add(where, agent.branch)
         fleet.forget_worktrees()
         _fill(where, state, space)
+        fleet.register(agent.name, where)  # where this clone keeps it (a --path included)
     except BaseException:
         if where.is_dir():
             fleet.repo.worktree_remove(where, force=True)

@@ -52,8 +52,8 @@ def test_add_list_show_and_the_spec_on_disk(bus_repo: Sandbox) -> None:
     shown = json.loads(sb.fleet("task", "show", "task-002", "--json").out)
     assert shown["status"] == "open" and shown["depends"] == [1] and shown["body"] == "Explain the refund flow.\n"
     # the same bus from an agent's worktree
-    assert sb.fleet("task", "path", cwd=sb.root / "agent-api").out.strip() == str(sb.repo)
-    assert "Add refunds" in sb.fleet("task", "list", cwd=sb.root / "agent-docs").out
+    assert sb.fleet("task", "path", cwd=sb.root / "repo-api").out.strip() == str(sb.repo)
+    assert "Add refunds" in sb.fleet("task", "list", cwd=sb.root / "repo-docs").out
 
 
 def test_claim_order_assignment_and_dependencies(bus_repo: Sandbox) -> None:
@@ -63,7 +63,7 @@ def test_claim_order_assignment_and_dependencies(bus_repo: Sandbox) -> None:
     sb.fleet("task", "add", "for api", "--agent", "api", "--priority", "9")
     sb.fleet("task", "add", "after low", "--depends", "1", "--priority", "9")
     assert sb.fleet("task", "claim", "--agent", "docs").out.startswith("task-002\thigh\t")
-    assert sb.fleet("task", "claim", cwd=sb.root / "agent-api").out.startswith("task-003\t")  # its own worktree
+    assert sb.fleet("task", "claim", cwd=sb.root / "repo-api").out.startswith("task-003\t")  # its own worktree
     assert sb.fleet("task", "claim", "--agent", "docs").out.startswith("task-001\t")
     res = sb.fleet("task", "claim", "--agent", "docs", ok=False)
     assert res.code == 1 and "no task can be claimed by 'docs' now" in res.err  # task-004 waits for task-001
@@ -210,3 +210,172 @@ def test_a_worker_killed_mid_write_leaves_only_temporary_files(bus_repo: Sandbox
     out = sb.fleet("task", "done", "1", "--agent", "docs", "--result-file", "-").out
     meta, _ = front_matter(Path(out.strip()), Path(out.strip()).read_text())
     assert (meta["status"], meta["agent"], meta["attempt"]) == ("done", "docs", "2")
+
+
+# -- ending and removing tasks; results never lost --------------------------------------------------
+
+def worktree(sb: Sandbox, agent: str) -> Path:
+    """Where this clone keeps the agent's worktree, as git fleet-list says."""
+    return Path(next(a["worktree"] for a in json.loads(sb.fleet("list", "--json").out) if a["agent"] == agent))
+
+
+def test_the_orchestrator_cancels_an_open_task_and_what_waits_for_it_is_named(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    sb.fleet("task", "add", "Add refunds")
+    sb.fleet("task", "add", "Document refunds", "--depends", "1")
+    sb.fleet("task", "add", "Something else")
+    res = sb.fleet("task", "cancel", "1", "--reason", "refunds are dropped")
+    result = sb.repo / "results/task-001-result.md"
+    assert res.out == f"{result}\n"
+    meta, body = front_matter(result, result.read_text())
+    assert (meta["status"], meta["title"], body) == ("cancelled", "Add refunds", "refunds are dropped\n")
+    dependent = sb.repo / "tasks/task-002-document-refunds.md"
+    assert "warning: task-002 depends on task-001 and cannot be claimed now" in res.err
+    assert f"take task-001 out of the depends: line of {dependent}" in res.err
+    assert sb.fleet("task", "list", "--status", "cancelled").out.splitlines() == ["task-001  cancelled  -  Add refunds"]
+    listed = {t["name"]: t for t in json.loads(sb.fleet("task", "list", "--json").out)}
+    assert (listed["task-001"]["status"], listed["task-001"]["result"]) == ("cancelled", str(result))
+    shown = sb.fleet("task", "show", "1").out
+    assert "state: cancelled at " in shown and ": refunds are dropped\n" in shown
+    # no worker gets it, nor what waits for it (as after a failure)
+    assert sb.fleet("task", "claim", "--agent", "api").out.startswith("task-003\t")
+    assert sb.fleet("task", "claim", "--agent", "docs", ok=False).code == 1
+    sb.fleet("plan")
+    plan = (sb.repo / "master_plan.md").read_text()
+    assert "### Cancelled (1)\n\n- [task-001](tasks/task-001-add-refunds.md) Add refunds" in plan
+    assert "Document refunds, after task-001 (cancelled)" in plan
+    # a task ends once
+    res = sb.fleet("task", "cancel", "1", ok=False)
+    assert res.code == 1 and "task-001 is cancelled already; there is nothing to cancel" in res.err
+    # the hint works: without the dependency, the waiting task can be claimed
+    dependent.write_text(dependent.read_text().replace("depends: [1]", "depends: []"))
+    assert sb.fleet("task", "claim", "--agent", "docs").out.startswith("task-002\t")
+
+
+def test_cancelling_a_claimed_task_refuses_its_holder_and_keeps_what_it_sends(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    sb.fleet("task", "add", "Add refunds")
+    api = worktree(sb, "api")
+    sb.fleet("task", "claim", cwd=api)
+    sb.fleet("task", "cancel", "1", "--reason", "refunds are dropped")
+    assert sb.fleet("task", "list").out.splitlines() == ["task-001  cancelled  api  Add refunds"]
+    # the holder, in its worktree, as real processes
+    res = sb.run(["git", "fleet-task", "renew", "1"], cwd=api, ok=False)
+    assert res.code == 1 and "error: task-001 was cancelled at " in res.err
+    assert ": refunds are dropped; 'api' does not hold it any more" in res.err
+    assert "hint: stop working on it" in res.err and "Traceback" not in res.err
+    res = sb.run(["git", "fleet-task", "done", "1", "--result-file", "-"], cwd=api, ok=False,
+                 input="Half done: the endpoint is in orders.py\n")
+    kept = sb.repo / "results/task-001-unrecorded-api-1.md"
+    assert res.code == 1 and "error: task-001 was cancelled at " in res.err
+    assert f"hint: nothing is lost: this result is kept at {kept}" in res.err
+    meta, body = front_matter(kept, kept.read_text())
+    assert (meta["status"], meta["agent"], meta["attempt"]) == ("done", "api", "1")
+    assert body == "Half done: the endpoint is in orders.py\n"
+    res = sb.run(["git", "fleet-task", "fail", "1", "--reason", "no longer wanted"], cwd=api, ok=False)
+    assert res.code == 1 and f"kept at {sb.repo / 'results/task-001-unrecorded-api-2.md'}" in res.err
+    res = sb.run(["git", "fleet-task", "release", "1"], cwd=api, ok=False)
+    assert res.code == 1 and "task-001 was cancelled" in res.err
+    # the outcome is still the cancel; the orchestrator finds what was kept
+    meta, _ = front_matter(sb.repo / "results/task-001-result.md", (sb.repo / "results/task-001-result.md").read_text())
+    assert (meta["status"], meta["holder"]) == ("cancelled", "api")
+    shown = json.loads(sb.fleet("task", "show", "1", "--json").out)
+    assert shown["status"] == "cancelled" and shown["unrecorded"] == [
+        str(kept), str(sb.repo / "results/task-001-unrecorded-api-2.md")]
+    assert f"kept aside: {kept}" in sb.fleet("task", "show", "1").out
+
+
+def test_only_the_orchestrator_cancels_or_removes_tasks(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    sb.fleet("task", "add", "one")
+    for what, args in (("cancel a task", ["cancel", "1"]), ("remove a task", ["rm", "1"])):
+        res = sb.run(["git", "fleet-task", *args], cwd=worktree(sb, "api"), ok=False)  # its worktree
+        assert res.code == 1 and f"error: agent 'api' cannot {what}" in res.err
+        assert "git fleet-task release ID" in res.err and "git fleet-task fail ID" in res.err
+        res = sb.run(["git", "fleet-task", *args], env={"FLEET_AGENT": "docs"}, ok=False)  # its session
+        assert res.code == 1 and f"error: agent 'docs' cannot {what}" in res.err
+    assert sb.fleet("task", "list").out.splitlines() == ["task-001  open  -  one"]
+
+
+def test_rm_deletes_only_a_task_nobody_claimed_or_waits_for(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    sb.fleet("task", "add", "Add refunds")
+    sb.fleet("task", "add", "Document refunds", "--depends", "1")
+    sb.fleet("task", "add", "Typo in the tilte")
+    spec = sb.repo / "tasks/task-003-typo-in-the-tilte.md"
+    assert sb.fleet("task", "rm", "3").out == f"removed task-003 ({spec})\n"
+    assert not spec.exists()
+    assert [t["name"] for t in json.loads(sb.fleet("task", "list", "--json").out)] == ["task-001", "task-002"]
+    assert sb.fleet("task", "add", "Typo in the title").out == "task-004\n"  # its id is not given out again
+    res = sb.fleet("task", "rm", "1", ok=False)
+    assert res.code == 1 and "task-002 depends on task-001" in res.err and "cancel it instead" in res.err
+    sb.fleet("task", "claim", "--agent", "api")
+    res = sb.fleet("task", "rm", "1", ok=False)
+    assert res.code == 1 and "task-001 has been claimed (attempt 1): 'api' holds it" in res.err
+    assert "git fleet-task cancel 1" in res.err
+    sb.fleet("task", "cancel", "4")
+    res = sb.fleet("task", "rm", "4", ok=False)
+    assert res.code == 1 and "task-004 is cancelled; its spec stays with its result" in res.err
+    assert sb.fleet("task", "rm", "99", ok=False).code == 2
+    assert [t["name"] for t in json.loads(sb.fleet("task", "list", "--json").out)] == ["task-001", "task-002", "task-004"]
+
+
+def test_a_cancel_and_the_holders_done_at_once_end_each_task_once(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    for i in range(1, 5):
+        sb.fleet("task", "add", f"task {i}")
+        sb.fleet("task", "claim", "--agent", "api")
+    procs = {}
+    for i in range(1, 5):
+        procs[i] = (sb.spawn(["git", "fleet-task", "done", str(i), "--agent", "api", "--result-file", "-"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE),
+                    sb.spawn(["git", "fleet-task", "cancel", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    errs = {i: (done.communicate(f"result {i}\n", timeout=60)[1], cancel.communicate(timeout=60)[1])
+            for i, (done, cancel) in procs.items()}  # (every process ended before anything is checked)
+    for i, (done, cancel) in procs.items():
+        done_err, cancel_err = errs[i]
+        result = sb.repo / f"results/task-{i:03d}-result.md"
+        meta, body = front_matter(result, result.read_text())
+        kept = list((sb.repo / "results").glob(f"task-{i:03d}-unrecorded-*.md"))
+        if meta["status"] == "done":  # the holder's result was linked first: the cancel is refused
+            assert (done.returncode, cancel.returncode, body, kept) == (0, 1, f"result {i}\n", [])
+            assert "nothing to cancel" in cancel_err or "nothing was cancelled" in cancel_err
+        else:  # the cancel was first: the holder is refused, and its result kept
+            assert (meta["status"], done.returncode, cancel.returncode) == ("cancelled", 1, 0)
+            assert "was cancelled" in done_err and [p.read_text().endswith(f"result {i}\n") for p in kept] == [True]
+
+
+def test_a_spec_broken_by_hand_after_the_claim_never_costs_the_holder_its_result(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    sb.fleet("task", "add", "Add refunds")
+    api = worktree(sb, "api")
+    sb.fleet("task", "claim", cwd=api)
+    spec = sb.repo / "tasks/task-001-add-refunds.md"
+    spec.write_text("---\ntitle: Add refunds\nthis line is wrong\n---\n")
+    broken = f"warning: {spec}:3: expected 'key: value', found 'this line is wrong'"
+    res = sb.run(["git", "fleet-task", "renew", "1"], cwd=api)  # the holder keeps its lease meanwhile
+    assert broken in res.err and "hint: the lease is renewed all the same" in res.err
+    res = sb.run(["git", "fleet-task", "done", "1", "--result-file", "-"], cwd=api, input="Endpoint added in orders.py\n")
+    result = sb.repo / "results/task-001-result.md"
+    assert res.out == f"{result}\n"
+    assert broken in res.err
+    assert "hint: the result is recorded all the same; the spec of task-001 was changed by hand" in res.err
+    meta, body = front_matter(result, result.read_text())
+    assert (meta["status"], meta["agent"], meta["title"]) == ("done", "api", "Add refunds")  # the title, from the claim
+    assert body == "Endpoint added in orders.py\n"
+    assert json.loads(sb.fleet("task", "show", "1", "--json").out)["status"] == "done"
+
+    # a holder whose lease lapsed meanwhile is refused, told where the spec is broken, and its result is kept
+    sb.fleet("task", "add", "Write the docs")
+    sb.fleet("task", "claim", "--agent", "docs", "--lease", "1s")
+    spec = sb.repo / "tasks/task-002-write-the-docs.md"
+    text = spec.read_text()
+    spec.write_text(text.replace("priority: 0", "priority: high"))
+    line = text.split("\n").index("priority: 0") + 1
+    time.sleep(1.2)
+    res = sb.run(["git", "fleet-task", "fail", "2", "--agent", "docs", "--reason", "blocked on the API"], ok=False)
+    kept = sb.repo / "results/task-002-unrecorded-docs-1.md"
+    assert res.code == 1 and "error: the lease of task-002 (attempt 1) has lapsed; 'docs' does not hold it" in res.err
+    assert f"error: {spec}:{line}: priority: 'high' is not a number" in res.err
+    assert f"hint: nothing is lost: this result is kept at {kept}" in res.err
+    assert front_matter(kept, kept.read_text())[1] == "blocked on the API\n"

@@ -7,7 +7,7 @@ import pytest
 from helpers import Sandbox
 
 
-@pytest.mark.parametrize("group, names", [("task", "add, claim, done, fail, list, path, release, renew, show"),
+@pytest.mark.parametrize("group, names", [("task", "add, cancel, claim, done, fail, list, path, release, renew, rm, show"),
                                           ("teleport", "list, pull, push")])
 def test_a_group_without_its_subcommand_says_which_there_are(fleet_repo: Sandbox, group: str, names: str) -> None:
     """Not the whole help page printed as an error: one line naming the subcommands, and a hint."""

@@ -75,7 +75,7 @@ def moved_on_there(sb: Sandbox) -> None:
     """api goes to the second machine, commits there (src/backend/there.py) and comes back parked."""
     sb.fleet("teleport", "push", "api")
     sb.fleet("teleport", "pull", "api", cwd=m2(sb))
-    sb.commit(sb.root / "m2/agent-api", {"src/backend/there.py": "1\n"}, "there")
+    sb.commit(sb.root / "m2/repo-api", {"src/backend/there.py": "1\n"}, "there")
     sb.fleet("teleport", "push", "api", cwd=m2(sb))
 
 
@@ -103,7 +103,7 @@ def make_mess(wt: Path, sb: Sandbox) -> None:
 
 def test_round_trip_through_a_bare_repository_restores_everything_exactly(two: Sandbox) -> None:
     sb = two
-    here = sb.root / "agent-api"
+    here = sb.root / "repo-api"
     sb.commit(here, {"src/backend/committed.py": "c = 1\n"}, "work")
     make_mess(here, sb)
     before = fingerprint(here)
@@ -116,7 +116,7 @@ def test_round_trip_through_a_bare_repository_restores_everything_exactly(two: S
     listed = json.loads(sb.fleet("teleport", "list", "--json", cwd=m2(sb)).out)
     assert [(r["agent"], r["branch"], r["seen_here"], r["untracked"]) for r in listed] == [("api", "fleet/api", False, 5)]
     res = sb.fleet("teleport", "pull", "api", cwd=m2(sb))
-    there = sb.root / "m2" / "agent-api"
+    there = sb.root / "m2" / "repo-api"
     assert f"'api' from origin in {there}" in res.out
     assert fingerprint(there) == before
     assert not (there / "src/backend/debug.log").exists()  # ignored files stay on their machine
@@ -144,7 +144,7 @@ def test_round_trip_through_a_bare_repository_restores_everything_exactly(two: S
 
 def test_snapshots_are_stash_entries_that_git_itself_can_apply(two: Sandbox) -> None:
     sb = two
-    here = sb.root / "agent-api"
+    here = sb.root / "repo-api"
     make_mess(here, sb)
     before = fingerprint(here)
     sb.fleet("teleport", "push", "api")
@@ -164,19 +164,19 @@ def daemon(two: Sandbox) -> Iterator[str]:
 def test_round_trip_over_urls_file_and_a_real_git_daemon(two: Sandbox, transport: str, request: pytest.FixtureRequest) -> None:
     sb = two
     url = request.getfixturevalue("daemon") if transport == "git" else (sb.root / "hub.git").as_uri()
-    here = sb.root / "agent-api"
+    here = sb.root / "repo-api"
     make_mess(here, sb)
     before = fingerprint(here)
     sb.fleet("teleport", "push", "api", "--remote", url)
     rows = json.loads(sb.fleet("teleport", "list", "--remote", url, "--json", cwd=m2(sb)).out)
     assert [r["agent"] for r in rows] == ["api"]
     sb.fleet("teleport", "pull", "api", "--remote", url, cwd=m2(sb))
-    assert fingerprint(sb.root / "m2" / "agent-api") == before
+    assert fingerprint(sb.root / "m2" / "repo-api") == before
 
 
 def test_changes_made_here_since_the_teleport_are_never_overwritten(two: Sandbox) -> None:
     sb = two
-    here, there = sb.root / "agent-api", sb.root / "m2" / "agent-api"
+    here, there = sb.root / "repo-api", sb.root / "m2" / "repo-api"
     (here / "src/backend/api.py").write_text("def api(): return 'sent'\n")
     sb.fleet("teleport", "push", "api")
     sb.fleet("teleport", "pull", "api", cwd=m2(sb))
@@ -198,7 +198,7 @@ def test_changes_made_here_since_the_teleport_are_never_overwritten(two: Sandbox
 
 def test_both_sides_moved_on_refuses_and_force_keeps_a_backup(two: Sandbox) -> None:
     sb = two
-    here, there = sb.root / "agent-api", sb.root / "m2" / "agent-api"
+    here, there = sb.root / "repo-api", sb.root / "m2" / "repo-api"
     sb.fleet("teleport", "push", "api")
     sb.fleet("teleport", "pull", "api", cwd=m2(sb))
     sb.commit(there, {"src/backend/there.py": "1\n"}, "there")
@@ -233,7 +233,7 @@ def test_claimed_tasks_travel_with_the_agent(two: Sandbox) -> None:
     tasks = {t["name"]: t for t in json.loads(sb.fleet("task", "list", "--json", cwd=m2(sb)).out)}
     assert list(tasks) == [claimed["name"]]
     assert tasks[claimed["name"]]["claimed_by"] == "api" and tasks[claimed["name"]]["title"] == "Build the API"
-    assert "Build the API" in (sb.root / "m2/agent-api/.fleet/brief.md").read_text()
+    assert "Build the API" in (sb.root / "m2/repo-api/.fleet/brief.md").read_text()
     # back home the same task is held again by the agent (its lease renewed), not duplicated
     sb.fleet("teleport", "push", "api", cwd=m2(sb))
     sb.fleet("teleport", "pull", "api")
@@ -258,7 +258,7 @@ def test_bad_input_is_refused_clearly_and_nothing_changes(two: Sandbox) -> None:
     assert sb.git("for-each-ref", "refs/fleet/").out == ""  # not recorded as sent
     hook.unlink()
     # a conflicted index cannot be carried
-    here = sb.root / "agent-api"
+    here = sb.root / "repo-api"
     sb.git("update-index", "--index-info", cwd=here,
            input="100644 " + sb.git("hash-object", "-w", "--stdin", cwd=here, input="a\n").out.strip()
            + " 1\tsrc/backend/c.py\n")
@@ -277,13 +277,13 @@ def test_a_snapshot_from_a_newer_git_fleet_is_refused_and_nothing_is_created(two
     assert res.code == 1 and "made by a newer git-fleet" in res.err and f"snapshot format {FORMAT + 1}" in res.err
     assert "upgrade git-fleet" in res.err
     assert "api" not in (m2(sb) / ".gitfleet.toml").read_text()
-    assert not (sb.root / "m2" / "agent-api").exists()
+    assert not (sb.root / "m2" / "repo-api").exists()
     assert sb.git("branch", "--list", "fleet/api", cwd=m2(sb)).out == ""
 
 
 def test_pull_recreates_a_registered_agent_whose_worktree_is_gone(two: Sandbox) -> None:
     sb = two
-    here = sb.root / "agent-api"
+    here = sb.root / "repo-api"
     make_mess(here, sb)
     before = fingerprint(here)
     sb.fleet("teleport", "push", "api", "--remote", "../../hub.git", cwd=sb.repo / "src")  # a path, from a subdirectory
@@ -308,7 +308,7 @@ def test_a_same_size_edit_in_the_second_of_a_checkout_is_carried(two: Sandbox) -
     check (file time not older than the index) sees the change: push must carry it, and a pull
     back must not overwrite it."""
     sb = two
-    here = sb.root / "agent-api"
+    here = sb.root / "repo-api"
     path = here / "src/backend/api.py"
     for _ in range(10):
         sb.git("reset", "-q", "--hard", cwd=here)  # writes the file, then the index
@@ -351,7 +351,7 @@ def one_second_fs(tmp_path: Path) -> Iterator[Path]:
 
 def test_a_same_size_edit_on_a_one_second_file_system(two: Sandbox, one_second_fs: Path) -> None:
     sb = two
-    wt = one_second_fs / "agent-api"
+    wt = one_second_fs / "repo-api"
     sb.fleet("rm", "api")
     sb.fleet("add", "api", "--zone", "src/backend/**", "--path", str(wt))
     path = wt / "src/backend/api.py"
@@ -370,13 +370,16 @@ def test_a_same_size_edit_on_a_one_second_file_system(two: Sandbox, one_second_f
 
 
 def test_pull_never_restores_into_another_clones_worktree(two: Sandbox) -> None:
-    """Two clones side by side, the config committed: '../agent-api' of the second clone is the
-    first clone's worktree. The pull must not touch it; it makes a worktree of its own instead."""
+    """Two clones side by side, the config committed with the agent's path spelled out (as
+    git-fleet wrote it before {repo}): '../repo-api' of the second clone is the first clone's
+    worktree. The pull must not touch it; it makes a worktree of its own instead."""
     sb = two
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text().replace('branch = "fleet/api"\n', 'branch = "fleet/api"\nworktree = "../repo-api"\n'))
     sb.git("add", ".gitfleet.toml")
     sb.git("commit", "-qm", "the fleet's config")
     sb.git("push", "-q", "origin", "main")
-    here = sb.root / "agent-api"
+    here = sb.root / "repo-api"
     make_mess(here, sb)
     sb.fleet("teleport", "push", "api")
     (here / "src/backend/mine.txt").write_text("the first clone's own, untracked\n")
@@ -405,9 +408,29 @@ def test_pull_never_restores_into_another_clones_worktree(two: Sandbox) -> None:
     assert fingerprint(here) == first
 
 
+def test_clones_side_by_side_keep_their_worktrees_apart_by_default(two: Sandbox) -> None:
+    """The default path names the repository: a second clone beside the first, with the config
+    committed, pulls the agent into a worktree named for itself, and registers it there only."""
+    sb = two
+    sb.git("add", ".gitfleet.toml")
+    sb.git("commit", "-qm", "the fleet's config")
+    sb.git("push", "-q", "origin", "main")
+    sb.fleet("teleport", "push", "api")
+    assert "worktree" not in sb.git("show", "main:.gitfleet.toml").out.split("[agents.api]")[1]
+    clone2 = sb.root / "repo2"
+    sb.git("clone", "-q", str(sb.root / "hub.git"), str(clone2), cwd=sb.root)
+    sb.git("fleet-init", cwd=clone2)
+    res = sb.fleet("teleport", "pull", "api", cwd=clone2)
+    assert f"in {sb.root / 'repo2-api'}:" in res.out
+    assert sb.git("config", "fleet-agent.api.worktree", cwd=clone2).out.strip() == str(sb.root / "repo2-api")
+    assert sb.git("config", "fleet-agent.api.worktree").out.strip() == str(sb.root / "repo-api")
+    for where, clone in ((sb.root / "repo-api", sb.repo), (sb.root / "repo2-api", clone2)):
+        assert json.loads(sb.fleet("list", "--json", cwd=clone).out)[0]["worktree"] == str(where)
+
+
 def test_every_forced_pull_keeps_its_own_backup(two: Sandbox) -> None:
     sb = two
-    here, there = sb.root / "agent-api", sb.root / "m2" / "agent-api"
+    here, there = sb.root / "repo-api", sb.root / "m2" / "repo-api"
     sb.fleet("teleport", "push", "api")
     sb.fleet("teleport", "pull", "api", cwd=m2(sb))
     states = []
@@ -430,7 +453,7 @@ def test_every_forced_pull_keeps_its_own_backup(two: Sandbox) -> None:
 
 def test_a_backup_from_an_older_git_fleet_is_kept_as_number_one(two: Sandbox) -> None:
     sb = two
-    here = sb.root / "agent-api"
+    here = sb.root / "repo-api"
     sb.fleet("teleport", "push", "api")
     old = sb.head("refs/fleet/teleport/api")
     sb.git("update-ref", "refs/fleet/teleport-backup/api", old)
@@ -450,7 +473,7 @@ def test_line_endings_and_bytes_come_back_exactly_and_filters_are_kept(two: Sand
     A path under a filter driver goes through the driver, as git would store it: the snapshot
     never holds what the filter keeps out of the repository."""
     sb = two
-    here = sb.root / "agent-api"
+    here = sb.root / "repo-api"
     for clone in (sb.repo, m2(sb)):  # a filter driver (rot13 standing in for git-crypt), on both machines
         sb.git("config", "filter.rot13.clean", "tr A-Za-z N-ZA-Mn-za-m", cwd=clone)
         sb.git("config", "filter.rot13.smudge", "tr A-Za-z N-ZA-Mn-za-m", cwd=clone)
@@ -477,8 +500,8 @@ def test_line_endings_and_bytes_come_back_exactly_and_filters_are_kept(two: Sand
     assert blob(f"{snap}:src/backend/api.py") == b"def api():\r\n    return 1\r\n"
     assert blob(f"{snap}^3:src/backend/key.secret") == b"Cynva Frperg\n"  # stored through its filter
     sb.fleet("teleport", "pull", "api", cwd=m2(sb))
-    assert fingerprint(sb.root / "m2" / "agent-api") == before
-    assert (sb.root / "m2/agent-api/src/backend/key.secret").read_bytes() == b"Plain Secret\n"
+    assert fingerprint(sb.root / "m2" / "repo-api") == before
+    assert (sb.root / "m2/repo-api/src/backend/key.secret").read_bytes() == b"Plain Secret\n"
 
 
 def test_work_in_other_repositories_is_refused_not_left_behind(two: Sandbox) -> None:
@@ -488,7 +511,7 @@ def test_work_in_other_repositories_is_refused_not_left_behind(two: Sandbox) -> 
     sb.git("submodule", "add", "-q", str(lib), "src/backend/lib")
     sb.git("commit", "-qm", "a submodule")
     sb.fleet("sync", "api")
-    here = sb.root / "agent-api"
+    here = sb.root / "repo-api"
     sb.git("submodule", "update", "-q", "--init", cwd=here)
     sb.fleet("teleport", "push", "api")  # a clean submodule travels as its commit
     sub = here / "src/backend/lib"
@@ -521,7 +544,7 @@ def test_work_in_other_repositories_is_refused_not_left_behind(two: Sandbox) -> 
 def test_pull_never_restores_into_the_main_worktree(two: Sandbox) -> None:
     sb = two
     sb.fleet("teleport", "push", "api")
-    sb.git("worktree", "remove", str(sb.root / "agent-api"))
+    sb.git("worktree", "remove", str(sb.root / "repo-api"))
     sb.git("switch", "-q", "fleet/api")  # the orchestrator looks at the agent's branch
     (sb.repo / "notes.txt").write_text("the orchestrator's own\n")
     res = sb.fleet("teleport", "pull", "api", "--force", ok=False)
@@ -533,7 +556,7 @@ def test_odd_names_marked_entries_and_a_directory_turned_link_travel(two: Sandbo
     """Names git would unquote ('"b"') or cannot put on a line (a newline), files behind
     assume-unchanged and skip-worktree, and a tracked directory replaced by a symbolic link."""
     sb = two
-    here = sb.root / "agent-api"
+    here = sb.root / "repo-api"
     sb.commit(here, {".gitattributes": "* text=auto\n", "src/backend/sub/x.py": "x\n"}, "setup",
               extra=("--no-verify",))
     (here / '"b"').write_text("quoted name\n")
@@ -551,7 +574,7 @@ def test_odd_names_marked_entries_and_a_directory_turned_link_travel(two: Sandbo
     res = sb.fleet("teleport", "push", "api")
     assert "0 staged, 3 unstaged" in res.out
     sb.fleet("teleport", "pull", "api", cwd=m2(sb))
-    there = sb.root / "m2" / "agent-api"
+    there = sb.root / "m2" / "repo-api"
     assert (there / '"b"').read_text() == "quoted name\n" and (there / "b").read_text() == "plain name\n"
     assert (there / "src/backend/crlf.txt").read_bytes() == b"kept\r\nas is\r\n"
     assert (there / "src/backend/api.py").read_text() == "def api(): return 'assumed'\n"
@@ -563,7 +586,7 @@ def test_odd_names_marked_entries_and_a_directory_turned_link_travel(two: Sandbo
 def test_a_pull_after_a_format_1_snapshot(two: Sandbox) -> None:
     """A snapshot an older git-fleet made (format 1) is read and compared by its content."""
     sb = two
-    here = sb.root / "agent-api"
+    here = sb.root / "repo-api"
     (here / "src/backend/wip.py").write_text("wip\n")
     sb.fleet("teleport", "push", "api")
     raw = sb.git("cat-file", "commit", "refs/fleet/teleport/api").out
@@ -579,12 +602,12 @@ def test_a_pull_after_a_format_1_snapshot(two: Sandbox) -> None:
     (here / "src/backend/more.py").write_text("more\n")
     sb.fleet("teleport", "push", "api", "--force")
     res = sb.fleet("teleport", "pull", "api", cwd=m2(sb))  # nothing changed there since: no refusal
-    assert "1 claimed" not in res.err and (sb.root / "m2/agent-api/src/backend/more.py").exists()
+    assert "1 claimed" not in res.err and (sb.root / "m2/repo-api/src/backend/more.py").exists()
 
 
 def test_a_backup_that_cannot_be_kept_stops_the_pull(two: Sandbox) -> None:
     sb = two
-    here = sb.root / "agent-api"
+    here = sb.root / "repo-api"
     moved_on_there(sb)
     (here / "src/backend/mine.py").write_text("mine\n")
     sb.git("update-ref", "refs/fleet/backups/api", sb.head())  # a ref where the backups' directory goes
@@ -602,20 +625,20 @@ def test_an_lfs_file_travels_with_its_payload(two: Sandbox) -> None:
         sb.git("fleet-init", "--uninstall", cwd=clone)
         sb.git("lfs", "install", "--local", cwd=clone)
         sb.git("fleet-init", cwd=clone)  # the fleet's hooks chain git-lfs's
-    here = sb.root / "agent-api"
+    here = sb.root / "repo-api"
     sb.commit(here, {".gitattributes": "*.bin filter=lfs diff=lfs merge=lfs -text\n"}, "lfs", extra=("--no-verify",))
     (here / "src/backend/data.bin").write_bytes(b"LARGE PAYLOAD\n" * 100)
     sb.fleet("teleport", "push", "api")
     assert list((sb.root / "hub.git/lfs/objects").rglob("*")), "the payload did not reach the remote"
     config = (m2(sb) / ".gitfleet.toml").read_bytes()
     sb.fleet("teleport", "pull", "api", cwd=m2(sb))
-    assert (sb.root / "m2/agent-api/src/backend/data.bin").read_bytes() == b"LARGE PAYLOAD\n" * 100
+    assert (sb.root / "m2/repo-api/src/backend/data.bin").read_bytes() == b"LARGE PAYLOAD\n" * 100
     assert config != (m2(sb) / ".gitfleet.toml").read_bytes()  # the agent was registered there
 
 
 def test_a_pull_that_fails_while_restoring_leaves_this_clone_as_it_was(two: Sandbox) -> None:
     sb = two
-    here = sb.root / "agent-api"
+    here = sb.root / "repo-api"
     sb.git("config", "filter.rot13.clean", "tr A-Za-z N-ZA-Mn-za-m")
     sb.git("config", "filter.rot13.smudge", "tr A-Za-z N-ZA-Mn-za-m")
     sb.commit(here, {".gitattributes": "*.secret filter=rot13\n"}, "attributes", extra=("--no-verify",))
@@ -628,7 +651,7 @@ def test_a_pull_that_fails_while_restoring_leaves_this_clone_as_it_was(two: Sand
     assert res.code == 1 and "rot13" in res.err
     assert (m2(sb) / ".gitfleet.toml").read_bytes() == config
     assert sb.git("branch", "--list", "fleet/api", cwd=m2(sb)).out == ""
-    assert not (sb.root / "m2/agent-api").exists()
+    assert not (sb.root / "m2/repo-api").exists()
     assert sb.git("worktree", "list", cwd=m2(sb)).out.count("\n") == 1
 
 
@@ -637,7 +660,7 @@ def test_pull_refuses_while_something_works_in_the_worktree(two: Sandbox) -> Non
     the files under it would lose what it writes. An idle shell there, or the pull's own pipe, is
     no reason to refuse."""
     sb = two
-    here = sb.root / "agent-api"
+    here = sb.root / "repo-api"
     moved_on_there(sb)
     agent = sb.spawn(["sleep", "300"], cwd=here)
     try:
@@ -659,7 +682,7 @@ def test_pull_refuses_an_agents_worktree_moved_by_hand(two: Sandbox) -> None:
     would take the record's name, and `git worktree repair` would then take the new one away."""
     sb = two
     moved_on_there(sb)
-    here, moved = sb.root / "agent-api", sb.root / "moved-api"
+    here, moved = sb.root / "repo-api", sb.root / "moved-api"
     (here / "src/backend/wip.py").write_text("staged work\n")
     sb.git("add", "src/backend/wip.py", cwd=here)
     here.rename(moved)
@@ -668,3 +691,55 @@ def test_pull_refuses_an_agents_worktree_moved_by_hand(two: Sandbox) -> None:
     assert not here.exists()
     sb.git("worktree", "repair", str(moved))
     assert sb.git("status", "--porcelain", cwd=moved).out == "A  src/backend/wip.py\n"
+
+
+def test_the_loser_of_two_pushes_at_once_is_told_another_clone_was_first(two: Sandbox) -> None:
+    """Both clones hold the snapshot the remote has, and both push at once: both pass the lease
+    check, and the remote takes the first to update the ref. A pre-receive hook holds this
+    clone's push inside the remote (real concurrent processes) until the other clone's has landed."""
+    import socket
+
+    sb = two
+
+    def worktree(repo: Path) -> Path:
+        return Path(next(a["worktree"] for a in json.loads(sb.fleet("list", "--json", cwd=repo).out) if a["agent"] == "api"))
+
+    sb.fleet("teleport", "push", "api")
+    sb.fleet("teleport", "pull", "api", cwd=m2(sb))
+    sent = sb.git("rev-parse", "refs/fleet/teleport/api").out.strip()
+    (worktree(sb.repo) / "src/backend/here.py").write_text("here\n")
+    (worktree(m2(sb)) / "src/backend/there.py").write_text("there\n")
+    hub, gate, go = sb.root / "hub.git", sb.root / "gate", sb.root / "go"
+    hook = hub / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\n# the first push waits inside the remote until told to go on\nif mkdir '{gate}' 2>/dev/null; then\n"
+                    f"  while [ ! -e '{go}' ]; do sleep 0.05; done\nfi\nexit 0\n")
+    hook.chmod(0o755)
+    first = sb.spawn(["git", "fleet-teleport", "push", "api"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        while not gate.exists():
+            assert first.poll() is None and time.time() < deadline, "the first push never reached the remote"
+            time.sleep(0.05)
+        sb.fleet("teleport", "push", "api", cwd=m2(sb))  # the other clone's push lands meanwhile
+    finally:
+        go.touch()
+    err = first.communicate(timeout=60)[1]
+    winner = sb.git("rev-parse", "refs/fleet/teleport/api", cwd=m2(sb)).out.strip()
+    assert first.returncode == 1, err
+    assert (f"error: another clone pushed a snapshot of 'api' to 'origin' first ({winner[:12]}, from "
+            f"{socket.gethostname()} at ") in err
+    assert "this one was not sent: nothing was replaced, and this worktree is unchanged" in err
+    assert "refused" not in err and "hooks" not in err and "Traceback" not in err
+    assert "hint: take that one: git fleet-teleport pull api" in err
+    assert "hint: or replace it with this worktree's state: git fleet-teleport push api --force" in err
+    assert sb.git("ls-remote", str(hub), "refs/fleet/teleport/api").out.split()[0] == winner
+    assert sb.git("rev-parse", "refs/fleet/teleport/api").out.strip() == sent  # not taken for sent
+    # the hint works: push again with --force replaces it (the hook holds no push now)
+    sb.fleet("teleport", "push", "api", "--force")
+    assert sb.git("ls-remote", str(hub), "refs/fleet/teleport/api").out.split()[0] not in (winner, sent)
+    # and a real refusal by the remote's hooks keeps its own message
+    hook.write_text("#!/bin/sh\necho 'no snapshots here' >&2\nexit 1\n")
+    (worktree(sb.repo) / "src/backend/more.py").write_text("more\n")
+    res = sb.fleet("teleport", "push", "api", ok=False)
+    assert res.code == 1 and "error: remote 'origin' refused the snapshot of 'api'" in res.err
+    assert "check the remote's hooks and your access to it" in res.err and "another clone" not in res.err

@@ -724,7 +724,10 @@ def task() -> None:
     worktree sees live; the commands work the same from any worktree. Task specs are Markdown
     with a small front matter and can be written by hand. Two workers never get the same task;
     a claim whose lease lapses (a crashed worker) is taken over exactly once, and a result from
-    a worker that lost its lease is not accepted.
+    a worker that lost its lease is not accepted (it is kept aside, never dropped).
+
+    The orchestrator ends a task with cancel (open or claimed: its holder is refused from then
+    on) and deletes one added by mistake with rm (never claimed, nothing waiting for it).
     """
 
 
