@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from typing import Any
 
-CACHE_VERSION = 6
+CACHE_VERSION = 7
 CONFIG_NAME = ".gitfleet.toml"
 STATUS_WORDS = {"A": "added", "M": "modified", "D": "deleted", "T": "changed type of", "C": "copied to",
                 "U": "unmerged", "R": "renamed"}
@@ -80,7 +80,7 @@ class Compiled:
         if worktree is not None:
             here = os.path.realpath(worktree)
             for a in self.agents.values():
-                if os.path.realpath(a.worktree) == here:
+                if a.worktree and os.path.realpath(a.worktree) == here:
                     return a
         if head_ref and head_ref.startswith("refs/heads/"):
             return self.agent_by_branch(head_ref[11:])
@@ -117,10 +117,11 @@ def _from_data(data: dict[str, Any]) -> Compiled:
                     CompiledAgent("union", "", "", union["zone"], union["rules"], fold) if union else None, fold)
 
 
-def protected_paths(common_dir: str) -> list[str]:
+def protected_paths(common_dir: str, hooks_path: str | None = None) -> list[str]:
     """The fleet config, and the hooks directory where core.hooksPath puts it inside the checkout."""
     paths = [CONFIG_NAME]
-    hooks_path = plumbing.git(["config", "--get", "core.hooksPath"], common_dir, check=False).stdout.decode().strip()
+    if hooks_path is None:
+        hooks_path = plumbing.local_settings(common_dir)[0]
     if hooks_path and not os.path.isabs(os.path.expanduser(hooks_path)):
         norm = os.path.normpath(hooks_path)
         if not norm.startswith(".."):
@@ -135,18 +136,23 @@ def rules_of(zone: Any) -> list[list[Any]]:
 
 def compile_config(common_dir: str, main: str | None, cfg: Any) -> Compiled:
     """Compile a loaded Config (see config.py) and store it in the cache when it came from `main`."""
+    git_config = _read(os.path.join(common_dir, "config"))  # read before git is asked about it
+    hooks_path, registered = plumbing.local_settings(common_dir)
+    from .config import expand_worktree  # (loaded already: cfg was parsed)
+
     agents = {}
     for a in cfg.agents.values():
-        wt = a.worktree if os.path.isabs(a.worktree) else os.path.join(main or common_dir, a.worktree)
+        # the worktree that is this agent's whatever it has checked out: the one this clone
+        # registered, else a path the config spells out for it; else it is known by its branch
+        wt = registered.get(a.name) or (a.worktree and expand_worktree(a.worktree, a.name, os.path.basename(main or "")))
         zone = a.compiled_zone()
         agents[a.name] = {
             "branch": a.branch,
-            "worktree": os.path.normpath(wt),
+            "worktree": os.path.normpath(os.path.join(main or common_dir, wt)) if wt else "",
             "zone": list(a.zone),
             "rules": rules_of(zone),
         }
-    git_config = _read(os.path.join(common_dir, "config"))  # read before protected_paths asks git about it
-    data = {"agents": agents, "protected": protected_paths(common_dir), "base": cfg.base,
+    data = {"agents": agents, "protected": protected_paths(common_dir, hooks_path or ""), "base": cfg.base,
             "ignore_case": cfg.ignore_case}
     if cfg.union:
         from .zones import Zone

@@ -20,7 +20,7 @@ from .errors import ConfigError, UsageError
 from .zones import PatternError, Zone
 
 CONFIG_NAME = ".gitfleet.toml"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # keys a file may use only once it says `version = N`, so that a git-fleet too old for them says
 # "written for a newer git-fleet" instead of "unknown key": (table, key) -> the version
 INTRODUCED = {("checkpoints.*", "timeout"): 2, ("fleet", "ignore_case"): 3}
@@ -28,7 +28,8 @@ DEFAULT_TEST_TIMEOUT = 30 * 60
 
 DEFAULT_BASE = "main"
 DEFAULT_PREFIX = "fleet/"
-DEFAULT_WORKTREE = "../agent-{agent}"
+DEFAULT_WORKTREE = "../{repo}-{agent}"
+WORKTREE_PLACEHOLDERS = ("repo", "agent")
 DEFAULT_WARN = 7
 DEFAULT_MAX = 10
 
@@ -66,6 +67,22 @@ def unknown_placeholder(template: str) -> str | None:
     return None
 
 
+def expand_worktree(template: str, agent: str, repo: str) -> str:
+    """A worktree path template filled in: {agent} the agent's name, {repo} the main worktree's
+    directory name ({{ and }} stand for braces)."""
+    values = {"agent": agent, "repo": repo}
+
+    def one(m: re.Match[str]) -> str:
+        return m.group(0)[0] if m.group(1) is None else values[m.group(1)]
+
+    return _PLACEHOLDER.sub(one, template)
+
+
+def _unknown_in_path(template: str) -> str | None:
+    return next((m.group(1) for m in _PLACEHOLDER.finditer(template)
+                 if m.group(1) is not None and m.group(1) not in WORKTREE_PLACEHOLDERS), None)
+
+
 def expand(template: str, values: dict[str, str]) -> str:
     """Fill a command template; every value is shell-quoted ({{ and }} stand for braces)."""
     import shlex
@@ -84,15 +101,17 @@ TEMPLATE = """\
 # git-fleet configuration: the agents of this repository and the zones they own.
 # See `git help fleet-init` and `git help fleet-add`. Edit by hand or with git fleet-add/fleet-rm;
 # comments are kept. The copy in the main worktree is the one that counts; agents cannot change it.
-version = 3
+version = 4
 
 [fleet]
 # The branch that agents start from and that checkpoints merge into.
 base = {base}
 # An agent's branch is <branch_prefix><agent> unless `git fleet-add --branch` names another.
 branch_prefix = "fleet/"
-# Where `git fleet-add` puts an agent's worktree, relative to the main worktree.
-worktree = "../agent-{{agent}}"
+# Where `git fleet-add` puts an agent's worktree, relative to the main worktree: {{repo}} is the
+# main worktree's directory name, {{agent}} the agent's. Each clone keeps where its worktrees are
+# (git config fleet-agent.NAME.worktree); an agent's own `worktree` key overrides this for all.
+worktree = "../{{repo}}-{{agent}}"
 # More agents than warn_agents draws a warning (coordination costs grow);
 # more than max_agents is refused unless --force is given.
 warn_agents = 7
@@ -125,7 +144,6 @@ sync = "merge"
 # [agents.backend]
 # zone = ["src/backend/**", "!src/backend/**/*.md"]
 # branch = "fleet/backend"
-# worktree = "../agent-backend"
 
 # Setting up a new worktree (git fleet-add): ignored files to copy from the main worktree, a
 # command to run there, and a port range from which each agent gets its own ({{port}}, FLEET_PORT).
@@ -156,7 +174,7 @@ class Agent:
     name: str
     zone: tuple[str, ...]
     branch: str
-    worktree: str  # as written, relative to the main worktree or absolute
+    worktree: str | None = None  # as written ({repo}, {agent}), relative to the main worktree; None: [fleet] worktree
     # how its session is run; None: the fleet-wide default ([fleet] model, command, resume)
     session: str | None = None
     model: str | None = None
@@ -227,8 +245,9 @@ class Config:
     def default_branch(self, name: str) -> str:
         return f"{self.branch_prefix}{name}"
 
-    def default_worktree(self, name: str) -> str:
-        return self.worktree.replace("{agent}", name)
+    def worktree_template(self, agent: Agent) -> str:
+        """Where the agent's worktree goes, before {repo} and {agent} are filled in."""
+        return agent.worktree if agent.worktree is not None else self.worktree
 
 
 def check_agent_name(name: str) -> None:
@@ -276,6 +295,20 @@ class _Reader:
             label = ".".join(table + (key,))
             raise self.fail(table, key, f"'{label}' must be {kind.__name__ if kind is not str else 'a string'}, not {value!r}")
         return value
+
+    def path_template(self, table: tuple[str, ...], template: str | None) -> str | None:
+        bad = None if template is None else _unknown_in_path(template)
+        if template is not None and self.version < 4 and "{repo}" in template.replace("{{", ""):
+            raise self.fail(table, "worktree", f"{{repo}} in {'.'.join(table)}.worktree needs `version = 4` at the top "
+                            f"of {self.path.name} (it says {self.version})",
+                            "set version = 4; git-fleet releases that do not know {repo} then say they are too old")
+        if bad is not None:
+            raise self.fail(table, "worktree", f"unknown placeholder {{{bad}}} in {'.'.join(table)}.worktree",
+                            "placeholders: {repo} (the main worktree's directory name), {agent}; "
+                            "write a brace as {{ or }}")
+        if template is not None and not template.strip():
+            raise self.fail(table, "worktree", f"'{'.'.join(table)}.worktree' is empty")
+        return template
 
     def unknown(self, data: Mapping[str, Any], table: tuple[str, ...], allowed: set[str]) -> None:
         for key in data:
@@ -327,7 +360,7 @@ def parse(path: Path, text: str) -> Config:
                          "placeholders: " + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS))
     base = r.take(fleet, ("fleet",), "base", str, DEFAULT_BASE)
     prefix = r.take(fleet, ("fleet",), "branch_prefix", str, DEFAULT_PREFIX)
-    worktree = r.take(fleet, ("fleet",), "worktree", str, DEFAULT_WORKTREE)
+    worktree = r.path_template(("fleet",), r.take(fleet, ("fleet",), "worktree", str, None)) or DEFAULT_WORKTREE
     warn = r.take(fleet, ("fleet",), "warn_agents", int, DEFAULT_WARN)
     limit = r.take(fleet, ("fleet",), "max_agents", int, DEFAULT_MAX)
     if not base:
@@ -377,7 +410,7 @@ def parse(path: Path, text: str) -> Config:
             name=name,
             zone=tuple(zone),
             branch=r.take(spec, table, "branch", str, f"{prefix}{name}"),
-            worktree=r.take(spec, table, "worktree", str, worktree.replace("{agent}", name)),
+            worktree=r.path_template(table, r.take(spec, table, "worktree", str, None)),
             env=tuple(sorted(env.items())),
             port=r.take(spec, table, "port", int, None),
             ignore_case=ignore_case,
@@ -476,8 +509,9 @@ def _toml_value(value: object) -> str:
 def _agent_table(agent: Agent) -> str:
     header = tomli_w.dumps({"agents": {agent.name: {"v": 1}}}).splitlines()[0]
     zone = "[" + ", ".join(_toml_value(p) for p in agent.zone) + "]"
-    text = (f"{header}\nzone = {zone}\nbranch = {_toml_value(agent.branch)}\n"
-            f"worktree = {_toml_value(agent.worktree)}\n")
+    text = f"{header}\nzone = {zone}\nbranch = {_toml_value(agent.branch)}\n"
+    if agent.worktree is not None:
+        text += f"worktree = {_toml_value(agent.worktree)}\n"
     for key in Agent.SESSION_KEYS:
         value = getattr(agent, key)
         if value is not None:

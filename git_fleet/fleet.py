@@ -40,10 +40,6 @@ def _check_templates(name: str, session: dict[str, Any]) -> None:
                                  "placeholders: " + ", ".join(f"{{{p}}}" for p in config.PLACEHOLDERS))
 
 
-def _rel(path: Path, start: Path) -> str:
-    return os.path.relpath(path, start)
-
-
 def _made_by_git_for(where: Path, common_dir: Path) -> bool:
     """Whether `where` is a linked worktree of this repository (its .git file points here)."""
     link = plumbing.read_file(str(where / ".git")) or ""
@@ -78,6 +74,7 @@ class Fleet:
         self._approved: str | None = None  # the config text found approved in this command
         self.adopted: str | None = None  # the agent a killed `git fleet-add` made and this command registered
         self._trees: list[Worktree] | None = None
+        self._registered: dict[str, Path] | None = None
 
     @property
     def config_path(self) -> Path:
@@ -131,21 +128,43 @@ class Fleet:
         return tree.path if tree is not None else None
 
     def tree_of(self, agent: Agent) -> Worktree | None:
-        """What git lists for the agent's worktree (see locate)."""
+        """What git lists for the agent's worktree (see locate): the one this clone registered for
+        it, else the one with its branch, else one at its planned path."""
+        registered = self.registered_path(agent)
+        mine = os.path.realpath(registered) if registered is not None else None
         planned = os.path.realpath(self.planned_worktree(agent))
-        at_path = None
+        by_branch = at_path = None
         for wt in self.worktrees():
             if wt.bare or wt.prunable:
                 continue
-            if wt.has(agent.branch):
+            here = os.path.realpath(wt.path)
+            if here == mine:
                 return wt
-            if os.path.realpath(wt.path) == planned:
+            if wt.has(agent.branch) and by_branch is None:
+                by_branch = wt
+            if here == planned:
                 at_path = wt
-        return at_path
+        return by_branch or at_path
+
+    def registered_path(self, agent: Agent) -> Path | None:
+        """Where this clone registered the agent's worktree (git config fleet-agent.NAME.worktree,
+        written by `git fleet-add` and `teleport pull`), else the path its own `worktree` key
+        spells out; None when neither says (then its branch tells, as for the hook: check.py)."""
+        if self._registered is None:
+            self._registered = self.repo.registered_worktrees()
+        if agent.name in self._registered:
+            return self._registered[agent.name]
+        return self.planned_worktree(agent) if agent.worktree is not None else None
+
+    def register(self, agent: str, where: Path | None) -> None:
+        self.repo.register_worktree(agent, where)
+        self._registered = None
 
     def planned_worktree(self, agent: Agent) -> Path:
-        """Where the configuration puts the agent's worktree (relative to the main worktree)."""
-        return Path(os.path.normpath(self.main / agent.worktree))
+        """Where the configuration puts the agent's worktree: its `worktree`, else [fleet]
+        worktree, with {repo} and {agent} filled in, relative to the main worktree."""
+        where = config.expand_worktree(self.config.worktree_template(agent), agent.name, self.main.name)
+        return Path(os.path.normpath(self.main / where))
 
     def worktree_of(self, agent: Agent) -> Path:
         """The agent's worktree: the registered one, else where it would be made."""
@@ -159,7 +178,8 @@ class Fleet:
             return None
         here = os.path.realpath(top)
         for a in self.config.agents.values():
-            if os.path.realpath(self.main / a.worktree) == here:  # its registered path, as the hook reads it
+            mine = self.registered_path(a)
+            if mine is not None and os.path.realpath(mine) == here:  # as the hook reads it
                 return a
         for a in self.config.agents.values():
             where = self.locate(a)
@@ -342,14 +362,15 @@ class Fleet:
                 raise FleetError(f"branch {branch} is checked out in {wt.path}",
                                  "an agent needs a worktree of its own; switch that worktree to another branch first")
 
-        where = Path(os.path.abspath(path)) if path else Path(os.path.normpath(self.main / cfg.default_worktree(name)))
+        agent = Agent(name=name, zone=tuple(zone), ignore_case=cfg.ignore_case, branch=branch,
+                      session=session.get("session"), model=session.get("model"), command=session.get("command"),
+                      resume=session.get("resume"), env=env, port=self._free_port())
+        # where this clone keeps it is this clone's (registered below), never the committed file's
+        where = Path(os.path.abspath(path)) if path else self.planned_worktree(agent)
         if where.exists() and (not where.is_dir() or any(where.iterdir())):
             raise FleetError(f"worktree path {where} already exists and is not empty",
                              "give another place with --path DIR")
 
-        agent = Agent(name=name, zone=tuple(zone), ignore_case=cfg.ignore_case, branch=branch, worktree=_rel(where, self.main),
-                      session=session.get("session"), model=session.get("model"), command=session.get("command"),
-                      resume=session.get("resume"), env=env, port=self._free_port())
         new_text = config.with_agent(cfg, self.text, agent)  # validated before anything is written
 
         # a record of what is about to be made: a process killed before the config is written
@@ -366,11 +387,13 @@ class Fleet:
             pause("add-after-branch")
             self.repo.worktree_add(where, branch)
             created_tree = True
+            self.register(name, where)
             pause("add-after-worktree")
             self.forget_worktrees()
             self._save(new_text)
         except BaseException:
             if created_tree:
+                self.register(name, None)
                 self.repo.worktree_remove(where, force=True)
             self.repo.forget_worktree(where)
             if created_branch:
@@ -388,7 +411,7 @@ class Fleet:
         """Whether this command just adopted `agent` from a killed `git fleet-add` (see
         _undo_interrupted_add) that asked for what this one asks: then this add is that one, done."""
         return (self.adopted == agent.name and agent.zone == tuple(zone) and branch in (None, agent.branch)
-                and (path is None or os.path.realpath(path) == os.path.realpath(self.planned_worktree(agent))))
+                and (path is None or os.path.realpath(path) == os.path.realpath(self.worktree_of(agent))))
 
     def _intent_path(self) -> Path:
         return self.repo.common_dir / "fleet" / "adding"
@@ -411,6 +434,7 @@ class Fleet:
         if agent.name in self.config.agents:
             intent.unlink()  # it was registered: only the record was left
             return []
+        self.register(agent.name, None)  # (adopting registers it again)
         # git killed inside `git update-ref` or `git worktree add` leaves its lock, or a worktree
         # record so new that `git worktree list` fails on it
         kept_lock = made_branch and remove_dead_lock(
@@ -466,6 +490,7 @@ class Fleet:
             return [(f"an interrupted `git fleet-add {agent.name}` left {where} (branch {agent.branch}) with work "
                     f"in it, and it cannot be registered: {e.message}"),
                     f"adopt it by hand: git fleet-add {agent.name} --branch {agent.branch} --path {where} --zone ..."]
+        self.register(agent.name, where)
         if unwritten is not None:
             self.repo.finish_checkout(where, agent.branch, unwritten)
         self._intent_path().unlink()
@@ -745,6 +770,7 @@ class Fleet:
         new_text = config.without_agent(self.config, self.text, name)
         if where is not None and has_tree:
             self.repo.worktree_remove(where, force=force)
+        self.register(name, None)
         for stale in (w for w in self.worktrees() if w.prunable and agent.branch in (w.branch, w.busy)):
             self.repo.forget_worktree(stale.path)  # its directory is gone: its record goes with the agent
         self.forget_worktrees()
@@ -796,9 +822,6 @@ class Fleet:
             if cp and names:
                 raise UsageError("give either --checkpoint or agent names, not both")
             chosen = [self.config.agent(n) for n in (cp.agents if cp else names or list(self.config.agents))]
-            if cp and not dry_run and self.repo.resolve(f"refs/tags/{cp.tag}") is not None:
-                raise FleetError(f"checkpoint {cp.name} was merged already (tag {cp.tag} exists)",
-                                 f"declare a new checkpoint, or delete the tag to merge again: git tag -d {cp.tag}")
             return merge.plan(self.repo, self.config, self.main, chosen, cp)
 
         with self.editing():

@@ -169,6 +169,24 @@ def worktree_list(cwd: str | os.PathLike[str]) -> list[dict[str, str]]:
     return parse_worktree_list(git(["worktree", "list", "--porcelain", "-z"], cwd).stdout)
 
 
+REGISTERED = "fleet-agent"  # git config fleet-agent.<name>.worktree: where this clone keeps agent <name>'s worktree
+
+
+def local_settings(common_dir: str) -> tuple[str | None, dict[str, str]]:
+    """core.hooksPath, and the agents' worktrees this clone registered (name -> path), in one
+    `git config` run."""
+    raw = git(["config", "--null", "--get-regexp", rf"^(core\.hookspath|{REGISTERED}\..*\.worktree)$"],
+              common_dir, check=False).stdout.decode("utf-8", "surrogateescape")
+    hooks_path, registered = None, {}
+    for item in raw.split("\0"):
+        key, _, value = item.partition("\n")
+        if key.lower() == "core.hookspath":
+            hooks_path = value.strip()
+        elif key.startswith(REGISTERED + ".") and key.endswith(".worktree"):
+            registered[key[len(REGISTERED) + 1 : -len(".worktree")]] = value
+    return hooks_path, registered
+
+
 class Here:
     """Where a hook runs: enough to decide whose zone applies."""
 

@@ -386,6 +386,17 @@ class Repo:
         else:
             git(["config", "--local", key, value], self.common_dir)
 
+    def register_worktree(self, agent: str, path: Path | None) -> None:
+        """Record (None: forget) where this clone keeps an agent's worktree: per clone, so in the
+        repository's own config, never in the committed .gitfleet.toml."""
+        if path is None:
+            git(["config", "--local", "--remove-section", f"{plumbing.REGISTERED}.{agent}"], self.common_dir, check=False)
+        else:
+            git(["config", "--local", f"{plumbing.REGISTERED}.{agent}.worktree", str(path)], self.common_dir)
+
+    def registered_worktrees(self) -> dict[str, Path]:
+        return {name: Path(p) for name, p in plumbing.local_settings(str(self.common_dir))[1].items()}
+
     def config_origin(self, key: str) -> str | None:
         proc = git(["config", "--show-scope", "--get", key], self.common_dir, check=False)
         return proc.stdout.decode().split("\t", 1)[0] if proc.returncode == 0 else None

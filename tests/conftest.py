@@ -119,6 +119,6 @@ def fleet2(fleet_repo: Sandbox) -> Sandbox:
     sb.add_agent("web", "src/frontend/**")
     cfg = sb.repo / ".gitfleet.toml"
     cfg.write_text(cfg.read_text() + '\n[checkpoints.phase-1]\nagents = ["backend", "web"]\n')
-    sb.commit(sb.root / "agent-backend", {"src/backend/api.py": "def api(): return 2\n"}, "backend: api v2")
-    sb.commit(sb.root / "agent-web", {"src/frontend/app.js": "app(2)\n"}, "web: app v2")
+    sb.commit(sb.root / "repo-backend", {"src/backend/api.py": "def api(): return 2\n"}, "backend: api v2")
+    sb.commit(sb.root / "repo-web", {"src/frontend/app.js": "app(2)\n"}, "web: app v2")
     return sb

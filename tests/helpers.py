@@ -156,7 +156,7 @@ class Sandbox:
         for z in zones:
             args += ["--zone", z]
         self.fleet("add", *args, *extra)
-        return self.root / f"agent-{name}"
+        return self.root / f"repo-{name}"
 
     def head(self, ref: str = "HEAD", cwd: Path | None = None) -> str:
         return self.git("rev-parse", ref, cwd=cwd).out.strip()

@@ -52,7 +52,7 @@ def killed_in_checkout(sb: Sandbox) -> None:
 
 def no_leftovers(sb: Sandbox, doctor: bool = True) -> None:
     """The fleet as if web had been added once, cleanly."""
-    web = sb.root / "agent-web"
+    web = sb.root / "repo-web"
     assert not (sb.repo / ".git/fleet/adding").exists()
     assert [(a["agent"], a["state"]) for a in json.loads(sb.fleet("list", "--json").out)] == [("web", "ok")]
     assert sb.branches() == ["fleet/web", "main"]
@@ -61,7 +61,7 @@ def no_leftovers(sb: Sandbox, doctor: bool = True) -> None:
     assert trees.count("worktree ") == 2 and "locked" not in trees and "prunable" not in trees, trees
     assert sb.git("status", "--porcelain", cwd=web).out == ""
     assert (web / "src/frontend/app.js").read_text() == "app()\n"
-    assert sorted(p.name for p in sb.root.iterdir() if p.name.startswith("agent-")) == ["agent-web"]
+    assert sorted(p.name for p in sb.root.iterdir() if p.name.startswith("repo-")) == ["repo-web"]
     if doctor:
         found = {c["check"]: c for c in json.loads(sb.fleet("doctor", "--json", ok=None).out)}
         assert found["worktrees"]["ok"] and found["branches"]["ok"] and found["locks"]["ok"], found
@@ -78,7 +78,7 @@ def test_killed_at_a_named_point_the_next_add_cleans_up_and_succeeds(fleet_repo:
     sb = fleet_repo
     killed_add(sb, point)
     assert "fleet/web" in sb.branches() and (sb.repo / ".git/fleet/adding").exists()
-    assert (sb.root / "agent-web").is_dir() == (point == "add-after-worktree")
+    assert (sb.root / "repo-web").is_dir() == (point == "add-after-worktree")
     assert "web" not in (sb.repo / ".gitfleet.toml").read_text()
     res = add_again(sb)
     assert CLEANED in res.err
@@ -101,11 +101,11 @@ def test_killed_between_the_config_and_its_approval_record(fleet_repo: Sandbox) 
 def test_killed_while_git_worktree_add_checks_out(fleet_repo: Sandbox) -> None:
     sb = fleet_repo
     killed_in_checkout(sb)
-    assert (sb.repo / ".git/worktrees/agent-web/locked").exists()  # git's own mark: never finished
+    assert (sb.repo / ".git/worktrees/repo-web/locked").exists()  # git's own mark: never finished
     res = add_again(sb)
     assert CLEANED in res.err
     no_leftovers(sb)
-    assert (sb.root / "agent-web/src/frontend/slow.txt").read_text() == "slow\n"
+    assert (sb.root / "repo-web/src/frontend/slow.txt").read_text() == "slow\n"
 
 
 def test_any_fleet_command_in_the_main_worktree_cleans_up(fleet_repo: Sandbox) -> None:
@@ -113,19 +113,19 @@ def test_any_fleet_command_in_the_main_worktree_cleans_up(fleet_repo: Sandbox) -
     killed_add(sb, "add-after-worktree")
     res = sb.fleet("list")
     assert CLEANED in res.err
-    assert "fleet/web" not in sb.branches() and not (sb.root / "agent-web").exists()
+    assert "fleet/web" not in sb.branches() and not (sb.root / "repo-web").exists()
     assert sb.git("worktree", "list").out.count("\n") == 1
     # an agent's command never does it: recovery belongs to the orchestrator
     sb.add_agent("api", "src/backend/**")
     killed_add(sb, "add-after-branch")
-    res = sb.fleet("task", "list", cwd=sb.root / "agent-api")
+    res = sb.fleet("task", "list", cwd=sb.root / "repo-api")
     assert "interrupted" not in res.err and (sb.repo / ".git/fleet/adding").exists()
 
 
 def test_a_half_checked_out_worktree_with_work_in_it_is_adopted_and_its_checkout_finished(fleet_repo: Sandbox) -> None:
     sb = fleet_repo
     killed_in_checkout(sb)
-    web = sb.root / "agent-web"
+    web = sb.root / "repo-web"
     (web / "src/frontend/app.js").write_text("app(mine)\n")  # written over whatever git had put there
     (web / "notes.txt").write_text("mine\n")
     res = add_again(sb)
@@ -142,7 +142,7 @@ def test_a_half_checked_out_worktree_with_work_in_it_is_adopted_and_its_checkout
 def test_a_worktree_with_work_in_it_is_adopted_not_deleted(fleet_repo: Sandbox, work: str) -> None:
     sb = fleet_repo
     killed_add(sb, "add-after-worktree")
-    web = sb.root / "agent-web"
+    web = sb.root / "repo-web"
     if work == "a new file":
         (web / "src/frontend/new.js").write_text("new()\n")
     else:
@@ -190,7 +190,7 @@ def test_killed_at_any_moment(fleet_repo: Sandbox) -> None:
             cleaned += CLEANED in add_again(sb).err
         no_leftovers(sb, doctor=i == rounds - 1)
         sb.fleet("rm", "web")
-        assert "fleet/web" not in sb.branches() and not (sb.root / "agent-web").exists()
+        assert "fleet/web" not in sb.branches() and not (sb.root / "repo-web").exists()
     assert cleaned >= 3, f"only {cleaned} of {rounds} kills landed while the add was making things"
 
 
@@ -199,7 +199,7 @@ def test_a_worktree_switched_to_another_branch_since_is_left_alone(fleet_repo: S
     there: nothing of it may be removed."""
     sb = fleet_repo
     killed_add(sb, "add-after-worktree")
-    web = sb.root / "agent-web"
+    web = sb.root / "repo-web"
     sb.git("switch", "-q", "-c", "experiment", cwd=web)
     (web / "src/frontend/app.js").write_text("an experiment\n")
     (web / "notes.txt").write_text("mine\n")
@@ -214,7 +214,7 @@ def test_ignored_files_made_since_count_as_work(fleet_repo: Sandbox) -> None:
     sb = fleet_repo
     sb.commit(sb.repo, {".gitignore": "build/\n"}, "ignore build output")
     killed_add(sb, "add-after-worktree")
-    web = sb.root / "agent-web"
+    web = sb.root / "repo-web"
     (web / "build").mkdir()
     (web / "build/out.bin").write_text("an hour of building\n")
     res = add_again(sb)

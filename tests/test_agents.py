@@ -22,11 +22,12 @@ def worktree_paths(sb: Sandbox) -> list[str]:
 def test_add_creates_branch_worktree_and_registration(fleet_repo: Sandbox) -> None:
     sb = fleet_repo
     wt = sb.add_agent("backend", "src/backend/**")
-    assert wt == sb.root / "agent-backend" and (wt / "src/backend/api.py").is_file()
+    assert wt == sb.root / "repo-backend" and (wt / "src/backend/api.py").is_file()
     assert sb.git("branch", "--show-current", cwd=wt).out.strip() == "fleet/backend"
     assert sb.head("fleet/backend") == sb.head("main")
-    assert registered(sb)["backend"] == {"zone": ["src/backend/**"], "branch": "fleet/backend",
-                                         "worktree": "../agent-backend"}
+    # the committed file says nothing of where this clone keeps it; this clone's own config does
+    assert registered(sb)["backend"] == {"zone": ["src/backend/**"], "branch": "fleet/backend"}
+    assert sb.git("config", "fleet-agent.backend.worktree").out.strip() == str(wt)
     assert str(wt) in worktree_paths(sb)
     # no commit needed: the main worktree's config changed, nothing else
     assert sb.git("status", "--porcelain").out.strip() == "?? .gitfleet.toml"
@@ -49,10 +50,10 @@ def test_list_shows_agents_as_text_and_json(fleet_repo: Sandbox) -> None:
     sb.add_agent("backend", "src/backend/**", "!**/*.md")
     sb.add_agent("web", "src/frontend/")
     text = sb.fleet("list").out.splitlines()
-    assert text[0].split() == ["backend", "fleet/backend", str(sb.root / "agent-backend"), "src/backend/**", "!**/*.md"]
+    assert text[0].split() == ["backend", "fleet/backend", str(sb.root / "repo-backend"), "src/backend/**", "!**/*.md"]
     rows = json.loads(sb.fleet("list", "--json").out)
     assert [r["agent"] for r in rows] == ["backend", "web"]
-    assert rows[1] == {"agent": "web", "branch": "fleet/web", "worktree": str(sb.root / "agent-web"),
+    assert rows[1] == {"agent": "web", "branch": "fleet/web", "worktree": str(sb.root / "repo-web"),
                        "zone": ["src/frontend/"], "head": sb.head("main"), "state": "ok"}
 
 
@@ -65,7 +66,9 @@ def test_adopting_an_existing_branch_keeps_it_as_it_is(fleet_repo: Sandbox) -> N
     wt = sb.add_agent("api", "src/backend/**", extra=("--branch", "feature/api", "--path", "../elsewhere"))
     assert wt != sb.root / "elsewhere"  # --path given: not the default place
     assert sb.head("HEAD", cwd=sb.root / "elsewhere") == tip
-    assert registered(sb)["api"]["worktree"] == "../elsewhere"
+    assert "worktree" not in registered(sb)["api"]
+    assert sb.git("config", "fleet-agent.api.worktree").out.strip() == str(sb.root / "elsewhere")
+    assert json.loads(sb.fleet("list", "--json").out)[0]["worktree"] == str(sb.root / "elsewhere")
 
 
 def test_default_branch_that_exists_is_not_adopted_silently(fleet_repo: Sandbox) -> None:
@@ -107,7 +110,7 @@ def test_agent_limits_warn_above_seven_and_refuse_above_ten(fleet_repo: Sandbox)
     sb.fleet("add", "a9", "--zone", "area9/**")
     res = sb.fleet("add", "a10", "--zone", "area10/**", ok=False)
     assert res.code == 1 and "limit is 10" in res.err and "--force" in res.err
-    assert "a10" not in registered(sb) and not (sb.root / "agent-a10").exists()
+    assert "a10" not in registered(sb) and not (sb.root / "repo-a10").exists()
     sb.fleet("add", "a10", "--zone", "area10/**", "--force")
     assert len(registered(sb)) == 11
 
@@ -138,7 +141,7 @@ def test_bad_input_is_refused_and_leaves_nothing(fleet_repo: Sandbox, args: list
 
 def test_failed_worktree_creation_cleans_up_branch_and_worktree(fleet_repo: Sandbox) -> None:
     sb = fleet_repo
-    blocker = sb.root / "agent-backend"
+    blocker = sb.root / "repo-backend"
     blocker.mkdir()
     (blocker / "keep.txt").write_text("mine")
     res = sb.fleet("add", "backend", "--zone", "src/backend/**", ok=False)

@@ -46,7 +46,7 @@ def test_init_writes_a_commented_config_and_is_safe_to_repeat(sandbox: Sandbox) 
     cfg = sb.repo / ".gitfleet.toml"
     text = cfg.read_text()
     data = tomllib.loads(text)
-    assert data["fleet"] == {"base": "trunk", "branch_prefix": "fleet/", "worktree": "../agent-{agent}",
+    assert data["fleet"] == {"base": "trunk", "branch_prefix": "fleet/", "worktree": "../{repo}-{agent}",
                              "warn_agents": 7, "max_agents": 10, "union": [], "sync": "merge", "model": "sonnet",
                              "command": "claude --name {session} --model {model}",
                              "resume": "claude --resume {session}", "stagger": 5,
@@ -126,7 +126,7 @@ def test_zones_without_overlaps(fleet_repo: Sandbox) -> None:
 def test_hand_edited_agents_in_other_layouts_are_refused_not_mangled(fleet_repo: Sandbox) -> None:
     sb = fleet_repo
     cfg = sb.repo / ".gitfleet.toml"
-    cfg.write_text(cfg.read_text().replace("version = 3\n", 'version = 3\nagents = { a = { zone = ["a/**"] } }\n'))
+    cfg.write_text(cfg.read_text().replace("version = 4\n", 'version = 4\nagents = { a = { zone = ["a/**"] } }\n'))
     sb.fleet("zones", "--approve")
     before = cfg.read_text()
     res = sb.fleet("add", "b", "--zone", "b/**", ok=False)

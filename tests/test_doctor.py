@@ -47,8 +47,8 @@ def test_a_healthy_fleet_passes_and_unowned_files_are_information(healthy: Sandb
 def test_every_problem_is_named_with_its_fix_and_exit_1(healthy: Sandbox) -> None:
     sb = healthy
     sb.add_agent("docs", "docs/**", "src/backend/README.md", extra=("--allow-overlap",))
-    shutil.rmtree(sb.root / "agent-web")  # a deleted worktree directory
-    sb.git("switch", "-q", "-c", "elsewhere", cwd=sb.root / "agent-docs")  # a worktree off its branch
+    shutil.rmtree(sb.root / "repo-web")  # a deleted worktree directory
+    sb.git("switch", "-q", "-c", "elsewhere", cwd=sb.root / "repo-docs")  # a worktree off its branch
     sb.git("branch", "fleet/old")  # a fleet branch of no agent
     (sb.repo / ".git/hooks/pre-push").unlink()
     sb.fleet("task", "add", "Lapsing")
@@ -59,12 +59,12 @@ def test_every_problem_is_named_with_its_fix_and_exit_1(healthy: Sandbox) -> Non
     assert res.code == 1
     out = res.out
     assert "the zones of 'api' and 'docs' overlap: both own src/backend/README.md" in out
-    assert f"agent 'web': no worktree at {sb.root / 'agent-web'}" in out
-    assert f"deleted: git worktree prune && git worktree add {sb.root / 'agent-web'} fleet/web" in out
+    assert f"agent 'web': no worktree at {sb.root / 'repo-web'}" in out
+    assert f"deleted: git worktree prune && git worktree add {sb.root / 'repo-web'} fleet/web" in out
     assert "fix: moved: git worktree repair <its new place>" in out
     assert "stale worktree record(s)" in out and "fix: moved by hand? git worktree repair NEW-PLACE; deleted? git worktree prune" in out
     assert "agent 'docs': its worktree on elsewhere, not fleet/docs" in out
-    assert f"fix: git -C {sb.root / 'agent-docs'} switch fleet/docs" in out
+    assert f"fix: git -C {sb.root / 'repo-docs'} switch fleet/docs" in out
     assert "branch fleet/old belongs to no agent (merged)" in out and "fix: git branch -d fleet/old" in out
     assert "hook(s) not installed in" in out and "pre-push" in out and "fix: git fleet-init" in out
     assert "task-001: the lease of 'api' has lapsed" in out
@@ -73,7 +73,7 @@ def test_every_problem_is_named_with_its_fix_and_exit_1(healthy: Sandbox) -> Non
     found = checks(sb, "--fix", ok=False)
     assert found["hooks"]["ok"] and found["hooks"]["fixed"]
     assert (sb.repo / ".git/hooks/pre-push").exists()
-    assert "elsewhere" in sb.git("branch", "--show-current", cwd=sb.root / "agent-docs").out
+    assert "elsewhere" in sb.git("branch", "--show-current", cwd=sb.root / "repo-docs").out
     assert sb.git("branch", "--list", "fleet/old").out.strip()
     again = checks(sb, ok=False)
     problems = " ".join(p["problem"] for p in again["worktrees"]["problems"])  # type: ignore[attr-defined,index]
@@ -112,18 +112,18 @@ def test_prune_removes_only_agents_whose_work_is_all_merged(fleet_repo: Sandbox)
     for name, zone in (("done", "src/backend/**"), ("squashed", "src/frontend/**"), ("dirty", "docs/**"),
                        ("open", "lib/**"), ("fresh", "fresh/**")):
         sb.add_agent(name, zone)
-    sb.commit(sb.root / "agent-done", {"src/backend/x.py": "x\n"}, "done work")
+    sb.commit(sb.root / "repo-done", {"src/backend/x.py": "x\n"}, "done work")
     sb.fleet("merge", "done")
-    sb.commit(sb.root / "agent-squashed", {"src/frontend/y.js": "y\n"}, "squashed work")
+    sb.commit(sb.root / "repo-squashed", {"src/frontend/y.js": "y\n"}, "squashed work")
     sb.git("merge", "-q", "--ff", "--squash", "fleet/squashed")  # (--ff: init makes merges into main --no-ff)
     sb.git("commit", "-qm", "squash of squashed")
-    sb.commit(sb.root / "agent-dirty", {"docs/z.md": "z\n"}, "dirty work")
+    sb.commit(sb.root / "repo-dirty", {"docs/z.md": "z\n"}, "dirty work")
     sb.fleet("merge", "dirty")
-    (sb.root / "agent-dirty/docs/notes.md").write_text("not yet committed\n")
-    sb.commit(sb.root / "agent-open", {"lib/w.py": "w\n"}, "unmerged work")
+    (sb.root / "repo-dirty/docs/notes.md").write_text("not yet committed\n")
+    sb.commit(sb.root / "repo-open", {"lib/w.py": "w\n"}, "unmerged work")
     res = sb.fleet("prune", ok=False)  # no terminal to ask on
     assert res.code == 1 and "would remove done, squashed" in res.err and "--yes" in res.err
-    assert (sb.root / "agent-done").exists()
+    assert (sb.root / "repo-done").exists()
     plan = json.loads(sb.fleet("prune", "-n", "--json").out)
     assert [c["agent"] for c in plan["would_remove"]] == ["done", "squashed"]
     assert {k["agent"]: k["why"] for k in plan["kept"]} == {
@@ -131,11 +131,11 @@ def test_prune_removes_only_agents_whose_work_is_all_merged(fleet_repo: Sandbox)
         "fresh": "no work of its own yet"}
     res = sb.fleet("prune", "--yes")
     assert "removed done: fleet/done merged" in res.err and "removed squashed" in res.err
-    assert not (sb.root / "agent-done").exists() and not (sb.root / "agent-squashed").exists()
+    assert not (sb.root / "repo-done").exists() and not (sb.root / "repo-squashed").exists()
     branches = sb.branches()
     assert "fleet/done" not in branches and "fleet/squashed" not in branches
     assert {"fleet/dirty", "fleet/open", "fleet/fresh"} <= set(branches)
-    assert (sb.root / "agent-dirty/docs/notes.md").read_text() == "not yet committed\n"
+    assert (sb.root / "repo-dirty/docs/notes.md").read_text() == "not yet committed\n"
     agents = [a["agent"] for a in json.loads(sb.fleet("list", "--json").out)]
     assert agents == ["dirty", "open", "fresh"]
 
@@ -150,7 +150,7 @@ def test_init_interactive_proposes_zones_from_the_directories_and_ends_with_the_
     assert "[api=src/api/** shared=src/shared/** web=src/web/** docs=docs/**]" in res.out
     agents = {a["agent"]: a["zone"] for a in json.loads(sb.fleet("list", "--json").out)}
     assert agents == {"api": ["src/api/**"], "web": ["src/web/**", "!**/*.md"], "docs": ["docs/**"]}
-    assert (sb.root / "agent-web").is_dir()
+    assert (sb.root / "repo-web").is_dir()
     cps = json.loads(sb.fleet("checkpoint", "--json").out)
     assert [(c["checkpoint"], [a["agent"] for a in c["agents"]]) for c in cps] == [("phase-1", ["api", "web", "docs"])]
     assert "The checklist (git fleet-doctor):" in res.out and "ok    checkpoints" in res.out

@@ -28,7 +28,7 @@ class Layout:
         return self.sb.run(["git", *args], cwd=self.work, ok=ok, env={**self.main_env, **(env or {})})
 
     def agent(self, name: str, *args: str, ok: bool | None = True) -> Result:
-        return self.sb.run(["git", *args], cwd=self.sb.root / f"agent-{name}", ok=ok)
+        return self.sb.run(["git", *args], cwd=self.sb.root / f"shop-{name}", ok=ok)
 
 
 @pytest.fixture(params=["separate-git-dir", "core.worktree"])
@@ -60,20 +60,20 @@ def test_the_whole_path_works_where_the_git_dir_is_kept_apart(layout: Layout) ->
     assert (lay.git_dir / "fleet/main-worktree").read_text() == f"{lay.work}\n"
     lay.main("fleet-add", "api", "--zone", "src/api/**")
     lay.main("fleet-add", "web", "--zone", "src/web/**")
-    assert (sb.root / "agent-api/src/api/orders.py").is_file()
+    assert (sb.root / "shop-api/src/api/orders.py").is_file()
     cfg = lay.work / ".gitfleet.toml"
     cfg.write_text(cfg.read_text() + '\n[checkpoints.v1]\nagents = ["api", "web"]\n')
 
     # the hook holds the zone in an agent's worktree, and lets its own paths through
     sb.write_files({"src/web/cart.js": "cart(api was here)\n", "src/api/orders.py": "orders = 2\n"},
-                   sb.root / "agent-api")
+                   sb.root / "shop-api")
     lay.agent("api", "add", "-A")
     res = lay.agent("api", "commit", "-qm", "orders v2", ok=False)
     assert "error: commit rejected: agent 'api' changed 1 path(s) outside its zone" in res.err
     assert "modified src/web/cart.js  (owned by 'web')" in res.err
     lay.agent("api", "restore", "--staged", "--worktree", "--", "src/web/cart.js")
     lay.agent("api", "commit", "-qm", "orders v2")
-    sb.write_files({"src/web/cart.js": "cart(2)\n"}, sb.root / "agent-web")
+    sb.write_files({"src/web/cart.js": "cart(2)\n"}, sb.root / "shop-web")
     lay.agent("web", "commit", "-qam", "cart v2")
 
     # status and doctor, from the main worktree and from an agent's
@@ -99,7 +99,7 @@ def test_agent_commands_never_reach_the_main_worktree_through_git_dir(layout: La
     lay, sb = layout, layout.sb
     lay.main("fleet-init")
     lay.main("fleet-add", "web", "--zone", "src/web/**")
-    web = sb.root / "agent-web"
+    web = sb.root / "shop-web"
     (web / "src/web/wip.js").write_text("wip\n")
     git_dir = f"--git-dir={lay.git_dir}"
     res = sb.run(["git", git_dir, "fleet-run", "web", "--", "git", "status", "--porcelain"], cwd=lay.work)

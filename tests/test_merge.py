@@ -48,8 +48,8 @@ def test_conflict_between_agents_changes_nothing(fleet2: Sandbox) -> None:
     cfg.write_text(cfg.read_text().replace('zone = ["src/frontend/**"]', 'zone = ["src/frontend/**", "README.md"]')
                    .replace('zone = ["src/backend/**"]', 'zone = ["src/backend/**", "README.md"]'))
     sb.fleet("zones", "--approve")  # (edited by hand: a merge counts only approved zones)
-    sb.commit(sb.root / "agent-backend", {"README.md": "# backend's view\n"}, "readme")
-    sb.commit(sb.root / "agent-web", {"README.md": "# web's view\n"}, "readme")
+    sb.commit(sb.root / "repo-backend", {"README.md": "# backend's view\n"}, "readme")
+    sb.commit(sb.root / "repo-web", {"README.md": "# web's view\n"}, "readme")
     before = state(sb)
     res = sb.fleet("merge", "--checkpoint", "phase-1", ok=False)
     assert res.code == 1
@@ -69,7 +69,7 @@ def test_conflict_with_the_base(fleet2: Sandbox) -> None:
 
 def test_a_no_verify_commit_is_caught_by_the_merge(fleet2: Sandbox) -> None:
     sb = fleet2
-    sb.commit(sb.root / "agent-web", {"docs/guide.md": "sneaky\n"}, "sneaky", extra=("--no-verify",))
+    sb.commit(sb.root / "repo-web", {"docs/guide.md": "sneaky\n"}, "sneaky", extra=("--no-verify",))
     sneaky = sb.head("fleet/web")
     before = state(sb)
     res = sb.fleet("merge", "--checkpoint", "phase-1", ok=False)
@@ -108,7 +108,7 @@ def test_dry_run_changes_nothing_and_exits_by_outcome(fleet2: Sandbox) -> None:
     data = json.loads(sb.fleet("merge", "-n", "--json", "--checkpoint", "phase-1").out)
     assert data["ok"] and data["new"] and [m["agent"] for m in data["merges"]] == ["backend", "web"]
     assert state(sb) == before
-    sb.commit(sb.root / "agent-web", {"README.md": "x\n"}, "out of zone", extra=("--no-verify",))
+    sb.commit(sb.root / "repo-web", {"README.md": "x\n"}, "out of zone", extra=("--no-verify",))
     before = state(sb)
     res = sb.fleet("merge", "--dry-run", ok=False)
     assert res.code == 1 and "out of zone: README.md" in res.out
@@ -117,7 +117,7 @@ def test_dry_run_changes_nothing_and_exits_by_outcome(fleet2: Sandbox) -> None:
 
 def test_checkpoint_listing_shows_readiness(fleet2: Sandbox) -> None:
     sb = fleet2
-    (sb.root / "agent-web/src/frontend/wip.js").write_text("wip\n")
+    (sb.root / "repo-web/src/frontend/wip.js").write_text("wip\n")
     out = sb.fleet("checkpoint").out.splitlines()
     assert out == ["phase-1: ready", "  backend  1 ahead", "  web      1 ahead, 1 uncommitted"]
     sb.fleet("merge", "--checkpoint", "phase-1")
@@ -146,7 +146,7 @@ def test_unknown_checkpoint_and_agent(fleet2: Sandbox) -> None:
 def test_plain_git_merge_of_an_agent_branch_is_zone_checked(fleet2: Sandbox) -> None:
     sb = fleet2
     sb.git("merge", "-q", "--no-ff", "--no-edit", "fleet/backend")  # in zone: fine
-    sb.commit(sb.root / "agent-web", {"docs/guide.md": "sneaky\n"}, "sneaky", extra=("--no-verify",))
+    sb.commit(sb.root / "repo-web", {"docs/guide.md": "sneaky\n"}, "sneaky", extra=("--no-verify",))
     res = sb.git("merge", "--no-ff", "--no-edit", "fleet/web", ok=False)
     assert "merge of fleet/web rejected" in res.err and "changed docs/guide.md" in res.err
     sb.git("merge", "--abort")
@@ -166,13 +166,13 @@ def test_status_rows_and_conflict_forecast(fleet_repo: Sandbox) -> None:
     for name in ("a", "b", "c", "d"):
         sb.add_agent(name, f"area-{name}/**", "shared.txt", extra=("--allow-overlap",))
     sb.commit(sb.repo, {"shared.txt": "base\n", "area-d/x": "base\n"}, "shared file")
-    sb.git("merge", "-q", "main", cwd=sb.root / "agent-a")
-    sb.git("merge", "-q", "main", cwd=sb.root / "agent-b")
-    sb.commit(sb.root / "agent-a", {"shared.txt": "a\n", "area-a/f": "a\n"}, "a")
-    sb.commit(sb.root / "agent-b", {"shared.txt": "b\n"}, "b")  # conflicts with a
-    sb.commit(sb.root / "agent-c", {"area-c/f": "c\n"}, "c")  # clean with everyone
-    sb.commit(sb.root / "agent-d", {"area-d/x": "d\n"}, "d")  # forked before main added area-d/x
-    (sb.root / "agent-c/README.md").write_text("stray edit\n")
+    sb.git("merge", "-q", "main", cwd=sb.root / "repo-a")
+    sb.git("merge", "-q", "main", cwd=sb.root / "repo-b")
+    sb.commit(sb.root / "repo-a", {"shared.txt": "a\n", "area-a/f": "a\n"}, "a")
+    sb.commit(sb.root / "repo-b", {"shared.txt": "b\n"}, "b")  # conflicts with a
+    sb.commit(sb.root / "repo-c", {"area-c/f": "c\n"}, "c")  # clean with everyone
+    sb.commit(sb.root / "repo-d", {"area-d/x": "d\n"}, "d")  # forked before main added area-d/x
+    (sb.root / "repo-c/README.md").write_text("stray edit\n")
     data = json.loads(sb.fleet("status", "--json").out)
     rows = {r["agent"]: r for r in data["agents"]}
     assert (rows["a"]["ahead"], rows["a"]["behind"]) == (1, 0)
@@ -197,7 +197,7 @@ def test_union_files_are_open_to_every_agent_and_merged_line_by_line(fleet2: San
     assert 'union = ["CHANGELOG.md"]' in cfg.read_text()
     sb.fleet("zones", "--approve")
     for name, line in (("backend", "- backend: api v2\n"), ("web", "- web: app v2\n")):
-        wt = sb.root / f"agent-{name}"
+        wt = sb.root / f"repo-{name}"
         sb.git("merge", "-q", "main", cwd=wt)
         sb.commit(wt, {"CHANGELOG.md": "# Changes\n" + line}, f"{name}: changelog")  # not in its zone: allowed
     data = json.loads(sb.fleet("status", "--json").out)
@@ -226,7 +226,7 @@ def test_failing_checkpoint_test_names_the_culprit_and_changes_nothing(fleet_rep
     names = ["a", "b", "c", "d"]
     for n in names:
         sb.add_agent(n, f"{n}/**")
-        sb.commit(sb.root / f"agent-{n}", {f"{n}/f": "broken\n" if n == "c" else "ok\n"}, n)
+        sb.commit(sb.root / f"repo-{n}", {f"{n}/f": "broken\n" if n == "c" else "ok\n"}, n)
     cfg = sb.repo / ".gitfleet.toml"
     cfg.write_text(cfg.read_text() + '\n[checkpoints.train]\nagents = ["a", "b", "c", "d"]\n'
                    'test = "! grep -rq broken --include=f . && echo all good"\n')
@@ -242,7 +242,7 @@ def test_failing_checkpoint_test_names_the_culprit_and_changes_nothing(fleet_rep
 def test_sync_merges_the_base_into_agent_branches(fleet2: Sandbox) -> None:
     sb = fleet2
     sb.fleet("merge", "backend")
-    web, backend = sb.root / "agent-web", sb.root / "agent-backend"
+    web, backend = sb.root / "repo-web", sb.root / "repo-backend"
     web_tip = sb.head("fleet/web")
     res = sb.fleet("sync", "-v")
     assert "web: merged" in res.err and "backend: fast-forwarded" in res.err
@@ -259,18 +259,18 @@ def test_sync_refuses_dirty_worktrees_and_conflicts_and_syncs_the_rest(fleet_rep
     for n in ("a", "b", "c"):
         sb.add_agent(n, f"{n}/**", "shared.txt", extra=("--allow-overlap",))
     sb.commit(sb.repo, {"shared.txt": "main's\n"}, "main moves on")
-    (sb.root / "agent-a/a.txt").write_text("uncommitted\n")
-    sb.commit(sb.root / "agent-b", {"shared.txt": "b's\n"}, "b conflicts with main")
+    (sb.root / "repo-a/a.txt").write_text("uncommitted\n")
+    sb.commit(sb.root / "repo-b", {"shared.txt": "b's\n"}, "b conflicts with main")
     before = {n: sb.head(f"fleet/{n}") for n in ("a", "b")}
     res = sb.fleet("sync", ok=False)
     assert res.code == 1
     assert "error: a: not synced: uncommitted work in a.txt" in res.err
     assert "error: b: not synced: merging main would conflict in shared.txt" in res.err
     assert {n: sb.head(f"fleet/{n}") for n in ("a", "b")} == before
-    assert not (sb.repo / ".git/worktrees/agent-b/MERGE_HEAD").exists()
-    assert sb.git("status", "--porcelain", cwd=sb.root / "agent-b").out == ""
+    assert not (sb.repo / ".git/worktrees/repo-b/MERGE_HEAD").exists()
+    assert sb.git("status", "--porcelain", cwd=sb.root / "repo-b").out == ""
     assert sb.head("fleet/c") == sb.head("main")  # c was behind and clean: fast-forward merge made
-    assert (sb.root / "agent-c/shared.txt").read_text() == "main's\n"
+    assert (sb.root / "repo-c/shared.txt").read_text() == "main's\n"
 
 
 def test_sync_by_rebase_where_the_branch_is_not_shared(fleet2: Sandbox) -> None:

@@ -212,7 +212,7 @@ def test_commands_leave_a_running_merge_alone(cp: Sandbox) -> None:
     sb = cp
     proc, marker = paused(sb, "after-journal")
     journal = (sb.repo / ".git/fleet/move-journal").read_bytes()
-    sb.fleet("task", "list", cwd=sb.root / "agent-web")
+    sb.fleet("task", "list", cwd=sb.root / "repo-web")
     res = sb.fleet("status")
     assert "interrupted" not in res.err
     assert "warning: a checkpoint merge into main is in progress (pid " in res.err and "git-fleet-merge" in res.err
@@ -226,7 +226,7 @@ def test_commands_leave_a_running_merge_alone(cp: Sandbox) -> None:
 def test_a_running_checkpoint_test_keeps_its_scratch_worktree(cp: Sandbox) -> None:
     sb = cp
     proc, release = merge_in_test(sb)
-    for where in (sb.repo, sb.root / "agent-web"):
+    for where in (sb.repo, sb.root / "repo-web"):
         res = sb.fleet("list", cwd=where)
         assert "interrupted" not in res.err
     assert len([p for p in (sb.repo / ".git/fleet/scratch").iterdir() if p.is_dir()]) == 1  # the test's worktree
@@ -291,7 +291,7 @@ def test_a_commit_cannot_undo_an_unfinished_merge(cp: Sandbox) -> None:
     assert "a checkpoint merge into main is not finished; this commit would undo it" in res.err
     assert "any git fleet command in the main worktree (git fleet-status) finishes it" in res.err
     # an agent's own commits go on meanwhile
-    sb.commit(sb.root / "agent-web", {"src/frontend/more.js": "more\n"}, "web goes on")
+    sb.commit(sb.root / "repo-web", {"src/frontend/more.js": "more\n"}, "web goes on")
     sb.fleet("status")
     assert settled(sb) == "new"
     assert sb.git("status", "--porcelain").out == "?? .gitfleet.toml\n"
@@ -450,14 +450,15 @@ def test_timeout_is_a_version_2_key(cp: Sandbox) -> None:
     sb = cp
     cfg = sb.repo / ".gitfleet.toml"
     with_test(sb, "true", timeout="1m")
-    cfg.write_text(cfg.read_text().replace("version = 3\n", "version = 1\n"))
+    cfg.write_text(cfg.read_text().replace("version = 4\n", "version = 1\n")
+                   .replace('worktree = "../{repo}-{agent}"', 'worktree = "../repo-{agent}"'))
     res = sb.fleet("checkpoint", ok=False)
     assert res.code == 2
     assert "'checkpoints.phase-1.timeout' needs `version = 2` at the top of .gitfleet.toml (it says 1)" in res.err
     line = cfg.read_text().splitlines().index('timeout = "1m"') + 1
     assert f"{cfg}:{line}:" in res.err
-    cfg.write_text(cfg.read_text().replace("version = 1\n", "version = 4\n"))
-    assert "written for a newer git-fleet (schema 4; this one reads 3)" in sb.fleet("checkpoint", ok=False).err
+    cfg.write_text(cfg.read_text().replace("version = 1\n", "version = 5\n"))
+    assert "written for a newer git-fleet (schema 5; this one reads 4)" in sb.fleet("checkpoint", ok=False).err
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL", "SIGKILL-merge-only"])
@@ -621,7 +622,7 @@ def test_a_merge_waiting_for_the_lock_finishes_a_pending_one_first(cp: Sandbox) 
     journal (which would leave phase-1 half-moved)."""
     sb = cp
     sb.add_agent("docs", "docs/**")
-    sb.commit(sb.root / "agent-docs", {"docs/guide.md": "docs v2\n"}, "docs v2")
+    sb.commit(sb.root / "repo-docs", {"docs/guide.md": "docs v2\n"}, "docs v2")
     proc, _ = paused(sb, "after-ref")
     sb.kill_group(proc)
     holder = sb.spawn([sys.executable, "-c", "import fcntl, sys, time; fh = open(sys.argv[1], 'a'); "
@@ -646,7 +647,7 @@ def test_a_sync_killed_after_the_branch_moved(cp: Sandbox, kill_after_rename: Pa
     command in the main worktree brings the worktree along."""
     sb = cp
     sb.commit(sb.repo, {"src/frontend/lib.js": "lib\n"}, "main adds a file")
-    web = sb.root / "agent-web"
+    web = sb.root / "repo-web"
     env = {"LD_PRELOAD": str(kill_after_rename), "FLEET_TEST_KILL_AFTER_RENAME": "/refs/heads/fleet/web",
            "FLEET_TEST_KILL_GROUP": "1"}
     proc = sb.spawn(["git", "fleet-sync", "web"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -654,7 +655,7 @@ def test_a_sync_killed_after_the_branch_moved(cp: Sandbox, kill_after_rename: Pa
     assert proc.returncode == -signal.SIGKILL
     assert not (web / "src/frontend/lib.js").exists()  # the branch moved, its work tree did not
     (web / "src/frontend/app.js").write_text("more work\n")
-    (sb.repo / ".git/worktrees/agent-web/index.lock").unlink()  # (the killed move's: else git refuses first)
+    (sb.repo / ".git/worktrees/repo-web/index.lock").unlink()  # (the killed move's: else git refuses first)
     res = sb.git("commit", "-qam", "goes on", cwd=web, ok=False)
     assert "a sync of fleet/web is not finished; this commit would undo it" in res.err
     doctor = sb.fleet("doctor", cwd=web, ok=False)  # in the agent's worktree: it says so, and leaves it
@@ -675,7 +676,7 @@ def test_cleaning_up_never_takes_a_running_teleports_scratch_space(cp: Sandbox) 
     hub = sb.root / "hub.git"
     sb.git("init", "-q", "--bare", str(hub))
     sb.git("remote", "add", "origin", str(hub))
-    here = sb.root / "agent-backend"
+    here = sb.root / "repo-backend"
     hashing = sb.root / "hashing"
     sb.git("config", "filter.slow.clean", f"touch {hashing}; sleep 2; cat")
     sb.git("config", "filter.slow.smudge", "cat")
@@ -757,8 +758,8 @@ def test_a_stop_signal_during_a_sync_finishes_that_agent_and_syncs_no_more(cp: S
     out, err = sync.communicate(timeout=60)
     assert sync.returncode != 0 and "stopped by SIGTERM once fleet/backend had moved: the sync is done" in err
     assert sb.head("fleet/backend") != before["backend"] and sb.head("fleet/web") == before["web"]
-    assert (sb.root / "agent-backend/README.md").read_text() == "# moved on\n"
-    assert sb.git("status", "--porcelain", cwd=sb.root / "agent-backend").out == ""
+    assert (sb.root / "repo-backend/README.md").read_text() == "# moved on\n"
+    assert sb.git("status", "--porcelain", cwd=sb.root / "repo-backend").out == ""
     assert not (sb.repo / ".git/fleet/move-journal").exists()
 
 
@@ -793,7 +794,7 @@ def test_a_worktree_moved_by_hand_is_neither_moved_under_nor_forgotten(cp: Sandb
     not prune its record, so `git worktree repair` still brings it back."""
     sb = cp
     with_test(sb, "true")
-    web, moved = sb.root / "agent-web", sb.root / "moved-web"
+    web, moved = sb.root / "repo-web", sb.root / "moved-web"
     (web / "src/frontend/staged.js").write_text("staged\n")
     sb.git("add", "src/frontend/staged.js", cwd=web)
     web.rename(moved)
@@ -822,7 +823,7 @@ def test_a_relative_hooks_path_still_gets_the_moves(cp: Sandbox) -> None:
 def test_a_locked_worktree_whose_directory_is_gone(cp: Sandbox) -> None:
     sb = cp
     sb.fleet("merge", "backend")
-    web = sb.root / "agent-web"
+    web = sb.root / "repo-web"
     sb.git("worktree", "lock", str(web))
     web.rename(sb.root / "elsewhere")
     res = sb.fleet("sync", "web", ok=False)
@@ -836,7 +837,7 @@ def test_a_rebasing_sync_killed_midway_leaves_the_agent_as_it_was(cp: Sandbox) -
     cfg = sb.repo / ".gitfleet.toml"
     cfg.write_text(cfg.read_text().replace('sync = "merge"', 'sync = "rebase"'))
     sb.commit(sb.repo, {"README.md": "# moved on\n"}, "main moves on")
-    web = sb.root / "agent-web"
+    web = sb.root / "repo-web"
     sb.commit(web, {"src/frontend/x.js": "x\n"}, "web: x")
     tip = sb.head("fleet/web")
     rebasing = sb.root / "rebasing"
@@ -862,7 +863,7 @@ def test_a_sync_killed_at_any_moment(cp: Sandbox) -> None:
     branch is the old tip or the merge with the base, and its worktree a clean checkout of it."""
     sb = cp
     sb.commit(sb.repo, {"src/frontend/lib.js": "lib\n"}, "main adds a file")
-    web = sb.root / "agent-web"
+    web = sb.root / "repo-web"
     tip = sb.head("fleet/web")
     start = time.time()
     assert sb.spawn(["git", "fleet-sync", "web"]).wait(60) == 0
@@ -918,7 +919,7 @@ def test_a_branch_that_moves_during_the_test_stops_the_merge(cp: Sandbox) -> Non
     sb = cp
     before = sb.head("main")
     proc, release = merge_in_test(sb)
-    sb.commit(sb.root / "agent-web", {"src/frontend/late.js": "late\n"}, "web goes on during the test")
+    sb.commit(sb.root / "repo-web", {"src/frontend/late.js": "late\n"}, "web goes on during the test")
     release.touch()
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "moved while the checkpoint test ran" in err and "nothing was changed" in err

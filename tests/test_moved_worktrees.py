@@ -16,7 +16,7 @@ def moved(fleet2: Sandbox, request: pytest.FixtureRequest) -> tuple[Sandbox, Pat
     """fleet2 with web's worktree moved elsewhere, and a clone of the repository where the config
     says web's worktree is: a directory git does not list as this repository's."""
     sb = fleet2
-    old, new = sb.root / "agent-web", sb.root / "moved" / "web"
+    old, new = sb.root / "repo-web", sb.root / "moved" / "web"
     new.parent.mkdir()
     if request.param == "mv and repair":
         shutil.move(old, new)
@@ -41,7 +41,7 @@ def test_sync_moves_the_moved_worktree_with_its_branch(moved: tuple[Sandbox, Pat
     sb.git("commit", "-qam", "web: app v3", cwd=web)
     assert sb.git("show", "fleet/web:README.md").out == "# main moved on\n"
     assert sb.git("diff", "--name-only", "fleet/web~1", "fleet/web").out == "src/frontend/app.js\n"
-    assert (sb.root / "agent-web/README.md").read_text() == "# project\n"  # the clone is not ours
+    assert (sb.root / "repo-web/README.md").read_text() == "# project\n"  # the clone is not ours
 
 
 def test_sync_refuses_a_dirty_moved_worktree(moved: tuple[Sandbox, Path]) -> None:
@@ -90,7 +90,7 @@ def test_prune_removes_the_moved_worktree(moved: tuple[Sandbox, Path]) -> None:
     assert not web.exists()
     assert str(web) not in sb.git("worktree", "list").out
     assert "fleet/web" not in sb.branches()
-    assert (sb.root / "agent-web/.git").is_dir()  # the clone where the config pointed is left alone
+    assert (sb.root / "repo-web/.git").is_dir()  # the clone where the config pointed is left alone
     assert [a["agent"] for a in json.loads(sb.fleet("list", "--json").out)] == ["backend"]
 
 

@@ -97,7 +97,7 @@ def test_install_sh_installs_commands_and_man_pages(tmp_path: Path) -> None:
     hook = (repo / ".git/hooks/pre-commit").read_text()
     assert str(prefix / "share/git-fleet/venv/bin/python") in hook
     assert run("git", "fleet-add", "src", "--zone", "src/**").returncode == 0
-    wt = tmp_path / "agent-src"
+    wt = tmp_path / "repo-src"
     (wt / "b.txt").write_text("changed\n")
     res = run("git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qam", "x", cwd=wt)
     assert res.returncode == 1 and "modified b.txt" in res.stderr

@@ -25,14 +25,14 @@ def test_add_and_set_record_session_settings(fleet_repo: Sandbox) -> None:
     sb.add_agent("api", "src/backend/**", extra=("--model", "opus", "--session", "api-main"))
     sb.fleet("set", "api", "--command", "aider --model {model}", "--resume", "aider --restore-chat-history")
     agent = tomllib.loads((sb.repo / ".gitfleet.toml").read_text())["agents"]["api"]
-    assert agent == {"zone": ["src/backend/**"], "branch": "fleet/api", "worktree": "../agent-api",
+    assert agent == {"zone": ["src/backend/**"], "branch": "fleet/api",
                      "session": "api-main", "model": "opus", "command": "aider --model {model}",
                      "resume": "aider --restore-chat-history"}
     sb.fleet("set", "api", "--zone", "src/backend/**", "--zone", "!**/*.md")
     assert tomllib.loads((sb.repo / ".gitfleet.toml").read_text())["agents"]["api"]["zone"] == [
         "src/backend/**", "!**/*.md"]
     # the new zone is enforced at once
-    res = sb.commit(sb.root / "agent-api", {"src/backend/README.md": "x\n"}, "now outside", ok=False)
+    res = sb.commit(sb.root / "repo-api", {"src/backend/README.md": "x\n"}, "now outside", ok=False)
     assert "modified src/backend/README.md" in res.err
 
 
@@ -107,11 +107,11 @@ def test_add_copies_ignored_files_runs_setup_and_hands_out_ports(fleet_repo: San
                       'ports = "4100-4101"\n')
     res = sb.fleet("add", "api", "--zone", "src/backend/**")
     assert "setup.copy: missing.txt does not exist in the main worktree" in res.err
-    wt = sb.root / "agent-api"
+    wt = sb.root / "repo-api"
     assert (wt / ".env").read_text() == "SECRET=1\n" and (wt / "local/settings.json").exists()
     assert (wt / "setup-ran").read_text() == "4100\n"
     sb.fleet("add", "web", "--zone", "src/frontend/**")
-    assert (sb.root / "agent-web/setup-ran").read_text() == "4101\n"
+    assert (sb.root / "repo-web/setup-ran").read_text() == "4101\n"
     out = sb.run(["git", "fleet-run", "web", "--", "sh", "-c", "echo $FLEET_PORT"]).out
     assert out == "4101\n"
     res = sb.fleet("add", "docs", "--zone", "docs/**", ok=False)
@@ -125,4 +125,4 @@ def test_a_failing_setup_is_reported_with_its_output(fleet_repo: Sandbox) -> Non
     assert "agent 'api' was added, but its setup" in res.err and "failed (exit 4)" in res.err
     assert "installing" in res.err and "npm ERR! missing lockfile" in res.err
     assert "git fleet-run api" in res.err
-    assert (sb.root / "agent-api").is_dir()  # the agent is there; the setup can be run again
+    assert (sb.root / "repo-api").is_dir()  # the agent is there; the setup can be run again

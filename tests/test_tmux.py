@@ -61,9 +61,9 @@ def test_up_starts_one_window_per_agent_in_its_worktree(tmux_fleet: Sandbox) -> 
     wins = windows(sb)
     assert set(wins) == {"orchestrator", "api", "web"}
     assert wins["orchestrator"][0] == str(sb.repo)
-    assert wins["api"][0] == str(sb.root / "agent-api") and wins["web"][0] == str(sb.root / "agent-web")
-    assert wait_for(sb.root / "agent-api/.fleet/ran") == "started api api opus fleet/api api\n"
-    assert wait_for(sb.root / "agent-web/.fleet/ran") == "started web web sonnet fleet/web web\n"
+    assert wins["api"][0] == str(sb.root / "repo-api") and wins["web"][0] == str(sb.root / "repo-web")
+    assert wait_for(sb.root / "repo-api/.fleet/ran") == "started api api opus fleet/api api\n"
+    assert wait_for(sb.root / "repo-web/.fleet/ran") == "started web web sonnet fleet/web web\n"
     rows = {r["agent"]: r for r in json.loads(sb.fleet("ps", "--json").out)}
     assert rows["api"]["running"] and rows["api"]["model"] == "opus" and rows["api"]["since"]
     # agents already running are left alone
@@ -92,21 +92,21 @@ def test_a_command_that_exits_at_once_is_named_and_the_others_run(tmux_fleet: Sa
 def test_down_asks_first_and_resume_brings_the_fleet_back(tmux_fleet: Sandbox) -> None:
     sb = tmux_fleet
     sb.fleet("up", "--detach", "--stagger", "0")
-    wait_for(sb.root / "agent-api/.fleet/ran")
+    wait_for(sb.root / "repo-api/.fleet/ran")
     res = sb.fleet("down", ok=False)  # no terminal to ask on
     assert res.code == 1 and "still running: api, web" in res.err and "--yes" in res.err
     sb.fleet("down", "--yes", "web")
     assert set(windows(sb)) == {"orchestrator", "api"}
     # a killed tmux server (a reboot): up brings every agent back with its resume command
     subprocess.run(["tmux", "kill-server"], check=True)
-    (sb.root / "agent-api/.fleet/ran").unlink()
+    (sb.root / "repo-api/.fleet/ran").unlink()
     sb.fleet("up", "--detach", "--stagger", "0")
-    assert wait_for(sb.root / "agent-api/.fleet/ran") == "resumed api\n"
+    assert wait_for(sb.root / "repo-api/.fleet/ran") == "resumed api\n"
     res = sb.fleet("down", "--yes")  # every agent: what up opened is closed, the orchestrator's idle shell too
     assert not windows(sb) and "closed tmux session fleet-repo-" in res.err
-    (sb.root / "agent-web/.fleet/ran").unlink()
+    (sb.root / "repo-web/.fleet/ran").unlink()
     sb.fleet("resume", "web")
-    assert wait_for(sb.root / "agent-web/.fleet/ran") == "resumed web\n"
+    assert wait_for(sb.root / "repo-web/.fleet/ran") == "resumed web\n"
 
 
 def test_without_tmux_there_is_a_clear_error(tmux_fleet: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,8 +132,8 @@ def test_tiled_layout_puts_every_agent_in_one_window(tmux_fleet: Sandbox) -> Non
     assert set(windows(sb)) == {"orchestrator", "fleet"}
     found = panes(sb)
     assert {a: w for a, (w, _, _) in found.items()} == {"api": "fleet", "web": "fleet", "docs": "fleet"}
-    assert found["web"][1] == str(sb.root / "agent-web")
-    assert wait_for(sb.root / "agent-docs/.fleet/ran") == "started docs docs sonnet fleet/docs docs\n"
+    assert found["web"][1] == str(sb.root / "repo-web")
+    assert wait_for(sb.root / "repo-docs/.fleet/ran") == "started docs docs sonnet fleet/docs docs\n"
     rows = {r["agent"]: r for r in json.loads(sb.fleet("ps", "--json").out)}
     assert rows["web"]["running"] and rows["web"]["window"] == "fleet" and rows["web"]["pane"] == found["web"][2]
     # one agent stopped: its pane goes, the others keep theirs; up puts it back in the same window
@@ -242,17 +242,17 @@ def test_fleet_size_limits_apply_to_up(tmux_fleet: Sandbox) -> None:
 
 def test_an_agent_without_its_worktree_is_named_and_the_others_start(tmux_fleet: Sandbox) -> None:
     sb = tmux_fleet
-    shutil.rmtree(sb.root / "agent-web")
+    shutil.rmtree(sb.root / "repo-web")
     res = sb.fleet("up", "--detach", "--stagger", "0", ok=False)
     assert res.code == 1
-    assert f"error: agent 'web' has no worktree in this repository: the one at {sb.root / 'agent-web'} is gone" in res.err
-    assert f"deleted: git worktree prune && git worktree add {sb.root / 'agent-web'} fleet/web" in res.err
-    assert set(panes(sb)) == {"api"} and wait_for(sb.root / "agent-api/.fleet/ran").startswith("started api")
+    assert f"error: agent 'web' has no worktree in this repository: the one at {sb.root / 'repo-web'} is gone" in res.err
+    assert f"deleted: git worktree prune && git worktree add {sb.root / 'repo-web'} fleet/web" in res.err
+    assert set(panes(sb)) == {"api"} and wait_for(sb.root / "repo-api/.fleet/ran").startswith("started api")
     # the hint does what it says
     sb.git("worktree", "prune")
-    sb.git("worktree", "add", "-q", str(sb.root / "agent-web"), "fleet/web")
+    sb.git("worktree", "add", "-q", str(sb.root / "repo-web"), "fleet/web")
     sb.fleet("up", "--detach", "--stagger", "0")
-    assert wait_for(sb.root / "agent-web/.fleet/ran").startswith("started web")
+    assert wait_for(sb.root / "repo-web/.fleet/ran").startswith("started web")
 
 
 def test_down_of_every_agent_keeps_a_session_where_the_orchestrator_works(tmux_fleet: Sandbox) -> None:
@@ -294,10 +294,10 @@ def test_rm_refuses_while_the_agent_runs_and_works_once_it_is_down(tmux_fleet: S
     directory that fleet-ps and fleet-down no longer knew."""
     sb = tmux_fleet
     sb.fleet("up", "--detach", "--stagger", "0")
-    wait_for(sb.root / "agent-web/.fleet/ran")
+    wait_for(sb.root / "repo-web/.fleet/ran")
     res = sb.run(["git", "fleet-rm", "--force", "web"], ok=False)
     assert res.code == 1 and "agent 'web' is still running in" in res.err and "(sleep)" in res.err
-    assert "git fleet-down web" in res.err and (sb.root / "agent-web").is_dir()
+    assert "git fleet-down web" in res.err and (sb.root / "repo-web").is_dir()
     sb.fleet("down", "--yes", "web")
     sb.run(["git", "fleet-rm", "web"])
-    assert not (sb.root / "agent-web").exists()
+    assert not (sb.root / "repo-web").exists()

@@ -30,7 +30,7 @@ def gates(fleet_repo: Sandbox) -> Sandbox:
 
 
 def backend(sb: Sandbox) -> Path:
-    return sb.root / "agent-backend"
+    return sb.root / "repo-backend"
 
 
 def signed(sb: Sandbox, key: str = "orchestrator") -> tuple[str, ...]:
@@ -169,7 +169,7 @@ def test_merging_the_base_into_an_agent_branch_blames_no_agent(gates: Sandbox) -
     assert sb.head("fleet/web") == sb.head("main")
     sb.git("merge", "-q", "-m", "merge main", "main", cwd=wt)
     assert sb.head("HEAD^2", cwd=wt) == sb.head("main")
-    assert not (sb.repo / ".git/worktrees/agent-backend/MERGE_HEAD").exists()
+    assert not (sb.repo / ".git/worktrees/repo-backend/MERGE_HEAD").exists()
 
 
 # -- who may change the fleet ------------------------------------------------------------------------
@@ -296,7 +296,7 @@ def test_one_case_rule_for_the_whole_fleet(gates: Sandbox) -> None:
 def test_a_key_of_a_newer_version_names_the_version_it_needs(fleet_repo: Sandbox) -> None:
     sb = fleet_repo
     cfg = sb.repo / ".gitfleet.toml"
-    cfg.write_text(cfg.read_text().replace("version = 3\n", "version = 2\n").replace("[fleet]\n", "[fleet]\nignore_case = true\n"))
+    cfg.write_text(cfg.read_text().replace("version = 4\n", "version = 2\n").replace("[fleet]\n", "[fleet]\nignore_case = true\n"))
     res = sb.fleet("list", ok=False)
     assert res.code == 2 and "'fleet.ignore_case' needs `version = 3` at the top of .gitfleet.toml (it says 2)" in res.err
 
@@ -336,7 +336,7 @@ def test_a_zone_widened_by_hand_is_not_counted_by_the_merge(gates: Sandbox) -> N
     approved.write_text(kept)
     res = sb.fleet("add", "docs", "--zone", "/README.md", ok=False)  # nothing is written on top of it either
     assert "nothing is written on top of them" in res.err and "docs" not in sb.fleet("list").out.split()
-    assert "fleet/docs" not in sb.branches() and not (sb.root / "agent-docs").exists()
+    assert "fleet/docs" not in sb.branches() and not (sb.root / "repo-docs").exists()
     res = sb.run(["git", "fleet-zones", "--approve"], cwd=wt, ok=False)
     assert "agent 'backend' cannot approve zones" in res.err
     res = sb.fleet("zones", "--approve")
@@ -582,7 +582,7 @@ def test_an_honest_merge_of_the_servers_base_goes_back_to_it(gates: Sandbox) -> 
     sb.git("fetch", "-q", cwd=other)
     sb.git("merge", "-q", "--no-ff", "--no-edit", "origin/fleet/backend", cwd=other)
     sb.git("push", "-q", "origin", "main", cwd=other)
-    sb.commit(sb.root / "agent-web", {"src/frontend/app.js": "v2\n"}, "web's")
+    sb.commit(sb.root / "repo-web", {"src/frontend/app.js": "v2\n"}, "web's")
     sb.fleet("merge", "web")
     sb.git("push", "-q", "origin", "fleet/web")
     sb.git("fetch", "-q", "origin")
@@ -685,7 +685,7 @@ def test_with_an_agents_key_a_merge_naming_it_is_gits_merge_of_what_it_signed(ga
     """A merge naming keyed fleet/web that merges web's signed commit but carries other content
     in web's zone, or drops web's change (-s ours), is not web's work merged."""
     sb, wt = gates, backend(gates)
-    server, web = sb.root / "server.git", sb.root / "agent-web"
+    server, web = sb.root / "server.git", sb.root / "repo-web"
     sb.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(sb.root / "web-key")])
     sb.run(["git", "fleet-init", "--server", "--agent-key", f"web={sb.root / 'web-key.pub'}", "--base-push", "merges"],
            cwd=server)
