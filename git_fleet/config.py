@@ -197,9 +197,11 @@ class Checkpoint:
     test: str | None = None  # a command the merged result must pass
     timeout: int = DEFAULT_TEST_TIMEOUT  # seconds the test may take; then it is stopped, and fails
 
-    @property
-    def tag(self) -> str:
-        return f"fleet/{self.name}"
+    def tag(self, round_: int) -> str:
+        """The tag of a round of this checkpoint: fleet/NAME for the first (as git-fleet always
+        named it), fleet/NAME@N after it. A checkpoint's name has no '@', so no round of one
+        checkpoint can be named like another's, and no tag is a directory of another's."""
+        return f"fleet/{self.name}" if round_ == 1 else f"fleet/{self.name}@{round_}"
 
 
 @dataclass(frozen=True)

@@ -912,9 +912,10 @@ class Fleet:
                 agents.append({"agent": name, "ahead": s.ahead if s else 0, "dirty": dirty,
                                "out_of_zone": [v.path for v in s.violations] if s else [],
                                "conflicts": list(s.conflicts) if s else []})
-            merged = self.repo.resolve(f"refs/tags/{cp.tag}") is not None
-            state = "merged" if merged else "ready" if p.ok and p.new else "nothing new" if p.ok else "blocked"
-            rows.append({"checkpoint": cp.name, "state": state, "test": cp.test, "agents": agents})
+            # one answer with `git fleet-merge --checkpoint` (-n or not): the same plan says it
+            state = ("blocked" if not p.ok else "ready" if p.new else "merged" if p.rounds else "nothing new")
+            rows.append({"checkpoint": cp.name, "state": state, "test": cp.test, "agents": agents,
+                         "rounds": p.rounds, "tag": cp.tag(p.rounds) if p.rounds else None})
         return rows
 
     # -- the bus ---------------------------------------------------------------------------------------

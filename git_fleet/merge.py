@@ -52,6 +52,7 @@ class Plan:
     skipped: list[str] = field(default_factory=list)  # agents with nothing new
     worktrees: list[Path] = field(default_factory=list)  # where the base is checked out
     blocked: dict[str, str] = field(default_factory=dict)  # worktree -> why it cannot be updated
+    rounds: int = 0  # rounds of the checkpoint merged so far (its tags); this merge is the next
     warnings: list[str] = field(default_factory=list)  # from carrying it out
 
     @property
@@ -62,6 +63,8 @@ class Plan:
         return {
             "base": self.base, "old": self.old, "new": self.new if self.ok else None, "ok": self.ok,
             "checkpoint": self.checkpoint.name if self.checkpoint else None,
+            "round": self.rounds + 1 if self.checkpoint and self.new else None,
+            "tag": self.checkpoint.tag(self.rounds + 1) if self.checkpoint and self.new else None,
             "merges": [s.as_dict() for s in self.steps], "nothing_new": self.skipped,
             "blocked_worktrees": self.blocked,
         }
@@ -100,12 +103,24 @@ def _message(agent: Agent, checkpoint: Checkpoint | None, ahead: int) -> str:
     return f"Merge {agent.branch} (agent {agent.name}{at})\n\n{ahead} commit(s) from agent '{agent.name}'.\n"
 
 
+def rounds(repo: Repo, checkpoint: Checkpoint) -> int:
+    """How many rounds of the checkpoint were merged: the highest N of its tags (fleet/NAME is 1)."""
+    done = 0
+    for tag in repo.tags_under(f"fleet/{checkpoint.name}"):
+        rest = tag[len(f"fleet/{checkpoint.name}"):]
+        if rest == "":
+            done = max(done, 1)
+        elif rest[:1] == "@" and rest[1:].isdigit():
+            done = max(done, int(rest[1:]))
+    return done
+
+
 def plan(repo: Repo, cfg: Any, main: Path, agents: list[Agent], checkpoint: Checkpoint | None = None) -> Plan:
     """Make every merge in memory and check every zone; change nothing visible."""
     old = repo.branch_tip(cfg.base)
     if old is None:
         raise FleetError(f"base branch '{cfg.base}' does not exist", "commit on it first, or fix fleet.base")
-    result = Plan(cfg.base, old, [], checkpoint)
+    result = Plan(cfg.base, old, [], checkpoint, rounds=rounds(repo, checkpoint) if checkpoint else 0)
     compiled = check.compile_config(str(repo.common_dir), str(main), cfg)
     current = old
     changed: dict[str, set[str]] = {}  # agent -> paths its branch changed since it forked
@@ -172,7 +187,8 @@ def _log_line(p: Plan) -> str:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     who = ",".join(s.agent.name for s in p.steps)
     name = p.checkpoint.name if p.checkpoint else "-"
-    return f"{stamp}\t{name}\t{p.base}\t{p.old}\t{p.new}\t{who}\n"
+    round_ = str(p.rounds + 1) if p.checkpoint else "-"
+    return f"{stamp}\t{name}\t{p.base}\t{p.old}\t{p.new}\t{who}\t{round_}\n"
 
 
 def _test_log(repo: Repo) -> Path:
@@ -247,9 +263,10 @@ def check_ready(repo: Repo, p: Plan) -> None:
         raise FleetError(f"{index_lock} exists: another git process is using the index of {where}, or one was "
                          "killed; nothing was changed",
                          "if no git process is running there, remove it, then merge again")
-    if p.checkpoint is not None and repo.ref_value(f"refs/tags/{p.checkpoint.tag}") is not None:
-        raise FleetError(f"checkpoint {p.checkpoint.name} was merged already (tag {p.checkpoint.tag} exists)",
-                         f"delete the tag to merge it again: git tag -d {p.checkpoint.tag}")
+    if p.checkpoint is not None and repo.ref_value(f"refs/tags/{p.checkpoint.tag(p.rounds + 1)}") is not None:
+        tag = p.checkpoint.tag(p.rounds + 1)
+        raise FleetError(f"round {p.rounds + 1} of checkpoint {p.checkpoint.name} was merged meanwhile (tag {tag} "
+                         "exists); nothing was changed", "see git fleet-checkpoint, and merge again if it is ready")
 
 
 def same_merge(repo: Repo, tested: Plan, now: Plan) -> bool:
@@ -270,8 +287,9 @@ def land(repo: Repo, p: Plan) -> list[str]:
     also: tuple[tuple[str, str], ...] = ()
     if p.checkpoint is not None:
         who = ", ".join(s.agent.name for s in p.steps)
-        also = ((f"refs/tags/{p.checkpoint.tag}", repo.make_tag(p.checkpoint.tag, p.new,
-                                                                 f"Checkpoint {p.checkpoint.name}: {who}")),)
+        tag = p.checkpoint.tag(p.rounds + 1)
+        also = ((f"refs/tags/{tag}", repo.make_tag(tag, p.new, f"Checkpoint {p.checkpoint.name}, round {p.rounds + 1}: "
+                                                                f"{who}")),)
     move = moves.Move(f"refs/heads/{p.base}", p.old, p.new, "merge", also, _log_line(p))
     return moves.carry_out(repo, move, f"git-fleet: merge {len(p.steps)} agent(s) into {p.base}")
 

@@ -19,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import scratch
+from . import plumbing, scratch
 from .errors import FleetError, UsageError
 from .plumbing import (EMPTY_TREE, MAIN_RECORD, MERGE_PINNED, ZERO_OID, changed_paths, git, hash_files, is_ancestor,
                        main_worktree_of, out, parse_worktree_list, read_file, rebasing)
@@ -442,6 +442,11 @@ class Repo:
         for p in parents:
             args += ["-p", p]
         return out([*args, "-F", "-"], self.common_dir, input=message.encode())
+
+    def tags_under(self, prefix: str) -> list[str]:
+        """Tag names that start with `prefix` (fleet/v1 lists fleet/v1, fleet/v1@2 and fleet/v10)."""
+        raw = out(["for-each-ref", "--format=%(refname)", f"refs/tags/{prefix}*"], self.common_dir)
+        return [line[len("refs/tags/"):] for line in raw.splitlines() if line]
 
     def make_tag(self, name: str, commit: str, message: str) -> str:
         """An annotated tag object (not yet a ref), tagged by the user git knows."""

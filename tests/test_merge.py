@@ -22,13 +22,17 @@ def test_checkpoint_merge_makes_one_no_ff_merge_per_agent(fleet2: Sandbox) -> No
     assert sb.git("cat-file", "-t", "fleet/phase-1").out.strip() == "tag"
     assert sb.head("fleet/phase-1^{commit}") == sb.head("main")
     log = (sb.repo / ".git/fleet/checkpoints.log").read_text().split("\t")
-    assert log[1:4] == ["phase-1", "main", old] and log[5] == "backend,web\n"
+    assert log[1:4] == ["phase-1", "main", old] and log[5:] == ["backend,web", "1\n"]
     # the checked-out base followed, and the orchestrator's uncommitted config edit was kept
     assert (sb.repo / "src/backend/api.py").read_text() == "def api(): return 2\n"
     assert sb.git("status", "--porcelain").out == "?? .gitfleet.toml\n"
-    # merged already: a second run refuses
-    res = sb.fleet("merge", "--checkpoint", "phase-1", ok=False)
-    assert "merged already" in res.err
+    # merged: a second run has nothing new to merge, and says so as -n and fleet-checkpoint do
+    assert sb.fleet("merge", "--checkpoint", "phase-1", "-v").err == \
+        "checkpoint phase-1 into main: nothing to merge (round 1 is merged)\n"
+    assert sb.fleet("merge", "--checkpoint", "phase-1", "-n").out.startswith(
+        "checkpoint phase-1 into main: nothing to merge (round 1 is merged)\n")
+    assert sb.fleet("checkpoint").out.startswith("phase-1: merged (round 1, tag fleet/phase-1)\n")
+    assert sb.head("main") == sb.head("fleet/phase-1^{commit}")
 
 
 def test_merge_named_agents_and_every_agent(fleet2: Sandbox) -> None:
@@ -287,9 +291,43 @@ def test_sync_by_rebase_where_the_branch_is_not_shared(fleet2: Sandbox) -> None:
     remote = sb.root / "remote.git"
     sb.git("init", "-q", "--bare", str(remote))
     sb.git("remote", "add", "origin", str(remote))
-    sb.commit(sb.root / "agent-backend", {"src/backend/more.py": "more\n"}, "backend goes on")
+    sb.commit(sb.root / "repo-backend", {"src/backend/more.py": "more\n"}, "backend goes on")
     sb.git("push", "-q", "origin", "main", "fleet/backend")
     sb.commit(sb.repo, {"README.md": "# moved on\n"}, "main moves on")
     res = sb.fleet("sync", "-v", "backend")
     assert "published" in res.err
     assert sb.git("rev-list", "--merges", "-1", "fleet/backend").out.strip() == sb.head("fleet/backend")
+
+
+def test_a_checkpoint_is_merged_round_after_round(fleet2: Sandbox) -> None:
+    """The practice merges at every natural breakpoint: the same declared checkpoint, again, each
+    round tagged and logged; merge -n, the real merge and fleet-checkpoint say the same thing."""
+    sb = fleet2
+    sb.fleet("merge", "--checkpoint", "phase-1")
+    sb.fleet("sync")
+    sb.commit(sb.root / "repo-web", {"src/frontend/app.js": "app(3)\n"}, "web: app v3")
+    assert sb.fleet("checkpoint").out.splitlines()[0] == "phase-1: ready (round 2)"
+    assert sb.fleet("merge", "-n", "--checkpoint", "phase-1").out.splitlines()[0] == \
+        "checkpoint phase-1 into main: would succeed (round 2)"
+    res = sb.fleet("merge", "--checkpoint", "phase-1", "-v")
+    assert res.err.splitlines() == ["merged fleet/web (1 commit(s)) into main",
+                                    "tagged fleet/phase-1@2: checkpoint phase-1, round 2"]
+    assert sb.head("fleet/phase-1@2^{commit}") == sb.head("main") != sb.head("fleet/phase-1^{commit}")
+    assert "round 2" in sb.git("cat-file", "tag", "fleet/phase-1@2").out
+    rounds = [line.split("\t") for line in (sb.repo / ".git/fleet/checkpoints.log").read_text().splitlines()]
+    assert [(r[1], r[5], r[6]) for r in rounds] == [("phase-1", "backend,web", "1"), ("phase-1", "web", "2")]
+    row = json.loads(sb.fleet("checkpoint", "--json").out)[0]
+    assert (row["state"], row["rounds"], row["tag"]) == ("merged", 2, "fleet/phase-1@2")
+    # a conflict coming: all three say "would fail", none says "merged"
+    sb.fleet("sync")
+    sb.commit(sb.root / "repo-web", {"src/frontend/app.js": "app(4)\n"}, "web: app v4")
+    sb.commit(sb.repo, {"src/frontend/app.js": "app(main)\n"}, "main edits web's file")
+    assert sb.fleet("checkpoint").out.splitlines()[0] == "phase-1: blocked"
+    assert sb.fleet("merge", "-n", "--checkpoint", "phase-1", ok=False).out.splitlines()[0] == \
+        "checkpoint phase-1 into main: would fail"
+    res = sb.fleet("merge", "--checkpoint", "phase-1", ok=False)
+    assert "checkpoint phase-1 cannot be merged into main" in res.err and "src/frontend/app.js" in res.err
+    # another checkpoint named like a round of this one cannot be: names have no '@'
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text() + '\n[checkpoints."phase-1@3"]\nagents = ["web"]\n')
+    assert "is not a valid checkpoint name" in sb.fleet("checkpoint", ok=False).err

@@ -344,8 +344,10 @@ def merge(agents: tuple[str, ...], checkpoint: str | None, dry_run: bool, as_jso
     checked against its zone (so a commit made with --no-verify is caught here). If any agent
     would conflict or break its zone, nothing changes: the error names each agent, each path
     and the other side. Otherwise the base moves once, atomically, a checked-out base work tree
-    follows (keeping local changes, as git merge does), and a checkpoint is tagged fleet/NAME
-    and logged in $GIT_COMMON_DIR/fleet/checkpoints.log.
+    follows (keeping local changes, as git merge does), and a checkpoint is tagged and logged in
+    $GIT_COMMON_DIR/fleet/checkpoints.log. A checkpoint is merged round after round, at every
+    natural breakpoint: its first round is tagged fleet/NAME, the next ones fleet/NAME@2,
+    fleet/NAME@3, ...; a round with nothing new merges nothing.
 
     A checkpoint's test runs on the merged result in a scratch worktree, within its timeout
     (timeout = "30m" in [checkpoints.NAME]), ended with everything it started when it is done or
@@ -362,9 +364,13 @@ def merge(agents: tuple[str, ...], checkpoint: str | None, dry_run: bool, as_jso
         print_json(p.as_dict())
     elif dry_run:
         _print_plan(p)
-    elif verbose:
+    elif verbose or sys.stderr.isatty():  # one line per result on a terminal, as git's porcelain does
         for s in p.steps:
             note(f"merged {s.agent.branch} ({s.ahead} commit(s)) into {p.base}")
+        if p.checkpoint is not None and p.new is not None:
+            note(f"tagged {p.checkpoint.tag(p.rounds + 1)}: checkpoint {p.checkpoint.name}, round {p.rounds + 1}")
+        elif p.new is None:
+            note(_nothing(p))
     if dry_run and not p.ok:
         if not as_json:
             click.echo(p.failure().render(), err=True)
@@ -372,9 +378,19 @@ def merge(agents: tuple[str, ...], checkpoint: str | None, dry_run: bool, as_jso
     return 0
 
 
+def _nothing(p: Plan) -> str:
+    what = f"checkpoint {p.checkpoint.name}" if p.checkpoint else "merge"
+    since = f" (round {p.rounds} is merged)" if p.checkpoint and p.rounds else ""
+    return f"{what} into {p.base}: nothing to merge{since}"
+
+
 def _print_plan(p: Plan) -> None:
     what = f"checkpoint {p.checkpoint.name}" if p.checkpoint else "merge"
-    click.echo(f"{what} into {p.base}: " + ("would succeed" if p.ok and p.new else "nothing to merge" if p.ok else "would fail"))
+    if p.ok and not p.new:
+        click.echo(_nothing(p))
+    else:
+        round_ = f" (round {p.rounds + 1})" if p.checkpoint and p.ok and p.rounds else ""
+        click.echo(f"{what} into {p.base}: " + (f"would succeed{round_}" if p.ok else "would fail"))
     rows = []
     for s in p.steps:
         if s.ok:
@@ -392,16 +408,24 @@ def _print_plan(p: Plan) -> None:
 def checkpoint(as_json: bool) -> int:
     """List the declared checkpoints and whether each is ready to merge.
 
-    For each checkpoint of .gitfleet.toml ([checkpoints.NAME] agents = [...]): its state
-    (ready, blocked, nothing new, or merged) and, per agent, the commits it is ahead of the
-    base, its uncommitted files, out-of-zone changes and the paths that would conflict.
+    For each checkpoint of .gitfleet.toml ([checkpoints.NAME] agents = [...]): its state and,
+    per agent, the commits it is ahead of the base, its uncommitted files, out-of-zone changes
+    and the paths that would conflict. The state is what `git fleet-merge --checkpoint NAME`
+    would do now: "ready" (the next round would merge), "blocked" (it would fail: a conflict or
+    an out-of-zone commit), "merged" (every agent's work is in the base; the last round and its
+    tag are named) or "nothing new" (never merged, and nothing to merge).
     """
     rows = load().checkpoints()
     if as_json:
         print_json(rows)
         return 0
     for row in rows:
-        click.echo(f"{row['checkpoint']}: {row['state']}" + (f" (test: {row['test']})" if row["test"] else ""))
+        facts = [f"round {row['rounds']}, tag {row['tag']}"] if row["state"] == "merged" else []
+        if row["state"] == "ready" and row["rounds"]:
+            facts.append(f"round {row['rounds'] + 1}")
+        if row["test"]:
+            facts.append(f"test: {row['test']}")
+        click.echo(f"{row['checkpoint']}: {row['state']}" + (f" ({'; '.join(facts)})" if facts else ""))
         table = []
         for a in row["agents"]:
             facts = [f"{a['ahead']} ahead"]
