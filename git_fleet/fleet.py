@@ -403,7 +403,9 @@ class Fleet:
             raise
         intent.unlink()
         self.write_brief(agent)
-        report.notes.append(f"added agent '{name}': branch {branch}, worktree {where}")
+        made = (f"new branch {branch} from {base_ref} ({(base_commit or '')[:7]})" if tip is None
+                else f"branch {branch} adopted as it is ({tip[:7]})")
+        report.notes.append(f"added agent '{name}': {made}, worktree {where}")
         self._setup(agent, report)
         return agent, report
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,9 @@ class Sessions:
         template = (agent.resume or cfg.resume) if resume else (agent.command or cfg.command)
         return expand(template, self.fleet.values(agent))
 
-    def up(self, agents: list[Agent], stagger: float, layout: str | None = None, settle: float = 0.5) -> UpResult:
+    def up(self, agents: list[Agent], stagger: float, layout: str | None = None, settle: float = 0.5,
+           tell: Callable[[str], None] | None = None) -> UpResult:
+        """Start (or resume) each agent not running yet; `tell` hears of each start and each wait."""
         result = UpResult(self.name)
         layout = layout or self.fleet.config.layout
         self._ensure_session()
@@ -81,6 +84,8 @@ class Sessions:
                 result.failed[agent.name] = e
                 continue
             if not first and stagger > 0:
+                if tell is not None:
+                    tell(f"waiting {stagger:g} s before starting {agent.name} (stagger, against rate limits)")
                 time.sleep(stagger)  # against API rate limits
             first = False
             resume = agent.name in state
@@ -91,6 +96,8 @@ class Sessions:
                 continue
             (result.resumed if resume else result.started).append(agent.name)
             launched.append(agent.name)
+            if tell is not None:
+                tell(f"{agent.name}: {'resumed' if resume else 'started'} in {self.name}:{agent.name}")
         result.failed.update(self._exited_at_once(launched, settle))
         return result
 

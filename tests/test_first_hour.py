@@ -37,7 +37,7 @@ def test_a_zone_that_is_the_fleets_config_or_an_absolute_path_is_refused(fleet_r
     res = sb.run(["git", "fleet-add", "abs", "--zone", f"{sb.repo}/src/backend/**"], ok=False)
     assert res.code == 2 and "is an absolute path; zones are relative to the repository root" in res.err
     assert "write it as '/src/backend/**'" in res.err
-    assert sb.branches() == ["main"] and not (sb.root / "agent-abs").exists()
+    assert sb.branches() == ["main"] and not (sb.root / "repo-abs").exists()
 
 
 def test_a_zone_that_owns_no_tracked_file_is_kept_with_a_warning(fleet_repo: Sandbox) -> None:
@@ -97,3 +97,99 @@ def test_a_repository_of_another_user_gets_gits_own_advice(sandbox: Sandbox) -> 
     res = sb.run(["git", "fleet-list"], ok=False)
     assert res.code == 2 and "error: detected dubious ownership in repository at" in res.err
     assert f"hint: git config --global --add safe.directory {sb.repo}" in res.err
+
+
+# -- where things go ---------------------------------------------------------------------------------
+
+def test_two_repositories_side_by_side_keep_their_agents_worktrees_apart(fleet_repo: Sandbox) -> None:
+    """`../agent-{agent}` was shared by every repository in the same directory: the default now
+    names the repository, and `git fleet-add` says what it made (on a terminal; see below)."""
+    sb = fleet_repo
+    other = sb.root / "shop"
+    sb.make_repo({"src/backend/x.py": "x\n"}, other)
+    sb.run(["git", "fleet-init"], cwd=other)
+    mine = sb.run(["git", "fleet-add", "backend", "--zone", "src/backend/**", "-v"])
+    theirs = sb.run(["git", "fleet-add", "backend", "--zone", "src/backend/**", "-v"], cwd=other)
+    assert f"worktree {sb.root / 'repo-backend'}" in mine.err and f"worktree {sb.root / 'shop-backend'}" in theirs.err
+    assert f"added agent 'backend': new branch fleet/backend from main ({sb.head()[:7]})" in mine.err
+    assert sb.git("rev-parse", "--show-toplevel", cwd=sb.root / "shop-backend").out.strip() == str(sb.root / "shop-backend")
+    assert sb.git("rev-parse", "--git-common-dir", cwd=sb.root / "shop-backend").out.strip() == str(other / ".git")
+
+
+def in_a_terminal(sb: Sandbox, args: list[str]) -> tuple[int, str]:
+    """Run a real command with a terminal as its standard input, output and error (as a user at a
+    keyboard runs it); its exit status and everything it wrote."""
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    proc = sb.spawn(args, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal's other end closed: the command is done
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return proc.wait(timeout=60), out.decode().replace("\r\n", "\n")
+
+
+def test_add_says_what_it_made_on_a_terminal_and_nothing_to_a_script(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    assert sb.run(["git", "fleet-add", "web", "--zone", "src/frontend/**"]).err == ""
+    code, out = in_a_terminal(sb, ["git", "fleet-add", "docs", "--zone", "docs/**", "--base", "main~0"])
+    assert code == 0
+    assert f"added agent 'docs': new branch fleet/docs from main~0 ({sb.head()[:7]}), worktree {sb.root / 'repo-docs'}" in out
+
+
+def test_an_unknown_placeholder_in_the_worktree_path_is_an_error_with_file_and_line(fleet_repo: Sandbox) -> None:
+    """`{repo}` was once taken literally, and a directory `{repo}-x` made; a misspelt one is refused."""
+    sb = fleet_repo
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text().replace('worktree = "../{repo}-{agent}"', 'worktree = "../{repos}-{agent}"'))
+    line = cfg.read_text().splitlines().index('worktree = "../{repos}-{agent}"') + 1
+    res = sb.run(["git", "fleet-add", "web", "--zone", "src/frontend/**"], ok=False)
+    assert res.code == 2
+    assert res.err.splitlines()[0] == f"error: {cfg}:{line}: unknown placeholder {{repos}} in fleet.worktree"
+    assert "placeholders: {repo} (the main worktree's directory name), {agent}" in res.err
+    assert sb.branches() == ["main"] and sorted(p.name for p in sb.root.iterdir()) == ["repo"]
+    # an older file (version 3) that writes {repo} is told which version it needs
+    cfg.write_text(cfg.read_text().replace("{repos}", "{repo}").replace("version = 4", "version = 3"))
+    res = sb.run(["git", "fleet-list"], ok=False)
+    assert res.code == 2 and "{repo} in fleet.worktree needs `version = 4`" in res.err
+
+
+def test_a_path_spelled_out_for_an_agent_is_kept(fleet_repo: Sandbox) -> None:
+    """Configurations that spell an agent's path out (as git-fleet wrote them before {repo}) keep it."""
+    sb = fleet_repo
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text() + '\n[agents.web]\nzone = ["src/frontend/**"]\nworktree = "../agent-web"\n')
+    sb.run(["git", "fleet-zones", "--approve"])
+    assert str(sb.root / "agent-web") in sb.run(["git", "fleet-list"]).out
+    res = sb.run(["git", "fleet-run", "web", "--", "true"], ok=False)
+    assert f"expected at {sb.root / 'agent-web'}" in res.err
+
+
+def test_an_agents_worktree_is_known_by_this_clones_registration(fleet_repo: Sandbox) -> None:
+    """Put with --path where no template says, and switched to another agent's branch: still that
+    agent's worktree, for the commit hook as for fleet commands (one answer: the registration)."""
+    sb = fleet_repo
+    sb.add_agent("web", "src/frontend/**")
+    sb.add_agent("api", "src/backend/**", extra=("--path", str(sb.root / "mine")))
+    mine = sb.root / "mine"
+    sb.git("switch", "-q", "--detach", cwd=sb.root / "repo-web")
+    sb.git("switch", "-q", "fleet/web", cwd=mine)  # the api agent's worktree, on web's branch
+    (mine / "src/frontend/app.js").write_text("app(3)\n")
+    res = sb.git("commit", "-qam", "api edits web's files", cwd=mine, ok=False)
+    assert "agent 'api'" in res.err and "src/frontend/app.js" in res.err
+    assert "api" in sb.run(["git", "fleet-status"], cwd=mine).out
+    assert sb.run(["git", "fleet-task", "claim", "--json"], cwd=mine, ok=None).err.find("agent 'web'") == -1
+    sb.git("checkout", "-q", "--", ".", cwd=mine)
+    sb.git("switch", "-q", "fleet/api", cwd=mine)
+    sb.run(["git", "fleet-rm", "api"])
+    assert sb.git("config", "--get-regexp", "fleet-agent").out.split() == [
+        "fleet-agent.web.worktree", str(sb.root / "repo-web")]

@@ -74,9 +74,26 @@ def test_up_starts_one_window_per_agent_in_its_worktree(tmux_fleet: Sandbox) -> 
 def test_starts_are_staggered(tmux_fleet: Sandbox) -> None:
     sb = tmux_fleet
     sb.fleet("up", "--detach", "--stagger", "1")
-    first = float(wait_for(sb.root / "agent-api/.fleet/at"))
-    second = float(wait_for(sb.root / "agent-web/.fleet/at"))
+    first = float(wait_for(sb.root / "repo-api/.fleet/at"))
+    second = float(wait_for(sb.root / "repo-web/.fleet/at"))
     assert second - first >= 0.9
+
+
+def test_up_says_each_start_and_each_wait_on_a_terminal(tmux_fleet: Sandbox) -> None:
+    """`git fleet-up --stagger 20` with three agents showed nothing for 40 s: on a terminal each
+    start and each wait is said as it happens; a script's output stays as it was (empty)."""
+    from test_first_hour import in_a_terminal
+
+    sb = tmux_fleet
+    code, out = in_a_terminal(sb, ["git", "fleet-up", "--detach", "--stagger", "0.5"])
+    assert code == 0, out
+    session = next(w for w in subprocess.run(["tmux", "list-sessions", "-F", "#{session_name}"], capture_output=True,
+                                             text=True).stdout.split())
+    assert out.splitlines() == [f"api: started in {session}:api",
+                                "waiting 0.5 s before starting web (stagger, against rate limits)",
+                                f"web: started in {session}:web"]
+    sb.fleet("down", "--yes")
+    assert sb.run(["git", "fleet-up", "--detach", "--stagger", "0"]).err == ""
 
 
 def test_a_command_that_exits_at_once_is_named_and_the_others_run(tmux_fleet: Sandbox) -> None:
@@ -84,7 +101,7 @@ def test_a_command_that_exits_at_once_is_named_and_the_others_run(tmux_fleet: Sa
     sb.fleet("set", "web", "--command", "exit 3")
     res = sb.fleet("up", "--detach", "--stagger", "0", ok=False)
     assert res.code == 1 and "agent 'web': its command exited at once" in res.err
-    assert wait_for(sb.root / "agent-api/.fleet/ran").startswith("started api")
+    assert wait_for(sb.root / "repo-api/.fleet/ran").startswith("started api")
     rows = {r["agent"]: r["running"] for r in json.loads(sb.fleet("ps", "--json").out)}
     assert rows == {"api": True, "web": False}
 

@@ -608,7 +608,9 @@ def up(agents: tuple[str, ...], stagger: float | None, layout: str | None, detac
     from ..sessions import Sessions
 
     s = Sessions(fleet)
-    result = s.up(chosen, fleet.config.stagger if stagger is None else stagger, layout)
+    # on a terminal, each start and each wait as it happens (a stagger of 20 s is long to sit through)
+    result = s.up(chosen, fleet.config.stagger if stagger is None else stagger, layout,
+                  tell=note if sys.stderr.isatty() else None)
     for name in result.running:
         note(f"{name}: already running")
     if result.failed:
