@@ -511,7 +511,7 @@ def sync(agents: tuple[str, ...], as_json: bool, verbose: bool) -> int:
         for r in results:
             if r.action == "refused":
                 click.echo(f"error: {r.agent}: not synced: {r.why}", err=True)
-            elif verbose:
+            elif verbose or sys.stderr.isatty():  # one line per agent on a terminal
                 note(f"{r.agent}: {r.action}" + (f" {r.why}" if r.why else ""))
         for said in dict.fromkeys(r.hint for r in refused if r.hint):
             hint(said)
