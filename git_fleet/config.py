@@ -585,12 +585,34 @@ def without_agent(cfg: Config, text: str, name: str) -> str:
     return new
 
 
-def with_checkpoint(cfg: Config, text: str, name: str, agents: Sequence[str]) -> str:
-    """The config text with a new [checkpoints.NAME] table merging `agents` in this order."""
+def with_checkpoint(cfg: Config, text: str, name: str, agents: Sequence[str], test: str | None = None,
+                    timeout: str | None = None) -> str:
+    """The config text with a new [checkpoints.NAME] table merging `agents` in this order, whose
+    `test` must pass on the merged result within `timeout`."""
     if name in cfg.checkpoints:
-        raise UsageError(f"checkpoint '{name}' exists already in {cfg.path.name}")
+        raise UsageError(f"checkpoint '{name}' exists already in {cfg.path.name}",
+                         f"its agents and test are in [checkpoints.{name}]; edit them there")
+    try:
+        check_agent_name(name)
+    except UsageError:
+        raise UsageError(f"'{name}' is not a valid checkpoint name",
+                         "use letters, digits, '.', '_' and '-', starting with a letter or digit") from None
+    if not agents:
+        raise UsageError(f"checkpoint '{name}' needs its agents", "give --agent NAME for each, in merge order")
+    for a in agents:
+        cfg.agent(a)
+    if len(set(agents)) != len(agents):
+        raise UsageError(f"checkpoint '{name}' names an agent twice")
+    if timeout is not None:
+        m = _DURATION.fullmatch(timeout)
+        if not m or int(m.group(1)) == 0:
+            raise UsageError(f"'{timeout}' is not a duration", "write it as 90s, 30m, 2h or 1d")
     header = tomli_w.dumps({"checkpoints": {name: {"v": 1}}}).splitlines()[0]
     table = f"{header}\nagents = [" + ", ".join(_toml_value(a) for a in agents) + "]\n"
+    if test is not None:
+        table += f"test = {_toml_value(test)}\n"
+    if timeout is not None:
+        table += f"timeout = {_toml_value(timeout)}\n"
     new = (text if text.endswith("\n") or not text else text + "\n") + "\n" + table
     got = parse(cfg.path, new)
     if name not in got.checkpoints or got.agents != cfg.agents:

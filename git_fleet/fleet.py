@@ -565,10 +565,11 @@ class Fleet:
             self.write_brief(updated)
             return updated
 
-    def add_checkpoint(self, name: str, agents: Sequence[str]) -> None:
+    def add_checkpoint(self, name: str, agents: Sequence[str], test: str | None = None,
+                       timeout: str | None = None) -> config.Checkpoint:
         with self.editing():
             self._may_edit("declare checkpoints")
-            self._save(config.with_checkpoint(self.config, self.text, name, agents))
+            return self._save(config.with_checkpoint(self.config, self.text, name, agents, test, timeout)).checkpoint(name)
 
     def propose_zones(self, limit: int = 7) -> list[tuple[str, str, int]]:
         """Agents to start with, one per top-level directory of the base (or of the one directory

@@ -212,7 +212,8 @@ def click_page(name: str, cmd: click.Command) -> str:
     if isinstance(cmd, click.Group) and name == "git-fleet":
         body += "\n\nCOMMANDS: " + ", ".join(f"git fleet-{c}" for c in sorted(cmd.commands)) + "."
     elif isinstance(cmd, click.Group):
-        synopsis = "\n".join(f"{prog} {sub} {_usage(c)}" for sub, c in cmd.commands.items())
+        synopsis = "\n".join(([f"{prog} {usage.replace(' [COMMAND] [ARGS]...', '')}"] if cmd.invoke_without_command
+                               else []) + [f"{prog} {sub} {_usage(c)}" for sub, c in cmd.commands.items()])
         parts = []
         for sub, c in cmd.commands.items():
             text = inspect.cleandoc(c.help or "").replace("\n", " ")

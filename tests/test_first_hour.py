@@ -3,6 +3,8 @@ commands, as the user types them."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from helpers import Sandbox
 
@@ -193,3 +195,31 @@ def test_an_agents_worktree_is_known_by_this_clones_registration(fleet_repo: San
     sb.run(["git", "fleet-rm", "api"])
     assert sb.git("config", "--get-regexp", "fleet-agent").out.split() == [
         "fleet-agent.web.worktree", str(sb.root / "repo-web")]
+
+
+def test_a_checkpoint_is_declared_with_a_command_of_its_own(fleet_repo: Sandbox) -> None:
+    """Not TOML appended by hand: `git fleet-checkpoint add`, checked as fleet-add checks agents."""
+    sb = fleet_repo
+    sb.add_agent("web", "src/frontend/**")
+    sb.add_agent("api", "src/backend/**")
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text().replace("[fleet]", "# my note\n[fleet]"))
+    sb.run(["git", "fleet-checkpoint", "add", "v1", "--agent", "api", "--agent", "web", "--test", "make test",
+            "--timeout", "10m"])
+    assert "# my note" in cfg.read_text()
+    rows = {r["checkpoint"]: r for r in json.loads(sb.run(["git", "fleet-checkpoint", "--json"]).out)}
+    assert rows["v1"]["test"] == "make test" and [a["agent"] for a in rows["v1"]["agents"]] == ["api", "web"]
+    assert 'timeout = "10m"' in cfg.read_text()
+    before = cfg.read_text()
+    for args, words in ((["v1", "--agent", "api"], "checkpoint 'v1' exists already"),
+                        (["v2", "--agent", "nobody"], "no agent named 'nobody'"),
+                        (["v2", "--agent", "api", "--agent", "api"], "names an agent twice"),
+                        (["v@2", "--agent", "api"], "'v@2' is not a valid checkpoint name"),
+                        (["v2", "--agent", "api", "--timeout", "soon"], "'soon' is not a duration")):
+        res = sb.run(["git", "fleet-checkpoint", "add", *args], ok=False)
+        assert res.code == 2 and words in res.err, res.err
+    res = sb.run(["git", "fleet-checkpoint", "add", "v2"], ok=False)
+    assert res.code == 2 and "Missing option '--agent'" in res.err
+    assert cfg.read_text() == before
+    res = sb.run(["git", "fleet-checkpoint", "add", "v2", "--agent", "web"], cwd=sb.root / "repo-web", ok=False)
+    assert res.code == 1 and "cannot declare checkpoints" in res.err

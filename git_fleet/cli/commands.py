@@ -403,9 +403,10 @@ def _print_plan(p: Plan) -> None:
     _table([["  " + r[0], r[1], r[2]] for r in rows])
 
 
-@command()
+@click.group(cls=FleetGroup, context_settings=CONTEXT, invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the checkpoints as JSON.")
-def checkpoint(as_json: bool) -> int:
+@click.pass_context
+def checkpoint(ctx: click.Context, as_json: bool) -> int:
     """List the declared checkpoints and whether each is ready to merge.
 
     For each checkpoint of .gitfleet.toml ([checkpoints.NAME] agents = [...]): its state and,
@@ -414,7 +415,11 @@ def checkpoint(as_json: bool) -> int:
     would do now: "ready" (the next round would merge), "blocked" (it would fail: a conflict or
     an out-of-zone commit), "merged" (every agent's work is in the base; the last round and its
     tag are named) or "nothing new" (never merged, and nothing to merge).
+
+    `git fleet-checkpoint add NAME --agent A --agent B --test CMD` declares one.
     """
+    if ctx.invoked_subcommand is not None:
+        return 0
     rows = load().checkpoints()
     if as_json:
         print_json(rows)
@@ -441,6 +446,24 @@ def checkpoint(as_json: bool) -> int:
         _table(table)
     return 0
 
+
+
+@checkpoint.command("add", cls=FleetCommand)
+@click.argument("name")
+@click.option("--agent", "agents", multiple=True, required=True, metavar="AGENT", shell_complete=completion.agents,
+              help="An agent it merges; repeat for more, in merge order.")
+@click.option("--test", metavar="COMMAND", help="A command the merged result must pass before the base moves.")
+@click.option("--timeout", metavar="DURATION", help="How long the test may take (default: 30m).")
+def checkpoint_add(name: str, agents: tuple[str, ...], test: str | None, timeout: str | None) -> int:
+    """Declare a checkpoint: the agents it merges, in order, and the test the result must pass.
+
+    Writes [checkpoints.NAME] in .gitfleet.toml (keeping your comments), as git fleet-add does
+    for agents. Merge it with git fleet-merge --checkpoint NAME, round after round.
+    """
+    cp = load().add_checkpoint(name, list(agents), test, timeout)
+    if sys.stderr.isatty():
+        note(f"declared checkpoint '{cp.name}': {', '.join(cp.agents)}" + (f"; test: {cp.test}" if cp.test else ""))
+    return 0
 
 def _age(stamp: int | None) -> str:
     if stamp is None:
