@@ -23,20 +23,21 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from typing import Any
 
-CACHE_VERSION = 7
+CACHE_VERSION = 8
 CONFIG_NAME = ".gitfleet.toml"
 STATUS_WORDS = {"A": "added", "M": "modified", "D": "deleted", "T": "changed type of", "C": "copied to",
                 "U": "unmerged", "R": "renamed"}
 
 
 class CompiledAgent:
-    __slots__ = ("_rules", "branch", "ignore_case", "name", "worktree", "zone")
+    __slots__ = ("_rules", "branch", "ignore_case", "name", "registered", "worktree", "zone")
 
     def __init__(self, name: str, branch: str, worktree: str, zone: Sequence[str], rules: Sequence[Sequence[Any]],
-                 ignore_case: bool = False):
+                 ignore_case: bool = False, registered: bool = False):
         self.name = name
         self.branch = branch
         self.worktree = worktree  # absolute, normalised
+        self.registered = registered  # the worktree is this clone's record of it, not where the config puts it
         self.zone = tuple(zone)
         self._rules: list[list[Any]] = [list(r) for r in rules]  # [kind, text, include] in zone order; kind "re": text is a regex
         self.ignore_case = ignore_case  # literals are folded (zones.fold), regexes say (?ai)
@@ -79,9 +80,13 @@ class Compiled:
         checked out (another agent's branch included); else the one whose branch it has."""
         if worktree is not None:
             here = os.path.realpath(worktree)
-            for a in self.agents.values():
-                if a.worktree and os.path.realpath(a.worktree) == here:
-                    return a
+            mine = [a for a in self.agents.values() if a.worktree and os.path.realpath(a.worktree) == here]
+            mine = [a for a in mine if a.registered] or mine  # a record beats where the config would put one
+            if len(mine) > 1 and head_ref and head_ref.startswith("refs/heads/"):
+                # two agents at one path (a registration left by a worktree moved away): its branch decides
+                mine = [a for a in mine if a.branch == head_ref[11:]] or mine
+            if mine:
+                return mine[0]
         if head_ref and head_ref.startswith("refs/heads/"):
             return self.agent_by_branch(head_ref[11:])
         return None
@@ -110,7 +115,7 @@ def _read(path: str) -> bytes | None:
 
 def _from_data(data: dict[str, Any]) -> Compiled:
     fold = bool(data.get("ignore_case"))
-    agents = {name: CompiledAgent(name, a["branch"], a["worktree"], a["zone"], a["rules"], fold)
+    agents = {name: CompiledAgent(name, a["branch"], a["worktree"], a["zone"], a["rules"], fold, a["registered"])
               for name, a in data["agents"].items()}
     union = data.get("union")
     return Compiled(agents, data["protected"], data["base"],
@@ -143,12 +148,14 @@ def compile_config(common_dir: str, main: str | None, cfg: Any) -> Compiled:
     agents = {}
     for a in cfg.agents.values():
         # the worktree that is this agent's whatever it has checked out: the one this clone
-        # registered, else a path the config spells out for it; else it is known by its branch
-        wt = registered.get(a.name) or (a.worktree and expand_worktree(a.worktree, a.name, os.path.basename(main or "")))
+        # registered, else where the config puts it (as fleet commands find it: Fleet.tree_of)
+        wt = registered.get(a.name) or (expand_worktree(cfg.worktree_template(a), a.name, os.path.basename(main))
+                                         if main else "")
         zone = a.compiled_zone()
         agents[a.name] = {
             "branch": a.branch,
             "worktree": os.path.normpath(os.path.join(main or common_dir, wt)) if wt else "",
+            "registered": a.name in registered,
             "zone": list(a.zone),
             "rules": rules_of(zone),
         }

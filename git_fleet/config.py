@@ -79,6 +79,9 @@ def expand_worktree(template: str, agent: str, repo: str) -> str:
 
 
 def _unknown_in_path(template: str) -> str | None:
+    """The first {name} of a worktree path that is not a placeholder, or a lone brace as "{"."""
+    if re.search(r"[{}]", _PLACEHOLDER.sub("", template)):
+        return "{"  # a brace is written {{ or }}
     return next((m.group(1) for m in _PLACEHOLDER.finditer(template)
                  if m.group(1) is not None and m.group(1) not in WORKTREE_PLACEHOLDERS), None)
 
@@ -304,6 +307,9 @@ class _Reader:
             raise self.fail(table, "worktree", f"{{repo}} in {'.'.join(table)}.worktree needs `version = 4` at the top "
                             f"of {self.path.name} (it says {self.version})",
                             "set version = 4; git-fleet releases that do not know {repo} then say they are too old")
+        if bad == "{":
+            raise self.fail(table, "worktree", f"a lone brace in {'.'.join(table)}.worktree",
+                            "write a brace as {{ or }}; placeholders: {repo}, {agent}")
         if bad is not None:
             raise self.fail(table, "worktree", f"unknown placeholder {{{bad}}} in {'.'.join(table)}.worktree",
                             "placeholders: {repo} (the main worktree's directory name), {agent}; "

@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import hooks
+from . import hooks, plumbing
 from .errors import FleetError
 from .plumbing import git, worktree_list
 
@@ -84,7 +85,8 @@ def stale_worktrees(fleet: Any, *, agents: bool = True) -> list[str]:
     """Worktree records whose directories are gone (git calls them prunable); without `agents`,
     not those of an agent's branch."""
     branches = {f"refs/heads/{a.branch}" for a in fleet.config.agents.values()}
-    places = {os.path.realpath(fleet.planned_worktree(a)) for a in fleet.config.agents.values()}
+    places = {os.path.realpath(p) for a in fleet.config.agents.values()
+              for p in (fleet.planned_worktree(a), fleet.registered_path(a)) if p is not None}
     return [f"{t['worktree']} ({t['prunable'] or 'gone'})" for t in worktree_list(fleet.repo.common_dir)
             if "prunable" in t and (agents or (t.get("branch") not in branches
                                                and os.path.realpath(t["worktree"]) not in places))]
@@ -114,7 +116,32 @@ def _worktrees(fleet: Any, fix: bool) -> Item:
         elif row["state"] != "ok":
             item.bad(f"agent '{name}': its {row['state']}, not {row['branch']}",
                      f"git -C {_q(where)} switch {row['branch']}")
+    _registrations(fleet, item, fix)
     return item
+
+
+def _registrations(fleet: Any, item: Item, fix: bool) -> None:
+    """This clone's records of where agents' worktrees are (git config fleet-agent.NAME.worktree):
+    each of an agent, at a worktree git lists, one agent per worktree, never the main one."""
+    # (a worktree moved by hand and not yet repaired is still listed, prunable: reported above)
+    listed = {os.path.realpath(w.path) for w in fleet.worktrees() if not w.bare}
+    seen: dict[str, str] = {}
+    for name, path in sorted(fleet.repo.registered_worktrees().items()):
+        real = os.path.realpath(path)
+        why = ("names no agent of the fleet" if name not in fleet.config.agents
+               else "is the main worktree" if real == os.path.realpath(fleet.main)
+               else f"is also where '{seen[real]}' is recorded" if real in seen
+               else "is no worktree git lists (moved or removed by hand)" if real not in listed else None)
+        seen.setdefault(real, name)
+        if why is None:
+            continue
+        if fix:
+            fleet.register(name, None)
+            item.fixed.append(f"forgot the record of '{name}' at {path}: it {why}")
+        else:
+            item.warn(f"the record of '{name}''s worktree, {path}, {why}",
+                      f"git fleet-doctor --fix forgets it (then the agent's worktree is known by its branch); "
+                      f"or git config --unset {plumbing.REGISTERED}.{name}.worktree")
 
 
 def _zones(fleet: Any) -> Item:

@@ -157,6 +157,13 @@ class Fleet:
         return self.planned_worktree(agent) if agent.worktree is not None else None
 
     def register(self, agent: str, where: Path | None) -> None:
+        """Record where this clone keeps the agent's worktree (None: forget it); a record of
+        another agent at the same place (left by a worktree moved away) is dropped: one agent
+        per worktree."""
+        if where is not None:
+            for other, path in self.repo.registered_worktrees().items():
+                if other != agent and os.path.realpath(path) == os.path.realpath(where):
+                    self.repo.register_worktree(other, None)
         self.repo.register_worktree(agent, where)
         self._registered = None
 
@@ -176,18 +183,12 @@ class Fleet:
         top = self.repo.toplevel
         if top is None or self.repo.is_main_worktree():
             return None
-        here = os.path.realpath(top)
-        for a in self.config.agents.values():
-            mine = self.registered_path(a)
-            if mine is not None and os.path.realpath(mine) == here:  # as the hook reads it
-                return a
-        for a in self.config.agents.values():
-            where = self.locate(a)
-            if where is not None and os.path.realpath(where) == here:
-                return a
         head = (self.repo.git_dir / "HEAD").read_text().strip()
-        branch = head[16:] if head.startswith("ref: refs/heads/") else None
-        return next((a for a in self.config.agents.values() if a.branch == branch), None)
+        # the commit hook's answer, from the same compiled zones: its registration, else where
+        # the config puts it, else the branch it has checked out
+        compiled = check.load_compiled(str(self.repo.common_dir), str(self.main))
+        found = compiled.agent_for(head[5:] if head.startswith("ref: ") else None, str(top)) if compiled else None
+        return self.config.agents.get(found.name) if found is not None else None
 
     def forget(self) -> None:
         """Undo a fresh `git fleet-init` (no agents): its hooks, its config and its record."""
@@ -486,13 +487,14 @@ class Fleet:
     def _adopt(self, agent: Agent, where: Path, unwritten: list[str] | None) -> list[str]:
         """Register what a killed `git fleet-add` made, as it meant to, finishing the checkout it
         left half done (unwritten: the files to write; None when it was done)."""
+        self.register(agent.name, where)  # first: a kill after the config is written leaves both
         try:
             self._save(config.with_agent(self.config, self.text, agent))
         except FleetError as e:
+            self.register(agent.name, None)
             return [(f"an interrupted `git fleet-add {agent.name}` left {where} (branch {agent.branch}) with work "
                     f"in it, and it cannot be registered: {e.message}"),
                     f"adopt it by hand: git fleet-add {agent.name} --branch {agent.branch} --path {where} --zone ..."]
-        self.register(agent.name, where)
         if unwritten is not None:
             self.repo.finish_checkout(where, agent.branch, unwritten)
         self._intent_path().unlink()
@@ -603,7 +605,11 @@ class Fleet:
         return proposals[:limit]
 
     def claimed_tasks(self, agent: Agent) -> list[Any]:
-        return [t for t in self.bus().all() if t.status == "claimed" and t.claimed_by == agent.name]
+        """The tasks whose live claim is the agent's: claimed, or with a spec broken by hand since
+        (the claim is the truth; its holder goes on with it and may finish it)."""
+        now = time.time()
+        return [t for t in self.bus().all() if t.claimed_by == agent.name and t.result is None
+                and t.expires is not None and t.expires > now]
 
     def values(self, agent: Agent) -> dict[str, str]:
         """What a command template's placeholders stand for, for this agent."""

@@ -105,13 +105,15 @@ def _message(agent: Agent, checkpoint: Checkpoint | None, ahead: int) -> str:
 
 def rounds(repo: Repo, checkpoint: Checkpoint) -> int:
     """How many rounds of the checkpoint were merged: the highest N of its tags (fleet/NAME is 1)."""
+    import re
+
     done = 0
     for tag in repo.tags_under(f"fleet/{checkpoint.name}"):
         rest = tag[len(f"fleet/{checkpoint.name}"):]
         if rest == "":
             done = max(done, 1)
-        elif rest[:1] == "@" and rest[1:].isdigit():
-            done = max(done, int(rest[1:]))
+        elif m := re.fullmatch(r"@([1-9][0-9]{0,5})", rest, re.ASCII):  # (a tag made by hand is no round)
+            done = max(done, int(m.group(1)))
     return done
 
 

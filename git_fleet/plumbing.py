@@ -174,15 +174,18 @@ REGISTERED = "fleet-agent"  # git config fleet-agent.<name>.worktree: where this
 
 def local_settings(common_dir: str) -> tuple[str | None, dict[str, str]]:
     """core.hooksPath, and the agents' worktrees this clone registered (name -> path), in one
-    `git config` run."""
-    raw = git(["config", "--null", "--get-regexp", rf"^(core\.hookspath|{REGISTERED}\..*\.worktree)$"],
+    `git config` run. A registration counts only from the repository's own config file (the
+    one the zone cache's key covers): never from `git -c`, GIT_CONFIG_* or a worktree's config,
+    which whoever runs git sets as they like."""
+    raw = git(["config", "--null", "--show-scope", "--get-regexp", rf"^(core\.hookspath|{REGISTERED}\..*\.worktree)$"],
               common_dir, check=False).stdout.decode("utf-8", "surrogateescape")
     hooks_path, registered = None, {}
-    for item in raw.split("\0"):
+    items = raw.split("\0")
+    for scope, item in zip(items[0::2], items[1::2]):
         key, _, value = item.partition("\n")
         if key.lower() == "core.hookspath":
             hooks_path = value.strip()
-        elif key.startswith(REGISTERED + ".") and key.endswith(".worktree"):
+        elif scope == "local" and key.startswith(REGISTERED + ".") and key.endswith(".worktree"):
             registered[key[len(REGISTERED) + 1 : -len(".worktree")]] = value
     return hooks_path, registered
 

@@ -215,3 +215,17 @@ def test_fix_prunes_stale_records_but_not_agents(fleet_repo: Sandbox) -> None:
     assert "moved by hand? git worktree repair NEW-PLACE" in found["worktrees"]["problems"][0]["fix"]  # type: ignore[index]
     sb.git("worktree", "repair", str(sb.root / "moved-web"))
     assert sb.git("status", "--porcelain", cwd=sb.root / "moved-web").out == ""
+
+
+def test_doctor_checks_where_this_clone_records_agents_worktrees(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    web = sb.add_agent("web", "src/frontend/**")
+    sb.git("config", "fleet-agent.ghost.worktree", str(sb.root / "ghost"))
+    sb.git("config", "fleet-agent.web.worktree", str(sb.root / "elsewhere"))
+    res = sb.run(["git", "fleet-doctor"], ok=None)
+    assert "the record of 'ghost''s worktree" in res.out and "names no agent of the fleet" in res.out
+    assert f"the record of 'web''s worktree, {sb.root / 'elsewhere'}, is no worktree git lists" in res.out
+    assert res.code == 0  # warnings: the worktree is found by its branch meanwhile
+    res = sb.run(["git", "fleet-doctor", "--fix"], ok=None)
+    assert sb.git("config", "--get-regexp", "fleet-agent", ok=False).out == ""
+    assert json.loads(sb.fleet("list", "--json").out)[0]["worktree"] == str(web)

@@ -223,3 +223,61 @@ def test_a_checkpoint_is_declared_with_a_command_of_its_own(fleet_repo: Sandbox)
     assert cfg.read_text() == before
     res = sb.run(["git", "fleet-checkpoint", "add", "v2", "--agent", "web"], cwd=sb.root / "repo-web", ok=False)
     assert res.code == 1 and "cannot declare checkpoints" in res.err
+
+
+def test_one_agent_per_worktree_whatever_records_were_left(fleet_repo: Sandbox) -> None:
+    """A worktree moved away by hand leaves its agent's record behind; a new agent put at that
+    place takes the record over: commits there are the new agent's, and removing the old agent
+    removes its own worktree, never the new one's."""
+    sb = fleet_repo
+    api = sb.add_agent("api", "src/backend/**")
+    sb.git("worktree", "move", str(api), str(sb.root / "moved-api"))
+    sb.run(["git", "fleet-add", "docs", "--zone", "docs/**", "--path", str(api)])
+    assert sb.git("config", "--get-regexp", "fleet-agent").out.split() == ["fleet-agent.docs.worktree", str(api)]
+    sb.commit(api, {"docs/guide.md": "# guide, by docs\n"}, "docs: guide")  # docs's own zone: taken
+    (api / "src/backend/api.py").write_text("def api(): return 3\n")
+    res = sb.git("commit", "-qam", "docs edits api's file", cwd=api, ok=False)
+    assert "agent 'docs'" in res.err and "src/backend/api.py" in res.err
+    sb.git("checkout", "-q", "--", ".", cwd=api)
+    sb.run(["git", "fleet-rm", "api"])
+    assert not (sb.root / "moved-api").exists() and (api / "docs/guide.md").is_file()
+
+
+def test_a_worktree_no_record_names_is_known_where_the_config_puts_it(fleet_repo: Sandbox) -> None:
+    """Made by hand (git worktree add, as the missing-worktree hint says, or in a clone whose
+    records are gone): the hook knows it as fleet commands do, by its place, even detached."""
+    sb = fleet_repo
+    web = sb.add_agent("web", "src/frontend/**")
+    sb.git("config", "--unset", "fleet-agent.web.worktree")
+    sb.git("switch", "-q", "--detach", cwd=web)
+    (web / "src/backend/api.py").write_text("def api(): return 3\n")
+    res = sb.git("commit", "-qam", "web edits the backend, detached", cwd=web, ok=False)
+    assert "agent 'web'" in res.err and "src/backend/api.py" in res.err
+    assert "web" in sb.run(["git", "fleet-doctor"], ok=None).out
+
+
+def test_a_record_given_on_the_command_line_is_not_believed(fleet_repo: Sandbox) -> None:
+    """`git -c fleet-agent.web.worktree=HERE commit`: the records count only from the repository's
+    own config, and the zone cache keeps nothing such a commit made it believe."""
+    sb = fleet_repo
+    api = sb.add_agent("api", "src/backend/**")
+    sb.add_agent("web", "src/frontend/**")
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text() + "# a hand edit: the zone cache is cold\n")
+    (api / "src/frontend/app.js").write_text("app(3)\n")
+    res = sb.git("-c", f"fleet-agent.web.worktree={api}", "-c", "fleet-agent.api.worktree=/nowhere",
+                 "commit", "-qam", "api as web", cwd=api, ok=False)
+    assert "agent 'api'" in res.err and "src/frontend/app.js" in res.err
+    res = sb.git("commit", "-qam", "api, plainly", cwd=api, ok=False)
+    assert "agent 'api'" in res.err
+
+
+def test_a_lone_brace_in_the_worktree_path_is_an_error(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text().replace('worktree = "../{repo}-{agent}"', 'worktree = "../{repo}-{agent}-{"'))
+    res = sb.run(["git", "fleet-add", "web", "--zone", "src/frontend/**"], ok=False)
+    assert res.code == 2 and "a lone brace in fleet.worktree" in res.err and "write a brace as {{ or }}" in res.err
+    cfg.write_text(cfg.read_text().replace('-{"', '-{{x}}"'))
+    sb.run(["git", "fleet-add", "web", "--zone", "src/frontend/**"])
+    assert (sb.root / "repo-web-{x}").is_dir()

@@ -318,6 +318,9 @@ def test_a_checkpoint_is_merged_round_after_round(fleet2: Sandbox) -> None:
     assert [(r[1], r[5], r[6]) for r in rounds] == [("phase-1", "backend,web", "1"), ("phase-1", "web", "2")]
     row = json.loads(sb.fleet("checkpoint", "--json").out)[0]
     assert (row["state"], row["rounds"], row["tag"]) == ("merged", 2, "fleet/phase-1@2")
+    sb.git("tag", "fleet/phase-1@\u00b2", "main")  # a tag made by hand, not a round: passed over
+    sb.git("tag", "fleet/phase-10", "main")
+    assert json.loads(sb.fleet("checkpoint", "--json").out)[0]["rounds"] == 2
     # a conflict coming: all three say "would fail", none says "merged"
     sb.fleet("sync")
     sb.commit(sb.root / "repo-web", {"src/frontend/app.js": "app(4)\n"}, "web: app v4")

@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,8 +68,8 @@ def normal(lines: list[str], root: Path, shown: str) -> list[str]:
 class Terminal:
     """bash in a pseudo-terminal, one command at a time, remembering its directory (`cd`)."""
 
-    def __init__(self, sb: Sandbox, cwd: Path):
-        self.sb, self.cwd = sb, cwd
+    def __init__(self, sb: Sandbox, cwd: Path, patience: float = 120):
+        self.sb, self.cwd, self.patience = sb, cwd, patience
 
     def type(self, command: str) -> tuple[int, list[str]]:
         import pty
@@ -82,7 +84,13 @@ class Terminal:
                              stdin=slave, stdout=slave, stderr=slave)
         os.close(slave)
         out = b""
+        deadline = time.time() + self.patience  # a command that waits for the keyboard fails the test, not hangs it
         while True:
+            ready, _, _ = select.select([master], [], [], max(0.0, deadline - time.time()))
+            if not ready:
+                self.sb.kill_group(proc)
+                os.close(master)
+                raise AssertionError(f"$ {command} did not finish (waiting for input?):\n{out.decode(errors='replace')}")
             try:
                 chunk = os.read(master, 65536)
             except OSError:
@@ -213,3 +221,10 @@ def test_the_sessions_and_teleport_blocks_work_as_printed(sandbox: Sandbox) -> N
     [teleport] = blocks("Teleport")
     run_block(Terminal(sb, shop), teleport, shop.parent, "/home/me", {})
     assert sb.git("ls-remote", str(hub), "refs/fleet/teleport/api", cwd=shop).out.strip()
+
+
+def test_a_block_that_waits_for_the_keyboard_fails_and_leaves_nothing(sandbox: Sandbox) -> None:
+    """A README line such as `git fleet-prune` (which asks) must fail this file's tests, not hang CI."""
+    term = Terminal(sandbox, sandbox.root, patience=1)
+    with pytest.raises(AssertionError, match="did not finish"):
+        term.type("cat")

@@ -367,7 +367,8 @@ def merge(agents: tuple[str, ...], checkpoint: str | None, dry_run: bool, as_jso
     elif verbose or sys.stderr.isatty():  # one line per result on a terminal, as git's porcelain does
         for s in p.steps:
             note(f"merged {s.agent.branch} ({s.ahead} commit(s)) into {p.base}")
-        if p.checkpoint is not None and p.new is not None:
+        tag = p.checkpoint.tag(p.rounds + 1) if p.checkpoint is not None else ""
+        if p.checkpoint is not None and p.new is not None and not any(tag in w for w in p.warnings):
             note(f"tagged {p.checkpoint.tag(p.rounds + 1)}: checkpoint {p.checkpoint.name}, round {p.rounds + 1}")
         elif p.new is None:
             note(_nothing(p))
