@@ -9,7 +9,12 @@ The rules that keep it correct under many concurrent workers (the Maildir rules)
   by creating `.state/task-N.claim-k`; an expired lease is taken over by creating attempt k+1,
   so exactly one worker gets it; the outcome is `results/task-N-result.md`, linked into place,
   so a task ends once, and only by the worker holding its current attempt, or by the orchestrator
-  cancelling it (status: cancelled): whichever links first decides, the other is told so;
+  cancelling it (status: cancelled) or removing it (status: removed, then its spec is deleted):
+  whichever links first decides, the other is told so;
+- rm keeps workers off a task while it decides by a claim of its own (`removed`), flocked for as
+  long as rm runs: the kernel drops the lock when rm ends however it ends, so a claim of a rm
+  that was killed before it decided counts for nothing (the task is as it was), and one killed
+  after it decided leaves a spec the next scan (or rm) deletes;
 - a result that cannot be recorded as the outcome (the task was cancelled, taken over, or ended
   meanwhile) is never dropped: it is kept beside it, `results/task-N-unrecorded-AGENT-K.md`;
 - live state sits in `tasks/.state/` and `results/`, never in tracked files, so it does not
@@ -18,9 +23,11 @@ The rules that keep it correct under many concurrent workers (the Maildir rules)
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +35,7 @@ from typing import Any
 
 from .errors import FleetError, UsageError
 from .files import write_atomic, write_new
+from .pause import pause
 
 STATE = ".state"
 DEFAULT_LEASE = 30 * 60
@@ -36,6 +44,9 @@ _SPEC = re.compile(r"^task-(\d+)-.*\.md$")
 PLAN_START = "<!-- git-fleet: plan starts here; everything between these markers is regenerated -->"
 PLAN_END = "<!-- git-fleet: plan ends here -->"
 CANCELLED = "Cancelled."  # the result of a task cancelled without a reason
+REMOVED = "Removed: added by mistake (git fleet-task rm); its spec is deleted."
+ENDED = ("failed", "cancelled", "removed")  # outcomes a task that waits for it never gets past
+RM_WAIT = 10.0  # seconds an add waits for a rm of its dependency to decide
 
 
 def parse_id(text: str) -> int:
@@ -43,6 +54,12 @@ def parse_id(text: str) -> int:
     if not m:
         raise UsageError(f"'{text}' is not a task id", "ids look like 7, 007 or task-007")
     return int(m.group(1))
+
+
+def one_line(text: str) -> str:
+    """`text` with its lines joined by spaces: how a reason or a title is shown, and all a
+    front matter value may be (a line break in one would start a line of its own there)."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
 def slug(title: str) -> str:
@@ -101,13 +118,42 @@ def _line_of(path: Path, key: str) -> int:
 
 
 def _render(meta: dict[str, Any], body: str) -> str:
+    """A task file: the front matter, one line per key whatever the values hold (so no value can
+    end it or add keys: its lines are joined, a value read as a list is quoted), then the body."""
     out = ["---"]
     for k, v in meta.items():
         if isinstance(v, list):
-            out.append(f"{k}: [{', '.join(str(x) for x in v)}]")
+            out.append(f"{k}: [{', '.join(one_line(x) for x in v)}]")
         elif v is not None:
-            out.append(f"{k}: {v}")
+            value = one_line(v)
+            out.append(f'{k}: "{value}"' if value.startswith("[") else f"{k}: {value}")
     return "\n".join(out) + "\n---\n\n" + body.rstrip("\n") + "\n"
+
+
+def _raw_depends(path: Path) -> list[int] | None:
+    """The `depends:` of a spec that does not read as a whole (broken by hand), from its lines
+    alone; None when they cannot be told (not text, no front matter, a depends line that does not
+    read): then the task may wait for any other."""
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not lines or lines[0].strip() != "---":
+        return None
+    found: list[int] = []
+    for line in lines[1:]:  # (an unclosed front matter: every line, for a depends anywhere)
+        if line.strip() == "---":
+            break
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "depends":
+            value = value.strip()
+            if not (value.startswith("[") and value.endswith("]")):
+                return None
+            try:
+                found += [parse_id(v.strip().strip("\"'")) for v in value[1:-1].split(",") if v.strip()]
+            except FleetError:
+                return None
+    return found
 
 
 @dataclass
@@ -121,7 +167,8 @@ class Task:
     created: str = ""
     body: str = ""
     error: str | None = None  # a spec edited by hand into something unreadable
-    status: str = "open"  # open, claimed, done, failed, cancelled, or invalid
+    depends_known: bool = True  # False: a spec so broken that what it waits for cannot be told
+    status: str = "open"  # open, claimed, done, failed, cancelled, invalid; removed while rm finishes
     attempt: int = 0
     claimed_by: str | None = None
     expires: float | None = None
@@ -206,7 +253,7 @@ class Bus:
             try:
                 meta, _ = front_matter(result, result.read_text(encoding="utf-8"))
                 status = meta.get("status")
-                self._outcomes[name] = (status if status in ("failed", "cancelled") else "done",
+                self._outcomes[name] = (status if status in ENDED else "done",
                                         meta.get("agent") or meta.get("holder"))
             except (FleetError, OSError, UnicodeDecodeError):
                 return "done", None
@@ -224,6 +271,8 @@ class Bus:
         return attempts, results
 
     def _load(self, tid: int, path: Path, scan: tuple[dict[str, int], set[str]]) -> Task:
+        """The task of the spec at `path`; FileNotFoundError if the spec is gone since it was
+        listed (rm deleted it): a task that is not there any more, not one that cannot be read."""
         task = Task(tid, path)
         try:
             meta, body = self._spec(path)
@@ -233,9 +282,15 @@ class Bus:
             task.priority = self._field(path, "priority", int, meta.get("priority", 0) or 0)
             task.created = meta.get("created", "")
             task.body = body
+        except FileNotFoundError:
+            raise
         except (FleetError, ValueError, UnicodeDecodeError, OSError) as e:
             task.error = e.message if isinstance(e, FleetError) else f"{path}: {e}"
             task.status = "invalid"
+            raw = _raw_depends(path)  # what it waits for still counts (rm must not delete that)
+            if raw is None and not path.exists():
+                raise FileNotFoundError(path) from None
+            task.depends, task.depends_known = raw or [], raw is not None
         attempts, results = scan
         result = self.results / f"{task.name}-result.md"
         task.attempt = attempts.get(task.name, 0)
@@ -245,7 +300,14 @@ class Bus:
         elif task.attempt:
             # (a spec broken by hand stays invalid, but its holder is known: it may still finish)
             claim = self._claim(task.name, task.attempt)
-            if claim is not None and not claim.get("released"):
+            if claim is not None and claim.get("removed") and not claim.get("released"):
+                # a rm deciding: the task is held off workers while it runs; a rm killed before
+                # it decided (its lock is gone with it) counts for nothing: the task is as it was
+                if self._removing(task.name, task.attempt):
+                    task.expires = float(claim.get("expires", 0)) or None
+                    if task.status != "invalid":
+                        task.status = "claimed"
+            elif claim is not None and not claim.get("released"):
                 task.claimed_by = claim.get("agent")
                 task.expires = float(claim.get("expires", 0))
                 if task.status != "invalid":
@@ -270,26 +332,79 @@ class Bus:
         except (OSError, ValueError):
             return None
 
+    def _removing(self, name: str, attempt: int) -> bool:
+        """Whether the rm that made claim `attempt` of `name` still runs: it holds the claim file
+        flocked from before the file appeared until it has decided, and the kernel drops the lock
+        when rm ends, however it ends."""
+        try:
+            fd = os.open(self.state / f"{name}.claim-{attempt}", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return False
+
     def all(self) -> list[Task]:
+        """Every task, but those removed: a spec left by a rm killed after it decided (its result
+        says removed) is deleted here, finishing that rm's work."""
         scan = self._scan()
-        return [self._load(tid, path, scan) for tid, path in sorted(self._spec_paths().items())]
+        tasks = []
+        for tid, path in sorted(self._spec_paths().items()):
+            try:
+                tasks.append(self._load(tid, path, scan))
+            except FileNotFoundError:
+                self._listing = None  # deleted since it was listed
+        for t in tasks:
+            if t.status == "removed":
+                try:
+                    t.path.unlink(missing_ok=True)
+                    self._listing = None
+                except OSError:
+                    pass  # (a bus this user cannot write: still not listed)
+        return [t for t in tasks if t.status != "removed"]
 
     def get(self, tid: int) -> Task:
         path = self._spec_paths().get(tid)
-        if path is None:
-            raise UsageError(f"no task {tid} in {self.tasks}", "list them with `git fleet-task list`")
-        return self._load(tid, path, self._scan())
+        if path is not None:
+            try:
+                return self._load(tid, path, self._scan())
+            except FileNotFoundError:
+                self._listing = None  # deleted since it was listed
+        self._gone(tid)
+        raise UsageError(f"no task {tid} in {self.tasks}", "list them with `git fleet-task list`")
+
+    def _gone(self, tid: int) -> None:
+        """Refuse a task whose spec is gone because it was removed (its result says so): the id
+        was a task's, so that is its state, not a typo."""
+        name = f"task-{tid:03d}"
+        result = self.results / f"{name}-result.md"
+        if result.exists() and self._outcome(name, result)[0] == "removed":
+            raise FleetError(f"{name} was removed{self._when(result)} (git fleet-task rm): its spec is deleted",
+                             f"see {result}; its id is not given out again")
+
+    @staticmethod
+    def _when(result: Path) -> str:
+        try:
+            meta, _ = front_matter(result, result.read_text(encoding="utf-8"))
+        except (FleetError, OSError, UnicodeDecodeError):
+            return ""
+        return f" at {meta['finished']}" if meta.get("finished") else ""
 
     # -- writing ----------------------------------------------------------------------------------
 
     def add(self, title: str, *, agent: str | None = None, body: str = "", depends: list[int] | None = None,
             priority: int = 0) -> Task:
-        if not title.strip():
+        if not one_line(title):
             raise UsageError("a task needs a title")
         self.ensure()
         for d in depends or []:
-            if not list(self.tasks.glob(f"task-{d:03d}-*.md")):
-                raise UsageError(f"task {d} (a dependency) does not exist")
+            self._dependency(d)
         # last-id is only a hint (it may lag behind); the exclusive create of id-N decides
         hint = self.state / "last-id"
         try:
@@ -302,12 +417,51 @@ class Bus:
             write_atomic(hint, str(tid))
         except OSError:
             pass
-        meta = {"id": tid, "title": title.strip(), "agent": agent, "depends": [str(d) for d in depends or []],
+        meta = {"id": tid, "title": one_line(title), "agent": agent, "depends": [str(d) for d in depends or []],
                 "priority": priority, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         path = self.tasks / f"task-{tid:03d}-{slug(title)}.md"
         if not write_new(path, _render(meta, body or title)):
             raise FleetError(f"{path} exists already")
+        self._listing = None
+        pause("add-written")
+        # again, now that the spec is there: a rm of a dependency that read the specs before this
+        # one was written has its claim in place by now (rm claims, then reads the specs again)
+        for d in depends or []:
+            try:
+                self._dependency(d, written=True)
+            except FleetError as e:
+                path.unlink(missing_ok=True)
+                self._listing = None
+                raise FleetError(f"{e.message}; task-{tid:03d} was not added (its spec is deleted again)",
+                                 e.hint) from None
         return self.get(tid)
+
+    def _dependency(self, d: int, *, written: bool = False) -> None:
+        """Refuse a dependency on task `d` if no task could ever get past it: it does not exist
+        (a wrong id: misuse, exit 2; or deleted meanwhile, once this task's spec is written: exit
+        1), or it ended in a way no dependent waits out (failed, cancelled, removed). A rm of it
+        that is deciding just now is waited for, up to RM_WAIT seconds."""
+        name = f"task-{d:03d}"
+        attempt = self._scan()[0].get(name, 0)
+        claim = self._claim(name, attempt) if attempt else None
+        if claim is not None and claim.get("removed") and not claim.get("released"):
+            deadline = time.monotonic() + RM_WAIT
+            while self._removing(name, attempt):
+                if time.monotonic() > deadline:
+                    raise FleetError(f"{name} (a dependency) is being removed by git fleet-task rm (pid "
+                                     f"{claim.get('pid')}) just now", "try again in a moment")
+                time.sleep(0.02)
+        result = self.results / f"{name}-result.md"
+        status = self._outcome(name, result)[0] if result.exists() else None
+        if status in ENDED:
+            raise FleetError(f"{name} (a dependency) {'was' if status == 'removed' else 'is'} {status}"
+                             f"{self._when(result)}: a task that waits for it could never be claimed",
+                             f"add it without --depends {d} (see {result})")
+        self._listing = None
+        if d not in self._spec_paths():
+            if written:
+                raise FleetError(f"{name} (a dependency) was deleted meanwhile")
+            raise UsageError(f"task {d} (a dependency) does not exist", "list them with git fleet-task list")
 
     def claim(self, agent: str, lease: int | None = None) -> Task | None:
         """Claim the next task for `agent`: open, its dependencies done, assigned to it or to
@@ -332,7 +486,10 @@ class Bus:
             except (FleetError, ValueError, UnicodeDecodeError, OSError):
                 continue  # an unreadable spec is listed as invalid, never claimed
         for _, tid, path in sorted(candidates):
-            task = self._load(tid, path, scan)
+            try:
+                task = self._load(tid, path, scan)
+            except FileNotFoundError:
+                continue  # removed meanwhile
             if task.status != "open":
                 continue
             if self._take(task, agent, lease):
@@ -366,11 +523,12 @@ class Bus:
             raise FleetError(f"task {tid} here is another task ({have.name})",
                              "add it here under a new id with git fleet-task add")
         task = self.get(tid)
-        if task.status in ("done", "failed", "cancelled", "invalid"):
+        if task.status in ("done", *ENDED):
             raise FleetError(f"it is {task.status} here")
-        if task.status == "claimed":
+        live = task.expires is not None and task.expires > time.time()
+        if task.status == "claimed" or task.status == "invalid" and live:  # (held, its spec broken since)
             if task.claimed_by != agent:
-                raise FleetError(f"'{task.claimed_by}' holds it here")
+                raise FleetError(f"'{task.claimed_by or 'git fleet-task rm'}' holds it here")
             return self.renew(tid, agent, lease)
         if not self._take(task, agent, lease):
             raise FleetError("another worker claimed it just now")
@@ -383,7 +541,7 @@ class Bus:
         if task.status == "cancelled":
             raise FleetError(f"{task.name} was cancelled{self.why_cancelled(task)}; '{agent}' does not hold it any more",
                              "stop working on it: it is not to be done; git fleet-task claim takes the next task")
-        if task.status in ("done", "failed"):
+        if task.status in ("done", "failed", "removed"):
             raise FleetError(f"{task.name} is {task.status} already", f"see {task.result}")
         live = task.expires is not None and task.expires > time.time()
         if task.claimed_by != agent or not live:
@@ -403,8 +561,8 @@ class Bus:
             meta, body = front_matter(task.result, task.result.read_text(encoding="utf-8"))
         except (FleetError, OSError, UnicodeDecodeError):
             return ""
-        when = f" at {meta['finished']}" if meta.get("finished") else ""
-        reason = body.strip()
+        when = f" at {one_line(meta['finished'])}" if meta.get("finished") else ""
+        reason = one_line(body)  # on one line wherever it is shown: an error is one line
         return when + (f": {reason}" if reason and reason != CANCELLED else "")
 
     def renew(self, tid: int, agent: str, lease: int | None = None) -> Task:
@@ -482,51 +640,139 @@ class Bus:
     def cancel(self, tid: int, reason: str | None = None) -> Task:
         """End a task that has not ended (open, claimed, or with a spec broken by hand): its
         outcome is a result file with status cancelled, linked into place as any result is, so a
-        holder's `done` and the cancel cannot both win. The holder is refused from then on."""
+        holder's `done`, a rm and the cancel cannot both win. The holder is refused from then on.
+        The reason is the result's body, as given (the front matter is closed before it, so it
+        can add nothing there); it is shown on one line."""
         task = self.get(tid)
         if task.result is not None:
-            raise FleetError(f"{task.name} is {task.status} already; there is nothing to cancel", f"see {task.result}")
+            state = "was removed" if task.status == "removed" else f"is {task.status}"
+            raise FleetError(f"{task.name} {state} already; there is nothing to cancel", f"see {task.result}")
         holder = task.claimed_by if task.expires is not None and task.expires > time.time() else None
         meta = {"task": task.name, "title": task.title, "status": "cancelled", "holder": holder,
                 "attempt": task.attempt, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         self.ensure()
-        if not write_new(self.results / f"{task.name}-result.md", _render(meta, (reason or "").strip() or CANCELLED)):
-            ended = self.get(tid)
-            raise FleetError(f"{task.name} is {ended.status}: it ended just now; nothing was cancelled",
-                             f"see {ended.result}")
+        result = self.results / f"{task.name}-result.md"
+        if not write_new(result, _render(meta, (reason or "").strip() or CANCELLED)):
+            status = self._outcome(task.name, result)[0]  # (its spec may be gone: a rm won)
+            raise FleetError(f"{task.name} {'was' if status == 'removed' else 'is'} {status}: it ended just now; "
+                             "nothing was cancelled", f"see {result}")
         return self.get(tid)
 
     def remove(self, tid: int) -> Task:
         """Delete the spec of a task nobody ever claimed and nothing waits for (one added by
-        mistake). A task with any history is cancelled instead, so its record stays. A claim
-        marker (attempt 1, exclusive create) keeps workers off it while the spec goes."""
+        mistake). A task with any history is cancelled instead, so its record stays.
+
+        It ends as any task does, once: rm claims it (a claim of its own, `removed`, flocked while
+        rm runs) to keep workers off, reads the specs again for tasks that wait for it (an add
+        may have written one meanwhile), links its result, status removed, then deletes the spec.
+        A cancel racing it is settled by that link: the first one linked wins, the other is
+        refused. Killed before the link, its claim counts for nothing (see _load); after it, the
+        spec is deleted by the next scan or rm."""
         task = self.get(tid)
         hint = f"cancel it instead (git fleet-task cancel {tid} --reason ...): it ends, and its record stays"
+        if task.status == "removed":  # a rm killed after it decided: finish its work
+            self._delete_spec(task)
+            return task
         if task.result is not None:
             raise FleetError(f"{task.name} is {task.status}; its spec stays with its result ({task.result})")
-        if task.attempt:
+        if task.attempt and (self._claim(task.name, task.attempt) or {}).get("removed") \
+                and self._removing(task.name, task.attempt):
+            raise FleetError(f"{task.name} is being removed by another git fleet-task rm just now",
+                             "see git fleet-task list in a moment")
+        claims = [k for k in range(1, task.attempt + 1) if not (self._claim(task.name, k) or {}).get("removed")]
+        if claims:
             live = task.claimed_by and task.expires is not None and task.expires > time.time()
             who = f"'{task.claimed_by}' holds it" if live else "it was claimed before"
-            raise FleetError(f"{task.name} has been claimed (attempt {task.attempt}): {who}", hint)
-        waiting = self.dependents(tid)
+            raise FleetError(f"{task.name} has been claimed (attempt {claims[-1]}): {who}", hint)
+        self._refuse_dependents(task, hint)
+        self.ensure()
+        fd = self._mark(task)
+        if fd is None:
+            if (self._claim(task.name, task.attempt + 1) or {}).get("removed"):
+                raise FleetError(f"{task.name} is being removed by another git fleet-task rm just now",
+                                 "see git fleet-task list in a moment")
+            raise FleetError(f"{task.name} was claimed just now; it was not removed", hint)
+        marker = self.state / f"{task.name}.claim-{task.attempt + 1}"
+        result = self.results / f"{task.name}-result.md"
+        try:
+            pause("rm-marked")
+            self._listing = None
+            self._refuse_dependents(task, hint)  # again: an add --depends may have written its spec meanwhile
+            meta = {"task": task.name, "title": task.title, "status": "removed",
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            if not write_new(result, _render(meta, REMOVED)):
+                status = self._outcome(task.name, result)[0]
+                raise FleetError(f"{task.name} {'was' if status == 'removed' else 'is'} {status}: it ended just now; "
+                                 "it was not removed", f"see {result}")
+        finally:
+            marker.unlink(missing_ok=True)  # (ours: no one else writes that name; decided, it keeps nothing off)
+            os.close(fd)
+        pause("rm-ended")
+        self._delete_spec(task)
+        return task
+
+    def _delete_spec(self, task: Task) -> None:
+        try:
+            task.path.unlink(missing_ok=True)
+        except OSError as e:
+            raise FleetError(f"cannot delete {task.path}: {e.strerror}; {task.name} is removed all the same "
+                             f"(results/{task.name}-result.md)", f"delete it by hand, or git fleet-task rm {task.id} "
+                             "again when it can be written") from None
+        self._listing = None
+
+    def _refuse_dependents(self, task: Task, hint: str) -> None:
+        """Refuse to remove `task` if an unfinished task waits for it, or may: a spec so broken
+        that its depends cannot be read."""
+        waiting = self.dependents(task.id)
         if waiting:
             raise FleetError(f"{', '.join(t.name for t in waiting)} depend{'s' if len(waiting) == 1 else ''} on "
                              f"{task.name}", hint + "; or remove the dependency from their specs (depends:)")
-        self.ensure()
-        marker = self.state / f"{task.name}.claim-1"
-        if not self._take(task, None, None, removed=True):
-            raise FleetError(f"{task.name} was claimed just now; it was not removed", hint)
+        unknown = [t for t in self.all() if not t.depends_known and t.result is None and t.id != task.id]
+        if unknown:
+            raise FleetError("\n".join([f"cannot tell whether {t.name} depends on {task.name}: its spec cannot be read"
+                                         for t in unknown] + [t.error or "" for t in unknown]),
+                             f"fix {'them' if len(unknown) > 1 else 'it'} (git fleet-doctor lists where), then remove "
+                             f"{task.name}; or " + hint)
+
+    def _mark(self, task: Task) -> int | None:
+        """rm's claim of `task`, attempt N+1, `removed`: an exclusive create, as a worker's claim,
+        of a file flocked before it appears. Returns the open file, which holds the lock until it
+        is closed (or rm ends); None if a worker or another rm claimed that attempt first."""
+        attempt = task.attempt + 1
+        record = {"agent": None, "attempt": attempt, "pid": os.getpid(), "title": task.title, "claimed": time.time(),
+                  "expires": time.time() + self.lease, "removed": True}
+        fd, tmp = tempfile.mkstemp(prefix=f".{task.name}.claim-{attempt}.", suffix=".tmp", dir=self.state)
         try:
-            task.path.unlink()
-        except OSError as e:
-            marker.unlink(missing_ok=True)
-            raise FleetError(f"cannot remove {task.path}: {e.strerror}") from None
-        self._listing = None
-        # released only now: while the spec was there, a released attempt 1 would have let a worker claim attempt 2
-        write_atomic(marker, json.dumps({**(self._claim(task.name, 1) or {}), "released": True}))
-        return task
+            os.write(fd, json.dumps(record).encode("utf-8"))
+            os.fsync(fd)
+            os.fchmod(fd, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.link(tmp, self.state / f"{task.name}.claim-{attempt}")
+        except FileExistsError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        finally:
+            os.unlink(tmp)
+        return fd
 
     # -- the plan ---------------------------------------------------------------------------------
+
+    def after(self, task: Task, tasks: list[Task]) -> str:
+        """What `task` waits for, each marked if no task ever gets past it: failed or cancelled,
+        removed (its spec deleted by rm), or missing (no spec, deleted by hand)."""
+        state = {t.id: t.status for t in tasks}
+        marks = []
+        for d in task.depends:
+            mark = state.get(d)
+            if mark is None:
+                result = self.results / f"task-{d:03d}-result.md"
+                removed = result.exists() and self._outcome(f"task-{d:03d}", result)[0] == "removed"
+                mark = "removed" if removed else "missing"
+            marks.append(f"task-{d:03d}" + (f" ({mark})" if mark in (*ENDED, "missing") else ""))
+        return ", ".join(marks)
 
     def write_plan(self) -> Path:
         tasks = self.all()
@@ -536,7 +782,6 @@ class Bus:
             status = "blocked" if t.status == "open" and not set(t.depends) <= done else t.status
             by_status.setdefault(status, []).append(t)
         lines = [PLAN_START, "", f"## Tasks ({len(tasks)})", ""]
-        ended = {t.id: t.status for t in tasks if t.status in ("failed", "cancelled")}
         for status in ("claimed", "open", "blocked", "failed", "cancelled", "done", "invalid"):
             group = by_status.get(status, [])
             if not group:
@@ -550,8 +795,7 @@ class Bus:
                 if t.claimed_by and status == "claimed":
                     line += f", claimed by {t.claimed_by}"
                 if t.depends:
-                    line += ", after " + ", ".join(f"task-{d:03d}" + (f" ({ended[d]})" if d in ended else "")
-                                                   for d in t.depends)
+                    line += ", after " + self.after(t, tasks)
                 if t.result:
                     line += f" → [result]({os.path.relpath(t.result, self.root)})"
                 if t.error:

@@ -261,12 +261,28 @@ def _bus(fleet: Any) -> Item:
         return item
     tasks = bus.all()
     lapsed = [t for t in tasks if t.status == "open" and t.attempt and t.claimed_by]
-    for t in lapsed:
+    for t in lapsed:  # (renew needs a live lease: the holder claims anew, like any worker)
         item.bad(f"{t.name}: the lease of '{t.claimed_by}' has lapsed (attempt {t.attempt})",
-                 f"the next git fleet-task claim takes it over; or git fleet-task renew {t.id} --agent {t.claimed_by}")
+                 f"the next git fleet-task claim takes it over (a result from '{t.claimed_by}' is refused now, "
+                 f"and kept aside); or git fleet-task cancel {t.id} if it is not to be done")
+    now = time.time()
     for t in tasks:
-        if t.status == "invalid":
-            item.bad(t.error or f"{t.name} cannot be read", f"fix or remove {t.path}")
+        if t.status != "invalid":
+            continue
+        if t.claimed_by and t.expires is not None and t.expires > now:
+            item.bad(t.error or f"{t.name} cannot be read",
+                     f"fix {t.path}: '{t.claimed_by}' holds {t.name} and goes on with it; do not delete the spec "
+                     f"(its done would fail: no task {t.id}, and its result would only be kept aside)")
+        else:
+            item.bad(t.error or f"{t.name} cannot be read",
+                     f"fix {t.path}; or end it with git fleet-task cancel {t.id} (rm {t.id} if it was added by mistake)")
+    state = {t.id: t.status for t in tasks}
+    for t in tasks:
+        stuck = [d for d in t.depends if state.get(d) in (None, "failed", "cancelled")]
+        if t.result is None and stuck:
+            item.warn(f"{t.name} waits for {bus.after(t, tasks)}: it can never be claimed",
+                      f"take {', '.join(str(d) for d in stuck)} out of the depends: line of {t.path}, or end it "
+                      f"with git fleet-task cancel {t.id}")
     counts: dict[str, int] = {}
     for t in tasks:
         counts[t.status] = counts.get(t.status, 0) + 1

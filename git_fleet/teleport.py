@@ -326,7 +326,7 @@ def keep(cwd: Path, agent: str, snapshot: str) -> str:
 def meta_for(fleet: Any, agent: Agent, remote: str) -> dict[str, Any]:
     tasks = []
     for t in fleet.claimed_tasks(agent):
-        tasks.append({"id": t.id, "file": t.path.name, "spec": t.path.read_text(encoding="utf-8"),
+        tasks.append({"id": t.id, "file": t.path.name, "spec": t.path.read_text(encoding="utf-8", errors="replace"),
                       "title": t.title, "expires": t.expires})
     settings = {k: getattr(agent, k) for k in Agent.SESSION_KEYS if getattr(agent, k) is not None}
     return {"format": FORMAT, "version": __version__, "agent": agent.name, "branch": agent.branch,

@@ -15,21 +15,6 @@ import pytest
 from git_fleet.bus import Bus, front_matter
 from helpers import Sandbox
 
-WORKER = """
-import sys, time
-from pathlib import Path
-from git_fleet.bus import Bus
-bus = Bus(Path(sys.argv[1]))
-name = sys.argv[2]
-got = []
-while True:
-    t = bus.claim(name)
-    if t is None:
-        break
-    bus.finish(t.id, name, f"result of {t.name} by {name}\\n" + "x" * 5000)
-    got.append(t.id)
-print(" ".join(map(str, got)))
-"""
 
 
 @pytest.fixture
@@ -379,3 +364,296 @@ def test_a_spec_broken_by_hand_after_the_claim_never_costs_the_holder_its_result
     assert f"error: {spec}:{line}: priority: 'high' is not a number" in res.err
     assert f"hint: nothing is lost: this result is kept at {kept}" in res.err
     assert front_matter(kept, kept.read_text())[1] == "blocked on the API\n"
+
+
+# -- a task ends once, whoever ends it; rm races, kills and broken specs ------------------------------
+
+def paused(sb: Sandbox, point: str, args: list[str], **kw: object) -> tuple[subprocess.Popen[str], Path]:
+    """A real `git fleet-task ...` stopped at a named point (see pause.py), to kill it there or let it go on."""
+    marker = sb.root / f"paused-at-{point}"
+    proc = sb.spawn(["git", "fleet-task", *args], env={"GIT_FLEET_TEST_PAUSE": point, "GIT_FLEET_TEST_MARKER": str(marker)},
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)  # type: ignore[arg-type]
+    deadline = time.time() + 60
+    while not marker.exists():
+        assert proc.poll() is None, f"git fleet-task {' '.join(args)} ended before {point}: {proc.communicate()}"
+        assert time.time() < deadline, f"git fleet-task {' '.join(args)} never reached {point}"
+        time.sleep(0.02)
+    return proc, marker
+
+
+def go_on(proc: subprocess.Popen[str], marker: Path) -> tuple[int, str, str]:
+    marker.unlink()
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode, out, err
+
+
+def killed(sb: Sandbox, proc: subprocess.Popen[str], marker: Path) -> None:
+    sb.kill_group(proc)
+    marker.unlink()
+
+
+def status_of(result: Path) -> str:
+    return str(front_matter(result, result.read_text())[0]["status"])
+
+
+def test_rm_and_cancel_at_once_end_each_task_once(bus_repo: Sandbox) -> None:
+    """`rm ID & cancel ID &`: exactly one of them succeeds; the other exits 1 saying what won."""
+    sb = bus_repo
+    n = 12
+    for i in range(1, n + 1):
+        sb.fleet("task", "add", f"task {i}")
+    procs = {i: (sb.spawn(["git", "fleet-task", "rm", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE),
+                 sb.spawn(["git", "fleet-task", "cancel", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+             for i in range(1, n + 1)}
+    errs = {i: (rm.communicate(timeout=60)[1], cancel.communicate(timeout=60)[1]) for i, (rm, cancel) in procs.items()}
+    listed = {t["name"]: t["status"] for t in json.loads(sb.fleet("task", "list", "--json").out)}
+    for i, (rm, cancel) in procs.items():
+        rm_err, cancel_err = errs[i]
+        name, result = f"task-{i:03d}", sb.repo / f"results/task-{i:03d}-result.md"
+        specs = list((sb.repo / "tasks").glob(f"{name}-*.md"))
+        assert "Traceback" not in rm_err + cancel_err
+        assert sorted([rm.returncode, cancel.returncode]) == [0, 1], (i, rm_err, cancel_err)
+        if rm.returncode == 0:  # removed: no spec, and the one outcome says so
+            assert (specs, status_of(result), name in listed) == ([], "removed", False)
+            assert f"error: {name} was removed" in cancel_err, cancel_err  # (just now, or before it looked)
+        else:  # cancelled: its spec stays with its result
+            assert (len(specs), status_of(result), listed[name]) == (1, "cancelled", "cancelled")
+            assert f"error: {name} is cancelled" in rm_err and ("it was not removed" in rm_err
+                                                               or "its spec stays with its result" in rm_err), rm_err
+    assert not list((sb.repo / "tasks/.state").glob("*.claim-*"))  # rm's claims go once it decided
+
+
+def test_a_cancel_while_rm_decides_is_settled_by_the_result_link(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    sb.fleet("task", "add", "one")
+    sb.fleet("task", "add", "two")
+    # rm has claimed task 1 and not decided: the cancel links first, so rm is refused
+    rm, marker = paused(sb, "rm-marked", ["rm", "1"])
+    assert sb.fleet("task", "claim", "--agent", "api").out.startswith("task-002\t")  # rm keeps workers off task 1
+    assert sb.run(["git", "fleet-task", "cancel", "1", "--reason", "not wanted"]).code == 0
+    code, out, err = go_on(rm, marker)
+    assert (code, out) == (1, "")
+    assert "error: task-001 is cancelled: it ended just now; it was not removed" in err
+    assert f"hint: see {sb.repo / 'results/task-001-result.md'}" in err
+    assert (sb.repo / "tasks/task-001-one.md").exists()
+    assert sb.fleet("task", "show", "1").out.split("\n")[1] == "state: cancelled at " + \
+        front_matter(sb.repo / "results/task-001-result.md", (sb.repo / "results/task-001-result.md").read_text())[0][
+            "finished"] + ": not wanted"  # (no attempt of rm's is left in its history)
+    # rm has decided (its result is linked) and not deleted the spec yet: the cancel is refused
+    sb.fleet("task", "add", "three")
+    rm, marker = paused(sb, "rm-ended", ["rm", "3"])
+    res = sb.run(["git", "fleet-task", "cancel", "3"], ok=False)
+    assert res.code == 1 and "error: task-003 was removed already; there is nothing to cancel" in res.err
+    assert go_on(rm, marker)[:2] == (0, f"removed task-003 ({sb.repo / 'tasks/task-003-three.md'})\n")
+    res = sb.run(["git", "fleet-task", "cancel", "3"], ok=False)
+    assert res.code == 1 and "error: task-003 was removed at " in res.err and "its spec is deleted" in res.err
+    assert status_of(sb.repo / "results/task-003-result.md") == "removed"
+
+
+def test_a_killed_rm_leaves_nothing_stuck(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    for title in ("one", "two", "three", "four"):
+        sb.fleet("task", "add", title)
+    # killed after it claimed the task, before it decided: the task is as it was, at once
+    for tid in ("1", "2"):
+        killed(sb, *paused(sb, "rm-marked", ["rm", tid]))
+    assert sb.run(["git", "fleet-task", "list"]).out.splitlines()[:2] == ["task-001  open  -  one", "task-002  open  -  two"]
+    assert json.loads(sb.fleet("task", "show", "1", "--json").out)["claimed_by"] is None
+    assert sb.run(["git", "fleet-task", "rm", "1"]).out == f"removed task-001 ({sb.repo / 'tasks/task-001-one.md'})\n"
+    assert sb.run(["git", "fleet-task", "claim", "--agent", "api"]).out.startswith("task-002\t")  # no lease to wait out
+    res = sb.run(["git", "fleet-task", "rm", "2"], ok=False)
+    assert res.code == 1 and "task-002 has been claimed (attempt 2): 'api' holds it" in res.err  # a real claim counts
+    # killed after it decided, before the spec went: the task is removed; the next rm or listing deletes the spec
+    killed(sb, *paused(sb, "rm-ended", ["rm", "3"]))
+    assert (sb.repo / "tasks/task-003-three.md").exists()
+    res = sb.run(["git", "fleet-task", "show", "3"])
+    assert "state: removed" in res.out
+    assert sb.run(["git", "fleet-task", "rm", "3"]).out == f"removed task-003 ({sb.repo / 'tasks/task-003-three.md'})\n"
+    assert not (sb.repo / "tasks/task-003-three.md").exists()
+    killed(sb, *paused(sb, "rm-ended", ["rm", "4"]))
+    assert (sb.repo / "tasks/task-004-four.md").exists()
+    assert [t["name"] for t in json.loads(sb.run(["git", "fleet-task", "list", "--json"]).out)] == ["task-002"]
+    assert not (sb.repo / "tasks/task-004-four.md").exists()
+    res = sb.run(["git", "fleet-task", "rm", "4"], ok=False)
+    assert res.code == 1 and "error: task-004 was removed at " in res.err and "Traceback" not in res.err
+    assert [status_of(sb.repo / f"results/task-00{i}-result.md") for i in (1, 3, 4)] == ["removed"] * 3
+
+
+def test_add_refuses_a_dependency_no_task_could_get_past(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    for title in ("open one", "failed one", "cancelled one", "removed one"):
+        sb.fleet("task", "add", title)
+    sb.fleet("task", "claim", "--agent", "api")
+    sb.fleet("task", "claim", "--agent", "api")
+    sb.fleet("task", "fail", "2", "--agent", "api", "--reason", "cannot")
+    sb.fleet("task", "cancel", "3")
+    sb.fleet("task", "rm", "4")
+    res = sb.run(["git", "fleet-task", "add", "after nothing", "--depends", "99"], ok=False)
+    assert res.code == 2 and "error: task 99 (a dependency) does not exist" in res.err  # a wrong id: misuse
+    for tid, how in (("2", "is failed"), ("3", "is cancelled"), ("4", "was removed")):
+        res = sb.run(["git", "fleet-task", "add", "after it", "--depends", "1", "--depends", tid], ok=False)
+        assert res.code == 1 and f"error: task-00{tid} (a dependency) {how} at " in res.err
+        assert ": a task that waits for it could never be claimed" in res.err
+        assert f"hint: add it without --depends {tid}" in res.err
+    assert [p.name for p in sorted((sb.repo / "tasks").glob("*.md"))] == ["task-001-open-one.md", "task-002-failed-one.md",
+                                                                          "task-003-cancelled-one.md"]
+    assert sb.run(["git", "fleet-task", "add", "after the open one", "--depends", "1"]).out == "task-005\n"
+
+
+def test_rm_and_add_depends_at_once_never_leave_a_task_waiting_for_nothing(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    n = 10
+    for i in range(1, n + 1):
+        sb.fleet("task", "add", f"task {i}")
+    procs = {i: (sb.spawn(["git", "fleet-task", "rm", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE),
+                 sb.spawn(["git", "fleet-task", "add", f"after {i}", "--depends", str(i)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE))
+             for i in range(1, n + 1)}
+    outs = {i: (rm.communicate(timeout=60), add.communicate(timeout=60)) for i, (rm, add) in procs.items()}
+    tasks = json.loads(sb.fleet("task", "list", "--json").out)
+    ids = {t["id"] for t in tasks}
+    assert [(t["name"], t["depends"]) for t in tasks if not set(t["depends"]) <= ids] == []
+    for i, (rm, add) in procs.items():
+        (_, rm_err), (_, add_err) = outs[i]
+        assert sorted([rm.returncode, add.returncode]) == [0, 1], (i, rm_err, add_err)  # one of them, never both
+        assert "Traceback" not in rm_err + add_err
+        if rm.returncode == 0:
+            assert f"error: task-{i:03d} (a dependency) was removed" in add_err, add_err
+        else:
+            assert f"depends on task-{i:03d}" in rm_err, rm_err
+
+
+def test_rm_and_add_depends_in_either_order_of_their_steps(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    sb.fleet("task", "add", "one")
+    sb.fleet("task", "add", "two")
+    # add has written its spec and not checked again: rm, reading the specs, sees it and is refused
+    add, marker = paused(sb, "add-written", ["add", "after one", "--depends", "1"])
+    res = sb.run(["git", "fleet-task", "rm", "1"], ok=False)
+    assert res.code == 1 and "error: task-003 depends on task-001" in res.err
+    assert go_on(add, marker)[:2] == (0, "task-003\n")
+    # rm has claimed the task and not decided: add waits for it, and is refused when it removes the task
+    rm, marker = paused(sb, "rm-marked", ["rm", "2"])
+    add = sb.spawn(["git", "fleet-task", "add", "after two", "--depends", "2"], stdout=subprocess.PIPE,
+                   stderr=subprocess.PIPE)
+    time.sleep(0.5)
+    assert add.poll() is None  # waiting for the rm to decide
+    assert go_on(rm, marker)[0] == 0
+    out, err = add.communicate(timeout=60)
+    assert (add.returncode, out) == (1, "") and "error: task-002 (a dependency) was removed at " in err
+    assert [t["name"] for t in json.loads(sb.fleet("task", "list", "--json").out)] == ["task-001", "task-003"]
+    assert sb.fleet("task", "add", "next").out == "task-004\n"  # (refused before it took an id)
+
+
+def test_rm_reads_what_a_broken_spec_waits_for(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    sb.fleet("task", "add", "Add refunds")
+    sb.fleet("task", "add", "Document refunds", "--depends", "1")
+    sb.fleet("task", "add", "Unrelated")
+    spec = sb.repo / "tasks/task-002-document-refunds.md"
+    text = spec.read_text()
+    spec.write_text(text.replace("priority: 0", "priority: 0\nthis line is wrong"))  # broken, its depends readable
+    assert json.loads(sb.fleet("task", "show", "2", "--json").out)["status"] == "invalid"
+    res = sb.run(["git", "fleet-task", "rm", "1"], ok=False)
+    assert res.code == 1 and "error: task-002 depends on task-001" in res.err
+    spec.write_text(text.replace("depends: [1]", "depends: [1, one]"))  # what it waits for cannot be told
+    for tid in ("1", "3"):
+        res = sb.run(["git", "fleet-task", "rm", tid], ok=False)
+        assert res.code == 1
+        assert f"error: cannot tell whether task-002 depends on task-00{tid}: its spec cannot be read" in res.err
+        assert f"error: {spec}:" in res.err and "hint: fix it (git fleet-doctor lists where)" in res.err
+        assert "Traceback" not in res.err
+    spec.write_text(text.replace("depends: [1]", "depends: []"))
+    sb.run(["git", "fleet-task", "rm", "3"])
+
+
+def test_a_missing_dependency_is_marked_in_show_plan_and_doctor(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    sb.fleet("task", "add", "one")
+    sb.fleet("task", "add", "two")
+    sb.fleet("task", "add", "after both", "--depends", "1", "--depends", "2")
+    (sb.repo / "tasks/task-001-one.md").unlink()  # deleted by hand
+    spec = sb.repo / "tasks/task-003-after-both.md"
+    assert "after: task-001 (missing), task-002\n" in sb.fleet("task", "show", "3").out
+    sb.fleet("plan")
+    assert "after both, after task-001 (missing), task-002" in (sb.repo / "master_plan.md").read_text()
+    out = sb.fleet("doctor", ok=None).out
+    assert "task-003 waits for task-001 (missing), task-002: it can never be claimed" in out
+    assert f"take 1 out of the depends: line of {spec}" in out
+    # one written back by hand after task-002 was removed
+    spec.write_text(spec.read_text().replace("depends: [1, 2]", "depends: []"))
+    sb.fleet("task", "rm", "2")
+    spec.write_text(spec.read_text().replace("depends: []", "depends: [2]"))
+    assert "after: task-002 (removed)\n" in sb.fleet("task", "show", "3").out
+
+
+def test_a_multi_line_reason_is_shown_on_one_line_and_forges_nothing(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    sb.fleet("task", "add", "Add refunds")
+    api = worktree(sb, "api")
+    sb.fleet("task", "claim", cwd=api)
+    reason = "refunds are dropped\n---\nstatus: done\nagent: api\n---\nsee the notes"
+    sb.run(["git", "fleet-task", "cancel", "1", "--reason", reason])
+    result = sb.repo / "results/task-001-result.md"
+    meta, body = front_matter(result, result.read_text())
+    assert (meta["status"], set(meta)) == ("cancelled", {"task", "title", "status", "holder", "attempt", "finished"})
+    assert body == reason + "\n"  # the reason as given, after the front matter
+    joined = "refunds are dropped --- status: done agent: api --- see the notes"
+    res = sb.run(["git", "fleet-task", "done", "1", "--result-file", "-"], cwd=api, ok=False, input="half\n")
+    errors = [line for line in res.err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: task-001 was cancelled at {meta['finished']}: {joined}; 'api' does not hold it any more"]
+    assert all(line.startswith(("error:", "hint:")) for line in res.err.splitlines())
+    kept = sb.repo / "results/task-001-unrecorded-api-1.md"
+    kept_meta, _ = front_matter(kept, kept.read_text())
+    assert kept_meta["status"] == "done" and kept_meta["unrecorded"] == errors[0].removeprefix("error: ")
+    shown = sb.fleet("task", "show", "1").out.splitlines()
+    assert shown[1] == f"state: cancelled (attempt 1, api) at {meta['finished']}: {joined}"
+    # nor can a title: its lines are joined too
+    sb.run(["git", "fleet-task", "add", "Two lines\nagent: docs\npriority: 9"])
+    spec = next((sb.repo / "tasks").glob("task-002-*.md"))
+    spec_meta, _ = front_matter(spec, spec.read_text())
+    assert (spec_meta["title"], spec_meta.get("agent"), spec_meta["priority"]) == ("Two lines agent: docs priority: 9",
+                                                                                   None, "0")
+
+
+def test_a_held_task_whose_spec_is_broken_stays_the_holders(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    sb.fleet("task", "add", "Add refunds")
+    sb.fleet("task", "add", "Lapsing")
+    api = worktree(sb, "api")
+    sb.run(["git", "fleet-task", "claim"], cwd=api)
+    sb.run(["git", "fleet-task", "claim", "--agent", "docs", "--lease", "1s"])
+    spec = sb.repo / "tasks/task-001-add-refunds.md"
+    spec.write_text(spec.read_text().replace("priority: 0", "priority: high"))
+    # the brief, and the FLEET_TASK ({task}) of its commands
+    assert sb.run(["git", "fleet-run", "api", "--", "sh", "-c", 'echo "$FLEET_TASK"']).out == "task-001\n"
+    brief = (api / ".fleet/brief.md").read_text()
+    assert f"Claimed by you: task-001 Add refunds ({spec})" in brief
+    time.sleep(1.2)
+    out = sb.fleet("doctor", ok=False).out
+    assert f"fix {spec}: 'api' holds task-001 and goes on with it" in out and "fix or remove" not in out
+    assert "task-002: the lease of 'docs' has lapsed (attempt 1)" in out
+    assert "renew" not in out  # renew needs a live lease: it would be refused
+    assert sb.run(["git", "fleet-task", "renew", "2", "--agent", "docs"], ok=False).code == 1
+
+
+def test_a_held_task_whose_spec_is_broken_teleports_with_its_holder(bus_repo: Sandbox) -> None:
+    sb = bus_repo
+    hub, there = sb.root / "hub.git", sb.root / "m2" / "repo"
+    sb.git("init", "-q", "--bare", "-b", "main", str(hub))
+    sb.git("remote", "add", "origin", str(hub))
+    sb.git("push", "-q", "origin", "main")
+    (sb.root / "m2").mkdir()
+    sb.git("clone", "-q", str(hub), str(there), cwd=sb.root)
+    sb.git("fleet-init", cwd=there)
+    sb.fleet("task", "add", "Add refunds")
+    sb.run(["git", "fleet-task", "claim", "--agent", "api"])
+    spec = sb.repo / "tasks/task-001-add-refunds.md"
+    spec.write_text(spec.read_text().replace("priority: 0", "priority: high"))
+    sb.run(["git", "fleet-teleport", "push", "api"])
+    assert "1 claimed task(s)" in sb.run(["git", "fleet-teleport", "pull", "api"], cwd=there).out
+    shown = json.loads(sb.run(["git", "fleet-task", "show", "1", "--json"], cwd=there).out)
+    assert (shown["status"], shown["claimed_by"], shown["title"]) == ("invalid", "api", "Add refunds")
+    res = sb.run(["git", "fleet-task", "done", "1", "--agent", "api"], cwd=there)
+    assert f"warning: {there / 'tasks/task-001-add-refunds.md'}:" in res.err
+    assert json.loads(sb.run(["git", "fleet-task", "show", "1", "--json"], cwd=there).out)["status"] == "done"

@@ -792,10 +792,14 @@ def task_path() -> int:
 @click.argument("title")
 @click.option("--agent", metavar="NAME", shell_complete=completion.agents, help="Only this agent may claim it (default: anyone).")
 @click.option("--body-file", metavar="FILE", shell_complete=completion.files, help="The task's description, from a file, or - for standard input.")
-@click.option("--depends", multiple=True, metavar="ID", shell_complete=completion.tasks, help="A task that must be done first; repeat for more.")
+@click.option("--depends", multiple=True, metavar="ID", shell_complete=completion.tasks, help="A task that must be done first (one that failed, was cancelled or removed is refused); repeat for more.")
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher is claimed first.")
 def task_add(title: str, agent: str | None, body_file: str | None, depends: tuple[str, ...], priority: int) -> int:
-    """Write a new task spec, tasks/task-NNN-<slug>.md, and print its id."""
+    """Write a new task spec, tasks/task-NNN-<slug>.md, and print its id.
+
+    A dependency must exist (exit status 2 if no task has that id) and be one a task can wait
+    out: one that failed, was cancelled or removed is refused (exit status 1), as is one removed
+    while the spec was written (the spec is deleted again)."""
     from ..bus import parse_id
 
     fleet = load()
@@ -842,12 +846,13 @@ def task_show(id: str, as_json: bool) -> int:
         print_json({**t.as_dict(), "body": t.body, "unrecorded": kept})
         return 0
     click.echo(f"{t.name}: {t.title}")
-    click.echo(f"state: {t.status}" + (f" (attempt {t.attempt}, {t.claimed_by})" if t.attempt else "")
+    click.echo(f"state: {t.status}" + (f" (attempt {t.attempt}" + (f", {t.claimed_by})" if t.claimed_by else ")")
+                                       if t.attempt else "")
                + (bus.why_cancelled(t) if t.status == "cancelled" else ""))
     if t.agent:
         click.echo(f"for: {t.agent}")
     if t.depends:
-        click.echo("after: " + ", ".join(f"task-{d:03d}" for d in t.depends))
+        click.echo("after: " + bus.after(t, bus.all()))
     click.echo(f"spec: {t.path}")
     if t.result:
         click.echo(f"result: {t.result}")
@@ -1013,11 +1018,16 @@ def task_cancel(id: str, reason: str | None) -> int:
 
 
 @task.command("rm", cls=FleetCommand)
-@click.argument("id", shell_complete=completion.open_tasks)
+@click.argument("id", shell_complete=completion.removable_tasks)
 def task_rm(id: str) -> int:
     """Delete a task added by mistake: its spec goes. Only a task that nobody has ever claimed and
     that no unfinished task depends on; any other is cancelled instead (git fleet-task cancel),
-    so its record stays. Its id is not given out again. The orchestrator's only."""
+    so its record stays. Its id is not given out again. The orchestrator's only.
+
+    It ends as any task does, once: results/task-NNN-result.md, status: removed, is linked into
+    place before the spec goes, so a cancel racing it either lands first (then rm is refused)
+    or is refused itself. An rm killed halfway leaves nothing stuck: the task is as it was, or
+    removed (the next rm, or any listing, deletes the spec left behind)."""
     from ..bus import parse_id
 
     t = _orchestrators("remove a task").remove(parse_id(id))
