@@ -8,6 +8,10 @@ through click's completion with the callbacks below. A failure completes nothing
 
     python -m git_fleet.completion bash|zsh|fish   print a shim to source
     python -m git_fleet.completion install PREFIX  install the shims where the shells look
+
+install writes only where it may: a file it wrote before (listed in PREFIX/share/git-fleet/
+completion-files, or carrying HEADER, a line the printed scripts never have) is replaced, and
+removed once no longer wanted; anything else at one of its paths is left, with a warning.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,11 +31,18 @@ import click
 from click.shell_completion import CompletionItem, ShellComplete
 
 if TYPE_CHECKING:
+    from .bus import Bus, Task
     from .config import Config
+    from .fleet import Fleet
 
 Callback = Callable[[click.Context, click.Parameter, str], list[CompletionItem]]
 SHELLS = ("bash", "zsh", "fish")
-MARK = "git-fleet shell completion"  # in every installed file: what install may replace or remove
+MARK = "git-fleet shell completion"  # in every script, printed or installed (how install knew its files before MANIFEST)
+# in every file install writes, and in no printed script: a user's saved copy of one is never taken for install's
+HEADER = "# Written by `python -m git_fleet.completion install`, which replaces and removes it: do not edit."
+MANIFEST = "git-fleet/completion-files"  # under PREFIX/share: the files install wrote, one a line
+DIRS = ("bash-completion/completions", "zsh/site-functions", "fish/vendor_functions.d", "fish/vendor_conf.d",
+        "fish/vendor_completions.d")  # under PREFIX/share: the only places install writes or removes
 
 
 def _quiet(fn: Callback) -> Callback:
@@ -44,16 +56,24 @@ def _quiet(fn: Callback) -> Callback:
     return safe
 
 
-def _fleet() -> tuple[Path, Config]:
-    """The main worktree and the fleet's config, read without the side effects of Fleet.here."""
+def _here() -> Fleet:
+    """The fleet, read without the side effects of Fleet.here (no recovery, no record)."""
     from . import config
+    from .fleet import Fleet
     from .repo import Repo
 
-    main = Repo.discover().main_worktree
+    repo = Repo.discover()
+    main = repo.main_worktree
     cfg = config.load(main / config.CONFIG_NAME) if main is not None else None
     if main is None or cfg is None:
         raise LookupError("no fleet here")
-    return main, cfg
+    return Fleet(repo, main, cfg, (main / config.CONFIG_NAME).read_text(encoding="utf-8"))
+
+
+def _fleet() -> tuple[Path, Config]:
+    """The main worktree and the fleet's config."""
+    fleet = _here()
+    return fleet.main, fleet.config
 
 
 def _given(ctx: click.Context, param: click.Parameter) -> set[str]:
@@ -76,36 +96,86 @@ def checkpoints(ctx: click.Context, param: click.Parameter, incomplete: str) -> 
             if c.name.startswith(incomplete)]
 
 
-def _task_ids(incomplete: str, statuses: tuple[str, ...] = ()) -> list[CompletionItem]:
-    """The tasks on the bus (in one of `statuses`, if given), by id as typed: task-007 (the
-    default), 7 or 007."""
+def _bus(fleet: Fleet) -> Bus:
     from .bus import Bus
 
-    main, cfg = _fleet()
+    return Bus(Path(os.path.normpath(fleet.main / fleet.config.bus_dir)))
+
+
+def _tasks(fleet: Fleet) -> list[Task]:
+    return _bus(fleet).all()
+
+
+def _held(t: Task) -> bool:
+    """Whether someone holds `t` now, as Bus._holding decides: a live claim, not ended (its spec
+    may be broken by hand since: its holder may still renew, release or finish it)."""
+    return t.result is None and bool(t.claimed_by) and t.expires is not None and t.expires > time.time()
+
+
+def _ids(tasks: list[Task], incomplete: str) -> list[CompletionItem]:
+    """`tasks` by id as typed: task-007 (the default), 7 or 007."""
     found = []
-    for t in Bus(Path(os.path.normpath(main / cfg.bus_dir))).all():
+    for t in tasks:
         form = next((f for f in (t.name, str(t.id), f"{t.id:03d}") if f.startswith(incomplete)), None)
-        if form is not None and (t.status in statuses or not statuses):
-            found.append(CompletionItem(form, help=f"{t.status}: {t.title}"))
+        if form is not None:
+            holder = f" by {t.claimed_by}" if _held(t) else ""
+            found.append(CompletionItem(form, help=f"{t.status}{holder}: {t.title}"))
     return found
+
+
+def _agent_here(fleet: Fleet) -> str | None:
+    """The agent a command typed here runs as, by default (Fleet.worker, Fleet.refuse_agents):
+    $FLEET_AGENT, else the agent whose worktree this is; None in the main worktree."""
+    return os.environ.get("FLEET_AGENT") or (a.name if (a := fleet.current_agent()) is not None else None)
 
 
 @_quiet
 def tasks(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """Every task on the bus."""
-    return _task_ids(incomplete)
+    return _ids(_tasks(_here()), incomplete)
 
 
 @_quiet
-def open_tasks(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """The tasks not ended yet: what cancel and rm take."""
-    return _task_ids(incomplete, ("open", "claimed"))
+def unended_tasks(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """What cancel takes: the tasks not ended (open, claimed, or with a spec broken by hand);
+    none for an agent, which cancel refuses."""
+    fleet = _here()
+    if _agent_here(fleet) is not None:
+        return []
+    return _ids([t for t in _tasks(fleet) if t.result is None], incomplete)
+
+
+@_quiet
+def removable_tasks(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """What rm takes (Bus.remove): the tasks not ended that no worker ever claimed (a claim of a
+    rm that was killed before it decided does not count; one deciding now holds the task) and
+    that no unfinished task depends on, or may (its depends unreadable); none for an agent, which
+    rm refuses."""
+    fleet = _here()
+    if _agent_here(fleet) is not None:
+        return []
+    bus = _bus(fleet)
+    all_ = bus.all()
+    unfinished = [t for t in all_ if t.result is None]
+    waited_for = {d for t in unfinished for d in t.depends}
+    unknown = {t.id for t in unfinished if not getattr(t, "depends_known", True)}
+
+    def removable(t: Task) -> bool:
+        never_claimed = all((bus._claim(t.name, k) or {}).get("removed") for k in range(1, t.attempt + 1))
+        return t.status != "claimed" and never_claimed and t.id not in waited_for and not unknown - {t.id}
+
+    return _ids([t for t in unfinished if removable(t)], incomplete)
 
 
 @_quiet
 def claimed_tasks(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """The tasks someone holds: what done, fail, renew and release take."""
-    return _task_ids(incomplete, ("claimed",))
+    """What done, fail, renew and release take: the tasks held by whoever runs them (--agent on
+    the line, $FLEET_AGENT, the agent whose worktree this is), a spec broken by hand since the
+    claim included; from the main worktree, with no agent known, everyone's."""
+    fleet = _here()
+    given = ctx.params.get("agent")
+    who = given if isinstance(given, str) and given else _agent_here(fleet)
+    return _ids([t for t in _tasks(fleet) if _held(t) and (who is None or t.claimed_by == who)], incomplete)
 
 
 def files(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
@@ -143,11 +213,17 @@ def _line(item: CompletionItem) -> str:
 
 # -- the shims ---------------------------------------------------------------------------------------------
 
+def _fish_quote(text: str) -> str:
+    """`text` as one fish word: in fish's single quotes, \\ and \\' are escapes."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def _template(name: str) -> str:
     from importlib import resources
 
     text = (resources.files(__package__ or "git_fleet") / "completions" / name).read_text(encoding="utf-8")
-    return text.replace("@PYTHON@", shlex.quote(sys.executable))
+    quote = _fish_quote if name.endswith(".fish") else shlex.quote
+    return text.replace("@PYTHON@", quote(sys.executable))
 
 
 def _summary(command: str) -> str:
@@ -155,8 +231,9 @@ def _summary(command: str) -> str:
     return " ".join(cli.get_short_help_str(80).split())
 
 
-def installed_files(shell: str) -> dict[str, str]:
-    """The files that make up `shell`'s completion, by their path under PREFIX/share."""
+def _scripts(shell: str) -> dict[str, str]:
+    """The files that make up `shell`'s completion, by their path under PREFIX/share, as scripts
+    (without HEADER)."""
     names = list(commands())
     if shell == "bash":  # one script; bash-completion loads it by any command's name
         text = _template("git-fleet.bash").replace("@COMMANDS@", " ".join(names))
@@ -173,11 +250,23 @@ def installed_files(shell: str) -> dict[str, str]:
     return out
 
 
+def _with_header(text: str) -> str:
+    """`text` with HEADER after its #compdef and #description lines (which zsh reads first)."""
+    lines = text.splitlines(keepends=True)
+    at = next((n for n, line in enumerate(lines) if not line.startswith(("#compdef", "#description"))), len(lines))
+    return "".join(lines[:at] + [HEADER + "\n"] + lines[at:])
+
+
+def installed_files(shell: str) -> dict[str, str]:
+    """The files install writes for `shell`, by their path under PREFIX/share."""
+    return {rel: _with_header(text) for rel, text in _scripts(shell).items()}
+
+
 def script(shell: str) -> str:
     """One script to source (from ~/.bashrc, ~/.zshrc after compinit, or config.fish)."""
     names = list(commands())
     if shell == "bash":
-        return next(iter(installed_files("bash").values()))
+        return next(iter(_scripts("bash").values()))
     if shell == "zsh":
         return (f"# {MARK}: source it after compinit\n"
                 f"_git-fleet () {{\n{_template('git-fleet.zsh')}}}\n"
@@ -185,7 +274,7 @@ def script(shell: str) -> str:
                 "    functions[_git-$__git_fleet_c]=$functions[_git-fleet]\n"
                 "    compdef _git-$__git_fleet_c git-$__git_fleet_c\n"
                 "done\nunset __git_fleet_c\n")
-    files = installed_files("fish")
+    files = _scripts("fish")
     return "".join(files[p] for p in sorted(files, key=lambda p: "vendor_completions" in p))
 
 
@@ -208,23 +297,80 @@ def _zsh_hint(site: Path) -> str | None:
     return f"hint: for zsh completion, add fpath+=({site}) to {rc} before compinit"
 
 
+def _ours(rel: str) -> bool:
+    """Whether `rel` (from a manifest) is a path install may write or remove: a file right in DIRS."""
+    parent, _, name = rel.rpartition("/")
+    return parent in DIRS and name not in ("", ".", "..")
+
+
+def _listed(manifest: Path) -> set[str] | None:
+    """The files an earlier install wrote, from its manifest; None when there is none (no install
+    yet, or only one from before the manifest)."""
+    try:
+        text = manifest.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+    return {line for line in text.splitlines() if not line.startswith("#") and _ours(line)}
+
+
+def _file_text(path: Path) -> str | None:
+    """The text of the regular file at `path`; None for anything else (a symlink, a directory):
+    install writes regular files only."""
+    if path.is_symlink() or not path.is_file():
+        return None
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def _written_before_the_manifest(have: str, script: str) -> bool:
+    """Whether `have`, at the path of `script`, is what an install from before the manifest wrote
+    there: the phrase, and the first line of that script (#compdef git-fleet-rm, ...), which a
+    printed script saved there under that name does not start with (but for bash's one script)."""
+    return MARK in have and have.partition("\n")[0] == script.partition("\n")[0]
+
+
 def install(prefix: Path) -> list[str]:
-    """Write every shell's files under PREFIX/share (again: replacing ours, removing our stale
-    ones); returns hints for what a shell will not find by itself."""
+    """Write every shell's files under PREFIX/share, and list them in PREFIX/share/MANIFEST.
+    Again: a file install wrote (listed, or carrying HEADER) is replaced, and removed once it is
+    no longer wanted; anything else at one of its paths is left as it is, with a warning; so a
+    user's own files, and their saved copies of the printed scripts, are never touched. Returns
+    those warnings and hints for what a shell will not find by itself."""
+    from .files import write_atomic
+
     share = prefix / "share"
-    wanted = {share / rel: text for shell in SHELLS for rel, text in installed_files(shell).items()}
-    for d in {p.parent for p in wanted}:
-        d.mkdir(parents=True, exist_ok=True)
-        for old in d.iterdir():
-            if "git-fleet" in old.name and old not in wanted and old.is_file() and MARK in old.read_text(errors="replace"):
-                old.unlink()
-    for path, text in wanted.items():
-        if not path.is_file() or path.read_text(errors="replace") != text:
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(path)
+    manifest = share / MANIFEST
+    listed = _listed(manifest)
+    scripts = {rel: text for shell in SHELLS for rel, text in _scripts(shell).items()}
+    wanted = {rel: _with_header(text) for rel, text in scripts.items()}
+    told, owned = [], []
+    for rel, text in wanted.items():
+        path = share / rel
+        have = _file_text(path)
+        if have is None and not os.path.lexists(path):
+            pass
+        elif not (have is not None and (rel in (listed or ()) or HEADER in have.splitlines() or (
+                listed is None and _written_before_the_manifest(have, scripts[rel])))):
+            told.append(f"warning: left {path} as it is: git-fleet's install did not write it "
+                        "(move it away and install again to have git-fleet's completion there)")
+            continue
+        owned.append(rel)
+        if have != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, text)
+    for rel in sorted((listed or set()) - set(wanted)):  # what an older git-fleet installed
+        path = share / rel
+        have = _file_text(path)
+        if have is not None and HEADER in have.splitlines():
+            path.unlink()
+        elif have is not None:
+            told.append(f"warning: left {path} as it is: git-fleet no longer installs it, and it was changed "
+                        "since it was installed")
+    record = ("# The files `python -m git_fleet.completion install` wrote under PREFIX/share: it replaces them, "
+              "and removes them once they are not needed\n" + "".join(f"{rel}\n" for rel in sorted(owned)))
+    if _file_text(manifest) != record:
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(manifest, record)
     hint = _zsh_hint(share / "zsh/site-functions")
-    return [hint] if hint else []
+    return told + ([hint] if hint else [])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -186,7 +186,8 @@ def _zsh(fleet: Fleet, cases: list[tuple[Path, str]]) -> list[set[str]]:
     finally:
         Sandbox.kill_group(proc)
         os.close(master)
-    assert not re.search(rb"Traceback|error:|not found", screen), screen.decode(errors="replace")
+    assert not re.search(rb"(?i)Traceback|error:|not found|no such file|unknown command", screen), \
+        screen.decode(errors="replace")
     found: list[set[str]] = []
     for line in out.read_text().splitlines():
         if line == "--- ready":
@@ -229,19 +230,188 @@ def test_fish_git_completion_completes_agents_checkpoints_tasks(fleet: Fleet) ->
     assert done.stderr == "", done.stderr
 
 
-def test_printed_shims_are_valid_scripts_and_install_is_idempotent(home: Path) -> None:
+def fish(cases: list[tuple[Path, str]], setup: str = "") -> tuple[list[list[str]], str]:
+    """What `complete -C LINE` offers in fish, from each directory; and what fish printed on stderr."""
+    script = setup + "".join(f"cd {shlex.quote(str(d))}; complete -C {shlex.quote(line)}; echo '---'\n"
+                             for d, line in cases)
+    done = subprocess.run(["fish", "-c", script], capture_output=True, text=True, timeout=60)
+    got = [[c.split("\t")[0] for c in block.strip("\n").splitlines()] for block in done.stdout.split("---\n")[:-1]]
+    assert len(got) == len(cases), done.stdout + done.stderr
+    return got, done.stderr
+
+
+def test_a_missing_interpreter_completes_nothing_silently(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The venv the shims were installed from is deleted (or git-fleet was reinstalled under
+    another Python, whose shims were then removed): every shell completes nothing and prints nothing."""
+    gone = fleet.home / "old venv" / "it's gone" / "bin" / "python"  # never there: a deleted venv
+    monkeypatch.setattr(sys, "executable", str(gone))
+    completion.install(fleet.home / ".local")
+    rm = fleet.home / ".local/share/zsh/site-functions/_git-fleet-rm"
+    assert "old venv" in rm.read_text()
+    repo = fleet.repo
+    lines = ["git fleet-rm ", "git-fleet-rm ", "git fleet-task done ", "git-fleet-task show "]
+    if GIT_BASH.exists() and BASH_COMPLETION.exists():
+        replies, err = bash([(repo, line) for line in lines], f". {BASH_COMPLETION}\n. {GIT_BASH}\n")
+        assert (replies, err) == ([[]] * len(lines), ""), err
+    if shutil.which("zsh"):
+        assert _zsh(fleet, [(repo, line) for line in lines]) == [set()] * len(lines)
+    if shutil.which("fish"):
+        got, err = fish([(repo, line) for line in lines])
+        assert (got, err) == ([[]] * len(lines), ""), err
+
+
+def test_task_ids_are_those_the_command_takes_from_whoever_completes(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rm: tasks never claimed that nothing waits for; cancel: tasks not ended; done, renew,
+    release and fail: the tasks the completing agent holds (--agent, $FLEET_AGENT, the worktree's
+    agent; from the main worktree, anyone's), a spec broken by hand after the claim included;
+    rm and cancel, the orchestrator's only, complete nothing for an agent."""
+    needs(GIT_BASH, BASH_COMPLETION)
+    sb = fleet.sb
+    # task-001 is claimed by backend, task-002 is open (Fleet)
+    sb.fleet("task", "add", "Search", "--agent", "web", "--priority", "9")
+    assert sb.fleet("task", "claim", "--agent", "web").out.startswith("task-003")
+    sb.fleet("task", "add", "Logs", "--agent", "backend", "--priority", "9")
+    assert sb.fleet("task", "claim", "--agent", "backend").out.startswith("task-004")
+    spec = next((fleet.repo / "tasks").glob("task-004-*.md"))
+    spec.write_text("---\ntitle: Logs\nthis line is wrong\n---\n")  # broken by hand: task-004 is invalid
+    sb.fleet("task", "add", "Docs", "--agent", "backend", "--priority", "9")
+    assert sb.fleet("task", "claim", "--agent", "backend").out.startswith("task-005")
+    sb.fleet("task", "done", "5", "--agent", "backend")
+    sb.fleet("task", "add", "Retry", "--agent", "backend", "--priority", "9")
+    assert sb.fleet("task", "claim", "--agent", "backend").out.startswith("task-006")
+    sb.fleet("task", "release", "6", "--agent", "backend")  # open again, but claimed once: rm refuses it
+    sb.fleet("task", "add", "Checkout")
+    sb.fleet("task", "add", "Pay", "--depends", "7")  # rm refuses task-007: task-008 waits for it
+    listed = {line.split()[0]: line.split()[1] for line in sb.fleet("task", "list").out.splitlines()
+              if line.startswith("task-")}
+    assert listed == {"task-001": "claimed", "task-002": "open", "task-003": "claimed", "task-004": "invalid",
+                      "task-005": "done", "task-006": "open", "task-007": "open", "task-008": "open"}, listed
+    ids = lambda *n: [f"task-00{i} " for i in n]  # noqa: E731
+    main, backend = fleet.repo, fleet.backend
+    cases = {
+        (main, "git fleet-task rm "): ids(2, 8),
+        (main, "git fleet-task cancel "): ids(1, 2, 3, 4, 6, 7, 8),
+        (main, "git fleet-task done "): ids(1, 3, 4),  # no agent known: anyone's
+        (main, "git fleet-task renew --agent web "): ids(3),
+        (main, "git-fleet-task fail --agent backend "): ids(1, 4),
+        (backend, "git fleet-task done "): ids(1, 4),  # backend's worktree
+        (backend, "git fleet-task release "): ids(1, 4),
+        (backend, "git fleet-task renew --agent web "): ids(3),
+        (backend, "git fleet-task rm "): [],
+        (backend, "git fleet-task cancel "): [],
+        (main, "git fleet-task show "): ids(1, 2, 3, 4, 5, 6, 7, 8),
+    }
+    setup = f". {BASH_COMPLETION}\n. {GIT_BASH}\n"
+    replies, err = bash(list(cases), setup)
+    assert dict(zip(cases, replies)) == cases and err == "", err
+    monkeypatch.setenv("FLEET_AGENT", "web")  # in web's session, in the main worktree
+    session = {(main, "git fleet-task done "): ids(3), (main, "git fleet-task rm "): [],
+               (main, "git fleet-task done --agent backend "): ids(1, 4)}
+    replies, err = bash(list(session), setup)
+    assert dict(zip(session, replies)) == session and err == "", err
+    monkeypatch.delenv("FLEET_AGENT")
+    if shutil.which("fish"):
+        got, err = fish([(backend, "git fleet-task done "), (main, "git-fleet-task rm "), (main, "git fleet-task done ")])
+        assert (got, err) == ([["task-001", "task-004"], ["task-002", "task-008"], ["task-001", "task-003", "task-004"]],
+                              ""), err
+        got, err = fish([(main, "git fleet-task done ")], "set -gx FLEET_AGENT web\n")
+        assert (got, err) == ([["task-003"]], ""), err
+
+
+def tree(root: Path) -> dict[Path, tuple[str, int]]:
+    """Every file under `root`: its text and when it was last written."""
+    return {p: (p.read_text(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def install_cli(prefix: Path) -> subprocess.CompletedProcess[str]:
+    """The installer, as install.sh runs it."""
+    return subprocess.run([sys.executable, "-I", "-m", "git_fleet.completion", "install", str(prefix)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_printed_shims_are_valid_scripts_and_install_is_idempotent(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SHELL", raising=False)  # no zsh hint: install says nothing
     for shell in completion.SHELLS:
+        printed = completion.script(shell)
+        assert completion.MARK in printed and completion.HEADER not in printed.splitlines(), shell
         if shutil.which(shell):
-            check = subprocess.run([shell, "-n"], input=completion.script(shell), capture_output=True, text=True)
+            check = subprocess.run([shell, "-n"], input=printed, capture_output=True, text=True)
             assert check.returncode == 0, f"{shell}: {check.stderr}"
     share = home / ".local/share"
-    completions = share / "bash-completion/completions"
-    (completions / "git-fleet-gone").write_text(f"# {completion.MARK}, for a command that is no more\n")
-    (completions / "git-fleet-mine").write_text("# the user's own\n")
-    before = {p: p.read_text() for p in share.rglob("*") if p.is_file()}
-    completion.install(home / ".local")
-    after = {p: p.read_text() for p in share.rglob("*") if p.is_file()}
-    assert after == {p: t for p, t in before.items() if p.name != "git-fleet-gone"}
+    manifest = share / "git-fleet/completion-files"
+    listed = [line for line in manifest.read_text().splitlines() if not line.startswith("#")]
+    installed = sorted(str(p.relative_to(share)) for p in share.rglob("*") if p.is_file() and p != manifest)
+    assert sorted(listed) == installed and len(installed) == 3 * len(completion.commands()) + 2
+    assert all(completion.HEADER in (share / rel).read_text().splitlines() for rel in listed)
+    before = tree(share)
+    done = install_cli(home / ".local")  # again: nothing to do, nothing said
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "") and tree(share) == before
+    # files an install without a manifest (an older git-fleet) wrote, with the phrase and no
+    # header: taken as its own, replaced quietly, and listed from then on
+    manifest.unlink()
+    for rel in listed:
+        p = share / rel
+        p.write_text("".join(line for line in p.read_text().splitlines(True) if line.rstrip("\n") != completion.HEADER))
+    done = install_cli(home / ".local")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert {p: t for p, (t, _) in tree(share).items()} == {p: t for p, (t, _) in before.items()}
+
+
+def test_install_replaces_and_removes_only_the_files_it_wrote(hermetic: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user's own file where install would put one is left, with a warning naming it; copies of
+    the printed scripts saved beside the installed files (they carry the phrase "git-fleet shell
+    completion" too) are never removed; the files of a command that is no more are."""
+    monkeypatch.delenv("SHELL", raising=False)  # no zsh hint: what install says is the warnings alone
+    prefix = hermetic / "prefix"
+    share = prefix / "share"
+    mine = {share / "bash-completion/completions/git-fleet-task": "complete -F _my_fleet_task git-fleet-task\n",
+            share / "zsh/site-functions/_git-fleet-rm": "#compdef git-fleet-rm\n_message 'my own'\n",
+            # the printed zsh script saved under a name install uses: not what install wrote there
+            share / "zsh/site-functions/_git-fleet-merge": completion.script("zsh")}
+    for p, text in mine.items():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    # an older git-fleet, with one more command (fleet-gone), installs first
+    commands = completion.commands
+    with monkeypatch.context() as m:
+        m.setattr(completion, "commands", lambda: {**commands(), "fleet-gone": commands()["fleet-rm"]})
+        told = completion.install(prefix)
+    assert sorted(told) == sorted(f"warning: left {p} as it is: git-fleet's install did not write it (move it away "
+                                  "and install again to have git-fleet's completion there)" for p in mine), told
+    gone = [share / "bash-completion/completions/git-fleet-gone", share / "zsh/site-functions/_git-fleet-gone",
+            share / "fish/vendor_completions.d/git-fleet-gone.fish"]
+    assert all(p.is_file() for p in gone)
+    # the user saves the printed scripts, as the README says they may, next to the installed ones
+    saved = {}
+    for shell, rel in (("zsh", "zsh/site-functions/_git-fleet-myalias"),
+                       ("bash", "bash-completion/completions/git-fleet-notes.txt"),
+                       ("fish", "fish/vendor_completions.d/git-fleet-mine.fish")):
+        printed = subprocess.run([sys.executable, "-m", "git_fleet.completion", shell], capture_output=True,
+                                 text=True, check=True).stdout
+        assert completion.MARK in printed
+        (share / rel).write_text(printed)
+        saved[share / rel] = printed
+    (share / "zsh/site-functions/git-fleet-note").write_text(f"{completion.MARK}: remember to add fpath\n")
+    saved[share / "zsh/site-functions/git-fleet-note"] = f"{completion.MARK}: remember to add fpath\n"
+    for run in range(2):  # this version installs, twice: the same each time
+        done = install_cli(prefix)
+        assert done.returncode == 0 and done.stdout == "", done.stderr
+        assert sorted(done.stderr.splitlines()) == sorted(told), done.stderr
+        assert not any(p.exists() for p in gone)
+        assert {p: p.read_text() for p in {**mine, **saved}} == {**mine, **saved}
+        if run == 0:
+            first = tree(share)
+    assert tree(share) == first
+    manifest = (share / "git-fleet/completion-files").read_text()
+    assert "git-fleet-gone" not in manifest and "git-fleet-myalias" not in manifest
+    assert "bash-completion/completions/git-fleet-task\n" not in manifest
+    # the user takes theirs away: now install puts its own there, and says nothing
+    for p in mine:
+        p.unlink()
+    done = install_cli(prefix)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert all(completion.HEADER in p.read_text().splitlines() for p in mine)
+    assert {p: p.read_text() for p in saved} == saved
 
 
 def test_bad_input_completes_nothing_without_a_traceback(tmp_path: Path) -> None:

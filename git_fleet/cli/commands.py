@@ -989,7 +989,7 @@ def _orchestrators(what: str) -> Any:
 
 
 @task.command("cancel", cls=FleetCommand)
-@click.argument("id", shell_complete=completion.open_tasks)
+@click.argument("id", shell_complete=completion.unended_tasks)
 @click.option("--reason", metavar="TEXT", help="Why; recorded as its result, and told to its holder.")
 def task_cancel(id: str, reason: str | None) -> int:
     """End a task that is open or claimed: it is recorded as cancelled (results/task-NNN-result.md,

@@ -32,6 +32,7 @@ function __git_fleet_complete --description 'Complete git-fleet commands; --git:
     for i in (seq $start (count $words))
         set -a args $words[$i]
     end
+    test -x @PYTHON@; or return  # the interpreter is gone (its venv deleted): nothing, and no error
     set -l prefix (string match -r -- '^-[^=]*=' $cur)  # --option=value: fish completes the whole word
     for line in (@PYTHON@ -I -m git_fleet.completion complete $cmd $args "$cur" 2>/dev/null)
         set -l parts (string split \t -- $line)
