@@ -23,17 +23,6 @@ sys.path.insert(0, str(HERE.parent))
 
 from git_fleet.bus import Bus  # noqa: E402
 
-WORKER = """
-import sys
-from pathlib import Path
-from git_fleet.bus import Bus
-bus = Bus(Path(sys.argv[1]))
-n = 0
-while (t := bus.claim(sys.argv[2])) is not None:
-    bus.finish(t.id, sys.argv[2], "ok")
-    n += 1
-print(n)
-"""
 
 
 def fill(root: Path, n: int) -> Bus:
@@ -49,9 +38,10 @@ def claims(n_tasks: int, workers: int) -> float:
         fill(root, n_tasks)
         env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
         start = time.perf_counter()
-        procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(root), f"w{i}"], stdout=subprocess.PIPE,
-                                  text=True, env=env) for i in range(workers)]
-        total = sum(int(p.communicate()[0]) for p in procs)
+        # the stand-in's bus worker (git_fleet/standin.py), as the tests' concurrent workers
+        procs = [subprocess.Popen([sys.executable, "-m", "git_fleet.standin", "--drain", str(root), f"w{i}"],
+                                  stdout=subprocess.PIPE, text=True, env=env) for i in range(workers)]
+        total = sum(len(p.communicate()[0].split()) for p in procs)
         elapsed = time.perf_counter() - start
         assert total == n_tasks, (total, n_tasks)
         return total / elapsed

@@ -289,16 +289,6 @@ while True:
 print(n)
 """
 
-FLEET_WORKER = """
-import sys
-from pathlib import Path
-from git_fleet.bus import Bus
-bus, me, n = Bus(Path(sys.argv[1])), sys.argv[2], 0
-while (t := bus.claim(me)) is not None:
-    bus.finish(t.id, me, "ok")
-    n += 1
-print(n)
-"""
 
 
 def claims_bench(workers: int, tasks: int, runs: int) -> tuple[list[float], list[float]]:
@@ -321,11 +311,14 @@ def claims_bench(workers: int, tasks: int, runs: int) -> tuple[list[float], list
             bus = Bus(Path(tmp) / "bus")
             for i in range(tasks):
                 bus.add(f"task {i}")
-            for code, target, times in ((PLAIN_WORKER, listing, plain), (FLEET_WORKER, bus.root, fleet)):
+            # the fleet's side is the stand-in's bus worker (git_fleet/standin.py), which prints the ids it finished
+            for argv, target, times in (([sys.executable, "-c", PLAIN_WORKER], listing, plain),
+                                        ([sys.executable, "-m", "git_fleet.standin", "--drain"], bus.root, fleet)):
                 start = time.perf_counter()
-                procs = [subprocess.Popen([sys.executable, "-c", code, str(target), f"w{i}"], stdout=subprocess.PIPE,
+                procs = [subprocess.Popen([*argv, str(target), f"w{i}"], stdout=subprocess.PIPE,
                                           text=True, env=env) for i in range(workers)]
-                done = sum(int(p.communicate()[0]) for p in procs)
+                outs = [p.communicate()[0].split() for p in procs]
+                done = sum(int(o[0]) if argv[1] == "-c" else len(o) for o in outs)
                 times.append((time.perf_counter() - start) * 1000)
                 if done != tasks:
                     sys.exit(f"bench: {done} of {tasks} tasks finished")

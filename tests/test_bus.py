@@ -106,8 +106,8 @@ def test_eight_workers_drain_500_tasks_each_claimed_exactly_once(tmp_path: Path)
     for i in range(500):
         bus.add(f"task {i}")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(bus.root), f"w{i}"], stdout=subprocess.PIPE,
-                                text=True, env=env) for i in range(8)]
+    workers = [subprocess.Popen([sys.executable, "-m", "git_fleet.standin", "--drain", str(bus.root), f"w{i}",
+                                 "--pad", "5000"], stdout=subprocess.PIPE, text=True, env=env) for i in range(8)]
     claimed = [int(x) for w in workers for x in w.communicate(timeout=600)[0].split()]
     assert sorted(claimed) == list(range(1, 501))  # every task once, none twice
     assert all(w.returncode == 0 for w in workers)

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
 import tomllib
 from pathlib import Path
-
-import pytest
 
 from git_fleet import manpage
 
@@ -28,9 +23,9 @@ def test_every_command_has_a_man_page_with_every_option() -> None:
     for script in SCRIPTS:
         page = (ROOT / "man" / f"{script}.1").read_text()
         assert f".SH NAME\n{script.replace('-', chr(92) + '-')}" in page
-    from git_fleet.cli.commands import ALL
-
     import click
+
+    from git_fleet.cli.commands import ALL
 
     for name, top in ALL.items():
         page = (ROOT / "man" / f"git-fleet-{name}.1").read_text().replace("\\-", "-")
@@ -56,48 +51,3 @@ def test_pre_commit_framework_hook_is_declared() -> None:
     text = (ROOT / ".pre-commit-hooks.yaml").read_text()
     assert "id: fleet-zone-check" in text and "entry: git-fleet-check --hook pre-commit" in text
     assert "git-fleet-check" in SCRIPTS
-
-
-@pytest.mark.slow
-def test_install_sh_installs_commands_and_man_pages(tmp_path: Path) -> None:
-    prefix = tmp_path / "prefix"
-    env = {**os.environ, "PREFIX": str(prefix)}
-    for _ in range(2):  # a second run is harmless
-        proc = subprocess.run([str(ROOT / "install.sh")], env=env, capture_output=True, text=True, cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr
-    assert "not on your PATH" in proc.stderr
-    for script in SCRIPTS:
-        exe = prefix / "bin" / script
-        assert exe.is_symlink() and os.access(exe, os.X_OK)
-        assert (prefix / "share/man/man1" / f"{script}.1").is_file()
-    assert (prefix / "share/git-fleet/venv/bin/python").exists()
-
-    user = {**env, "PATH": f"{prefix / 'bin'}:/usr/bin:/bin", "MANPAGER": "cat", "PAGER": "cat", "MANWIDTH": "80"}
-    user.pop("MANPATH", None)
-    # -h reaches the program; --help is turned by git into `man git-fleet-add`
-    short = subprocess.run(["git", "fleet-add", "-h"], env=user, capture_output=True, text=True)
-    assert short.returncode == 0 and "Usage: git fleet-add [OPTIONS] NAME" in short.stdout
-    if subprocess.run(["sh", "-c", "command -v man"], capture_output=True).returncode == 0:
-        long = subprocess.run(["git", "fleet-add", "--help"], env=user, capture_output=True, text=True)
-        assert long.returncode == 0, long.stderr
-        assert "GIT-FLEET-ADD(1)" in long.stdout and "ZONES" in long.stdout
-        helped = subprocess.run(["git", "help", "fleet-who"], env=user, capture_output=True, text=True)
-        assert "git-fleet-who - print the agent(s) that own each" in re.sub(r"\s+", " ", helped.stdout)
-
-    # the installed commands work in a fresh repository, hooks included
-    repo = tmp_path / "repo"
-    run = lambda *a, cwd=repo: subprocess.run(list(a), cwd=cwd, env=user, capture_output=True, text=True)
-    run("git", "init", "-q", str(repo), cwd=tmp_path)
-    (repo / "src").mkdir()
-    (repo / "src/a.py").write_text("a\n")
-    (repo / "b.txt").write_text("b\n")
-    run("git", "add", "-A")
-    run("git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "init")
-    assert run("git", "fleet-init").returncode == 0
-    hook = (repo / ".git/hooks/pre-commit").read_text()
-    assert str(prefix / "share/git-fleet/venv/bin/python") in hook
-    assert run("git", "fleet-add", "src", "--zone", "src/**").returncode == 0
-    wt = tmp_path / "repo-src"
-    (wt / "b.txt").write_text("changed\n")
-    res = run("git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qam", "x", cwd=wt)
-    assert res.returncode == 1 and "modified b.txt" in res.stderr

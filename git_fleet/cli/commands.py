@@ -717,7 +717,60 @@ def attach(agent: str | None) -> int:
     return 0
 
 
-ALL: dict[str, click.Command] = {"init": init, "add": add, "rm": rm, "list": list_, "who": who, "zones": zones, "merge": merge,
+@command()
+@click.argument("directory", default="fleet-demo", metavar="[DIR]", type=click.Path(file_okay=False))
+@click.option("--tmux", "in_tmux", is_flag=True, help="Show the agents in tmux panes, on a tmux server of the demo's own.")
+@click.option("--keep", is_flag=True, help="With --tmux: leave its tmux server running, and say how to attach and end it.")
+@click.option("--json", "as_json", is_flag=True, help="Say nothing as it goes; print what it did as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="Say nothing as it goes, only errors.")
+def demo(directory: str, in_tmux: bool, keep: bool, as_json: bool, quiet: bool) -> int:
+    """Show the whole practice in a minute: a fleet of three stand-in agents on a small project.
+
+    Builds a small project in DIR/shop (default ./fleet-demo; DIR must be new or empty, and
+    everything the demo makes, the repository and every agent's worktree, lives under it), sets
+    up a fleet on it with the public commands (init, three agents with zones, a checkpoint with
+    its test, a task each on the bus), and runs three stand-in agents at once: scripted programs
+    shipped with git-fleet that work as a coding agent does (read the brief, claim a task, edit,
+    commit, write a result). One strays outside its zone, is refused by the commit hook, reads
+    why and recovers. Then it shows git fleet-status with its forecast and merges the checkpoint,
+    its test passing. No network, no API key, no agent CLI; nothing is left running. It narrates
+    each step; --json or -q for scripts.
+    """
+    import time
+    from pathlib import Path
+
+    from .. import demo as demo_mod
+
+    where = Path(directory).absolute()
+    demo_mod.check_dir(where)
+    if in_tmux:
+        import shutil
+
+        if shutil.which("tmux") is None:
+            from ..errors import UsageError
+
+            raise UsageError("--tmux needs tmux, which is not installed", "run the demo without --tmux")
+    say = (lambda line: None) if as_json or quiet else click.echo
+    run = demo_mod.Demo(where, tmux=in_tmux, keep=keep, say=say)
+    started = time.monotonic()
+    try:
+        out = run.go()
+    except KeyboardInterrupt:
+        run.stop()
+        click.echo(f"error: interrupted: the stand-in agents were stopped; what the demo made is in {where}", err=True)
+        return 130
+    if as_json:
+        print_json({"dir": out.dir, "repo": out.repo, "seconds": round(time.monotonic() - started, 1),
+                    "agents": out.agents, "refused": out.refused, "merged": out.merged, "tag": out.tag})
+        return 0
+    run.epilogue()
+    if in_tmux and keep:
+        say(f"its tmux server runs on: attach with TMUX_TMPDIR={where / '.tmux'} tmux attach, "
+            f"end it with TMUX_TMPDIR={where / '.tmux'} tmux kill-server")
+    return 0
+
+
+ALL: dict[str, click.Command] = {"demo": demo, "init": init, "add": add, "rm": rm, "list": list_, "who": who, "zones": zones, "merge": merge,
        "checkpoint": checkpoint, "status": status, "sync": sync, "set": set_, "run": run, "up": up, "ps": ps,
                                  "down": down, "resume": resume, "attach": attach}
 
