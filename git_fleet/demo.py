@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .errors import FleetError, UsageError
 
+AGENTS_TIMEOUT = 300  # seconds the stand-ins may take together: they take a few
 PROJECT = {
     "README.md": "# shop\n\nA small shop: an API, a web client and its docs.\n",
     "src/api/__init__.py": "",
@@ -81,10 +82,11 @@ class Demo:
         self.repo = where / "shop"
         self.bin = Path(sys.executable).parent  # the git-fleet-* commands, beside the Python that runs this
         self.env = {**os.environ, "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}", "NO_COLOR": "1"}
-        self.env.pop("GIT_DIR", None)
-        self.env.pop("GIT_WORK_TREE", None)
+        for var in [v for v in self.env if v.startswith(("FLEET_", "GIT_")) or v == "TMUX"]:
+            del self.env[var]  # (started from an agent's session or a hook, it is still the person's demo)
         self.procs: list[subprocess.Popen[str]] = []
         self.tmux_dir: Path | None = None
+        self.step = "starting"  # what it is doing, for an interrupt's message
         self.out = Outcome(str(where), str(self.repo))
 
     # -- running the public commands ----------------------------------------------------------------
@@ -98,32 +100,45 @@ class Demo:
         if show and proc.returncode == 0:
             self._show(proc)
         if ok and proc.returncode != 0:
-            raise FleetError(f"the demo stopped: `{' '.join(args)}` failed: {(proc.stderr or proc.stdout).strip()}",
-                             f"what it made so far is in {self.dir}")
+            said = [line.removeprefix("error: ").removeprefix("hint: ")
+                    for line in (proc.stderr or proc.stdout).strip().splitlines()] or ["(it said nothing)"]
+            raise FleetError(f"the demo stopped: `{' '.join(args)}` failed: " + "; ".join(said[:4]),
+                             f"what it made so far is in {self.dir} (rm -rf {shlex.quote(str(self.dir))} removes it)")
         return proc
 
     # -- the steps ----------------------------------------------------------------------------------
 
     def build(self) -> None:
+        self.step = "building the project"
         self.say(f"a small project, shop, in {self.repo}: src/api, src/web, docs and a test suite")
-        self.repo.mkdir(parents=True)
-        for path, text in PROJECT.items():
-            (self.repo / path).parent.mkdir(parents=True, exist_ok=True)
-            (self.repo / path).write_text(text, encoding="utf-8")
+        try:
+            self.repo.mkdir(parents=True)
+            for path, text in PROJECT.items():
+                (self.repo / path).parent.mkdir(parents=True, exist_ok=True)
+                (self.repo / path).write_text(text, encoding="utf-8")
+        except OSError as e:
+            raise FleetError(f"cannot make the demo's project in {self.dir}: {e.strerror}",
+                             "give the demo a directory it can write: git fleet-demo DIR") from None
         self.run("git", "init", "-q", "-b", "main", show=False)
-        # its own identity, so that it works where git has none configured
-        self.run("git", "config", "user.name", "git-fleet demo", show=False)
-        self.run("git", "config", "user.email", "demo@git-fleet.invalid", show=False)
+        # settings of its own, whatever the person's global ones say: an identity (where git has
+        # none), no signing (no gpg prompt for three agents at once), and its own hooks (a global
+        # core.hooksPath would bypass the zone check the demo is about)
+        for key, value in (("user.name", "git-fleet demo"), ("user.email", "demo@git-fleet.invalid"),
+                           ("commit.gpgSign", "false"), ("tag.gpgSign", "false"),
+                           ("core.hooksPath", str(self.repo / ".git" / "hooks"))):
+            self.run("git", "config", key, value, show=False)
         self.run("git", "add", "-A", show=False)
         self.run("git", "commit", "-q", "-m", "shop: an API, a web client, docs and tests", show=False)
 
     def set_up(self) -> None:
+        self.step = "setting up the fleet"
         self.say("")
         self.say("set up the fleet, as you would: three agents, each with a worktree, a branch and a zone")
         self.run("git", "fleet-init")
         for name, zone, _title, _plan in AGENTS:
             self.run("git", "fleet-add", name, *[a for z in zone for a in ("--zone", z)])
-        test = f"{'python3' if shutil.which('python3', path=self.env['PATH']) else shlex.quote(sys.executable)} -m unittest -q"
+        # python3 where the person's PATH has one (their later merges run it too), else this Python
+        test = f"{'python3' if shutil.which('python3') else shlex.quote(sys.executable)} -m unittest -q"
         self.run("git", "fleet-checkpoint", "add", "demo", *[a for n, *_ in AGENTS for a in ("--agent", n)],
                  "--test", test)
         self.say("")
@@ -136,11 +151,16 @@ class Demo:
         command = f"{shlex.quote(sys.executable)} -m git_fleet.standin .fleet/plan.json --pace {self.pace}"
         for name, *_ in AGENTS:
             self.run("git", "fleet-set", name, "--command", command, "--resume", command, show=False)
+        self.say("")
+        self.say("commit the fleet's configuration, as git fleet-init says (other clones and a server read it)")
+        self.run("git", "add", ".gitfleet.toml")
+        self.run("git", "commit", "-q", "-m", "fleet: three agents, their zones and a checkpoint")
 
     def worktree(self, name: str) -> Path:
         return self.dir / f"shop-{name}"
 
     def agents(self) -> None:
+        self.step = "running the agents"
         self.say("")
         self.say("three stand-in agents start at once: scripted programs that work as a coding agent does,")
         self.say("reading the brief, claiming a task, editing, committing and writing a result")
@@ -169,8 +189,13 @@ class Demo:
             t = threading.Thread(target=relay, daemon=True)
             t.start()
             threads.append(t)
+        deadline = time.monotonic() + AGENTS_TIMEOUT
         for (name, *_), proc, t in zip(AGENTS, self.procs, threads):
-            self.out.agents[name] = proc.wait()
+            try:
+                self.out.agents[name] = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise FleetError(f"the demo stopped: stand-in agent '{name}' did not finish within "
+                                 f"{AGENTS_TIMEOUT} s", f"see .fleet/standin.log in {self.worktree(name)}") from None
             t.join()
         self.procs = []
 
@@ -181,13 +206,21 @@ class Demo:
 
     def _agents_in_tmux(self) -> None:
         self.tmux_dir = self.dir / ".tmux"
+        if len(str(self.tmux_dir)) > 80:  # a socket's path is limited (108 bytes, tmux-UID/default in it)
+            import tempfile
+
+            self.tmux_dir = Path(tempfile.mkdtemp(prefix="fleet-demo-tmux-"))
         self.tmux_dir.mkdir(exist_ok=True)
         self.env["TMUX_TMPDIR"] = str(self.tmux_dir)  # a tmux server of its own
         self.env.pop("TMUX", None)
         self.run("git", "fleet-up", "--detach", "--stagger", "0")
         width = max(len(n) for n, *_ in AGENTS)
         seen = {name: 0 for name, *_ in AGENTS}
+        deadline = time.monotonic() + AGENTS_TIMEOUT
         while True:
+            if time.monotonic() > deadline:
+                raise FleetError(f"the demo stopped: the stand-in agents did not finish within {AGENTS_TIMEOUT} s",
+                                 f"see .fleet/standin.log in their worktrees under {self.dir}")
             for name in seen:
                 log = self.worktree(name) / ".fleet" / "standin.log"
                 lines = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
@@ -203,6 +236,7 @@ class Demo:
                 self.worktree(row["agent"]) / ".fleet" / "standin.log").read_text(encoding="utf-8") else 1
 
     def merge(self) -> None:
+        self.step = "merging the checkpoint"
         self.say("")
         self.say("every agent has finished; what is coming (every pair merged in memory: a conflict shows here)")
         self.run("git", "fleet-status")
@@ -214,7 +248,14 @@ class Demo:
         self.run("git", "fleet-merge", "--checkpoint", "demo", "-v")
         self.out.merged = True
         self.out.tag = "fleet/demo"
+        self.say("its test (python -m unittest: the api's tests, the agent's new one included) passed on the")
+        self.say("merged result before main moved; its output is in .git/fleet/checkpoint-test.log")
         self.run("git", "log", "--oneline", "--graph", "-8", "main")
+        self.say("")
+        self.say("the bus, as the orchestrator sees it, and committed (the claims stay out)")
+        self.run("git", "fleet-plan")
+        self.run("git", "add", "tasks", "results", "master_plan.md")
+        self.run("git", "commit", "-q", "-m", "bus: tasks and results of the first round")
 
     def _show(self, proc: subprocess.CompletedProcess[str]) -> None:
         for line in (proc.stdout + proc.stderr).splitlines():
@@ -227,6 +268,7 @@ class Demo:
         self.say(f"  cd {shlex.quote(rel)} && git log --graph --oneline --all   # the agents' branches and the merges")
         self.say("  cat master_plan.md; ls tasks results                     # the bus")
         self.say("  cat .git/fleet/checkpoints.log                           # the checkpoint's log")
+        self.say("  (there, the agents' command is the stand-in: give them a real one before git fleet-up)")
         if shutil.which("git-fleet-status", path=os.environ.get("PATH")) is None:
             self.say(f"the commands are in {self.bin}; for the next steps: export PATH=\"{self._user_bin()}:$PATH\"")
         self.say("with a real agent, in your own repository: git fleet-init, git fleet-add NAME --zone 'PATTERN',")
@@ -255,8 +297,9 @@ class Demo:
         self.out.seconds = time.monotonic() - start
         return self.out
 
-    def stop(self) -> None:
-        """End what the demo started: the stand-ins (with what they started), its tmux server."""
+    def stop(self, interrupted: bool = False) -> None:
+        """End what the demo started: the stand-ins (with what they started), its tmux server
+        (kept with --keep, unless the demo was interrupted: then its agents go too)."""
         for proc in self.procs:
             if proc.poll() is None:
                 try:
@@ -269,12 +312,32 @@ class Demo:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
         self.procs = []
-        if self.tmux_dir is not None and not self.keep:
+        if self.tmux_dir is not None and (interrupted or not self.keep):
             subprocess.run(["tmux", "kill-server"], env=self.env, capture_output=True)
+            shutil.rmtree(self.tmux_dir, ignore_errors=True)
+            self.tmux_dir = None
+
+    def attach_hint(self) -> str | None:
+        """How to reach the tmux server --keep kept, and how to end it."""
+        if self.tmux_dir is None:
+            return None
+        at = shlex.quote(str(self.tmux_dir))
+        return f"its tmux server runs on: attach with TMUX_TMPDIR={at} tmux attach; end it with TMUX_TMPDIR={at} tmux kill-server"
 
 
 def check_dir(where: Path) -> None:
-    if where.exists() and (not where.is_dir() or any(where.iterdir())):
+    try:
+        taken = where.exists() and (not where.is_dir() or any(where.iterdir()))
+    except OSError as e:
+        raise UsageError(f"cannot use {where}: {e.strerror}", "give the demo a new directory: git fleet-demo DIR") from None
+    if taken:
         raise UsageError(f"{where} exists and is not empty", "give the demo a new directory: git fleet-demo DIR")
+    parent = where
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot make {where}: {parent} is " + ("not a directory" if not parent.is_dir() else
+                                                                "not writable"),
+                         "give the demo a directory it can write: git fleet-demo DIR")
     if subprocess.run(["git", "--version"], capture_output=True).returncode != 0:
         raise FleetError("git is not installed", "install git 2.38 or newer")

@@ -69,9 +69,10 @@ def hooks_dir(repo: Repo) -> tuple[Path, bool]:
     if not expanded.is_absolute():
         base = repo.main_worktree or repo.common_dir
         return Path(os.path.normpath(base / expanded)), False
-    inside_worktree = any(
-        os.path.realpath(expanded).startswith(os.path.realpath(w.path) + os.sep) for w in repo.worktrees()
-        if not w.bare
+    real = os.path.realpath(expanded)
+    in_git_dir = (real + os.sep).startswith(os.path.realpath(repo.common_dir) + os.sep)  # not the checkout's
+    inside_worktree = not in_git_dir and any(
+        real.startswith(os.path.realpath(w.path) + os.sep) for w in repo.worktrees() if not w.bare
     )
     local = repo.config_origin("core.hooksPath") == "local"
     return expanded, local and not inside_worktree

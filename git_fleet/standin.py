@@ -33,8 +33,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-# the commit hook names each refused path as "error:   <what> <path>  (owned by ...)"
-_REFUSED = re.compile(r"^error:\s+(?:added|modified|deleted|changed type of|copied to|renamed|unmerged)\s+(\S+)")
+# the commit hook names each refused path as "error:   <what> <path>  (<whose>)", the path as
+# git status shows it: in double quotes and C-escaped when it has a space, quote or control character
+_REFUSED = re.compile(r'^error:\s+(?:[0-9a-f]{12}: )?(?:added|modified|deleted|changed type of|copied to|unmerged|'
+                      r'renamed away|renamed to|renamed|carried into)\s+("(?:[^"\\]|\\.)*"|.+?)  \(')
+
+
+def _unquote(path: str) -> str:
+    if not path.startswith('"'):
+        return path
+    return path[1:-1].encode("utf-8").decode("unicode_escape").encode("latin-1").decode("utf-8", "surrogateescape")
 
 
 class Standin:
@@ -70,6 +78,8 @@ class Standin:
                 target.write_text(text, encoding="utf-8")
                 self.say(f"edited {path}")
             if not self.commit(step["message"]):
+                self.git("fleet-task", "release", task["name"])  # back on the bus, for someone who can
+                self.say(f"gave {task['name']} back: I could not commit my work")
                 return 1
             done = self.git("fleet-task", "done", task["name"], "--result-file", "-", input=step["result"] + "\n")
             if done.returncode != 0:
@@ -81,11 +91,14 @@ class Standin:
 
     def commit(self, message: str) -> bool:
         self.git("add", "-A")
+        if self.git("diff", "--cached", "--quiet").returncode == 0:
+            self.say("nothing to commit: my edits are there already")
+            return True
         first = self.git("commit", "-q", "-m", message)
         if first.returncode == 0:
             self.say(f"committed: {message}")
             return True
-        refused = [m.group(1) for line in first.stderr.splitlines() if (m := _REFUSED.match(line))]
+        refused = [_unquote(m.group(1)) for line in first.stderr.splitlines() if (m := _REFUSED.match(line))]
         lines = [line for line in first.stderr.splitlines() if line.strip()]
         self.say("the commit hook refused my commit: " + (lines[0].removeprefix("error: ") if lines else "?"))
         if not refused:

@@ -173,12 +173,15 @@ def test_killed_at_any_moment(fleet_repo: Sandbox) -> None:
             time.sleep(0.001)
         return proc, time.perf_counter()
 
-    proc, since = started()
-    while intent.exists():
-        time.sleep(0.001)
-    span = time.perf_counter() - since  # how long the making takes
-    assert proc.wait() == 0
-    sb.fleet("rm", "web")
+    spans = []
+    for _ in range(3):  # how long the making takes: the shortest of three (a busy machine slows some)
+        proc, since = started()
+        while intent.exists():
+            time.sleep(0.001)
+        spans.append(time.perf_counter() - since)
+        assert proc.wait() == 0
+        sb.fleet("rm", "web")
+    span = min(spans)
     rounds, cleaned = 12, 0
     for i in range(rounds):  # two thirds of them while it makes things, the rest after (brief, setup)
         proc, _ = started()

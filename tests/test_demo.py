@@ -42,14 +42,18 @@ def check_the_outcome(shop: Path, said: str) -> None:
     tasks = json.loads(subprocess.run(["git", "fleet-task", "list", "--json"], cwd=shop, capture_output=True, text=True,
                                       env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}).stdout)
     assert [t["status"] for t in tasks] == ["done"] * 3 and all(Path(t["result"]).is_file() for t in tasks)
-    merges = git(shop, "log", "--first-parent", "--format=%P %s", f"{first}..main").splitlines()
+    merges = [m for m in git(shop, "log", "--first-parent", "--format=%P %s", f"{first}..main").splitlines()
+              if " Merge " in m]
     assert [m.split(" ", 2)[2] for m in merges] == [f"Merge fleet/{a} (agent {a}, checkpoint demo)"
                                                       for a in ("docs", "web", "api")]
     assert [m.split()[1] for m in merges] == [git(shop, "rev-parse", f"fleet/{a}").strip() for a in ("docs", "web", "api")]
     # the checkpoint's test ran on the merged result and passed: main moved, tagged and logged
-    assert git(shop, "describe", "--tags", "main").strip() == "fleet/demo"
+    assert git(shop, "rev-parse", "fleet/demo^{commit}") == git(shop, "rev-parse", "main~1")  # (then the bus)
     assert "demo\tmain" in (shop / ".git/fleet/checkpoints.log").read_text()
     assert "OK" in (shop / ".git/fleet/checkpoint-test.log").read_text()
+    # the config and the bus are committed, as git fleet-init says to; nothing else is left over
+    assert git(shop, "status", "--porcelain").strip() == ""
+    assert "master_plan.md" in git(shop, "ls-files")
 
 
 def nothing_works_under(where: Path) -> list[str]:
@@ -109,8 +113,13 @@ def test_the_readmes_first_command_works_on_a_fresh_machine(tmp_path: Path) -> N
 
 
 def test_the_demo_with_no_git_identity_and_json(sandbox: Sandbox) -> None:
+    """No identity, and global settings that would stop it or bypass its hooks: signing, a
+    global hooks directory, another default branch."""
     sb = sandbox
     env = bare_env(sb.root / "home", "/usr/bin:/bin")
+    (sb.root / "home/.gitconfig").write_text("[commit]\n\tgpgSign = true\n[tag]\n\tgpgSign = true\n"
+                                              f"[core]\n\thooksPath = {sb.root / 'nowhere'}\n"
+                                              "[init]\n\tdefaultBranch = trunk\n[user]\n\tuseConfigOnly = true\n")
     proc = subprocess.run([str(BIN / "git-fleet-demo"), "--json", "here"], cwd=sb.root, env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -124,6 +133,13 @@ def test_the_demo_with_no_git_identity_and_json(sandbox: Sandbox) -> None:
     again = subprocess.run([str(BIN / "git-fleet-demo"), "here"], cwd=sb.root, env=env, capture_output=True, text=True)
     assert again.returncode == 2 and f"error: {sb.root / 'here'} exists and is not empty" in again.stderr
     assert "hint: give the demo a new directory: git fleet-demo DIR" in again.stderr
+    (sb.root / "afile").write_text("x\n")
+    bad = subprocess.run([str(BIN / "git-fleet-demo"), "afile/sub"], cwd=sb.root, env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and f"error: cannot make {sb.root / 'afile/sub'}: {sb.root / 'afile'} is not a directory" \
+        in bad.stderr and bad.stdout == ""
+    keep = subprocess.run([str(BIN / "git-fleet-demo"), "--keep", "k"], cwd=sb.root, env=env, capture_output=True,
+                          text=True)
+    assert keep.returncode == 2 and "--keep keeps the demo's tmux server: it goes with --tmux" in keep.stderr
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)")
@@ -155,5 +171,24 @@ def test_ctrl_c_stops_the_agents_and_says_where_things_are(sandbox: Sandbox) -> 
     demo.send_signal(signal.SIGINT)  # what Ctrl-C sends it (the stand-ins run in sessions of their own)
     out, err = demo.communicate(timeout=60)
     assert demo.returncode == 130, out + err
-    assert f"error: interrupted: the stand-in agents were stopped; what the demo made is in {sb.root / 'd'}" in err
+    assert ("error: interrupted while running the agents; the stand-in agents were stopped; what the demo made is "
+            f"in {sb.root / 'd'}") in err and f"hint: look at it there, or remove it: rm -rf {sb.root / 'd'}" in err
     assert not nothing_works_under(sb.root / "d")
+
+
+def test_a_stand_in_reads_the_refusal_of_a_path_git_quotes(fleet_repo: Sandbox) -> None:
+    """The hook names a path with a space in quotes, C-escaped; the stand-in takes out exactly
+    that path, commits what is its own, and finishes its task."""
+    sb = fleet_repo
+    web = sb.add_agent("web", "src/frontend/**")
+    sb.run(["git", "fleet-task", "add", "the page", "--agent", "web"])
+    plan = {"tasks": [{"edits": {"src/frontend/app.js": "app(3)\n", "docs/my \"page\".md": "stray\n"},
+                       "message": "web: the page", "result": "done"}]}
+    (web / ".fleet" / "plan.json").write_text(json.dumps(plan))
+    res = sb.run(["git", "fleet-run", "web", "--", sys.executable, "-m", "git_fleet.standin", ".fleet/plan.json",
+                  "--pace", "0"])
+    assert 'it said: added "docs/my \\"page\\".md"  (owned by no agent: the orchestrator\'s)' in res.out
+    assert 'took docs/my "page".md out: it is not in my zone' in res.out
+    assert git(web, "show", "--name-only", "--format=", "HEAD").split() == ["src/frontend/app.js"]
+    assert not (web / 'docs/my "page".md').exists() and git(web, "status", "--porcelain") == ""
+    assert json.loads(sb.run(["git", "fleet-task", "show", "1", "--json"]).out)["status"] == "done"

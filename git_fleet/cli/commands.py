@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from typing import Any
 
@@ -743,6 +744,10 @@ def demo(directory: str, in_tmux: bool, keep: bool, as_json: bool, quiet: bool) 
 
     where = Path(directory).absolute()
     demo_mod.check_dir(where)
+    if keep and not in_tmux:
+        from ..errors import UsageError
+
+        raise UsageError("--keep keeps the demo's tmux server: it goes with --tmux", "git fleet-demo --tmux --keep")
     if in_tmux:
         import shutil
 
@@ -752,21 +757,34 @@ def demo(directory: str, in_tmux: bool, keep: bool, as_json: bool, quiet: bool) 
             raise UsageError("--tmux needs tmux, which is not installed", "run the demo without --tmux")
     say = (lambda line: None) if as_json or quiet else click.echo
     run = demo_mod.Demo(where, tmux=in_tmux, keep=keep, say=say)
+    import signal
+
+    def stop_here(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # a closed terminal or a kill ends the demo as Ctrl-C does
+
     started = time.monotonic()
+    old = {s: signal.signal(s, stop_here) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         out = run.go()
     except KeyboardInterrupt:
-        run.stop()
-        click.echo(f"error: interrupted: the stand-in agents were stopped; what the demo made is in {where}", err=True)
+        running = run.step == "running the agents"
+        run.stop(interrupted=True)
+        click.echo(f"error: interrupted while {run.step}" + ("; the stand-in agents were stopped" if running else "")
+                   + f"; what the demo made is in {where}", err=True)
+        click.echo(f"hint: look at it there, or remove it: rm -rf {shlex.quote(str(where))}", err=True)
         return 130
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    kept = run.attach_hint()
     if as_json:
         print_json({"dir": out.dir, "repo": out.repo, "seconds": round(time.monotonic() - started, 1),
-                    "agents": out.agents, "refused": out.refused, "merged": out.merged, "tag": out.tag})
+                    "agents": out.agents, "refused": out.refused, "merged": out.merged, "tag": out.tag,
+                    "tmux": kept})
         return 0
     run.epilogue()
-    if in_tmux and keep:
-        say(f"its tmux server runs on: attach with TMUX_TMPDIR={where / '.tmux'} tmux attach, "
-            f"end it with TMUX_TMPDIR={where / '.tmux'} tmux kill-server")
+    if kept:
+        click.echo(kept, err=quiet)  # with -q too: a server left running is always said
     return 0
 
 
