@@ -186,7 +186,7 @@ def forecast_bench(main: Path, runs: int) -> tuple[list[float], list[float]]:
     forecast (one merge-tree --stdin process), both timed from this process."""
     sys.path.insert(0, str(HERE.parent))
     from git_fleet import merge
-    from git_fleet.repo import Repo
+    from git_fleet.gateway.repo import Repo
 
     repo = Repo.discover(main)
     names = [f"m{i}" for i in range(MERGE_AGENTS)]

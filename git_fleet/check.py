@@ -14,7 +14,7 @@ import marshal
 import os
 import sys
 
-from . import plumbing
+from .gateway import plumbing
 from .errors import FleetError
 from .match import literal_match
 

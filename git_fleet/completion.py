@@ -60,7 +60,7 @@ def _here() -> Fleet:
     """The fleet, read without the side effects of Fleet.here (no recovery, no record)."""
     from . import config
     from .fleet import Fleet
-    from .repo import Repo
+    from .gateway.repo import Repo
 
     repo = Repo.discover()
     main = repo.main_worktree

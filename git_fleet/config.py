@@ -500,7 +500,7 @@ def parse_bytes(path: Path, raw: bytes) -> Config:
 def committed(common_dir: str | Path, base: str) -> Config | None:
     """The configuration committed on the base branch (what a server and other clones read),
     named `BASE:.gitfleet.toml` in errors; None when the base has none."""
-    from .plumbing import git
+    from .gateway.plumbing import git
 
     blob = git(["cat-file", "blob", f"refs/heads/{base}:{CONFIG_NAME}"], common_dir, check=False)
     return parse_bytes(Path(f"{base}:{CONFIG_NAME}"), blob.stdout) if blob.returncode == 0 else None

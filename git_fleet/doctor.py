@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import hooks, plumbing
+from . import hooks
+from .gateway import plumbing
 from .errors import FleetError
-from .plumbing import git, worktree_list
+from .gateway.plumbing import git, worktree_list
 
 SHOWN = 5  # paths shown per finding
 

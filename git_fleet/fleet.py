@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import approval, check, config, lock, plumbing
+from . import approval, check, config, lock
+from .gateway import plumbing
 from .config import Agent, Config
 from .errors import FleetError, UsageError
 from .files import write_atomic
 from .pause import pause
-from .repo import Repo, Worktree, remove_dead_lock
+from .gateway.repo import Repo, Worktree, remove_dead_lock
 from .zones import Pattern, PatternError, Zone, find_overlap
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import sys
 
-from . import check, plumbing
+from . import check
+from .gateway import plumbing
 from .errors import INTERNAL, FleetError, UsageError
 
 USAGE = ("usage: git fleet-check [--hook pre-commit | --hook pre-merge-commit | --hook pre-push REMOTE URL | "

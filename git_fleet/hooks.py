@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import FleetError
-from .repo import Repo
+from .gateway.repo import Repo
 
 MARKER = "git-fleet-hook-v1"
 CHAINED = ".pre-fleet"

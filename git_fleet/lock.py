@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
-from . import plumbing
+from .gateway import plumbing
 
 
 def _path(common_dir: Path) -> Path:

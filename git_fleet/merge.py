@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import check, config, moves, plumbing, runner
+from . import check, config, moves, runner
+from .gateway import plumbing
 from .config import Agent, Checkpoint
 from .errors import FleetError
-from .repo import Repo
+from .gateway.repo import Repo
 
 
 @dataclass

@@ -36,8 +36,8 @@ from . import lock, runner, scratch
 from .errors import FleetError, GitError
 from .files import write_atomic
 from .pause import pause
-from .plumbing import ZERO_OID
-from .repo import IndexLocked, Repo, remove_dead_lock
+from .gateway.plumbing import ZERO_OID
+from .gateway.repo import IndexLocked, Repo, remove_dead_lock
 
 JOURNAL = "move-journal"
 MARK = "git-fleet: "  # the start of what our index.lock holds

@@ -23,7 +23,8 @@ from __future__ import annotations
 import os
 import re
 
-from . import check, plumbing
+from . import check
+from .gateway import plumbing
 from .errors import FleetError, UsageError
 
 TYPE_CHECKING = False

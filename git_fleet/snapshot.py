@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import FleetError
-from .plumbing import blobs, git, hash_files
+from .gateway.plumbing import blobs, git, hash_files
 
 # hashing a file must neither fail nor warn over line endings (core.safecrlf)
 HASHING = ["-c", "core.safecrlf=false"]

@@ -30,7 +30,7 @@ from . import __version__, lock
 from .config import Agent
 from .errors import FleetError, GitError, UsageError
 from .moves import gone_worktree
-from .plumbing import ZERO_OID, git
+from .gateway.plumbing import ZERO_OID, git
 from .processes import working_in
 from .snapshot import State, capture_trees, git_path, restore
 

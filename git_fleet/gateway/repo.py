@@ -19,8 +19,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import plumbing, scratch
-from .errors import FleetError, UsageError
+from . import plumbing
+from .. import scratch
+from ..errors import FleetError, UsageError
 from .plumbing import (EMPTY_TREE, MAIN_RECORD, MERGE_PINNED, ZERO_OID, changed_paths, git, hash_files, is_ancestor,
                        main_worktree_of, out, parse_worktree_list, read_file, rebasing)
 
@@ -149,7 +150,7 @@ class Repo:
         """Remember the main worktree where git itself cannot tell it (see main_worktree_of)."""
         if self.toplevel is None or self.git_dir != self.common_dir or self.common_dir.name == ".git":
             return
-        from .files import write_atomic
+        from ..files import write_atomic
 
         record = self.common_dir / MAIN_RECORD
         record.parent.mkdir(exist_ok=True)
@@ -475,7 +476,7 @@ class Repo:
         but registered nowhere; its HEAD names a ref no branch can have."""
         where = self.common_dir / "fleet" / "ref-context"
         if not (where / "commondir").exists():
-            from .files import write_atomic
+            from ..files import write_atomic
 
             where.mkdir(parents=True, exist_ok=True)
             write_atomic(where / "HEAD", "ref: refs/fleet/ref-context\n")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import FleetError, GitError, UsageError
+from ..errors import FleetError, GitError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
