@@ -107,7 +107,7 @@ def _tasks(fleet: Fleet) -> list[Task]:
 
 
 def _held(t: Task) -> bool:
-    """Whether someone holds `t` now, as Bus._holding decides: a live claim, not ended (its spec
+    """Whether someone holds `t` now, as bus.claims.holding decides: a live claim, not ended (its spec
     may be broken by hand since: its holder may still renew, release or finish it)."""
     return t.result is None and bool(t.claimed_by) and t.expires is not None and t.expires > time.time()
 
