@@ -14,8 +14,8 @@ import marshal
 import os
 import sys
 
-from .gateway import plumbing
 from .errors import FleetError
+from .gateway import plumbing
 from .match import literal_match
 
 TYPE_CHECKING = False

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import hooks
-from .gateway import plumbing
+from . import agents, brief, hooks, ownership
 from .errors import FleetError
+from .gateway import plumbing
 from .gateway.plumbing import git, worktree_list
 
 SHOWN = 5  # paths shown per finding
@@ -107,13 +107,13 @@ def _worktrees(fleet: Any, fix: bool) -> Item:
     if stale:
         item.bad(f"stale worktree record(s) (their directories are gone): {_some(stale)}",
                  "moved by hand? git worktree repair NEW-PLACE; deleted? git worktree prune")
-    for row in fleet.describe():
+    for row in agents.describe(fleet):
         name, where = row["agent"], row["worktree"]
         if row["state"] == "missing branch":
             item.bad(f"agent '{name}': its branch {row['branch']} does not exist",
                      f"git branch {row['branch']} {fleet.config.base}  (or git fleet-rm --force {name})")
         elif row["state"] == "missing worktree":
-            item.bad(f"agent '{name}': no worktree at {where}", fleet.missing_worktree(fleet.config.agent(name)).hint)
+            item.bad(f"agent '{name}': no worktree at {where}", brief.missing_worktree(fleet, fleet.config.agent(name)).hint)
         elif row["state"] != "ok":
             item.bad(f"agent '{name}': its {row['state']}, not {row['branch']}",
                      f"git -C {_q(where)} switch {row['branch']}")
@@ -147,7 +147,7 @@ def _registrations(fleet: Any, item: Item, fix: bool) -> None:
 
 def _zones(fleet: Any) -> Item:
     item = Item("zones")
-    for a, b, example in fleet.overlaps():
+    for a, b, example in ownership.overlaps(fleet):
         item.bad(f"the zones of '{a}' and '{b}' overlap: both own {example}",
                  f"narrow one with git fleet-set {b} --zone ... (a '!pattern' takes paths out)")
     if fleet.repo.config_get("core.ignoreCase") == "true" and not fleet.config.ignore_case:
@@ -228,7 +228,7 @@ def _sessions(fleet: Any) -> Item:
     seen: dict[str, str] = {}
     programs: dict[str, list[str]] = {}
     for agent in fleet.config.agents.values():
-        values = fleet.values(agent)
+        values = brief.values(fleet, agent)
         session = values["session"]
         if session in seen:
             item.bad(f"agents '{seen[session]}' and '{agent.name}' share the session name '{session}'",
@@ -446,7 +446,7 @@ def prune(fleet: Any, candidates: list[Candidate]) -> list[str]:
                 fleet.repo.worktree_remove(where)
             except FleetError as e:
                 raise FleetError(f"agent '{c.agent}': {e.message}", "nothing was removed for it") from None
-        fleet.remove(c.agent, force=True, keep_branch=True)
+        agents.remove(fleet, c.agent, force=True, keep_branch=True)
         if fleet.repo.branch_tip(c.branch) == c.tip:
             fleet.repo.delete_branch(c.branch, c.tip)
         done.append(c.agent)

@@ -15,8 +15,8 @@ import os
 import sys
 
 from . import check
-from .gateway import plumbing
 from .errors import INTERNAL, FleetError, UsageError
+from .gateway import plumbing
 
 USAGE = ("usage: git fleet-check [--hook pre-commit | --hook pre-merge-commit | --hook pre-push REMOTE URL | "
          "--hook pre-receive | --commits [AGENT...]]")

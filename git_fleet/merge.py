@@ -1,4 +1,4 @@
-"""Checkpoint merges: forecast in memory, then integrate agent branches all or nothing; and sync.
+"""Checkpoint merges: integrate agent branches into the base, all or nothing, round after round.
 
 Every merge is first made in memory (git merge-tree, then commit-tree for the merge commit), and
 every commit of every agent since the base is checked against its zone. The checkpoint's test
@@ -10,16 +10,21 @@ before that, the merge objects are unreferenced loose objects that git's gc remo
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import check, config, moves, runner
-from .gateway import plumbing
 from .config import Agent, Checkpoint
-from .errors import FleetError
+from .errors import FleetError, UsageError
+from .gateway import plumbing
 from .gateway.repo import Repo
+
+if TYPE_CHECKING:
+    from .fleet import Fleet
 
 
 @dataclass
@@ -106,8 +111,6 @@ def _message(agent: Agent, checkpoint: Checkpoint | None, ahead: int) -> str:
 
 def rounds(repo: Repo, checkpoint: Checkpoint) -> int:
     """How many rounds of the checkpoint were merged: the highest N of its tags (fleet/NAME is 1)."""
-    import re
-
     done = 0
     for tag in repo.tags_under(f"fleet/{checkpoint.name}"):
         rest = tag[len(f"fleet/{checkpoint.name}"):]
@@ -297,103 +300,34 @@ def land(repo: Repo, p: Plan) -> list[str]:
     return moves.carry_out(repo, move, f"git-fleet: merge {len(p.steps)} agent(s) into {p.base}")
 
 
-# -- the forecast: what would conflict if merged now ---------------------------------------------------
+# -- the checkpoint merge, as a fleet command runs it ------------------------------------------
 
-@dataclass
-class Forecast:
-    base: str
-    conflicts: list[tuple[str, str, list[str]]]  # (agent, other agent or the base, paths)
-    order: list[str]  # a merge order that integrates the most agents without conflict
-    held_back: list[str]  # the agents that order leaves for later
+def merge(fleet: Fleet, names: Sequence[str], checkpoint: str | None = None, *, dry_run: bool = False) -> Any:
+    """Plan the merge of the named agents (a checkpoint's, or every agent with new commits) and,
+    unless dry_run, carry it out all or nothing. Returns the Plan."""
+    def planned() -> Any:
+        cp = fleet.config.checkpoint(checkpoint) if checkpoint else None
+        if cp and names:
+            raise UsageError("give either --checkpoint or agent names, not both")
+        chosen = [fleet.config.agent(n) for n in (cp.agents if cp else names or list(fleet.config.agents))]
+        return plan(fleet.repo, fleet.config, fleet.main, chosen, cp)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"conflicts": [{"agents": [a, b], "paths": paths} for a, b, paths in self.conflicts],
-                "merge_order": self.order, "held_back": self.held_back}
+    with fleet.editing():
+        fleet.require_approved("the merge counts only approved zones")
+        p = planned()
+        if dry_run:
+            return p
+        check_ready(fleet.repo, p)
+    with runner.stoppable():  # the test runs without the lock: the fleet's other commands go on
+        run_test(fleet.repo, p)
+    with fleet.editing():
+        again = planned() if p.new is not None else p
+        if not again.ok:
+            raise again.failure()  # (local changes in the base's work tree, made during the test, say)
+        if p.new is not None and not same_merge(fleet.repo, p, again):
+            raise FleetError(f"{p.base} or an agent's branch moved while the checkpoint test ran (or the "
+                             "configuration changed what the merge makes); nothing was changed",
+                             "run the merge again: the test runs on what is merged")
+        p.warnings = land(fleet.repo, p)
+        return p
 
-
-def forecast(repo: Repo, base: str, tips: dict[str, str], union: tuple[str, ...] = ()) -> Forecast:
-    """Every agent against the base and every pair of agents against each other, in memory,
-    in one `git merge-tree --stdin` process; then the largest conflict-free set, in order."""
-    base_tip = repo.branch_tip(base)
-    names = list(tips)
-    pairs: list[tuple[str, str]] = []
-    labels: list[tuple[str, str]] = []
-    if base_tip is not None:
-        for n in names:
-            pairs.append((base_tip, tips[n]))
-            labels.append((n, base))
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            pairs.append((tips[a], tips[b]))
-            labels.append((a, b))
-    conflicts = [(a, b, list(r.conflicts)) for (a, b), r in zip(labels, repo.merge_trees(pairs, union), strict=True) if not r.clean]
-    against_base = {a for a, b, _ in conflicts if b == base}
-    edges = {(a, b) for a, b, _ in conflicts if b != base}
-    candidates = [n for n in names if n not in against_base]
-    best: list[str] = []
-    # at most 10 agents: trying every subset (largest first) is instant and exact
-    for mask in range(1 << len(candidates)):
-        chosen = [c for i, c in enumerate(candidates) if mask >> i & 1]
-        if len(chosen) > len(best) and not any((a, b) in edges for a in chosen for b in chosen):
-            best = chosen
-    return Forecast(base, conflicts, best, [n for n in names if n not in best])
-
-
-# -- sync: the base into agent branches ------------------------------------------------------------------
-
-@dataclass
-class SyncResult:
-    agent: str
-    action: str  # "merged", "rebased", "up to date", or "refused"
-    why: str = ""
-    hint: str | None = None  # for a refusal: what to do
-
-
-def sync_one(repo: Repo, cfg: Any, agent: Agent) -> SyncResult:
-    """Bring the base's new commits into one agent's branch, or refuse and change nothing. The
-    work tree that moves with the branch is wherever git has the branch checked out (a worktree
-    moved by hand included), never a path worked out from the configuration."""
-    base_tip = repo.branch_tip(cfg.base)
-    tip = repo.branch_tip(agent.branch)
-    if base_tip is None or tip is None:
-        return SyncResult(agent.name, "refused", f"branch {cfg.base if base_tip is None else agent.branch} is missing")
-    if repo.merge_base(tip, base_tip) == base_tip:
-        return SyncResult(agent.name, "up to date")
-    tree = repo.worktree_with(agent.branch)
-    if tree is not None and tree.branch != agent.branch:  # its HEAD is elsewhere until that ends
-        return SyncResult(agent.name, "refused", f"{agent.branch} is being rebased or bisected in {tree.path}; "
-                          "finish that first (git rebase --continue or --abort, git bisect reset)")
-    worktree = tree.path if tree is not None else None
-    if worktree is not None:
-        dirty = repo.dirty_paths(worktree)
-        if dirty:
-            return SyncResult(agent.name, "refused", "uncommitted work in " + ", ".join(dirty[:5]))
-    if repo.merge_base(tip, base_tip) == tip:  # nothing of its own: fast-forward, no merge commit
-        return _move(repo, agent, worktree, tip, base_tip, "fast-forwarded", cfg.base)
-    shared = repo.is_published(agent.branch)
-    if cfg.sync == "rebase" and not shared:
-        rebased, why = repo.rebased(tip, base_tip)
-        if rebased is None:
-            return SyncResult(agent.name, "refused", f"rebasing onto {cfg.base} would conflict: {why}")
-        return _move(repo, agent, worktree, tip, rebased, "rebased", cfg.base)
-    [res] = repo.merge_trees([(tip, base_tip)], cfg.union)
-    if not res.clean:
-        return SyncResult(agent.name, "refused", f"merging {cfg.base} would conflict in " + ", ".join(res.conflicts))
-    new = repo.commit_tree(res.tree, [tip, base_tip], f"Merge {cfg.base} into {agent.branch} (git fleet-sync)\n")
-    result = _move(repo, agent, worktree, tip, new, "merged", cfg.base)
-    if cfg.sync == "rebase" and result.action == "merged":
-        result.why = "(the branch is published, so it was merged rather than rebased)"
-    return result
-
-
-def _move(repo: Repo, agent: Agent, worktree: Path | None, old: str, new: str, action: str, base: str) -> SyncResult:
-    """Move an agent's branch and the work tree that has it checked out (moves.py: a kill at any
-    moment leaves the old state or the new one)."""
-    try:
-        warnings = moves.carry_out(repo, moves.Move(f"refs/heads/{agent.branch}", old, new, "sync"),
-                                   f"git-fleet: sync {agent.branch} with {base}")
-    except runner.Stopped:
-        raise  # told to stop: the agents after this one are not synced
-    except FleetError as e:
-        return SyncResult(agent.name, "refused", e.message.replace("\n", "; "), e.hint)
-    return SyncResult(agent.name, action, "; ".join(warnings))

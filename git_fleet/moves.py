@@ -35,9 +35,9 @@ from pathlib import Path
 from . import lock, runner, scratch
 from .errors import FleetError, GitError
 from .files import write_atomic
-from .pause import pause
 from .gateway.plumbing import ZERO_OID
 from .gateway.repo import IndexLocked, Repo, remove_dead_lock
+from .pause import pause
 
 JOURNAL = "move-journal"
 MARK = "git-fleet: "  # the start of what our index.lock holds

@@ -24,8 +24,8 @@ import os
 import re
 
 from . import check
-from .gateway import plumbing
 from .errors import FleetError, UsageError
+from .gateway import plumbing
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import tmux
+from . import brief, tmux
 from .config import Agent, expand
 from .errors import FleetError
 from .files import write_atomic
@@ -55,13 +55,13 @@ class Sessions:
         write_atomic(self.state_path, json.dumps(state, indent=2))
 
     def _env(self, agent: Agent) -> dict[str, str]:
-        full = self.fleet.environment(agent)
+        full = brief.environment(self.fleet, agent)
         return {k: v for k, v in full.items() if k.startswith("FLEET_") or k in dict(agent.env)}
 
     def _command(self, agent: Agent, resume: bool) -> str:
         cfg = self.fleet.config
         template = (agent.resume or cfg.resume) if resume else (agent.command or cfg.command)
-        return expand(template, self.fleet.values(agent))
+        return expand(template, brief.values(self.fleet, agent))
 
     def up(self, agents: list[Agent], stagger: float, layout: str | None = None, settle: float = 0.5,
            tell: Callable[[str], None] | None = None) -> UpResult:
@@ -79,7 +79,7 @@ class Sessions:
                 result.running.append(agent.name)
                 continue
             try:
-                self.fleet.require_worktree(agent)
+                brief.require_worktree(self.fleet, agent)
             except FleetError as e:
                 result.failed[agent.name] = e
                 continue
@@ -123,14 +123,14 @@ class Sessions:
 
     def _launch(self, agent: Agent, pane: dict[str, Any] | None, resume: bool, layout: str) -> None:
         """Run the agent's command (or its resume command) in its pane, made if missing."""
-        where = str(self.fleet.require_worktree(agent))
-        self.fleet.write_brief(agent)
+        where = str(brief.require_worktree(self.fleet, agent))
+        brief.write_brief(self.fleet, agent)
         command = self._command(agent, resume)
         if pane is not None:
             tmux.respawn(pane["pane"], where, self._env(agent), command)
         else:
             tmux.new_pane(self.name, agent.name, where, self._env(agent), command, layout)
-        self._record(agent.name, started=time.time(), session=self.fleet.values(agent)["session"])
+        self._record(agent.name, started=time.time(), session=brief.values(self.fleet, agent)["session"])
 
     def ps(self) -> list[dict[str, Any]]:
         panes = tmux.panes(self.name)
@@ -140,7 +140,7 @@ class Sessions:
             p = panes.get(agent.name)
             live = bool(p and not p["dead"])
             since = state.get(agent.name, {}).get("started")
-            values = self.fleet.values(agent)
+            values = brief.values(self.fleet, agent)
             rows.append({"agent": agent.name, "running": live, "since": int(since) if since and live else None,
                          "session": values["session"], "model": values["model"], "tmux": self.name,
                          "window": p["window"] if p else None, "pane": p["pane"] if p else None})
@@ -169,7 +169,7 @@ class Sessions:
         return stopped
 
     def resume(self, agent: Agent, settle: float = 0.5) -> None:
-        self.fleet.require_worktree(agent)
+        brief.require_worktree(self.fleet, agent)
         self._ensure_session()
         self._launch(agent, tmux.panes(self.name).get(agent.name), True, self.fleet.config.layout)
         for err in self._exited_at_once([agent.name], settle, "resume command").values():

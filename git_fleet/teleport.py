@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, lock
+from . import __version__, agents, brief, lock
 from .config import Agent
 from .errors import FleetError, GitError, UsageError
-from .moves import gone_worktree
 from .gateway.plumbing import ZERO_OID, git
+from .moves import gone_worktree
 from .processes import working_in
 from .snapshot import State, capture_trees, git_path, restore
 
@@ -325,7 +325,7 @@ def keep(cwd: Path, agent: str, snapshot: str) -> str:
 
 def meta_for(fleet: Any, agent: Agent, remote: str) -> dict[str, Any]:
     tasks = []
-    for t in fleet.claimed_tasks(agent):
+    for t in brief.claimed_tasks(fleet, agent):
         tasks.append({"id": t.id, "file": t.path.name, "spec": t.path.read_text(encoding="utf-8", errors="replace"),
                       "title": t.title, "expires": t.expires})
     settings = {k: getattr(agent, k) for k in Agent.SESSION_KEYS if getattr(agent, k) is not None}
@@ -339,7 +339,7 @@ def meta_for(fleet: Any, agent: Agent, remote: str) -> dict[str, Any]:
 def send(fleet: Any, name: str, given_remote: str | None, *, force: bool = False) -> Outcome:
     agent = fleet.config.agent(name)
     main = fleet.main
-    where = fleet.require_worktree(agent)
+    where = brief.require_worktree(fleet, agent)
     remote = remote_of(main, given_remote, fleet.config.base)
     with fleet.repo.scratch() as space, lock.hold(fleet.repo.common_dir, fleet.waiting):
         state = capture(agent, where, fleet.config.base, space)  # (no sync or merge moves it meanwhile)
@@ -399,7 +399,7 @@ def receive(fleet: Any, name: str, given_remote: str | None, *, force: bool = Fa
         agent = _bring_here(fleet, agent, snap, out, force, path, space)
     remember(main, name, oid)
     out.tasks = _claim_tasks(fleet, agent, meta.get("tasks", []), out)
-    fleet.write_brief(agent)
+    brief.write_brief(fleet, agent)
     out.worktree = str(fleet.locate(agent))
     if _has_submodules(state, main):
         out.warnings.append(f"the agent's branch has submodules: git -C {shlex.quote(out.worktree)} "
@@ -462,18 +462,18 @@ def _register(fleet: Any, meta: dict[str, Any], state: State, out: Outcome, path
     _branch_check(fleet, branch, state.head)
     settings = {k: v for k, v in meta.get("settings", {}).items() if k in Agent.SESSION_KEYS}
     had_branch = fleet.repo.branch_tip(branch) is not None
-    agent, report = fleet.add(name, meta.get("zone") or [], branch=branch, base=state.head, session=settings,
+    agent, report = agents.add(fleet, name, meta.get("zone") or [], branch=branch, base=state.head, session=settings,
                               env=tuple(sorted(meta.get("env", {}).items())), path=path)
     out.warnings += [w for w in report.warnings if "--base" not in w]
     try:
-        _fill(fleet.require_worktree(agent), state, space)
+        _fill(brief.require_worktree(fleet, agent), state, space)
     except BaseException:
-        fleet.remove(name, force=True, keep_branch=had_branch)  # as it was before the pull
+        agents.remove(fleet, name, force=True, keep_branch=had_branch)  # as it was before the pull
         if not had_branch and fleet.repo.branch_tip(branch) is not None:
             fleet.repo.delete_branch(branch, fleet.repo.branch_tip(branch))
         raise
     out.created = True
-    return agent  # type: ignore[no-any-return]
+    return agent
 
 
 def _recreate_worktree(fleet: Any, agent: Agent, state: State, out: Outcome, path: str | None, space: Path) -> None:

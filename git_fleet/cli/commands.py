@@ -9,10 +9,13 @@ from typing import Any
 
 import click
 
-from .. import __version__, completion
+from .. import __version__, brief, completion, forecast, ownership
+from .. import agents as fleet_agents
+from .. import init as setup
+from .. import merge as merging
+from .. import sync as syncing
 from ..check import quote
 from ..fleet import Fleet, Report
-from ..fleet import init as do_init
 from ..merge import Plan
 from . import CONTEXT, FleetCommand, FleetGroup, command, hint, note, print_json, warn
 
@@ -112,7 +115,7 @@ def init(base: str | None, server: bool, uninstall: bool, orchestrator_keys: tup
 
             raise UsageError(f"--agent-key {spec}: give AGENT=FILE", "e.g. --agent-key backend=~/.ssh/backend.pub")
         pairs.append((name, path))
-    result = do_init(base=base, server=server, uninstall=uninstall, orchestrator_keys=orchestrator_keys,
+    result = setup.init(base=base, server=server, uninstall=uninstall, orchestrator_keys=orchestrator_keys,
                      agent_keys=pairs, base_push=base_push)
     _report(result.report, verbose or result.config_path is None)  # (a server's: say what it holds)
     h = result.hooks
@@ -153,7 +156,7 @@ def _undo_fresh_init(result: Any) -> bool:
     fleet = load()
     if fleet.config.agents:
         return False
-    fleet.forget()
+    setup.forget(fleet)
     return True
 
 
@@ -163,7 +166,7 @@ def _walk_through() -> int:
 
     fleet = load()
     click.echo(f"{fleet.config_path}: base branch {fleet.config.base}")
-    proposals = fleet.propose_zones()
+    proposals = setup.propose_zones(fleet)
     if proposals:
         click.echo("Directories: " + ", ".join(f"{z} ({n} file{'s' if n != 1 else ''})" for _, z, n in proposals))
     default = " ".join(f"{name}={zone}" for name, zone, _ in proposals)
@@ -176,7 +179,7 @@ def _walk_through() -> int:
             warn(f"skipped '{spec}': write NAME=PATTERN")
             continue
         try:
-            fleet.add(name, patterns.split(","))
+            fleet_agents.add(fleet, name, patterns.split(","))
             added.append(name)
             click.echo(f"added {name}: {patterns} (worktree {fleet.worktree_of(fleet.config.agent(name))})")
         except FleetError as e:
@@ -184,7 +187,7 @@ def _walk_through() -> int:
     if added and not fleet.config.checkpoints:
         cp = click.prompt("A checkpoint that merges them all, in this order (- for none)", default="phase-1")
         if cp.strip() != "-":
-            fleet.add_checkpoint(cp.strip(), added)
+            fleet_agents.declare_checkpoint(fleet, cp.strip(), added)
             click.echo(f"declared checkpoint {cp.strip()}: {' '.join(added)}  (git fleet-merge --checkpoint {cp.strip()})")
     from ..doctor import diagnose
 
@@ -224,7 +227,7 @@ def add(name: str, zones: tuple[str, ...], branch: str | None, path: str | None,
 
     Run it in the main worktree: an agent cannot add agents or widen its own zone.
     """
-    _agent, report = load().add(name, zones, branch=branch, path=path, base=base, allow_overlap=allow_overlap,
+    _agent, report = fleet_agents.add(load(), name, zones, branch=branch, path=path, base=base, allow_overlap=allow_overlap,
                                 force=force, session={"session": session, "model": model, "command": command_,
                                                       "resume": resume})
     _report(report, verbose or sys.stderr.isatty())  # what it made, on a terminal as git's porcelain does
@@ -243,7 +246,7 @@ def rm(name: str, force: bool, keep_branch: bool, verbose: bool) -> int:
     commits the base does not have, unless --force. A fully merged branch is deleted; a
     branch with unmerged commits is always kept, so --force never loses commits.
     """
-    _report(load().remove(name, force=force, keep_branch=keep_branch), verbose)
+    _report(fleet_agents.remove(load(), name, force=force, keep_branch=keep_branch), verbose)
     return 0
 
 
@@ -255,7 +258,7 @@ def list_(as_json: bool) -> int:
     The state is "ok", or what is wrong: a missing worktree or branch, or a worktree that
     is on another branch than the agent's.
     """
-    rows = load().describe()
+    rows = fleet_agents.describe(load())
     if as_json:
         print_json(rows)
         return 0
@@ -277,9 +280,9 @@ def who(paths: tuple[str, ...], as_json: bool) -> int:
     fleet = load()
     result: dict[str, Any] = {}
     for p in paths:
-        rel = fleet.repo_path(p)
-        inside = fleet.owners_inside(rel) if os.path.isdir(p) or fleet.has_directory(rel) else None
-        result[p] = (fleet.owners(rel), inside)
+        rel = ownership.repo_path(fleet, p)
+        inside = ownership.owners_inside(fleet, rel) if os.path.isdir(p) or ownership.has_directory(fleet, rel) else None
+        result[p] = (ownership.owners(fleet, rel), inside)
     if as_json:
         print_json({p: sorted(n for n in inside if n) if inside is not None else [name for name, _ in owners]
                     for p, (owners, inside) in result.items()})
@@ -310,11 +313,11 @@ def zones(as_json: bool, approve: bool) -> int:
     """
     fleet = load()
     if approve:
-        changed = fleet.approve()
+        changed = fleet_agents.approve_zones(fleet)
         for line in changed:
             note(line)
         note("approved the zones in " + str(fleet.config_path) if changed else "the zones were approved already")
-    overlaps = fleet.overlaps()
+    overlaps = ownership.overlaps(fleet)
     agents = fleet.config.agents
     if as_json:
         print_json({"zones": {n: list(a.zone) for n, a in agents.items()},
@@ -358,7 +361,7 @@ def merge(agents: tuple[str, ...], checkpoint: str | None, dry_run: bool, as_jso
     succeed), 1 when it does not.
     """
     fleet = load(None if dry_run else "merge into the base")
-    p = fleet.merge(list(agents), checkpoint, dry_run=dry_run)
+    p = merging.merge(fleet, list(agents), checkpoint, dry_run=dry_run)
     for w in p.warnings:
         warn(w)
     if as_json:
@@ -422,7 +425,7 @@ def checkpoint(ctx: click.Context, as_json: bool) -> int:
     """
     if ctx.invoked_subcommand is not None:
         return 0
-    rows = load().checkpoints()
+    rows = forecast.checkpoints(load())
     if as_json:
         print_json(rows)
         return 0
@@ -462,7 +465,7 @@ def checkpoint_add(name: str, agents: tuple[str, ...], test: str | None, timeout
     Writes [checkpoints.NAME] in .gitfleet.toml (keeping your comments), as git fleet-add does
     for agents. Merge it with git fleet-merge --checkpoint NAME, round after round.
     """
-    cp = load().add_checkpoint(name, list(agents), test, timeout)
+    cp = fleet_agents.declare_checkpoint(load(), name, list(agents), test, timeout)
     if sys.stderr.isatty():
         note(f"declared checkpoint '{cp.name}': {', '.join(cp.agents)}" + (f"; test: {cp.test}" if cp.test else ""))
     return 0
@@ -491,7 +494,7 @@ def status(as_json: bool) -> int:
     now, with the paths, all made in memory in one git merge-tree process; and a merge order
     that integrates the most agents without conflict.
     """
-    data = load().status()
+    data = forecast.status(load())
     if as_json:
         print_json(data)
         return 0
@@ -528,7 +531,7 @@ def sync(agents: tuple[str, ...], as_json: bool, verbose: bool) -> int:
     would conflict, is refused and left exactly as it was; the others are synced. Exit status
     1 when any agent was refused.
     """
-    results = load("sync agents' branches").sync(list(agents))
+    results = syncing.sync(load("sync agents' branches"), list(agents))
     if as_json:
         print_json([{"agent": r.agent, "action": r.action, "why": r.why} for r in results])
     refused = [r for r in results if r.action == "refused"]
@@ -569,7 +572,7 @@ def set_(name: str, zones: tuple[str, ...], allow_overlap: bool, session: str | 
       Gemini:  --command 'gemini --model {model}'     --resume 'gemini --model {model}'
       Script:  --command './agent.sh {task}'
     """
-    load().set(name, zone=zones, allow_overlap=allow_overlap,
+    fleet_agents.set_agent(load(), name, zone=zones, allow_overlap=allow_overlap,
                session={"session": session, "model": model, "command": command_, "resume": resume})
     return 0
 
@@ -587,7 +590,7 @@ def run(name: str, argv: tuple[str, ...]) -> int:
     first. Exit status: the command's.
     """
     args = list(argv[1:] if argv[:1] == ("--",) else argv)
-    return load("run commands in an agent's worktree").run(name, args)
+    return brief.run(load("run commands in an agent's worktree"), name, args)
 
 
 def _sessions(changes: str | None = None) -> Any:

@@ -19,11 +19,24 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import plumbing
 from .. import scratch
 from ..errors import FleetError, UsageError
-from .plumbing import (EMPTY_TREE, MAIN_RECORD, MERGE_PINNED, ZERO_OID, changed_paths, git, hash_files, is_ancestor,
-                       main_worktree_of, out, parse_worktree_list, read_file, rebasing)
+from . import plumbing
+from .plumbing import (
+    EMPTY_TREE,
+    MAIN_RECORD,
+    MERGE_PINNED,
+    ZERO_OID,
+    changed_paths,
+    git,
+    hash_files,
+    is_ancestor,
+    main_worktree_of,
+    out,
+    parse_worktree_list,
+    read_file,
+    rebasing,
+)
 
 if TYPE_CHECKING:
     import pygit2

@@ -1,0 +1,123 @@
+"""What is coming: each agent's standing against the base (ahead, behind, dirty, out of zone), the
+conflicts a merge now would meet (every agent against the base and every pair, in memory), the
+merge order that integrates the most, and each declared checkpoint's readiness."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import check, merge
+from .gateway import plumbing
+from .gateway.repo import Repo
+
+if TYPE_CHECKING:
+    from .fleet import Fleet
+
+
+@dataclass
+class Forecast:
+    base: str
+    conflicts: list[tuple[str, str, list[str]]]  # (agent, other agent or the base, paths)
+    order: list[str]  # a merge order that integrates the most agents without conflict
+    held_back: list[str]  # the agents that order leaves for later
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"conflicts": [{"agents": [a, b], "paths": paths} for a, b, paths in self.conflicts],
+                "merge_order": self.order, "held_back": self.held_back}
+
+
+def forecast(repo: Repo, base: str, tips: dict[str, str], union: tuple[str, ...] = ()) -> Forecast:
+    """Every agent against the base and every pair of agents against each other, in memory,
+    in one `git merge-tree --stdin` process; then the largest conflict-free set, in order."""
+    base_tip = repo.branch_tip(base)
+    names = list(tips)
+    pairs: list[tuple[str, str]] = []
+    labels: list[tuple[str, str]] = []
+    if base_tip is not None:
+        for n in names:
+            pairs.append((base_tip, tips[n]))
+            labels.append((n, base))
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            pairs.append((tips[a], tips[b]))
+            labels.append((a, b))
+    conflicts = [(a, b, list(r.conflicts)) for (a, b), r in zip(labels, repo.merge_trees(pairs, union), strict=True) if not r.clean]
+    against_base = {a for a, b, _ in conflicts if b == base}
+    edges = {(a, b) for a, b, _ in conflicts if b != base}
+    candidates = [n for n in names if n not in against_base]
+    best: list[str] = []
+    # at most 10 agents: trying every subset (largest first) is instant and exact
+    for mask in range(1 << len(candidates)):
+        chosen = [c for i, c in enumerate(candidates) if mask >> i & 1]
+        if len(chosen) > len(best) and not any((a, b) in edges for a in chosen for b in chosen):
+            best = chosen
+    return Forecast(base, conflicts, best, [n for n in names if n not in best])
+
+
+
+
+def status(fleet: Fleet) -> dict[str, Any]:
+    """One row per agent (ahead, behind, dirty, out of zone, last commit) and the forecast."""
+    cfg = fleet.config
+    compiled = check.compile_config(str(fleet.repo.common_dir), str(fleet.main), cfg)
+    all_tips = fleet.repo.branch_tips()
+    base_tip = all_tips[cfg.base][0] if cfg.base in all_tips else None
+    branch_tips = {a.name: all_tips.get(a.branch, (None, 0))[0] for a in cfg.agents.values()}
+    found = {a: t for a, t in branch_tips.items() if t is not None}
+    # the slow parts are git processes that do not depend on each other: `git status` of each
+    # worktree and the one `git log` of the zone check run side by side
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        located = {a.name: fleet.locate(a) for a in cfg.agents.values()}
+        dirty_jobs = {name: pool.submit(fleet.repo.dirty_paths, where)
+                      for name, where in located.items() if where is not None and where.is_dir()}
+        histories = (plumbing.commits_by_tip(found, [base_tip], str(fleet.repo.common_dir))
+                     if base_tip else {})
+        dirty_of = {name: job.result() for name, job in dirty_jobs.items()}
+    rows, tips = [], {}
+    for a in cfg.agents.values():
+        tip = branch_tips[a.name]
+        row: dict[str, Any] = {"agent": a.name, "branch": a.branch, "ahead": None, "behind": None,
+                               "dirty": None, "out_of_zone": [], "last_commit": None}
+        if tip is not None:
+            row["last_commit"] = all_tips[a.branch][1]
+            if base_tip is not None:
+                ahead, behind = fleet.repo.pygit.ahead_behind(tip, base_tip)
+                row["ahead"], row["behind"] = int(ahead), int(behind)
+                bad = check.check_history(compiled, compiled.agents[a.name], histories[a.name])
+                row["out_of_zone"] = sorted({v.path for v in bad})
+            if row["ahead"]:
+                tips[a.name] = tip
+        if a.name in dirty_of:
+            dirty = dirty_of[a.name]
+            row["dirty"] = len(dirty)
+            zone = compiled.agents[a.name]
+            row["out_of_zone"] += sorted(p for p in dirty if not zone.owns(p) or compiled.is_protected(p))
+        rows.append(row)
+    fc = forecast(fleet.repo, cfg.base, tips, cfg.union)
+    return {"base": cfg.base, "agents": rows, **fc.as_dict()}
+
+
+def checkpoints(fleet: Fleet) -> list[dict[str, Any]]:
+    """Each checkpoint with its agents' readiness: ahead, dirty, out of zone, would conflict."""
+    rows = []
+    for cp in fleet.config.checkpoints.values():
+        p = merge.plan(fleet.repo, fleet.config, fleet.main, [fleet.config.agents[a] for a in cp.agents], cp)
+        steps = {s.agent.name: s for s in p.steps}
+        agents = []
+        for name in cp.agents:
+            a = fleet.config.agents[name]
+            s = steps.get(name)
+            where = fleet.locate(a)
+            dirty = len(fleet.repo.dirty_paths(where)) if where is not None and where.is_dir() else None
+            agents.append({"agent": name, "ahead": s.ahead if s else 0, "dirty": dirty,
+                           "out_of_zone": [v.path for v in s.violations] if s else [],
+                           "conflicts": list(s.conflicts) if s else []})
+        # one answer with `git fleet-merge --checkpoint` (-n or not): the same plan says it
+        state = ("blocked" if not p.ok else "ready" if p.new else "merged" if p.rounds else "nothing new")
+        rows.append({"checkpoint": cp.name, "state": state, "test": cp.test, "agents": agents,
+                     "rounds": p.rounds, "tag": cp.tag(p.rounds) if p.rounds else None})
+    return rows
+

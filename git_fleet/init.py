@@ -1,0 +1,151 @@
+"""git fleet-init: a repository set up for a fleet (its config, hooks and merge settings) or a
+server's checks; undone again; and the agents an interactive init proposes from the tree."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import approval, check, config, hooks
+from . import server as rules
+from .errors import FleetError, UsageError
+from .fleet import Fleet, Report
+from .gateway import plumbing
+from .gateway.repo import Repo
+
+
+def forget(fleet: Fleet) -> None:
+    """Undo a fresh `git fleet-init` (no agents): its hooks, its config and its record."""
+    hooks.uninstall(fleet.repo)
+    _merges_into_base(fleet.repo, fleet.config.base, on=False)
+    fleet.config_path.unlink(missing_ok=True)
+    (fleet.repo.common_dir / approval.RECORD).unlink(missing_ok=True)
+
+
+def propose_zones(fleet: Fleet, limit: int = 7) -> list[tuple[str, str, int]]:
+    """Agents to start with, one per top-level directory of the base (or of the one directory
+    that holds nearly everything): (name, zone pattern, tracked files), largest first."""
+    base = fleet.repo.resolve(fleet.config.base) or "HEAD"
+    files = list(fleet.repo.tracked_files(base))
+
+    def parts(prefix: str) -> Counter[str]:
+        return Counter(prefix + p[len(prefix):].split("/", 1)[0] for p in files
+                       if p.startswith(prefix) and "/" in p[len(prefix):])
+
+    dirs = parts("")
+    while dirs:
+        top, n = dirs.most_common(1)[0]
+        inner = parts(top + "/")
+        if n < 0.7 * len(files) or len(inner) < 2:
+            break
+        del dirs[top]  # src/ holds nearly everything: propose its parts instead
+        dirs.update(inner)
+    taken = set(fleet.config.agents)
+    proposals = []
+    for d, n in dirs.most_common():
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", d.rsplit("/", 1)[-1]).strip(".-").lower() or "agent"
+        if name in taken or d.rsplit("/", 1)[-1].startswith("."):
+            continue
+        taken.add(name)
+        proposals.append((name, f"{d}/**", n))
+    return proposals[:limit]
+
+
+@dataclass
+class InitResult:
+    config_path: Path | None
+    created: bool
+    hooks: Any  # hooks.HookReport
+    report: Report
+
+
+def init(*, base: str | None = None, server: bool = False, uninstall: bool = False,
+         orchestrator_keys: Sequence[str] = (), agent_keys: Sequence[tuple[str, str]] = (),
+         base_push: str | None = None) -> InitResult:
+    """Write a commented .gitfleet.toml if there is none and install the hooks; safe to repeat."""
+    repo = Repo.discover()
+    report = Report()
+    if (orchestrator_keys or agent_keys or base_push) and not repo.bare:
+        raise UsageError("--orchestrator-key, --agent-key and --base-push are for a bare repository that agents push "
+                         "to", "run it there: git -C <server's repository> fleet-init --server ...")
+    if repo.bare or server:
+        names = hooks.SERVER_HOOKS if repo.bare else hooks.WORKTREE_HOOKS
+        if uninstall:
+            return InitResult(None, False, hooks.uninstall(repo, names), report)
+        if base is not None and not repo.valid_branch_name(base):
+            raise UsageError(f"'{base}' is not a valid branch name")
+        if repo.bare:
+            report.notes += rules.install(str(repo.common_dir), orchestrator_keys, agent_keys, base_push, base)
+            where = plumbing.server_base(str(repo.common_dir))
+            if repo.ref_value(f"refs/heads/{where}:{config.CONFIG_NAME}") is None:
+                report.warnings.append(f"{where}:{config.CONFIG_NAME} is not here yet: until it is pushed, pushes are "
+                                       "not zone-checked (each one says so)")
+            return InitResult(None, False, hooks.install(repo, names), report)
+        if base is not None:
+            repo.config_set("fleet.base", base)
+    main = repo.main_worktree
+    assert main is not None
+    what = "uninstall the fleet's hooks" if uninstall else "run git fleet-init"
+    try:
+        fleet = Fleet.here() if (main / config.CONFIG_NAME).exists() else None
+    except FleetError:
+        if not uninstall:
+            raise
+        fleet = None  # a broken configuration does not keep the hooks in
+    if fleet is not None:
+        fleet.refuse_agents(what)
+    elif os.environ.get("FLEET_AGENT") or not repo.is_main_worktree():
+        raise FleetError(f"cannot {what} outside the main worktree or in an agent's session: only the orchestrator "
+                         "changes the fleet or the base",
+                         f"run it in the main worktree ({main}), outside any agent's session")
+    if repo.is_main_worktree():
+        repo.record_main_worktree()
+    if uninstall:
+        _merges_into_base(repo, fleet.config.base if fleet is not None else None, on=False)
+        (repo.common_dir / approval.RECORD).unlink(missing_ok=True)  # (no fleet to hold merges to)
+        return InitResult(main / config.CONFIG_NAME, False, hooks.uninstall(repo), report)
+    path = main / config.CONFIG_NAME
+    cfg = config.load(path)
+    created = cfg is None
+    if cfg is None:
+        if base is None:
+            head = (repo.common_dir / "HEAD").read_text().strip()
+            base = head[16:] if head.startswith("ref: refs/heads/") else config.DEFAULT_BASE
+        elif not repo.valid_branch_name(base):
+            raise UsageError(f"'{base}' is not a valid branch name", "see `git help check-ref-format`")
+        text = config.new_config_text(base)
+        cfg = config.parse(path, text)
+        approval.write_config(repo.common_dir, path, text)
+        if repo.resolve(base) is None:
+            report.warnings.append(f"base branch '{base}' has no commits yet; agents can be added after the first commit")
+    elif base is not None and base != cfg.base:
+        report.warnings.append(f"{path.name} already names base '{cfg.base}'; edit it there to change it")
+    hook_report = hooks.install(repo)
+    _merges_into_base(repo, cfg.base, on=True)
+    check.compile_config(str(repo.common_dir), str(main), cfg)
+    return InitResult(path, created, hook_report, report)
+
+
+def _merges_into_base(repo: Repo, base: str | None, *, on: bool) -> None:
+    """A plain `git merge` into the base makes a merge commit, so that the pre-merge-commit hook
+    runs and checks the agent's commits: a fast-forward runs no hook at all. `git pull` keeps
+    fast-forwarding (pull.ff = true, git's own default, set only where nothing is)."""
+    key = f"branch.{base}.mergeOptions"
+    now = repo.config_get(key) if base is not None else None
+    if on and now is None:
+        repo.config_set(key, "--no-ff")
+        if repo.config_get("pull.ff") is None:
+            repo.config_set("pull.ff", "true")
+            repo.config_set("fleet.setPullFf", "true")  # (so that uninstalling takes it out again)
+    elif not on:
+        if now == "--no-ff":
+            repo.config_set(key, None)
+        if repo.config_get("fleet.setPullFf") == "true":
+            repo.config_set("pull.ff", None)
+            repo.config_set("fleet.setPullFf", None)
+
