@@ -32,11 +32,13 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import lock, runner, scratch
+from . import lock, runner
 from .errors import FleetError, GitError
 from .files import write_atomic
+from .gateway import scratch
 from .gateway.plumbing import ZERO_OID
-from .gateway.repo import IndexLocked, Repo, remove_dead_lock
+from .gateway.repo import Repo
+from .gateway.worktree_moves import IndexLocked, remove_dead_lock
 from .pause import pause
 
 JOURNAL = "move-journal"

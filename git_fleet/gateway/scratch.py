@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from .gateway import plumbing
+from . import plumbing
 
 PREFIX = "p-"
 OWNER = ".owner"
