@@ -33,7 +33,7 @@ done
 for page in "$venv"/share/man/man1/git-fleet*.1; do
     ln -sfn "$page" "$PREFIX/share/man/man1/$(basename "$page")"
 done
-"$venv/bin/python" -I -m git_fleet.completion install "$PREFIX"
+"$venv/bin/python" -I -m git_fleet.cli.completion install "$PREFIX"
 
 version=$("$venv/bin/git-fleet" --version)
 case ":$PATH:" in

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import approval, brief, config, interrupted_add, ownership, worktree_setup
+from . import approval, brief, config, config_edit, interrupted_add, ownership, templates, worktree_setup
 from .config import Agent
 from .errors import FleetError, UsageError
 from .files import write_atomic
@@ -26,10 +26,10 @@ def _check_templates(name: str, session: dict[str, Any]) -> None:
     for key in ("command", "resume"):
         template = session.get(key)
         if template:
-            bad = config.unknown_placeholder(template)
+            bad = templates.unknown_placeholder(template)
             if bad:
                 raise UsageError(f"agent '{name}': unknown placeholder {{{bad}}} in its {key}",
-                                 "placeholders: " + ", ".join(f"{{{p}}}" for p in config.PLACEHOLDERS))
+                                 "placeholders: " + ", ".join(f"{{{p}}}" for p in templates.PLACEHOLDERS))
 
 
 def add(fleet: Fleet, name: str, zone: Sequence[str], *, branch: str | None = None, path: str | None = None,
@@ -89,7 +89,7 @@ def _add(fleet: Fleet, name: str, zone: Sequence[str], *, branch: str | None, pa
         raise FleetError(f"worktree path {where} already exists and is not empty",
                          "give another place with --path DIR")
 
-    new_text = config.with_agent(cfg, fleet.text, agent)  # validated before anything is written
+    new_text = config_edit.with_agent(cfg, fleet.text, agent)  # validated before anything is written
 
     _make(fleet, agent, where, tip, base_commit, new_text)
     brief.write_brief(fleet, agent)
@@ -196,7 +196,7 @@ def set_agent(fleet: Fleet, name: str, *, zone: Sequence[str] = (), allow_overla
         if not changes:
             raise UsageError("nothing to change", "give --zone, --session, --model, --command or --resume")
         updated = dataclasses.replace(agent, **changes)
-        fleet.save(config.with_agent(fleet.config, fleet.text, updated))
+        fleet.save(config_edit.with_agent(fleet.config, fleet.text, updated))
         brief.write_brief(fleet, updated)
         return updated
 
@@ -205,7 +205,7 @@ def declare_checkpoint(fleet: Fleet, name: str, agents: Sequence[str], test: str
                    timeout: str | None = None) -> config.Checkpoint:
     with fleet.editing():
         fleet.may_edit("declare checkpoints")
-        return fleet.save(config.with_checkpoint(fleet.config, fleet.text, name, agents, test, timeout)).checkpoint(name)
+        return fleet.save(config_edit.with_checkpoint(fleet.config, fleet.text, name, agents, test, timeout)).checkpoint(name)
 
 
 def remove(fleet: Fleet, name: str, *, force: bool = False, keep_branch: bool = False) -> Report:
@@ -248,7 +248,7 @@ def _remove(fleet: Fleet, name: str, *, force: bool, keep_branch: bool) -> Repor
         raise FleetError(f"branch {agent.branch} has {unmerged} commit(s) that {fleet.config.base} does not have",
                          f"merge them first, or pass --force (the branch is kept; delete it with "
                          f"`git branch -D {agent.branch}`)")
-    new_text = config.without_agent(fleet.config, fleet.text, name)
+    new_text = config_edit.without_agent(fleet.config, fleet.text, name)
     if where is not None and has_tree:
         fleet.repo.worktree_remove(where, force=force)
     fleet.register(name, None)

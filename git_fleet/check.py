@@ -143,7 +143,7 @@ def compile_config(common_dir: str, main: str | None, cfg: Any) -> Compiled:
     """Compile a loaded Config (see config.py) and store it in the cache when it came from `main`."""
     git_config = _read(os.path.join(common_dir, "config"))  # read before git is asked about it
     hooks_path, registered = plumbing.local_settings(common_dir)
-    from .config import expand_worktree  # (loaded already: cfg was parsed)
+    from .templates import expand_worktree  # (off the warm path: compiling only)
 
     agents = {}
     for a in cfg.agents.values():

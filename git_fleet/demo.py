@@ -16,9 +16,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,8 +209,6 @@ class Demo:
     def _agents_in_tmux(self) -> None:
         self.tmux_dir = self.dir / ".tmux"
         if len(str(self.tmux_dir)) > 80:  # a socket's path is limited (108 bytes, tmux-UID/default in it)
-            import tempfile
-
             self.tmux_dir = Path(tempfile.mkdtemp(prefix="fleet-demo-tmux-"))
         self.tmux_dir.mkdir(exist_ok=True)
         self.env["TMUX_TMPDIR"] = str(self.tmux_dir)  # a tmux server of its own
@@ -323,6 +323,27 @@ class Demo:
             return None
         at = shlex.quote(str(self.tmux_dir))
         return f"its tmux server runs on: attach with TMUX_TMPDIR={at} tmux attach; end it with TMUX_TMPDIR={at} tmux kill-server"
+
+
+def require_tmux() -> None:
+    """For --tmux: refused, before anything is made, where tmux is not installed."""
+    if shutil.which("tmux") is None:
+        raise UsageError("--tmux needs tmux, which is not installed", "run the demo without --tmux")
+
+
+@contextmanager
+def signals_as_interrupt() -> Iterator[None]:
+    """While it lasts, a closed terminal (SIGHUP) or a kill (SIGTERM) ends the demo as Ctrl-C
+    does: a KeyboardInterrupt, so that it stops its agents and says where its files are."""
+    def stop_here(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, stop_here) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 def check_dir(where: Path) -> None:

@@ -1,13 +1,17 @@
-"""Writing files so that no reader ever sees half of one (the Maildir rules)."""
+"""Writing files so that no reader ever sees half of one (the Maildir rules); reading the one a
+command is given."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import UsageError
 
 
 @contextmanager
@@ -64,3 +68,17 @@ def ignored_dir(path: Path, note: str, staging: Path) -> None:
         shutil.rmtree(made, ignore_errors=True)
     path.mkdir(exist_ok=True)
     write_atomic(path / ".gitignore", ignore)
+
+
+def read_input(name: str | None) -> str:
+    """The text of the file a command is given (a task's body, its result): standard input for -,
+    "" for none; a usage error where it cannot be read."""
+    if name is None:
+        return ""
+    if name == "-":
+        return sys.stdin.read()
+    try:
+        with open(name, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as e:
+        raise UsageError(f"cannot read {name}: {e.strerror}") from None

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import approval, bus, check, config, interrupted_add, lock, moves, ownership
+from . import approval, bus, check, config, interrupted_add, lock, moves, ownership, templates
 from .config import Agent, Config
 from .errors import FleetError, UsageError
 from .gateway.repo import Repo, Worktree
@@ -83,6 +83,18 @@ class Fleet:
                     fleet.recovered += interrupted_add.recover(fleet)
         return fleet
 
+    @classmethod
+    def look(cls) -> Fleet:
+        """The fleet, read without the side effects of here() (no recovery, no record of the main
+        worktree), for a look that must change nothing: completing a word on the command line.
+        LookupError where there is no fleet."""
+        repo = Repo.discover()
+        main = repo.main_worktree
+        cfg = config.load(main / config.CONFIG_NAME) if main is not None else None
+        if main is None or cfg is None:
+            raise LookupError("no fleet here")
+        return cls(repo, main, cfg, (main / config.CONFIG_NAME).read_text(encoding="utf-8"))
+
     # -- who is who ------------------------------------------------------------------------------------
 
     def worktrees(self) -> list[Worktree]:
@@ -146,7 +158,7 @@ class Fleet:
     def planned_worktree(self, agent: Agent) -> Path:
         """Where the configuration puts the agent's worktree: its `worktree`, else [fleet]
         worktree, with {repo} and {agent} filled in, relative to the main worktree."""
-        where = config.expand_worktree(self.config.worktree_template(agent), agent.name, self.main.name)
+        where = templates.expand_worktree(self.config.worktree_template(agent), agent.name, self.main.name)
         return Path(os.path.normpath(self.main / where))
 
     def worktree_of(self, agent: Agent) -> Path:

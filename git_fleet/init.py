@@ -1,17 +1,18 @@
 """git fleet-init: a repository set up for a fleet (its config, hooks and merge settings) or a
-server's checks; undone again; and the agents an interactive init proposes from the tree."""
+server's checks; undone again; and the agents an interactive init proposes from the tree, adds
+as the person answered, and the checkpoint that merges them."""
 
 from __future__ import annotations
 
 import os
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import approval, check, config, hooks
+from . import agents, approval, check, config, config_edit, hooks
 from . import server as rules
 from .errors import FleetError, UsageError
 from .fleet import Fleet, Report
@@ -25,6 +26,14 @@ def forget(fleet: Fleet) -> None:
     _merges_into_base(fleet.repo, fleet.config.base, on=False)
     fleet.config_path.unlink(missing_ok=True)
     (fleet.repo.common_dir / approval.RECORD).unlink(missing_ok=True)
+
+
+def forget_unless_agents(fleet: Fleet) -> bool:
+    """Undo a fresh `git fleet-init` if no agent was added since (forget); whether it was undone."""
+    if fleet.config.agents:
+        return False
+    forget(fleet)
+    return True
 
 
 def propose_zones(fleet: Fleet, limit: int = 7) -> list[tuple[str, str, int]]:
@@ -54,6 +63,43 @@ def propose_zones(fleet: Fleet, limit: int = 7) -> list[tuple[str, str, int]]:
         taken.add(name)
         proposals.append((name, f"{d}/**", n))
     return proposals[:limit]
+
+
+@dataclass
+class Answered:
+    """What became of one NAME=PATTERN[,PATTERN...] of an interactive init's answer."""
+    name: str  # the agent's name; for an answer not of that form, the answer as given
+    patterns: str = ""  # as given, comma-separated
+    worktree: Path | None = None  # the added agent's worktree
+    refused: str | None = None  # why it was skipped; None: it was added
+
+
+def add_answered(fleet: Fleet, answer: str) -> Iterator[Answered]:
+    """Add the agents an interactive init's answer names (NAME=PATTERN[,PATTERN...] separated by
+    spaces, or - for none), yielding what became of each as it is done (each makes a branch and a
+    worktree, which takes a moment): added, or skipped with the reason, the rest going on."""
+    for spec in answer.split() if answer.strip() != "-" else []:
+        name, sep, patterns = spec.partition("=")
+        if not sep or not patterns:
+            yield Answered(spec, refused="write NAME=PATTERN")
+            continue
+        try:
+            agents.add(fleet, name, patterns.split(","))
+            where = fleet.worktree_of(fleet.config.agent(name))
+        except FleetError as e:
+            yield Answered(name, patterns, refused=e.message)
+            continue
+        yield Answered(name, patterns, where)
+
+
+def checkpoint_answered(fleet: Fleet, answer: str, names: Sequence[str]) -> str | None:
+    """Declare the checkpoint an interactive init's answer names, merging `names` in that order;
+    its name, or None when the answer was - (none)."""
+    name = answer.strip()
+    if name == "-":
+        return None
+    agents.declare_checkpoint(fleet, name, names)
+    return name
 
 
 @dataclass
@@ -118,7 +164,7 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
             base = head[16:] if head.startswith("ref: refs/heads/") else config.DEFAULT_BASE
         elif not repo.valid_branch_name(base):
             raise UsageError(f"'{base}' is not a valid branch name", "see `git help check-ref-format`")
-        text = config.new_config_text(base)
+        text = config_edit.new_config_text(base)
         cfg = config.parse(path, text)
         approval.write_config(repo.common_dir, path, text)
         if repo.resolve(base) is None:

@@ -11,11 +11,11 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import config
+from . import config_edit
 from .config import Agent
 from .errors import FleetError
 from .gateway import plumbing
-from .gateway.repo import remove_dead_lock
+from .gateway.worktree_moves import remove_dead_lock
 
 if TYPE_CHECKING:
     from .fleet import Fleet
@@ -110,7 +110,7 @@ def _adopt(fleet: Fleet, agent: Agent, where: Path, unwritten: list[str] | None)
     left half done (unwritten: the files to write; None when it was done)."""
     fleet.register(agent.name, where)  # first: a kill after the config is written leaves both
     try:
-        fleet.save(config.with_agent(fleet.config, fleet.text, agent))
+        fleet.save(config_edit.with_agent(fleet.config, fleet.text, agent))
     except FleetError as e:
         fleet.register(agent.name, None)
         return [(f"an interrupted `git fleet-add {agent.name}` left {where} (branch {agent.branch}) with work "

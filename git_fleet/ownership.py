@@ -91,6 +91,18 @@ def owners(fleet: Fleet, path: str) -> list[tuple[str, Pattern]]:
     return found
 
 
+def who(fleet: Fleet, paths: Sequence[str]) -> dict[str, tuple[list[tuple[str, Pattern]], dict[str | None, int] | None]]:
+    """For each path as given (relative to the current directory, existing or not): its owners
+    with their deciding patterns, and for a directory (one in the work tree, or in the base) the
+    owners of the files inside it, with how many each (None for anything else)."""
+    found = {}
+    for p in paths:
+        rel = repo_path(fleet, p)
+        inside = owners_inside(fleet, rel) if os.path.isdir(p) or has_directory(fleet, rel) else None
+        found[p] = (owners(fleet, rel), inside)
+    return found
+
+
 def overlaps(fleet: Fleet) -> list[tuple[str, str, str]]:
     names = sorted(fleet.config.agents)
     zones = {n: fleet.config.agents[n].compiled_zone() for n in names}

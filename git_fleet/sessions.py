@@ -7,15 +7,16 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import brief, tmux
-from .config import Agent, expand
+from .config import Agent
 from .errors import FleetError
 from .files import write_atomic
+from .templates import expand
 
 ORCHESTRATOR = "orchestrator"
 
@@ -33,6 +34,13 @@ class UpResult:
     resumed: list[str] = field(default_factory=list)
     running: list[str] = field(default_factory=list)  # left alone
     failed: dict[str, FleetError] = field(default_factory=dict)  # agent -> why
+
+    def failure(self) -> FleetError | None:
+        """One error for the agents that failed to start, each with why, and their hints; None if none did."""
+        if not self.failed:
+            return None
+        failed = self.failed.values()
+        return FleetError("\n".join(e.message for e in failed), "\n".join(dict.fromkeys(e.hint for e in failed if e.hint)))
 
 
 class Sessions:
@@ -62,6 +70,24 @@ class Sessions:
         cfg = self.fleet.config
         template = (agent.resume or cfg.resume) if resume else (agent.command or cfg.command)
         return expand(template, brief.values(self.fleet, agent))
+
+    def choose(self, names: Sequence[str], force: bool) -> tuple[list[Agent], str | None]:
+        """The agents `up` starts, the named ones or all, and a warning when they are many (more
+        than warn_agents); more than max_agents is refused unless `force`."""
+        cfg = self.fleet.config
+        chosen = [cfg.agent(n) for n in names] if names else list(cfg.agents.values())
+        if len(chosen) > cfg.max_agents and not force:
+            raise FleetError(f"refusing to start {len(chosen)} agents: the limit is {cfg.max_agents}",
+                             "beyond 10 agents coordination costs exceed the benefits; pass --force to go ahead")
+        many = len(chosen) > cfg.warn_agents
+        return chosen, f"starting {len(chosen)} agents; beyond {cfg.warn_agents} coordination costs grow" if many else None
+
+    def named(self, names: Sequence[str]) -> list[str]:
+        """The agents named, each checked to be one (else the config's error), or all of them."""
+        chosen = list(names) or list(self.fleet.config.agents)
+        for n in chosen:
+            self.fleet.config.agent(n)
+        return chosen
 
     def up(self, agents: list[Agent], stagger: float, layout: str | None = None, settle: float = 0.5,
            tell: Callable[[str], None] | None = None) -> UpResult:
@@ -145,6 +171,22 @@ class Sessions:
                          "session": values["session"], "model": values["model"], "tmux": self.name,
                          "window": p["window"] if p else None, "pane": p["pane"] if p else None})
         return rows
+
+    def show(self, pane: str | None = None) -> None:
+        """Attach to the session (switch to it inside tmux), showing the pane if given."""
+        tmux.attach(self.name, pane)
+
+    def attach(self, agent: str | None = None) -> None:
+        """Attach to the running session (see show), at `agent`'s pane if given; refused when the
+        fleet, or that agent, is not running in it."""
+        if agent:
+            self.fleet.config.agent(agent)
+        if not tmux.has_session(self.name):
+            raise FleetError("the fleet is not running", "start it with git fleet-up")
+        pane = self.pane(agent) if agent else None
+        if agent and pane is None:
+            raise FleetError(f"agent '{agent}' is not in the fleet's tmux session", f"start it with git fleet-up {agent}")
+        self.show(pane)
 
     def pane(self, name: str) -> str | None:
         p = tmux.panes(self.name).get(name)

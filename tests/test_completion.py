@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from helpers import Sandbox
 
-from git_fleet import completion
+from git_fleet.cli import completion
 
 GIT_BASH = Path("/usr/share/bash-completion/completions/git")  # shipped with git (Debian)
 BASH_COMPLETION = Path("/usr/share/bash-completion/bash_completion")
@@ -50,7 +50,7 @@ def home(hermetic: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     each shell looks by itself)."""
     for var in ("XDG_DATA_HOME", "XDG_DATA_DIRS", "BASH_COMPLETION_USER_DIR", "ZDOTDIR"):
         monkeypatch.delenv(var, raising=False)
-    done = subprocess.run([sys.executable, "-m", "git_fleet.completion", "install", str(hermetic / ".local")],
+    done = subprocess.run([sys.executable, "-m", "git_fleet.cli.completion", "install", str(hermetic / ".local")],
                           capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout == "" and "Traceback" not in done.stderr, done.stderr
     return hermetic
@@ -325,7 +325,7 @@ def tree(root: Path) -> dict[Path, tuple[str, int]]:
 
 def install_cli(prefix: Path) -> subprocess.CompletedProcess[str]:
     """The installer, as install.sh runs it."""
-    return subprocess.run([sys.executable, "-I", "-m", "git_fleet.completion", "install", str(prefix)],
+    return subprocess.run([sys.executable, "-I", "-m", "git_fleet.cli.completion", "install", str(prefix)],
                           capture_output=True, text=True, timeout=60)
 
 
@@ -386,7 +386,7 @@ def test_install_replaces_and_removes_only_the_files_it_wrote(hermetic: Path, mo
     for shell, rel in (("zsh", "zsh/site-functions/_git-fleet-myalias"),
                        ("bash", "bash-completion/completions/git-fleet-notes.txt"),
                        ("fish", "fish/vendor_completions.d/git-fleet-mine.fish")):
-        printed = subprocess.run([sys.executable, "-m", "git_fleet.completion", shell], capture_output=True,
+        printed = subprocess.run([sys.executable, "-m", "git_fleet.cli.completion", shell], capture_output=True,
                                  text=True, check=True).stdout
         assert completion.MARK in printed
         (share / rel).write_text(printed)
@@ -416,7 +416,7 @@ def test_install_replaces_and_removes_only_the_files_it_wrote(hermetic: Path, mo
 
 def test_bad_input_completes_nothing_without_a_traceback(tmp_path: Path) -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "git_fleet.completion", *args], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "git_fleet.cli.completion", *args], capture_output=True, text=True,
                               cwd=tmp_path)
 
     for args in (["complete", "fleet-nosuch", ""], ["complete", "fleet-rm", "--force", "--nosuch", "a", "b", ""],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from git_fleet import manpage
+from git_fleet.cli import manpage
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
@@ -15,7 +15,7 @@ def test_man_pages_are_generated_from_the_commands_help(tmp_path: Path) -> None:
     manpage.main([str(tmp_path)])
     for page in sorted(tmp_path.iterdir()):
         assert (ROOT / "man" / page.name).read_text() == page.read_text(), (
-            f"man/{page.name} is stale: run `python -m git_fleet.manpage man`")
+            f"man/{page.name} is stale: run `python -m git_fleet.cli.manpage man`")
     assert sorted(p.name for p in (ROOT / "man").glob("*.1")) == sorted(p.name for p in tmp_path.iterdir())
 
 

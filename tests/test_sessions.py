@@ -6,7 +6,7 @@ import tomllib
 
 import pytest
 
-from git_fleet.config import expand, unknown_placeholder
+from git_fleet.templates import expand, unknown_placeholder
 from helpers import Sandbox
 
 

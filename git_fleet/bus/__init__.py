@@ -66,6 +66,9 @@ class Bus(Store):
     def remove(self, tid: int) -> Task:
         return removal.remove(self, tid)
 
+    def removable(self) -> list[Task]:
+        return removal.removable(self)
+
     def after(self, task: Task, tasks: list[Task]) -> str:
         return plan.waits_for(self, task, tasks)
 
@@ -76,6 +79,9 @@ class Bus(Store):
 
     def claim(self, agent: str, lease: int | None = None) -> Task | None:
         return claims.claim(self, agent, lease)
+
+    def claim_waiting(self, agent: str, lease: int | None = None) -> Task:
+        return claims.claim_waiting(self, self.watcher(), agent, lease)
 
     def adopt(self, tid: int, file: str, spec: str, agent: str, lease: int | None = None) -> Task:
         return claims.adopt(self, tid, file, spec, agent, lease)

@@ -51,6 +51,17 @@ def claim(bus: Store, agent: str, lease: int | None = None) -> Task | None:
     return None
 
 
+def claim_waiting(bus: Store, watcher: Any, agent: str, lease: int | None = None) -> Task:
+    """Claim the next task for `agent`, waiting until one can be claimed: woken by `watcher` (a
+    notify.Watcher of the bus, watching from before the next scan, so no change slips between),
+    and at the latest when a lease lapses, or every 5 seconds."""
+    with watcher as watch:
+        while (task := claim(bus, agent, lease)) is None:
+            pending = [t.expires for t in bus.all() if t.status == "claimed" and t.expires]
+            watch.wait(min([5.0] + [max(0.05, e - time.time()) for e in pending]))
+    return task
+
+
 def _take(bus: Store, task: Task, agent: str | None, lease: int | None, **extra: Any) -> bool:
     """Claim attempt N+1 of an open task by exclusive create; False if another worker won it."""
     attempt = task.attempt + 1

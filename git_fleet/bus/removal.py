@@ -73,6 +73,21 @@ def remove(bus: Store, tid: int) -> Task:
     return task
 
 
+def removable(bus: Store) -> list[Task]:
+    """The tasks remove would take now (what completion offers rm): not ended, never claimed by
+    a worker (a claim of a rm that was killed before it decided does not count; one deciding now
+    holds the task), and waited for by no unfinished task, nor possibly (its depends unreadable)."""
+    unfinished = [t for t in bus.all() if t.result is None]
+    waited_for = {d for t in unfinished for d in t.depends}
+    unknown = {t.id for t in unfinished if not getattr(t, "depends_known", True)}
+
+    def never_claimed(t: Task) -> bool:
+        return all((bus._claim(t.name, k) or {}).get("removed") for k in range(1, t.attempt + 1))
+
+    return [t for t in unfinished
+            if t.status != "claimed" and never_claimed(t) and t.id not in waited_for and not unknown - {t.id}]
+
+
 def _delete_spec(bus: Store, task: Task) -> None:
     try:
         task.path.unlink(missing_ok=True)

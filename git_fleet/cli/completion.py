@@ -3,11 +3,12 @@
 click's own scripts do not fit git: git's completion calls a function per command (bash
 _git_fleet_rm, zsh _git-fleet-rm) or hands `git fleet-rm` on to the completion of git-fleet-rm
 (fish), and click's variable cannot be named after git-fleet-rm. So each shell gets a small shim
-(completions/) that runs `python -m git_fleet.completion complete COMMAND WORD...`, which answers
-through click's completion with the callbacks below. A failure completes nothing, silently.
+(completions/) that runs `python -m git_fleet.cli.completion complete COMMAND WORD...`, which
+answers through click's completion with the callbacks of completers.py. A failure completes
+nothing, silently.
 
-    python -m git_fleet.completion bash|zsh|fish   print a shim to source
-    python -m git_fleet.completion install PREFIX  install the shims where the shells look
+    python -m git_fleet.cli.completion bash|zsh|fish   print a shim to source
+    python -m git_fleet.cli.completion install PREFIX  install the shims where the shells look
 
 install writes only where it may: a file it wrote before (listed in PREFIX/share/git-fleet/
 completion-files, or carrying HEADER, a line the printed scripts never have) is replaced, and
@@ -16,184 +17,35 @@ removed once no longer wanted; anything else at one of its paths is left, with a
 
 from __future__ import annotations
 
-import functools
 import os
 import shlex
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 from click.shell_completion import CompletionItem, ShellComplete
 
-if TYPE_CHECKING:
-    from .bus import Bus, Task
-    from .config import Config
-    from .fleet import Fleet
+from ..files import write_atomic
+from .commands import ALL, fleet
 
-Callback = Callable[[click.Context, click.Parameter, str], list[CompletionItem]]
 SHELLS = ("bash", "zsh", "fish")
 MARK = "git-fleet shell completion"  # in every script, printed or installed (how install knew its files before MANIFEST)
 # in every file install writes, and in no printed script: a user's saved copy of one is never taken for install's
-HEADER = "# Written by `python -m git_fleet.completion install`, which replaces and removes it: do not edit."
+HEADER = "# Written by `python -m git_fleet.cli.completion install`, which replaces and removes it: do not edit."
+# what HEADER was before the module moved into cli/: a file carrying it is install's too
+FORMER_HEADER = "# Written by `python -m git_fleet.completion install`, which replaces and removes it: do not edit."
 MANIFEST = "git-fleet/completion-files"  # under PREFIX/share: the files install wrote, one a line
 DIRS = ("bash-completion/completions", "zsh/site-functions", "fish/vendor_functions.d", "fish/vendor_conf.d",
         "fish/vendor_completions.d")  # under PREFIX/share: the only places install writes or removes
-
-
-def _quiet(fn: Callback) -> Callback:
-    """Complete nothing, silently, when `fn` fails (no fleet here, a broken config, ...)."""
-    @functools.wraps(fn)
-    def safe(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-        try:
-            return fn(ctx, param, incomplete)
-        except Exception:
-            return []
-    return safe
-
-
-def _here() -> Fleet:
-    """The fleet, read without the side effects of Fleet.here (no recovery, no record)."""
-    from . import config
-    from .fleet import Fleet
-    from .gateway.repo import Repo
-
-    repo = Repo.discover()
-    main = repo.main_worktree
-    cfg = config.load(main / config.CONFIG_NAME) if main is not None else None
-    if main is None or cfg is None:
-        raise LookupError("no fleet here")
-    return Fleet(repo, main, cfg, (main / config.CONFIG_NAME).read_text(encoding="utf-8"))
-
-
-def _fleet() -> tuple[Path, Config]:
-    """The main worktree and the fleet's config."""
-    fleet = _here()
-    return fleet.main, fleet.config
-
-
-def _given(ctx: click.Context, param: click.Parameter) -> set[str]:
-    value = ctx.params.get(param.name or "")
-    return set(value) if isinstance(value, (tuple, list)) else set()
-
-
-@_quiet
-def agents(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """The fleet's agents (less those given already), with their zones."""
-    given = _given(ctx, param)
-    return [CompletionItem(a.name, help=" ".join(a.zone)) for a in _fleet()[1].agents.values()
-            if a.name.startswith(incomplete) and a.name not in given]
-
-
-@_quiet
-def checkpoints(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """The declared checkpoints, with their agents."""
-    return [CompletionItem(c.name, help="agents: " + ", ".join(c.agents)) for c in _fleet()[1].checkpoints.values()
-            if c.name.startswith(incomplete)]
-
-
-def _bus(fleet: Fleet) -> Bus:
-    from .bus import Bus
-
-    return Bus(Path(os.path.normpath(fleet.main / fleet.config.bus_dir)))
-
-
-def _tasks(fleet: Fleet) -> list[Task]:
-    return _bus(fleet).all()
-
-
-def _held(t: Task) -> bool:
-    """Whether someone holds `t` now, as bus.claims.holding decides: a live claim, not ended (its spec
-    may be broken by hand since: its holder may still renew, release or finish it)."""
-    return t.result is None and bool(t.claimed_by) and t.expires is not None and t.expires > time.time()
-
-
-def _ids(tasks: list[Task], incomplete: str) -> list[CompletionItem]:
-    """`tasks` by id as typed: task-007 (the default), 7 or 007."""
-    found = []
-    for t in tasks:
-        form = next((f for f in (t.name, str(t.id), f"{t.id:03d}") if f.startswith(incomplete)), None)
-        if form is not None:
-            holder = f" by {t.claimed_by}" if _held(t) else ""
-            found.append(CompletionItem(form, help=f"{t.status}{holder}: {t.title}"))
-    return found
-
-
-def _agent_here(fleet: Fleet) -> str | None:
-    """The agent a command typed here runs as, by default (Fleet.worker, Fleet.refuse_agents):
-    $FLEET_AGENT, else the agent whose worktree this is; None in the main worktree."""
-    return os.environ.get("FLEET_AGENT") or (a.name if (a := fleet.current_agent()) is not None else None)
-
-
-@_quiet
-def tasks(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """Every task on the bus."""
-    return _ids(_tasks(_here()), incomplete)
-
-
-@_quiet
-def unended_tasks(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """What cancel takes: the tasks not ended (open, claimed, or with a spec broken by hand);
-    none for an agent, which cancel refuses."""
-    fleet = _here()
-    if _agent_here(fleet) is not None:
-        return []
-    return _ids([t for t in _tasks(fleet) if t.result is None], incomplete)
-
-
-@_quiet
-def removable_tasks(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """What rm takes (Bus.remove): the tasks not ended that no worker ever claimed (a claim of a
-    rm that was killed before it decided does not count; one deciding now holds the task) and
-    that no unfinished task depends on, or may (its depends unreadable); none for an agent, which
-    rm refuses."""
-    fleet = _here()
-    if _agent_here(fleet) is not None:
-        return []
-    bus = _bus(fleet)
-    all_ = bus.all()
-    unfinished = [t for t in all_ if t.result is None]
-    waited_for = {d for t in unfinished for d in t.depends}
-    unknown = {t.id for t in unfinished if not getattr(t, "depends_known", True)}
-
-    def removable(t: Task) -> bool:
-        never_claimed = all((bus._claim(t.name, k) or {}).get("removed") for k in range(1, t.attempt + 1))
-        return t.status != "claimed" and never_claimed and t.id not in waited_for and not unknown - {t.id}
-
-    return _ids([t for t in unfinished if removable(t)], incomplete)
-
-
-@_quiet
-def claimed_tasks(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """What done, fail, renew and release take: the tasks held by whoever runs them (--agent on
-    the line, $FLEET_AGENT, the agent whose worktree this is), a spec broken by hand since the
-    claim included; from the main worktree, with no agent known, everyone's."""
-    fleet = _here()
-    given = ctx.params.get("agent")
-    who = given if isinstance(given, str) and given else _agent_here(fleet)
-    return _ids([t for t in _tasks(fleet) if _held(t) and (who is None or t.claimed_by == who)], incomplete)
-
-
-def files(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """File names, completed by the shell."""
-    return [CompletionItem(incomplete, type="file")]
-
-
-def directories(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """Directory names, completed by the shell."""
-    return [CompletionItem(incomplete, type="dir")]
 
 
 # -- answering the shims ------------------------------------------------------------------------------
 
 def commands() -> dict[str, click.Command]:
     """Each command by its name after `git `: fleet, fleet-add, ..."""
-    from .cli.commands import ALL, fleet
-
     return {"fleet": fleet, **{f"fleet-{name}": cmd for name, cmd in ALL.items()}}
 
 
@@ -219,9 +71,7 @@ def _fish_quote(text: str) -> str:
 
 
 def _template(name: str) -> str:
-    from importlib import resources
-
-    text = (resources.files(__package__ or "git_fleet") / "completions" / name).read_text(encoding="utf-8")
+    text = (resources.files(__package__ or "git_fleet.cli") / "completions" / name).read_text(encoding="utf-8")
     quote = _fish_quote if name.endswith(".fish") else shlex.quote
     return text.replace("@PYTHON@", quote(sys.executable))
 
@@ -321,6 +171,12 @@ def _file_text(path: Path) -> str | None:
     return path.read_text(encoding="utf-8", errors="replace")
 
 
+def _headed(have: str) -> bool:
+    """Whether `have` carries install's header (or the one it had before it moved into cli/)."""
+    lines = have.splitlines()
+    return HEADER in lines or FORMER_HEADER in lines
+
+
 def _written_before_the_manifest(have: str, script: str) -> bool:
     """Whether `have`, at the path of `script`, is what an install from before the manifest wrote
     there: the phrase, and the first line of that script (#compdef git-fleet-rm, ...), which a
@@ -334,8 +190,6 @@ def install(prefix: Path) -> list[str]:
     no longer wanted; anything else at one of its paths is left as it is, with a warning; so a
     user's own files, and their saved copies of the printed scripts, are never touched. Returns
     those warnings and hints for what a shell will not find by itself."""
-    from .files import write_atomic
-
     share = prefix / "share"
     manifest = share / MANIFEST
     listed = _listed(manifest)
@@ -347,7 +201,7 @@ def install(prefix: Path) -> list[str]:
         have = _file_text(path)
         if have is None and not os.path.lexists(path):
             pass
-        elif not (have is not None and (rel in (listed or ()) or HEADER in have.splitlines() or (
+        elif not (have is not None and (rel in (listed or ()) or _headed(have) or (
                 listed is None and _written_before_the_manifest(have, scripts[rel])))):
             told.append(f"warning: left {path} as it is: git-fleet's install did not write it "
                         "(move it away and install again to have git-fleet's completion there)")
@@ -359,12 +213,12 @@ def install(prefix: Path) -> list[str]:
     for rel in sorted((listed or set()) - set(wanted)):  # what an older git-fleet installed
         path = share / rel
         have = _file_text(path)
-        if have is not None and HEADER in have.splitlines():
+        if have is not None and _headed(have):
             path.unlink()
         elif have is not None:
             told.append(f"warning: left {path} as it is: git-fleet no longer installs it, and it was changed "
                         "since it was installed")
-    record = ("# The files `python -m git_fleet.completion install` wrote under PREFIX/share: it replaces them, "
+    record = ("# The files `python -m git_fleet.cli.completion install` wrote under PREFIX/share: it replaces them, "
               "and removes them once they are not needed\n" + "".join(f"{rel}\n" for rel in sorted(owned)))
     if _file_text(manifest) != record:
         manifest.parent.mkdir(parents=True, exist_ok=True)
@@ -394,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: cannot install shell completion: {e}", file=sys.stderr)
             return 1
         return 0
-    print("usage: python -m git_fleet.completion bash|zsh|fish | install PREFIX | complete COMMAND WORD...",
+    print("usage: python -m git_fleet.cli.completion bash|zsh|fish | install PREFIX | complete COMMAND WORD...",
           file=sys.stderr)
     return 2
 

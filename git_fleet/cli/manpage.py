@@ -1,6 +1,6 @@
 """Write man/git-fleet-*.1 from the commands' own help, so the two never drift apart.
 
-    python -m git_fleet.manpage man/      regenerate the pages
+    python -m git_fleet.cli.manpage man/      regenerate the pages
 A test regenerates them in a temporary directory and compares with what is checked in.
 """
 
@@ -14,7 +14,8 @@ from typing import Any
 
 import click
 
-from . import __version__
+from .. import __version__
+from .commands import ALL, fleet
 
 DATE = "2026-11-24"
 ROFF = "\0roff\0"  # marks a section body that is roff already
@@ -225,8 +226,6 @@ def click_page(name: str, cmd: click.Command) -> str:
 
 
 def pages() -> dict[str, str]:
-    from .cli.commands import ALL, fleet
-
     out = {"git-fleet": click_page("git-fleet", fleet)}
     for name, cmd in ALL.items():
         out[f"git-fleet-{name}"] = click_page(f"git-fleet-{name}", cmd)

@@ -1,6 +1,6 @@
 # git-fleet shell completion for bash: `git fleet-NAME <TAB>` (git's completion calls _git_fleet_NAME,
 # and bash-completion loads this file for it as git-fleet-NAME) and `git-fleet-NAME <TAB>`.
-# The answers come from `python -m git_fleet.completion complete fleet-NAME WORD...`.
+# The answers come from `python -m git_fleet.cli.completion complete fleet-NAME WORD...`.
 
 __git_fleet_complete () {  # the command (fleet, fleet-rm, ...), then its words up to the one completed
     local cur=${!#} kind value files= prefix=
@@ -10,7 +10,7 @@ __git_fleet_complete () {  # the command (fleet, fleet-rm, ...), then its words 
         plain) found+=("$value ") ;;
         file|dir) files=$kind ;;
         esac
-    done < <(@PYTHON@ -I -m git_fleet.completion complete "$@" 2>/dev/null)
+    done < <(@PYTHON@ -I -m git_fleet.cli.completion complete "$@" 2>/dev/null)
     if [[ $cur == -*=* ]]; then  # --option=value: bash replaces the value alone where = breaks words
         [[ $COMP_WORDBREAKS == *=* ]] || prefix=${cur%%=*}=
         cur=${cur#*=}

@@ -1,7 +1,7 @@
 # git-fleet shell completion for fish: `git-fleet-NAME <TAB>` (vendor_completions.d/git-fleet-NAME.fish),
 # and `git fleet-NAME <TAB>`, which fish's git completion hands on to git-fleet-NAME (3.6.1 and
 # later; vendor_conf.d/git-fleet.fish for older ones). The answers come from
-# `python -m git_fleet.completion complete fleet-NAME WORD...`.
+# `python -m git_fleet.cli.completion complete fleet-NAME WORD...`.
 function __git_fleet_complete --description 'Complete git-fleet commands; --git: is this git fleet-NAME?'
     set -l words (commandline -xpc 2>/dev/null); or set words (commandline -opc)  # -x: fish 3.7 and later
     set -l cur (commandline -ct)
@@ -34,7 +34,7 @@ function __git_fleet_complete --description 'Complete git-fleet commands; --git:
     end
     test -x @PYTHON@; or return  # the interpreter is gone (its venv deleted): nothing, and no error
     set -l prefix (string match -r -- '^-[^=]*=' $cur)  # --option=value: fish completes the whole word
-    for line in (@PYTHON@ -I -m git_fleet.completion complete $cmd $args "$cur" 2>/dev/null)
+    for line in (@PYTHON@ -I -m git_fleet.cli.completion complete $cmd $args "$cur" 2>/dev/null)
         set -l parts (string split \t -- $line)
         switch $parts[1]
             case plain

@@ -1,0 +1,109 @@
+"""The agents' sessions in tmux: git fleet-up, -ps, -down, -resume and -attach."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import FleetError
+from ..sessions import Sessions
+from . import command, completers, note, print_json, warn
+from .output import age, load, table
+
+
+def _sessions(changes: str | None = None) -> Sessions:
+    return Sessions(load(changes))
+
+
+@command()
+@click.argument("agents", nargs=-1, shell_complete=completers.agents)
+@click.option("--stagger", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Seconds between agents' starts (default: fleet.stagger).")
+@click.option("--layout", type=click.Choice(["windows", "tiled"]),
+              help="A tmux window per agent, or panes tiled in one window named fleet (default: fleet.layout).")
+@click.option("--detach", is_flag=True, help="Neither attach to the tmux session nor switch to it.")
+@click.option("--force", is_flag=True, help="Start more than max_agents agents.")
+def up(agents: tuple[str, ...], stagger: float | None, layout: str | None, detach: bool, force: bool) -> int:
+    """Start the fleet in tmux: one window (or pane) per agent, plus the orchestrator's.
+
+    Creates (or reuses) one tmux session for the repository, with an orchestrator window in the
+    main worktree and one window per agent (all, or the named ones), named after it, or with
+    --layout tiled one pane per agent in a window named fleet, titled with the agent's name;
+    each is started in its worktree, running its command (its resume command, if it has run before: after a
+    reboot or a killed tmux server this brings the fleet back where it was) with the fleet
+    environment (see git fleet-run). Starts are staggered against API rate limits. Agents
+    already running are left alone. A command that exits at once is reported, naming the
+    agent; the others are not affected.
+
+    Outside tmux it attaches, inside tmux it switches; --detach, or no terminal, does neither.
+    tmux's own TMUX_TMPDIR chooses the server, so fleets can be kept apart.
+    """
+    s = _sessions("start agents")
+    chosen, crowded = s.choose(agents, force)
+    if crowded:
+        warn(crowded)
+    # on a terminal, each start and each wait as it happens (a stagger of 20 s is long to sit through)
+    result = s.up(chosen, s.fleet.config.stagger if stagger is None else stagger, layout,
+                  tell=note if sys.stderr.isatty() else None)
+    for name in result.running:
+        note(f"{name}: already running")
+    failure = result.failure()
+    if failure is not None:
+        raise failure
+    if not detach and sys.stdin.isatty() and sys.stdout.isatty():
+        s.show()
+    return 0
+
+
+@command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def ps(as_json: bool) -> int:
+    """Which agents are running in the fleet's tmux session, since when, their session name and model."""
+    rows = _sessions().ps()
+    if as_json:
+        print_json(rows)
+        return 0
+    table([["agent", "state", "since", "session", "model"]] +
+           [[r["agent"], "running" if r["running"] else "stopped", age(r["since"]) if r["since"] else "-",
+             r["session"], r["model"]] for r in rows])
+    return 0
+
+
+@command()
+@click.argument("agents", nargs=-1, shell_complete=completers.agents)
+@click.option("--yes", is_flag=True, help="Do not ask before stopping agents that still run.")
+def down(agents: tuple[str, ...], yes: bool) -> int:
+    """Stop agents (all, or the named ones): Ctrl-C first, then their windows are closed.
+
+    Asks first where an agent still runs, unless --yes; without a terminal to ask on, it refuses.
+    """
+    s = _sessions("stop agents")
+    names = s.named(agents)
+    live = s.running(names)
+    if live and not yes:
+        if not sys.stdin.isatty():
+            raise FleetError(f"still running: {', '.join(live)}", "pass --yes to stop them")
+        if not click.confirm(f"stop {', '.join(live)}?", default=False):
+            return 1
+    s.down(names)
+    if not agents and s.close_if_idle():
+        note(f"closed tmux session {s.name}")
+    return 0
+
+
+@command()
+@click.argument("agent", shell_complete=completers.agents)
+def resume(agent: str) -> int:
+    """Start an agent's resume command in its window (made if missing)."""
+    s = _sessions("resume agents")
+    s.resume(s.fleet.config.agent(agent))
+    return 0
+
+
+@command()
+@click.argument("agent", required=False, shell_complete=completers.agents)
+def attach(agent: str | None) -> int:
+    """Attach to the fleet's tmux session (switch to it inside tmux), at AGENT's pane if given."""
+    _sessions().attach(agent)
+    return 0
