@@ -1,9 +1,10 @@
 """What an agent works with: its environment (FLEET_* and the placeholders of its command), its
 brief (.fleet/brief.md: zone, branch, the bus, its tasks), its worktree or the error that says how
-to restore it, and a command run there (git fleet-run)."""
+to restore it, a command run there (git fleet-run), and which agent a task command works for."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import time
@@ -46,6 +47,15 @@ def environment(fleet: Fleet, agent: Agent) -> dict[str, str]:
            **({"FLEET_PORT": str(agent.port)} if agent.port else {})}
     env.update(dict(agent.env))
     return env
+
+
+def worker(fleet: Fleet, given: str | None) -> str:
+    """Who is working: --agent, else $FLEET_AGENT, else the agent whose worktree this is."""
+    name = given or os.environ.get("FLEET_AGENT") or (a.name if (a := fleet.current_agent()) else None)
+    if not name:
+        raise UsageError("who is working? this is not an agent's worktree",
+                         "give --agent NAME (or set FLEET_AGENT)")
+    return name
 
 
 def missing_worktree(fleet: Fleet, agent: Agent) -> FleetError:

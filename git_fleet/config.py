@@ -1,9 +1,5 @@
-""".gitfleet.toml: read and validate into frozen dataclasses, and edit it without losing comments.
-
-Every error names the file and line. Edits append or cut whole `[agents.NAME]` tables in the
-text and then parse the result again: the user's comments and layout stay as they were, and
-an edit that would not read back as intended is refused instead of written.
-"""
+""".gitfleet.toml read and validated into frozen dataclasses; every error names the file and line.
+(Edited without losing comments: config_edit.py.)"""
 
 from __future__ import annotations
 
@@ -15,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, UsageError
+from .gateway.plumbing import git
 from .templates import PLACEHOLDERS, unknown_in_path, unknown_placeholder
 from .zones import PatternError, Zone
 
@@ -398,7 +395,5 @@ def parse_bytes(path: Path, raw: bytes) -> Config:
 def committed(common_dir: str | Path, base: str) -> Config | None:
     """The configuration committed on the base branch (what a server and other clones read),
     named `BASE:.gitfleet.toml` in errors; None when the base has none."""
-    from .gateway.plumbing import git
-
     blob = git(["cat-file", "blob", f"refs/heads/{base}:{CONFIG_NAME}"], common_dir, check=False)
     return parse_bytes(Path(f"{base}:{CONFIG_NAME}"), blob.stdout) if blob.returncode == 0 else None

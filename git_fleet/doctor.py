@@ -1,4 +1,4 @@
-"""git fleet-doctor: the checklist for starting a parallel session, and git fleet-prune.
+"""git fleet-doctor: the checklist for starting a parallel session (git fleet-prune: prune.py).
 
 Each check says OK or what is wrong and the command that fixes it. --fix repairs only what is
 safe to repair without asking: it reinstalls the hooks and prunes stale worktree records.
@@ -9,17 +9,17 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import agents, brief, hooks, ownership
-from .errors import FleetError
+from . import agents, brief, hooks, moves, ownership
 from .gateway import plumbing
-from .gateway.plumbing import git, worktree_list
-
-SHOWN = 5  # paths shown per finding
+from .gateway.plumbing import git
+from .prune import some, stale_worktrees
+from .zones import Zone
 
 
 @dataclass
@@ -52,10 +52,6 @@ class Item:
                 "fixed": self.fixed}
 
 
-def _some(paths: list[str]) -> str:
-    return ", ".join(paths[:SHOWN]) + (f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else "")
-
-
 def _q(path: Path | str) -> str:
     return shlex.quote(str(path))
 
@@ -82,17 +78,6 @@ def _config(fleet: Any) -> Item:
     return item
 
 
-def stale_worktrees(fleet: Any, *, agents: bool = True) -> list[str]:
-    """Worktree records whose directories are gone (git calls them prunable); without `agents`,
-    not those of an agent's branch."""
-    branches = {f"refs/heads/{a.branch}" for a in fleet.config.agents.values()}
-    places = {os.path.realpath(p) for a in fleet.config.agents.values()
-              for p in (fleet.planned_worktree(a), fleet.registered_path(a)) if p is not None}
-    return [f"{t['worktree']} ({t['prunable'] or 'gone'})" for t in worktree_list(fleet.repo.common_dir)
-            if "prunable" in t and (agents or (t.get("branch") not in branches
-                                               and os.path.realpath(t["worktree"]) not in places))]
-
-
 def _worktrees(fleet: Any, fix: bool) -> Item:
     item = Item("worktrees")
     stale = stale_worktrees(fleet)
@@ -105,7 +90,7 @@ def _worktrees(fleet: Any, fix: bool) -> Item:
         item.fixed += [f"pruned stale worktree record {s}" for s in others]
         stale = [s for s in stale if s not in others]
     if stale:
-        item.bad(f"stale worktree record(s) (their directories are gone): {_some(stale)}",
+        item.bad(f"stale worktree record(s) (their directories are gone): {some(stale)}",
                  "moved by hand? git worktree repair NEW-PLACE; deleted? git worktree prune")
     for row in agents.describe(fleet):
         name, where = row["agent"], row["worktree"]
@@ -157,14 +142,12 @@ def _zones(fleet: Any) -> Item:
     base = fleet.repo.resolve(fleet.config.base)
     if base is None or not fleet.config.agents:
         return item
-    from .zones import Zone
-
     zones = [a.compiled_zone() for a in fleet.config.agents.values()] + [Zone(list(fleet.config.union), fleet.config.ignore_case)]
     protected = {".gitfleet.toml"}
     unowned = [p for p in fleet.repo.tracked_files(base)
                if p not in protected and not any(z.owns(p) for z in zones)]
     if unowned:
-        item.info.append(f"{len(unowned)} tracked file(s) belong to no agent, so to the orchestrator: {_some(unowned)}")
+        item.info.append(f"{len(unowned)} tracked file(s) belong to no agent, so to the orchestrator: {some(unowned)}")
     return item
 
 
@@ -215,8 +198,6 @@ def _hooks(fleet: Any, fix: bool) -> Item:
 
 
 def git_fleet_runs(python: str) -> bool:
-    import subprocess
-
     try:
         return subprocess.run([python, "-c", "import git_fleet.hook"], capture_output=True).returncode == 0
     except OSError:
@@ -340,8 +321,6 @@ def _age(seconds: float) -> str:
 def _locks(fleet: Any) -> Item:
     """Lock files git left behind (a git process killed while it held them) make the next git
     command that needs them fail; an unfinished checkpoint merge stops commits on the base."""
-    import time
-
     item = Item("locks")
     now = time.time()
     for lock_file in lock_files(fleet.repo.common_dir):
@@ -351,103 +330,7 @@ def _locks(fleet: Any) -> Item:
             continue
         item.bad(f"{lock_file} exists ({_age(age)} old): a git process holds it, or one was killed holding it",
                  f"if no git process is running in this repository: rm {_q(lock_file)}")
-    from . import moves
-
     if moves.pending(fleet.repo) is not None:
         item.bad("a checkpoint merge or sync was interrupted and is not finished",
                  f"run any git fleet command in the main worktree ({fleet.main}), e.g. git fleet-status")
     return item
-
-
-# -- prune ---------------------------------------------------------------------------------------
-
-@dataclass
-class Candidate:
-    agent: str
-    branch: str
-    worktree: str | None  # None: it has none in this repository
-    why: str  # why it can go: "merged", "merged (squashed)"
-    tip: str
-    # ignored files and directories that `git worktree remove` deletes with the worktree, unasked
-    # (build output, .env, node_modules); git-fleet's own .fleet/ is not counted
-    ignored: list[str] = field(default_factory=list)
-
-    @property
-    def losing(self) -> str:
-        """What goes with the worktree besides what git has, in words ("" for nothing)."""
-        if not self.ignored:
-            return ""
-        return f"with its worktree go {len(self.ignored)} ignored file(s) or folder(s): {_some(self.ignored)}"
-
-
-def prunable(fleet: Any) -> tuple[list[Candidate], list[tuple[str, str]], list[str]]:
-    """Agents whose work is fully merged and whose worktrees hold nothing else, the agents kept
-    (with the reason), and stale worktree records."""
-    repo, base = fleet.repo, fleet.config.base
-    base_tip = repo.resolve(base)
-    stale = stale_worktrees(fleet)
-    if base_tip is None:
-        return [], [], stale
-    mainline = set(git(["rev-list", "--first-parent", base_tip], repo.common_dir).stdout.decode().split())
-    base_tree = git(["rev-parse", f"{base_tip}^{{tree}}"], repo.common_dir).stdout.decode().strip()
-    found, kept = [], []
-    in_checkpoint = {a for cp in fleet.config.checkpoints.values() for a in cp.agents}
-    for agent in fleet.config.agents.values():
-        tip = repo.branch_tip(agent.branch)
-        if tip is None:
-            continue
-        own = git(["rev-list", "--first-parent", tip], repo.common_dir).stdout.decode().split()
-        if all(c in mainline for c in own):
-            kept.append((agent.name, "no work of its own yet"))
-            continue
-        unmerged = repo.count_unmerged(agent.branch, base)
-        if unmerged == 0:
-            why = "merged"
-        else:
-            merged = git(["merge-tree", "--write-tree", base_tip, tip], repo.common_dir, check=False)
-            if merged.returncode != 0 or merged.stdout.decode().split()[0] != base_tree:
-                kept.append((agent.name, f"{unmerged} commit(s) not in {base}"))
-                continue
-            why = f"its changes are all in {base} (squashed or picked)"
-        # where git has the branch checked out (a worktree moved by hand, or mid-rebase,
-        # included), never the configured path: a directory there may be anything
-        tree = fleet.tree_of(agent)
-        where = tree.path if tree is not None else None
-        if tree is not None and tree.branch != agent.branch:
-            doing = (f"is rebasing or bisecting {agent.branch}" if tree.busy == agent.branch
-                     else f"is on {tree.branch}" if tree.branch else "has a detached HEAD")
-            kept.append((agent.name, f"its worktree {where} {doing}: finish that first"))
-            continue
-        ignored = []
-        if where is not None and where.is_dir():
-            entries = repo.status(where, ignored=True)
-            dirty = [p for code, p in entries if code != "!!"]
-            if dirty:
-                kept.append((agent.name, f"uncommitted or untracked work: {_some(dirty)}"))
-                continue
-            ignored = [p for code, p in entries if code == "!!" and p.split("/", 1)[0] != ".fleet"]
-        if agent.name in in_checkpoint:
-            kept.append((agent.name, "named by a checkpoint in the config"))
-            continue
-        found.append(Candidate(agent.name, agent.branch, str(where) if where is not None else None, why, tip,
-                               ignored))
-    return found, kept, stale
-
-
-def prune(fleet: Any, candidates: list[Candidate]) -> list[str]:
-    """Remove them. git itself removes each worktree (it refuses one that is not clean), and the
-    branch goes only if it still points where it did when it was judged merged."""
-    done = []
-    fleet.repo.worktree_prune()
-    for c in candidates:
-        where = Path(c.worktree) if c.worktree else None
-        if where is not None and where.is_dir():
-            try:
-                fleet.repo.worktree_remove(where)
-            except FleetError as e:
-                raise FleetError(f"agent '{c.agent}': {e.message}", "nothing was removed for it") from None
-        agents.remove(fleet, c.agent, force=True, keep_branch=True)
-        if fleet.repo.branch_tip(c.branch) == c.tip:
-            fleet.repo.delete_branch(c.branch, c.tip)
-        done.append(c.agent)
-    return done

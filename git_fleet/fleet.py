@@ -1,4 +1,7 @@
-"""Fleet = the orchestrator's config + the repository: add, remove, list agents; whose path is it."""
+"""Fleet: the fleet's identity, which the other domain modules take: the config (read, approved,
+saved under the fleet's lock), the repository, where each agent's worktree is, and which agent a
+command runs as. Adding and removing agents, their brief, merging, status, the bus's tasks,
+sessions and teleport each have a module of their own."""
 
 from __future__ import annotations
 
@@ -22,14 +25,6 @@ class Report:
 
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-
-
-
-
-
-
 
 
 # what an agent may run (anything else that changes the fleet or the base is refused in its
@@ -178,7 +173,6 @@ class Fleet:
         found = compiled.agent_for(head[5:] if head.startswith("ref: ") else None, str(top)) if compiled else None
         return self.config.agents.get(found.name) if found is not None else None
 
-
     def may_edit(self, what: str) -> None:
         """Before a command edits the config: it is not an agent's, and it edits approved zones."""
         self.refuse_agents(what)
@@ -261,52 +255,7 @@ class Fleet:
         self.refresh_cache(cfg)
         return cfg
 
-    # -- add -------------------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-    # -- set / run / brief -----------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-    # -- rm --------------------------------------------------------------------------------------------
-
-
-
-    # -- list / who / zones ----------------------------------------------------------------------------
-
-
-    # -- merges ----------------------------------------------------------------------------------------
-
-
-
-
-
     # -- the bus ---------------------------------------------------------------------------------------
 
     def bus(self) -> Any:
         return bus.Bus(Path(os.path.normpath(self.main / self.config.bus_dir)), config.parse_duration(self.config.lease))
-
-    def worker(self, given: str | None) -> str:
-        """Who is working: --agent, else $FLEET_AGENT, else the agent whose worktree this is."""
-        name = given or os.environ.get("FLEET_AGENT") or (a.name if (a := self.current_agent()) else None)
-        if not name:
-            raise UsageError("who is working? this is not an agent's worktree",
-                             "give --agent NAME (or set FLEET_AGENT)")
-        return name

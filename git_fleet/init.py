@@ -120,22 +120,55 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
         raise UsageError("--orchestrator-key, --agent-key and --base-push are for a bare repository that agents push "
                          "to", "run it there: git -C <server's repository> fleet-init --server ...")
     if repo.bare or server:
-        names = hooks.SERVER_HOOKS if repo.bare else hooks.WORKTREE_HOOKS
-        if uninstall:
-            return InitResult(None, False, hooks.uninstall(repo, names), report)
-        if base is not None and not repo.valid_branch_name(base):
-            raise UsageError(f"'{base}' is not a valid branch name")
-        if repo.bare:
-            report.notes += rules.install(str(repo.common_dir), orchestrator_keys, agent_keys, base_push, base)
-            where = plumbing.server_base(str(repo.common_dir))
-            if repo.ref_value(f"refs/heads/{where}:{config.CONFIG_NAME}") is None:
-                report.warnings.append(f"{where}:{config.CONFIG_NAME} is not here yet: until it is pushed, pushes are "
-                                       "not zone-checked (each one says so)")
-            return InitResult(None, False, hooks.install(repo, names), report)
-        if base is not None:
-            repo.config_set("fleet.base", base)
+        done = _server(repo, base, uninstall, orchestrator_keys, agent_keys, base_push, report)
+        if done is not None:
+            return done
     main = repo.main_worktree
     assert main is not None
+    fleet = _orchestrators_fleet(repo, main, uninstall)
+    if repo.is_main_worktree():
+        repo.record_main_worktree()
+    if uninstall:
+        _merges_into_base(repo, fleet.config.base if fleet is not None else None, on=False)
+        (repo.common_dir / approval.RECORD).unlink(missing_ok=True)  # (no fleet to hold merges to)
+        return InitResult(main / config.CONFIG_NAME, False, hooks.uninstall(repo), report)
+    path = main / config.CONFIG_NAME
+    cfg = config.load(path)
+    created = cfg is None
+    if cfg is None:
+        cfg = _new_config(repo, path, base, report)
+    elif base is not None and base != cfg.base:
+        report.warnings.append(f"{path.name} already names base '{cfg.base}'; edit it there to change it")
+    hook_report = hooks.install(repo)
+    _merges_into_base(repo, cfg.base, on=True)
+    check.compile_config(str(repo.common_dir), str(main), cfg)
+    return InitResult(path, created, hook_report, report)
+
+
+def _server(repo: Repo, base: str | None, uninstall: bool, orchestrator_keys: Sequence[str],
+            agent_keys: Sequence[tuple[str, str]], base_push: str | None, report: Report) -> InitResult | None:
+    """`git fleet-init --server` (or any init of a bare repository): the server's checks installed
+    or uninstalled. None where a worktree's --server goes on as a plain init (its base recorded)."""
+    names = hooks.SERVER_HOOKS if repo.bare else hooks.WORKTREE_HOOKS
+    if uninstall:
+        return InitResult(None, False, hooks.uninstall(repo, names), report)
+    if base is not None and not repo.valid_branch_name(base):
+        raise UsageError(f"'{base}' is not a valid branch name")
+    if repo.bare:
+        report.notes += rules.install(str(repo.common_dir), orchestrator_keys, agent_keys, base_push, base)
+        where = plumbing.server_base(str(repo.common_dir))
+        if repo.ref_value(f"refs/heads/{where}:{config.CONFIG_NAME}") is None:
+            report.warnings.append(f"{where}:{config.CONFIG_NAME} is not here yet: until it is pushed, pushes are "
+                                   "not zone-checked (each one says so)")
+        return InitResult(None, False, hooks.install(repo, names), report)
+    if base is not None:
+        repo.config_set("fleet.base", base)
+    return None
+
+
+def _orchestrators_fleet(repo: Repo, main: Path, uninstall: bool) -> Fleet | None:
+    """The fleet already here (None if there is none, or, when uninstalling, if its configuration
+    is broken), once it is sure that the orchestrator runs this, not an agent."""
     what = "uninstall the fleet's hooks" if uninstall else "run git fleet-init"
     try:
         fleet = Fleet.here() if (main / config.CONFIG_NAME).exists() else None
@@ -149,32 +182,23 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
         raise FleetError(f"cannot {what} outside the main worktree or in an agent's session: only the orchestrator "
                          "changes the fleet or the base",
                          f"run it in the main worktree ({main}), outside any agent's session")
-    if repo.is_main_worktree():
-        repo.record_main_worktree()
-    if uninstall:
-        _merges_into_base(repo, fleet.config.base if fleet is not None else None, on=False)
-        (repo.common_dir / approval.RECORD).unlink(missing_ok=True)  # (no fleet to hold merges to)
-        return InitResult(main / config.CONFIG_NAME, False, hooks.uninstall(repo), report)
-    path = main / config.CONFIG_NAME
-    cfg = config.load(path)
-    created = cfg is None
-    if cfg is None:
-        if base is None:
-            head = (repo.common_dir / "HEAD").read_text().strip()
-            base = head[16:] if head.startswith("ref: refs/heads/") else config.DEFAULT_BASE
-        elif not repo.valid_branch_name(base):
-            raise UsageError(f"'{base}' is not a valid branch name", "see `git help check-ref-format`")
-        text = config_edit.new_config_text(base)
-        cfg = config.parse(path, text)
-        approval.write_config(repo.common_dir, path, text)
-        if repo.resolve(base) is None:
-            report.warnings.append(f"base branch '{base}' has no commits yet; agents can be added after the first commit")
-    elif base is not None and base != cfg.base:
-        report.warnings.append(f"{path.name} already names base '{cfg.base}'; edit it there to change it")
-    hook_report = hooks.install(repo)
-    _merges_into_base(repo, cfg.base, on=True)
-    check.compile_config(str(repo.common_dir), str(main), cfg)
-    return InitResult(path, created, hook_report, report)
+    return fleet
+
+
+def _new_config(repo: Repo, path: Path, base: str | None, report: Report) -> config.Config:
+    """A commented .gitfleet.toml written (and approved) at `path`, on `base`, else the branch the
+    repository's HEAD names."""
+    if base is None:
+        head = (repo.common_dir / "HEAD").read_text().strip()
+        base = head[16:] if head.startswith("ref: refs/heads/") else config.DEFAULT_BASE
+    elif not repo.valid_branch_name(base):
+        raise UsageError(f"'{base}' is not a valid branch name", "see `git help check-ref-format`")
+    text = config_edit.new_config_text(base)
+    cfg = config.parse(path, text)
+    approval.write_config(repo.common_dir, path, text)
+    if repo.resolve(base) is None:
+        report.warnings.append(f"base branch '{base}' has no commits yet; agents can be added after the first commit")
+    return cfg
 
 
 def _merges_into_base(repo: Repo, base: str | None, *, on: bool) -> None:

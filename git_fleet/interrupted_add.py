@@ -71,30 +71,16 @@ def recover(fleet: Fleet) -> list[str]:
     half = tree is not None and tree.locked is not None
     ours = where.is_dir() and _made_by_git_for(where, fleet.repo.common_dir)
     tip = fleet.repo.branch_tip(agent.branch)
-    changed: list[str] = []
-    unwritten: list[str] = []
-    if tree is not None and ours and half:
-        changed, unwritten = fleet.repo.unfinished_checkout(where, start)
-    elif tree is not None and ours:
-        changed = fleet.repo.dirty_paths(where)
-    if tree is not None and ours and not half:
-        # ignored files count as work too (a `git fleet-add` would not have made them), git-fleet's own aside
-        changed += [p for code, p in fleet.repo.status(where, ignored=True)
-                    if code == "!!" and p.split("/", 1)[0] != ".fleet"]
-    if tree is not None and ours and (changed or (tip is not None and tip != start)):
-        return _adopt(fleet, agent, where, unwritten if half else None)
     if tree is not None and ours:
+        changed, unwritten = _work_since(fleet, where, start, half)
+        if changed or (tip is not None and tip != start):
+            return _adopt(fleet, agent, where, unwritten)
         fleet.repo.worktree_remove(where, force=True)  # a lock of git's own included
     elif where.is_dir() and set(os.listdir(where)) <= {".git"}:
         shutil.rmtree(where)  # git was killed while making it: its start, nothing else
     elif where.is_dir():
-        registered = next((w for w in fleet.worktrees() if os.path.realpath(w.path) == os.path.realpath(where)), None)
         intent.unlink()
-        what = f"is on {registered.branch or 'a detached HEAD'} now" if registered else "is not a worktree of it"
-        return [f"an interrupted `git fleet-add {agent.name}` made {where}, which {what}: it is left as it is, "
-                "and nothing was registered",
-                f"adopt it with git fleet-add {agent.name} --branch BRANCH --path {where} --zone ..., or remove "
-                "it yourself (git worktree remove)"]
+        return _left_as_it_is(fleet, agent, where)
     fleet.repo.forget_worktree(where)  # (a record git left locked, half made, included)
     fleet.forget_worktrees()
     if made_branch and tip == start and not any(w.has(agent.branch) for w in fleet.worktrees()):
@@ -103,6 +89,28 @@ def recover(fleet: Fleet) -> list[str]:
     return [f"removed what an interrupted `git fleet-add {agent.name}` had made; nothing was registered"] + (
         [f"{fleet.repo.common_dir}/refs/heads/{agent.branch}.lock was left: another git process holds it, or one "
          "was killed"] if kept_lock else [])
+
+
+def _work_since(fleet: Fleet, where: Path, start: str, half: bool) -> tuple[list[str], list[str] | None]:
+    """What was done in the worktree a killed `git fleet-add` made, since it made it: the paths
+    changed, and the files its checkout had not written yet where it was left half done (None
+    when it was done)."""
+    if half:
+        return fleet.repo.unfinished_checkout(where, start)
+    changed = fleet.repo.dirty_paths(where)
+    # ignored files count as work too (a `git fleet-add` would not have made them), git-fleet's own aside
+    changed += [p for code, p in fleet.repo.status(where, ignored=True) if code == "!!" and p.split("/", 1)[0] != ".fleet"]
+    return changed, None
+
+
+def _left_as_it_is(fleet: Fleet, agent: Agent, where: Path) -> list[str]:
+    """What to say of a directory a killed `git fleet-add` made that is no longer its worktree."""
+    registered = next((w for w in fleet.worktrees() if os.path.realpath(w.path) == os.path.realpath(where)), None)
+    what = f"is on {registered.branch or 'a detached HEAD'} now" if registered else "is not a worktree of it"
+    return [f"an interrupted `git fleet-add {agent.name}` made {where}, which {what}: it is left as it is, "
+            "and nothing was registered",
+            f"adopt it with git fleet-add {agent.name} --branch BRANCH --path {where} --zone ..., or remove "
+            "it yourself (git worktree remove)"]
 
 
 def _adopt(fleet: Fleet, agent: Agent, where: Path, unwritten: list[str] | None) -> list[str]:

@@ -130,27 +130,7 @@ def plan(repo: Repo, cfg: Any, main: Path, agents: list[Agent], checkpoint: Chec
     compiled = check.compile_config(str(repo.common_dir), str(main), cfg)
     current = old
     changed: dict[str, set[str]] = {}  # agent -> paths its branch changed since it forked
-
-    def sides_of(path: str, step: Step, earlier: list[Step]) -> list[str]:
-        sides = []
-        for e in earlier:
-            if e.agent.name not in changed:
-                fork = repo.merge_base(old, e.tip) or old
-                changed[e.agent.name] = repo.changed_paths(fork, e.tip)
-            if path in changed[e.agent.name]:
-                sides.append(f"agent '{e.agent.name}'")
-        fork = repo.merge_base(old, step.tip) or old
-        if fork != old and path in repo.changed_paths(fork, old):
-            sides.append(f"{cfg.base}")
-        return sides or [cfg.base]
-
-    tips: dict[str, str] = {}
-    for agent in agents:
-        tip = repo.branch_tip(agent.branch)
-        if tip is None:
-            raise FleetError(f"agent '{agent.name}' has no branch {agent.branch}",
-                             f"recreate it, or remove the agent (git fleet-rm {agent.name})")
-        tips[agent.name] = tip
+    tips = _tips(repo, agents)
     # every agent's new commits, with their paths, from one git log (as status does)
     histories = plumbing.commits_by_tip(tips, [old], str(repo.common_dir))
     merged: list[Step] = []
@@ -174,17 +154,53 @@ def plan(repo: Repo, cfg: Any, main: Path, agents: list[Agent], checkpoint: Chec
                 current = step.merged
                 merged.append(step)
         else:
-            step.conflicts = {p: sides_of(p, step, merged) for p in res.conflicts}
+            step.conflicts = {p: _sides_of(repo, cfg.base, old, p, step, merged, changed) for p in res.conflicts}
         result.steps.append(step)
     result.new = current if current != old else None
+    _base_worktrees(repo, result)
+    return result
+
+
+def _tips(repo: Repo, agents: list[Agent]) -> dict[str, str]:
+    """Each agent's branch tip; refused where an agent has no branch."""
+    tips: dict[str, str] = {}
+    for agent in agents:
+        tip = repo.branch_tip(agent.branch)
+        if tip is None:
+            raise FleetError(f"agent '{agent.name}' has no branch {agent.branch}",
+                             f"recreate it, or remove the agent (git fleet-rm {agent.name})")
+        tips[agent.name] = tip
+    return tips
+
+
+def _sides_of(repo: Repo, base: str, old: str, path: str, step: Step, earlier: list[Step],
+              changed: dict[str, set[str]]) -> list[str]:
+    """What the step's merge conflicts with on `path`: the agents merged before it that changed it
+    too, and the base where it changed since the agent forked; the base when neither did.
+    `changed`: the paths each agent's branch changed since it forked, filled in as needed."""
+    sides = []
+    for e in earlier:
+        if e.agent.name not in changed:
+            fork = repo.merge_base(old, e.tip) or old
+            changed[e.agent.name] = repo.changed_paths(fork, e.tip)
+        if path in changed[e.agent.name]:
+            sides.append(f"agent '{e.agent.name}'")
+    fork = repo.merge_base(old, step.tip) or old
+    if fork != old and path in repo.changed_paths(fork, old):
+        sides.append(f"{base}")
+    return sides or [base]
+
+
+def _base_worktrees(repo: Repo, result: Plan) -> None:
+    """Where the base is checked out, and, if the plan would move it, why a work tree there cannot
+    follow (local changes the move would overwrite)."""
     for wt in repo.worktrees():
-        if wt.branch == cfg.base and not wt.bare:
+        if wt.branch == result.base and not wt.bare:
             result.worktrees.append(wt.path)
             if result.new and result.ok:
-                why = repo.can_follow(wt.path, old, result.new)
+                why = repo.can_follow(wt.path, result.old, result.new)
                 if why:
                     result.blocked[str(wt.path)] = why
-    return result
 
 
 # -- doing it ------------------------------------------------------------------------------------------

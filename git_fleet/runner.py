@@ -79,51 +79,10 @@ def run(command: str, cwd: Path, env: Mapping[str, str], timeout: float, log: Pa
     """Run `sh -c command` in `cwd` under a keeper (see the module's docstring); never raises for the
     command's own failure."""
     started = time.monotonic()
-    read_end, write_end = os.pipe()  # both close-on-exec: only the keeper gets the read end, as stdin
-    said, says = os.pipe()  # the keeper names the command's process group on it
-    try:
-        # -I: the keeper is git-fleet's own, never a git_fleet/ of the work tree it runs in (-m would
-        # put that first on the path), nor one that the user's PYTHON* variables point at
-        keeper = subprocess.Popen([sys.executable, "-I", "-m", "git_fleet.runner", str(grace), str(says), command],
-                                  cwd=cwd, env=dict(env), stdin=read_end, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(says,))
-    finally:
-        os.close(read_end)
-        os.close(says)
-    group = 0  # the command's process group, once the keeper has said it (0: it died first)
-    try:
-        with os.fdopen(said, "rb") as fh:
-            group = int(fh.readline() or 0)
-    except BaseException:  # stopped right now: end what was started, then go
-        os.close(write_end)
-        keeper.wait()
-        raise
+    keeper, write_end, group = _start_keeper(command, cwd, env, grace)
     tail: deque[bytes] = deque()
-    kept = [0]
     out = cast(io.BufferedReader, keeper.stdout)
-
-    def pump() -> None:
-        written = 0
-        with ExitStack() as stack:
-            try:
-                fh = stack.enter_context(open(log, "wb")) if log is not None else None
-            except OSError:
-                fh = None  # no log, only the tail
-            try:
-                while chunk := out.read1(1 << 16):
-                    tail.append(chunk)
-                    kept[0] += len(chunk)
-                    while kept[0] - len(tail[0]) >= TAIL_BYTES:
-                        kept[0] -= len(tail.popleft())
-                    if fh is not None and written < LOG_LIMIT:
-                        fh.write(chunk[: LOG_LIMIT - written])
-                        written += min(len(chunk), LOG_LIMIT - written)
-                        if written >= LOG_LIMIT:
-                            fh.write(f"\n[git-fleet: output cut at {LOG_LIMIT // (1024 * 1024)} MiB]\n".encode())
-            except (OSError, ValueError):
-                pass  # the pipe went away: what was read is what there is
-
-    reader = threading.Thread(target=pump, daemon=True)
+    reader = threading.Thread(target=_collect, args=(out, log, tail), daemon=True)
     reader.start()
     code: int | None
     try:
@@ -149,6 +108,56 @@ def run(command: str, cwd: Path, env: Mapping[str, str], timeout: float, log: Pa
     if killed and not stuck:
         return Outcome(None, time.monotonic() - started, _tail_lines(tail), log, keeper_killed=True)
     return Outcome(None if stuck else code, time.monotonic() - started, _tail_lines(tail), log)
+
+
+def _start_keeper(command: str, cwd: Path, env: Mapping[str, str], grace: float) -> tuple[subprocess.Popen[bytes], int, int]:
+    """The keeper started, with the command under it: the keeper, the write end of the pipe that
+    keeps the command alive (closing it stops the command), and the command's process group (0:
+    the keeper died before it said)."""
+    read_end, write_end = os.pipe()  # both close-on-exec: only the keeper gets the read end, as stdin
+    said, says = os.pipe()  # the keeper names the command's process group on it
+    try:
+        # -I: the keeper is git-fleet's own, never a git_fleet/ of the work tree it runs in (-m would
+        # put that first on the path), nor one that the user's PYTHON* variables point at
+        keeper = subprocess.Popen([sys.executable, "-I", "-m", "git_fleet.runner", str(grace), str(says), command],
+                                  cwd=cwd, env=dict(env), stdin=read_end, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(says,))
+    finally:
+        os.close(read_end)
+        os.close(says)
+    group = 0  # the command's process group, once the keeper has said it (0: it died first)
+    try:
+        with os.fdopen(said, "rb") as fh:
+            group = int(fh.readline() or 0)
+    except BaseException:  # stopped right now: end what was started, then go
+        os.close(write_end)
+        keeper.wait()
+        raise
+    return keeper, write_end, group
+
+
+def _collect(out: io.BufferedReader, log: Path | None, tail: deque[bytes]) -> None:
+    """Read the command's output to its end (on a thread of its own): its last TAIL_BYTES or so
+    into `tail`, and at most LOG_LIMIT bytes into `log`."""
+    kept = written = 0
+    with ExitStack() as stack:
+        try:
+            fh = stack.enter_context(open(log, "wb")) if log is not None else None
+        except OSError:
+            fh = None  # no log, only the tail
+        try:
+            while chunk := out.read1(1 << 16):
+                tail.append(chunk)
+                kept += len(chunk)
+                while kept - len(tail[0]) >= TAIL_BYTES:
+                    kept -= len(tail.popleft())
+                if fh is not None and written < LOG_LIMIT:
+                    fh.write(chunk[: LOG_LIMIT - written])
+                    written += min(len(chunk), LOG_LIMIT - written)
+                    if written >= LOG_LIMIT:
+                        fh.write(f"\n[git-fleet: output cut at {LOG_LIMIT // (1024 * 1024)} MiB]\n".encode())
+        except (OSError, ValueError):
+            pass  # the pipe went away: what was read is what there is
 
 
 @contextmanager
@@ -194,7 +203,7 @@ PR_SET_CHILD_SUBREAPER = 36
 def _become_subreaper() -> None:
     """Orphaned descendants come to this process rather than to init (Linux 3.4 and later)."""
     try:
-        import ctypes
+        import ctypes  # (here: only the keeper's own process needs it, not every command that imports this)
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)

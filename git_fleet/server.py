@@ -122,7 +122,7 @@ _REWRITE_HINT = ("fetch, and build on what is there (git pull); the orchestrator
 def _committed_agents(common_dir: str, base: str) -> set[str] | None:
     """The agents of the base's committed configuration here, or None when there is none (or it
     does not read)."""
-    from . import config
+    from . import config  # (not above: the pre-receive hook imports this module, and never reads the TOML here)
 
     try:
         cfg = config.committed(common_dir, base)
@@ -164,19 +164,10 @@ def _merges_only(compiled: check.Compiled, old: str, new: str, cwd: str, keyed: 
                                      "an agent's branch", hint))
             continue
         holds = keyed.get(agent.branch)
-        if holds is not None:
-            # a keyed agent's work reaches the base as it signed it: merged as git merges it
-            if not plumbing.is_ancestor(parents[1], holds, cwd):
-                errors.append(FleetError(f"push of {base} rejected: {commit[:12]} names {agent.branch} but merges "
-                                         f"{parents[1][:12]}, which {agent.branch} here does not hold",
-                                         f"push {agent.branch} first (signed with agent '{agent.name}''s key)"))
-                continue
-            own = plumbing.history([commit], parents, cwd).get(commit, ([], []))[1]
-            if own:
-                errors.append(FleetError(f"push of {base} rejected: {commit[:12]} merges {agent.branch} but changes "
-                                         f"{check.quote(own[0])} otherwise than git's merge of it would",
-                                         f"merge {agent.branch} as it is (git fleet-merge {agent.name})"))
-                continue
+        refused = _not_as_signed(agent, commit, parents, holds, base, cwd) if holds is not None else None
+        if refused is not None:
+            errors.append(refused)
+            continue
         merged.append(agent)
         # all it changes in the base, its own edits and what git carried through a rename included
         violations = check.check_paths(compiled, agent, [("changed", p) for p in
@@ -186,14 +177,37 @@ def _merges_only(compiled: check.Compiled, old: str, new: str, cwd: str, keyed: 
             errors.append(check.describe(agent, violations, f"push of {base} rejected ({commit[:12]} merges "
                                                             f"{agent.branch})"))
     if not errors and old != plumbing.ZERO_OID:
-        # and the push as a whole: a line of merges that goes on from an older commit of the base
-        # than this one would take back what came since, though each merge is fine on its own
-        for path in plumbing.changed_paths(old, new, cwd):
-            if not any(not check.check_paths(compiled, a, [("changed", path)]) for a in merged):
-                errors.append(FleetError(f"push of {base} rejected: it changes {check.quote(path)}, which no agent it "
-                                         "merges owns (a line of merges from an older commit of the base?)", hint))
-                break
+        refused = _taken_back(compiled, merged, old, new, cwd, hint)
+        if refused is not None:
+            errors.append(refused)
     return errors
+
+
+def _not_as_signed(agent: check.CompiledAgent, commit: str, parents: list[str], holds: str, base: str,
+                   cwd: str) -> FleetError | None:
+    """A keyed agent's work reaches the base as it signed it, merged as git merges it: why this
+    merge of its branch does not (None: it does). `holds`: what its branch holds after the push."""
+    if not plumbing.is_ancestor(parents[1], holds, cwd):
+        return FleetError(f"push of {base} rejected: {commit[:12]} names {agent.branch} but merges "
+                          f"{parents[1][:12]}, which {agent.branch} here does not hold",
+                          f"push {agent.branch} first (signed with agent '{agent.name}''s key)")
+    own = plumbing.history([commit], parents, cwd).get(commit, ([], []))[1]
+    if own:
+        return FleetError(f"push of {base} rejected: {commit[:12]} merges {agent.branch} but changes "
+                          f"{check.quote(own[0])} otherwise than git's merge of it would",
+                          f"merge {agent.branch} as it is (git fleet-merge {agent.name})")
+    return None
+
+
+def _taken_back(compiled: check.Compiled, merged: list[check.CompiledAgent], old: str, new: str, cwd: str,
+                hint: str) -> FleetError | None:
+    """The push as a whole: a line of merges that goes on from an older commit of the base than
+    this one would take back what came since, though each merge is fine on its own."""
+    for path in plumbing.changed_paths(old, new, cwd):
+        if not any(not check.check_paths(compiled, a, [("changed", path)]) for a in merged):
+            return FleetError(f"push of {compiled.base} rejected: it changes {check.quote(path)}, which no agent it "
+                              "merges owns (a line of merges from an older commit of the base?)", hint)
+    return None
 
 
 def install(common_dir: str, orchestrator_keys: Sequence[str], agent_keys: Sequence[tuple[str, str]],
@@ -230,9 +244,9 @@ def install(common_dir: str, orchestrator_keys: Sequence[str], agent_keys: Seque
                 kept = [line.rstrip("\n") for line in fh]
         except OSError:
             pass
-        from pathlib import Path
+        from pathlib import Path  # (not above: the pre-receive hook imports this module, and never installs)
 
-        from .files import write_atomic
+        from .files import write_atomic  # (likewise)
 
         write_atomic(Path(signers), "".join(f"{line}\n" for line in dict.fromkeys(kept + lines)))
         plumbing.git(["config", "gpg.ssh.allowedSignersFile", signers], common_dir)

@@ -2,7 +2,7 @@
 
 capture() turns what a worktree holds (its branch tip, its index, its tracked files as they are on
 disk, its untracked files) into trees without touching the worktree or its index; restore() makes
-a fresh checkout hold exactly that again. teleport.py wraps the trees in a stash-shaped commit.
+a fresh checkout hold exactly that again. teleport/commit.py wraps the trees in a stash-shaped commit.
 
 Two rules keep it lossless:
 - What changed on disk is decided by the worktree's own index, with git's racy-entry rules
@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import FleetError
-from .gateway.plumbing import blobs, git, hash_files
+from .gateway.objects import blobs, hash_files
+from .gateway.plumbing import git
 
 # hashing a file must neither fail nor warn over line endings (core.safecrlf)
 HASHING = ["-c", "core.safecrlf=false"]

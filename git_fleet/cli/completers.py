@@ -73,7 +73,7 @@ def _ids(tasks: list[Task], incomplete: str) -> list[CompletionItem]:
 
 
 def _agent_here(fleet: Fleet) -> str | None:
-    """The agent a command typed here runs as, by default (Fleet.worker, Fleet.refuse_agents):
+    """The agent a command typed here runs as, by default (brief.worker, Fleet.refuse_agents):
     $FLEET_AGENT, else the agent whose worktree this is; None in the main worktree."""
     return os.environ.get("FLEET_AGENT") or (a.name if (a := fleet.current_agent()) is not None else None)
 

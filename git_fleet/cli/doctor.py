@@ -6,9 +6,10 @@ import sys
 
 import click
 
-from ..doctor import diagnose, prunable
-from ..doctor import prune as do_prune
+from ..doctor import diagnose
 from ..errors import FleetError
+from ..prune import prunable
+from ..prune import prune as do_prune
 from . import command, note, print_json
 from .output import load, print_checks
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from .. import brief
 from ..bus import Bus, Task, parse_id
 from ..config import parse_duration
 from ..errors import FleetError
@@ -124,7 +125,7 @@ def task_claim(agent: str | None, lease: str | None, wait: bool, as_json: bool) 
     """Claim the next task: open, assigned to this agent or to nobody, its dependencies done; by
     priority, then id. Prints its id first. Exit status 1 when nothing can be claimed."""
     fleet = load()
-    who = fleet.worker(agent)
+    who = brief.worker(fleet, agent)
     bus = fleet.bus()
     seconds = parse_duration(lease) if lease else None
     t = bus.claim(who, seconds)
@@ -146,7 +147,7 @@ holder_option = click.option("--agent", metavar="NAME", shell_complete=completer
 
 def _who_and_id(agent: str | None, id: str) -> tuple[Bus, str, int]:
     fleet = load()
-    return fleet.bus(), fleet.worker(agent), parse_id(id)
+    return fleet.bus(), brief.worker(fleet, agent), parse_id(id)
 
 
 def _spec_broken(t: Task, what: str) -> None:

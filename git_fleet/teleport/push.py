@@ -1,0 +1,51 @@
+"""git fleet-teleport push and list: the agent's state captured, written as a snapshot and parked on
+the remote; what is parked there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import brief, lock
+from ..errors import FleetError, GitError
+from .commit import Outcome, capture, counts, meta_for, read, write
+from .remote import fetch, local_ref, push, remember, remote_of, remote_refs
+
+
+def send(fleet: Any, name: str, given_remote: str | None, *, force: bool = False) -> Outcome:
+    agent = fleet.config.agent(name)
+    main = fleet.main
+    where = brief.require_worktree(fleet, agent)
+    remote = remote_of(main, given_remote, fleet.config.base)
+    with fleet.repo.scratch() as space, lock.hold(fleet.repo.common_dir, fleet.waiting):
+        state = capture(agent, where, fleet.config.base, space)  # (no sync or merge moves it meanwhile)
+    meta = meta_for(fleet, agent, remote)
+    snapshot = write(state, meta, main)
+    parked = remote_refs(main, remote, name).get(name)
+    last = local_ref(main, name)
+    if parked is not None and parked != last and not force:
+        raise FleetError(f"remote '{remote}' holds a snapshot of '{name}' ({parked[:12]}) that this clone has not seen",
+                         f"bring it here first (git fleet-teleport pull {name}), or replace it with --force")
+    push(main, remote, name, snapshot, parked, given_remote)
+    remember(main, name, snapshot)
+    return Outcome(name, remote, snapshot, agent.branch, counts(state, main), [t["file"] for t in meta["tasks"]],
+                   worktree=str(where), head=state.head)
+
+
+def parked(fleet: Any, given_remote: str | None) -> list[dict[str, Any]]:
+    main = fleet.main
+    remote = remote_of(main, given_remote, fleet.config.base)
+    found = remote_refs(main, remote)
+    if found:
+        fetch(main, remote, sorted(found))
+    rows = []
+    for agent, oid in sorted(found.items()):
+        row: dict[str, Any] = {"agent": agent, "snapshot": oid, "seen_here": local_ref(main, agent) == oid}
+        try:
+            snap = read(oid, main)
+            row.update(branch=snap.meta.get("branch"), host=snap.meta.get("host"), time=snap.meta.get("time"),
+                       head=snap.state.head, tasks=[t.get("file") for t in snap.meta.get("tasks", [])],
+                       **counts(snap.state, main))
+        except (FleetError, GitError) as e:
+            row["error"] = e.message
+        rows.append(row)
+    return rows
