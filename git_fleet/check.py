@@ -162,7 +162,7 @@ def compile_config(common_dir: str, main: str | None, cfg: Any) -> Compiled:
     data = {"agents": agents, "protected": protected_paths(common_dir, hooks_path or ""), "base": cfg.base,
             "ignore_case": cfg.ignore_case}
     if cfg.union:
-        from .zones import Zone
+        from .zones import Zone  # (compiling only: the warm hook never needs the pattern compiler)
 
         data["union"] = {"zone": list(cfg.union), "rules": rules_of(Zone(cfg.union, cfg.ignore_case))}
     if main is not None and cfg.text:

@@ -43,7 +43,7 @@ def _require_approved(here: plumbing.Here) -> None:
     git fleet-merge does. (A server's zones are its base's committed file: approved by the push.)"""
     from pathlib import Path
 
-    from . import approval, config
+    from . import approval, config  # (a merge's or push's path, never a commit's: kept off the warm path)
 
     main = plumbing.main_worktree_of(here.common_dir)
     if main is None or here.common_dir in _APPROVED:
@@ -61,7 +61,7 @@ _APPROVED: set[str] = set()
 
 def _server_config(common_dir: str) -> check.Compiled | None:
     """A bare repository has no main worktree: read the base branch's committed config."""
-    from . import config
+    from . import config  # (a server's path: the commit hook never reads the TOML)
 
     cfg = config.committed(common_dir, plumbing.server_base(common_dir))
     return check.compile_config(common_dir, None, cfg) if cfg is not None else None
@@ -247,7 +247,7 @@ def _have(cwd: str, oid: str) -> bool:
 
 def commits(agents: list[str]) -> int:
     """Check every commit of the named agents (all by default) since the base: the hook-free gate."""
-    from . import fleet
+    from . import fleet  # (git fleet-check --commits, a command: the hooks never open the fleet)
 
     f = fleet.Fleet.here()
     cfg = f.config

@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .bus import Bus
+
 # the commit hook names each refused path as "error:   <what> <path>  (<whose>)", the path as
 # git status shows it: in double quotes and C-escaped when it has a space, quote or control character
 _REFUSED = re.compile(r'^error:\s+(?:[0-9a-f]{12}: )?(?:added|modified|deleted|changed type of|copied to|unmerged|'
@@ -125,8 +127,6 @@ class Standin:
 
 def drain(root: Path, name: str, pad: int = 0) -> list[int]:
     """Claim and finish tasks on the bus at `root` as `name` until none can be claimed."""
-    from .bus import Bus
-
     bus, done = Bus(root), []
     while (t := bus.claim(name)) is not None:
         bus.finish(t.id, name, f"result of {t.name} by {name}\n" + "x" * pad)

@@ -14,13 +14,13 @@ from ..errors import FleetError, GitError, UsageError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Iterable, Sequence
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 ZERO_OID = "0" * 40
 
 
-_INHERITED: list[int] = []
+INHERITED: list[int] = []
 
 # git-fleet reads the repository's real objects: never a replacement (`git replace`, refs/replace/*,
 # which anyone who can push or write refs makes), which would show a gate one commit's parents or
@@ -43,10 +43,10 @@ class inherit:  # noqa: N801 (used as a context manager, like a function)
         self.fd = fd
 
     def __enter__(self) -> None:
-        _INHERITED.append(self.fd)
+        INHERITED.append(self.fd)
 
     def __exit__(self, *_exc: object) -> None:
-        _INHERITED.remove(self.fd)
+        INHERITED.remove(self.fd)
 
 
 def git(args: Sequence[str], cwd: str | os.PathLike[str] | None = None, *, input: bytes | None = None,
@@ -56,7 +56,7 @@ def git(args: Sequence[str], cwd: str | os.PathLike[str] | None = None, *, input
 
     try:
         proc = subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True, env=git_env(env),
-                              pass_fds=tuple(_INHERITED))
+                              pass_fds=tuple(INHERITED))
     except FileNotFoundError:
         if cwd is not None and not os.path.isdir(cwd):
             raise FleetError(f"{cwd} does not exist", "its worktree may have been moved or removed by hand: "
@@ -66,60 +66,6 @@ def git(args: Sequence[str], cwd: str | os.PathLike[str] | None = None, *, input
         said = proc.stderr.decode("utf-8", "replace").strip().replace("fatal: ", "").replace("error: ", "")
         raise GitError(f"'git {' '.join(args[:3])}' failed: {said or 'exit ' + str(proc.returncode)}")
     return proc
-
-
-def hash_files(paths: Sequence[bytes], cwd: str | os.PathLike[str], *, filters: bool = True,
-               write: bool = False, env: dict[str, str] | None = None) -> list[str]:
-    """The blob id of each file (paths relative to `cwd`), through git's clean conversion for its
-    path or as its bytes are; in one `git hash-object --stdin-paths`. A line there that starts
-    with a quote is C-unquoted, so every path goes as ./PATH; a name with a newline cannot go on
-    a line at all and is hashed on its own."""
-    args = ["hash-object", *(["-w"] if write else []), *([] if filters else ["--no-filters"])]
-    listed = [p for p in paths if b"\n" not in p]
-    found: dict[bytes, str] = {}
-    if listed:
-        raw = git([*args, "--stdin-paths"], cwd, input=b"".join(b"./" + p + b"\n" for p in listed), env=env).stdout
-        found.update(zip(listed, raw.decode().split(), strict=True))
-    for p in paths:
-        if p not in found:
-            name = os.fsdecode(p)
-            found[p] = git([*args, *([f"--path={name}"] if filters else []), "--", name], cwd,
-                           env=env).stdout.decode().strip()
-    return [found[p] for p in paths]
-
-
-def blobs(oids: Sequence[str], cwd: str | os.PathLike[str]) -> Iterator[tuple[str, Iterator[bytes]]]:
-    """The content of each blob, in order, from one `git cat-file --batch`, as chunks: a large
-    file is never held in memory whole. Each blob's chunks must be read before the next blob."""
-    import subprocess
-
-    proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            env=git_env(), pass_fds=tuple(_INHERITED))
-    stdin, stdout = proc.stdin, proc.stdout
-    assert stdin is not None and stdout is not None
-
-    def chunks(size: int) -> Iterator[bytes]:
-        left = size
-        while left:
-            chunk = stdout.read(min(left, 1 << 20))
-            if not chunk:
-                raise GitError("'git cat-file --batch' ended early")
-            left -= len(chunk)
-            yield chunk
-        stdout.read(1)  # the newline after each object
-
-    try:
-        for oid in oids:
-            stdin.write(oid.encode() + b"\n")
-            stdin.flush()
-            header = stdout.readline().decode().split()
-            if len(header) != 3 or header[0] != oid or header[1] != "blob":
-                raise GitError(f"{oid[:12]} is not a blob of this repository")
-            yield oid, chunks(int(header[2]))
-    finally:
-        stdin.close()
-        stdout.close()
-        proc.wait()
 
 
 def quick(args: Sequence[str], show_errors: bool = True) -> tuple[int, bytes]:

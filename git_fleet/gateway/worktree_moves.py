@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import FleetError
+from ..files import write_atomic
+from .objects import hash_files
 from .plumbing import (
     git,
-    hash_files,
     out,
 )
 
@@ -86,8 +87,6 @@ class WorkTreeMoves(Worktrees):
         but registered nowhere; its HEAD names a ref no branch can have."""
         where = self.common_dir / "fleet" / "ref-context"
         if not (where / "commondir").exists():
-            from ..files import write_atomic
-
             where.mkdir(parents=True, exist_ok=True)
             write_atomic(where / "HEAD", "ref: refs/fleet/ref-context\n")
             write_atomic(where / "commondir", "../..\n")

@@ -12,6 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..files import write_atomic
 from . import scratch
 from .plumbing import (
     MAIN_RECORD,
@@ -116,8 +117,6 @@ class Worktrees(Refs):
         """Remember the main worktree where git itself cannot tell it (see main_worktree_of)."""
         if self.toplevel is None or self.git_dir != self.common_dir or self.common_dir.name == ".git":
             return
-        from ..files import write_atomic
-
         record = self.common_dir / MAIN_RECORD
         record.parent.mkdir(exist_ok=True)
         if read_file(str(record)) != str(self.toplevel):
