@@ -24,7 +24,6 @@ sys.path.insert(0, str(HERE.parent))
 from git_fleet.bus import Bus  # noqa: E402
 
 
-
 def fill(root: Path, n: int) -> Bus:
     bus = Bus(root)
     for i in range(n):

@@ -304,7 +304,7 @@ def claims_bench(workers: int, tasks: int, runs: int) -> tuple[list[float], list
     plain: list[float] = []
     fleet: list[float] = []
     env = {**ENV, "PYTHONPATH": str(HERE.parent)}
-    for r in range(runs):
+    for _ in range(runs):
         with tempfile.TemporaryDirectory(prefix="fleet-claims-") as tmp:
             listing = Path(tmp) / "tasks.json"
             listing.write_text(json.dumps([{"id": i, "title": f"task {i}", "status": "open"} for i in range(tasks)]))
@@ -379,9 +379,13 @@ def main() -> int:
         print(lines[-1], file=sys.stderr)
         if size >= 100_000 or args.merges_on_every_size:
             main_dir, _conflicting, clean_m9 = merge_setup(root)
-            for label, fn in (("conflict forecast, 10 agents (55 merges)", lambda: forecast_bench(main_dir, args.runs)),
-                              ("status --json of 11 agents", lambda: status_bench(main_dir, max(3, args.runs // 3))),
-                              ("checkpoint merge of 10 branches", lambda: checkpoint_bench(main_dir, root, clean_m9, 3))):
+            # (each timed at once, inside this iteration: binding the loop's variables late is what is meant)
+            for label, fn in (("conflict forecast, 10 agents (55 merges)",
+                               lambda: forecast_bench(main_dir, args.runs)),  # noqa: B023
+                              ("status --json of 11 agents",
+                               lambda: status_bench(main_dir, max(3, args.runs // 3))),  # noqa: B023
+                              ("checkpoint merge of 10 branches",
+                               lambda: checkpoint_bench(main_dir, root, clean_m9, 3))):  # noqa: B023
                 plain, fleet = fn()
                 lines.append(row(f"{label}, {total:,}-file repo", plain, fleet))
                 print(lines[-1], file=sys.stderr)

@@ -252,9 +252,7 @@ def check_paths(compiled: Compiled, agent: CompiledAgent, changes: Iterable[tupl
     """Violations among (what, path) pairs changed by `agent`."""
     found = []
     for what, path in changes:
-        if not checkable(path):
-            found.append(Violation(path, what, (), True, commit))
-        elif compiled.is_protected(path):
+        if not checkable(path) or compiled.is_protected(path):
             found.append(Violation(path, what, (), True, commit))
         elif not agent.owns(path) and not (compiled.union and compiled.union.owns(path)):
             found.append(Violation(path, what, tuple(compiled.owners(path)), False, commit))

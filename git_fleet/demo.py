@@ -9,6 +9,7 @@ the checkpoint. Everything it makes lives under DIR; nothing is left running.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -192,7 +193,7 @@ class Demo:
             t.start()
             threads.append(t)
         deadline = time.monotonic() + AGENTS_TIMEOUT
-        for (name, *_), proc, t in zip(AGENTS, self.procs, threads):
+        for (name, *_), proc, t in zip(AGENTS, self.procs, threads, strict=True):
             try:
                 self.out.agents[name] = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -302,10 +303,8 @@ class Demo:
         (kept with --keep, unless the demo was interrupted: then its agents go too)."""
         for proc in self.procs:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):  # (it ended meanwhile: nothing to stop)
                     os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
                 try:
                     proc.wait(timeout=5)
                 except subprocess.TimeoutExpired:

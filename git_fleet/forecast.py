@@ -44,7 +44,8 @@ def forecast(repo: Repo, base: str, tips: dict[str, str], union: tuple[str, ...]
         for b in names[i + 1 :]:
             pairs.append((tips[a], tips[b]))
             labels.append((a, b))
-    conflicts = [(a, b, list(r.conflicts)) for (a, b), r in zip(labels, repo.merge_trees(pairs, union), strict=True) if not r.clean]
+    merged = zip(labels, repo.merge_trees(pairs, union), strict=True)
+    conflicts = [(a, b, list(r.conflicts)) for (a, b), r in merged if not r.clean]
     against_base = {a for a, b, _ in conflicts if b == base}
     edges = {(a, b) for a, b, _ in conflicts if b != base}
     candidates = [n for n in names if n not in against_base]

@@ -150,8 +150,8 @@ def carry_out(repo: Repo, move: Move, message: str, check: bool = True) -> list[
     # (any other failure leaves the journal, for recovery)
     journal(repo).unlink(missing_ok=True)
     if arrived:
-        raise runner.Stopped(f"stopped by {' and '.join(dict.fromkeys(arrived))} once {move.branch} had moved: the {move.what} is done, "
-                             "nothing after it was", None, warnings=warnings)
+        raise runner.Stopped(f"stopped by {' and '.join(dict.fromkeys(arrived))} once {move.branch} had moved: the "
+                             f"{move.what} is done, nothing after it was", None, warnings=warnings)
     return warnings
 
 

@@ -59,7 +59,7 @@ class Watcher:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> "Watcher":
+    def __enter__(self) -> Watcher:
         return self
 
     def __exit__(self, *exc: object) -> None:

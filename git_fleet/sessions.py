@@ -139,7 +139,8 @@ class Sessions:
             time.sleep(0.05)  # tmux can mark a pane dead a moment before it has the exit status
             panes = tmux.panes(self.name)
         return {name: FleetError(
-            f"agent '{name}': its {what} exited at once" + (f" (status {panes[name]['status']})" if panes[name]["status"] else ""),
+            f"agent '{name}': its {what} exited at once"
+            + (f" (status {panes[name]['status']})" if panes[name]["status"] else ""),
             f"look at its pane (git fleet-attach {name}) or run its command by hand: git fleet-run {name} -- ...")
             for name in dead}
 

@@ -12,6 +12,7 @@ from contextlib import suppress
 from pathlib import Path
 
 import pytest
+
 from helpers import Sandbox
 
 BIN = str(Path(sys.executable).parent)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from helpers import Result, Sandbox
 
 ZONE = ("--zone", "src/frontend/**")

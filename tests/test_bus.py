@@ -16,7 +16,6 @@ from git_fleet.bus import Bus, front_matter
 from helpers import Sandbox
 
 
-
 @pytest.fixture
 def bus_repo(fleet_repo: Sandbox) -> Sandbox:
     fleet_repo.add_agent("api", "src/backend/**")

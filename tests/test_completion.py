@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import Sandbox
 
 from git_fleet.cli import completion
+from helpers import Sandbox
 
 GIT_BASH = Path("/usr/share/bash-completion/completions/git")  # shipped with git (Debian)
 BASH_COMPLETION = Path("/usr/share/bash-completion/bash_completion")
@@ -129,9 +129,9 @@ def test_bash_git_completion_completes_agents_checkpoints_tasks(fleet: Fleet, lo
         cases = {k: v for k, v in list(cases.items())[:3]}
     cases[(repo, "git fleet-task ")] = sorted(SUBCOMMANDS)  # checked as a subset below
     replies, err = bash(list(cases), setup)
-    for (where, line), want, got in zip(cases, cases.values(), replies):
+    for (where, line), want, got in zip(cases, cases.values(), replies, strict=True):
         if line == "git fleet-task ":
-            assert SUBCOMMANDS <= {g.strip() for g in got}, got
+            assert {g.strip() for g in got} >= SUBCOMMANDS, got
         else:
             assert got == want, f"{line!r} in {where.name}: {got}"
     assert err == "", err
@@ -303,12 +303,12 @@ def test_task_ids_are_those_the_command_takes_from_whoever_completes(fleet: Flee
     }
     setup = f". {BASH_COMPLETION}\n. {GIT_BASH}\n"
     replies, err = bash(list(cases), setup)
-    assert dict(zip(cases, replies)) == cases and err == "", err
+    assert dict(zip(cases, replies, strict=True)) == cases and err == "", err
     monkeypatch.setenv("FLEET_AGENT", "web")  # in web's session, in the main worktree
     session = {(main, "git fleet-task done "): ids(3), (main, "git fleet-task rm "): [],
                (main, "git fleet-task done --agent backend "): ids(1, 4)}
     replies, err = bash(list(session), setup)
-    assert dict(zip(session, replies)) == session and err == "", err
+    assert dict(zip(session, replies, strict=True)) == session and err == "", err
     monkeypatch.delenv("FLEET_AGENT")
     if shutil.which("fish"):
         got, err = fish([(backend, "git fleet-task done "), (main, "git-fleet-task rm "), (main, "git fleet-task done ")])

@@ -6,6 +6,7 @@ import json
 import tomllib
 
 import pytest
+
 from helpers import Sandbox
 
 BROKEN = {

@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
 from helpers import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent

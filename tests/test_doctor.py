@@ -62,7 +62,8 @@ def test_every_problem_is_named_with_its_fix_and_exit_1(healthy: Sandbox) -> Non
     assert f"agent 'web': no worktree at {sb.root / 'repo-web'}" in out
     assert f"deleted: git worktree prune && git worktree add {sb.root / 'repo-web'} fleet/web" in out
     assert "fix: moved: git worktree repair <its new place>" in out
-    assert "stale worktree record(s)" in out and "fix: moved by hand? git worktree repair NEW-PLACE; deleted? git worktree prune" in out
+    assert "stale worktree record(s)" in out
+    assert "fix: moved by hand? git worktree repair NEW-PLACE; deleted? git worktree prune" in out
     assert "agent 'docs': its worktree on elsewhere, not fleet/docs" in out
     assert f"fix: git -C {sb.root / 'repo-docs'} switch fleet/docs" in out
     assert "branch fleet/old belongs to no agent (merged)" in out and "fix: git branch -d fleet/old" in out

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 from helpers import Result, Sandbox
 
 FILES = {"src/api/orders.py": "orders = 1\n", "src/web/cart.js": "cart(1)\n", "README.md": "# shop\n"}

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from helpers import Sandbox, repo_state as state
+from helpers import Sandbox
+from helpers import repo_state as state
 
 
 def test_checkpoint_merge_makes_one_no_ff_merge_per_agent(fleet2: Sandbox) -> None:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from helpers import Sandbox
 
 README = Path(__file__).resolve().parent.parent / "README.md"

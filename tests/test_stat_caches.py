@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import Sandbox
 
 from git_fleet.bus import Bus
+from helpers import Sandbox
 
 
 def edit_in_place(path: Path, old: str, new: str, mtime_ns: int | None = None) -> None:

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Sandbox, git_daemon
-
 from git_fleet.teleport import FORMAT
+from helpers import Sandbox, git_daemon
 
 
 @pytest.fixture
@@ -711,7 +710,8 @@ def test_the_loser_of_two_pushes_at_once_is_told_another_clone_was_first(two: Sa
     (worktree(m2(sb)) / "src/backend/there.py").write_text("there\n")
     hub, gate, go = sb.root / "hub.git", sb.root / "gate", sb.root / "go"
     hook = hub / "hooks" / "pre-receive"
-    hook.write_text(f"#!/bin/sh\n# the first push waits inside the remote until told to go on\nif mkdir '{gate}' 2>/dev/null; then\n"
+    hook.write_text("#!/bin/sh\n# the first push waits inside the remote until told to go on\n"
+                    f"if mkdir '{gate}' 2>/dev/null; then\n"
                     f"  while [ ! -e '{go}' ]; do sleep 0.05; done\nfi\nexit 0\n")
     hook.chmod(0o755)
     first = sb.spawn(["git", "fleet-teleport", "push", "api"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from helpers import Sandbox, git_daemon
 
 
@@ -296,7 +297,8 @@ def test_one_case_rule_for_the_whole_fleet(gates: Sandbox) -> None:
 def test_a_key_of_a_newer_version_names_the_version_it_needs(fleet_repo: Sandbox) -> None:
     sb = fleet_repo
     cfg = sb.repo / ".gitfleet.toml"
-    cfg.write_text(cfg.read_text().replace("version = 4\n", "version = 2\n").replace("[fleet]\n", "[fleet]\nignore_case = true\n"))
+    cfg.write_text(cfg.read_text().replace("version = 4\n", "version = 2\n")
+                   .replace("[fleet]\n", "[fleet]\nignore_case = true\n"))
     res = sb.fleet("list", ok=False)
     assert res.code == 2 and "'fleet.ignore_case' needs `version = 3` at the top of .gitfleet.toml (it says 2)" in res.err
 

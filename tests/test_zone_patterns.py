@@ -69,7 +69,8 @@ def compiled_agent(patterns: list[str], ignore_case: bool = False) -> CompiledAg
 
 
 HAND_PICKED = ["src/backend/**", "a/**", "/a/**", "a b/**", "a/b", "/a", "a/", "/a/", "a b", "Makefile", ".h",
-               "é/**", "a/b/**", "ab/**/", "foo", "src/", "/src", "src/**", "**/x", "a/**/b", "*.md", "docs/*", "a?", "[ab]x", "[!a]",
+               "é/**", "a/b/**", "ab/**/", "foo", "src/", "/src", "src/**", "**/x", "a/**/b", "*.md", "docs/*", "a?",
+               "[ab]x", "[!a]",
                "**", "**/", "a/**", "x\\ ", "x  ", "[]a]", "[!a-c]z", "a**b", "***", "*/*", "**/a/**",
                "a/**/", "é", "?", "??", "[[:alpha:]]", "[[:digit:]]*", "日本/", "[é]", "a b", "-", "\\!x",
                "\\#x", "a/b/", "/a/b", "*/a.md", "src/**/*.md", "[a-]", "[-a]", "[a-c-e]", "[[:]ab]",

@@ -4,6 +4,7 @@ the add: one of the two always sees the other)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -31,10 +32,8 @@ def add(bus: Store, title: str, *, agent: str | None = None, body: str = "", dep
         tid = max(bus._spec_paths(), default=0) + 1
     while not write_new(bus.state / f"id-{tid}", f"{os.getpid()}\n"):
         tid += 1  # another process took it: the next one
-    try:
+    with contextlib.suppress(OSError):  # the next id is only a hint: a scan finds it without one
         write_atomic(hint, str(tid))
-    except OSError:
-        pass
     meta = {"id": tid, "title": one_line(title), "agent": agent, "depends": [str(d) for d in depends or []],
             "priority": priority, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     path = bus.tasks / f"task-{tid:03d}-{slug(title)}.md"

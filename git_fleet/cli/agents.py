@@ -29,7 +29,9 @@ ZONE_HELP = "A gitignore pattern the agent owns, relative to the repository root
               help="With --server: the SSH public key an agent's pushes to its branch must be signed with.")
 @click.option("--base-push", type=click.Choice(["merges", "signed", "any"]),
               help="With --server: what moves the base (default: signed with an orchestrator key, else merges).")
-@click.option("-i", "--interactive", is_flag=True, help="Walk through the launch checklist: agents and zones proposed from the top-level directories, a checkpoint, then git fleet-doctor.")
+@click.option("-i", "--interactive", is_flag=True,
+              help="Walk through the launch checklist: agents and zones proposed from the top-level directories, a checkpoint, "
+                   "then git fleet-doctor.")
 @click.option("-v", "--verbose", is_flag=True, help="Say what was done.")
 @click.version_option(__version__, "--version", message="git-fleet %(version)s")
 def init(base: str | None, server: bool, uninstall: bool, orchestrator_keys: tuple[str, ...],
@@ -147,8 +149,10 @@ def _walk_through() -> int:
 @command()
 @click.argument("name")
 @click.option("--zone", "zones", multiple=True, required=True, metavar="PATTERN", help=ZONE_HELP)
-@click.option("--branch", metavar="BRANCH", help="The agent's branch (default: <branch_prefix>NAME); an existing branch is adopted as it is.")
-@click.option("--path", "path", metavar="DIR", shell_complete=completers.directories, help="Where the worktree goes, in this clone (default: fleet.worktree, ../REPO-NAME).")
+@click.option("--branch", metavar="BRANCH",
+              help="The agent's branch (default: <branch_prefix>NAME); an existing branch is adopted as it is.")
+@click.option("--path", "path", metavar="DIR", shell_complete=completers.directories,
+              help="Where the worktree goes, in this clone (default: fleet.worktree, ../REPO-NAME).")
 @click.option("--base", metavar="REF", help="What a new branch starts from (default: fleet.base).")
 @click.option("--allow-overlap", is_flag=True, help="Accept a zone that shares paths with another agent's.")
 @click.option("--force", is_flag=True, help="Go beyond the agent limit (max_agents).")

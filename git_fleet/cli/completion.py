@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["complete"] and len(args) >= 2:
         try:
-            sys.stderr = open(os.devnull, "w")  # completion never prints an error
+            sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (completion never prints an error; the process ends here)
             out = "".join(_line(item) + "\n" for item in complete(args[1], args[2:]))
         except BaseException:
             return 0

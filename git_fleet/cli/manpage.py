@@ -22,7 +22,8 @@ ROFF = "\0roff\0"  # marks a section body that is roff already
 
 COMMON_SECTIONS = {
     "EXIT STATUS": "0 on success; 1 when the command was understood and refused (a check failed, or work "
-                   "would be lost); 2 for a usage error or a malformed .gitfleet.toml; 3 for an internal error (a bug: please report it). Errors are printed on "
+                   "would be lost); 2 for a usage error or a malformed .gitfleet.toml; 3 for an internal error (a bug: "
+                   "please report it). Errors are printed on "
                    "standard error as error: and hint: lines, as git does.",
     "ENVIRONMENT": "NO_COLOR turns colour off; colour is only used on a terminal.",
 }
@@ -163,7 +164,8 @@ def _page(name: str, summary: str, synopsis: str, description: str, options: lis
                   ".fi" if title in ("EXAMPLES", "PRE-COMMIT FRAMEWORK") else ""]
     others = ["git-fleet", *(f"git-fleet-{n}" for n in ("init", "add", "rm", "list", "who", "zones", "merge",
                                                          "checkpoint", "status", "sync", "task", "plan", "set", "run",
-                                                         "up", "ps", "down", "resume", "attach", "teleport", "doctor", "prune", "check"))]
+                                                         "up", "ps", "down", "resume", "attach", "teleport", "doctor",
+                                                         "prune", "check"))]
     parts += [".SH SEE ALSO", ", ".join(f"\\fB{_esc(o)}\\fR(1)" for o in others if o != name) + ", \\fBgitignore\\fR(5)"]
     return "\n".join(p for p in parts if p != "") + "\n"
 

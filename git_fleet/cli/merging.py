@@ -18,7 +18,9 @@ from .output import age, load, table
 
 @command()
 @click.argument("agents", nargs=-1, shell_complete=completers.agents)
-@click.option("--checkpoint", "checkpoint", metavar="NAME", shell_complete=completers.checkpoints, help="Merge the agents of this declared checkpoint, in its order, and tag the round (fleet/NAME, then fleet/NAME@2, ...).")
+@click.option("--checkpoint", "checkpoint", metavar="NAME", shell_complete=completers.checkpoints,
+              help="Merge the agents of this declared checkpoint, in its order, and tag the round (fleet/NAME, then "
+                   "fleet/NAME@2, ...).")
 @click.option("-n", "--dry-run", is_flag=True, help="Say what would be merged and what would conflict; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (or the result) as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Say what was merged.")

@@ -48,7 +48,7 @@ def table(rows: list[list[str]]) -> None:
         return
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + ("  " if widths else "") + r[-1])
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + ("  " if widths else "") + r[-1])
 
 
 def age(stamp: int | None) -> str:

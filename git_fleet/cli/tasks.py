@@ -46,8 +46,10 @@ def task_path() -> int:
 @task.command("add", cls=FleetCommand)
 @click.argument("title")
 @click.option("--agent", metavar="NAME", shell_complete=completers.agents, help="Only this agent may claim it (default: anyone).")
-@click.option("--body-file", metavar="FILE", shell_complete=completers.files, help="The task's description, from a file, or - for standard input.")
-@click.option("--depends", multiple=True, metavar="ID", shell_complete=completers.tasks, help="A task that must be done first (one that failed, was cancelled or removed is refused); repeat for more.")
+@click.option("--body-file", metavar="FILE", shell_complete=completers.files,
+              help="The task's description, from a file, or - for standard input.")
+@click.option("--depends", multiple=True, metavar="ID", shell_complete=completers.tasks,
+              help="A task that must be done first (one that failed, was cancelled or removed is refused); repeat for more.")
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher is claimed first.")
 def task_add(title: str, agent: str | None, body_file: str | None, depends: tuple[str, ...], priority: int) -> int:
     """Write a new task spec, tasks/task-NNN-<slug>.md, and print its id.
@@ -67,7 +69,8 @@ def task_add(title: str, agent: str | None, body_file: str | None, depends: tupl
 @task.command("list", cls=FleetCommand)
 @click.option("--status", type=click.Choice(["open", "claimed", "done", "failed", "cancelled", "invalid"]),
               help="Only tasks in this state.")
-@click.option("--agent", metavar="NAME", shell_complete=completers.agents, help="Only tasks assigned to or claimed by this agent.")
+@click.option("--agent", metavar="NAME", shell_complete=completers.agents,
+              help="Only tasks assigned to or claimed by this agent.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 def task_list(status: str | None, agent: str | None, as_json: bool) -> int:
     """List the tasks: id, state, agent and title. A spec that cannot be read is listed as invalid,
@@ -117,7 +120,8 @@ def task_show(id: str, as_json: bool) -> int:
 
 
 @task.command("claim", cls=FleetCommand)
-@click.option("--agent", metavar="NAME", shell_complete=completers.agents, help="Who claims (default: $FLEET_AGENT, or this worktree's agent).")
+@click.option("--agent", metavar="NAME", shell_complete=completers.agents,
+              help="Who claims (default: $FLEET_AGENT, or this worktree's agent).")
 @click.option("--lease", metavar="DURATION", help="How long the claim holds without renewal (default: bus.lease).")
 @click.option("--wait", is_flag=True, help="Block until a task can be claimed (woken by file changes, not by polling).")
 @click.option("--json", "as_json", is_flag=True, help="Print the claimed task as JSON.")
@@ -182,7 +186,8 @@ def task_release(id: str, agent: str | None) -> int:
 @task.command("done", cls=FleetCommand)
 @click.argument("id", shell_complete=completers.claimed_tasks)
 @holder_option
-@click.option("--result-file", metavar="FILE", shell_complete=completers.files, help="The result, from a file, or - for standard input.")
+@click.option("--result-file", metavar="FILE", shell_complete=completers.files,
+              help="The result, from a file, or - for standard input.")
 def task_done(id: str, agent: str | None, result_file: str | None) -> int:
     """Finish a task this agent holds: write results/task-NNN-result.md (atomically) and mark it done.
 

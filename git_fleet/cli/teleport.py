@@ -33,7 +33,8 @@ def teleport() -> None:
     """
 
 
-remote_option = click.option("--remote", metavar="REMOTE", help="A remote name, URL or path (default: the base branch's remote, else origin).")
+remote_option = click.option("--remote", metavar="REMOTE",
+                             help="A remote name, URL or path (default: the base branch's remote, else origin).")
 
 
 def _teleporting(agent: str) -> Fleet:

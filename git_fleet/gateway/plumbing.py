@@ -127,7 +127,7 @@ def local_settings(common_dir: str) -> tuple[str | None, dict[str, str]]:
               common_dir, check=False).stdout.decode("utf-8", "surrogateescape")
     hooks_path, registered = None, {}
     items = raw.split("\0")
-    for scope, item in zip(items[0::2], items[1::2]):
+    for scope, item in zip(items[0::2], items[1::2], strict=False):
         key, _, value = item.partition("\n")
         if key.lower() == "core.hookspath":
             hooks_path = value.strip()
