@@ -14,6 +14,7 @@ the file as it is, after showing what changed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ def record(common_dir: Path, text: str) -> None:
     (common_dir / NEXT).unlink(missing_ok=True)
 
 
-def write_config(common_dir: Path, path: Path, text: str, pause: Any = None) -> None:
+def write_config(common_dir: Path, path: Path, text: str, pause: Callable[[str], None] | None = None) -> None:
     """A fleet command writes the config: the text about to be written is kept (NEXT) until the
     record has it, so that a kill between the two writes leaves either text approved."""
     (common_dir / NEXT).parent.mkdir(exist_ok=True)
@@ -92,7 +93,8 @@ def _next_table(common_dir: Path, cfg: Config) -> dict[str, Any] | None:
         return None
 
 
-def check(common_dir: Path, cfg: Config, overlaps_of: Any = None) -> Unapproved:
+def check(common_dir: Path, cfg: Config,
+          overlaps_of: Callable[[Config], dict[tuple[str, str], str]] | None = None) -> Unapproved:
     """How `cfg`'s zone table differs from the approved one (nothing when it is approved).
     overlaps_of(Config) -> {(agent, agent): a path both own}, or None not to look. With neither
     a record nor a committed file (a fleet set up before records were kept, never committed),

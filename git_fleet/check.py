@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from typing import Any
 
+    from .config import Config
+
 CACHE_VERSION = 8
 CONFIG_NAME = ".gitfleet.toml"
 STATUS_WORDS = {"A": "added", "M": "modified", "D": "deleted", "T": "changed type of", "C": "copied to",
@@ -139,7 +141,7 @@ def rules_of(zone: Any) -> list[list[Any]]:
     return [[*(p.literal or ("re", p.regex)), p.include] for p in zone.patterns]
 
 
-def compile_config(common_dir: str, main: str | None, cfg: Any) -> Compiled:
+def compile_config(common_dir: str, main: str | None, cfg: Config) -> Compiled:
     """Compile a loaded Config (see config.py) and store it in the cache when it came from `main`."""
     git_config = _read(os.path.join(common_dir, "config"))  # read before git is asked about it
     hooks_path, registered = plumbing.local_settings(common_dir)

@@ -13,13 +13,16 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import agents, brief, hooks, moves, ownership
 from .gateway import plumbing
 from .gateway.plumbing import git
 from .prune import some, stale_worktrees
 from .zones import Zone
+
+if TYPE_CHECKING:
+    from .fleet import Fleet
 
 
 @dataclass
@@ -56,12 +59,12 @@ def _q(path: Path | str) -> str:
     return shlex.quote(str(path))
 
 
-def diagnose(fleet: Any, fix: bool = False) -> list[Item]:
+def diagnose(fleet: Fleet, fix: bool = False) -> list[Item]:
     return [_config(fleet), _worktrees(fleet, fix), _zones(fleet), _hooks(fleet, fix), _sessions(fleet),
             _bus(fleet), _checkpoints(fleet), _branches(fleet), _locks(fleet)]
 
 
-def _config(fleet: Any) -> Item:
+def _config(fleet: Fleet) -> Item:
     item = Item("config")
     cfg = fleet.config
     base = fleet.repo.resolve(cfg.base)
@@ -78,7 +81,7 @@ def _config(fleet: Any) -> Item:
     return item
 
 
-def _worktrees(fleet: Any, fix: bool) -> Item:
+def _worktrees(fleet: Fleet, fix: bool) -> Item:
     item = Item("worktrees")
     stale = stale_worktrees(fleet)
     # an agent's worktree moved by hand and not yet repaired looks the same as a deleted one:
@@ -106,7 +109,7 @@ def _worktrees(fleet: Any, fix: bool) -> Item:
     return item
 
 
-def _registrations(fleet: Any, item: Item, fix: bool) -> None:
+def _registrations(fleet: Fleet, item: Item, fix: bool) -> None:
     """This clone's records of where agents' worktrees are (git config fleet-agent.NAME.worktree):
     each of an agent, at a worktree git lists, one agent per worktree, never the main one."""
     # (a worktree moved by hand and not yet repaired is still listed, prunable: reported above)
@@ -130,7 +133,7 @@ def _registrations(fleet: Any, item: Item, fix: bool) -> None:
                       f"or git config --unset {plumbing.REGISTERED}.{name}.worktree")
 
 
-def _zones(fleet: Any) -> Item:
+def _zones(fleet: Fleet) -> Item:
     item = Item("zones")
     for a, b, example in ownership.overlaps(fleet):
         item.bad(f"the zones of '{a}' and '{b}' overlap: both own {example}",
@@ -160,7 +163,7 @@ def _hook_python(text: str) -> str | None:
     return None
 
 
-def _hooks(fleet: Any, fix: bool) -> Item:
+def _hooks(fleet: Fleet, fix: bool) -> Item:
     item = Item("hooks")
     directory, writable = hooks.hooks_dir(fleet.repo)
     missing, broken = [], []
@@ -204,7 +207,7 @@ def git_fleet_runs(python: str) -> bool:
         return False
 
 
-def _sessions(fleet: Any) -> Item:
+def _sessions(fleet: Fleet) -> Item:
     item = Item("sessions")
     seen: dict[str, str] = {}
     programs: dict[str, list[str]] = {}
@@ -233,7 +236,7 @@ def _sessions(fleet: Any) -> Item:
     return item
 
 
-def _bus(fleet: Any) -> Item:
+def _bus(fleet: Fleet) -> Item:
     item = Item("bus")
     bus = fleet.bus()
     root: Path = bus.root
@@ -272,7 +275,7 @@ def _bus(fleet: Any) -> Item:
     return item
 
 
-def _checkpoints(fleet: Any) -> Item:
+def _checkpoints(fleet: Fleet) -> Item:
     item = Item("checkpoints")
     cps = fleet.config.checkpoints
     if not cps:
@@ -288,7 +291,7 @@ def _checkpoints(fleet: Any) -> Item:
     return item
 
 
-def _branches(fleet: Any) -> Item:
+def _branches(fleet: Fleet) -> Item:
     item = Item("branches")
     prefix = fleet.config.branch_prefix
     owned = {a.branch for a in fleet.config.agents.values()}
@@ -318,7 +321,7 @@ def _age(seconds: float) -> str:
     return f"{int(seconds // 60)} min" if seconds < 7200 else f"{int(seconds // 3600)} h"
 
 
-def _locks(fleet: Any) -> Item:
+def _locks(fleet: Fleet) -> Item:
     """Lock files git left behind (a git process killed while it held them) make the next git
     command that needs them fail; an unfinished checkpoint merge stops commits on the base."""
     item = Item("locks")

@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from . import approval, bus, check, config, interrupted_add, lock, moves, ownership, templates
+from .bus import Bus
 from .config import Agent, Config
 from .errors import FleetError, UsageError
 from .gateway.repo import Repo, Worktree
@@ -257,5 +257,5 @@ class Fleet:
 
     # -- the bus ---------------------------------------------------------------------------------------
 
-    def bus(self) -> Any:
+    def bus(self) -> Bus:
         return bus.Bus(Path(os.path.normpath(self.main / self.config.bus_dir)), config.parse_duration(self.config.lease))

@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from . import agents, approval, check, config, config_edit, hooks
 from . import server as rules
@@ -106,7 +105,7 @@ def checkpoint_answered(fleet: Fleet, answer: str, names: Sequence[str]) -> str 
 class InitResult:
     config_path: Path | None
     created: bool
-    hooks: Any  # hooks.HookReport
+    hooks: hooks.HookReport
     report: Report
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import check, config, moves, runner
-from .config import Agent, Checkpoint
+from .config import Agent, Checkpoint, Config
 from .errors import FleetError, UsageError
 from .gateway import plumbing
 from .gateway.repo import Repo
@@ -121,7 +121,7 @@ def rounds(repo: Repo, checkpoint: Checkpoint) -> int:
     return done
 
 
-def plan(repo: Repo, cfg: Any, main: Path, agents: list[Agent], checkpoint: Checkpoint | None = None) -> Plan:
+def plan(repo: Repo, cfg: Config, main: Path, agents: list[Agent], checkpoint: Checkpoint | None = None) -> Plan:
     """Make every merge in memory and check every zone; change nothing visible."""
     old = repo.branch_tip(cfg.base)
     if old is None:
@@ -318,10 +318,10 @@ def land(repo: Repo, p: Plan) -> list[str]:
 
 # -- the checkpoint merge, as a fleet command runs it ------------------------------------------
 
-def merge(fleet: Fleet, names: Sequence[str], checkpoint: str | None = None, *, dry_run: bool = False) -> Any:
+def merge(fleet: Fleet, names: Sequence[str], checkpoint: str | None = None, *, dry_run: bool = False) -> Plan:
     """Plan the merge of the named agents (a checkpoint's, or every agent with new commits) and,
     unless dry_run, carry it out all or nothing. Returns the Plan."""
-    def planned() -> Any:
+    def planned() -> Plan:
         cp = fleet.config.checkpoint(checkpoint) if checkpoint else None
         if cp and names:
             raise UsageError("give either --checkpoint or agent names, not both")

@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from . import agents
 from .errors import FleetError
 from .gateway.plumbing import git, worktree_list
+
+if TYPE_CHECKING:
+    from .fleet import Fleet
 
 SHOWN = 5  # paths shown per finding
 
@@ -20,7 +23,7 @@ def some(paths: list[str]) -> str:
     return ", ".join(paths[:SHOWN]) + (f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else "")
 
 
-def stale_worktrees(fleet: Any, *, agents: bool = True) -> list[str]:
+def stale_worktrees(fleet: Fleet, *, agents: bool = True) -> list[str]:
     """Worktree records whose directories are gone (git calls them prunable); without `agents`,
     not those of an agent's branch."""
     branches = {f"refs/heads/{a.branch}" for a in fleet.config.agents.values()}
@@ -50,7 +53,7 @@ class Candidate:
         return f"with its worktree go {len(self.ignored)} ignored file(s) or folder(s): {some(self.ignored)}"
 
 
-def prunable(fleet: Any) -> tuple[list[Candidate], list[tuple[str, str]], list[str]]:
+def prunable(fleet: Fleet) -> tuple[list[Candidate], list[tuple[str, str]], list[str]]:
     """Agents whose work is fully merged and whose worktrees hold nothing else, the agents kept
     (with the reason), and stale worktree records."""
     repo, base = fleet.repo, fleet.config.base
@@ -104,7 +107,7 @@ def prunable(fleet: Any) -> tuple[list[Candidate], list[tuple[str, str]], list[s
     return found, kept, stale
 
 
-def prune(fleet: Any, candidates: list[Candidate]) -> list[str]:
+def prune(fleet: Fleet, candidates: list[Candidate]) -> list[str]:
     """Remove them. git itself removes each worktree (it refuses one that is not clean), and the
     branch goes only if it still points where it did when it was judged merged."""
     done = []

@@ -10,13 +10,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import brief, tmux
 from .config import Agent
 from .errors import FleetError
 from .files import write_atomic
 from .templates import expand
+
+if TYPE_CHECKING:
+    from .fleet import Fleet
 
 ORCHESTRATOR = "orchestrator"
 
@@ -44,7 +47,7 @@ class UpResult:
 
 
 class Sessions:
-    def __init__(self, fleet: Any):
+    def __init__(self, fleet: Fleet):
         self.fleet = fleet
         self.name = session_name(fleet.main)
         self.state_path = fleet.repo.common_dir / "fleet" / "sessions.json"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import moves, runner
-from .config import Agent
+from .config import Agent, Config
 from .errors import FleetError
 from .gateway.repo import Repo
 
@@ -33,7 +33,7 @@ class SyncResult:
     hint: str | None = None  # for a refusal: what to do
 
 
-def sync_one(repo: Repo, cfg: Any, agent: Agent) -> SyncResult:
+def sync_one(repo: Repo, cfg: Config, agent: Agent) -> SyncResult:
     """Bring the base's new commits into one agent's branch, or refuse and change nothing. The
     work tree that moves with the branch is wherever git has the branch checked out (a worktree
     moved by hand included), never a path worked out from the configuration."""

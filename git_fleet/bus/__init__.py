@@ -41,11 +41,14 @@ the whole surface in one place.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from . import adding, claims, ending, plan, removal
 from .specs import Task, front_matter, parse_id
 from .store import Store
+
+if TYPE_CHECKING:
+    from ..notify import Watcher
 
 __all__ = ["Bus", "Task", "front_matter", "parse_id"]
 
@@ -98,7 +101,7 @@ class Bus(Store):
     def unrecorded(self, task: Task) -> list[Path]:
         return ending.unrecorded(self, task)
 
-    def watcher(self) -> Any:
+    def watcher(self) -> Watcher:
         """A notify.Watcher of the bus: the hint that something changed; the caller's rescan is the
         truth (inotify misses events on network and some container mounts)."""
         # imported here for start-up speed: notify loads ctypes, which only a waiting claim needs

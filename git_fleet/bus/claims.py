@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FleetError
 from ..files import write_atomic, write_new
 from .specs import ENDED, SPEC, Task, parse_id
 from .store import Store
+
+if TYPE_CHECKING:
+    from ..notify import Watcher
 
 
 def claim(bus: Store, agent: str, lease: int | None = None) -> Task | None:
@@ -51,7 +54,7 @@ def claim(bus: Store, agent: str, lease: int | None = None) -> Task | None:
     return None
 
 
-def claim_waiting(bus: Store, watcher: Any, agent: str, lease: int | None = None) -> Task:
+def claim_waiting(bus: Store, watcher: Watcher, agent: str, lease: int | None = None) -> Task:
     """Claim the next task for `agent`, waiting until one can be claimed: woken by `watcher` (a
     notify.Watcher of the bus, watching from before the next scan, so no change slips between),
     and at the latest when a lease lapses, or every 5 seconds."""

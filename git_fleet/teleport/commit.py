@@ -10,7 +10,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__, brief
 from ..config import Agent
@@ -18,6 +18,9 @@ from ..errors import FleetError
 from ..gateway import plumbing
 from ..gateway.plumbing import git
 from ..snapshot import State, capture_trees, git_path
+
+if TYPE_CHECKING:
+    from ..fleet import Fleet
 
 FORMAT = 2  # 2: changed and untracked files are kept as the bytes on disk (snapshot.py)
 SUBJECT = "fleet teleport: "
@@ -166,7 +169,7 @@ def read(commit: str, cwd: Path, agent: str | None = None) -> Snapshot:
     return Snapshot(commit, State(parents[0], index, tree, untracked, filtered), meta)
 
 
-def meta_for(fleet: Any, agent: Agent, remote: str) -> dict[str, Any]:
+def meta_for(fleet: Fleet, agent: Agent, remote: str) -> dict[str, Any]:
     tasks = []
     for t in brief.claimed_tasks(fleet, agent):
         tasks.append({"id": t.id, "file": t.path.name, "spec": t.path.read_text(encoding="utf-8", errors="replace"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import agents, brief, lock
 from ..config import Agent
@@ -22,8 +22,11 @@ from ..snapshot import State, restore
 from .commit import Outcome, Snapshot, capture, counts, meta_for, read, write
 from .remote import BACKUPS, fetch, keep, local_ref, remember, remote_of, remote_refs
 
+if TYPE_CHECKING:
+    from ..fleet import Fleet
 
-def receive(fleet: Any, name: str, given_remote: str | None, *, force: bool = False, path: str | None = None) -> Outcome:
+
+def receive(fleet: Fleet, name: str, given_remote: str | None, *, force: bool = False, path: str | None = None) -> Outcome:
     """Make the agent here hold the snapshot on the remote. Only a worktree this repository has
     registered for the agent is ever restored into; without one, one is made (at --path, or where
     the configuration puts it, if nothing is there) or the pull is refused."""
@@ -54,7 +57,7 @@ def receive(fleet: Any, name: str, given_remote: str | None, *, force: bool = Fa
     return out
 
 
-def _bring_here(fleet: Any, agent: Agent | None, snap: Snapshot, out: Outcome, force: bool, path: str | None,
+def _bring_here(fleet: Fleet, agent: Agent | None, snap: Snapshot, out: Outcome, force: bool, path: str | None,
                 space: Path) -> Agent:
     """The agent registered here, with a worktree of this repository's that holds the snapshot."""
     main, meta, state, name = fleet.main, snap.meta, snap.state, out.agent
@@ -82,7 +85,7 @@ def _bring_here(fleet: Any, agent: Agent | None, snap: Snapshot, out: Outcome, f
         return agent
 
 
-def _running_here(fleet: Any, name: str) -> bool:
+def _running_here(fleet: Fleet, name: str) -> bool:
     try:
         return bool(Sessions(fleet).running([name]))
     except FleetError:
@@ -93,7 +96,7 @@ def _has_submodules(state: State, cwd: Path) -> bool:
     return b"160000 commit " in git(["ls-tree", "-r", state.work], cwd).stdout
 
 
-def _branch_check(fleet: Any, branch: str, head: str) -> None:
+def _branch_check(fleet: Fleet, branch: str, head: str) -> None:
     """Refuse if the local branch has commits the snapshot's head lacks (moving it would lose them)."""
     tip = fleet.repo.branch_tip(branch)
     if tip is not None and not fleet.repo.is_ancestor(tip, head):
@@ -101,7 +104,7 @@ def _branch_check(fleet: Any, branch: str, head: str) -> None:
                          f"keep them under another name (git branch -m {branch} {branch}-here), then pull again")
 
 
-def _register(fleet: Any, meta: dict[str, Any], state: State, out: Outcome, path: str | None, space: Path) -> Agent:
+def _register(fleet: Fleet, meta: dict[str, Any], state: State, out: Outcome, path: str | None, space: Path) -> Agent:
     """A new agent here, as the snapshot describes it: registered, with its branch and worktree."""
     name, branch = meta["agent"], meta["branch"]
     _branch_check(fleet, branch, state.head)
@@ -114,14 +117,15 @@ def _register(fleet: Any, meta: dict[str, Any], state: State, out: Outcome, path
         _fill(brief.require_worktree(fleet, agent), state, space)
     except BaseException:
         agents.remove(fleet, name, force=True, keep_branch=had_branch)  # as it was before the pull
-        if not had_branch and fleet.repo.branch_tip(branch) is not None:
-            fleet.repo.delete_branch(branch, fleet.repo.branch_tip(branch))
+        tip = fleet.repo.branch_tip(branch)
+        if not had_branch and tip is not None:
+            fleet.repo.delete_branch(branch, tip)
         raise
     out.created = True
     return agent
 
 
-def _recreate_worktree(fleet: Any, agent: Agent, state: State, out: Outcome, path: str | None, space: Path) -> None:
+def _recreate_worktree(fleet: Fleet, agent: Agent, state: State, out: Outcome, path: str | None, space: Path) -> None:
     """A registered agent without a worktree in this repository gets a new one, never another's."""
     _branch_check(fleet, agent.branch, state.head)
     where = Path(os.path.abspath(path)) if path else fleet.planned_worktree(agent)
@@ -157,7 +161,7 @@ def _fill(where: Path, state: State, space: Path) -> None:
     restore(state, where, space)
 
 
-def _bring_up_to_date(fleet: Any, agent: Agent, where: Path, snap: Snapshot, out: Outcome, force: bool,
+def _bring_up_to_date(fleet: Fleet, agent: Agent, where: Path, snap: Snapshot, out: Outcome, force: bool,
                       space: Path) -> None:
     """Replace the worktree's state by the snapshot's, if nothing made here since the last
     teleport would be lost (or, with force, after keeping it at refs/fleet/backups/AGENT/N)."""
@@ -198,7 +202,7 @@ def _bring_up_to_date(fleet: Any, agent: Agent, where: Path, snap: Snapshot, out
     restore(state, where, space)
 
 
-def _claim_tasks(fleet: Any, agent: Agent, tasks: list[dict[str, Any]], out: Outcome) -> list[str]:
+def _claim_tasks(fleet: Fleet, agent: Agent, tasks: list[dict[str, Any]], out: Outcome) -> list[str]:
     if not tasks:
         return []
     bus = fleet.bus()

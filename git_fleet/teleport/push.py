@@ -3,15 +3,18 @@ the remote; what is parked there."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import brief, lock
 from ..errors import FleetError, GitError
 from .commit import Outcome, capture, counts, meta_for, read, write
 from .remote import fetch, local_ref, push, remember, remote_of, remote_refs
 
+if TYPE_CHECKING:
+    from ..fleet import Fleet
 
-def send(fleet: Any, name: str, given_remote: str | None, *, force: bool = False) -> Outcome:
+
+def send(fleet: Fleet, name: str, given_remote: str | None, *, force: bool = False) -> Outcome:
     agent = fleet.config.agent(name)
     main = fleet.main
     where = brief.require_worktree(fleet, agent)
@@ -31,7 +34,7 @@ def send(fleet: Any, name: str, given_remote: str | None, *, force: bool = False
                    worktree=str(where), head=state.head)
 
 
-def parked(fleet: Any, given_remote: str | None) -> list[dict[str, Any]]:
+def parked(fleet: Fleet, given_remote: str | None) -> list[dict[str, Any]]:
     main = fleet.main
     remote = remote_of(main, given_remote, fleet.config.base)
     found = remote_refs(main, remote)
