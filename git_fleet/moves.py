@@ -251,7 +251,7 @@ def _clear_index_locks(repo: Repo) -> None:
             if index_lock.read_text(encoding="utf-8", errors="replace").startswith(MARK):
                 index_lock.unlink()
         except (FileNotFoundError, NotADirectoryError):
-            pass
+            pass  # no lock there (or no worktree): nothing of ours to remove
 
 
 # -- recovery ----------------------------------------------------------------------------------------

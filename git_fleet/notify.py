@@ -52,7 +52,7 @@ class Watcher:
                 while os.read(self.fd, 65536):
                     pass  # drain: the caller rescans anyway
             except BlockingIOError:
-                pass
+                pass  # drained: the events only say "look again"
 
     def close(self) -> None:
         if self.fd >= 0:

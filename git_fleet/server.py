@@ -243,7 +243,7 @@ def install(common_dir: str, orchestrator_keys: Sequence[str], agent_keys: Seque
             with open(signers, encoding="utf-8") as fh:
                 kept = [line.rstrip("\n") for line in fh]
         except OSError:
-            pass
+            pass  # none yet: the list starts empty
         from pathlib import Path  # (not above: the pre-receive hook imports this module, and never installs)
 
         from .files import write_atomic  # (likewise)

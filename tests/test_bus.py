@@ -656,3 +656,20 @@ def test_a_held_task_whose_spec_is_broken_teleports_with_its_holder(bus_repo: Sa
     res = sb.run(["git", "fleet-task", "done", "1", "--agent", "api"], cwd=there)
     assert f"warning: {there / 'tasks/task-001-add-refunds.md'}:" in res.err
     assert json.loads(sb.run(["git", "fleet-task", "show", "1", "--json"], cwd=there).out)["status"] == "done"
+
+
+def test_a_result_that_cannot_be_read_is_neither_done_nor_claimable(bus_repo: Sandbox) -> None:
+    """It was taken for a done task: what it waits for went ahead on nothing. It is listed as
+    invalid, naming the file, and what depends on it stays blocked."""
+    sb = bus_repo
+    sb.run(["git", "fleet-task", "add", "first"])
+    sb.run(["git", "fleet-task", "add", "second", "--depends", "1"])
+    sb.run(["git", "fleet-task", "claim", "--agent", "api"])
+    sb.run(["git", "fleet-task", "done", "1", "--agent", "api", "--result-file", "-"], input="ok\n")
+    result = sb.repo / "results/task-001-result.md"
+    result.write_bytes(b"---\nstatus: done\n\xff\xfe broken\n")
+    rows = {t["name"]: t for t in json.loads(sb.run(["git", "fleet-task", "list", "--json"]).out)}
+    assert rows["task-001"]["status"] == "invalid" and str(result) in rows["task-001"]["error"]
+    assert "the result cannot be read" in rows["task-001"]["error"]
+    res = sb.run(["git", "fleet-task", "claim", "--agent", "web"], ok=False)
+    assert res.code == 1 and "no task can be claimed" in res.err

@@ -34,17 +34,21 @@ def finish(bus: Store, tid: int, agent: str, body: str, *, failed: bool = False)
                              "this one was not recorded", f"see {ended.result}")
     except FleetError as e:
         kept = _keep(bus, tid, agent, status, body, e.message.split("\n")[0])
-        if kept is not None:
+        if isinstance(kept, OSError):
+            e.hint = "\n".join([*(e.hint.split("\n") if e.hint else []),
+                                f"this result could not be kept aside either ({kept.strerror or kept}): keep the file "
+                                "or text you gave yourself"])
+        elif kept is not None:
             e.hint = "\n".join([*(e.hint.split("\n") if e.hint else []),
                                 f"nothing is lost: this result is kept at {kept}"])
         raise
     return bus.get(tid)
 
 
-def _keep(bus: Store, tid: int, agent: str, status: str, body: str, why: str) -> Path | None:
+def _keep(bus: Store, tid: int, agent: str, status: str, body: str, why: str) -> Path | OSError | None:
     """Keep a result that was not recorded as the task's outcome at
     results/task-N-unrecorded-AGENT-K.md, if `agent` held some attempt of the task; None if it
-    never did (a typo in the id, say) or the file cannot be written."""
+    never did (a typo in the id, say); the error when the file cannot be written."""
     name = f"task-{tid:03d}"
     held = [k for k in range(1, bus._scan()[0].get(name, 0) + 1)
             if (bus._claim(name, k) or {}).get("agent") == agent]
@@ -61,9 +65,9 @@ def _keep(bus: Store, tid: int, agent: str, status: str, body: str, why: str) ->
             path = bus.results / f"{name}-unrecorded-{who}-{k}.md"
             if write_new(path, render(meta, body)):
                 return path
-    except OSError:
-        pass
-    return None
+    except OSError as e:
+        return e  # (said by the caller, with the refusal)
+    return None  # (a thousand kept already: the caller's refusal stands alone)
 
 
 def unrecorded(bus: Store, task: Task) -> list[Path]:

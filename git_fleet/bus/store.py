@@ -48,6 +48,7 @@ class Store:
         # long-running worker reads each once.
         self._specs: dict[Path, tuple[tuple[int, int], int, dict[str, Any], str]] = {}
         self._outcomes: dict[str, tuple[str, str | None]] = {}
+        self._broken: dict[str, str] = {}  # task name -> why its result cannot be read
         self._listing: tuple[int, int, dict[int, Path]] | None = None
 
     def ensure(self) -> None:
@@ -102,8 +103,11 @@ class Store:
                 status = meta.get("status")
                 self._outcomes[name] = (status if status in ENDED else "done",
                                         meta.get("agent") or meta.get("holder"))
-            except (FleetError, OSError, UnicodeDecodeError):
-                return "done", None
+            except (FleetError, OSError, UnicodeDecodeError) as e:
+                # neither done nor claimable: how it ended is not known until the file is fixed
+                why = e.message if isinstance(e, FleetError) else getattr(e, "strerror", None) or str(e)
+                self._broken[name] = f"{result}: the result cannot be read ({why})"
+                return "invalid", None
         return self._outcomes[name]
 
     def _scan(self) -> tuple[dict[str, int], set[str]]:
@@ -144,6 +148,8 @@ class Store:
         if f"{task.name}-result.md" in results:
             task.result = result
             task.status, task.claimed_by = self._outcome(task.name, result)
+            if task.name in self._broken:
+                task.error = self._broken[task.name]
         elif task.attempt:
             # (a spec broken by hand stays invalid, but its holder is known: it may still finish)
             claim = self._claim(task.name, task.attempt)

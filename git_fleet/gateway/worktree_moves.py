@@ -150,7 +150,7 @@ class WorkTreeMoves(Worktrees):
                 if lock_file.read_text(encoding="utf-8", errors="replace").strip() == marker:
                     lock_file.unlink()
             except FileNotFoundError:
-                pass
+                pass  # gone already: nothing of ours to remove
 
     def follow(self, worktree: Path, old: str, new: str, *, killed_since: float | None = None) -> str | None:
         """Move a checked-out work tree and its index from `old` to `new` as `git merge` would:

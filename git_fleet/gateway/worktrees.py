@@ -280,5 +280,7 @@ class Worktrees(Refs):
             if proc.returncode == 0:
                 return out(["rev-parse", "HEAD"], where, env=env), ""
             conflicted = out(["diff", "--name-only", "--diff-filter=U"], where, check=False, env=env)
+            # its result does not matter: the scratch worktree, half rebased or not, is removed as
+            # this block ends, and no branch or work tree of anyone's was touched
             git(["rebase", "--abort"], where, check=False, env=env)
             return None, ", ".join(conflicted.split()) or proc.stderr.decode("utf-8", "replace").strip()
