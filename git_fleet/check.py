@@ -287,6 +287,13 @@ def quote(path: str) -> str:
                          for c in path) + '"'
 
 
+def unquote(text: str) -> str:
+    """A path as quote() shows it, back to what it is."""
+    if not text.startswith('"'):
+        return text
+    return text[1:-1].encode("utf-8").decode("unicode_escape").encode("latin-1").decode("utf-8", "surrogateescape")
+
+
 def describe(agent: CompiledAgent, violations: Sequence[Violation], action: str) -> FleetError:
     """One error for all violations: each path, whose it is, and what to do."""
     lines = [f"{action}: agent '{agent.name}' changed {len(violations)} path(s) outside its zone"]

@@ -20,11 +20,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import runner
 from .errors import FleetError, UsageError
 
 AGENTS_TIMEOUT = 300  # seconds the stand-ins may take together: they take a few
@@ -330,19 +331,10 @@ def require_tmux() -> None:
         raise UsageError("--tmux needs tmux, which is not installed", "run the demo without --tmux")
 
 
-@contextmanager
-def signals_as_interrupt() -> Iterator[None]:
+def signals_as_interrupt() -> AbstractContextManager[None]:
     """While it lasts, a closed terminal (SIGHUP) or a kill (SIGTERM) ends the demo as Ctrl-C
     does: a KeyboardInterrupt, so that it stops its agents and says where its files are."""
-    def stop_here(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    old = {s: signal.signal(s, stop_here) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
+    return runner.raising_on_signals(lambda signum: KeyboardInterrupt())
 
 
 def check_dir(where: Path) -> None:

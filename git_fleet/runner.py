@@ -26,8 +26,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -161,12 +161,12 @@ def _collect(out: io.BufferedReader, log: Path | None, tail: deque[bytes]) -> No
 
 
 @contextmanager
-def stoppable() -> Iterator[None]:
-    """Turn SIGTERM and SIGHUP into Stopped for the block, so that `finally` clauses run (the
+def raising_on_signals(make: Callable[[int], BaseException]) -> Iterator[None]:
+    """For the block, SIGTERM and SIGHUP raise make(signum), so that `finally` clauses run (the
     command's group is ended, scratch worktrees removed) instead of the process just vanishing."""
 
     def stop(signum: int, _frame: object) -> None:
-        raise Stopped(f"stopped by {signal.Signals(signum).name}; nothing was changed")
+        raise make(signum)
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
@@ -174,6 +174,11 @@ def stoppable() -> Iterator[None]:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def stoppable() -> AbstractContextManager[None]:
+    """SIGTERM and SIGHUP raise Stopped for the block."""
+    return raising_on_signals(lambda signum: Stopped(f"stopped by {signal.Signals(signum).name}; nothing was changed"))
 
 
 @contextmanager

@@ -34,17 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from .bus import Bus
+from .check import STATUS_WORDS, unquote
 
-# the commit hook names each refused path as "error:   <what> <path>  (<whose>)", the path as
-# git status shows it: in double quotes and C-escaped when it has a space, quote or control character
-_REFUSED = re.compile(r'^error:\s+(?:[0-9a-f]{12}: )?(?:added|modified|deleted|changed type of|copied to|unmerged|'
-                      r'renamed away|renamed to|renamed|carried into)\s+("(?:[^"\\]|\\.)*"|.+?)  \(')
-
-
-def _unquote(path: str) -> str:
-    if not path.startswith('"'):
-        return path
-    return path[1:-1].encode("utf-8").decode("unicode_escape").encode("latin-1").decode("utf-8", "surrogateescape")
+# the commit hook names each refused path as "error:   <what> <path>  (<whose>)" (check.describe),
+# the path as check.quote shows it: in double quotes and C-escaped when it has a space, quote or
+# control character
+_WHAT = sorted({*STATUS_WORDS.values(), "renamed away", "renamed to", "carried into"}, key=len, reverse=True)
+_REFUSED = re.compile(r'^error:\s+(?:[0-9a-f]{12}: )?(?:' + "|".join(map(re.escape, _WHAT))
+                      + r')\s+("(?:[^"\\]|\\.)*"|.+?)  \(')
 
 
 class Standin:
@@ -100,7 +97,7 @@ class Standin:
         if first.returncode == 0:
             self.say(f"committed: {message}")
             return True
-        refused = [_unquote(m.group(1)) for line in first.stderr.splitlines() if (m := _REFUSED.match(line))]
+        refused = [unquote(m.group(1)) for line in first.stderr.splitlines() if (m := _REFUSED.match(line))]
         lines = [line for line in first.stderr.splitlines() if line.strip()]
         self.say("the commit hook refused my commit: " + (lines[0].removeprefix("error: ") if lines else "?"))
         if not refused:

@@ -83,6 +83,20 @@ class Sandbox:
         return subprocess.Popen(args, cwd=cwd or self.repo, env={**os.environ, **(env or {})}, text=True,
                                 start_new_session=True, **kw)
 
+    def paused(self, args: list[str], point: str, env: Mapping[str, str] | None = None,
+               **kw: Any) -> tuple[subprocess.Popen[str], Path]:
+        """A real command stopped at a named point (see git_fleet/pause.py), to kill it there or let
+        it go on: the process, and the marker file it made on getting there."""
+        marker = self.root / f"paused-at-{point}"
+        proc = self.spawn(args, env={"GIT_FLEET_TEST_PAUSE": point, "GIT_FLEET_TEST_MARKER": str(marker), **(env or {})},
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+        deadline = time.time() + 60
+        while not marker.exists():
+            assert proc.poll() is None, f"{' '.join(args)} ended before {point}: {proc.communicate()}"
+            assert time.time() < deadline, f"{' '.join(args)} never reached {point}"
+            time.sleep(0.02)
+        return proc, marker
+
     @staticmethod
     def kill_group(proc: subprocess.Popen[str], sig: int = signal.SIGKILL) -> int:
         """Send `sig` to the process group of `proc` (the program and every process it started

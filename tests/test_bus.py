@@ -8,12 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from git_fleet.bus import Bus, front_matter
-from helpers import Sandbox
+from helpers import Result, Sandbox
 
 
 @pytest.fixture
@@ -368,16 +369,8 @@ def test_a_spec_broken_by_hand_after_the_claim_never_costs_the_holder_its_result
 # -- a task ends once, whoever ends it; rm races, kills and broken specs ------------------------------
 
 def paused(sb: Sandbox, point: str, args: list[str], **kw: object) -> tuple[subprocess.Popen[str], Path]:
-    """A real `git fleet-task ...` stopped at a named point (see pause.py), to kill it there or let it go on."""
-    marker = sb.root / f"paused-at-{point}"
-    proc = sb.spawn(["git", "fleet-task", *args], env={"GIT_FLEET_TEST_PAUSE": point, "GIT_FLEET_TEST_MARKER": str(marker)},
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)  # type: ignore[arg-type]
-    deadline = time.time() + 60
-    while not marker.exists():
-        assert proc.poll() is None, f"git fleet-task {' '.join(args)} ended before {point}: {proc.communicate()}"
-        assert time.time() < deadline, f"git fleet-task {' '.join(args)} never reached {point}"
-        time.sleep(0.02)
-    return proc, marker
+    """A real `git fleet-task ...` stopped at a named point."""
+    return sb.paused(["git", "fleet-task", *args], point, **kw)
 
 
 def go_on(proc: subprocess.Popen[str], marker: Path) -> tuple[int, str, str]:
@@ -395,24 +388,34 @@ def status_of(result: Path) -> str:
     return str(front_matter(result, result.read_text())[0]["status"])
 
 
-def test_rm_and_cancel_at_once_end_each_task_once(bus_repo: Sandbox) -> None:
-    """`rm ID & cancel ID &`: exactly one of them succeeds; the other exits 1 saying what won."""
-    sb = bus_repo
-    n = 12
+def rm_racing(sb: Sandbox, n: int, other: Callable[[int], list[str]]) -> dict[int, tuple[Result, Result]]:
+    """`git fleet-task rm ID` and another task command about ID started at once, for tasks 1..n
+    (added first): what each of the two did, by id."""
     for i in range(1, n + 1):
         sb.fleet("task", "add", f"task {i}")
     procs = {i: (sb.spawn(["git", "fleet-task", "rm", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE),
-                 sb.spawn(["git", "fleet-task", "cancel", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+                 sb.spawn(["git", "fleet-task", *other(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE))
              for i in range(1, n + 1)}
-    errs = {i: (rm.communicate(timeout=60)[1], cancel.communicate(timeout=60)[1]) for i, (rm, cancel) in procs.items()}
+
+    def result(proc: subprocess.Popen[str]) -> Result:
+        out, err = proc.communicate(timeout=60)
+        return Result(proc.returncode, out, err)
+
+    return {i: (result(rm), result(them)) for i, (rm, them) in procs.items()}
+
+
+def test_rm_and_cancel_at_once_end_each_task_once(bus_repo: Sandbox) -> None:
+    """`rm ID & cancel ID &`: exactly one of them succeeds; the other exits 1 saying what won."""
+    sb = bus_repo
+    ran = rm_racing(sb, 12, lambda i: ["cancel", str(i)])
     listed = {t["name"]: t["status"] for t in json.loads(sb.fleet("task", "list", "--json").out)}
-    for i, (rm, cancel) in procs.items():
-        rm_err, cancel_err = errs[i]
+    for i, (rm, cancel) in ran.items():
+        rm_err, cancel_err = rm.err, cancel.err
         name, result = f"task-{i:03d}", sb.repo / f"results/task-{i:03d}-result.md"
         specs = list((sb.repo / "tasks").glob(f"{name}-*.md"))
         assert "Traceback" not in rm_err + cancel_err
-        assert sorted([rm.returncode, cancel.returncode]) == [0, 1], (i, rm_err, cancel_err)
-        if rm.returncode == 0:  # removed: no spec, and the one outcome says so
+        assert sorted([rm.code, cancel.code]) == [0, 1], (i, rm_err, cancel_err)
+        if rm.code == 0:  # removed: no spec, and the one outcome says so
             assert (specs, status_of(result), name in listed) == ([], "removed", False)
             assert f"error: {name} was removed" in cancel_err, cancel_err  # (just now, or before it looked)
         else:  # cancelled: its spec stays with its result
@@ -501,22 +504,15 @@ def test_add_refuses_a_dependency_no_task_could_get_past(bus_repo: Sandbox) -> N
 
 def test_rm_and_add_depends_at_once_never_leave_a_task_waiting_for_nothing(bus_repo: Sandbox) -> None:
     sb = bus_repo
-    n = 10
-    for i in range(1, n + 1):
-        sb.fleet("task", "add", f"task {i}")
-    procs = {i: (sb.spawn(["git", "fleet-task", "rm", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE),
-                 sb.spawn(["git", "fleet-task", "add", f"after {i}", "--depends", str(i)], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE))
-             for i in range(1, n + 1)}
-    outs = {i: (rm.communicate(timeout=60), add.communicate(timeout=60)) for i, (rm, add) in procs.items()}
+    ran = rm_racing(sb, 10, lambda i: ["add", f"after {i}", "--depends", str(i)])
     tasks = json.loads(sb.fleet("task", "list", "--json").out)
     ids = {t["id"] for t in tasks}
     assert [(t["name"], t["depends"]) for t in tasks if not set(t["depends"]) <= ids] == []
-    for i, (rm, add) in procs.items():
-        (_, rm_err), (_, add_err) = outs[i]
-        assert sorted([rm.returncode, add.returncode]) == [0, 1], (i, rm_err, add_err)  # one of them, never both
+    for i, (rm, add) in ran.items():
+        rm_err, add_err = rm.err, add.err
+        assert sorted([rm.code, add.code]) == [0, 1], (i, rm_err, add_err)  # one of them, never both
         assert "Traceback" not in rm_err + add_err
-        if rm.returncode == 0:
+        if rm.code == 0:
             assert f"error: task-{i:03d} (a dependency) was removed" in add_err, add_err
         else:
             assert f"depends on task-{i:03d}" in rm_err, rm_err

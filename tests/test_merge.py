@@ -301,37 +301,37 @@ def test_sync_by_rebase_where_the_branch_is_not_shared(fleet2: Sandbox) -> None:
 
 
 def test_a_checkpoint_is_merged_round_after_round(fleet2: Sandbox) -> None:
-    """The practice merges at every natural breakpoint: the same declared checkpoint, again, each
+    """Through the installed commands. The practice merges at every natural breakpoint: the same declared checkpoint, again, each
     round tagged and logged; merge -n, the real merge and fleet-checkpoint say the same thing."""
     sb = fleet2
-    sb.fleet("merge", "--checkpoint", "phase-1")
+    sb.run(["git", "fleet-merge", "--checkpoint", "phase-1"])
     sb.fleet("sync")
     sb.commit(sb.root / "repo-web", {"src/frontend/app.js": "app(3)\n"}, "web: app v3")
-    assert sb.fleet("checkpoint").out.splitlines()[0] == "phase-1: ready (round 2)"
-    assert sb.fleet("merge", "-n", "--checkpoint", "phase-1").out.splitlines()[0] == \
+    assert sb.run(["git", "fleet-checkpoint"]).out.splitlines()[0] == "phase-1: ready (round 2)"
+    assert sb.run(["git", "fleet-merge", "-n", "--checkpoint", "phase-1"]).out.splitlines()[0] == \
         "checkpoint phase-1 into main: would succeed (round 2)"
-    res = sb.fleet("merge", "--checkpoint", "phase-1", "-v")
+    res = sb.run(["git", "fleet-merge", "--checkpoint", "phase-1", "-v"])
     assert res.err.splitlines() == ["merged fleet/web (1 commit(s)) into main",
                                     "tagged fleet/phase-1@2: checkpoint phase-1, round 2"]
     assert sb.head("fleet/phase-1@2^{commit}") == sb.head("main") != sb.head("fleet/phase-1^{commit}")
     assert "round 2" in sb.git("cat-file", "tag", "fleet/phase-1@2").out
     rounds = [line.split("\t") for line in (sb.repo / ".git/fleet/checkpoints.log").read_text().splitlines()]
     assert [(r[1], r[5], r[6]) for r in rounds] == [("phase-1", "backend,web", "1"), ("phase-1", "web", "2")]
-    row = json.loads(sb.fleet("checkpoint", "--json").out)[0]
+    row = json.loads(sb.run(["git", "fleet-checkpoint", "--json"]).out)[0]
     assert (row["state"], row["rounds"], row["tag"]) == ("merged", 2, "fleet/phase-1@2")
     sb.git("tag", "fleet/phase-1@\u00b2", "main")  # a tag made by hand, not a round: passed over
     sb.git("tag", "fleet/phase-10", "main")
-    assert json.loads(sb.fleet("checkpoint", "--json").out)[0]["rounds"] == 2
+    assert json.loads(sb.run(["git", "fleet-checkpoint", "--json"]).out)[0]["rounds"] == 2
     # a conflict coming: all three say "would fail", none says "merged"
     sb.fleet("sync")
     sb.commit(sb.root / "repo-web", {"src/frontend/app.js": "app(4)\n"}, "web: app v4")
     sb.commit(sb.repo, {"src/frontend/app.js": "app(main)\n"}, "main edits web's file")
-    assert sb.fleet("checkpoint").out.splitlines()[0] == "phase-1: blocked"
-    assert sb.fleet("merge", "-n", "--checkpoint", "phase-1", ok=False).out.splitlines()[0] == \
+    assert sb.run(["git", "fleet-checkpoint"]).out.splitlines()[0] == "phase-1: blocked"
+    assert sb.run(["git", "fleet-merge", "-n", "--checkpoint", "phase-1"], ok=False).out.splitlines()[0] == \
         "checkpoint phase-1 into main: would fail"
-    res = sb.fleet("merge", "--checkpoint", "phase-1", ok=False)
+    res = sb.run(["git", "fleet-merge", "--checkpoint", "phase-1"], ok=False)
     assert "checkpoint phase-1 cannot be merged into main" in res.err and "src/frontend/app.js" in res.err
     # another checkpoint named like a round of this one cannot be: names have no '@'
     cfg = sb.repo / ".gitfleet.toml"
     cfg.write_text(cfg.read_text() + '\n[checkpoints."phase-1@3"]\nagents = ["web"]\n')
-    assert "is not a valid checkpoint name" in sb.fleet("checkpoint", ok=False).err
+    assert "is not a valid checkpoint name" in sb.run(["git", "fleet-checkpoint"], ok=False).err

@@ -116,17 +116,8 @@ def reset(sb: Sandbox) -> None:
 
 
 def paused(sb: Sandbox, point: str, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], Path]:
-    """`git fleet-merge --checkpoint phase-1` stopped at a named point (see merge._pause)."""
-    marker = sb.root / f"paused-at-{point}"
-    proc = sb.spawn(["git", "fleet-merge", "--checkpoint", "phase-1", *args],
-                    env={"GIT_FLEET_TEST_PAUSE": point, "GIT_FLEET_TEST_MARKER": str(marker), **(env or {})},
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while not marker.exists():
-        assert proc.poll() is None, f"the merge ended before {point}: {proc.communicate()}"
-        assert time.time() < deadline, f"the merge never reached {point}"
-        time.sleep(0.02)
-    return proc, marker
+    """`git fleet-merge --checkpoint phase-1` stopped at a named point (see pause.py)."""
+    return sb.paused(["git", "fleet-merge", "--checkpoint", "phase-1", *args], point, env)
 
 
 def with_test(sb: Sandbox, command: str, timeout: str | None = None) -> None:
