@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import agents, brief, hooks, moves, ownership
+from . import agents, brief, hook_install, moves, ownership
 from .gateway import plumbing
 from .gateway.plumbing import git
 from .prune import some, stale_worktrees
@@ -165,10 +165,10 @@ def _hook_python(text: str) -> str | None:
 
 def _hooks(fleet: Fleet, fix: bool) -> Item:
     item = Item("hooks")
-    directory, writable = hooks.hooks_dir(fleet.repo)
+    directory, writable = hook_install.hooks_dir(fleet.repo)
     missing, broken = [], []
     pythons: dict[str, bool] = {}
-    for name in hooks.WORKTREE_HOOKS:
+    for name in hook_install.WORKTREE_HOOKS:
         target = directory / name
         try:
             text = target.read_text(encoding="utf-8")
@@ -178,22 +178,22 @@ def _hooks(fleet: Fleet, fix: bool) -> Item:
             if "git-fleet-check" not in text:
                 missing.append(name)
             continue
-        if not hooks.is_ours(target):
+        if not hook_install.is_ours(target):
             missing.append(name)
             continue
         python = _hook_python(text)
         if python and python not in pythons:
             pythons[python] = git_fleet_runs(python)
-        if python is None or text != hooks.render(name, python) or not pythons[python]:
+        if python is None or text != hook_install.render(name, python) or not pythons[python]:
             broken.append(name)
-        if (directory / (name + hooks.CHAINED)).exists():
-            item.info.append(f"{name} runs your own hook first ({name}{hooks.CHAINED})")
+        if (directory / (name + hook_install.CHAINED)).exists():
+            item.info.append(f"{name} runs your own hook first ({name}{hook_install.CHAINED})")
     if (missing or broken) and fix and writable:
-        hooks.install(fleet.repo)
+        hook_install.install(fleet.repo)
         item.fixed.append(f"reinstalled the hooks in {directory}")
     elif missing:
         item.bad(f"hook(s) not installed in {directory}: {', '.join(missing)}",
-                 "git fleet-init" if writable else "; ".join(hooks.manual_lines(directory, tuple(missing))[:1]))
+                 "git fleet-init" if writable else "; ".join(hook_install.manual_lines(directory, tuple(missing))[:1]))
     elif broken:
         item.bad(f"hook(s) in {directory} from another git-fleet, or whose Python is gone: {', '.join(broken)}",
                  "git fleet-init")

@@ -105,7 +105,7 @@ def checkpoints(fleet: Fleet) -> list[dict[str, Any]]:
     """Each checkpoint with its agents' readiness: ahead, dirty, out of zone, would conflict."""
     rows = []
     for cp in fleet.config.checkpoints.values():
-        p = merge.plan(fleet.repo, fleet.config, fleet.main, [fleet.config.agents[a] for a in cp.agents], cp)
+        p = merge.prepare(fleet.repo, fleet.config, fleet.main, [fleet.config.agents[a] for a in cp.agents], cp)
         steps = {s.agent.name: s for s in p.steps}
         agents = []
         for name in cp.agents:
@@ -116,7 +116,7 @@ def checkpoints(fleet: Fleet) -> list[dict[str, Any]]:
             agents.append({"agent": name, "ahead": s.ahead if s else 0, "dirty": dirty,
                            "out_of_zone": [v.path for v in s.violations] if s else [],
                            "conflicts": list(s.conflicts) if s else []})
-        # one answer with `git fleet-merge --checkpoint` (-n or not): the same plan says it
+        # one answer with `git fleet-merge --checkpoint` (-n or not): the same batch says it
         state = ("blocked" if not p.ok else "ready" if p.new else "merged" if p.rounds else "nothing new")
         rows.append({"checkpoint": cp.name, "state": state, "test": cp.test, "agents": agents,
                      "rounds": p.rounds, "tag": cp.tag(p.rounds) if p.rounds else None})

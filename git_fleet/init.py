@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import agents, approval, check, config, config_edit, hooks
+from . import agents, approval, check, config, config_edit, hook_install
 from . import server as rules
 from .errors import FleetError, UsageError
 from .fleet import Fleet, Report
@@ -21,7 +21,7 @@ from .gateway.repo import Repo
 
 def forget(fleet: Fleet) -> None:
     """Undo a fresh `git fleet-init` (no agents): its hooks, its config and its record."""
-    hooks.uninstall(fleet.repo)
+    hook_install.uninstall(fleet.repo)
     _merges_into_base(fleet.repo, fleet.config.base, on=False)
     fleet.config_path.unlink(missing_ok=True)
     (fleet.repo.common_dir / approval.RECORD).unlink(missing_ok=True)
@@ -105,7 +105,7 @@ def checkpoint_answered(fleet: Fleet, answer: str, names: Sequence[str]) -> str 
 class InitResult:
     config_path: Path | None
     created: bool
-    hooks: hooks.HookReport
+    hooks: hook_install.HookReport
     report: Report
 
 
@@ -130,7 +130,7 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
     if uninstall:
         _merges_into_base(repo, fleet.config.base if fleet is not None else None, on=False)
         (repo.common_dir / approval.RECORD).unlink(missing_ok=True)  # (no fleet to hold merges to)
-        return InitResult(main / config.CONFIG_NAME, False, hooks.uninstall(repo), report)
+        return InitResult(main / config.CONFIG_NAME, False, hook_install.uninstall(repo), report)
     path = main / config.CONFIG_NAME
     cfg = config.load(path)
     created = cfg is None
@@ -138,7 +138,7 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
         cfg = _new_config(repo, path, base, report)
     elif base is not None and base != cfg.base:
         report.warnings.append(f"{path.name} already names base '{cfg.base}'; edit it there to change it")
-    hook_report = hooks.install(repo)
+    hook_report = hook_install.install(repo)
     _merges_into_base(repo, cfg.base, on=True)
     check.compile_config(str(repo.common_dir), str(main), cfg)
     return InitResult(path, created, hook_report, report)
@@ -148,9 +148,9 @@ def _server(repo: Repo, base: str | None, uninstall: bool, orchestrator_keys: Se
             agent_keys: Sequence[tuple[str, str]], base_push: str | None, report: Report) -> InitResult | None:
     """`git fleet-init --server` (or any init of a bare repository): the server's checks installed
     or uninstalled. None where a worktree's --server goes on as a plain init (its base recorded)."""
-    names = hooks.SERVER_HOOKS if repo.bare else hooks.WORKTREE_HOOKS
+    names = hook_install.SERVER_HOOKS if repo.bare else hook_install.WORKTREE_HOOKS
     if uninstall:
-        return InitResult(None, False, hooks.uninstall(repo, names), report)
+        return InitResult(None, False, hook_install.uninstall(repo, names), report)
     if base is not None and not repo.valid_branch_name(base):
         raise UsageError(f"'{base}' is not a valid branch name")
     if repo.bare:
@@ -159,7 +159,7 @@ def _server(repo: Repo, base: str | None, uninstall: bool, orchestrator_keys: Se
         if repo.ref_value(f"refs/heads/{where}:{config.CONFIG_NAME}") is None:
             report.warnings.append(f"{where}:{config.CONFIG_NAME} is not here yet: until it is pushed, pushes are "
                                    "not zone-checked (each one says so)")
-        return InitResult(None, False, hooks.install(repo, names), report)
+        return InitResult(None, False, hook_install.install(repo, names), report)
     if base is not None:
         repo.config_set("fleet.base", base)
     return None

@@ -49,7 +49,9 @@ class Step:
 
 
 @dataclass
-class Plan:
+class Batch:
+    """The agents merged together, all or nothing: what each merge gives, and whether it may land."""
+
     base: str
     old: str
     steps: list[Step]
@@ -121,12 +123,12 @@ def rounds(repo: Repo, checkpoint: Checkpoint) -> int:
     return done
 
 
-def plan(repo: Repo, cfg: Config, main: Path, agents: list[Agent], checkpoint: Checkpoint | None = None) -> Plan:
+def prepare(repo: Repo, cfg: Config, main: Path, agents: list[Agent], checkpoint: Checkpoint | None = None) -> Batch:
     """Make every merge in memory and check every zone; change nothing visible."""
     old = repo.branch_tip(cfg.base)
     if old is None:
         raise FleetError(f"base branch '{cfg.base}' does not exist", "commit on it first, or fix fleet.base")
-    result = Plan(cfg.base, old, [], checkpoint, rounds=rounds(repo, checkpoint) if checkpoint else 0)
+    result = Batch(cfg.base, old, [], checkpoint, rounds=rounds(repo, checkpoint) if checkpoint else 0)
     compiled = check.compile_config(str(repo.common_dir), str(main), cfg)
     current = old
     changed: dict[str, set[str]] = {}  # agent -> paths its branch changed since it forked
@@ -191,8 +193,8 @@ def _sides_of(repo: Repo, base: str, old: str, path: str, step: Step, earlier: l
     return sides or [base]
 
 
-def _base_worktrees(repo: Repo, result: Plan) -> None:
-    """Where the base is checked out, and, if the plan would move it, why a work tree there cannot
+def _base_worktrees(repo: Repo, result: Batch) -> None:
+    """Where the base is checked out, and, if the batch would move it, why a work tree there cannot
     follow (local changes the move would overwrite)."""
     for wt in repo.worktrees():
         if wt.branch == result.base and not wt.bare:
@@ -205,7 +207,7 @@ def _base_worktrees(repo: Repo, result: Plan) -> None:
 
 # -- doing it ------------------------------------------------------------------------------------------
 
-def _log_line(p: Plan) -> str:
+def _log_line(p: Batch) -> str:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     who = ",".join(s.agent.name for s in p.steps)
     name = p.checkpoint.name if p.checkpoint else "-"
@@ -217,7 +219,7 @@ def _test_log(repo: Repo) -> Path:
     return repo.common_dir / "fleet" / "checkpoint-test.log"
 
 
-def _attempt(repo: Repo, commit: str, p: Plan, what: str, log: Path | None = None) -> runner.Outcome:
+def _attempt(repo: Repo, commit: str, p: Batch, what: str, log: Path | None = None) -> runner.Outcome:
     """The checkpoint's test on `commit` (`what` it is, for messages); a test that did not finish
     (its time was up, or its keeper was killed) stops the merge there, with nothing changed."""
     cp = p.checkpoint
@@ -243,7 +245,7 @@ def _ended_with(outcome: runner.Outcome) -> list[str]:
     return lines
 
 
-def run_test(repo: Repo, p: Plan) -> None:
+def run_test(repo: Repo, p: Batch) -> None:
     """Run the checkpoint's test on the merged result, within its time limit; when it fails,
     bisect over the agent merges (a merge train) to name the first agent whose merge breaks it.
     Runs without the fleet's lock: a long test does not hold up the fleet's other commands."""
@@ -274,7 +276,7 @@ def run_test(repo: Repo, p: Plan) -> None:
     raise FleetError("\n".join(lines + _ended_with(first)), hint)
 
 
-def check_ready(repo: Repo, p: Plan) -> None:
+def check_ready(repo: Repo, p: Batch) -> None:
     """Before the checkpoint's test (which may take long): what would stop the merge anyway."""
     if not p.ok:
         raise p.failure()
@@ -291,15 +293,15 @@ def check_ready(repo: Repo, p: Plan) -> None:
                          "exists); nothing was changed", "see git fleet-checkpoint, and merge again if it is ready")
 
 
-def same_merge(repo: Repo, tested: Plan, now: Plan) -> bool:
-    """Whether `now` (planned again, under the lock) merges what `tested` was tested on: the same
+def same_merge(repo: Repo, tested: Batch, now: Batch) -> bool:
+    """Whether `now` (worked out again, under the lock) merges what `tested` was tested on: the same
     base, the same agents' tips, and the same result."""
     return (now.ok and now.old == tested.old and [(s.agent.name, s.tip) for s in now.steps] ==
             [(s.agent.name, s.tip) for s in tested.steps] and now.new is not None and tested.new is not None
             and repo.tree_of(now.new) == repo.tree_of(tested.new))
 
 
-def land(repo: Repo, p: Plan) -> list[str]:
+def land(repo: Repo, p: Batch) -> list[str]:
     """The base moves to the tested merge, with the work tree that has it checked out and the
     checkpoint's tag (moves.py: what a crash at any moment leaves, and who finishes it); the
     caller holds the fleet's lock. Returns warnings."""
@@ -318,26 +320,26 @@ def land(repo: Repo, p: Plan) -> list[str]:
 
 # -- the checkpoint merge, as a fleet command runs it ------------------------------------------
 
-def merge(fleet: Fleet, names: Sequence[str], checkpoint: str | None = None, *, dry_run: bool = False) -> Plan:
-    """Plan the merge of the named agents (a checkpoint's, or every agent with new commits) and,
-    unless dry_run, carry it out all or nothing. Returns the Plan."""
-    def planned() -> Plan:
+def merge(fleet: Fleet, names: Sequence[str], checkpoint: str | None = None, *, dry_run: bool = False) -> Batch:
+    """Work out the merge of the named agents (a checkpoint's, or every agent with new commits) and,
+    unless dry_run, carry it out all or nothing. Returns the Batch."""
+    def prepared() -> Batch:
         cp = fleet.config.checkpoint(checkpoint) if checkpoint else None
         if cp and names:
             raise UsageError("give either --checkpoint or agent names, not both")
         chosen = [fleet.config.agent(n) for n in (cp.agents if cp else names or list(fleet.config.agents))]
-        return plan(fleet.repo, fleet.config, fleet.main, chosen, cp)
+        return prepare(fleet.repo, fleet.config, fleet.main, chosen, cp)
 
     with fleet.editing():
         fleet.require_approved("the merge counts only approved zones")
-        p = planned()
+        p = prepared()
         if dry_run:
             return p
         check_ready(fleet.repo, p)
     with runner.stoppable():  # the test runs without the lock: the fleet's other commands go on
         run_test(fleet.repo, p)
     with fleet.editing():
-        again = planned() if p.new is not None else p
+        again = prepared() if p.new is not None else p
         if not again.ok:
             raise again.failure()  # (local changes in the base's work tree, made during the test, say)
         if p.new is not None and not same_merge(fleet.repo, p, again):

@@ -11,7 +11,7 @@ from .. import agents as fleet_agents
 from .. import forecast
 from .. import merge as merging
 from .. import sync as syncing
-from ..merge import Plan
+from ..merge import Batch
 from . import CONTEXT, FleetCommand, FleetGroup, command, completers, hint, note, print_json, warn
 from .output import age, load, table
 
@@ -22,7 +22,7 @@ from .output import age, load, table
               help="Merge the agents of this declared checkpoint, in its order, and tag the round (fleet/NAME, then "
                    "fleet/NAME@2, ...).")
 @click.option("-n", "--dry-run", is_flag=True, help="Say what would be merged and what would conflict; change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the plan (or the result) as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print what would be merged (or the result) as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Say what was merged.")
 def merge(agents: tuple[str, ...], checkpoint: str | None, dry_run: bool, as_json: bool, verbose: bool) -> int:
     """Merge agent branches into the base, all or nothing.
@@ -54,7 +54,7 @@ def merge(agents: tuple[str, ...], checkpoint: str | None, dry_run: bool, as_jso
     if as_json:
         print_json(p.as_dict())
     elif dry_run:
-        _print_plan(p)
+        _print_batch(p)
     elif verbose or sys.stderr.isatty():  # one line per result on a terminal, as git's porcelain does
         for s in p.steps:
             note(f"merged {s.agent.branch} ({s.ahead} commit(s)) into {p.base}")
@@ -70,13 +70,13 @@ def merge(agents: tuple[str, ...], checkpoint: str | None, dry_run: bool, as_jso
     return 0
 
 
-def _nothing(p: Plan) -> str:
+def _nothing(p: Batch) -> str:
     what = f"checkpoint {p.checkpoint.name}" if p.checkpoint else "merge"
     since = f" (round {p.rounds} is merged)" if p.checkpoint and p.rounds else ""
     return f"{what} into {p.base}: nothing to merge{since}"
 
 
-def _print_plan(p: Plan) -> None:
+def _print_batch(p: Batch) -> None:
     what = f"checkpoint {p.checkpoint.name}" if p.checkpoint else "merge"
     if p.ok and not p.new:
         click.echo(_nothing(p))

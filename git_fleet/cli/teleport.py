@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..fleet import Fleet
-from ..teleport import parked, receive, send
+from ..teleport import parked, pull_agent, push_agent
 from . import CONTEXT, FleetCommand, FleetGroup, completers, hint, print_json, warn
 from .output import age, load, table
 
@@ -56,7 +56,7 @@ def teleport_push(agent: str, remote: str | None, force: bool, as_json: bool) ->
     it, or replace it with --force. Only a push the remote itself declines (its hooks, your
     access) is reported as refused.
     """
-    out = send(_teleporting(agent), agent, remote, force=force)
+    out = push_agent(_teleporting(agent), agent, remote, force=force)
     if as_json:
         print_json(_teleported(out))
         return 0
@@ -83,7 +83,7 @@ def teleport_pull(agent: str, remote: str | None, force: bool, path: str | None,
     one is made at --path DIR, or where the configuration puts it if nothing is there yet; a
     directory that is not this repository's worktree is never touched.
     """
-    out = receive(_teleporting(agent), agent, remote, force=force, path=path)
+    out = pull_agent(_teleporting(agent), agent, remote, force=force, path=path)
     for w in out.warnings:
         warn(w)
     if as_json:

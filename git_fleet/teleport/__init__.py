@@ -21,7 +21,7 @@ pull.py      git fleet-teleport pull
 """
 
 from .commit import FORMAT, Outcome
-from .pull import receive
-from .push import parked, send
+from .pull import pull_agent
+from .push import parked, push_agent
 
-__all__ = ["FORMAT", "Outcome", "parked", "receive", "send"]
+__all__ = ["FORMAT", "Outcome", "parked", "pull_agent", "push_agent"]

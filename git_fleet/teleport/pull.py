@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ..fleet import Fleet
 
 
-def receive(fleet: Fleet, name: str, given_remote: str | None, *, force: bool = False, path: str | None = None) -> Outcome:
+def pull_agent(fleet: Fleet, name: str, given_remote: str | None, *, force: bool = False, path: str | None = None) -> Outcome:
     """Make the agent here hold the snapshot on the remote. Only a worktree this repository has
     registered for the agent is ever restored into; without one, one is made (at --path, or where
     the configuration puts it, if nothing is there) or the pull is refused."""

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ..fleet import Fleet
 
 
-def send(fleet: Fleet, name: str, given_remote: str | None, *, force: bool = False) -> Outcome:
+def push_agent(fleet: Fleet, name: str, given_remote: str | None, *, force: bool = False) -> Outcome:
     agent = fleet.config.agent(name)
     main = fleet.main
     where = brief.require_worktree(fleet, agent)
