@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import agents, brief, hook_install, moves, ownership
+from . import agents, brief, hook_install, lost_journal, moves, ownership
+from .errors import FleetError
 from .gateway import plumbing
 from .gateway.plumbing import git
 from .prune import some, stale_worktrees
@@ -333,7 +334,21 @@ def _locks(fleet: Fleet) -> Item:
             continue
         item.bad(f"{lock_file} exists ({_age(age)} old): a git process holds it, or one was killed holding it",
                  f"if no git process is running in this repository: rm {_q(lock_file)}")
-    if moves.pending(fleet.repo) is not None:
+    lost = lost_journal.unreadable(fleet.repo)
+    if lost is not None:
+        item.bad(f"the journal of an interrupted checkpoint merge or sync, {lost[0]}, cannot be read ({lost[1]}): "
+                 "merge, sync and checkpoint refuse until it is dealt with", lost_journal.hint(fleet.config.base))
+        item.info += lost_journal.move_state(fleet.repo, fleet.config.base)
+    elif moves.pending(fleet.repo) is not None:
         item.bad("a checkpoint merge or sync was interrupted and is not finished",
                  f"run any git fleet command in the main worktree ({fleet.main}), e.g. git fleet-status")
     return item
+
+
+def discard_moves_journal(fleet: Fleet) -> Path:
+    """Set aside the unreadable journal of an interrupted move (moves.discard_unreadable), under the
+    fleet's lock and from the main worktree, where moves are finished."""
+    if not fleet.repo.is_main_worktree():
+        raise FleetError("the journal of a move is dealt with in the main worktree", f"cd {fleet.main}")
+    with fleet.editing():
+        return lost_journal.discard(fleet.repo)

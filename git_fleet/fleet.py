@@ -40,6 +40,7 @@ class Fleet:
         self.config = cfg
         self.text = text
         self.recovered: list[str] = []  # what an interrupted merge or add needed, done on opening
+        self.told: set[str] = set()  # every line of those said so far (tell)
         self.waiting: Callable[[str], None] | None = None  # told who holds the lock, if it must wait
         self.warn: Callable[[str], None] | None = None  # told what was finished for a killed command later on
         # asks the person (what, question) -> yes; None where there is no one to ask (no terminal)
@@ -69,6 +70,7 @@ class Fleet:
         if orchestrator:
             repo.record_main_worktree()
         fleet.recovered = moves.recover(repo, orchestrator=orchestrator)
+        fleet.told.update(fleet.recovered)
         if orchestrator and interrupted_add.intent_path(fleet).exists():
             # as for merges: only the orchestrator, and only when no fleet command holds the lock
             # (one that does may be the add itself, still running)
@@ -230,7 +232,11 @@ class Fleet:
             yield
 
     def tell(self, lines: list[str]) -> None:
+        """Pass on what recovery found; a line already said (on opening, say) is not said again."""
         for line in lines:
+            if line in self.told:
+                continue
+            self.told.add(line)
             if self.warn is not None:
                 self.warn(line)
             else:

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import check, merge
+from . import check, lost_journal, merge
 from .gateway import plumbing
 from .gateway.repo import Repo
 
@@ -102,7 +102,9 @@ def status(fleet: Fleet) -> dict[str, Any]:
 
 
 def checkpoints(fleet: Fleet) -> list[dict[str, Any]]:
-    """Each checkpoint with its agents' readiness: ahead, dirty, out of zone, would conflict."""
+    """Each checkpoint with its agents' readiness: ahead, dirty, out of zone, would conflict.
+    Refused while the journal of an interrupted move cannot be read: readiness would be a guess."""
+    lost_journal.refuse_unreadable(fleet.repo, fleet.config.base)
     rows = []
     for cp in fleet.config.checkpoints.values():
         p = merge.prepare(fleet.repo, fleet.config, fleet.main, [fleet.config.agents[a] for a in cp.agents], cp)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import check, config, moves, runner
+from . import check, config, lost_journal, moves, runner
 from .config import Agent, Checkpoint, Config
 from .errors import FleetError, UsageError
 from .gateway import plumbing
@@ -331,6 +331,7 @@ def merge(fleet: Fleet, names: Sequence[str], checkpoint: str | None = None, *, 
         return prepare(fleet.repo, fleet.config, fleet.main, chosen, cp)
 
     with fleet.editing():
+        lost_journal.refuse_unreadable(fleet.repo, fleet.config.base)
         fleet.require_approved("the merge counts only approved zones")
         p = prepared()
         if dry_run:

@@ -239,7 +239,7 @@ def _clear_locks(repo: Repo, move: Move) -> list[str]:
             for ref, values in ours.items() if remove_dead_lock(repo.common_dir / f"{ref}.lock", values, move.time) is False]
 
 
-def _clear_index_locks(repo: Repo) -> None:
+def clear_index_locks(repo: Repo) -> None:
     """Index locks a killed move of ours left, in any work tree: they hold our mark. (Recovery
     holds the fleet's lock, so no move is running, and a git that a killed one started would
     hold the lock with it.)"""
@@ -274,7 +274,7 @@ def recover(repo: Repo, orchestrator: bool) -> list[str]:
         if leftovers:
             repo.clean_scratch()
             if path is None:
-                _clear_index_locks(repo)  # (a move killed after its journal went, before its lock did)
+                clear_index_locks(repo)  # (a move killed after its journal went, before its lock did)
         if path is None:
             return []
         if not orchestrator:
@@ -299,13 +299,12 @@ def recover_held(repo: Repo) -> list[str]:
     try:
         move = Move.from_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, KeyError, TypeError) as e:
-        aside = path.with_name(path.name + ".unreadable")
-        os.replace(path, aside)
-        return [f"the journal of an interrupted move cannot be read ({e}); it was moved to {aside}",
-                "check the branches (git log -3 BRANCH) and their work trees (git status) by hand"]
+        # never guessed at: the journal stays, moves are refused (refuse_unreadable), the rest works
+        return [f"the journal of an interrupted move, {path}, cannot be read ({why_unreadable(e)}); nothing moves a branch "
+                "until it is dealt with (see git fleet-doctor)"]
     if path.name != JOURNAL:
         os.replace(path, journal(repo))
-    _clear_index_locks(repo)
+    clear_index_locks(repo)
     try:
         said = _recover(repo, move)
     except Settled as e:
@@ -314,6 +313,10 @@ def recover_held(repo: Repo) -> list[str]:
         return [f"an interrupted {_what(journal(repo))} cannot be finished yet: {e.message}"] + ([e.hint] if e.hint else [])
     journal(repo).unlink(missing_ok=True)
     return said
+
+
+def why_unreadable(e: Exception) -> str:
+    return e.strerror or str(e) if isinstance(e, OSError) else f"{type(e).__name__}: {e}"
 
 
 def _recover(repo: Repo, move: Move) -> list[str]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import moves, runner
+from . import lost_journal, moves, runner
 from .config import Agent, Config
 from .errors import FleetError
 from .gateway.repo import Repo
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 def sync(fleet: Fleet, names: Sequence[str]) -> list[Any]:
     """Bring the base into the named agents' branches (all by default); see sync_one."""
     with fleet.editing():
+        lost_journal.refuse_unreadable(fleet.repo, fleet.config.base)
         chosen = [fleet.config.agent(n) for n in names] if names else list(fleet.config.agents.values())
         return [sync_one(fleet.repo, fleet.config, a) for a in chosen]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -298,6 +299,24 @@ def test_sync_by_rebase_where_the_branch_is_not_shared(fleet2: Sandbox) -> None:
     res = sb.fleet("sync", "-v", "backend")
     assert "published" in res.err
     assert sb.git("rev-list", "--merges", "-1", "fleet/backend").out.strip() == sb.head("fleet/backend")
+
+
+def test_a_rebasing_sync_that_conflicts_leaves_no_worktree_mid_rebase(fleet2: Sandbox) -> None:
+    """The rebase runs in a scratch worktree of its own, so a conflict (and a failed abort there)
+    can never leave the agent's worktree half rebased: the refusal names the path, the branch
+    and its worktree are as they were."""
+    sb = fleet2
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text().replace('sync = "merge"', 'sync = "rebase"'))
+    sb.commit(sb.repo, {"src/frontend/app.js": "app('main')\n"}, "main changes the app too")
+    tip = sb.head("fleet/web")
+    res = sb.run(["git", "fleet-sync", "web"], ok=False)
+    assert res.code == 1 and "src/frontend/app.js" in res.err and "Traceback" not in res.err, res
+    web = sb.root / "repo-web"
+    git_dir = Path(sb.git("rev-parse", "--absolute-git-dir", cwd=web).out.strip())
+    assert not (git_dir / "rebase-merge").exists() and not (git_dir / "rebase-apply").exists()
+    assert sb.head("fleet/web") == tip and sb.git("status", "--porcelain", cwd=web).out == ""
+    assert sb.git("worktree", "list", "--porcelain").out.count("worktree ") == 3  # no scratch worktree left
 
 
 def test_a_checkpoint_is_merged_round_after_round(fleet2: Sandbox) -> None:

@@ -197,6 +197,45 @@ def test_killed_before_the_base_moved_leaves_the_old_state(cp: Sandbox) -> None:
     assert settled(sb) == "old"
 
 
+def test_a_journal_that_cannot_be_read_stops_every_move_and_says_where_things_stand(cp: Sandbox) -> None:
+    """Killed after the base moved, with the journal then damaged: nothing guesses. Moving commands
+    refuse and say where the journal is and how the base and the work tree stand; others warn
+    once and work; doctor shows it, and --discard-journal lets the fleet move branches again."""
+    sb = cp
+    proc, _ = paused(sb, "after-ref")
+    sb.kill_group(proc)
+    journal = sb.repo / ".git/fleet/move-journal"
+    journal.write_text(journal.read_text()[:20])  # half of it, as a full disk might leave it
+    moved = sb.head("main")
+    assert moved != old(sb)
+
+    listed = sb.git("fleet-list")  # the installed command, as git starts it
+    assert listed.err.count(f"warning: the journal of an interrupted move, {journal}, cannot be read") == 1, listed
+    assert "backend" in listed.out
+    for command in (["fleet-merge", "--checkpoint", "phase-1"], ["fleet-sync"], ["fleet-checkpoint"]):
+        res = sb.git(*command, ok=False)
+        assert res.code == 1 and "Traceback" not in res.err, res
+        assert f"error: the journal of an interrupted checkpoint merge or sync, {journal}, cannot be read" in res.err, res
+        assert f"error:   main is at {moved[:12]}, last moved by 'git-fleet: merge 2 agent(s) into main'" in res.err, res
+        assert f"error:   {sb.repo}: its index is locked by an interrupted merge of main to {moved}" in res.err, res
+        assert "hint: then: git fleet-doctor --discard-journal" in res.err, res
+    assert sb.head("main") == moved and journal.exists()
+
+    doctor = sb.git("fleet-doctor", ok=False)
+    assert f"{journal}, cannot be read" in doctor.out and "fix: check main (git reflog -3 main)" in doctor.out, doctor
+    assert sb.git("fleet-doctor", "--discard-journal", cwd=sb.root / "repo-backend", ok=False).code == 1
+    assert journal.exists()
+
+    done = sb.git("fleet-doctor", "--discard-journal")
+    assert "set aside the unreadable journal as" in done.err and not journal.exists(), done
+    assert list((sb.repo / ".git/fleet").glob("move-journal.discarded-*")), "the journal is kept for reading"
+    assert not (sb.repo / ".git/index.lock").exists(), "the index lock of the lost move is gone with it"
+    sb.git("reset", "-q", "--hard")  # the work tree put right by hand: it follows the base
+    assert sb.git("fleet-checkpoint").code == 0
+    again = sb.git("fleet-doctor", "--discard-journal", ok=False)
+    assert "error: there is no journal of an interrupted move to discard" in again.err
+
+
 def test_commands_leave_a_running_merge_alone(cp: Sandbox) -> None:
     """Recovery only runs when the fleet's lock is free: a merge that holds it is alive, however
     long it pauses, and neither an agent's command nor the orchestrator's touches its journal."""

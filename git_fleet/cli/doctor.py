@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..doctor import diagnose
+from ..doctor import diagnose, discard_moves_journal
 from ..errors import FleetError
 from ..prune import prunable
 from ..prune import prune as do_prune
@@ -18,7 +18,10 @@ from .output import load, print_checks
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @click.option("--fix", is_flag=True, help="Repair what is safe to repair: reinstall the hooks, prune stale worktree records "
               "other than agents' (an agent's may be of a worktree moved by hand).")
-def doctor(as_json: bool, fix: bool) -> int:
+@click.option("--discard-journal", is_flag=True,
+              help="Set aside the journal of an interrupted checkpoint merge or sync that cannot be read, once you have "
+                   "put right by hand what it left (doctor shows the state).")
+def doctor(as_json: bool, fix: bool, discard_journal: bool) -> int:
     """Walk the checklist for starting a parallel session; say what is wrong and how to fix it.
 
     Checks that the config reads and names agents; that every agent's worktree exists and is on
@@ -30,7 +33,17 @@ def doctor(as_json: bool, fix: bool) -> int:
     no fleet branch is left without an agent. Each check is ok, a warning (worth knowing; the
     fleet works: no agents or checkpoints yet, an agent program or tmux missing) or a failure.
     Exits 1 only when a check fails.
+
+    A checkpoint merge or sync that was interrupted is finished by the next fleet command in the
+    main worktree, from its journal. If that journal cannot be read, nothing is guessed: merge,
+    sync and checkpoint refuse, and doctor shows where the base and the work trees stand; put
+    right what is half done, then --discard-journal sets the journal aside (as
+    move-journal.discarded-TIME) and the fleet moves branches again.
     """
+    if discard_journal:
+        aside = discard_moves_journal(load("discard the journal"))
+        note(f"set aside the unreadable journal as {aside}")
+        return 0
     items = diagnose(load("repair the fleet" if fix else None), fix=fix)
     if as_json:
         print_json([i.as_dict() for i in items])

@@ -160,6 +160,16 @@ class Refs(RepoBase):
         proc = git(["merge-base", a, b], self.common_dir, check=False)
         return proc.stdout.decode().strip() or None
 
+    def last_moves(self, ref: str, count: int = 2) -> list[tuple[str, str, int]]:
+        """The last moves of `ref` from its reflog, newest first: (new value, what moved it, when)."""
+        proc = git(["log", "-g", f"-{count}", "--format=%H%x00%gs%x00%gd", "--date=unix", ref, "--"],
+                   self.common_dir, check=False)
+        moves = []
+        for line in proc.stdout.decode("utf-8", "replace").splitlines():
+            oid, message, selector = line.split("\0")
+            moves.append((oid, message, int(selector.rsplit("{", 1)[-1].rstrip("}") or 0)))
+        return moves
+
 
 @dataclass(frozen=True)
 class MergeResult:
