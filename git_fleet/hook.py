@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import check
+from . import check, crash_log, pause
 from .errors import INTERNAL, FleetError, UsageError
 from .gateway import plumbing
 
@@ -286,15 +286,15 @@ def run(argv: list[str]) -> int:
 
 def main() -> int:
     try:
+        pause.crash("check")
         return run(sys.argv[1:])
     except FleetError as e:
         print(e.render(), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         return 130
-    except Exception as e:  # a bug: say so plainly, without a traceback
-        print(f"error: git-fleet-check failed unexpectedly: {type(e).__name__}: {e}", file=sys.stderr)
-        print("hint: please report this with the command that triggered it", file=sys.stderr)
+    except Exception as e:  # a bug: one plain line (the traceback goes to a log), and the commit is refused
+        print("\n".join(crash_log.report("git fleet-check " + " ".join(sys.argv[1:]), e)), file=sys.stderr)
         return INTERNAL
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from .. import crash_log, pause
 from ..errors import INTERNAL, MISUSE, FleetError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -55,6 +56,7 @@ class GitStyle(click.Command):
              standalone_mode: bool = True, **extra: Any) -> Any:
         prog = prog_name or "git " + os.path.basename(sys.argv[0]).removeprefix("git-")
         try:
+            pause.crash("command")
             rv = super().main(args, prog, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as e:
             code = e.exit_code
@@ -77,9 +79,9 @@ class GitStyle(click.Command):
             code = _fail(e)
         except BrokenPipeError:
             code = 0
-        except Exception as e:  # a bug: one plain line, never a traceback
-            click.echo(f"error: {prog} failed unexpectedly: {type(e).__name__}: {e}", err=True)
-            click.echo("hint: please report this, with the command that triggered it", err=True)
+        except Exception as e:  # a bug: one plain line, never a traceback on the screen; it goes to a log
+            for line in crash_log.report(prog, e):
+                click.echo(line, err=True)
             code = INTERNAL
         else:
             code = rv if isinstance(rv, int) else 0

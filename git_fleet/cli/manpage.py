@@ -22,10 +22,13 @@ ROFF = "\0roff\0"  # marks a section body that is roff already
 
 COMMON_SECTIONS = {
     "EXIT STATUS": "0 on success; 1 when the command was understood and refused (a check failed, or work "
-                   "would be lost); 2 for a usage error or a malformed .gitfleet.toml; 3 for an internal error (a bug: "
-                   "please report it). Errors are printed on "
+                   "would be lost); 2 for a usage error or a malformed .gitfleet.toml; 3 for an internal error: a bug, "
+                   "said in one error: line that names the command, its full traceback written to a log whose path "
+                   "the hint: line gives ($GIT_COMMON_DIR/fleet/crashes/, or $XDG_STATE_HOME/git-fleet/ outside a "
+                   "repository or where that cannot be written); please report it with that log. Errors are printed on "
                    "standard error as error: and hint: lines, as git does.",
-    "ENVIRONMENT": "NO_COLOR turns colour off; colour is only used on a terminal.",
+    "ENVIRONMENT": "NO_COLOR turns colour off; colour is only used on a terminal. XDG_STATE_HOME (default "
+                   "~/.local/state) holds the logs of internal errors that happen outside a repository.",
 }
 
 ZONES = """\
