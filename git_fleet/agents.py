@@ -12,10 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import approval, brief, config, config_edit, interrupted_add, ownership, templates, worktree_setup
+from . import approval, brief, config, config_edit, durable, interrupted_add, ownership, templates, worktree_setup
 from .config import Agent
 from .errors import FleetError, UsageError
-from .files import write_atomic
 from .fleet import Fleet, Report
 from .pause import pause
 from .processes import working_in
@@ -139,7 +138,7 @@ def _make(fleet: Fleet, agent: Agent, where: Path, tip: str | None, base_commit:
     # a record of what is about to be made: a process killed before the config is written
     # leaves it, and the next command that takes the lock undoes (or adopts) what it finds
     intent = interrupted_add.intent_path(fleet)
-    write_atomic(intent, json.dumps({"agent": interrupted_add.agent_record(agent), "worktree": str(where), "time": time.time(),
+    durable.replace(intent, json.dumps({"agent": interrupted_add.agent_record(agent), "worktree": str(where), "time": time.time(),
                                      "base": base_commit if tip is None else tip, "made_branch": tip is None}))
     created_branch = created_tree = False
     try:

@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import config
+from . import config, durable
 from .config import Config
 from .errors import FleetError
-from .files import write_atomic
 
 RECORD = Path("fleet") / "approved.toml"
 # what a fleet command is about to write, kept until it has: a command killed between writing the
@@ -39,7 +38,7 @@ def table(cfg: Config) -> dict[str, Any]:
 def record(common_dir: Path, text: str) -> None:
     """The config as a fleet command wrote (or the person approved) it."""
     (common_dir / RECORD).parent.mkdir(exist_ok=True)
-    write_atomic(common_dir / RECORD, text)
+    durable.replace(common_dir / RECORD, text)
     (common_dir / NEXT).unlink(missing_ok=True)
 
 
@@ -47,8 +46,8 @@ def write_config(common_dir: Path, path: Path, text: str, pause: Callable[[str],
     """A fleet command writes the config: the text about to be written is kept (NEXT) until the
     record has it, so that a kill between the two writes leaves either text approved."""
     (common_dir / NEXT).parent.mkdir(exist_ok=True)
-    write_atomic(common_dir / NEXT, text)
-    write_atomic(path, text)
+    durable.replace(common_dir / NEXT, text)
+    durable.replace(path, text)
     if pause is not None:
         pause("config-written-unrecorded")
     record(common_dir, text)

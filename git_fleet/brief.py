@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import durable
 from .config import Agent
 from .errors import FleetError, UsageError
-from .files import ignored_dir, write_atomic
+from .files import ignored_dir
 
 if TYPE_CHECKING:
     from .fleet import Fleet
@@ -55,7 +56,7 @@ def worker(fleet: Fleet, given: str | None) -> str:
     if not name:
         raise UsageError("who is working? this is not an agent's worktree",
                          "give --agent NAME (or set FLEET_AGENT)")
-    return name
+    return fleet.config.agent(name).name  # an unknown name is an error, never a claim held by nobody
 
 
 def missing_worktree(fleet: Fleet, agent: Agent) -> FleetError:
@@ -118,6 +119,6 @@ def write_brief(fleet: Fleet, agent: Agent) -> Path | None:
     lines += ["- `git fleet-task claim` takes the next task for you (`--wait` blocks until there is one);",
               "- `git fleet-task renew ID` while you work on it, so your lease does not lapse;",
               "- `git fleet-task done ID --result-file FILE` (or `fail ID --reason ...`) when you finish.", ""]
-    write_atomic(where / "brief.md", "\n".join(lines))
+    durable.replace(where / "brief.md", "\n".join(lines))
     return where / "brief.md"
 

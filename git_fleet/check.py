@@ -14,6 +14,7 @@ import marshal
 import os
 import sys
 
+from . import durable
 from .errors import FleetError
 from .gateway import plumbing
 from .match import literal_match
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
     from .config import Config
 
-CACHE_VERSION = 8
+CACHE_VERSION = 9
 CONFIG_NAME = ".gitfleet.toml"
 STATUS_WORDS = {"A": "added", "M": "modified", "D": "deleted", "T": "changed type of", "C": "copied to",
                 "U": "unmerged", "R": "renamed"}
@@ -188,10 +189,7 @@ def _store(common_dir: str, key: list[Any], data: dict[str, Any]) -> None:
     path = _cache_file(common_dir)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as fh:
-            marshal.dump({"key": key, **data}, fh)
-        os.replace(tmp, path)
+        durable.replace(path, marshal.dumps({"key": key, **data}))
     except OSError:
         pass  # a read-only repository still gets correct answers, only slower ones
 

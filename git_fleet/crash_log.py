@@ -11,6 +11,8 @@ import time
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
+from . import durable
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -40,8 +42,8 @@ def _write(command: str, error: BaseException) -> Path | None:
         try:
             directory.mkdir(parents=True, exist_ok=True)
             path = directory / name
-            with open(path, "x", encoding="utf-8") as fh:
-                fh.write(text)
+            if not durable.create(path, text):
+                continue  # (a name of this second and process: taken only by a log of this very crash)
         except OSError:
             continue  # this place cannot be written (a read-only repository): the next one
         _trim(directory)
@@ -59,7 +61,7 @@ def _places() -> list[Path]:
         common = plumbing.out(["rev-parse", "--path-format=absolute", "--git-common-dir"], check=False)
         if common:
             places.append(Path(common) / "fleet" / "crashes")
-    except Exception:  # noqa: BLE001 (a bug report must not fail on the way: git itself may be what broke)
+    except Exception:  # noqa: BLE001, S110 (a bug report must not fail on the way: git itself may be what broke)
         pass
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     places.append(Path(state) / "git-fleet")

@@ -1,5 +1,5 @@
-"""Writing files so that no reader ever sees half of one (the Maildir rules); reading the one a
-command is given."""
+"""Files that are not a durable write (those are durable.py's): a directory git ignores all of,
+and the file a command is given to read."""
 
 from __future__ import annotations
 
@@ -7,48 +7,10 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+from . import durable
 from .errors import UsageError
-
-
-@contextmanager
-def _complete(path: Path, text: str) -> Iterator[str]:
-    """A temporary file beside `path` holding `text`, written and fsynced; removed afterwards
-    unless the caller renamed it away."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        yield tmp
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` at once, keeping its permissions (0644 for a new file)."""
-    with _complete(path, text) as tmp:
-        try:
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-        except FileNotFoundError:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-
-
-def write_new(path: Path, text: str) -> bool:
-    """Create `path` holding `text`, complete, only if nothing is there yet: an exclusive create
-    (link() fails on an existing name, where rename() would overwrite). False if it exists."""
-    with _complete(path, text) as tmp:
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        return True
 
 
 def ignored_dir(path: Path, note: str, staging: Path) -> None:
@@ -61,13 +23,13 @@ def ignored_dir(path: Path, note: str, staging: Path) -> None:
         return
     made = Path(tempfile.mkdtemp(prefix="dir-", dir=staging))
     try:
-        (made / ".gitignore").write_text(ignore, encoding="utf-8")
+        durable.replace(made / ".gitignore", ignore)
         os.rename(made, path)  # fails if path is there (and not empty) or on another file system
         return
     except OSError:
         shutil.rmtree(made, ignore_errors=True)
     path.mkdir(exist_ok=True)
-    write_atomic(path / ".gitignore", ignore)
+    durable.replace(path / ".gitignore", ignore)
 
 
 def read_input(name: str | None) -> str:

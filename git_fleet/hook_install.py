@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from . import durable
 from .errors import FleetError
 from .gateway.repo import Repo
 
@@ -106,10 +107,7 @@ def install(repo: Repo, names: tuple[str, ...] = WORKTREE_HOOKS) -> HookReport:
                                  "merge the two hooks by hand, then run `git fleet-init` again")
             os.replace(target, chained)
             report.chained.append(name)
-        tmp = directory / f".{name}.fleet-tmp"
-        tmp.write_text(render(name, python), encoding="utf-8")
-        tmp.chmod(0o755)
-        os.replace(tmp, target)
+        durable.replace(target, render(name, python), mode=0o755)  # (its directory's fsync keeps the rename above too)
         report.installed.append(name)
     return report
 

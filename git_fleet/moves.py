@@ -32,9 +32,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import lock, runner
+from . import durable, lock, runner
 from .errors import FleetError, GitError
-from .files import write_atomic
 from .gateway import scratch
 from .gateway.plumbing import ZERO_OID
 from .gateway.repo import Repo
@@ -123,7 +122,7 @@ def carry_out(repo: Repo, move: Move, message: str, check: bool = True) -> list[
     where = repo.checked_out(move.branch)
     # the journal first and last: whatever of ours a kill leaves (our index lock included) is
     # found through it
-    write_atomic(journal(repo), move.as_json())
+    durable.replace(journal(repo), move.as_json())
     try:
         with repo.index_lock(where, MARK + move.marker) if where is not None else nullcontext():
             if repo.ref_value(move.ref) != move.old:
@@ -203,10 +202,7 @@ def _finish(repo: Repo, move: Move, where: Path | None, recovering: bool) -> lis
         log = repo.common_dir / "fleet" / LOG
         existing = log.read_text(encoding="utf-8") if log.exists() else ""
         if move.log not in existing:
-            with open(log, "a", encoding="utf-8") as fh:
-                fh.write(move.log)
-                fh.flush()
-                os.fsync(fh.fileno())
+            durable.append_line(log, move.log)
     return warnings
 
 

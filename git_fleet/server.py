@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 
-from . import check
+from . import check, durable
 from .errors import FleetError, UsageError
 from .gateway import plumbing
 
@@ -244,11 +244,7 @@ def install(common_dir: str, orchestrator_keys: Sequence[str], agent_keys: Seque
                 kept = [line.rstrip("\n") for line in fh]
         except OSError:
             pass  # none yet: the list starts empty
-        from pathlib import Path  # (not above: the pre-receive hook imports this module, and never installs)
-
-        from .files import write_atomic  # (likewise)
-
-        write_atomic(Path(signers), "".join(f"{line}\n" for line in dict.fromkeys(kept + lines)))
+        durable.replace(signers, "".join(f"{line}\n" for line in dict.fromkeys(kept + lines)))
         plumbing.git(["config", "gpg.ssh.allowedSignersFile", signers], common_dir)
         if not plumbing.out(["config", "--get", "receive.certNonceSeed"], common_dir, check=False):
             plumbing.git(["config", "receive.certNonceSeed", os.urandom(16).hex()], common_dir)

@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import brief, tmux
+from . import brief, durable, tmux
 from .config import Agent
 from .errors import FleetError
-from .files import write_atomic
 from .templates import expand
 
 if TYPE_CHECKING:
@@ -63,7 +62,7 @@ class Sessions:
         state = self._state()
         state[agent] = {**state.get(agent, {}), **facts}
         self.state_path.parent.mkdir(exist_ok=True)
-        write_atomic(self.state_path, json.dumps(state, indent=2))
+        durable.replace(self.state_path, json.dumps(state, indent=2))
 
     def _env(self, agent: Agent) -> dict[str, str]:
         full = brief.environment(self.fleet, agent)

@@ -17,8 +17,9 @@ from helpers import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "git_fleet"
-BASE = {"git_fleet.errors", "git_fleet.files", "git_fleet.pause", "git_fleet.processes", "git_fleet.match",
-        "git_fleet.notify"}
+# (and the package itself: it holds the version, and `from .. import durable` names it)
+BASE = {"git_fleet", "git_fleet.errors", "git_fleet.durable", "git_fleet.files", "git_fleet.pause",
+        "git_fleet.processes", "git_fleet.match", "git_fleet.notify"}
 OUTSIDERS = {"git_fleet.demo", "git_fleet.standin"}  # act as a person and an agent: they run git and git fleet-*
 
 
@@ -144,8 +145,11 @@ def test_the_commit_hooks_warm_path_imports_nothing_heavy(fleet_repo: Sandbox) -
     sb.commit(web, {"src/frontend/a.js": "a\n"}, "warms the zone cache")
     (web / "src/frontend/b.js").write_text("b\n")
     sb.git("add", "-A", cwd=web)
+    # (without coverage's start-up in the hook's process, when the suite runs under coverage: it
+    # reads its configuration with tomllib, before the hook's first line)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
     proc = subprocess.run(["git", "commit", "-qm", "b"], cwd=web, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+                          env={**env, "PYTHONPROFILEIMPORTTIME": "1"})
     assert proc.returncode == 0, proc.stderr
     imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "git_fleet.hook" in imported and "git_fleet.check" in imported  # (it did measure the hook)

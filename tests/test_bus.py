@@ -667,5 +667,5 @@ def test_a_result_that_cannot_be_read_is_neither_done_nor_claimable(bus_repo: Sa
     rows = {t["name"]: t for t in json.loads(sb.run(["git", "fleet-task", "list", "--json"]).out)}
     assert rows["task-001"]["status"] == "invalid" and str(result) in rows["task-001"]["error"]
     assert "the result cannot be read" in rows["task-001"]["error"]
-    res = sb.run(["git", "fleet-task", "claim", "--agent", "web"], ok=False)
+    res = sb.run(["git", "fleet-task", "claim", "--agent", "docs"], ok=False)
     assert res.code == 1 and "no task can be claimed" in res.err

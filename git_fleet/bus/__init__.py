@@ -2,8 +2,8 @@
 
 The rules that keep it correct under many concurrent workers (the Maildir rules):
 - one writer per file: the orchestrator writes a task spec once; workers never edit it;
-- every file is written to a temporary name, fsynced, then linked or renamed into place, so a
-  reader never sees half a file;
+- every file is written to a temporary name, fsynced, then linked or renamed into place, and its
+  directory fsynced (durable.py), so a reader never sees half a file and a crash loses none;
 - exclusive steps are exclusive creates (`link()` fails if the name exists, never a rename that
   could overwrite): an id is reserved by creating `.state/id-N`; attempt k of a task is claimed
   by creating `.state/task-N.claim-k`; an expired lease is taken over by creating attempt k+1,

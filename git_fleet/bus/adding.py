@@ -8,8 +8,8 @@ import contextlib
 import os
 import time
 
+from .. import durable
 from ..errors import FleetError, UsageError
-from ..files import write_atomic, write_new
 from ..pause import pause
 from .specs import ENDED, Task, ended_at, one_line, render, slug
 from .store import Store
@@ -21,23 +21,23 @@ def add(bus: Store, title: str, *, agent: str | None = None, body: str = "", dep
         priority: int = 0) -> Task:
     if not one_line(title):
         raise UsageError("a task needs a title")
-    bus.ensure()
-    for d in depends or []:
+    for d in depends or []:  # before anything is made: a refused add leaves no trace
         _dependency(bus, d)
+    bus.ensure()
     # last-id is only a hint (it may lag behind); the exclusive create of id-N decides
     hint = bus.state / "last-id"
     try:
         tid = int(hint.read_text()) + 1
     except (OSError, ValueError):
         tid = max(bus._spec_paths(), default=0) + 1
-    while not write_new(bus.state / f"id-{tid}", f"{os.getpid()}\n"):
+    while not durable.create(bus.state / f"id-{tid}", f"{os.getpid()}\n"):
         tid += 1  # another process took it: the next one
     with contextlib.suppress(OSError):  # the next id is only a hint: a scan finds it without one
-        write_atomic(hint, str(tid))
+        durable.replace(hint, str(tid))
     meta = {"id": tid, "title": one_line(title), "agent": agent, "depends": [str(d) for d in depends or []],
             "priority": priority, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     path = bus.tasks / f"task-{tid:03d}-{slug(title)}.md"
-    if not write_new(path, render(meta, body or title)):
+    if not durable.create(path, render(meta, body or title)):
         raise FleetError(f"{path} exists already")
     bus._listing = None
     pause("add-written")

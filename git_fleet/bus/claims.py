@@ -9,8 +9,8 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from .. import durable
 from ..errors import FleetError
-from ..files import write_atomic, write_new
 from .specs import ENDED, SPEC, Task, parse_id
 from .store import Store
 
@@ -70,7 +70,7 @@ def _take(bus: Store, task: Task, agent: str | None, lease: int | None, **extra:
     attempt = task.attempt + 1
     record = {"agent": agent, "attempt": attempt, "pid": os.getpid(), "title": task.title,
               "claimed": time.time(), "expires": time.time() + (lease or bus.lease), **extra}
-    return write_new(bus.state / f"{task.name}.claim-{attempt}", json.dumps(record))
+    return durable.create(bus.state / f"{task.name}.claim-{attempt}", json.dumps(record))
 
 
 def adopt(bus: Store, tid: int, file: str, spec: str, agent: str, lease: int | None = None) -> Task:
@@ -83,8 +83,8 @@ def adopt(bus: Store, tid: int, file: str, spec: str, agent: str, lease: int | N
         m = SPEC.match(file)
         if m is None or int(m.group(1)) != tid or "/" in file:
             raise FleetError(f"'{file}' is not the spec file of task {tid}")
-        write_new(bus.state / f"id-{tid}", f"{os.getpid()}\n")  # keep `add` from reusing the id
-        if not write_new(bus.tasks / file, spec):
+        durable.create(bus.state / f"id-{tid}", f"{os.getpid()}\n")  # keep `add` from reusing the id
+        if not durable.create(bus.tasks / file, spec):
             raise FleetError(f"{bus.tasks / file} appeared meanwhile")
         bus._listing = None
     elif have.name != file or have.read_text(encoding="utf-8") != spec:
@@ -127,7 +127,7 @@ def renew(bus: Store, tid: int, agent: str, lease: int | None = None) -> Task:
     task = holding(bus, tid, agent)
     record = bus._claim(task.name, task.attempt) or {}
     record["expires"] = time.time() + (lease or bus.lease)
-    write_atomic(bus.state / f"{task.name}.claim-{task.attempt}", json.dumps(record))
+    durable.replace(bus.state / f"{task.name}.claim-{task.attempt}", json.dumps(record))
     return bus.get(tid)
 
 
@@ -135,5 +135,5 @@ def release(bus: Store, tid: int, agent: str) -> Task:
     task = holding(bus, tid, agent)
     record = bus._claim(task.name, task.attempt) or {}
     record["released"] = True
-    write_atomic(bus.state / f"{task.name}.claim-{task.attempt}", json.dumps(record))
+    durable.replace(bus.state / f"{task.name}.claim-{task.attempt}", json.dumps(record))
     return bus.get(tid)

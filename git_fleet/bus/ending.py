@@ -9,8 +9,8 @@ import re
 import time
 from pathlib import Path
 
+from .. import durable
 from ..errors import FleetError
-from ..files import write_new
 from .claims import holding
 from .specs import CANCELLED, Task, render
 from .store import Store
@@ -26,7 +26,7 @@ def finish(bus: Store, tid: int, agent: str, body: str, *, failed: bool = False)
         meta = {"task": task.name, "title": task.title, "status": status, "agent": agent,
                 "attempt": task.attempt, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         bus.ensure()
-        if not write_new(bus.results / f"{task.name}-result.md", render(meta, body)):
+        if not durable.create(bus.results / f"{task.name}-result.md", render(meta, body)):
             ended = bus.get(tid)
             if ended.status == "cancelled":
                 holding(bus, tid, agent)  # (says so, with the reason)
@@ -63,7 +63,7 @@ def _keep(bus: Store, tid: int, agent: str, status: str, body: str, why: str) ->
         bus.ensure()
         for k in range(1, 1000):
             path = bus.results / f"{name}-unrecorded-{who}-{k}.md"
-            if write_new(path, render(meta, body)):
+            if durable.create(path, render(meta, body)):
                 return path
     except OSError as e:
         return e  # (said by the caller, with the refusal)
@@ -90,7 +90,7 @@ def cancel(bus: Store, tid: int, reason: str | None = None) -> Task:
             "attempt": task.attempt, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     bus.ensure()
     result = bus.results / f"{task.name}-result.md"
-    if not write_new(result, render(meta, (reason or "").strip() or CANCELLED)):
+    if not durable.create(result, render(meta, (reason or "").strip() or CANCELLED)):
         status = bus._outcome(task.name, result)[0]  # (its spec may be gone: a rm won)
         raise FleetError(f"{task.name} {'was' if status == 'removed' else 'is'} {status}: it ended just now; "
                          "nothing was cancelled", f"see {result}")

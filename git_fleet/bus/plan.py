@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..files import write_atomic
+from .. import durable
 from .specs import ENDED, Task
 from .store import Store
 
@@ -76,5 +76,5 @@ def write_plan(bus: Store) -> Path:
         text = before + generated + after
     else:
         text = old.rstrip("\n") + "\n\n" + generated + "\n"
-    write_atomic(bus.plan, text)
+    durable.replace(bus.plan, text)
     return bus.plan

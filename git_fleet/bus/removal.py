@@ -4,14 +4,12 @@ flocked for as long as rm runs (a rm killed before it decided counts for nothing
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import tempfile
 import time
 
+from .. import durable
 from ..errors import FleetError
-from ..files import write_new
 from ..pause import pause
 from .specs import Task, render
 from .store import Store
@@ -61,7 +59,7 @@ def remove(bus: Store, tid: int) -> Task:
         _refuse_dependents(bus, task, hint)  # again: an add --depends may have written its spec meanwhile
         meta = {"task": task.name, "title": task.title, "status": "removed",
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        if not write_new(result, render(meta, REMOVED)):
+        if not durable.create(result, render(meta, REMOVED)):
             status = bus._outcome(task.name, result)[0]
             raise FleetError(f"{task.name} {'was' if status == 'removed' else 'is'} {status}: it ended just now; "
                              "it was not removed", f"see {result}")
@@ -120,19 +118,4 @@ def _mark(bus: Store, task: Task) -> int | None:
     attempt = task.attempt + 1
     record = {"agent": None, "attempt": attempt, "pid": os.getpid(), "title": task.title, "claimed": time.time(),
               "expires": time.time() + bus.lease, "removed": True}
-    fd, tmp = tempfile.mkstemp(prefix=f".{task.name}.claim-{attempt}.", suffix=".tmp", dir=bus.state)
-    try:
-        os.write(fd, json.dumps(record).encode("utf-8"))
-        os.fsync(fd)
-        os.fchmod(fd, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.link(tmp, bus.state / f"{task.name}.claim-{attempt}")
-    except FileExistsError:
-        os.close(fd)
-        return None
-    except BaseException:
-        os.close(fd)
-        raise
-    finally:
-        os.unlink(tmp)
-    return fd
+    return durable.create_held(bus.state / f"{task.name}.claim-{attempt}", json.dumps(record))

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import durable
 from ..errors import FleetError, UsageError
-from ..files import write_new
 from .specs import CANCELLED, ENDED, SPEC, Task, ended_at, field_value, front_matter, one_line, parse_id, raw_depends
 
 STATE = ".state"
@@ -57,7 +57,7 @@ class Store:
         # live claim state never becomes tracked (git add -A), so it cannot change with a branch
         ignore = self.state / ".gitignore"
         if not ignore.exists():
-            write_new(ignore, "# git-fleet's live claim state: never tracked\n*\n")
+            durable.create(ignore, "# git-fleet's live claim state: never tracked\n*\n")
 
     # -- reading ----------------------------------------------------------------------------------
 

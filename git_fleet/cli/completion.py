@@ -28,7 +28,7 @@ from pathlib import Path
 import click
 from click.shell_completion import CompletionItem, ShellComplete
 
-from ..files import write_atomic
+from .. import durable
 from .commands import ALL, fleet
 
 SHELLS = ("bash", "zsh", "fish")
@@ -209,7 +209,7 @@ def install(prefix: Path) -> list[str]:
         owned.append(rel)
         if have != text:
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, text)
+            durable.replace(path, text)
     for rel in sorted((listed or set()) - set(wanted)):  # what an older git-fleet installed
         path = share / rel
         have = _file_text(path)
@@ -222,7 +222,7 @@ def install(prefix: Path) -> list[str]:
               "and removes them once they are not needed\n" + "".join(f"{rel}\n" for rel in sorted(owned)))
     if _file_text(manifest) != record:
         manifest.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(manifest, record)
+        durable.replace(manifest, record)
     hint = _zsh_hint(share / "zsh/site-functions")
     return told + ([hint] if hint else [])
 
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (completion never prints an error; the process ends here)
             out = "".join(_line(item) + "\n" for item in complete(args[1], args[2:]))
-        except BaseException:
+        except BaseException:  # noqa: BLE001 (likewise: no candidates, never an error under the cursor)
             return 0
         sys.stdout.write(out)
         return 0
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for line in install(Path(args[1])):
                 print(line, file=sys.stderr)
-        except Exception as e:  # one line, never a traceback
+        except Exception as e:  # noqa: BLE001 (one line, never a traceback; the error names what failed)
             print(f"error: cannot install shell completion: {e}", file=sys.stderr)
             return 1
         return 0

@@ -10,6 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import durable
 from .plumbing import (
     MERGE_PINNED,
     ZERO_OID,
@@ -123,9 +124,7 @@ class Refs(RepoBase):
         path = self.common_dir / "fleet" / "merge-attributes"
         path.parent.mkdir(exist_ok=True)
         if not path.exists() or path.read_text(encoding="utf-8", errors="surrogateescape") != text:
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
-            os.replace(tmp, path)
+            durable.replace(path, text.encode("utf-8", "surrogateescape"))
         return ["-c", f"core.attributesFile={path}"]
 
     def commit_tree(self, tree: str, parents: list[str], message: str) -> str:

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import durable
 from ..errors import FleetError
-from ..files import write_atomic
 from .objects import hash_files
 from .plumbing import (
     git,
@@ -88,8 +88,8 @@ class WorkTreeMoves(Worktrees):
         where = self.common_dir / "fleet" / "ref-context"
         if not (where / "commondir").exists():
             where.mkdir(parents=True, exist_ok=True)
-            write_atomic(where / "HEAD", "ref: refs/fleet/ref-context\n")
-            write_atomic(where / "commondir", "../..\n")
+            durable.replace(where / "HEAD", "ref: refs/fleet/ref-context\n")
+            durable.replace(where / "commondir", "../..\n")
         return where
 
     def index_path(self, worktree: Path) -> Path:

@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..files import write_atomic
+from .. import durable
 from . import scratch
 from .plumbing import (
     MAIN_RECORD,
@@ -120,7 +120,7 @@ class Worktrees(Refs):
         record = self.common_dir / MAIN_RECORD
         record.parent.mkdir(exist_ok=True)
         if read_file(str(record)) != str(self.toplevel):
-            write_atomic(record, str(self.toplevel) + "\n")
+            durable.replace(record, str(self.toplevel) + "\n")
 
     def checked_out(self, branch: str) -> Path | None:
         """The work tree that has `branch` checked out, as git records it (a branch is checked out
