@@ -120,6 +120,8 @@ def overlaps(fleet: Fleet) -> list[tuple[str, str, str]]:
 def repo_path(fleet: Fleet, arg: str) -> str:
     """A path given on the command line, relative to the repository root."""
     top = fleet.repo.toplevel or fleet.main
+    if not arg:
+        raise UsageError("an empty path names nothing", "give paths inside the repository, e.g. src/app.py")
     absolute = os.path.abspath(arg)
     parent, leaf = os.path.split(absolute)
     real = os.path.join(os.path.realpath(parent), leaf) if leaf else os.path.realpath(parent)

@@ -29,7 +29,7 @@ def test_a_negative_stagger_is_refused(fleet_repo: Sandbox) -> None:
     sb = fleet_repo
     sb.add_agent("web", "src/frontend/**")
     res = sb.run(["git", "fleet-up", "--stagger", "-5", "--detach", "web"], ok=False)
-    assert res.code == 2 and "'--stagger': -5.0 is not in the range x>=0" in res.err
+    assert res.code == 2 and "'--stagger': -5.0 is not in the range 0<=x<=3600" in res.err
     assert "hint: see 'git fleet-up -h'" in res.err
 
 

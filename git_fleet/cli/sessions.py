@@ -12,13 +12,21 @@ from . import command, completers, note, print_json, warn
 from .output import age, load, table
 
 
+def _finite(seconds: float | None) -> float | None:
+    """A stagger is a number of seconds: not nan (which every range lets through)."""
+    if seconds is not None and seconds != seconds:
+        raise click.BadParameter("nan is not a number of seconds", param_hint="'--stagger'")
+    return seconds
+
+
 def _sessions(changes: str | None = None) -> Sessions:
     return Sessions(load(changes))
 
 
 @command()
 @click.argument("agents", nargs=-1, shell_complete=completers.agents)
-@click.option("--stagger", type=click.FloatRange(min=0), metavar="SECONDS",
+@click.option("--stagger", type=click.FloatRange(min=0, max=3600), callback=lambda _ctx, _param, v: _finite(v),
+              metavar="SECONDS",
               help="Seconds between agents' starts (default: fleet.stagger).")
 @click.option("--layout", type=click.Choice(["windows", "tiled"]),
               help="A tmux window per agent, or panes tiled in one window named fleet (default: fleet.layout).")

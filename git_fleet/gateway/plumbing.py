@@ -185,7 +185,7 @@ def here() -> Here:
                        show_errors=False)
         lines = raw.decode("utf-8", "surrogateescape").splitlines()
         if len(lines) < 2:
-            raise UsageError("not a git repository", "run this inside a repository")
+            raise UsageError(f"not a git repository: {os.getcwd()}", "run this inside a repository")
         found = (lines[0], lines[1], lines[2] if len(lines) > 2 else None)  # type: ignore[assignment]
     common_dir, git_dir, top = found  # type: ignore[misc]
     head = read_file(os.path.join(git_dir, "HEAD")) or ""

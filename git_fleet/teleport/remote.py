@@ -113,8 +113,10 @@ def _pushed_first(cwd: Path, remote: str, agent: str, now: str | None, given: st
 
 
 def _last_line(raw: bytes) -> str:
+    """git's reason: its first fatal: or error: line (what follows is advice), else its last line."""
     lines = [ln.strip() for ln in raw.decode("utf-8", "replace").splitlines() if ln.strip()]
-    return lines[-1].removeprefix("fatal: ").removeprefix("error: ") if lines else "git failed"
+    said = next((ln for ln in lines if ln.startswith(("fatal: ", "error: "))), lines[-1] if lines else "git failed")
+    return said.removeprefix("fatal: ").removeprefix("error: ")
 
 
 def local_ref(cwd: Path, agent: str) -> str | None:
