@@ -151,11 +151,17 @@ def _wild(p: str, pathname: bool, ignore_case: bool = False) -> str:
 
     `pathname` is False for a pattern without a slash, which git matches against the
     basename: there '*' and '**' are alike, and none of them can meet a '/'.
+
+    With a slash, git compares the literal part before the first wildcard itself and gives
+    wildmatch only the rest, where a '**' that came right after that part stands at the start:
+    so "a**/b" is "a" then "**/b" (any directories), matching "ab" and "ax/y/b", although the
+    '**' follows a letter.
     """
     out: list[str] = []
     i = 0
     n = len(p)
     star = "[^/]*"
+    literal = next((k for k, ch in enumerate(p) if ch in "*?[\\"), n)  # git's nowildcardlen
     while i < n:
         c = p[i]
         if c == "*":
@@ -163,7 +169,7 @@ def _wild(p: str, pathname: bool, ignore_case: bool = False) -> str:
             while j < n and p[j] == "*":
                 j += 1
             double = j - i >= 2
-            at_start = i == 0 or p[i - 1] == "/"
+            at_start = i == 0 or p[i - 1] == "/" or i == literal
             at_end = j == n or p[j] == "/"
             if pathname and double and at_start and at_end:
                 if j < n:  # "**/": zero or more directories
