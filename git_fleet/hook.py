@@ -293,7 +293,7 @@ def main() -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
-    except Exception as e:  # a bug: one plain line (the traceback goes to a log), and the commit is refused
+    except Exception as e:  # noqa: BLE001 (a bug: one plain line (the traceback goes to a log), and the commit is refused
         print("\n".join(crash_log.report("git fleet-check " + " ".join(sys.argv[1:]), e)), file=sys.stderr)
         return INTERNAL
 

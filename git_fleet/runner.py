@@ -100,7 +100,7 @@ def run(command: str, cwd: Path, env: Mapping[str, str], timeout: float, log: Pa
             stuck = True
         killed = keeper.returncode < 0
         if killed and group:  # the keeper was killed: end what it kept, as far as its group goes
-            with suppress(ProcessLookupError, PermissionError):
+            with suppress(ProcessLookupError, PermissionError):  # the group is gone already (or was never ours)
                 os.killpg(group, signal.SIGKILL)
         reader.join(None if not killed else 5)  # with the keeper gone, an escaped process may hold the pipe
         if not reader.is_alive():
@@ -235,10 +235,10 @@ def _end_all(group: int) -> None:
     is left (a killed process's own children are reparented here, and go next): one look at
     /proc a generation of processes, not one a process."""
     while True:
-        with suppress(ProcessLookupError, PermissionError):
+        with suppress(ProcessLookupError, PermissionError):  # the group has ended: what is left are children
             os.killpg(group, signal.SIGKILL)
         for pid in _children():
-            with suppress(ProcessLookupError, PermissionError):
+            with suppress(ProcessLookupError, PermissionError):  # it ended between the look and the kill
                 os.kill(pid, signal.SIGKILL)
         try:
             pid, _ = os.waitpid(-1, 0)
@@ -264,12 +264,12 @@ def keep(grace: float, report: int, command: str) -> int:
         if watch.select(0.05) and not os.read(sys.stdin.fileno(), 1):
             stop.append(0)  # the starter closed the pipe, or is gone
     if child.returncode is None:
-        with suppress(ProcessLookupError):
+        with suppress(ProcessLookupError):  # it ended on its own meanwhile: nothing to stop
             os.killpg(child.pid, signal.SIGTERM)
         try:
             child.wait(grace)
         except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
+            with suppress(ProcessLookupError):  # it ended after all, within the grace
                 os.killpg(child.pid, signal.SIGKILL)
             child.wait()
     code = child.returncode

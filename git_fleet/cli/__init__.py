@@ -79,7 +79,7 @@ class GitStyle(click.Command):
             code = _fail(e)
         except BrokenPipeError:
             code = 0
-        except Exception as e:  # a bug: one plain line, never a traceback on the screen; it goes to a log
+        except Exception as e:  # noqa: BLE001 (a bug: one plain line, never a traceback on the screen; it goes to a log
             for line in crash_log.report(prog, e):
                 click.echo(line, err=True)
             code = INTERNAL

@@ -25,7 +25,7 @@ def _quiet(fn: Callback) -> Callback:
     def safe(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
         try:
             return fn(ctx, param, incomplete)
-        except Exception:
+        except Exception:  # noqa: BLE001 (a completion that fails offers nothing; the shell must never print an error)
             return []
     return safe
 

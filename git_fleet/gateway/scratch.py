@@ -52,7 +52,7 @@ def space(common_dir: Path) -> Iterator[Path]:
         yield where
     finally:
         shutil.rmtree(where, ignore_errors=True)
-        with suppress(FileNotFoundError):
+        with suppress(FileNotFoundError):  # never made, or cleaned up already: gone either way
             os.unlink(top / f"{name}{OWNER}")
         os.close(fd)
 
@@ -107,5 +107,5 @@ def remove(common_dir: Path, found: list[Path]) -> None:
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
         else:
-            with suppress(FileNotFoundError):
+            with suppress(FileNotFoundError):  # another command's clean-up took it first
                 p.unlink()
