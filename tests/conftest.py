@@ -16,6 +16,16 @@ import pytest
 from helpers import Sandbox
 
 BIN = str(Path(sys.executable).parent)
+SLOW = {line.strip() for line in (Path(__file__).parent / "slow.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests tests/slow.txt lists (measured: see tests/slow.py) as slow, so that
+    `pytest -m "not slow"` is the quick loop."""
+    for item in items:
+        if item.nodeid in SLOW:
+            item.add_marker(pytest.mark.slow)
 
 
 def survivors(token: str) -> list[tuple[int, str]]:

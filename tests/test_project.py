@@ -51,3 +51,16 @@ def test_pre_commit_framework_hook_is_declared() -> None:
     text = (ROOT / ".pre-commit-hooks.yaml").read_text()
     assert "id: fleet-zone-check" in text and "entry: git-fleet-check --hook pre-commit" in text
     assert "git-fleet-check" in SCRIPTS
+
+
+def test_every_test_listed_as_slow_is_still_there() -> None:
+    """tests/slow.txt (the quick loop leaves out what it lists) names only tests that exist."""
+    gone = []
+    for line in (ROOT / "tests/slow.txt").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        path, _, name = line.partition("::")
+        source = ROOT / path
+        if not source.is_file() or f"def {name.split('[')[0]}(" not in source.read_text():
+            gone.append(line)
+    assert not gone, "listed as slow, but no such test (run tests/slow.py again):\n" + "\n".join(gone)
