@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import config_edit
+from . import config_edit, processes
 from .config import Agent
 from .errors import FleetError
 from .gateway import plumbing
@@ -54,9 +54,10 @@ def recover(fleet: Fleet) -> list[str]:
     except (OSError, ValueError, KeyError, TypeError) as e:
         return [(f"{intent}: the record of an interrupted `git fleet-add` cannot be read ({e}); "
                 "remove it after checking `git worktree list` and `git branch`")]
+    said = _dead_config_lock(fleet, since)
     if agent.name in fleet.config.agents:
         intent.unlink()  # it was registered: only the record was left
-        return []
+        return said
     fleet.register(agent.name, None)  # (adopting registers it again)
     # git killed inside `git update-ref` or `git worktree add` leaves its lock, or a worktree
     # record so new that `git worktree list` fails on it
@@ -86,9 +87,25 @@ def recover(fleet: Fleet) -> list[str]:
     if made_branch and tip == start and not any(w.has(agent.branch) for w in fleet.worktrees()):
         fleet.repo.delete_branch(agent.branch, start)
     intent.unlink()
-    return [f"removed what an interrupted `git fleet-add {agent.name}` had made; nothing was registered"] + (
+    return said + [f"removed what an interrupted `git fleet-add {agent.name}` had made; nothing was registered"] + (
         [f"{fleet.repo.common_dir}/refs/heads/{agent.branch}.lock was left: another git process holds it, or one "
          "was killed"] if kept_lock else [])
+
+
+def _dead_config_lock(fleet: Fleet, since: float) -> list[str]:
+    """A `git config` the killed add ran (its worktree record) leaves config.lock, and then every
+    change of the repository's config fails. Removed only when it was made since the add began
+    and no process holds it open (git holds its lock open until it renames it): a live git's
+    is never touched."""
+    lock_file = fleet.repo.common_dir / "config.lock"
+    try:
+        made = lock_file.stat().st_mtime
+    except FileNotFoundError:
+        return []
+    if made < since - 1 or processes.held_open(lock_file) is not False:
+        return [f"{lock_file} exists: another git process holds it, or one was killed holding it"]
+    lock_file.unlink(missing_ok=True)
+    return [f"removed {lock_file}, left by a git the interrupted add ran"]
 
 
 def _work_since(fleet: Fleet, where: Path, start: str, half: bool) -> tuple[list[str], list[str] | None]:

@@ -1,5 +1,6 @@
-"""Which processes work in a directory: the guard before a command replaces or removes a worktree
-under someone (an agent started by hand, an editor, a build)."""
+"""Which processes work in a directory (the guard before a command replaces or removes a worktree
+under someone: an agent started by hand, an editor, a build), and whether any holds a lock file
+open (the test that a lock a killed git left is dead)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,27 @@ def working_in(where: Path) -> list[str]:
         if (cwd + os.sep).startswith(inside) and name not in IDLE:
             found.append(f"pid {entry.name} ({name})")
     return found
+
+
+def held_open(path: Path) -> bool | None:
+    """Whether a process (of those /proc shows) has `path` open: git holds a lock file open from
+    making it until it renames it into place, so a lock nobody holds is one a killed git left.
+    None where /proc cannot tell."""
+    if not os.path.isdir("/proc"):
+        return None
+    want = os.path.realpath(path)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = os.scandir(f"/proc/{entry.name}/fd")
+        except OSError:
+            continue  # gone, or not ours to look at
+        with fds:
+            for fd in fds:
+                try:
+                    if os.readlink(fd.path) == want:
+                        return True
+                except OSError:
+                    continue  # closed meanwhile
+    return False

@@ -224,3 +224,28 @@ def test_ignored_files_made_since_count_as_work(fleet_repo: Sandbox) -> None:
     res = add_again(sb)
     assert "adopted agent 'web'" in res.err
     assert (web / "build/out.bin").exists()
+
+
+def test_a_config_lock_the_killed_add_left_is_removed_and_a_live_one_is_not(fleet_repo: Sandbox) -> None:
+    """A kill inside the `git config` that records the worktree leaves .git/config.lock, and every
+    later change of the config failed. Nobody holds it open (git keeps its lock open until it
+    renames it): the next add removes it and says so. One a live git holds stays, and is named."""
+    sb = fleet_repo
+    killed_add(sb, "add-after-worktree")
+    lock_file = sb.repo / ".git/config.lock"
+    lock_file.write_text((sb.repo / ".git/config").read_text())  # as the killed `git config` left it
+    res = add_again(sb)
+    assert f"warning: removed {lock_file}, left by a git the interrupted add ran" in res.err, res
+    assert not lock_file.exists() and sb.git("config", "--get", "fleet-agent.web.worktree").out.strip()
+    sb.fleet("rm", "web")
+
+    killed_add(sb, "add-after-worktree")
+    holder = sb.spawn(["python3", "-c", "import sys, time; f = open(sys.argv[1], 'w'); print(flush=True); time.sleep(600)",
+                       str(lock_file)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "\n"  # it holds the lock open
+        res = sb.fleet("add", "web", *ZONE, ok=False)
+        assert f"warning: {lock_file} exists: another git process holds it, or one was killed holding it" in res.err, res
+        assert lock_file.exists()
+    finally:
+        sb.kill_group(holder)
