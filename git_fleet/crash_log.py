@@ -22,7 +22,10 @@ KEEP = 20  # logs kept per place: the newest
 def report(command: str, error: BaseException) -> list[str]:
     """The error: and hint: lines for an unexpected `error` in `command` (as the person typed it),
     after writing its traceback to a log."""
-    where = _write(command, error)
+    try:
+        where = _write(command, error)
+    except Exception:  # noqa: BLE001 (the report of a bug must not become a second one: the line still goes out)
+        where = None
     said = f"the traceback is in {where}" if where else "its traceback could not be written anywhere"
     return [f"error: {command} failed unexpectedly: {type(error).__name__}: {error}",
             f"hint: {said}; please report it with the command that triggered it"]
@@ -34,7 +37,11 @@ def _write(command: str, error: BaseException) -> Path | None:
 
     from . import __version__  # (likewise)
 
-    text = (f"git-fleet {__version__}: {command}\nargs: {sys.argv[1:]!r}\ncwd: {os.getcwd()}\n"
+    try:
+        cwd = os.getcwd()
+    except OSError as e:  # (deleted under the command: said in the log instead)
+        cwd = f"(cannot be read: {e.strerror})"
+    text = (f"git-fleet {__version__}: {command}\nargs: {sys.argv[1:]!r}\ncwd: {cwd}\n"
             f"python: {sys.version.split()[0]} ({sys.executable})\ntime: {time.strftime('%Y-%m-%d %H:%M:%S %z')}\n\n"
             + "".join(traceback.format_exception(error)))
     name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
@@ -42,7 +49,7 @@ def _write(command: str, error: BaseException) -> Path | None:
         try:
             directory.mkdir(parents=True, exist_ok=True)
             path = directory / name
-            if not durable.create(path, text):
+            if not durable.create(path, text.encode("utf-8", "backslashreplace")):
                 continue  # (a name of this second and process: taken only by a log of this very crash)
         except OSError:
             continue  # this place cannot be written (a read-only repository): the next one

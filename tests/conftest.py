@@ -79,7 +79,7 @@ def hermetic(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
         "[protocol \"file\"]\n\tallow = always\n"
     )
     for var in list(os.environ):
-        if var.startswith(("GIT_", "FLEET_")):
+        if var.startswith(("GIT_", "FLEET_", "XDG_")):
             monkeypatch.delenv(var)
     env = {
         "HOME": str(home),

@@ -78,3 +78,21 @@ def test_old_logs_are_trimmed_to_the_newest(fleet_repo: Sandbox) -> None:
     log = logged(sb.run(["git", "fleet-list"], env=CRASH, ok=False).err)
     kept = sorted(p.name for p in crashes.iterdir())
     assert len(kept) == 20 and log.name in kept and "crash-20200101-000000-1.log" not in kept
+
+
+def test_a_command_in_a_directory_removed_under_the_shell_says_so(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    gone = sb.repo / "gone"
+    gone.mkdir()
+    res = sb.run(["sh", "-c", f"cd {gone} && rmdir {gone} && git fleet-status"], ok=False)
+    assert res.code == 2 and "Traceback" not in res.out + res.err, res
+    assert res.err.startswith("error: the current directory does not exist any more"), res
+
+
+def test_a_bug_in_a_directory_whose_name_is_not_utf8_is_still_logged(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    odd = os.fsencode(sb.repo) + b"/d\xff"
+    os.mkdir(odd)
+    res = sb.run(["git", "fleet-list"], cwd=Path(os.fsdecode(odd)), env=CRASH, ok=False)
+    assert res.code == 3 and "Traceback" not in res.out + res.err, res
+    assert "d\\udcff" in logged(res.err).read_text() or "d\\xff" in logged(res.err).read_text()

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from .. import crash_log, pause
-from ..errors import INTERNAL, MISUSE, FleetError
+from ..errors import INTERNAL, MISUSE, FleetError, UsageError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -49,6 +49,16 @@ def _fail(err: FleetError) -> int:
     return err.exit_code
 
 
+def _require_cwd() -> None:
+    """A shell left in a directory that was removed (a worktree fleet-rm or prune took) gets a
+    plain refusal, not a failure of whatever first asks where it is."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise UsageError("the current directory does not exist any more (removed under this shell?)",
+                         "cd to a directory that exists, e.g. the main worktree") from None
+
+
 class GitStyle(click.Command):
     """Report errors the way git does: `error:`/`hint:` lines on stderr, exit 1 or 2, no traceback."""
 
@@ -57,6 +67,7 @@ class GitStyle(click.Command):
         prog = prog_name or "git " + os.path.basename(sys.argv[0]).removeprefix("git-")
         try:
             pause.crash("command")
+            _require_cwd()
             rv = super().main(args, prog, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as e:
             code = e.exit_code
