@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import approval, bus, check, config, interrupted_add, lock, moves, ownership, templates
+from . import approval, bus, check, config, interrupted_add, lock, lost_journal, moves, ownership, templates
 from .bus import Bus
 from .config import Agent, Config
 from .errors import FleetError, UsageError
@@ -225,7 +225,10 @@ class Fleet:
             # a move that a killed command left (it may have been killed while this one waited)
             if moves.pending(self.repo) is not None:
                 if not self.repo.is_main_worktree():
-                    raise FleetError("a checkpoint merge or sync was interrupted and is not finished, so this waits",
+                    lost = lost_journal.unreadable(self.repo)
+                    raise FleetError("a checkpoint merge or sync was interrupted and is not finished, so this waits"
+                                     + (f"; its journal, {lost[0]}, cannot be read" if lost else ""),
+                                     f"run git fleet-doctor in the main worktree ({self.main}) first" if lost else
                                      f"run any git fleet command in the main worktree ({self.main}) first")
                 self.tell(moves.recover_held(self.repo))
             self.tell(interrupted_add.recover(self))

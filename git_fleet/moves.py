@@ -44,6 +44,7 @@ JOURNAL = "move-journal"
 MARK = "git-fleet: "  # the start of what our index.lock holds
 OLD_JOURNAL = "merge-journal"  # (what an earlier git-fleet called it, for checkpoint merges only)
 LOG = "checkpoints.log"
+UNREADABLE = "move of a branch"  # what _what says of a journal it cannot read
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,11 @@ class Move:
 
     @classmethod
     def from_json(cls, text: str) -> Move:
+        """The move a journal holds; ValueError for anything else (JSON that is not a move)."""
         data = json.loads(text)
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("ref", "old", "new")) \
+                or not isinstance(data.get("also", []), list) or not isinstance(data.get("log", ""), str):
+            raise ValueError("not the record of a move")
         also = [tuple(a) for a in data.get("also", [])]
         if data.get("tag_ref") and data.get("tag"):  # an earlier git-fleet's merge journal
             also.append((data["tag_ref"], data["tag"]))
@@ -274,6 +279,9 @@ def recover(repo: Repo, orchestrator: bool) -> list[str]:
         if path is None:
             return []
         if not orchestrator:
+            if _what(path) == UNREADABLE:
+                return [f"the journal of an interrupted move, {path}, cannot be read; merges and syncs wait until it is "
+                        f"dealt with (git fleet-doctor in the main worktree, {repo.main_worktree})"]
             return [f"a {_what(path)} was interrupted; the next git fleet command in the main worktree "
                     f"({repo.main_worktree}) finishes it"]
         return recover_held(repo)
@@ -284,7 +292,7 @@ def _what(path: Path) -> str:
         move = Move.from_json(path.read_text(encoding="utf-8"))
         return f"{'checkpoint merge into' if move.what == 'merge' else 'sync of'} {move.branch}"
     except (OSError, ValueError, KeyError, TypeError):
-        return "move of a branch"
+        return UNREADABLE
 
 
 def recover_held(repo: Repo) -> list[str]:

@@ -236,6 +236,26 @@ def test_a_journal_that_cannot_be_read_stops_every_move_and_says_where_things_st
     assert "error: there is no journal of an interrupted move to discard" in again.err
 
 
+@pytest.mark.parametrize("text", ["null", "[]", '{"ref": 5, "old": "a", "new": "b"}'])
+def test_a_journal_of_json_that_is_not_a_move_is_unreadable_too(cp: Sandbox, text: str) -> None:
+    """Valid JSON that is not the record of a move crashed every command, the way out included.
+    It is a journal that cannot be read: moves refuse (teleport pull too), other commands warn,
+    an agent's worktree is told where it is dealt with, and doctor --discard-journal ends it."""
+    sb = cp
+    journal = sb.repo / ".git/fleet/move-journal"
+    journal.write_text(text)
+    listed = sb.git("fleet-list")
+    assert "cannot be read (ValueError: not the record of a move)" in listed.err and "Traceback" not in listed.err, listed
+    from_agent = sb.git("fleet-list", cwd=sb.root / "repo-backend")
+    assert f"the journal of an interrupted move, {journal}, cannot be read; merges and syncs wait" in from_agent.err
+    assert "git fleet-doctor in the main worktree" in from_agent.err, from_agent
+    for command in (["fleet-merge", "--checkpoint", "phase-1"], ["fleet-teleport", "pull", "backend", "--remote", "nowhere"]):
+        res = sb.git(*command, ok=False)
+        assert res.code == 1 and f"{journal}, cannot be read" in res.err and "Traceback" not in res.err, res
+    assert "set aside the unreadable journal" in sb.git("fleet-doctor", "--discard-journal").err
+    assert not journal.exists()
+
+
 def test_commands_leave_a_running_merge_alone(cp: Sandbox) -> None:
     """Recovery only runs when the fleet's lock is free: a merge that holds it is alive, however
     long it pauses, and neither an agent's command nor the orchestrator's touches its journal."""

@@ -10,7 +10,7 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import agents, brief, lock
+from .. import agents, brief, lock, lost_journal
 from ..config import Agent
 from ..errors import FleetError
 from ..gateway import plumbing
@@ -30,6 +30,7 @@ def pull_agent(fleet: Fleet, name: str, given_remote: str | None, *, force: bool
     """Make the agent here hold the snapshot on the remote. Only a worktree this repository has
     registered for the agent is ever restored into; without one, one is made (at --path, or where
     the configuration puts it, if nothing is there) or the pull is refused."""
+    lost_journal.refuse_unreadable(fleet.repo, fleet.config.base)  # it moves the agent's branch: not past a lost move
     main = fleet.main
     remote = remote_of(main, given_remote, fleet.config.base)
     oid = remote_refs(main, remote, name).get(name)
