@@ -45,17 +45,30 @@ def working_in(where: Path) -> list[str]:
 def held_open(path: Path) -> bool | None:
     """Whether a process (of those /proc shows) has `path` open: git holds a lock file open from
     making it until it renames it into place, so a lock nobody holds is one a killed git left.
-    None where /proc cannot tell."""
+    None where /proc cannot tell: no /proc, or a process of the lock's owner whose files cannot
+    be seen (hidepid). Other users' processes, which cannot be looked into, are passed over only
+    where the lock is this user's: a git of theirs would have made a lock of their own."""
     if not os.path.isdir("/proc"):
         return None
     want = os.path.realpath(path)
+    try:
+        owner = os.stat(want).st_uid
+    except FileNotFoundError:
+        return False  # gone: nobody holds it
+    except OSError:
+        return None  # not this user's to look at
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             fds = os.scandir(f"/proc/{entry.name}/fd")
+        except FileNotFoundError:
+            continue  # ended meanwhile
         except OSError:
-            continue  # gone, or not ours to look at
+            uid = _uid(entry.path)
+            if uid is not None and (owner != os.getuid() or uid == owner):
+                return None  # it may be the lock's git, and its files cannot be seen
+            continue  # ended meanwhile, or another user's, who cannot hold a lock this user made
         with fds:
             for fd in fds:
                 try:
@@ -64,3 +77,11 @@ def held_open(path: Path) -> bool | None:
                 except OSError:
                     continue  # closed meanwhile
     return False
+
+
+def _uid(proc: str) -> int | None:
+    """The user a process runs as (its /proc entry's owner), None if it is gone."""
+    try:
+        return os.stat(proc).st_uid
+    except OSError:
+        return None

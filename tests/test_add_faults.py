@@ -6,7 +6,11 @@ adopted when work was done in it since, and says so; nothing is left that no con
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -249,3 +253,25 @@ def test_a_config_lock_the_killed_add_left_is_removed_and_a_live_one_is_not(flee
         assert lock_file.exists()
     finally:
         sb.kill_group(holder)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root, to look as another user")
+def test_a_lock_whose_holders_cannot_be_seen_is_never_called_dead(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A user who cannot look into another user's processes cannot tell whether a git of theirs
+    holds a lock this other user made: held_open says so (None), and nothing is removed on it."""
+    shared = Path(tempfile.mkdtemp(prefix="fleet-shared-", dir="/tmp"))  # (tmp_path is root's alone)
+    shared.chmod(0o777)
+    lock_file = shared / "config.lock"
+    holder = sandbox.spawn(["python3", "-c", "import sys, time; f = open(sys.argv[1], 'w'); print(flush=True); time.sleep(600)",
+                            str(lock_file)], cwd=tmp_path, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "\n"
+        look = ("from pathlib import Path; from git_fleet.processes import held_open; import sys; "
+                "print(held_open(Path(sys.argv[1])))")
+        seen = sandbox.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", look,
+                            str(lock_file)], cwd=tmp_path, env={"PYTHONPATH": str(Path(__file__).parent.parent)})
+        assert seen.out.strip() == "None", seen
+        assert sandbox.run([sys.executable, "-c", look, str(lock_file)], cwd=tmp_path).out.strip() == "True"
+    finally:
+        sandbox.kill_group(holder)
+        shutil.rmtree(shared)
