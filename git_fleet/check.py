@@ -25,8 +25,9 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .config import Config
+    from .zones import Zone
 
-CACHE_VERSION = 9
+CACHE_VERSION = 10
 CONFIG_NAME = ".gitfleet.toml"
 STATUS_WORDS = {"A": "added", "M": "modified", "D": "deleted", "T": "changed type of", "C": "copied to",
                 "U": "unmerged", "R": "renamed"}
@@ -137,7 +138,7 @@ def protected_paths(common_dir: str, hooks_path: str | None = None) -> list[str]
     return paths
 
 
-def rules_of(zone: Any) -> list[list[Any]]:
+def rules_of(zone: Zone) -> list[list[Any]]:
     """A zones.Zone as the cache stores it: [kind, text, include] per pattern, in order."""
     return [[*(p.literal or ("re", p.regex)), p.include] for p in zone.patterns]
 

@@ -170,11 +170,13 @@ def _wild(p: str, pathname: bool, ignore_case: bool = False) -> str:
                 j += 1
             double = j - i >= 2
             at_start = i == 0 or p[i - 1] == "/" or i == literal
-            at_end = j == n or p[j] == "/"
+            slash = 1 if p.startswith("/", j) else 2 if p.startswith("\\/", j) else 0  # (wildmatch reads an escaped slash as one)
+            at_end = j == n or slash > 0
             if pathname and double and at_start and at_end:
-                if j < n:  # "**/": zero or more directories
-                    out.append("(?:.*/)?")
-                    j += 1
+                # "**/": zero or more directories; "**" and an escaped slash: one or more (no shortcut for none)
+                if j < n:
+                    out.append("(?:.*/)?" if slash == 1 else ".*/")
+                    j += slash
                 else:  # trailing "**": everything
                     out.append(".*")
             else:

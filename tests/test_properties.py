@@ -135,6 +135,15 @@ def test_a_double_star_right_after_a_literal_prefix_is_any_directories_as_in_git
     assert Zone([pattern]).owns(path)
 
 
+@pytest.mark.parametrize("pattern", ["a/**\\/b", "a**\\/b", "**\\/b"])
+def test_a_double_star_before_an_escaped_slash_is_read_as_git_reads_it(tmp_path: Path, pattern: str) -> None:
+    """wildmatch takes "\\/" for "/" after a '**' (any directories) but has no shortcut for none
+    there: "a/**\\/b" ignores a/x/b and a/x/y/b, not a/b."""
+    paths = ["a/b", "a/x/b", "a/x/y/b", "ab", "b", "x/b", "a/xb"]
+    theirs = git_ignored(scratch_repo(tmp_path), [pattern], paths, False)
+    assert {p for p in paths if Zone([pattern]).owns(p)} == {p for p in paths if theirs[p] is not None}
+
+
 # Where a zone with '!' and a .gitignore of the same lines part, by design: a zone's pattern
 # matches everything below a directory it matches, a '!' one too. README names one kind (a '!'
 # re-includes below a directory an earlier pattern matched, which .gitignore cannot: the first
