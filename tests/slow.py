@@ -15,7 +15,7 @@ from pathlib import Path
 
 THRESHOLD = 0.45
 HERE = Path(__file__).parent
-LINE = re.compile(r"([\d.]+)s (?:call|setup|teardown)\s+(tests/\S+)")
+LINE = re.compile(r"^([\d.]+)s (?:call|setup|teardown)\s+(tests/.+?)\s*$", re.M)  # (ids may hold spaces)
 
 
 def main(argv: list[str]) -> int:

@@ -61,6 +61,7 @@ def test_every_test_listed_as_slow_is_still_there() -> None:
             continue
         path, _, name = line.partition("::")
         source = ROOT / path
-        if not source.is_file() or f"def {name.split('[')[0]}(" not in source.read_text():
+        cut = "[" in name and not name.endswith("]")  # an id read only up to a space in its parameters
+        if cut or not source.is_file() or f"def {name.split('[')[0]}(" not in source.read_text():
             gone.append(line)
     assert not gone, "listed as slow, but no such test (run tests/slow.py again):\n" + "\n".join(gone)
