@@ -96,3 +96,20 @@ def test_a_bug_in_a_directory_whose_name_is_not_utf8_is_still_logged(fleet_repo:
     res = sb.run(["git", "fleet-list"], cwd=Path(os.fsdecode(odd)), env=CRASH, ok=False)
     assert res.code == 3 and "Traceback" not in res.out + res.err, res
     assert "d\\udcff" in logged(res.err).read_text() or "d\\xff" in logged(res.err).read_text()
+
+
+def test_where_no_log_can_be_written_the_line_says_so(sandbox: Sandbox, tmp_path: Path) -> None:
+    state = tmp_path / "state-is-a-file"
+    state.write_text("not a directory\n")
+    res = sandbox.run(["git", "fleet-list"], cwd=tmp_path, env={**CRASH, "XDG_STATE_HOME": str(state)}, ok=False)
+    assert res.code == 3 and "Traceback" not in res.out + res.err, res
+    assert "hint: its traceback could not be written anywhere; please report it" in res.err, res
+
+
+def test_a_bug_in_a_directory_removed_under_the_shell_is_logged_with_that_said(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    gone = sb.repo / "gone"
+    gone.mkdir()
+    res = sb.run(["sh", "-c", f"cd {gone} && rmdir {gone} && git fleet-status"], env=CRASH, ok=False)
+    assert res.code == 3 and "Traceback" not in res.out + res.err, res
+    assert "cwd: (cannot be read: No such file or directory)" in logged(res.err).read_text()
