@@ -10,7 +10,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import durable
 from .config import Agent
@@ -18,10 +18,11 @@ from .errors import FleetError, UsageError
 from .files import ignored_dir
 
 if TYPE_CHECKING:
+    from .bus.specs import Task
     from .fleet import Fleet
 
 
-def claimed_tasks(fleet: Fleet, agent: Agent) -> list[Any]:
+def claimed_tasks(fleet: Fleet, agent: Agent) -> list[Task]:
     """The tasks whose live claim is the agent's: claimed, or with a spec broken by hand since
     (the claim is the truth; its holder goes on with it and may finish it)."""
     now = time.time()

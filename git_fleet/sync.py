@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import lost_journal, moves, runner
 from .config import Agent, Config
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .fleet import Fleet
 
 
-def sync(fleet: Fleet, names: Sequence[str]) -> list[Any]:
+def sync(fleet: Fleet, names: Sequence[str]) -> list[SyncResult]:
     """Bring the base into the named agents' branches (all by default); see sync_one."""
     with fleet.editing():
         lost_journal.refuse_unreadable(fleet.repo, fleet.config.base)

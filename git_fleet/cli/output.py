@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from ..fleet import Fleet, Report
 from . import note, paint, warn
+
+if TYPE_CHECKING:
+    from ..doctor import Item
 
 
 def load(changes: str | None = None) -> Fleet:
@@ -63,7 +66,7 @@ def age(stamp: int | None) -> str:
     return f"{secs} s ago"
 
 
-def print_checks(items: list[Any]) -> None:
+def print_checks(items: list[Item]) -> None:
     """The doctor's checklist (doctor.Item), one check a line with its problems and fixes below."""
     for i in items:
         status = {"ok": paint("ok  ", "32"), "warning": paint("warn", "33"), "failure": paint("FAIL", "1;31")}[i.level]
