@@ -336,8 +336,8 @@ def _locks(fleet: Fleet) -> Item:
                  f"if no git process is running in this repository: rm {_q(lock_file)}")
     lost = lost_journal.unreadable(fleet.repo)
     if lost is not None:
-        item.bad(f"the journal of an interrupted checkpoint merge or sync, {lost[0]}, cannot be read ({lost[1]}): "
-                 "merge, sync and checkpoint refuse until it is dealt with", lost_journal.hint(fleet.config.base))
+        item.bad(f"{lost_journal.headline(*lost)}: merge, sync and checkpoint refuse until it is dealt with",
+                 lost_journal.hint(fleet.config.base))
         item.info += lost_journal.move_state(fleet.repo, fleet.config.base)
     elif moves.pending(fleet.repo) is not None:
         item.bad("a checkpoint merge or sync was interrupted and is not finished",

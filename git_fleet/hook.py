@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import check, crash_log, pause
+from . import check, pause
 from .errors import INTERNAL, FleetError, UsageError
 from .gateway import plumbing
 
@@ -294,6 +294,8 @@ def main() -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 (a bug: one plain line (the traceback goes to a log), and the commit is refused
+        from . import crash_log  # (only when a bug happened: not on every commit's path)
+
         print("\n".join(crash_log.report("git fleet-check " + " ".join(sys.argv[1:]), e)), file=sys.stderr)
         return INTERNAL
 

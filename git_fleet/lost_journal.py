@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .errors import FleetError
 from .gateway.repo import Repo
-from .moves import MARK, Move, clear_index_locks, pending, why_unreadable
+from .moves import MARK, clear_index_locks, pending, read_journal
 
 
 def unreadable(repo: Repo) -> tuple[Path, str] | None:
@@ -19,11 +19,8 @@ def unreadable(repo: Repo) -> tuple[Path, str] | None:
     path = pending(repo)
     if path is None:
         return None
-    try:
-        Move.from_json(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return path, why_unreadable(e)
-    return None
+    move = read_journal(path)
+    return (path, move) if isinstance(move, str) else None
 
 
 def refuse_unreadable(repo: Repo, base: str) -> None:
@@ -33,10 +30,12 @@ def refuse_unreadable(repo: Repo, base: str) -> None:
     found = unreadable(repo)
     if found is None:
         return
-    path, why = found
-    lines = [f"the journal of an interrupted checkpoint merge or sync, {path}, cannot be read ({why}); "
-             "nothing was changed"] + [f"  {line}" for line in move_state(repo, base)]
+    lines = [f"{headline(*found)}; nothing was changed"] + [f"  {line}" for line in move_state(repo, base)]
     raise FleetError("\n".join(lines), hint(base).replace(", then:", ",\nthen:"))
+
+
+def headline(path: Path, why: str) -> str:
+    return f"the journal of an interrupted checkpoint merge or sync, {path}, cannot be read ({why})"
 
 
 def hint(base: str) -> str:

@@ -44,7 +44,6 @@ JOURNAL = "move-journal"
 MARK = "git-fleet: "  # the start of what our index.lock holds
 OLD_JOURNAL = "merge-journal"  # (what an earlier git-fleet called it, for checkpoint merges only)
 LOG = "checkpoints.log"
-UNREADABLE = "move of a branch"  # what _what says of a journal it cannot read
 
 
 @dataclass(frozen=True)
@@ -270,7 +269,7 @@ def recover(repo: Repo, orchestrator: bool) -> list[str]:
         return []
     with lock.attempt(repo.common_dir) as free:
         if not free:
-            return [f"a {_what(path)} is in progress ({lock.holder(repo.common_dir) or 'another command'})"] \
+            return [f"a {_what(read_journal(path))} is in progress ({lock.holder(repo.common_dir) or 'another command'})"] \
                 if path is not None else []
         if leftovers:
             repo.clean_scratch()
@@ -279,20 +278,29 @@ def recover(repo: Repo, orchestrator: bool) -> list[str]:
         if path is None:
             return []
         if not orchestrator:
-            if _what(path) == UNREADABLE:
+            move = read_journal(path)
+            if isinstance(move, str):
                 return [f"the journal of an interrupted move, {path}, cannot be read; merges and syncs wait until it is "
                         f"dealt with (git fleet-doctor in the main worktree, {repo.main_worktree})"]
-            return [f"a {_what(path)} was interrupted; the next git fleet command in the main worktree "
+            return [f"a {_what(move)} was interrupted; the next git fleet command in the main worktree "
                     f"({repo.main_worktree}) finishes it"]
         return recover_held(repo)
 
 
-def _what(path: Path) -> str:
+def read_journal(path: Path) -> Move | str:
+    """The move a journal records, or why it cannot be read (it is never guessed at)."""
     try:
-        move = Move.from_json(path.read_text(encoding="utf-8"))
-        return f"{'checkpoint merge into' if move.what == 'merge' else 'sync of'} {move.branch}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return UNREADABLE
+        return Move.from_json(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        return e.strerror or str(e)
+    except (ValueError, KeyError, TypeError) as e:
+        return f"{type(e).__name__}: {e}"
+
+
+def _what(move: Move | str) -> str:
+    if isinstance(move, str):
+        return "move of a branch"
+    return f"{'checkpoint merge into' if move.what == 'merge' else 'sync of'} {move.branch}"
 
 
 def recover_held(repo: Repo) -> list[str]:
@@ -300,11 +308,10 @@ def recover_held(repo: Repo) -> list[str]:
     path = pending(repo)
     if path is None:
         return []
-    try:
-        move = Move.from_json(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        # never guessed at: the journal stays, moves are refused (refuse_unreadable), the rest works
-        return [f"the journal of an interrupted move, {path}, cannot be read ({why_unreadable(e)}); nothing moves a branch "
+    move = read_journal(path)
+    if isinstance(move, str):
+        # never guessed at: the journal stays, moves are refused (lost_journal), the rest works
+        return [f"the journal of an interrupted move, {path}, cannot be read ({move}); nothing moves a branch "
                 "until it is dealt with (see git fleet-doctor)"]
     if path.name != JOURNAL:
         os.replace(path, journal(repo))
@@ -314,13 +321,9 @@ def recover_held(repo: Repo) -> list[str]:
     except Settled as e:
         said = [e.message] + ([e.hint] if e.hint else [])
     except FleetError as e:  # someone else's index.lock, say: the journal stays, the next command tries again
-        return [f"an interrupted {_what(journal(repo))} cannot be finished yet: {e.message}"] + ([e.hint] if e.hint else [])
+        return [f"an interrupted {_what(move)} cannot be finished yet: {e.message}"] + ([e.hint] if e.hint else [])
     journal(repo).unlink(missing_ok=True)
     return said
-
-
-def why_unreadable(e: Exception) -> str:
-    return e.strerror or str(e) if isinstance(e, OSError) else f"{type(e).__name__}: {e}"
 
 
 def _recover(repo: Repo, move: Move) -> list[str]:

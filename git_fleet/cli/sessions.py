@@ -12,7 +12,7 @@ from . import command, completers, note, print_json, warn
 from .output import age, load, table
 
 
-def _finite(seconds: float | None) -> float | None:
+def _finite(_ctx: click.Context, _param: click.Parameter, seconds: float | None) -> float | None:
     """A stagger is a number of seconds: not nan (which every range lets through)."""
     if seconds is not None and seconds != seconds:
         raise click.BadParameter("nan is not a number of seconds", param_hint="'--stagger'")
@@ -25,7 +25,7 @@ def _sessions(changes: str | None = None) -> Sessions:
 
 @command()
 @click.argument("agents", nargs=-1, shell_complete=completers.agents)
-@click.option("--stagger", type=click.FloatRange(min=0, max=3600), callback=lambda _ctx, _param, v: _finite(v),
+@click.option("--stagger", type=click.FloatRange(min=0, max=3600), callback=_finite,
               metavar="SECONDS",
               help="Seconds between agents' starts (default: fleet.stagger).")
 @click.option("--layout", type=click.Choice(["windows", "tiled"]),
