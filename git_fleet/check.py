@@ -27,8 +27,11 @@ if TYPE_CHECKING:
     from .config import Config
     from .zones import Zone
 
-CACHE_VERSION = 10
+CACHE_VERSION = 11
 CONFIG_NAME = ".gitfleet.toml"
+# the agent CLIs' settings in a worktree hold the hooks that keep an agent in its zone (and can
+# switch them off): no agent changes them, at the edit or at the commit (agent_settings.py)
+CLI_SETTINGS = (".claude", ".gemini", ".codex")
 STATUS_WORDS = {"A": "added", "M": "modified", "D": "deleted", "T": "changed type of", "C": "copied to",
                 "U": "unmerged", "R": "renamed"}
 
@@ -127,8 +130,9 @@ def _from_data(data: dict[str, Any]) -> Compiled:
 
 
 def protected_paths(common_dir: str, hooks_path: str | None = None) -> list[str]:
-    """The fleet config, and the hooks directory where core.hooksPath puts it inside the checkout."""
-    paths = [CONFIG_NAME]
+    """The fleet config, the agent CLIs' settings, and the hooks directory where core.hooksPath
+    puts it inside the checkout."""
+    paths = [CONFIG_NAME, *CLI_SETTINGS]
     if hooks_path is None:
         hooks_path = plumbing.local_settings(common_dir)[0]
     if hooks_path and not os.path.isabs(os.path.expanduser(hooks_path)):
@@ -293,8 +297,9 @@ def unquote(text: str) -> str:
     return text[1:-1].encode("utf-8").decode("unicode_escape").encode("latin-1").decode("utf-8", "surrogateescape")
 
 
-def describe(agent: CompiledAgent, violations: Sequence[Violation], action: str) -> FleetError:
-    """One error for all violations: each path, whose it is, and what to do."""
+def describe(agent: CompiledAgent, violations: Sequence[Violation], action: str, edit: bool = False) -> FleetError:
+    """One error for all violations: each path, whose it is, and what to do (`edit`: refused
+    before the file was touched, by an agent CLI's hook)."""
     lines = [f"{action}: agent '{agent.name}' changed {len(violations)} path(s) outside its zone"]
     for v in violations:
         at = f"{v.commit[:12]}: " if v.commit else ""
@@ -302,6 +307,8 @@ def describe(agent: CompiledAgent, violations: Sequence[Violation], action: str)
             whose = "not a path git can check out: a tree made by hand"
         elif v.protected and v.path.lower() == CONFIG_NAME:
             whose = "the fleet's own configuration; only the orchestrator changes it"
+        elif v.protected and v.path.split("/", 1)[0].lower() in CLI_SETTINGS:
+            whose = "an agent CLI's settings, which hold the fleet's hooks; only the orchestrator changes them"
         elif v.protected:
             whose = "the repository's hooks; only the orchestrator changes them"
         elif v.owners:
@@ -310,7 +317,9 @@ def describe(agent: CompiledAgent, violations: Sequence[Violation], action: str)
             whose = "owned by no agent: the orchestrator's"
         lines.append(f"  {at}{v.what} {quote(v.path)}  ({whose})")
     hint = [f"zone of '{agent.name}': " + "  ".join(agent.zone)]
-    if any(v.commit is None for v in violations):
+    if edit:
+        hint.append("the file is unchanged; `git fleet-who PATH` says whose a path is")
+    elif any(v.commit is None for v in violations):
         hint.append("take a path out of this commit with `git restore --staged -- PATH` (the edit stays in the work tree)")
     else:
         hint.append("rewrite those commits without the paths (git rebase -i), then push again")

@@ -161,7 +161,12 @@ def _here_from_layout() -> tuple[str, str, str] | None:
     at the top of the worktree (gitrepository-layout(5)); None when anything is unusual."""
     if "GIT_DIR" in os.environ or "GIT_COMMON_DIR" in os.environ or "GIT_WORK_TREE" in os.environ:
         return None
-    top = os.getcwd()
+    return layout_at(os.getcwd())
+
+
+def layout_at(top: str) -> tuple[str, str, str] | None:
+    """(common dir, git dir, top) of the work tree whose top is `top`, read from its `.git`
+    without starting git; None when `top` has none, or anything is unusual."""
     dotgit = os.path.join(top, ".git")
     if os.path.isdir(dotgit):
         git_dir = dotgit
@@ -188,8 +193,13 @@ def here() -> Here:
             raise UsageError(f"not a git repository: {os.getcwd()}", "run this inside a repository")
         found = (lines[0], lines[1], lines[2] if len(lines) > 2 else None)  # type: ignore[assignment]
     common_dir, git_dir, top = found  # type: ignore[misc]
+    return Here(common_dir, git_dir, top, head_ref(git_dir))
+
+
+def head_ref(git_dir: str) -> str | None:
+    """The branch (full ref) a work tree has checked out, or is rebasing; None when detached."""
     head = read_file(os.path.join(git_dir, "HEAD")) or ""
-    return Here(common_dir, git_dir, top, head[5:] if head.startswith("ref: ") else rebasing(git_dir))
+    return head[5:] if head.startswith("ref: ") else rebasing(git_dir)
 
 
 def rebasing(git_dir: str) -> str | None:
@@ -352,3 +362,8 @@ def commits_touching(tips: Iterable[str], exclude: Iterable[str], cwd: str | os.
     """(commit, paths it changes, as `history` says) for each commit reachable from `tips` and not
     from `exclude`."""
     return [(c, paths) for c, (_parents, paths) in history(tips, exclude, cwd).items()]
+
+
+def is_tracked(worktree: str | os.PathLike[str], path: str) -> bool:
+    """Whether the worktree's index holds `path` (relative to the worktree)."""
+    return git(["ls-files", "--error-unmatch", "--", path], worktree, check=False).returncode == 0

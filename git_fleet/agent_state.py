@@ -1,0 +1,112 @@
+"""What each agent is doing, as its agent CLI's hooks report it: working (and on which tool),
+needs you (a permission prompt or a question), idle (its turn ended), exited; since when; its
+CLI's session id; and how many edits and commands were refused at the edit.
+
+Each agent has a directory of its own, `$GIT_COMMON_DIR/fleet/agents/NAME/`, with two logs that
+its hooks only append to, one line per event: `events` (JSON) and `refused`. A line is written
+with one write(2) on a file opened O_APPEND, so the hooks of one agent (which run in parallel for
+parallel tool calls) and of ten agents never lose a line or wait for each other, and no lock is
+taken. These are reports, not records recovery reads: they are not fsynced (durable.py is for
+those), and a report that cannot be written is dropped, never an agent held up by it. Readers
+take the last line they can parse from the end of the log.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from . import fastjson
+
+WORKING, NEEDS_YOU, IDLE, EXITED = "working", "needs you", "idle", "exited"
+STATES = (WORKING, NEEDS_YOU, IDLE, EXITED)
+LINE_MAX = 3000  # bytes: one write of at most this much is never interleaved with another's
+TAIL = 64 * 1024  # bytes of the log's end that a reader looks at
+
+
+def directory(common_dir: str, agent: str) -> str:
+    return os.path.join(common_dir, "fleet", "agents", agent)
+
+
+def _append(path: str, line: bytes) -> None:
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, flags, 0o644)
+        except OSError:
+            return  # a report dropped: the agent goes on
+    except OSError:
+        return
+    try:
+        os.write(fd, line)
+    except OSError:
+        pass  # (a full disk: the report is dropped, never the agent's tool call)
+    finally:
+        os.close(fd)
+
+
+def report(common_dir: str, agent: str, cli: str, event: str, state: str | None, session: str | None = None,
+           tool: str | None = None, message: str | None = None) -> None:
+    """Add one event to the agent's log (state None: an event that changes no state)."""
+    fields: dict[str, str | float | None] = {"t": round(time.time(), 3), "cli": cli, "event": event,
+                                             "state": state, "session": session, "tool": tool, "message": message}
+    line = fastjson.dumps_flat({k: v for k, v in fields.items() if v is not None})
+    if len(line) > LINE_MAX:
+        fields["message"] = (message or "")[: LINE_MAX // 8] + "..."  # (6 bytes a character at most)
+        line = fastjson.dumps_flat({k: v for k, v in fields.items() if v is not None})
+    _append(os.path.join(directory(common_dir, agent), "events"), line.encode() + b"\n")
+
+
+def refused(common_dir: str, agent: str, what: str) -> None:
+    """Count one edit or command refused at the edit (`what`: the first line of the refusal)."""
+    line = f"{time.time():.3f} {what}".replace("\n", " ")[:LINE_MAX]
+    _append(os.path.join(directory(common_dir, agent), "refused"), line.encode("utf-8", "surrogateescape") + b"\n")
+
+
+def _tail(path: str) -> list[bytes]:
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - TAIL))
+            data = fh.read()
+    except OSError:
+        return []
+    lines = data.split(b"\n")
+    return lines[1:] if size > TAIL else lines  # (the first may be cut)
+
+
+def read(common_dir: str, agent: str) -> dict[str, object] | None:
+    """The agent's last reported state: {state, since, tool, message, session, cli, event, at,
+    refused}; None when its hooks never reported."""
+    events = []
+    for raw in _tail(os.path.join(directory(common_dir, agent), "events")):
+        try:
+            event = fastjson.loads(raw) if raw.strip() else None
+        except (ValueError, UnicodeDecodeError):
+            continue  # a line cut short (a full disk): skipped
+        if isinstance(event, dict) and isinstance(event.get("t"), (int, float)):
+            events.append(event)
+    with_state = [e for e in events if e.get("state") in STATES]
+    if not with_state:
+        return None
+    last = with_state[-1]
+    since = last["t"]
+    for e in reversed(with_state):  # since when the state has held, as far as the log's end shows
+        if e["state"] != last["state"]:
+            break
+        since = e["t"]
+    session = next((e["session"] for e in reversed(events) if e.get("session")), None)
+    return {"state": last["state"], "since": since, "tool": last.get("tool"), "message": last.get("message"),
+            "session": session, "cli": last.get("cli"), "event": last.get("event"), "at": events[-1]["t"],
+            "refused": count_refused(common_dir, agent)}
+
+
+def count_refused(common_dir: str, agent: str) -> int:
+    try:
+        with open(os.path.join(directory(common_dir, agent), "refused"), "rb") as fh:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 16), b""))
+    except OSError:
+        return 0
