@@ -26,12 +26,12 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$src"
 
-mkdir -p "$PREFIX/bin" "$PREFIX/share/man/man1"
+mkdir -p "$PREFIX/bin" "$PREFIX/share/man/man1" "$PREFIX/share/man/man7"
 for exe in "$venv"/bin/git-fleet "$venv"/bin/git-fleet-*; do
     ln -sfn "$exe" "$PREFIX/bin/$(basename "$exe")"
 done
-for page in "$venv"/share/man/man1/git-fleet*.1; do
-    ln -sfn "$page" "$PREFIX/share/man/man1/$(basename "$page")"
+for page in "$venv"/share/man/man1/git-fleet*.1 "$venv"/share/man/man7/git-fleet*.7; do
+    ln -sfn "$page" "$PREFIX/share/man/man${page##*.}/$(basename "$page")"
 done
 "$venv/bin/python" -I -m git_fleet.cli.completion install "$PREFIX"
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import approval, brief, config, config_edit, durable, interrupted_add, ownership, templates, worktree_setup
+from . import agent_clis, approval, brief, config, config_edit, durable, interrupted_add, ownership, templates, worktree_setup
 from .config import Agent
 from .errors import FleetError, UsageError
 from .fleet import Fleet, Report
@@ -50,6 +50,7 @@ def _add(fleet: Fleet, name: str, zone: Sequence[str], *, branch: str | None, pa
     if name in cfg.agents and _adopted_as_asked(fleet, cfg.agents[name], zone, branch, path):
         report.notes.append(f"agent '{name}' was made by an interrupted `git fleet-add` and is now registered")
         brief.write_brief(fleet, cfg.agents[name])
+        agent_clis.install(fleet, cfg.agents[name])
         worktree_setup.set_up(fleet, cfg.agents[name], report)
         return cfg.agents[name], report
     if name in cfg.agents:
@@ -92,6 +93,7 @@ def _add(fleet: Fleet, name: str, zone: Sequence[str], *, branch: str | None, pa
 
     _make(fleet, agent, where, tip, base_commit, new_text)
     brief.write_brief(fleet, agent)
+    agent_clis.install(fleet, agent)
     made = (f"new branch {branch} from {base_ref} ({(base_commit or '')[:7]})" if tip is None
             else f"branch {branch} adopted as it is ({tip[:7]})")
     report.notes.append(f"added agent '{name}': {made}, worktree {where}")
@@ -197,6 +199,7 @@ def set_agent(fleet: Fleet, name: str, *, zone: Sequence[str] = (), allow_overla
         updated = dataclasses.replace(agent, **changes)
         fleet.save(config_edit.with_agent(fleet.config, fleet.text, updated))
         brief.write_brief(fleet, updated)
+        agent_clis.install(fleet, updated)
         return updated
 
 

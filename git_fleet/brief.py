@@ -93,6 +93,14 @@ def run(fleet: Fleet, name: str, argv: Sequence[str]) -> int:
         raise FleetError(f"command not found: {argv[0]}", "check the command, or your PATH") from None
 
 
+def rewrite_briefs(fleet: Fleet, names: Sequence[str] = ()) -> None:
+    """The briefs of the named agents (all if none) written again: their tasks changed. An agent
+    whose CLI has hooks is told at its next prompt or tool call (agent_brief.py)."""
+    for name in names or list(fleet.config.agents):
+        if name in fleet.config.agents:
+            write_brief(fleet, fleet.config.agents[name])
+
+
 def write_brief(fleet: Fleet, agent: Agent) -> Path | None:
     """.fleet/brief.md in the agent's worktree (ignored by git): its zone, branch, the bus and its
     claimed tasks, for an agent that reads its instructions from a file. None when the agent
@@ -113,10 +121,13 @@ def write_brief(fleet: Fleet, agent: Agent) -> Path | None:
     lines += ["", "A commit that touches anything else is rejected. `git fleet-who PATH` says who owns a path.",
               "Work for another agent's paths goes to that agent; anything else to the orchestrator.", "",
               "## Tasks", "", f"The task bus is {bus.root} (tasks/, results/, master_plan.md).", ""]
+    waiting = [t for t in bus.all() if t.status == "open" and t.agent == agent.name]
     if tasks:
         lines += [f"Claimed by you: {t.name} {t.title} ({t.path})" for t in tasks] + [""]
     else:
         lines += ["You hold no task now.", ""]
+    if waiting:
+        lines += [f"Added for you, to claim: {t.name} {t.title} ({t.path})" for t in waiting] + [""]
     lines += ["- `git fleet-task claim` takes the next task for you (`--wait` blocks until there is one);",
               "- `git fleet-task renew ID` while you work on it, so your lease does not lapse;",
               "- `git fleet-task done ID --result-file FILE` (or `fail ID --reason ...`) when you finish.", ""]

@@ -29,8 +29,9 @@ DEFAULT_WARN = 7
 DEFAULT_MAX = 10
 
 DEFAULT_MODEL = "sonnet"
-DEFAULT_COMMAND = "claude --name {session} --model {model}"
-DEFAULT_RESUME = "claude --resume {session}"
+DEFAULT_COMMAND = "claude --session-id {session_id} --name {session} --model {model}"
+DEFAULT_RESUME = "claude --resume {session_id}"
+LEGACY_RESUME = "claude --resume {session}"  # what git fleet-init wrote before {session_id}: a picker
 
 
 _DURATION = re.compile(r"\s*(\d+)\s*([smhd]?)\s*")
@@ -103,8 +104,8 @@ class Config:
     agents: Mapping[str, Agent] = field(default_factory=dict)
     checkpoints: Mapping[str, Checkpoint] = field(default_factory=dict)
     model: str = "sonnet"  # fleet-wide session defaults; each agent may set its own
-    command: str = "claude --name {session} --model {model}"
-    resume: str = "claude --resume {session}"
+    command: str = DEFAULT_COMMAND
+    resume: str = DEFAULT_RESUME
     stagger: int = 5  # seconds between agents' starts in git fleet-up (API rate limits)
     layout: str = "windows"  # git fleet-up: a tmux window per agent, or "tiled" panes in one window
     setup_copy: tuple[str, ...] = ()  # ignored files copied from the main worktree into a new worktree
@@ -255,7 +256,7 @@ def _fleet_table(r: _Reader, fleet: dict[str, Any]) -> dict[str, Any]:
         raise r.fail(("fleet",), "layout", f"'fleet.layout' must be \"windows\" or \"tiled\", not {layout!r}")
     defaults = {"model": r.take(fleet, ("fleet",), "model", str, DEFAULT_MODEL),
                 "command": r.take(fleet, ("fleet",), "command", str, DEFAULT_COMMAND),
-                "resume": r.take(fleet, ("fleet",), "resume", str, DEFAULT_RESUME)}
+                "resume": r.take(fleet, ("fleet",), "resume", str, DEFAULT_RESUME).replace(LEGACY_RESUME, DEFAULT_RESUME)}
     for key in ("command", "resume"):
         bad = unknown_placeholder(defaults[key])
         if bad:

@@ -33,11 +33,13 @@ worktree = "../{{repo}}-{{agent}}"
 warn_agents = 7
 max_agents = 10
 # How agents' sessions start (git fleet-up, fleet-run); each agent may set its own session,
-# model, command, resume and env. Placeholders: {{agent}} {{session}} {{model}} {{worktree}}
-# {{branch}} {{zone}} {{task}} {{port}}, filled in shell-quoted. Presets for other CLIs: git help fleet-set.
+# model, command, resume and env. Placeholders: {{agent}} {{session}} {{session_id}} {{model}}
+# {{worktree}} {{branch}} {{zone}} {{task}} {{port}}, filled in shell-quoted; {{session_id}} is the
+# agent CLI's own session id (a new one to start with, the one its hooks reported to resume).
+# Presets for other CLIs: git help fleet-set.
 model = "sonnet"
-command = "claude --name {{session}} --model {{model}}"
-resume = "claude --resume {{session}}"
+command = "claude --session-id {{session_id}} --name {{session}} --model {{model}}"
+resume = "claude --resume {{session_id}}"
 # Seconds between agents' starts in `git fleet-up`, against API rate limits.
 stagger = 5
 # How `git fleet-up` shows agents: "windows" (a tmux window each) or "tiled" (panes in one window).

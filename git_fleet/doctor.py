@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import agents, brief, hook_install, lost_journal, moves, ownership
+from . import agent_clis, agents, brief, hook_install, lost_journal, moves, ownership
 from .errors import FleetError
 from .gateway import plumbing
 from .gateway.plumbing import git
@@ -61,8 +61,8 @@ def _q(path: Path | str) -> str:
 
 
 def diagnose(fleet: Fleet, fix: bool = False) -> list[Item]:
-    return [_config(fleet), _worktrees(fleet, fix), _zones(fleet), _hooks(fleet, fix), _sessions(fleet),
-            _bus(fleet), _checkpoints(fleet), _branches(fleet), _locks(fleet)]
+    return [_config(fleet), _worktrees(fleet, fix), _zones(fleet), _hooks(fleet, fix), _agent_hooks(fleet, fix),
+            _sessions(fleet), _bus(fleet), _checkpoints(fleet), _branches(fleet), _locks(fleet)]
 
 
 def _config(fleet: Fleet) -> Item:
@@ -198,6 +198,30 @@ def _hooks(fleet: Fleet, fix: bool) -> Item:
     elif broken:
         item.bad(f"hook(s) in {directory} from another git-fleet, or whose Python is gone: {', '.join(broken)}",
                  "git fleet-init")
+    return item
+
+
+def _agent_hooks(fleet: Fleet, fix: bool) -> Item:
+    """The agent CLIs' hooks in each worktree (the zone check at the edit, the agents' states),
+    Claude Code's trust of the repository, and CLIs that commit past the commit hook."""
+    item = Item("agent hooks")
+    agents_ = list(fleet.config.agents.values())
+    for agent in agents_:
+        found = agent_clis.problems(fleet, agent)
+        if found and fix:
+            agent_clis.install(fleet, agent)
+            item.fixed.append(f"reinstalled the agent CLIs' hooks of '{agent.name}'")
+            found = [p for p in agent_clis.problems(fleet, agent) if "disableAllHooks" in p]
+        for problem in found:
+            item.bad(problem, "remove disableAllHooks from it" if "disableAllHooks" in problem else "git fleet-doctor --fix")
+        command = agent_clis.command_of(fleet, agent)
+        if agent_clis.cli_of(command) == "aider" and "--git-commit-verify" not in command:
+            item.warn(f"agent '{agent.name}' runs aider, which commits with --no-verify unless told otherwise: "
+                      "its commits skip the zone check until the merge",
+                      f"git fleet-set {agent.name} --command '{command} --git-commit-verify'")
+    if agent_clis.untrusted(fleet, agents_):
+        item.warn(f"Claude Code does not trust {fleet.main} yet: each agent asks, and runs without the fleet's hooks "
+                  "until it is answered", "git fleet-up --trust (or run claude in the main worktree and accept)")
     return item
 
 

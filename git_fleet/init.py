@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import agents, approval, check, config, config_edit, hook_install
+from . import agent_clis, agents, approval, check, config, config_edit, hook_install
 from . import server as rules
 from .errors import FleetError, UsageError
 from .fleet import Fleet, Report
@@ -128,6 +128,8 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
     if repo.is_main_worktree():
         repo.record_main_worktree()
     if uninstall:
+        if fleet is not None:
+            agent_clis.uninstall(fleet)
         _merges_into_base(repo, fleet.config.base if fleet is not None else None, on=False)
         (repo.common_dir / approval.RECORD).unlink(missing_ok=True)  # (no fleet to hold merges to)
         return InitResult(main / config.CONFIG_NAME, False, hook_install.uninstall(repo), report)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import agents
+from . import agent_settings, agents
 from .errors import FleetError
 from .gateway.plumbing import git, worktree_list
 
@@ -42,7 +42,7 @@ class Candidate:
     why: str  # why it can go: "merged", "merged (squashed)"
     tip: str
     # ignored files and directories that `git worktree remove` deletes with the worktree, unasked
-    # (build output, .env, node_modules); git-fleet's own .fleet/ is not counted
+    # (build output, .env, node_modules); git-fleet's own .fleet/ and hooks are not counted
     ignored: list[str] = field(default_factory=list)
 
     @property
@@ -98,7 +98,8 @@ def prunable(fleet: Fleet) -> tuple[list[Candidate], list[tuple[str, str]], list
             if dirty:
                 kept.append((agent.name, f"uncommitted or untracked work: {some(dirty)}"))
                 continue
-            ignored = [p for code, p in entries if code == "!!" and p.split("/", 1)[0] != ".fleet"]
+            ignored = [p for code, p in entries if code == "!!" and p.split("/", 1)[0] != ".fleet"
+                       and not agent_settings.only_ours(where, p)]
         if agent.name in in_checkpoint:
             kept.append((agent.name, "named by a checkpoint in the config"))
             continue

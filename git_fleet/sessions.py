@@ -7,12 +7,13 @@ import hashlib
 import json
 import re
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import brief, durable, tmux
+from . import agent_clis, agent_state, brief, durable, tmux
 from .config import Agent
 from .errors import FleetError
 from .templates import expand
@@ -68,10 +69,27 @@ class Sessions:
         full = brief.environment(self.fleet, agent)
         return {k: v for k, v in full.items() if k.startswith("FLEET_") or k in dict(agent.env)}
 
-    def _command(self, agent: Agent, resume: bool) -> str:
+    def session_id(self, agent: Agent) -> str | None:
+        """The agent CLI's own id of the agent's session: the last its hooks reported (a /clear
+        starts another), else the one it was started with."""
+        reported = agent_state.read(str(self.fleet.repo.common_dir), agent.name)
+        if reported and reported.get("session"):
+            return str(reported["session"])
+        recorded = self._state().get(agent.name, {}).get("session_id")
+        return str(recorded) if recorded else None
+
+    def _command(self, agent: Agent, resume: bool) -> tuple[str, str, bool]:
+        """The command that starts (or resumes) the agent, the session id it runs with, and
+        whether it resumes: a resume that needs a {session_id} nobody reported starts afresh."""
         cfg = self.fleet.config
-        template = (agent.resume or cfg.resume) if resume else (agent.command or cfg.command)
-        return expand(template, brief.values(self.fleet, agent))
+        values = brief.values(self.fleet, agent)
+        template = agent.resume or cfg.resume
+        known = self.session_id(agent) if resume else None
+        if resume and (known or "{session_id}" not in template):
+            values["session_id"] = known or ""
+            return expand(template, values), values["session_id"], True
+        values["session_id"] = str(uuid.uuid4())
+        return expand(agent.command or cfg.command, values), values["session_id"], False
 
     def choose(self, names: Sequence[str], force: bool) -> tuple[list[Agent], str | None]:
         """The agents `up` starts, the named ones or all, and a warning when they are many (more
@@ -116,9 +134,8 @@ class Sessions:
                     tell(f"waiting {stagger:g} s before starting {agent.name} (stagger, against rate limits)")
                 time.sleep(stagger)  # against API rate limits
             first = False
-            resume = agent.name in state
             try:
-                self._launch(agent, pane, resume, layout)
+                resume = self._launch(agent, pane, agent.name in state, layout)
             except FleetError as e:
                 result.failed[agent.name] = FleetError(f"agent '{agent.name}': {e.message}", e.hint)
                 continue
@@ -150,16 +167,20 @@ class Sessions:
         if not tmux.has_session(self.name):
             tmux.new_session(self.name, ORCHESTRATOR, str(self.fleet.main))
 
-    def _launch(self, agent: Agent, pane: dict[str, Any] | None, resume: bool, layout: str) -> None:
-        """Run the agent's command (or its resume command) in its pane, made if missing."""
+    def _launch(self, agent: Agent, pane: dict[str, Any] | None, resume: bool, layout: str) -> bool:
+        """Run the agent's command (or its resume command) in its pane, made if missing; whether
+        it resumed."""
         where = str(brief.require_worktree(self.fleet, agent))
         brief.write_brief(self.fleet, agent)
-        command = self._command(agent, resume)
+        agent_clis.install(self.fleet, agent)  # (current: the Python or the package may have moved)
+        command, session_id, resumed = self._command(agent, resume)
         if pane is not None:
             tmux.respawn(pane["pane"], where, self._env(agent), command)
         else:
             tmux.new_pane(self.name, agent.name, where, self._env(agent), command, layout)
-        self._record(agent.name, started=time.time(), session=brief.values(self.fleet, agent)["session"])
+        self._record(agent.name, started=time.time(), session=brief.values(self.fleet, agent)["session"],
+                     session_id=session_id or None)
+        return resumed
 
     def ps(self) -> list[dict[str, Any]]:
         panes = tmux.panes(self.name)
@@ -170,9 +191,21 @@ class Sessions:
             live = bool(p and not p["dead"])
             since = state.get(agent.name, {}).get("started")
             values = brief.values(self.fleet, agent)
-            rows.append({"agent": agent.name, "running": live, "since": int(since) if since and live else None,
-                         "session": values["session"], "model": values["model"], "tmux": self.name,
-                         "window": p["window"] if p else None, "pane": p["pane"] if p else None})
+            reported = agent_state.read(str(self.fleet.repo.common_dir), agent.name)
+            row = {"agent": agent.name, "running": live, "since": int(since) if since and live else None,
+                   "session": values["session"], "model": values["model"], "tmux": self.name,
+                   "window": p["window"] if p else None, "pane": p["pane"] if p else None,
+                   "state": "running" if live else "stopped", "state_since": int(since) if since and live else None,
+                   "tool": None, "message": None, "session_id": state.get(agent.name, {}).get("session_id"),
+                   "refused": 0, "reported": False}
+            if reported is not None:
+                gone = not live and reported["state"] != agent_state.EXITED  # (its window closed, or killed)
+                row.update(state=agent_state.EXITED if gone else reported["state"],
+                           state_since=int(float(str(reported["since"]))) if not gone else row["state_since"],
+                           tool=reported["tool"], message=reported["message"],
+                           session_id=reported["session"] or row["session_id"], refused=reported["refused"],
+                           reported=True)
+            rows.append(row)
         return rows
 
     def show(self, pane: str | None = None) -> None:
@@ -213,12 +246,14 @@ class Sessions:
             tmux.kill_pane(panes[n]["pane"], panes[n]["window_id"])
         return stopped
 
-    def resume(self, agent: Agent, settle: float = 0.5) -> None:
+    def resume(self, agent: Agent, settle: float = 0.5) -> bool:
+        """Resume the agent's session; False when there was no session id to resume, and it started afresh."""
         brief.require_worktree(self.fleet, agent)
         self._ensure_session()
-        self._launch(agent, tmux.panes(self.name).get(agent.name), True, self.fleet.config.layout)
+        resumed = self._launch(agent, tmux.panes(self.name).get(agent.name), True, self.fleet.config.layout)
         for err in self._exited_at_once([agent.name], settle, "resume command").values():
             raise err
+        return resumed
 
     def close_if_idle(self) -> bool:
         """Close the fleet's tmux session once no agent is in it and the rest (the orchestrator's

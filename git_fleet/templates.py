@@ -7,7 +7,7 @@ import re
 import shlex
 
 WORKTREE_PLACEHOLDERS = ("repo", "agent")
-PLACEHOLDERS = ("agent", "session", "model", "worktree", "branch", "zone", "task", "port")
+PLACEHOLDERS = ("agent", "session", "session_id", "model", "worktree", "branch", "zone", "task", "port")
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 
 

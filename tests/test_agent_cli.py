@@ -12,8 +12,10 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,3 +184,169 @@ def test_the_model_server_answers_side_requests_without_using_its_script() -> No
     assert server.remaining == 0 and server.overrun == 1
     assert [r.turn for r in server.requests] == [None, None, None, None, 0, 1, None]
     assert [(r.turn, r.is_error, r.text) for r in server.tool_results()] == [(0, True, "no such file")]
+
+
+def _read_then(tool: str, target: Path, **input: str) -> list[Turn]:
+    """A Read of the file first (Claude Code refuses a Write or Edit of an existing file it has
+    not read in the session), then the tool call."""
+    return [ToolUse("Read", {"file_path": str(target)}), ToolUse(tool, {"file_path": str(target), **input})]
+
+
+def test_the_fleets_hook_refuses_edits_outside_the_zone_before_they_happen(fleet_repo: Sandbox, claude: Claude) -> None:
+    sb = fleet_repo
+    backend = sb.add_agent("backend", "src/backend/**")
+    web = sb.add_agent("web", "src/frontend/**")
+    app = backend / "src/frontend/app.js"
+    before = {p: p.read_text() for p in (app, web / "src/frontend/app.js", sb.repo / ".gitfleet.toml")}
+    script: list[Turn] = [
+        *_read_then("Edit", app, old_string="app()", new_string="hacked()"),              # another agent's path
+        ToolUse("Write", {"file_path": str(backend / "src/backend/../frontend/new.js"), "content": "x\n"}),  # through ..
+        *_read_then("Write", web / "src/frontend/app.js", content="x\n"),  # another agent's worktree
+        *_read_then("Write", sb.repo / ".gitfleet.toml", content="x\n"),  # the fleet's configuration
+        ToolUse("Write", {"file_path": str(backend / ".claude/settings.json"), "content": "{}\n"}),
+        ToolUse("Write", {"file_path": str(backend / "src/backend/new.py"), "content": "ok = 1\n"}),  # in its zone
+        Say("done"),
+    ]
+    with ModelServer(script) as server:
+        res = claude.run(server, "go", backend)
+    assert res.code == 0, str(res)
+    results = server.tool_results()
+    assert [r.is_error for r in results] == [False, True, True, False, True, False, True, True, False], results
+    for r in results:
+        print(r.text)
+    assert "owned by 'web'" in results[1].text and "zone of 'backend': src/backend/**" in results[1].text
+    assert "frontend/new.js" in results[2].text
+    assert "agent 'web''s worktree" in results[4].text
+    assert "main worktree" in results[6].text
+    assert "agent CLI's settings" in results[7].text
+    assert {p: p.read_text() for p in before} == before
+    assert not (backend / "src/frontend/new.js").exists() and not (backend / ".claude/settings.json").exists()
+    assert (backend / "src/backend/new.py").read_text() == "ok = 1\n"
+    assert sb.run(["git", "status", "--porcelain"], cwd=backend).out == "?? src/backend/new.py\n"
+
+
+def test_a_commit_past_the_hooks_is_refused_an_honest_one_lands_and_ps_tells_what_happened(
+        fleet_repo: Sandbox, claude: Claude) -> None:
+    sb = fleet_repo
+    backend = sb.add_agent("backend", "src/backend/**")
+    assert sb.git("status", "--porcelain", "--untracked-files=all", cwd=backend).out == ""  # the settings are ignored
+    script: list[Turn] = [
+        ToolUse("Write", {"file_path": str(backend / "src/backend/new.py"), "content": "ok = 1\n"}),
+        ToolUse("Bash", {"command": "git add -A && git commit --no-verify -qm sneaky", "description": "commit"}),
+        ToolUse("Bash", {"command": "git add -f .claude/settings.local.json src/backend/new.py && git commit -qm all",
+                         "description": "commit"}),
+        ToolUse("Bash", {"command": "git reset -q && git add src/backend/new.py && git commit -qm honest",
+                         "description": "commit"}),
+        Say("Committed."),
+    ]
+    with ModelServer(script) as server:
+        res = claude.run(server, "Add src/backend/new.py and commit it", backend)
+    assert res.code == 0, str(res)
+    results = server.tool_results()
+    assert [r.is_error for r in results] == [False, True, True, False], results
+    assert "--no-verify" in results[1].text and "zone check" in results[1].text
+    # the commit hook, not the edit gate, refuses the settings: `git add -f` is a shell command
+    assert "commit rejected" in results[2].text and ".claude/settings.local.json" in results[2].text
+    assert sb.git("log", "--format=%s", "fleet/backend", "-1").out.strip() == "honest"
+    assert sb.git("show", "--name-only", "--format=", "fleet/backend").out.split() == ["src/backend/new.py"]
+    assert sb.git("status", "--porcelain", "--untracked-files=all", cwd=backend).out == ""
+
+    # what the fleet knows of it: the session the CLI used, how it ended, one refusal at the edit
+    session = server.turns[0].headers.get("X-Claude-Code-Session-Id") or server.turns[0].headers.get(
+        "x-claude-code-session-id")
+    [row] = json.loads(sb.fleet("ps", "--json").out)
+    assert row["session_id"] == session and row["reported"], row
+    assert row["state"] == "exited" and row["refused"] == 1, row
+    events = [json.loads(line) for line in
+              (sb.repo / ".git/fleet/agents/backend/events").read_text().splitlines()]
+    seen = [(e["event"], e["state"]) for e in events]
+    assert seen[0] == ("SessionStart", "idle") and seen[-2:] == [("Stop", "idle"), ("SessionEnd", "exited")], seen
+    assert ("PreToolUse", "working") in seen and {e.get("tool") for e in events} >= {"Write", "Bash"}
+
+
+def test_a_new_session_is_told_its_brief(fleet_repo: Sandbox, claude: Claude) -> None:
+    sb = fleet_repo
+    backend = sb.add_agent("backend", "src/backend/**")
+    sb.fleet("task", "add", "Write the API", "--agent", "backend")
+    with ModelServer([Say("Read it.")]) as server:
+        res = claude.run(server, "What is your zone?", backend)
+    assert res.code == 0, str(res)
+    sent = json.dumps(server.turns[0].body)
+    assert "You are agent 'backend' of a git-fleet fleet" in sent
+    assert "src/backend/**" in sent and "Added for you, to claim: task-001 Write the API" in sent
+
+
+def _pane_text(tmux: str, target: str) -> str:
+    return subprocess.run([tmux, "capture-pane", "-p", "-t", target], capture_output=True, text=True).stdout
+
+
+def _until(check: Callable[[], object], what: str, timeout: float = 60) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.2)
+    pytest.fail(f"waited {timeout} s for {what}")
+
+
+def test_up_runs_claude_interactively_gated_trusted_once_and_resumes_the_exact_session(
+        fleet_repo: Sandbox, claude: Claude, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole practice in a real terminal: `git fleet-up --trust` starts Claude Code in tmux,
+    without a trust dialog (hooks run only in a trusted workspace), the agent's out-of-zone
+    Write is refused there, ps says it needs its person at a permission prompt and then that it
+    is idle, and after `down` the next `up` resumes exactly that session."""
+    tmux = shutil.which("tmux")
+    if tmux is None:
+        pytest.skip("tmux is not installed (.ci/run installs it)")
+    sb = fleet_repo
+    sock = tmp_path / "tmux"
+    sock.mkdir()
+    monkeypatch.setenv("TMUX_TMPDIR", str(sock))
+    monkeypatch.delenv("TMUX", raising=False)
+    home = Path(os.environ["HOME"])
+    key = "sk-ant-test-model-server"
+    (home / ".claude.json").write_text(json.dumps({  # a person who has used Claude Code, not in this repository
+        "hasCompletedOnboarding": True, "customApiKeyResponses": {"approved": [key[-20:]], "rejected": []}}))
+    backend = sb.add_agent("backend", "src/backend/**")
+    outside, inside = backend / "src/frontend/x.js", backend / "src/backend/x.py"
+    script: list[Turn] = [ToolUse("Write", {"file_path": str(outside), "content": "x\n"}),
+                          ToolUse("Write", {"file_path": str(inside), "content": "x = 1\n"}),
+                          Say("One refused, one written.")]
+    try:
+        with ModelServer(script) as server:
+            for name, value in {**server.env(), "DISABLE_AUTOUPDATER": "1"}.items():
+                monkeypatch.setenv(name, value)
+            assert "does not trust" in sb.fleet("doctor", ok=None).out + sb.fleet("doctor", ok=None).err
+            sb.fleet("up", "--detach", "--trust", "--stagger", "0")
+            target = json.loads(sb.fleet("ps", "--json").out)[0]["pane"]
+            _until(lambda: "for shortcuts" in _pane_text(tmux, target) or "? for" in _pane_text(tmux, target),
+                   "Claude Code's prompt (a trust dialog would stop it here)")
+            subprocess.run([tmux, "send-keys", "-t", target, "Write the two files", "Enter"], check=True)
+
+            def ps() -> dict[str, Any]:
+                return dict(json.loads(sb.fleet("ps", "--json").out)[0])
+
+            row = _until(lambda: (r := ps())["state"] == "needs you" and r, "the permission prompt for x.py")
+            assert "Write" in str(row), row  # which tool asks
+            print(sb.fleet("ps").out)  # (the README shows it)
+            assert not outside.exists() and not inside.exists()
+            subprocess.run([tmux, "send-keys", "-t", target, "Enter"], check=True)  # yes, once
+            _until(lambda: ps()["state"] == "idle", "the end of the agent's turn")
+            assert inside.read_text() == "x = 1\n" and not outside.exists()
+            results = server.tool_results()
+            assert results[0].is_error and "owned by no agent" in results[0].text, results[0]
+            row = ps()
+            started = json.loads((sb.repo / ".git/fleet/sessions.json").read_text())["backend"]["session_id"]
+            assert row["session_id"] == started and row["refused"] == 1, row
+            print(sb.fleet("ps").out)
+
+            sb.fleet("down", "--yes")
+            sb.fleet("up", "--detach", "--stagger", "0")
+            target = json.loads(sb.fleet("ps", "--json").out)[0]["pane"]
+            command = subprocess.run([tmux, "display", "-p", "-t", target, "#{pane_start_command}"],
+                                     capture_output=True, text=True).stdout
+            assert f"claude --resume {started}" in command, command
+            _until(lambda: "One refused, one written." in _pane_text(tmux, target), "the resumed conversation")
+    finally:
+        subprocess.run([tmux, "kill-server"], capture_output=True)

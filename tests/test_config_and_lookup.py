@@ -49,8 +49,8 @@ def test_init_writes_a_commented_config_and_is_safe_to_repeat(sandbox: Sandbox) 
     data = tomllib.loads(text)
     assert data["fleet"] == {"base": "trunk", "branch_prefix": "fleet/", "worktree": "../{repo}-{agent}",
                              "warn_agents": 7, "max_agents": 10, "union": [], "sync": "merge", "model": "sonnet",
-                             "command": "claude --name {session} --model {model}",
-                             "resume": "claude --resume {session}", "stagger": 5,
+                             "command": "claude --session-id {session_id} --name {session} --model {model}",
+                             "resume": "claude --resume {session_id}", "stagger": 5,
                              "layout": "windows"}
     assert text.count("\n#") >= 10
     cfg.write_text(text + "\n# my edit\n")

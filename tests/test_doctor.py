@@ -18,7 +18,8 @@ def healthy(fleet_repo: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     sb.add_agent("api", "src/backend/**")
     sb.add_agent("web", "src/frontend/**")
     cfg = sb.repo / ".gitfleet.toml"
-    cfg.write_text(cfg.read_text().replace('command = "claude --name {session} --model {model}"', 'command = "sh -c true"')
+    cfg.write_text(cfg.read_text().replace(
+        'command = "claude --session-id {session_id} --name {session} --model {model}"', 'command = "sh -c true"')
                    + '\n[checkpoints.phase-1]\nagents = ["api", "web"]\n')
     if shutil.which("tmux") is None:  # .ci/run installs it; elsewhere, a stand-in keeps the check green
         fake = tmp_path / "fakebin"

@@ -281,7 +281,7 @@ def install_completion(sb: Sandbox) -> None:
 
 def up_in_tmux(sb: Sandbox) -> None:
     cfg = sb.repo / ".gitfleet.toml"
-    cfg.write_text(cfg.read_text().replace('command = "claude --name {session} --model {model}"',
+    cfg.write_text(cfg.read_text().replace('command = "claude --session-id {session_id} --name {session} --model {model}"',
                                            'command = "exec sleep 600"'))
     sb.add_agent("web", "src/frontend/**")
     sb.monkeypatch.setenv("TMUX_TMPDIR", str(sb.root))

@@ -26,10 +26,10 @@ def tmux_fleet(fleet_repo: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("TMUX", raising=False)
     cfg = fleet_repo.repo / ".gitfleet.toml"
     cfg.write_text(cfg.read_text()
-                   .replace('command = "claude --name {session} --model {model}"',
+                   .replace('command = "claude --session-id {session_id} --name {session} --model {model}"',
                             'command = "echo started {agent} {session} {model} {branch} $FLEET_AGENT > .fleet/ran; '
                             'date +%s.%N > .fleet/at; exec sleep 600"')
-                   .replace('resume = "claude --resume {session}"',
+                   .replace('resume = "claude --resume {session_id}"',
                             'resume = "echo resumed {session} > .fleet/ran; exec sleep 600"'))
     fleet_repo.add_agent("api", "src/backend/**", extra=("--model", "opus"))
     fleet_repo.add_agent("web", "src/frontend/**")

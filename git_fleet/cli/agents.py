@@ -289,14 +289,18 @@ def set_(name: str, zones: tuple[str, ...], allow_overlap: bool, session: str | 
     """Change an agent's zone or session settings, with the same checks as git fleet-add.
 
     Command templates are run by sh, with these placeholders filled in, shell-quoted: {agent},
-    {session}, {model}, {worktree}, {branch}, {zone}, {task} (its claimed task), {port}. The
-    default is Claude Code: claude --name {session} --model {model}, resumed with
-    claude --resume {session}. Presets for other agent CLIs:
+    {session}, {session_id} (the agent CLI's own session id: a new one to start with, the one its
+    hooks reported to resume), {model}, {worktree}, {branch}, {zone}, {task} (its claimed task),
+    {port}. The default is Claude Code: claude --session-id {session_id} --name {session}
+    --model {model}, resumed with claude --resume {session_id}. Presets for other agent CLIs
+    (checked against their --help: Gemini CLI 0.61, Codex 0.171, Aider 0.86):
 
     \b
-      Codex:   --command 'codex --model {model}'      --resume 'codex resume --last'
-      Aider:   --command 'aider --model {model}'      --resume 'aider --model {model} --restore-chat-history'
-      Gemini:  --command 'gemini --model {model}'     --resume 'gemini --model {model}'
+      Gemini:  --command 'gemini --session-id {session_id} --model {model}'
+               --resume 'gemini --resume {session_id} --model {model}'
+      Codex:   --command 'codex --model {model}'  --resume 'codex resume {session_id}'
+      Aider:   --command 'aider --model {model} --git-commit-verify'
+               --resume 'aider --model {model} --git-commit-verify --restore-chat-history'
       Script:  --command './agent.sh {task}'
     """
     fleet_agents.set_agent(load(), name, zone=zones, allow_overlap=allow_overlap,

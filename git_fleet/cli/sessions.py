@@ -6,9 +6,10 @@ import sys
 
 import click
 
+from .. import agent_clis
 from ..errors import FleetError
 from ..sessions import Sessions
-from . import command, completers, note, print_json, warn
+from . import command, completers, hint, note, print_json, warn
 from .output import age, load, table
 
 
@@ -32,7 +33,10 @@ def _sessions(changes: str | None = None) -> Sessions:
               help="A tmux window per agent, or panes tiled in one window named fleet (default: fleet.layout).")
 @click.option("--detach", is_flag=True, help="Neither attach to the tmux session nor switch to it.")
 @click.option("--force", is_flag=True, help="Start more than max_agents agents.")
-def up(agents: tuple[str, ...], stagger: float | None, layout: str | None, detach: bool, force: bool) -> int:
+@click.option("--trust", is_flag=True,
+              help="Tell Claude Code the repository is trusted (as its dialog would), for every agent's worktree.")
+def up(agents: tuple[str, ...], stagger: float | None, layout: str | None, detach: bool, force: bool,
+       trust: bool) -> int:
     """Start the fleet in tmux: one window (or pane) per agent, plus the orchestrator's.
 
     Creates (or reuses) one tmux session for the repository, with an orchestrator window in the
@@ -46,11 +50,23 @@ def up(agents: tuple[str, ...], stagger: float | None, layout: str | None, detac
 
     Outside tmux it attaches, inside tmux it switches; --detach, or no terminal, does neither.
     tmux's own TMUX_TMPDIR chooses the server, so fleets can be kept apart.
+
+    Claude Code asks once per repository whether to trust it, and runs no hook (so no zone
+    check at the edit) until it is answered; every agent's worktree shares the main worktree's
+    answer. Where it was not given, up says so; --trust gives it (in ~/.claude.json, as
+    accepting the dialog in the main worktree would; undo it by setting hasTrustDialogAccepted
+    to false there).
     """
     s = _sessions("start agents")
     chosen, crowded = s.choose(agents, force)
     if crowded:
         warn(crowded)
+    if trust:
+        note(f"Claude Code trusts {s.fleet.main} and every agent's worktree of it ({agent_clis.trust(s.fleet)})")
+    elif agent_clis.untrusted(s.fleet, chosen):
+        warn(f"Claude Code has not been told to trust {s.fleet.main}: each agent will ask, and runs without "
+             "the fleet's hooks until it is answered")
+        hint("answer once for all: git fleet-up --trust (or run claude in the main worktree and accept)")
     # on a terminal, each start and each wait as it happens (a stagger of 20 s is long to sit through)
     result = s.up(chosen, s.fleet.config.stagger if stagger is None else stagger, layout,
                   tell=note if sys.stderr.isatty() else None)
@@ -67,15 +83,36 @@ def up(agents: tuple[str, ...], stagger: float | None, layout: str | None, detac
 @command()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 def ps(as_json: bool) -> int:
-    """Which agents are running in the fleet's tmux session, since when, their session name and model."""
+    """What each agent is doing, since when, and how many edits its hooks refused.
+
+    \b
+    States, as the agent CLI's hooks report them:
+      working    a prompt or a tool running (which tool)
+      needs you  a permission prompt or a question, with its message
+      idle       its turn ended: it waits for a prompt
+      exited     its session ended, or its window closed
+    An agent whose CLI has no hooks (or runs without them) shows running or stopped, from tmux.
+    --json adds its tmux pane, the CLI's session id, the session name and the last message.
+    """
     rows = _sessions().ps()
     if as_json:
         print_json(rows)
         return 0
-    table([["agent", "state", "since", "session", "model"]] +
-           [[r["agent"], "running" if r["running"] else "stopped", age(r["since"]) if r["since"] else "-",
-             r["session"], r["model"]] for r in rows])
+    table([["agent", "state", "since", "refused", "session id", "model"]] +
+          [[r["agent"], _state(r), age(r["state_since"]) if r["state_since"] else "-",
+            str(r["refused"]) if r["reported"] else "-", r["session_id"] or "-", r["model"]] for r in rows])
     return 0
+
+
+def _state(row: dict[str, object]) -> str:
+    """working (Write), needs you: MESSAGE, idle, exited; running/stopped where no hook reports."""
+    state = str(row["state"])
+    if row["tool"] and state == "working":
+        return f"working ({row['tool']})"
+    if row["message"] and state == "needs you":
+        message = str(row["message"])
+        return f"needs you: {message[:40]}{'...' if len(message) > 40 else ''}"
+    return state
 
 
 @command()
@@ -105,7 +142,9 @@ def down(agents: tuple[str, ...], yes: bool) -> int:
 def resume(agent: str) -> int:
     """Start an agent's resume command in its window (made if missing)."""
     s = _sessions("resume agents")
-    s.resume(s.fleet.config.agent(agent))
+    if not s.resume(s.fleet.config.agent(agent)):
+        warn(f"{agent}: no session id was recorded to resume, so it started afresh "
+             "(its agent CLI's hooks record one: git fleet-doctor)")
     return 0
 
 

@@ -10,6 +10,7 @@ from ..bus import Bus, Task, parse_id
 from ..config import parse_duration
 from ..errors import FleetError
 from ..files import read_input
+from ..fleet import Fleet
 from . import CONTEXT, FleetCommand, FleetGroup, command, completers, hint, print_json, warn
 from .output import load, table
 
@@ -62,6 +63,7 @@ def task_add(title: str, agent: str | None, body_file: str | None, depends: tupl
         fleet.config.agent(agent)
     t = fleet.bus().add(title, agent=agent, body=read_input(body_file), depends=[parse_id(d) for d in depends],
                         priority=priority)
+    brief.rewrite_briefs(fleet, [agent] if agent else [])
     click.echo(t.name)
     return 0
 
@@ -138,6 +140,7 @@ def task_claim(agent: str | None, lease: str | None, wait: bool, as_json: bool) 
                          "git fleet-task list shows what is open; --wait blocks until one can be claimed")
     if t is None:
         t = bus.claim_waiting(who, seconds)
+    brief.rewrite_briefs(fleet, [who])
     if as_json:
         print_json(t.as_dict())
     else:
@@ -149,9 +152,9 @@ holder_option = click.option("--agent", metavar="NAME", shell_complete=completer
                              help="Who holds it (default: $FLEET_AGENT, or this worktree's agent).")
 
 
-def _who_and_id(agent: str | None, id: str) -> tuple[Bus, str, int]:
+def _who_and_id(agent: str | None, id: str) -> tuple[Fleet, Bus, str, int]:
     fleet = load()
-    return fleet.bus(), brief.worker(fleet, agent), parse_id(id)
+    return fleet, fleet.bus(), brief.worker(fleet, agent), parse_id(id)
 
 
 def _spec_broken(t: Task, what: str) -> None:
@@ -168,7 +171,7 @@ def _spec_broken(t: Task, what: str) -> None:
 @click.option("--lease", metavar="DURATION", help="The new lease, from now (default: bus.lease).")
 def task_renew(id: str, agent: str | None, lease: str | None) -> int:
     """Extend the lease of a task this agent holds."""
-    bus, who, tid = _who_and_id(agent, id)
+    fleet, bus, who, tid = _who_and_id(agent, id)
     _spec_broken(bus.renew(tid, who, parse_duration(lease) if lease else None), "the lease is renewed all the same")
     return 0
 
@@ -178,7 +181,7 @@ def task_renew(id: str, agent: str | None, lease: str | None) -> int:
 @holder_option
 def task_release(id: str, agent: str | None) -> int:
     """Give a claimed task back, for anyone to claim again."""
-    bus, who, tid = _who_and_id(agent, id)
+    fleet, bus, who, tid = _who_and_id(agent, id)
     _spec_broken(bus.release(tid, who), "it is released all the same; no worker claims it until the spec is fixed")
     return 0
 
@@ -196,8 +199,9 @@ def task_done(id: str, agent: str | None, result_file: str | None) -> int:
     results/task-NNN-unrecorded-AGENT-K.md, never dropped. A spec broken by hand after the claim
     does not stop the holder: the result is recorded, with a warning naming the file and line.
     """
-    bus, who, tid = _who_and_id(agent, id)
+    fleet, bus, who, tid = _who_and_id(agent, id)
     t = bus.finish(tid, who, read_input(result_file) or "Done.")
+    brief.rewrite_briefs(fleet, [who])
     click.echo(str(t.result))
     _spec_broken(t, "the result is recorded all the same")
     return 0
@@ -210,8 +214,9 @@ def task_done(id: str, agent: str | None, result_file: str | None) -> int:
 def task_fail(id: str, reason: str, agent: str | None) -> int:
     """Give up on a task this agent holds: record it as failed, with the reason (kept aside, as
     with done, if it cannot be recorded)."""
-    bus, who, tid = _who_and_id(agent, id)
+    fleet, bus, who, tid = _who_and_id(agent, id)
     t = bus.finish(tid, who, reason, failed=True)
+    brief.rewrite_briefs(fleet, [who])
     click.echo(str(t.result))
     _spec_broken(t, "the failure is recorded all the same")
     return 0
