@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import os
 import shlex
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import agent_settings
+from . import agent_settings, agent_trust
 from .config import Agent
 from .gateway import plumbing
 
@@ -54,12 +55,16 @@ def install(fleet: Fleet, agent: Agent) -> list[Path]:
     agent_settings.exclude(fleet.repo.common_dir)
     written = []
     for target in targets(fleet, agent):
-        where = _home_of(fleet, target, where)
-        if plumbing.is_tracked(where, target.path.as_posix()):
-            fleet.tell([f"{target.path} is tracked in {where}: {target.cli}'s hooks are not installed there "
+        home = _home_of(fleet, target, where)
+        if plumbing.is_tracked(home, target.path.as_posix()):
+            fleet.tell([f"{target.path} is tracked in {home}: {target.cli}'s hooks are not installed there "
                         "(the commit hook still checks the zone)"])
             continue
-        written.append(agent_settings.install(where, target))
+        written.append(agent_settings.install(home, target))
+        if home != where:
+            # (Codex 0.171 loads a linked worktree's project hooks, from the main worktree, only
+            # where the worktree has a .codex/ of its own: an empty directory, which git never shows)
+            (where / target.path.parent).mkdir(exist_ok=True)
     return written
 
 
@@ -77,6 +82,8 @@ def uninstall(fleet: Fleet) -> list[Path]:
         where = fleet.locate(agent)
         if where is not None and where.is_dir():
             removed += filter(None, (agent_settings.uninstall(where, t) for t in agent_settings.TARGETS.values()))
+            with suppress(OSError):  # (only if empty: the directory install made for Codex, nothing of anyone's)
+                (where / agent_settings.CODEX.path.parent).rmdir()
     removed += filter(None, [agent_settings.uninstall(fleet.main, agent_settings.CODEX)])
     agent_settings.unexclude(fleet.repo.common_dir)
     return removed
@@ -89,13 +96,43 @@ def problems(fleet: Fleet, agent: Agent) -> list[str]:
     return [p for t in targets(fleet, agent) for p in agent_settings.problems(_home_of(fleet, t, where), t)]
 
 
-def trust(fleet: Fleet) -> Path:
-    """Claude Code told that the repository is trusted (agent_settings.trust); the file written."""
-    return agent_settings.trust(fleet.main)
+def _using(fleet: Fleet, agents: list[Agent], cli: str) -> list[Agent]:
+    return [a for a in agents if cli_of(command_of(fleet, a)) == cli]
 
 
-def untrusted(fleet: Fleet, agents: list[Agent]) -> bool:
-    """Whether Claude Code would ask to trust the agents' worktrees (and skip their hooks until
-    it is answered): some agent runs claude and the repository is not trusted."""
-    runs_claude = any(cli_of(command_of(fleet, a)) == "claude" for a in agents)
-    return runs_claude and agent_settings.trusted(fleet.main) is not True
+def _worktrees(fleet: Fleet, agents: list[Agent]) -> list[Path]:
+    return [w for a in agents if (w := fleet.locate(a)) is not None and w.is_dir()]
+
+
+def untrusted(fleet: Fleet, agents: list[Agent]) -> list[str]:
+    """Which of the agents' CLIs would not run the fleet's hooks for want of their person's
+    trust (agent_trust.py), each said in one line; [] when all would."""
+    found = []
+    if _using(fleet, agents, "claude") and not agent_trust.claude_trusts(fleet.main):
+        found.append(f"Claude Code does not trust {fleet.main} yet: each agent asks, and runs without the fleet's "
+                     "hooks until it is answered")
+    gemini = [w for w in _worktrees(fleet, _using(fleet, agents, "gemini")) if not agent_trust.gemini_trusts(w)]
+    if gemini:
+        found.append(f"Gemini CLI does not trust {', '.join(map(str, gemini))}: it skips the fleet's hooks there "
+                     "(and -p refuses to run)")
+    if _using(fleet, agents, "codex") and agent_trust.codex_untrusted(fleet.main):
+        found.append(f"Codex does not trust {fleet.main} or the fleet's hooks there: it skips them without a word")
+    return found
+
+
+def trust(fleet: Fleet, agents: list[Agent]) -> list[str]:
+    """Each CLI the agents run told that the fleet's worktrees and hooks are trusted, as its own
+    dialog would record it; what was done, one line each (and what is left to the person)."""
+    done = []
+    if _using(fleet, agents, "claude"):
+        done.append(f"Claude Code trusts {fleet.main} and every agent's worktree of it "
+                    f"({agent_trust.claude_trust(fleet.main)})")
+    gemini = _worktrees(fleet, _using(fleet, agents, "gemini"))
+    if gemini:
+        done.append(f"Gemini CLI trusts {len(gemini)} worktree(s) ({agent_trust.gemini_trust(gemini)})")
+    if _using(fleet, agents, "codex"):
+        path, conflicting = agent_trust.codex_trust(fleet.main)
+        done.append(f"Codex trusts {fleet.main} and the fleet's hooks there ({path})")
+        done += [f"warning: {path} has [{t}] set otherwise: change it there, or trust the hooks in codex's /hooks"
+                 for t in conflicting]
+    return done

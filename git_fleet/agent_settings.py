@@ -86,7 +86,7 @@ def _ours(entry: Any) -> bool:
     return isinstance(hooks, list) and any(isinstance(h, dict) and MARKER in str(h.get("command", "")) for h in hooks)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -120,7 +120,7 @@ def _without_ours(data: dict[str, Any]) -> dict[str, Any]:
 def install(worktree: Path, target: Target = CLAUDE) -> Path:
     """Our hooks in the worktree's settings file for `target`, the rest of it kept."""
     path = worktree / target.path
-    data = _without_ours(_read_json(path) or {})
+    data = _without_ours(read_json(path) or {})
     hooks = data.get("hooks", {})
     if not isinstance(hooks, dict):
         raise FleetError(f"{path}: its \"hooks\" is not an object", "fix it, then: git fleet-doctor --fix")
@@ -137,7 +137,7 @@ def uninstall(worktree: Path, target: Target = CLAUDE) -> Path | None:
     """Our hooks out of the worktree's settings; the file (and its directory) gone if nothing
     else is in it."""
     path = worktree / target.path
-    data = _read_json(path)
+    data = read_json(path)
     if data is None:
         return None
     rest = _without_ours(data)
@@ -162,7 +162,7 @@ def only_ours(worktree: Path, rel: str) -> bool:
     if rel not in {t.path.as_posix() for t in TARGETS.values()}:
         return False
     try:
-        data = _read_json(worktree / rel)
+        data = read_json(worktree / rel)
     except FleetError:
         return False
     return data is not None and data != {} and _without_ours(data) == {}
@@ -174,7 +174,7 @@ def problems(worktree: Path, target: Target = CLAUDE) -> list[str]:
     found = []
     path = worktree / target.path
     try:
-        data = _read_json(path)
+        data = read_json(path)
     except FleetError as e:
         return [e.message]
     if data is None:
@@ -195,7 +195,7 @@ def problems(worktree: Path, target: Target = CLAUDE) -> list[str]:
 
 def _read_json_quietly(path: Path) -> dict[str, Any]:
     try:
-        return _read_json(path) or {}
+        return read_json(path) or {}
     except FleetError:
         return {}
 
@@ -230,34 +230,3 @@ def unexclude(common_dir: Path) -> None:
     kept = [line for line in lines if line not in ours]
     if kept != lines:
         durable.replace(path, "\n".join(kept) + ("\n" if kept else ""))
-
-
-def trusted(main: Path, home: Path | None = None) -> bool | None:
-    """Whether Claude Code trusts the repository (and so every worktree of it: it keys trust by
-    the main worktree); None when it keeps no state here yet."""
-    state = (home or Path(os.path.expanduser("~"))) / ".claude.json"
-    data = _read_json_quietly(state)
-    if not data:
-        return None
-    projects = data.get("projects")
-    projects = projects if isinstance(projects, dict) else {}
-    here = main.resolve()
-    for place in (here, *here.parents):
-        entry = projects.get(str(place))
-        if isinstance(entry, dict) and entry.get("hasTrustDialogAccepted") is True:
-            return True
-    return False
-
-
-def trust(main: Path, home: Path | None = None) -> Path:
-    """Record in ~/.claude.json that the repository is trusted, as accepting Claude Code's dialog
-    in the main worktree would (and undone the same way: set it false there, or remove it)."""
-    state = (home or Path(os.path.expanduser("~"))) / ".claude.json"
-    data = _read_json(state) or {}
-    projects = data.setdefault("projects", {})
-    if not isinstance(projects, dict):
-        raise FleetError(f"{state}: its \"projects\" is not an object", "fix it, or run claude once in the main worktree")
-    entry = projects.setdefault(str(main.resolve()), {})
-    entry["hasTrustDialogAccepted"] = True
-    durable.replace(state, json.dumps(data, indent=2) + "\n", mode=0o600)
-    return state

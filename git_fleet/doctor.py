@@ -219,9 +219,8 @@ def _agent_hooks(fleet: Fleet, fix: bool) -> Item:
             item.warn(f"agent '{agent.name}' runs aider, which commits with --no-verify unless told otherwise: "
                       "its commits skip the zone check until the merge",
                       f"git fleet-set {agent.name} --command '{command} --git-commit-verify'")
-    if agent_clis.untrusted(fleet, agents_):
-        item.warn(f"Claude Code does not trust {fleet.main} yet: each agent asks, and runs without the fleet's hooks "
-                  "until it is answered", "git fleet-up --trust (or run claude in the main worktree and accept)")
+    for line in agent_clis.untrusted(fleet, agents_):
+        item.warn(line, "git fleet-up --trust (man git-fleet-agents)")
     return item
 
 

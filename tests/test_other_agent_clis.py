@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import threading
 import time
+import tomllib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from typing import Any, Self
 
 import pytest
 
+from git_fleet import agent_trust
 from helpers import Result, Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,7 +204,7 @@ def test_the_hooks_are_installed_where_each_cli_reads_them_and_git_ignores_them(
     # Claude Code's go into every agent's worktree; the main worktree gets none
     assert (gemini.worktree / ".claude/settings.local.json").is_file()
     assert not (sb.repo / GEMINI_SETTINGS).exists() and (sb.repo / CODEX_HOOKS).is_file()
-    assert not (codex.worktree / CODEX_HOOKS).exists()
+    assert not (codex.worktree / CODEX_HOOKS).exists() and (codex.worktree / ".codex").is_dir()  # (see agent_clis)
 
 
 def test_gemini_edits_outside_the_zone_are_refused_naming_the_path_and_its_owner(clis: TwoClis) -> None:
@@ -759,7 +761,7 @@ def test_the_installed_gemini_cli_is_the_version_ci_pins(gemini: RealCli) -> Non
 
 
 def test_gemini_cli_is_refused_edits_outside_the_zone_and_the_model_reads_why(gemini: RealCli) -> None:
-    """`gemini -p --yolo` in the agent's worktree, trusted through GEMINI_CLI_TRUST_WORKSPACE
+    """`gemini -p --yolo` in the agent's worktree, trusted as `git fleet-up --trust` trusts it
     (Gemini CLI reads a workspace's .gemini/settings.json, hooks and all, only in a trusted
     folder; without a trust, -p exits 55 at once): the fleet's BeforeTool hook refuses a
     write_file and a replace outside the zone and a commit past the hooks, and lets the
@@ -777,9 +779,11 @@ def test_gemini_cli_is_refused_edits_outside_the_zone_and_the_model_reads_why(ge
         {"name": "write_file", "args": {"file_path": "src/backend/new.py", "content": "ok = 1\n"}},
         "Done: one file added.",
     ]
+    assert not agent_trust.gemini_trusts(wt)
+    agent_trust.gemini_trust([wt])  # what `git fleet-up --trust` gives it, in ~/.gemini/trustedFolders.json
+    assert agent_trust.gemini_trusts(wt)
     with GeminiModel(script) as model:
-        env = {"GOOGLE_GEMINI_BASE_URL": model.url, "GEMINI_API_KEY": "test-key-for-the-scripted-model",
-               "GEMINI_CLI_TRUST_WORKSPACE": "true"}
+        env = {"GOOGLE_GEMINI_BASE_URL": model.url, "GEMINI_API_KEY": "test-key-for-the-scripted-model"}
         res = gemini.run(["-p", "add the files", "--yolo", "-m", "gemini-2.5-flash", "--session-id", session], wt, env)
 
     assert res.code == 0, str(res)
@@ -847,6 +851,22 @@ def codex_hook_trust(hooks_json: Path) -> str:
     return "\n".join(tables)
 
 
+def test_the_fleets_codex_trust_is_the_hash_codex_records(clis: TwoClis, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`git fleet-up --trust` writes for Codex exactly what this file's independent reading of
+    Codex's hashing (codex_hook_trust, which real Codex accepts) writes, once, and no more."""
+    monkeypatch.setenv("CODEX_HOME", str(tmp_path))
+    main = clis.codex.sb.repo
+    assert agent_trust.codex_untrusted(main)
+    path, conflicting = agent_trust.codex_trust(main)
+    assert conflicting == [] and agent_trust.codex_untrusted(main) == []
+    written = tomllib.loads(path.read_text())
+    assert written["hooks"] == tomllib.loads(codex_hook_trust(main / CODEX_HOOKS))["hooks"]
+    assert written["projects"] == {str(main): {"trust_level": "trusted"}}
+    before = path.read_text()
+    assert agent_trust.codex_trust(main) == (path, []) and path.read_text() == before  # once
+
+
 @pytest.fixture
 def codex(fleet_repo: Sandbox, hermetic: Path, monkeypatch: pytest.MonkeyPatch) -> RealCli:
     """The installed Codex with nothing of the caller's setup (its CODEX_HOME is the test's; run_codex
@@ -864,12 +884,16 @@ def run_codex(cli: RealCli, model: CodexModel, cwd: Path, trusted: list[Path]) -
     config = ['model = "gpt-5.5"', 'model_provider = "scripted"', "check_for_update_on_startup = false", "",
               "[model_providers.scripted]", 'name = "Scripted"', f'base_url = "{model.url}/v1"', 'wire_api = "responses"',
               ""]
-    for project in trusted:
-        config += [f'[projects."{project}"]', 'trust_level = "trusted"', ""]
-        if (project / CODEX_HOOKS).exists():
-            config.append(codex_hook_trust(project / CODEX_HOOKS))
     (home / "config.toml").write_text("\n".join(config))
     env = {"CODEX_HOME": str(home), "OPENAI_API_KEY": "test-key-for-the-scripted-model"}
+    saved = os.environ.get("CODEX_HOME")
+    os.environ["CODEX_HOME"] = str(home)  # the trust `git fleet-up --trust` gives, appended to that config
+    try:
+        for project in trusted:
+            assert agent_trust.codex_trust(project)[1] == []
+            assert agent_trust.codex_untrusted(project) == []
+    finally:
+        os.environ.pop("CODEX_HOME") if saved is None else os.environ.update(CODEX_HOME=saved)
     return cli.run(["exec", "-s", "workspace-write", "add the files"], cwd, env)
 
 
@@ -925,8 +949,6 @@ def _check_codex_run(sb: Sandbox, agent: HookedAgent, model: CodexModel, res: Re
     assert (row["session_id"], row["refused"]) == (session, 3)
 
 
-@pytest.mark.xfail(reason="open: with the hooks in the main worktree's .codex/ (where Codex 0.171 reads a linked "
-                          "worktree's), this run still applies the patch; the gate's payload tests hold")
 def test_codex_is_refused_edits_outside_the_zone_and_the_model_reads_why(codex: RealCli) -> None:
     """`codex exec -s workspace-write` in the agent's worktree, with the project and the hooks
     wherever git-fleet installed them trusted by hash in the test's CODEX_HOME (the trusted_hash

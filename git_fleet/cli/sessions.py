@@ -34,7 +34,7 @@ def _sessions(changes: str | None = None) -> Sessions:
 @click.option("--detach", is_flag=True, help="Neither attach to the tmux session nor switch to it.")
 @click.option("--force", is_flag=True, help="Start more than max_agents agents.")
 @click.option("--trust", is_flag=True,
-              help="Tell Claude Code the repository is trusted (as its dialog would), for every agent's worktree.")
+              help="Tell the agents' CLIs their worktrees and the fleet's hooks are trusted (as their dialogs would).")
 def up(agents: tuple[str, ...], stagger: float | None, layout: str | None, detach: bool, force: bool,
        trust: bool) -> int:
     """Start the fleet in tmux: one window (or pane) per agent, plus the orchestrator's.
@@ -51,22 +51,25 @@ def up(agents: tuple[str, ...], stagger: float | None, layout: str | None, detac
     Outside tmux it attaches, inside tmux it switches; --detach, or no terminal, does neither.
     tmux's own TMUX_TMPDIR chooses the server, so fleets can be kept apart.
 
-    Claude Code asks once per repository whether to trust it, and runs no hook (so no zone
-    check at the edit) until it is answered; every agent's worktree shares the main worktree's
-    answer. Where it was not given, up says so; --trust gives it (in ~/.claude.json, as
-    accepting the dialog in the main worktree would; undo it by setting hasTrustDialogAccepted
-    to false there).
+    An agent CLI runs no hook (so no zone check at the edit) where its person has not trusted
+    the workspace: Claude Code asks once per repository (every worktree shares the main
+    worktree's answer), Gemini CLI per folder, Codex per project and per hook. Where an answer
+    is missing, up says so; --trust gives them, in each CLI's own file, as its dialog would
+    (~/.claude.json, ~/.gemini/trustedFolders.json, ~/.codex/config.toml; undone there).
     """
     s = _sessions("start agents")
     chosen, crowded = s.choose(agents, force)
     if crowded:
         warn(crowded)
     if trust:
-        note(f"Claude Code trusts {s.fleet.main} and every agent's worktree of it ({agent_clis.trust(s.fleet)})")
-    elif agent_clis.untrusted(s.fleet, chosen):
-        warn(f"Claude Code has not been told to trust {s.fleet.main}: each agent will ask, and runs without "
-             "the fleet's hooks until it is answered")
-        hint("answer once for all: git fleet-up --trust (or run claude in the main worktree and accept)")
+        for line in agent_clis.trust(s.fleet, chosen):
+            (warn if line.startswith("warning: ") else note)(line.removeprefix("warning: "))
+    else:
+        untrusted = agent_clis.untrusted(s.fleet, chosen)
+        for line in untrusted:
+            warn(line)
+        if untrusted:
+            hint("answer for every agent at once: git fleet-up --trust (man git-fleet-agents)")
     # on a terminal, each start and each wait as it happens (a stagger of 20 s is long to sit through)
     result = s.up(chosen, s.fleet.config.stagger if stagger is None else stagger, layout,
                   tell=note if sys.stderr.isatty() else None)
