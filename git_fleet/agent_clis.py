@@ -10,7 +10,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import agent_settings, agent_trust
+from . import agent_settings, agent_state, agent_trust
 from .config import Agent
 from .gateway import plumbing
 
@@ -39,11 +39,30 @@ def command_of(fleet: Fleet, agent: Agent) -> str:
     return agent.command or fleet.config.command
 
 
+def anchor(fleet: Fleet) -> agent_settings.Fleet:
+    """What the hooks are installed for: the fleet's common dir and main worktree."""
+    return str(fleet.repo.common_dir), str(fleet.main)
+
+
 def targets(fleet: Fleet, agent: Agent) -> list[agent_settings.Target]:
     """The CLIs whose hooks go into the agent's worktree: Claude Code's always (a person may type
     `claude` in any worktree), Gemini CLI's and Codex's where the agent's command runs them."""
     cli = cli_of(command_of(fleet, agent))
     return [agent_settings.CLAUDE] + ([agent_settings.TARGETS[cli]] if cli in ("gemini", "codex") else [])
+
+
+def tidy(fleet: Fleet) -> None:
+    """Codex's hooks out of the main worktree once no agent runs codex (after rm, or a set of
+    another command): the fleet's hooks there serve Codex agents only."""
+    if not any(cli_of(command_of(fleet, a)) == "codex" for a in fleet.config.agents.values()):
+        agent_settings.uninstall(fleet.main, agent_settings.CODEX)
+
+
+def removed(fleet: Fleet, name: str) -> None:
+    """What the fleet kept for an agent's CLIs, gone with the agent (git fleet-rm): its reports
+    (a new agent of its name starts afresh), and Codex's hooks if no agent runs codex now."""
+    agent_state.forget(str(fleet.repo.common_dir), name)
+    tidy(fleet)
 
 
 def install(fleet: Fleet, agent: Agent) -> list[Path]:
@@ -60,7 +79,7 @@ def install(fleet: Fleet, agent: Agent) -> list[Path]:
             fleet.tell([f"{target.path} is tracked in {home}: {target.cli}'s hooks are not installed there "
                         "(the commit hook still checks the zone)"])
             continue
-        written.append(agent_settings.install(home, target))
+        written.append(agent_settings.install(home, target, anchor(fleet)))
         if home != where:
             # (Codex 0.171 loads a linked worktree's project hooks, from the main worktree, only
             # where the worktree has a .codex/ of its own: an empty directory, which git never shows)
@@ -93,7 +112,13 @@ def problems(fleet: Fleet, agent: Agent) -> list[str]:
     where = fleet.locate(agent)
     if where is None or not where.is_dir():
         return []
-    return [p for t in targets(fleet, agent) for p in agent_settings.problems(_home_of(fleet, t, where), t)]
+    found = []
+    for target in targets(fleet, agent):
+        home = _home_of(fleet, target, where)
+        if plumbing.is_tracked(home, target.path.as_posix()):
+            continue  # (never written: install says so, and the commit hook is the gate there)
+        found += agent_settings.problems(home, target, anchor(fleet))
+    return found
 
 
 def _using(fleet: Fleet, agents: list[Agent], cli: str) -> list[Agent]:
@@ -129,10 +154,12 @@ def trust(fleet: Fleet, agents: list[Agent]) -> list[str]:
                     f"({agent_trust.claude_trust(fleet.main)})")
     gemini = _worktrees(fleet, _using(fleet, agents, "gemini"))
     if gemini:
-        done.append(f"Gemini CLI trusts {len(gemini)} worktree(s) ({agent_trust.gemini_trust(gemini)})")
+        path, kept = agent_trust.gemini_trust(gemini)
+        done.append(f"Gemini CLI trusts {len(gemini) - len(kept)} worktree(s) ({path})")
+        done += [f"warning: {path} says DO_NOT_TRUST for {w}: left as it is" for w in kept]
     if _using(fleet, agents, "codex"):
         path, conflicting = agent_trust.codex_trust(fleet.main)
         done.append(f"Codex trusts {fleet.main} and the fleet's hooks there ({path})")
-        done += [f"warning: {path} has [{t}] set otherwise: change it there, or trust the hooks in codex's /hooks"
-                 for t in conflicting]
+        done += [f"warning: {path} cannot take [{t}] as it is: set it there by hand, or trust the hooks in codex's "
+                 "/hooks" for t in conflicting]
     return done

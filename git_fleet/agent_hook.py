@@ -91,11 +91,11 @@ def _payload() -> dict[str, Any]:
     return data
 
 
-def _place(cli: Cli, payload: dict[str, Any]) -> Place | None:
+def _place(cli: Cli, payload: dict[str, Any], fleet: tuple[str, str] | None) -> Place | None:
     from .edit_gate import Place  # (after the payload is read: a malformed one costs no zone loading)
 
     start = os.environ.get(cli.project_env) or payload.get("cwd") or os.getcwd()
-    return Place.find(str(start))
+    return Place.find(str(start), fleet)
 
 
 def _protected(place: Place) -> list[str]:
@@ -105,45 +105,69 @@ def _protected(place: Place) -> list[str]:
     common = place.common_dir
     home = os.path.expanduser("~")
     return [CONFIG_NAME, *CLI_SETTINGS, os.path.join(common, "hooks"), os.path.join(common, "config"),
-            ".git/hooks", ".git/config", *(os.path.join(home, s) for s in (".claude", ".gemini", ".codex")),
+            ".git", *(os.path.join(home, s) for s in (".claude", ".gemini", ".codex")),
             *(f"~/{s}" for s in (".claude", ".gemini", ".codex"))]
 
 
-def gate(cli: Cli, payload: dict[str, Any]) -> FleetError | None:
+def gate(cli: Cli, payload: dict[str, Any], fleet: tuple[str, str] | None = None) -> FleetError | None:
     """Why the tool call may not run; None if it may (and its event reported either way)."""
     tool = payload.get("tool_name")
     tool_input = payload.get("tool_input")
     tool_input = tool_input if isinstance(tool_input, dict) else {}
-    place = _place(cli, payload)
+    place = _place(cli, payload, fleet)
     if place is None:
         return None  # not an agent's worktree: nothing to keep it to
-    refusal = None
-    cwd = str(payload.get("cwd") or place.top)
-    if tool in cli.edits:
-        path = tool_input.get(cli.edits[tool])
-        if not isinstance(path, str) or not path:
-            refusal = FleetError(f"edit refused: {tool} names no file ({cli.edits[tool]} is missing)",
-                                 "name the file to write, inside your worktree")
-        else:
-            refusal = place.judge(path, cwd, "write to" if tool == "Write" else "edit of")
-    elif tool in cli.patches:
-        patch = tool_input.get("command") or tool_input.get("input") or ""
-        files = patched_files(patch if isinstance(patch, str) else "\n".join(map(str, patch)))
-        refusal = next(filter(None, (place.judge(f, cwd, "patch of") for f in files)), None)
-    elif tool in cli.shells:
-        command = tool_input.get(cli.shells[tool])
-        if isinstance(command, list):
-            command = " ".join(map(str, command))
-        if isinstance(command, str):
-            from . import shell_guard  # (shell commands only: an edit's check needs no `re` or `shlex`)
-
-            refusal = shell_guard.judge(command, _protected(place))
+    refusal = _judge_tool(cli, place, str(tool or ""), tool_input, str(payload.get("cwd") or place.top))
     event = str(payload.get("hook_event_name") or "PreToolUse")
     agent_state.report(place.common_dir, place.agent.name, cli.name, event, WORKING, _session(payload),
-                       tool=str(tool) if tool else None)
+                       tool=str(tool) if tool else None, use=_use(payload))
     if refusal is not None:
         agent_state.refused(place.common_dir, place.agent.name, refusal.message.split("\n", 1)[0])
     return refusal
+
+
+# a tool the table does not know (an MCP server's, say) is judged as an edit when its name says
+# it writes and its input names a path (a read of another agent's file is never refused)
+_WRITES = ("write", "edit", "create", "delete", "remove", "move", "rename", "patch", "replace", "insert", "append")
+_PATH_KEYS = ("file_path", "path", "notebook_path", "filename", "file", "target", "destination")
+
+
+def _judge_tool(cli: Cli, place: Place, tool: str, tool_input: dict[str, Any], cwd: str) -> FleetError | None:
+    if tool in cli.edits:
+        path = tool_input.get(cli.edits[tool])
+        if not isinstance(path, str) or not path:
+            return FleetError(f"edit refused: {tool} names no file ({cli.edits[tool]} is missing)",
+                              "name the file to write, inside your worktree")
+        return place.judge(path, cwd, "write to" if tool == "Write" else "edit of")
+    if tool in cli.patches:
+        patch = tool_input.get("command") or tool_input.get("input") or ""
+        files = patched_files(patch if isinstance(patch, str) else "\n".join(map(str, patch)))
+        return next(filter(None, (place.judge(f, cwd, "patch of") for f in files)), None)
+    if tool in cli.shells:
+        from . import shell_guard  # (shell commands only: an edit's check needs no `re` or `shlex`)
+
+        workdir = tool_input.get("workdir") or tool_input.get("dir_path")
+        if isinstance(workdir, str) and workdir:
+            real = os.path.realpath(os.path.join(cwd, workdir))
+            if not real.startswith(place.top + "/") and real != place.top and place.foreign(real) is not None:
+                return FleetError(f"command refused: it runs in {workdir}, where no agent writes",
+                                  "run it in your worktree")
+        command = tool_input.get(cli.shells[tool])
+        if isinstance(command, list):
+            import shlex  # (a command given as its words: Codex's shell tool)
+
+            command = shlex.join(map(str, command))
+        return shell_guard.judge(command, _protected(place)) if isinstance(command, str) else None
+    lowered = tool.lower()
+    if any(w in lowered for w in _WRITES):
+        paths = [v for k in _PATH_KEYS if isinstance(v := tool_input.get(k), str) and v]
+        return next(filter(None, (place.judge(p, cwd, "write to") for p in paths)), None)
+    return None
+
+
+def _use(payload: dict[str, Any]) -> str | None:
+    use = payload.get("tool_use_id")
+    return use if isinstance(use, str) and use else None
 
 
 def _session(payload: dict[str, Any]) -> str | None:
@@ -163,20 +187,21 @@ def _notification(payload: dict[str, Any]) -> str | None:
     return None
 
 
-def event(cli: Cli, payload: dict[str, Any]) -> str | None:
+def event(cli: Cli, payload: dict[str, Any], fleet: tuple[str, str] | None = None) -> str | None:
     """Report a lifecycle event; the text to add to the model's context, if any."""
     name = str(payload.get("hook_event_name") or "")
     if name not in cli.states:
         return None
-    place = _place(cli, payload)
+    place = _place(cli, payload, fleet)
     if place is None:
         return None
     state = cli.states[name] if cli.states[name] is not None else _notification(payload)
-    tool = payload.get("tool_name") if name == "PermissionRequest" else None
-    message = payload.get("message") or (f"permission to use {tool}" if tool else None) or payload.get("reason") \
-        or payload.get("error")
+    tool = payload.get("tool_name")
+    asks = f"permission to use {tool}" if tool and state == NEEDS_YOU else None
+    message = payload.get("message") or asks or payload.get("reason") or payload.get("error")
     agent_state.report(place.common_dir, place.agent.name, cli.name, name, state, _session(payload),
-                       tool=str(tool) if tool else None, message=str(message) if message else None)
+                       tool=str(tool) if tool else None, message=str(message) if message else None,
+                       use=_use(payload))
     if name in cli.context_events:
         from . import agent_brief  # (events that can add context only)
 
@@ -191,20 +216,21 @@ def _context_output(cli: Cli, event_name: str, text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] not in CLIS or args[1] not in ("gate", "event"):
-        print(f"error: usage: git_fleet.agent_hook {{{','.join(CLIS)}}} {{gate,event}} (not {' '.join(args)})",
-              file=sys.stderr)
+    if len(args) not in (2, 4) or args[0] not in CLIS or args[1] not in ("gate", "event"):
+        print(f"error: usage: git_fleet.agent_hook {{{','.join(CLIS)}}} {{gate,event}} [COMMON_DIR MAIN_WORKTREE] "
+              f"(not {' '.join(args)})", file=sys.stderr)
         return REFUSE
     cli, role = CLIS[args[0]], args[1]
+    fleet = (args[2], args[3]) if len(args) == 4 else None
     try:
         payload = _payload()
         if role == "gate":
-            refusal = gate(cli, payload)
+            refusal = gate(cli, payload, fleet)
             if refusal is not None:
                 print(refusal.render(), file=sys.stderr)
                 return REFUSE
             return 0
-        text = event(cli, payload)
+        text = event(cli, payload, fleet)
         if text:
             print(_context_output(cli, str(payload.get("hook_event_name")), text))
         return 0

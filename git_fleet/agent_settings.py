@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,10 @@ class Target:
     def excluded(self) -> str:
         return "/" + self.path.as_posix()
 
-    def hooks(self) -> dict[str, list[dict[str, Any]]]:
-        """Our entries in the file's `hooks`, by event."""
+    def hooks(self, fleet: Fleet) -> dict[str, list[dict[str, Any]]]:
+        """Our entries in the file's `hooks`, by event, for the fleet (common dir, main worktree)."""
         def entry(role: str, matcher: str | None = None) -> dict[str, Any]:
-            hook = {"type": "command", "command": hook_command(self.cli, role), "timeout": self.timeout}
+            hook = {"type": "command", "command": hook_command(self.cli, role, fleet), "timeout": self.timeout}
             return {**({"matcher": matcher} if matcher else {}), "hooks": [hook]}
 
         hooks = {self.gate_event: [entry("gate", "*")]}
@@ -66,24 +67,29 @@ TARGETS = {t.cli: t for t in (CLAUDE, GEMINI, CODEX)}
 CLAUDE_SETTINGS = CLAUDE.path
 
 
-def hook_command(cli: str, role: str) -> str:
+Fleet = tuple[str, str]  # the fleet a hook is installed for: its common dir and main worktree
+
+
+def hook_command(cli: str, role: str, fleet: Fleet) -> str:
     """The command a CLI runs: this Python, without its site start-up (-S) or the environment's
-    say (-I), running agent_hook_run.py; the gate under a timeout, and refusing when anything
-    fails (Claude Code lets a tool call through when a hook cannot run: exit 127, its timeout),
-    an event never failing the agent's turn (a Stop hook that exits 2 would keep it going)."""
+    say (-I), running agent_hook_run.py for the fleet; the gate under a timeout, and refusing
+    when anything fails (Claude Code lets a tool call through when a hook cannot run: exit 127,
+    its timeout), an event never failing the agent's turn (a Stop hook that exits 2 would keep
+    it going). Programs are named by their absolute paths: PATH is the agent's to change."""
     # (the interpreter itself, whichever of its names ran this: the hook needs no site, venv or not)
     python = os.path.realpath(sys.executable)
-    command = f"{shlex.quote(python)} -I -S {shlex.quote(str(RUNNER))} {cli} {role}"
+    command = shlex.join([python, "-I", "-S", str(RUNNER), cli, role, *fleet])
     if role == "gate":
+        timeout = shutil.which("timeout")
+        limit = f"{shlex.quote(os.path.realpath(timeout))} -k 1 {GATE_TIMEOUT} " if timeout else ""
         # (Gemini CLI and Codex let a tool call through on exit 2 with nothing on stderr)
-        return (f"timeout -k 1 {GATE_TIMEOUT} {command}; s=$?; case $s in 0|2) exit $s;; esac; "
+        return (f"{limit}{command}; s=$?; case $s in 0|2) exit $s;; esac; "
                 "echo \"error: the fleet's zone check failed (exit $s), so this tool call is refused\" >&2; exit 2")
     return f"{command} || true"
 
 
-def _ours(entry: Any) -> bool:
-    hooks = entry.get("hooks") if isinstance(entry, dict) else None
-    return isinstance(hooks, list) and any(isinstance(h, dict) and MARKER in str(h.get("command", "")) for h in hooks)
+def _ours(hook: Any) -> bool:
+    return isinstance(hook, dict) and MARKER in str(hook.get("command", ""))
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -105,35 +111,58 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _without_ours(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` without our hooks: each of ours taken out of its group (a person may have added a
+    hook of their own beside it), a group left empty dropped, an event left empty dropped."""
     hooks = data.get("hooks")
     if not isinstance(hooks, dict):
         return data
     kept = {}
-    for event, entries in hooks.items():
-        rest = [e for e in entries if not _ours(e)] if isinstance(entries, list) else entries
-        if rest != []:
+    for event, groups in hooks.items():
+        if not isinstance(groups, list):
+            kept[event] = groups
+            continue
+        rest = []
+        for group in groups:
+            inner = group.get("hooks") if isinstance(group, dict) else None
+            if isinstance(inner, list) and any(_ours(h) for h in inner):
+                group = {**group, "hooks": [h for h in inner if not _ours(h)]}
+                if not group["hooks"]:
+                    continue
+            rest.append(group)
+        if rest:
             kept[event] = rest
     out = {k: v for k, v in data.items() if k != "hooks"}
     return {**out, "hooks": kept} if kept else out
 
 
-def install(worktree: Path, target: Target = CLAUDE) -> Path:
+def _ours_in(group: Any) -> bool:
+    inner = group.get("hooks") if isinstance(group, dict) else None
+    return isinstance(inner, list) and any(_ours(h) for h in inner)
+
+
+def write_through(path: Path | str, text: str, mode: int | None = None) -> None:
+    """Replace a file's contents, following a symlink to it (a person's dotfiles) rather than
+    putting a file in the link's place."""
+    durable.replace(os.path.realpath(path), text, mode=mode)
+
+
+def install(worktree: Path, target: Target, fleet: Fleet) -> Path:
     """Our hooks in the worktree's settings file for `target`, the rest of it kept."""
     path = worktree / target.path
     data = _without_ours(read_json(path) or {})
     hooks = data.get("hooks", {})
     if not isinstance(hooks, dict):
         raise FleetError(f"{path}: its \"hooks\" is not an object", "fix it, then: git fleet-doctor --fix")
-    for event, entries in target.hooks().items():
+    for event, entries in target.hooks(fleet).items():
         existing = hooks.get(event, [])
         hooks[event] = (existing if isinstance(existing, list) else [existing]) + entries
     data["hooks"] = hooks
     path.parent.mkdir(exist_ok=True)
-    durable.replace(path, json.dumps(data, indent=2) + "\n")
+    write_through(path, json.dumps(data, indent=2) + "\n")
     return path
 
 
-def uninstall(worktree: Path, target: Target = CLAUDE) -> Path | None:
+def uninstall(worktree: Path, target: Target) -> Path | None:
     """Our hooks out of the worktree's settings; the file (and its directory) gone if nothing
     else is in it."""
     path = worktree / target.path
@@ -144,7 +173,7 @@ def uninstall(worktree: Path, target: Target = CLAUDE) -> Path | None:
     if rest == data:
         return None
     if rest:
-        durable.replace(path, json.dumps(rest, indent=2) + "\n")
+        write_through(path, json.dumps(rest, indent=2) + "\n")
     else:
         path.unlink()
         if not any(path.parent.iterdir()):
@@ -168,7 +197,7 @@ def only_ours(worktree: Path, rel: str) -> bool:
     return data is not None and data != {} and _without_ours(data) == {}
 
 
-def problems(worktree: Path, target: Target = CLAUDE) -> list[str]:
+def problems(worktree: Path, target: Target, fleet: Fleet) -> list[str]:
     """What is wrong with a CLI's hooks in the worktree: missing, stale (another Python, an older
     command), or switched off by a setting it reads; [] when they hold."""
     found = []
@@ -181,8 +210,8 @@ def problems(worktree: Path, target: Target = CLAUDE) -> list[str]:
         return [f"{path} is missing: the agent's edits are checked only at the commit"]
     hooks = data.get("hooks")
     hooks = hooks if isinstance(hooks, dict) else {}
-    for event, entries in target.hooks().items():
-        present = [e for e in hooks.get(event, []) if _ours(e)] if isinstance(hooks.get(event), list) else []
+    for event, entries in target.hooks(fleet).items():
+        present = [e for e in hooks.get(event, []) if _ours_in(e)] if isinstance(hooks.get(event), list) else []
         if present != entries:
             found.append(f"{path}: the fleet's {event} hook is {'stale' if present else 'missing'}")
             break
@@ -226,7 +255,15 @@ def unexclude(common_dir: Path) -> None:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return
-    ours = {EXCLUDE_NOTE, *(t.excluded for t in TARGETS.values())}
-    kept = [line for line in lines if line not in ours]
+    ours = {t.excluded for t in TARGETS.values()}
+    kept: list[str] = []
+    in_ours = False  # (only the lines under our note: the same line of the person's own stays)
+    for line in lines:
+        if line == EXCLUDE_NOTE:
+            in_ours = True
+            continue
+        in_ours = in_ours and line in ours
+        if not in_ours:
+            kept.append(line)
     if kept != lines:
         durable.replace(path, "\n".join(kept) + ("\n" if kept else ""))

@@ -49,10 +49,14 @@ def _append(path: str, line: bytes) -> None:
 
 
 def report(common_dir: str, agent: str, cli: str, event: str, state: str | None, session: str | None = None,
-           tool: str | None = None, message: str | None = None) -> None:
-    """Add one event to the agent's log (state None: an event that changes no state)."""
+           tool: str | None = None, message: str | None = None, use: str | None = None) -> None:
+    """Add one event to the agent's log (state None: an event that changes no state). `use`: the
+    tool call's id, where the CLI gives one. A session the fleet started (its environment says
+    FLEET_AGENT is this agent) is marked so, for resume."""
+    launched = 1 if os.environ.get("FLEET_AGENT") == agent else None
     fields: dict[str, str | float | None] = {"t": round(time.time(), 3), "cli": cli, "event": event,
-                                             "state": state, "session": session, "tool": tool, "message": message}
+                                             "state": state, "session": session, "tool": tool, "message": message,
+                                             "use": use, "fleet": launched}
     line = fastjson.dumps_flat({k: v for k, v in fields.items() if v is not None})
     if len(line) > LINE_MAX:
         fields["message"] = (message or "")[: LINE_MAX // 8] + "..."  # (6 bytes a character at most)
@@ -92,16 +96,67 @@ def read(common_dir: str, agent: str) -> dict[str, object] | None:
     with_state = [e for e in events if e.get("state") in STATES]
     if not with_state:
         return None
-    last = with_state[-1]
+    last = _pending_question(with_state) or with_state[-1]
     since = last["t"]
     for e in reversed(with_state):  # since when the state has held, as far as the log's end shows
-        if e["state"] != last["state"]:
+        if e["t"] < last["t"] and e["state"] != last["state"]:
             break
-        since = e["t"]
+        since = min(since, e["t"])
     session = next((e["session"] for e in reversed(events) if e.get("session")), None)
-    return {"state": last["state"], "since": since, "tool": last.get("tool"), "message": last.get("message"),
-            "session": session, "cli": last.get("cli"), "event": last.get("event"), "at": events[-1]["t"],
+    launched = next((e["session"] for e in reversed(events) if e.get("session") and e.get("fleet")), None)
+    return {"state": last["state"], "since": since, "message": last.get("message"),
+            "tool": last.get("tool") if last.get("event") in BEFORE_TOOL + ASKS else None,
+            "session": session, "launched_session": launched, "launched": bool(events[-1].get("fleet")),
+            "cli": last.get("cli"), "event": last.get("event"), "at": events[-1]["t"],
             "refused": count_refused(common_dir, agent)}
+
+
+BEFORE_TOOL = ("PreToolUse", "BeforeTool")
+ASKS = ("PermissionRequest", "Notification")
+AFTER_TOOL = ("PostToolUse", "PostToolUseFailure", "AfterTool")
+PROMPTS = ("UserPromptSubmit", "BeforeAgent")
+
+
+def _pending_question(events: list[dict[str, object]]) -> dict[str, object] | None:
+    """A question still waiting for the person although later events say working: parallel
+    tool calls go on (and end) while one of them waits at its permission prompt. It is answered
+    by its own tool call ending (the same call id, else the same tool), a new prompt, or the
+    turn's end."""
+    for i in range(len(events) - 1, -1, -1):
+        asked = events[i]
+        if asked["state"] in (IDLE, EXITED):
+            return None
+        if asked["state"] != NEEDS_YOU:
+            continue
+        for later in events[i + 1:]:
+            if later.get("event") in PROMPTS or later["state"] in (IDLE, EXITED):
+                return None
+            same = later.get("use") == asked.get("use") if asked.get("use") else later.get("tool") == asked.get("tool")
+            if later.get("event") in AFTER_TOOL and same:
+                return None
+        return asked
+    return None
+
+
+ROTATE = 1 << 20  # bytes: a log past this is set aside when its agent starts again (readers take its end only)
+
+
+def rotate(common_dir: str, agent: str) -> None:
+    """Set the agent's event log aside as `events.1` (replacing an older one) once it has grown
+    past ROTATE; called before the agent starts, when no hook of it writes."""
+    path = os.path.join(directory(common_dir, agent), "events")
+    try:
+        if os.stat(path).st_size > ROTATE:
+            os.replace(path, path + ".1")
+    except FileNotFoundError:
+        pass  # nothing reported yet
+
+
+def forget(common_dir: str, agent: str) -> None:
+    """The agent's reports gone with it (git fleet-rm): a new agent of its name starts afresh."""
+    import shutil  # (git fleet-rm only)
+
+    shutil.rmtree(directory(common_dir, agent), ignore_errors=True)
 
 
 def count_refused(common_dir: str, agent: str) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import durable
-from .agent_settings import CODEX, read_json
+from .agent_settings import CODEX, read_json, write_through
 from .errors import FleetError
 
 CODEX_EVENTS = {"PreToolUse": "pre_tool_use", "PostToolUse": "post_tool_use", "PermissionRequest": "permission_request",
@@ -54,7 +54,7 @@ def claude_trust(main: Path) -> Path:
     if not isinstance(projects, dict):
         raise FleetError(f"{state}: its \"projects\" is not an object", "fix it, or run claude once in the main worktree")
     projects.setdefault(str(main.resolve()), {})["hasTrustDialogAccepted"] = True
-    durable.replace(state, json.dumps(data, indent=2) + "\n", mode=0o600)
+    write_through(state, json.dumps(data, indent=2) + "\n", mode=0o600)
     return state
 
 
@@ -75,14 +75,16 @@ def gemini_trusts(worktree: Path) -> bool:
     return best[1] in ("TRUST_FOLDER", "TRUST_PARENT")
 
 
-def gemini_trust(worktrees: list[Path]) -> Path:
+def gemini_trust(worktrees: list[Path]) -> tuple[Path, list[str]]:
+    """A TRUST_FOLDER rule per worktree; one the person set to DO_NOT_TRUST is kept, and named."""
     path = _gemini_file()
     rules = read_json(path) or {}
+    refused = [str(w.resolve()) for w in worktrees if rules.get(str(w.resolve())) == "DO_NOT_TRUST"]
     for worktree in worktrees:
-        rules[str(worktree.resolve())] = "TRUST_FOLDER"
+        rules.setdefault(str(worktree.resolve()), "TRUST_FOLDER")
     path.parent.mkdir(parents=True, exist_ok=True)
-    durable.replace(path, json.dumps(rules, indent=2) + "\n", mode=0o600)
-    return path
+    write_through(path, json.dumps(rules, indent=2) + "\n", mode=0o600)
+    return path, refused
 
 
 # -- Codex ------------------------------------------------------------------------------------------
@@ -121,13 +123,10 @@ def _codex_hash(event: str, matcher: str | None, hook: dict[str, Any]) -> str:
                                                  ensure_ascii=False).encode()).hexdigest()
 
 
-def _codex_has(config: dict[str, Any], dotted: str) -> dict[str, Any] | None:
-    kind, _, name = dotted.partition(".")
-    if kind == "hooks":
-        name = name.removeprefix("state.")
-        found = config.get("hooks", {}).get("state", {}).get(name.strip('"'))
-    else:
-        found = config.get(kind, {}).get(name.strip('"'))
+def _codex_has(config: dict[str, Any], table: str) -> dict[str, Any] | None:
+    kind, name = _split(table)
+    group = config.get("hooks", {}).get("state", {}) if kind == "hooks" else config.get(kind, {})
+    found = group.get(name) if isinstance(group, dict) else None
     return found if isinstance(found, dict) else None
 
 
@@ -146,26 +145,44 @@ def _codex_read() -> dict[str, Any]:
 
 
 def codex_trust(main: Path) -> tuple[Path, list[str]]:
-    """Append the missing tables; the ones present with another value, for the person to change."""
-    path = _codex_config()
-    config = _codex_read()
+    """Append the missing tables (keys written by tomli_w, so any path is quoted right); the ones
+    present with another value, and any the file cannot take as appended tables (it declares
+    `projects` inline, say), are returned for the person to change. The file is checked to read
+    back with the values before it is written, and never left unreadable."""
+    import tomli_w  # (writing TOML: --trust only)
+
+    path = Path(os.path.realpath(_codex_config()))
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         text = ""
-    added, conflicting = [], []
+    config = _codex_read()
+    missing: dict[str, Any] = {}
+    conflicting = []
     for table, want in _codex_tables(main).items():
         have = _codex_has(config, table)
         if have is None:
-            added.append(f"[{table}]\n" + "".join(f'{k} = "{v}"\n' for k, v in want.items()))
+            kind, name = _split(table)
+            (missing.setdefault("hooks", {}).setdefault("state", {}) if kind == "hooks"
+             else missing.setdefault(kind, {}))[name] = want
         elif any(have.get(k) != v for k, v in want.items()):
             conflicting.append(table)
-    if added:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sep = "" if not text or text.endswith("\n") else "\n"
-        durable.replace(path, text + sep + "\n# git-fleet: its agents' worktrees and hooks, trusted\n" + "\n".join(added),
-                        mode=0o600)
+    if not missing:
+        return path, conflicting
+    sep = "" if not text or text.endswith("\n") else "\n"
+    new = text + sep + "\n# git-fleet: its agents' worktrees and hooks, trusted\n" + tomli_w.dumps(missing)
+    try:
+        tomllib.loads(new)
+    except tomllib.TOMLDecodeError:
+        return path, conflicting + [f"{kind}.{name}" for kind, tables in missing.items() for name in tables]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    durable.replace(path, new, mode=0o600)
     return path, conflicting
+
+
+def _split(table: str) -> tuple[str, str]:
+    kind, _, name = table.partition(".")
+    return kind, name.removeprefix("state.").strip('"')
 
 
 def _within(path: Path, root: Path) -> bool:

@@ -200,6 +200,7 @@ def set_agent(fleet: Fleet, name: str, *, zone: Sequence[str] = (), allow_overla
         fleet.save(config_edit.with_agent(fleet.config, fleet.text, updated))
         brief.write_brief(fleet, updated)
         agent_clis.install(fleet, updated)
+        agent_clis.tidy(fleet)
         return updated
 
 
@@ -258,6 +259,7 @@ def _remove(fleet: Fleet, name: str, *, force: bool, keep_branch: bool) -> Repor
         fleet.repo.forget_worktree(stale.path)  # its directory is gone: its record goes with the agent
     fleet.forget_worktrees()
     fleet.save(new_text)
+    agent_clis.removed(fleet, name)
     tip = fleet.repo.branch_tip(agent.branch)
     if tip is None:
         pass

@@ -209,11 +209,16 @@ def _agent_hooks(fleet: Fleet, fix: bool) -> Item:
     for agent in agents_:
         found = agent_clis.problems(fleet, agent)
         if found and fix:
-            agent_clis.install(fleet, agent)
-            item.fixed.append(f"reinstalled the agent CLIs' hooks of '{agent.name}'")
-            found = [p for p in agent_clis.problems(fleet, agent) if "disableAllHooks" in p]
+            try:
+                agent_clis.install(fleet, agent)
+                item.fixed.append(f"reinstalled the agent CLIs' hooks of '{agent.name}'")
+            except FleetError as e:  # (a settings file that is not JSON: the person's to mend)
+                item.bad(e.message, e.hint)
+            found = [p for p in agent_clis.problems(fleet, agent) if "disableAllHooks" in p or "JSON" in p]
         for problem in found:
-            item.bad(problem, "remove disableAllHooks from it" if "disableAllHooks" in problem else "git fleet-doctor --fix")
+            item.bad(problem, "remove disableAllHooks from it" if "disableAllHooks" in problem
+                     else "mend or remove the file, then: git fleet-doctor --fix" if "JSON" in problem
+                     else "git fleet-doctor --fix")
         command = agent_clis.command_of(fleet, agent)
         if agent_clis.cli_of(command) == "aider" and "--git-commit-verify" not in command:
             item.warn(f"agent '{agent.name}' runs aider, which commits with --no-verify unless told otherwise: "

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import errno
 import os
-from contextlib import suppress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -147,8 +146,11 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _discard(tmp: str) -> None:
-    with suppress(FileNotFoundError):  # (renamed away)
+    # (not contextlib.suppress: importing it, 10 modules, is 2.5 ms of every hook's start)
+    try:  # noqa: SIM105
         os.unlink(tmp)
+    except FileNotFoundError:
+        pass  # renamed away
 
 
 def _sync_dir(path: str) -> None:

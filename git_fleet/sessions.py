@@ -73,8 +73,8 @@ class Sessions:
         """The agent CLI's own id of the agent's session: the last its hooks reported (a /clear
         starts another), else the one it was started with."""
         reported = agent_state.read(str(self.fleet.repo.common_dir), agent.name)
-        if reported and reported.get("session"):
-            return str(reported["session"])
+        if reported and reported.get("launched_session"):  # (not a session its person ran there by hand)
+            return str(reported["launched_session"])
         recorded = self._state().get(agent.name, {}).get("session_id")
         return str(recorded) if recorded else None
 
@@ -88,8 +88,10 @@ class Sessions:
         if resume and (known or "{session_id}" not in template):
             values["session_id"] = known or ""
             return expand(template, values), values["session_id"], True
+        command = agent.command or cfg.command
         values["session_id"] = str(uuid.uuid4())
-        return expand(agent.command or cfg.command, values), values["session_id"], False
+        # (recorded only when the CLI is given it: an id it never had would be resumed in vain)
+        return expand(command, values), values["session_id"] if "{session_id}" in command else "", False
 
     def choose(self, names: Sequence[str], force: bool) -> tuple[list[Agent], str | None]:
         """The agents `up` starts, the named ones or all, and a warning when they are many (more
@@ -173,6 +175,7 @@ class Sessions:
         where = str(brief.require_worktree(self.fleet, agent))
         brief.write_brief(self.fleet, agent)
         agent_clis.install(self.fleet, agent)  # (current: the Python or the package may have moved)
+        agent_state.rotate(str(self.fleet.repo.common_dir), agent.name)
         command, session_id, resumed = self._command(agent, resume)
         if pane is not None:
             tmux.respawn(pane["pane"], where, self._env(agent), command)
@@ -199,7 +202,9 @@ class Sessions:
                    "tool": None, "message": None, "session_id": state.get(agent.name, {}).get("session_id"),
                    "refused": 0, "reported": False}
             if reported is not None:
-                gone = not live and reported["state"] != agent_state.EXITED  # (its window closed, or killed)
+                # a session the fleet started whose window closed (or was killed) reports no more;
+                # one its person runs by hand, outside tmux, is taken at its word
+                gone = not live and reported["launched"] and reported["state"] != agent_state.EXITED
                 row.update(state=agent_state.EXITED if gone else reported["state"],
                            state_since=int(float(str(reported["since"]))) if not gone else row["state_since"],
                            tool=reported["tool"], message=reported["message"],

@@ -70,6 +70,11 @@ def _git_subcommand(cmd: list[str]) -> tuple[str, list[str]] | None:
 _COMMIT_VALUE_OPTIONS = ("-m", "-F", "-C", "-c", "-t")
 
 
+def _no_verify(arg: str) -> bool:
+    """--no-verify, or an abbreviation of it that git takes (git accepts a long option's prefix)."""
+    return len(arg) >= len("--no-v") and "--no-verify".startswith(arg)
+
+
 def _skips_verify(sub: str, args: list[str]) -> bool:
     value_next = False
     for arg in args:
@@ -78,7 +83,7 @@ def _skips_verify(sub: str, args: list[str]) -> bool:
             if arg == "--":
                 break
             continue
-        if arg == "--no-verify":
+        if _no_verify(arg):
             return True
         if sub == "commit" and re.fullmatch(r"-[a-zA-Z]+", arg):
             for i, flag in enumerate(arg[1:]):
@@ -90,22 +95,52 @@ def _skips_verify(sub: str, args: list[str]) -> bool:
     return False
 
 
-def judge(command: str, protected: list[str]) -> FleetError | None:
+_SHELLS = {"sh", "bash", "zsh", "dash", "ksh"}
+_CONFIG_READS = {"--get", "--get-all", "--get-regexp", "-l", "--list", "get", "list", "--show-origin"}
+
+
+def _inner_script(cmd: list[str]) -> str | None:
+    """The script of `sh -c SCRIPT` (-lc, -ec... too) or `eval WORDS`: judged as a command."""
+    if os.path.basename(cmd[0]) == "eval":
+        return " ".join(cmd[1:])
+    if os.path.basename(cmd[0]) in _SHELLS:
+        for i, arg in enumerate(cmd[1:], 1):
+            if re.fullmatch(r"-[a-zA-Z]*c[a-zA-Z]*", arg) and i + 1 < len(cmd):
+                return cmd[i + 1]
+    return None
+
+
+def _hooks_off(cmd: list[str], git: tuple[str, list[str]] | None) -> str | None:
+    """The word that moves or switches off hooks, in a command that would act on it: git setting
+    it (`-c`, `git config`), or any program but one that only reads (`grep hooksPath` is fine)."""
+    if git is not None and git[0] == "config" and _CONFIG_READS & set(git[1]):
+        return None
+    if git is None and cmd[0] in _READERS:
+        return None
+    return next((m.group(0) for w in cmd[1:] if (m := _HOOKS_OFF.search(w))), None)
+
+
+def judge(command: str, protected: list[str], depth: int = 0) -> FleetError | None:
     """Why the agent may not run `command`, or None. `protected`: paths (as the agent would name
     them, absolute or relative to its worktree) that no command of the agent may write."""
-    if _HOOKS_OFF.search(command):
-        found = _HOOKS_OFF.search(command)
-        return FleetError(f"command refused: it names {found.group(0) if found else ''}, which moves or switches off "
-                          "the hooks that check your zone",
-                          "commit as usual: the fleet's hooks run, and say which paths are outside your zone")
     words = _words(command)
     for cmd in _simple_commands(words):
+        inner = _inner_script(cmd)
+        if inner is not None and depth < 4:
+            refusal = judge(inner, protected, depth + 1)
+            if refusal is not None:
+                return refusal
         git = _git_subcommand(cmd)
         if git and _skips_verify(*git):
             return FleetError(f"command refused: `git {git[0]}` without its hooks (--no-verify or -n) skips the "
                               "fleet's zone check",
                               f"run it without --no-verify/-n; if the hook refuses the {git[0]}, it names the paths "
                               "outside your zone and what to do")
+        off = _hooks_off(cmd, git)
+        if off:
+            return FleetError(f"command refused: it sets {off}, which moves or switches off the hooks that check "
+                              "your zone",
+                              "commit as usual: the fleet's hooks run, and say which paths are outside your zone")
         written = cmd[1:]
         if cmd[0] in _READERS and not (git and git[0] in ("config", "update-index", "hook")):
             written = [w for before, w in zip(cmd, cmd[1:], strict=False) if before in (">", ">>", ">|")]

@@ -216,7 +216,7 @@ def test_the_fleets_hook_refuses_edits_outside_the_zone_before_they_happen(fleet
         print(r.text)
     assert "owned by 'web'" in results[1].text and "zone of 'backend': src/backend/**" in results[1].text
     assert "frontend/new.js" in results[2].text
-    assert "agent 'web''s worktree" in results[4].text
+    assert "the worktree of agent 'web'" in results[4].text
     assert "main worktree" in results[6].text
     assert "agent CLI's settings" in results[7].text
     assert {p: p.read_text() for p in before} == before

@@ -155,6 +155,28 @@ def clis(fleet_repo: Sandbox) -> TwoClis:
     return _two_clis(fleet_repo)
 
 
+def test_the_hooks_go_when_no_agent_runs_that_cli_and_uninstall_leaves_the_rest(clis: TwoClis) -> None:
+    sb = clis.sb
+    mine = {"hooks": {"Stop": [{"hooks": [{"type": "command", "command": "echo mine"}]}]}, "theme": "dark"}
+    settings = clis.gemini.worktree / ".claude/settings.local.json"
+    settings.write_text(json.dumps({**json.loads(settings.read_text()), "theme": "dark",
+                                    "hooks": {**json.loads(settings.read_text())["hooks"], **mine["hooks"]}}))
+    sb.fleet("set", "web", "--command", "claude --model {model}")  # no agent runs codex now
+    assert not (sb.repo / CODEX_HOOKS).exists()
+    sb.fleet("set", "web", "--command", "codex --model {model}")
+    assert (sb.repo / CODEX_HOOKS).is_file()
+    sb.fleet("init", "--uninstall")
+    assert json.loads(settings.read_text()) == mine  # the person's own kept, ours gone
+    for where in (sb.repo, clis.gemini.worktree, clis.codex.worktree):
+        assert not (where / CODEX_HOOKS).exists() and not (where / GEMINI_SETTINGS).exists()
+        status = sb.git("status", "--porcelain", "--untracked-files=all", cwd=where).out.splitlines()
+        # (the config is uncommitted in this fixture; the person's own settings are theirs, and show)
+        theirs = ["?? .claude/settings.local.json"] if where == clis.gemini.worktree else []
+        assert [line for line in status if line != "?? .gitfleet.toml"] == theirs, (where, status)
+    assert not (clis.codex.worktree / ".codex").exists() and not (clis.codex.worktree / ".claude").exists()
+    assert "/.claude/settings.local.json" not in (sb.repo / ".git/info/exclude").read_text()
+
+
 def refusal(res: Result) -> str:
     """The reason a gate refused with: exit 2 and a reason on stderr (both CLIs let the call
     through on exit 2 with nothing on stderr)."""
@@ -228,7 +250,7 @@ def test_gemini_edits_outside_the_zone_are_refused_naming_the_path_and_its_owner
     assert "docs/guide.md" in err and "owned by no agent" in err
 
     err = refusal(agent.gate("write_file", file_path="../repo-web/src/frontend/app.js", content="x\n"))
-    assert str(sb.root / "repo-web/src/frontend/app.js") in err and "agent 'web''s worktree" in err
+    assert str(sb.root / "repo-web/src/frontend/app.js") in err and "the worktree of agent 'web'" in err
 
     err = refusal(agent.gate("replace", file_path=str(sb.repo / "README.md"), instruction="x", old_string="#",
                              new_string="##"))
@@ -290,7 +312,7 @@ def test_codex_patches_outside_the_zone_are_refused_naming_the_path_and_its_owne
 
     err = refusal(agent.gate("apply_patch", command=_patch(f"*** Add File: {sb.root / 'repo-backend/src/x.py'}",
                                                            "+x")))
-    assert "agent 'backend''s worktree" in err
+    assert "the worktree of agent 'backend'" in err
 
     err = refusal(agent.gate("apply_patch", command=_patch("*** Add File: .codex/hooks.json", "+{}")))
     assert ".codex/hooks.json" in err and "agent CLI's settings" in err
@@ -385,10 +407,11 @@ def test_a_session_start_hook_answers_in_the_clis_format_and_reports_the_session
         [event] = agent.events()
         assert (event["cli"], event["event"], event["state"], event["session"]) == (
             agent.cli, "SessionStart", "idle", agent.session_id)
-        # no tmux pane of the agent is live, so ps says exited; the session id is the reported one
+        # a session its person started by hand (no FLEET_AGENT in its environment), outside tmux,
+        # is taken at its word; the session id is the reported one
         row = ps(clis.sb)[agent.name]
         assert (row["state"], row["session_id"], row["reported"], row["refused"]) == (
-            "exited", agent.session_id, True, 0)
+            "idle", agent.session_id, True, 0)
 
 
 def test_hooks_run_outside_an_agents_worktree_judge_and_report_nothing(clis: TwoClis) -> None:
@@ -961,3 +984,24 @@ def test_codex_is_refused_edits_outside_the_zone_and_the_model_reads_why(codex: 
     _check_codex_run(sb, agent, model, res)
     assert ".codex" not in sb.git("status", "--porcelain", "--untracked-files=all").out  # (excluded there too)
 
+
+
+def test_doctor_names_broken_settings_and_fix_mends_only_what_is_ours(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    exclude = sb.repo / ".git/info/exclude"
+    exclude.write_text(exclude.read_text() + "/.claude/settings.local.json\n")  # the person's own line, before
+    api = sb.add_agent("api", "src/backend/**")
+    web = sb.add_agent("web", "src/frontend/**")
+    (api / ".claude/settings.local.json").write_text('{"hooks": {\n')  # broken by hand
+    (web / ".claude/settings.local.json").write_text('{"theme": "dark"}\n')  # ours gone
+    res = sb.fleet("doctor", "--fix", ok=None)
+    assert res.code == 1 and "Traceback" not in res.err, str(res)
+    assert f"{api / '.claude/settings.local.json'}:2: not valid JSON" in res.out, res.out
+    assert "reinstalled the agent CLIs' hooks of 'web'" in res.out
+    assert json.loads((web / ".claude/settings.local.json").read_text())["theme"] == "dark"
+    assert (api / ".claude/settings.local.json").read_text() == '{"hooks": {\n'  # the person's to mend
+    (api / ".claude/settings.local.json").unlink()
+    assert "reinstalled the agent CLIs' hooks of 'api'" in sb.fleet("doctor", "--fix", ok=None).out
+    assert "FAIL  agent hooks" not in sb.fleet("doctor", ok=None).out
+    sb.fleet("init", "--uninstall")
+    assert exclude.read_text().splitlines().count("/.claude/settings.local.json") == 1  # theirs stays
