@@ -274,7 +274,8 @@ class Demo:
         if shutil.which("git-fleet-status", path=os.environ.get("PATH")) is None:
             self.say(f"the commands are in {self.bin}; for the next steps: export PATH=\"{self._user_bin()}:$PATH\"")
         self.say("with a real agent, in your own repository: git fleet-init, git fleet-add NAME --zone 'PATTERN',")
-        self.say("git fleet-set NAME --command 'claude --model {model}' (or codex, gemini, aider), then git fleet-up")
+        self.say("then git fleet-up --trust: each agent runs Claude Code, kept to its zone at every edit by its hooks")
+        self.say("(for codex, gemini or aider: git help fleet-set; what the hooks hold: man git-fleet-agents)")
 
     def _user_bin(self) -> str:
         """Where the person's git-fleet-* commands are: the directory they started this from."""
