@@ -1,0 +1,81 @@
+"""A user and mount namespace of the process's own (unprivileged; ctypes), in which the local
+servers that would act for it are out of sight: an empty read-only tmpfs over each directory of
+their sockets (tmux's, the user's runtime directory: D-Bus, systemd, Wayland), /dev/null over
+each socket file (Docker's). The process keeps its uid (mapped to itself), so files it makes are
+the person's as before and git's ownership checks hold; the masks are made before Landlock is
+applied (landlock.py), which then forbids every later mount and umount, even to a process that
+is root in the namespace.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+_CLONE_NEWNS, _CLONE_NEWUSER = 0x00020000, 0x10000000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
+_MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
+
+
+def _check(result: int) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w", encoding="ascii") as fh:
+        fh.write(text)
+
+
+def supported() -> str | None:
+    """Why an unprivileged user namespace cannot be made here; None when it can (checked by
+    making one in a child that does nothing else)."""
+    if not hasattr(os, "unshare") and not os.path.exists("/proc/self/ns/user"):
+        return "this system has no user namespaces (Linux only)"
+    pid = os.fork()
+    if pid == 0:  # (the child tries, and says by its exit status)
+        code = 1
+        try:
+            _check(ctypes.CDLL(None, use_errno=True).unshare(_CLONE_NEWUSER | _CLONE_NEWNS))
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) == 0:
+        return None
+    limit = "/proc/sys/user/max_user_namespaces"
+    try:
+        with open(limit, encoding="ascii") as fh:
+            zero = fh.read().strip() == "0"
+    except OSError:
+        zero = False
+    return (f"unprivileged user namespaces are switched off ({limit} is 0)" if zero
+            else "this kernel refuses an unprivileged user namespace (a distribution setting, or AppArmor)")
+
+
+def enter(masks: Iterable[str]) -> list[str]:
+    """Move this process into a new user and mount namespace, keeping its uid and gid, and mask
+    each path of `masks` that exists; the paths masked are returned."""
+    uid, gid = os.getuid(), os.getgid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    _check(libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS))
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"{uid} {uid} 1\n")
+    _write("/proc/self/gid_map", f"{gid} {gid} 1\n")
+    _check(libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None))  # nothing goes back out
+    masked = []
+    for path in masks:
+        if os.path.isdir(path) and not os.path.islink(path):
+            _check(libc.mount(b"tmpfs", os.fsencode(path), b"tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+                              b"size=4k,mode=0700"))
+        elif os.path.lexists(path):
+            _check(libc.mount(b"/dev/null", os.fsencode(path), None, _MS_BIND, None))
+        else:
+            continue
+        masked.append(path)
+    return masked

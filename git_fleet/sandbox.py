@@ -1,0 +1,79 @@
+"""The sandbox an agent runs in: what this system supports, which local servers are masked,
+and the command line that runs a command in it (sandbox_run.py does the work).
+
+Work in progress toward `git fleet-up --sandbox` (which needs an object store and ref layout of
+the agent's own, so that the write set below is a boundary): today the runner and its checks."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import landlock, namespaces
+
+RUNNER = Path(__file__).resolve().parent / "sandbox_run.py"
+MIN_ABI = 6  # scoped abstract Unix sockets and signals (ABI 6), TCP ports (4), truncate (3), refer (2)
+# what leads a process to a local server that acts for it, outside the sandbox
+CLEARED = ("TMUX", "TMUX_PANE", "DBUS_SESSION_BUS_ADDRESS", "DISPLAY", "WAYLAND_DISPLAY", "DOCKER_HOST",
+           "SSH_AUTH_SOCK", "GPG_AGENT_INFO", "XDG_RUNTIME_DIR")
+
+
+@dataclass(frozen=True)
+class Support:
+    landlock_abi: int
+    namespaces: str | None  # why not, or None
+
+    def missing(self) -> str | None:
+        """What this system lacks for the sandbox, in one line; None when it has it all."""
+        lacks = []
+        if self.landlock_abi < MIN_ABI:
+            lacks.append(f"Landlock ABI {MIN_ABI} or newer (this kernel: "
+                         + (f"ABI {self.landlock_abi})" if self.landlock_abi else "none, or switched off)"))
+        if self.namespaces:
+            lacks.append(self.namespaces)
+        return "; ".join(lacks) or None
+
+
+def support() -> Support:
+    return Support(landlock.abi(), namespaces.supported())
+
+
+def masks(env: dict[str, str] | None = None) -> list[str]:
+    """The sockets (and directories of them) of the local servers a sandboxed process must not
+    reach: tmux's (the default place, TMUX_TMPDIR's, the one $TMUX names), the runtime directory
+    (D-Bus, systemd, Wayland), X11's, Docker's and Podman's, the SSH and GPG agents'."""
+    env = dict(os.environ if env is None else env)
+    uid = os.getuid()
+    found = [f"/tmp/tmux-{uid}", env.get("XDG_RUNTIME_DIR") or f"/run/user/{uid}", "/tmp/.X11-unix",
+             "/var/run/docker.sock", "/run/docker.sock", "/run/podman", "/run/dbus"]
+    if env.get("TMUX_TMPDIR"):
+        found.append(os.path.join(env["TMUX_TMPDIR"], f"tmux-{uid}"))
+    if env.get("TMUX"):
+        found.append(os.path.dirname(env["TMUX"].split(",", 1)[0]))
+    if env.get("SSH_AUTH_SOCK"):
+        found.append(os.path.dirname(env["SSH_AUTH_SOCK"]))
+    bus = env.get("DBUS_SESSION_BUS_ADDRESS", "")
+    if bus.startswith("unix:path="):
+        found.append(bus[len("unix:path="):].split(",", 1)[0])
+    return list(dict.fromkeys(os.path.normpath(p) for p in found if p))
+
+
+def command(argv: list[str], write: list[str], ports: list[int], env: dict[str, str] | None = None) -> list[str]:
+    """The command line that runs `argv` in the sandbox."""
+    line = [os.path.realpath(sys.executable), "-I", "-S", str(RUNNER)]
+    for w in write:
+        line += ["--write", w]
+    for p in ports:
+        line += ["--port", str(p)]
+    for m in masks(env):
+        line += ["--mask", m]
+    for name in CLEARED:
+        line += ["--clear", name]
+    return [*line, "--", *argv]
+
+
+def shell_command(argv: list[str], write: list[str], ports: list[int]) -> str:
+    return shlex.join(command(argv, write, ports))

@@ -1,0 +1,50 @@
+"""What runs an agent's command in its sandbox: `PYTHON -I -S .../git_fleet/sandbox_run.py
+[--write DIR]... [--port N]... [--mask PATH]... [--clear VAR]... -- COMMAND...` (sandbox.py
+writes the line). In order: a user and mount namespace with the local servers' sockets masked
+(namespaces.py), Landlock (landlock.py), the variables that lead to those servers cleared, then
+the command, which replaces this process. Nothing is left out quietly: a step that fails stops
+it, exit 126, with why on stderr; a sandbox is never claimed that is not there."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from git_fleet import landlock, namespaces  # noqa: E402 (once the package can be found)
+
+USAGE = "usage: sandbox_run.py [--write DIR]... [--port N]... [--mask PATH]... [--clear VAR]... -- COMMAND..."
+
+
+def main(argv: list[str]) -> int:
+    options: dict[str, list[str]] = {"--write": [], "--port": [], "--mask": [], "--clear": []}
+    i = 0
+    while i < len(argv) and argv[i] != "--":
+        if argv[i] not in options or i + 1 >= len(argv):
+            print(f"error: {USAGE}", file=sys.stderr)
+            return 2
+        options[argv[i]].append(argv[i + 1])
+        i += 2
+    command = argv[i + 1:]
+    if not command:
+        print(f"error: no command to run\nhint: {USAGE}", file=sys.stderr)
+        return 2
+    devices = ["/dev/null", "/dev/tty"]
+    devices += [os.ttyname(fd) for fd in (0, 1, 2) if os.isatty(fd)]
+    try:
+        namespaces.enter(options["--mask"])
+        landlock.restrict([os.path.realpath(w) for w in options["--write"]], [int(p) for p in options["--port"]],
+                          devices)
+    except (OSError, ValueError) as e:
+        print(f"error: the sandbox could not be made ({e}), so {command[0]} does not run\n"
+              "hint: git fleet-doctor says what this system supports", file=sys.stderr)
+        return 126
+    for name in options["--clear"]:
+        os.environ.pop(name, None)
+    try:
+        os.execvp(command[0], command)
+    except OSError as e:
+        print(f"error: cannot run {command[0]}: {e.strerror}", file=sys.stderr)
+        return 127
+
+
+sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,229 @@
+"""The sandbox runner (git_fleet/sandbox_run.py) under the real kernel: Landlock and a user and
+mount namespace, no mocks. Each route is tried by a sandboxed process, and the test asserts that
+what it aimed at is unchanged and that the process saw an error, with the same route shown to
+work unsandboxed in the same test (so that it cannot pass because the attempt never ran).
+Skipped, with the reason, where the kernel lacks what the sandbox needs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from git_fleet import sandbox
+
+MISSING = sandbox.support().missing()
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"no sandbox on this system: {MISSING}")
+
+
+def run(argv: list[str], write: list[Path], *, sandboxed: bool = True, ports: tuple[int, ...] = (),
+        env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **(env or {})}
+    line = sandbox.command(argv, [str(w) for w in write], list(ports), env) if sandboxed else argv
+    return subprocess.run(line, capture_output=True, text=True, env=env, cwd=cwd, timeout=60)
+
+
+@pytest.fixture
+def place(tmp_path: Path) -> tuple[Path, Path]:
+    """A directory the sandboxed process may write (its worktree, say), and one beside it that it may not."""
+    inside, outside = tmp_path / "inside", tmp_path / "outside"
+    inside.mkdir()
+    outside.mkdir()
+    (outside / "theirs.txt").write_text("theirs\n")
+    return inside, outside
+
+
+def test_writes_stay_beneath_the_directories_given(place: tuple[Path, Path]) -> None:
+    inside, outside = place
+    target = outside / "theirs.txt"
+    write = ["sh", "-c", f"echo mine > {target}"]
+    res = run(write, [inside])
+    assert res.returncode != 0 and "Permission denied" in res.stderr and target.read_text() == "theirs\n"
+    assert run(["sh", "-c", f"echo ok > {inside / 'a'}"], [inside]).returncode == 0
+    assert (inside / "a").read_text() == "ok\n"
+    assert run(write, [inside], sandboxed=False).returncode == 0 and target.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("route", ["rename out", "rename in", "hard link in", "symlink out", "truncate", "delete"])
+def test_no_route_around_the_boundary(place: tuple[Path, Path], route: str) -> None:
+    inside, outside = place
+    (inside / "mine.txt").write_text("mine\n")
+    target = outside / "theirs.txt"
+    script = {
+        "rename out": f"mv {inside / 'mine.txt'} {outside / 'moved.txt'}",
+        "rename in": f"mv {target} {inside / 'taken.txt'}",
+        "hard link in": f"ln {target} {inside / 'link'} && echo changed > {inside / 'link'}",
+        "symlink out": f"ln -s {target} {inside / 'sym'} && echo changed > {inside / 'sym'}",
+        "truncate": f"truncate -s 0 {target}",
+        "delete": f"rm {target}",
+    }[route]
+    res = run(["sh", "-c", script], [inside])
+    assert res.returncode != 0, res
+    assert target.read_text() == "theirs\n" and not (outside / "moved.txt").exists()
+    assert (inside / "mine.txt").read_text() == "mine\n"
+    shutil.rmtree(inside)
+    inside.mkdir()
+    (inside / "mine.txt").write_text("mine\n")
+    assert run(["sh", "-c", script], [inside], sandboxed=False).returncode == 0  # (the route itself works)
+
+
+@pytest.fixture
+def tmux_server(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The person's tmux server, started outside the sandbox on a private TMUX_TMPDIR."""
+    tmux = shutil.which("tmux")
+    if tmux is None:
+        pytest.skip("tmux is not installed (.ci/run installs it)")
+    env = {"TMUX_TMPDIR": str(tmp_path / "tmuxdir")}
+    (tmp_path / "tmuxdir").mkdir()
+    subprocess.run([tmux, "new-session", "-d", "-s", "person", "sleep 600"], env={**os.environ, **env}, check=True)
+    socket_path = str(tmp_path / "tmuxdir" / f"tmux-{os.getuid()}" / "default")
+    try:
+        yield {**env, "TMUX": f"{socket_path},1,0"}
+    finally:
+        subprocess.run([tmux, "kill-server"], env={**os.environ, **env}, capture_output=True)
+
+
+def test_the_persons_tmux_server_does_no_write_for_the_sandbox(place: tuple[Path, Path],
+                                                               tmux_server: dict[str, str]) -> None:
+    """Measured before the masks: a process confined by Landlock alone had tmux write the file."""
+    inside, outside = place
+    made = outside / "made-by-tmux"
+    socket_path = tmux_server["TMUX"].split(",")[0]
+    for argv in (["tmux", "new-window", "-d", f"touch {made}"],  # $TMUX (cleared) or TMUX_TMPDIR (masked)
+                 ["tmux", "-S", socket_path, "new-window", "-d", f"touch {made}"]):  # the socket by its path
+        res = run(argv, [inside], env=tmux_server)
+        assert res.returncode != 0, res
+        time.sleep(0.3)
+        assert not made.exists()
+    assert run(["tmux", "-S", socket_path, "new-window", "-d", f"touch {made}"], [inside], sandboxed=False,
+               env=tmux_server).returncode == 0
+    deadline = time.monotonic() + 5
+    while not made.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert made.exists()
+
+
+def test_loopback_services_are_closed_but_the_ports_allowed(place: tuple[Path, Path]) -> None:
+    inside, _ = place
+    servers = []
+    for _ in range(2):
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        servers.append(server)
+    closed, allowed = (s.getsockname()[1] for s in servers)
+    try:
+        probe = ("import socket, sys\ns = socket.socket()\n"
+                 "try:\n    s.connect(('127.0.0.1', int(sys.argv[1])))\nexcept OSError as e:\n"
+                 "    print(e); sys.exit(1)\n")
+        res = run([sys.executable, "-c", probe, str(closed)], [inside], ports=(allowed,))
+        assert res.returncode == 1 and "Permission denied" in res.stdout, res
+        assert run([sys.executable, "-c", probe, str(allowed)], [inside], ports=(allowed,)).returncode == 0
+        assert run([sys.executable, "-c", probe, str(closed)], [inside], sandboxed=False).returncode == 0
+    finally:
+        for s in servers:
+            s.close()
+
+
+def test_no_signal_reaches_a_process_outside(place: tuple[Path, Path]) -> None:
+    inside, _ = place
+    outside_proc = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        res = run(["kill", "-TERM", str(outside_proc.pid)], [inside])
+        assert res.returncode != 0
+        time.sleep(0.2)
+        assert outside_proc.poll() is None  # still running
+        assert run(["kill", "-TERM", str(outside_proc.pid)], [inside], sandboxed=False).returncode == 0
+        assert outside_proc.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        if outside_proc.poll() is None:
+            os.killpg(outside_proc.pid, signal.SIGKILL)
+            outside_proc.wait()
+
+
+def test_the_agent_clis_settings_in_home_stay_as_they_are(place: tuple[Path, Path], tmp_path: Path) -> None:
+    inside, _ = place
+    settings = tmp_path / "home" / ".claude" / "settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text("{}\n")
+    hooks_off = ["sh", "-c", f"echo '{{\"disableAllHooks\": true}}' > {settings}"]
+    assert run(hooks_off, [inside]).returncode != 0 and settings.read_text() == "{}\n"
+    assert run(hooks_off, [inside], sandboxed=False).returncode == 0
+
+
+def test_a_process_left_behind_stays_in_the_sandbox(place: tuple[Path, Path]) -> None:
+    """The command exits at once; what it started in the background tries later, and fails."""
+    inside, outside = place
+    late = outside / "late"
+    script = f"(sleep 0.5; echo late > {late}; echo tried > {inside / 'tried'}) >/dev/null 2>&1 & echo started"
+    res = run(["sh", "-c", script], [inside])
+    assert res.returncode == 0 and res.stdout == "started\n"
+    deadline = time.monotonic() + 10
+    while not (inside / "tried").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (inside / "tried").exists() and not late.exists()
+
+
+def test_a_commit_in_its_own_worktree_works_and_the_repository_s_config_and_hooks_do_not_move(
+        tmp_path: Path) -> None:
+    """The write set a commit on a linked worktree's branch needs (measured with strace): the
+    worktree, the objects, the worktree's git dir, and its branch's ref and reflog directories.
+    (Another branch in the same ref directory, and existing objects, are the layout's to close:
+    sandbox.py.)"""
+    repo, worktree = tmp_path / "repo", tmp_path / "wt"
+    git = ["git", "-c", "user.name=T", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run([*git, "-C", str(repo), "commit", "-q", "--allow-empty", "-m", "base"], check=True)
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "-q", "-b", "fleet/a", str(worktree)], check=True)
+    common = repo / ".git"
+    write = [worktree, common / "objects", common / "worktrees" / "wt", common / "refs/heads/fleet",
+             common / "logs/refs/heads/fleet"]
+    (worktree / "x.py").write_text("x = 1\n")
+    commit = [*git, "-c", "gc.auto=0", "-c", "maintenance.auto=false", "commit", "-qam", "x"]
+    assert run(["sh", "-c", f"git add x.py && {' '.join(commit)}"], write, cwd=worktree).returncode == 0
+    assert subprocess.run(["git", "-C", str(repo), "log", "-1", "--format=%s", "fleet/a"], capture_output=True,
+                          text=True).stdout == "x\n"
+    config = (common / "config").read_text()
+    for attack in (["git", "config", "core.hooksPath", "/tmp"], ["sh", "-c", f"echo x > {common / 'hooks/pre-commit'}"],
+                   ["sh", "-c", f"echo x > {repo / '.gitfleet.toml'}"], ["git", "branch", "side"]):
+        assert run(attack, write, cwd=worktree).returncode != 0, attack
+    assert (common / "config").read_text() == config and not (common / "hooks/pre-commit").exists()
+    assert not (repo / ".gitfleet.toml").exists() and not (common / "refs/heads/side").exists()
+    assert run(["git", "branch", "side"], write, cwd=worktree, sandboxed=False).returncode == 0
+
+
+@pytest.mark.xfail(strict=True, reason="open (issue: sandboxed agents): Landlock does not mediate connect() to a "
+                                       "Unix socket file, and the masks hide only the known servers' sockets")
+def test_a_unix_socket_service_elsewhere_does_no_write_for_the_sandbox(place: tuple[Path, Path],
+                                                                       tmp_path: Path) -> None:
+    inside, outside = place
+    path = str(tmp_path / "service.sock")
+    made = outside / "made-by-service"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        if conn.recv(100) == b"write":
+            made.write_text("done\n")
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        client = f"import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({path!r})\ns.sendall(b'write')\n"
+        run([sys.executable, "-c", client], [inside])
+        thread.join(timeout=2)
+        assert not made.exists()
+    finally:
+        server.close()
