@@ -58,9 +58,28 @@ def supported() -> str | None:
             else "this kernel refuses an unprivileged user namespace (a distribution setting, or AppArmor)")
 
 
-def enter(masks: Iterable[str]) -> list[str]:
+def listening_sockets() -> list[str]:
+    """The Unix socket files some process listens on now (/proc/net/unix): the local servers,
+    known or not, that would act for whoever connects (Landlock does not mediate that connect)."""
+    found = []
+    try:
+        with open("/proc/net/unix", encoding="utf-8", errors="surrogateescape") as fh:
+            next(fh, None)  # (the header)
+            for line in fh:
+                fields = line.rstrip("\n").split(None, 7)
+                if len(fields) == 8 and int(fields[3], 16) & 0x10000 and fields[7].startswith("/"):
+                    found.append(fields[7])  # (flags: __SO_ACCEPTCON, listening; a path, not abstract)
+    except OSError:
+        pass  # (no /proc: the known places are masked all the same)
+    return found
+
+
+def enter(masks: Iterable[str], keep: Iterable[str] = ()) -> list[str]:
     """Move this process into a new user and mount namespace, keeping its uid and gid, and mask
-    each path of `masks` that exists; the paths masked are returned."""
+    each path of `masks` that exists, and every Unix socket file listened on now outside `keep`
+    (the sandbox's own directories); the paths masked are returned."""
+    mine = [os.path.realpath(k).rstrip("/") + "/" for k in keep]
+    masks = [*masks, *(p for p in listening_sockets() if not any(os.path.realpath(p).startswith(k) for k in mine))]
     uid, gid = os.getuid(), os.getgid()
     libc = ctypes.CDLL(None, use_errno=True)
     _check(libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS))

@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
     devices = ["/dev/null", "/dev/tty"]
     devices += [os.ttyname(fd) for fd in (0, 1, 2) if os.isatty(fd)]
     try:
-        namespaces.enter(options["--mask"])
+        namespaces.enter(options["--mask"], keep=options["--write"])
         landlock.restrict([os.path.realpath(w) for w in options["--write"]], [int(p) for p in options["--port"]],
                           devices)
     except (OSError, ValueError) as e:

@@ -201,29 +201,49 @@ def test_a_commit_in_its_own_worktree_works_and_the_repository_s_config_and_hook
     assert run(["git", "branch", "side"], write, cwd=worktree, sandboxed=False).returncode == 0
 
 
-@pytest.mark.xfail(strict=True, reason="open (issue: sandboxed agents): Landlock does not mediate connect() to a "
-                                       "Unix socket file, and the masks hide only the known servers' sockets")
 def test_a_unix_socket_service_elsewhere_does_no_write_for_the_sandbox(place: tuple[Path, Path],
                                                                        tmp_path: Path) -> None:
+    """Landlock does not mediate connect() to a Unix socket file: every socket listened on when
+    the sandbox starts, outside the sandbox's own directories, is masked (a server of its own,
+    inside them, stays reachable)."""
     inside, outside = place
-    path = str(tmp_path / "service.sock")
     made = outside / "made-by-service"
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(path)
-    server.listen()
+    servers = []
 
-    def serve() -> None:
-        conn, _ = server.accept()
-        if conn.recv(100) == b"write":
-            made.write_text("done\n")
-        conn.close()
+    def serve(path: str, mark: Path) -> None:
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(path)
+        server.listen()
+        servers.append(server)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+        def loop() -> None:
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return  # (closed)
+                if conn.recv(100) == b"write":
+                    mark.write_text("done\n")
+                conn.close()
+
+        threading.Thread(target=loop, daemon=True).start()
+
+    theirs, mine = str(tmp_path / "service.sock"), str(inside / "own.sock")
+    serve(theirs, made)
+    serve(mine, inside / "own-reached")
+    client = ("import socket, sys\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect(sys.argv[1])\n"
+              "except OSError as e:\n    print(e); sys.exit(1)\ns.sendall(b'write')\ns.close()\n")
     try:
-        client = f"import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({path!r})\ns.sendall(b'write')\n"
-        run([sys.executable, "-c", client], [inside])
-        thread.join(timeout=2)
+        res = run([sys.executable, "-c", client, theirs], [inside])
+        assert res.returncode == 1, res
+        time.sleep(0.2)
         assert not made.exists()
+        assert run([sys.executable, "-c", client, mine], [inside]).returncode == 0
+        assert run([sys.executable, "-c", client, theirs], [inside], sandboxed=False).returncode == 0
+        deadline = time.monotonic() + 5
+        while not (made.exists() and (inside / "own-reached").exists()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert made.exists() and (inside / "own-reached").exists()  # (only the unsandboxed call reached it)
     finally:
-        server.close()
+        for server in servers:
+            server.close()
