@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 from . import agent_settings, agent_state, agent_trust
 from .config import Agent
-from .gateway import plumbing
 
 if TYPE_CHECKING:
     from .fleet import Fleet
@@ -75,7 +74,7 @@ def install(fleet: Fleet, agent: Agent) -> list[Path]:
     written = []
     for target in targets(fleet, agent):
         home = _home_of(fleet, target, where)
-        if plumbing.is_tracked(home, target.path.as_posix()):
+        if fleet.repo.is_tracked(home, target.path.as_posix()):
             fleet.tell([f"{target.path} is tracked in {home}: {target.cli}'s hooks are not installed there "
                         "(the commit hook still checks the zone)"])
             continue
@@ -115,7 +114,7 @@ def problems(fleet: Fleet, agent: Agent) -> list[str]:
     found = []
     for target in targets(fleet, agent):
         home = _home_of(fleet, target, where)
-        if plumbing.is_tracked(home, target.path.as_posix()):
+        if fleet.repo.is_tracked(home, target.path.as_posix()):
             continue  # (never written: install says so, and the commit hook is the gate there)
         found += agent_settings.problems(home, target, anchor(fleet))
     return found

@@ -42,7 +42,7 @@ def environment(fleet: Fleet, agent: Agent) -> dict[str, str]:
     """The fleet environment an agent's commands run with (its own env on top)."""
     v = values(fleet, agent)
     # run where the agent's worktree is, never where the orchestrator's GIT_DIR points
-    env = {**fleet.repo.env_for(Path(v["worktree"])), "FLEET_AGENT": agent.name, "FLEET_SESSION": v["session"],
+    env = {**fleet.repo.env_in(Path(v["worktree"])), "FLEET_AGENT": agent.name, "FLEET_SESSION": v["session"],
            "FLEET_MODEL": v["model"], "FLEET_ZONE": "\n".join(agent.zone), "FLEET_BRANCH": agent.branch,
            "FLEET_WORKTREE": v["worktree"], "FLEET_BUS": str(fleet.bus().root), "FLEET_TASK": v["task"],
            "FLEET_BRIEF": str(fleet.worktree_of(agent) / ".fleet" / "brief.md"),

@@ -73,8 +73,8 @@ def _sandbox() -> Item:
     if missing:
         item.info.append(f"the kernel lacks what a sandbox needs: {missing}")
     else:
-        item.info.append(f"Landlock ABI {found.landlock_abi} and unprivileged user namespaces: an agent can be "
-                         "confined by the kernel (sandbox.py)")
+        item.info.append(f"the kernel can confine an agent: Landlock ABI {found.landlock_abi}, unprivileged user "
+                         "namespaces")
     return item
 
 

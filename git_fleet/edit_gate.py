@@ -44,20 +44,6 @@ def _top_of(start: str) -> str | None:
     return top
 
 
-def linked_worktrees(common_dir: str) -> list[str]:
-    """The linked worktrees the repository records (`worktrees/*/gitdir`), read without git."""
-    found = []
-    try:
-        names = os.listdir(os.path.join(common_dir, "worktrees"))
-    except OSError:
-        return []
-    for name in names:
-        gitdir = plumbing.read_file(os.path.join(common_dir, "worktrees", name, "gitdir"))
-        if gitdir:
-            found.append(os.path.dirname(os.path.realpath(gitdir)))
-    return found
-
-
 class Place:
     """An agent's worktree, as the hook finds it: where git keeps it and whose it is."""
 
@@ -97,7 +83,7 @@ class Place:
         if compiled is None:
             # no zones to judge by: refused in a linked worktree of the fleet's repository, where
             # an agent may work (its configuration stashed, say); elsewhere nothing is the fleet's
-            if fleet is None or not (found or any(_inside(here, w) for w in linked_worktrees(common_dir))):
+            if fleet is None or not (found or any(_inside(here, w) for w in plumbing.linked_worktrees(common_dir))):
                 return None
             raise FleetError(f"the fleet's configuration is gone from {main}, so no edit can be checked",
                              f"restore {os.path.join(main, check.CONFIG_NAME)} (git stash pop, git checkout); "
@@ -140,7 +126,7 @@ class Place:
                                 "only git, run in your worktree, writes there")
         if _inside(real, os.path.realpath(self.main)):
             return self._refuse(real, "is in the main worktree, the orchestrator's")
-        if any(_inside(real, w) for w in linked_worktrees(self.common_dir)):
+        if any(_inside(real, w) for w in plumbing.linked_worktrees(self.common_dir)):
             return self._refuse(real, "is in another worktree of this repository")
         home = os.path.expanduser("~")
         if home != "~" and any(_inside(real, os.path.realpath(os.path.join(home, s))) for s in HOME_SETTINGS):

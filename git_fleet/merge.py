@@ -225,7 +225,7 @@ def _attempt(repo: Repo, commit: str, p: Batch, what: str, log: Path | None = No
     cp = p.checkpoint
     assert cp is not None and cp.test is not None
     with repo.scratch_worktree(commit) as where:
-        env = {**repo.env_for(where), "FLEET_BASE": p.base, "FLEET_CHECKPOINT": cp.name}
+        env = {**repo.env_in(where), "FLEET_BASE": p.base, "FLEET_CHECKPOINT": cp.name}
         outcome = runner.run(cp.test, where, env, cp.timeout, log)
     if outcome.keeper_killed:
         raise FleetError("\n".join([f"checkpoint {cp.name}: `{cp.test}` on {what} was stopped: the process that kept "

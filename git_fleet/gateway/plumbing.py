@@ -364,6 +364,18 @@ def commits_touching(tips: Iterable[str], exclude: Iterable[str], cwd: str | os.
     return [(c, paths) for c, (_parents, paths) in history(tips, exclude, cwd).items()]
 
 
-def is_tracked(worktree: str | os.PathLike[str], path: str) -> bool:
-    """Whether the worktree's index holds `path` (relative to the worktree)."""
-    return git(["ls-files", "--error-unmatch", "--", path], worktree, check=False).returncode == 0
+def linked_worktrees(common_dir: str) -> dict[str, str]:
+    """The linked worktrees the repository records, read without git: {the worktree's top (its
+    real path): its git dir, $GIT_COMMON_DIR/worktrees/ID}. From the repository's side only:
+    the `.git` file in a worktree is whatever its user last wrote there."""
+    records = os.path.join(common_dir, "worktrees")
+    try:
+        names = os.listdir(records)
+    except OSError:
+        return {}
+    found = {}
+    for name in names:
+        gitdir = read_file(os.path.join(records, name, "gitdir"))
+        if gitdir:
+            found[os.path.dirname(os.path.realpath(gitdir))] = os.path.join(records, name)
+    return found

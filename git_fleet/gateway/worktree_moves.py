@@ -27,7 +27,6 @@ from .worktrees import Worktrees
 
 # the git processes of a move hold the fleet's lock (lock.lent_to_git): none may start a daemon that
 # would keep it, as an fsmonitor hook does (git passes its environment on to what it starts)
-NO_FSMONITOR = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.fsmonitor", "GIT_CONFIG_VALUE_0": "false"}
 
 
 class IndexLocked(FleetError):
@@ -109,7 +108,7 @@ class WorkTreeMoves(Worktrees):
             copy = space / "index"
             if index.exists():
                 shutil.copy2(index, copy)
-            yield index, copy, {**self.env_for(worktree), "GIT_INDEX_FILE": str(copy), **NO_FSMONITOR}
+            yield index, copy, {**self.env_for(worktree), "GIT_INDEX_FILE": str(copy)}  # (fsmonitor off: env_for)
 
     def tree_changes(self, old: str, new: str) -> Iterator[tuple[str, str, str, str, str]]:
         """What differs between two commits, path by path, renames not followed:

@@ -8,25 +8,19 @@ import shutil
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .. import durable
 from . import scratch
+from .environments import Environments
 from .plumbing import (
     MAIN_RECORD,
     git,
-    main_worktree_of,
     out,
     parse_worktree_list,
     read_file,
     rebasing,
 )
-
-if TYPE_CHECKING:
-    pass
-from .refs import Refs
 
 
 @dataclass(frozen=True)
@@ -48,7 +42,6 @@ class Worktree:
 # What points git at a repository, a work tree or an index: the user's GIT_DIR for a main worktree
 # kept apart from its git dir (core.worktree), a hook's GIT_INDEX_FILE. Inherited by a git run in
 # another worktree, they would take it to the main worktree instead.
-LOCATING = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX")
 
 
 def _busy_branch(worktree: str) -> str | None:
@@ -81,7 +74,7 @@ def worktrees_of(raw: bytes) -> list[Worktree]:
     return trees
 
 
-class Worktrees(Refs):
+class Worktrees(Environments):
     """The repository's worktrees."""
 
     def worktrees(self) -> list[Worktree]:
@@ -91,24 +84,6 @@ class Worktrees(Refs):
             # as the main worktree; the work tree is where its files are
             trees[0] = replace(trees[0], path=self.main_worktree)
         return trees
-
-    def env_for(self, worktree: Path) -> dict[str, str]:
-        """The environment for git, or a command that runs git, in `worktree`: the variables that
-        would take it to another worktree are dropped (see LOCATING), and set where git cannot find
-        the repository from the work tree itself (a core.worktree main worktree has no .git)."""
-        env = {k: v for k, v in os.environ.items() if k not in LOCATING}
-        if worktree == self.main_worktree and not os.path.lexists(worktree / ".git"):
-            env.update(GIT_DIR=str(self.common_dir), GIT_WORK_TREE=str(worktree))
-        return env
-
-    @cached_property
-    def main_worktree(self) -> Path | None:
-        """The main worktree, where the orchestrator works; None for a bare repository (see
-        plumbing.main_worktree_of for a git dir kept apart from its work tree)."""
-        if self.toplevel is not None and self.git_dir == self.common_dir:
-            return self.toplevel  # this is it: the main worktree's git dir is the common dir
-        found = main_worktree_of(str(self.common_dir))
-        return Path(found) if found else None
 
     def is_main_worktree(self) -> bool:
         return self.toplevel is not None and self.toplevel == self.main_worktree
@@ -246,6 +221,11 @@ class Worktrees(Refs):
             gitdir = read_file(str(admin / "gitdir")) or ""
             if gitdir and os.path.realpath(os.path.dirname(gitdir)) == want and not os.path.exists(gitdir):
                 shutil.rmtree(admin, ignore_errors=True)
+
+    def is_tracked(self, worktree: Path, path: str) -> bool:
+        """Whether the worktree's index holds `path` (relative to the worktree)."""
+        return git(["ls-files", "--error-unmatch", "--", path], worktree, check=False,
+                   env=self.env_for(worktree)).returncode == 0
 
     def dirty_paths(self, worktree: Path) -> list[str]:
         """Uncommitted and untracked (not ignored) paths in a worktree."""

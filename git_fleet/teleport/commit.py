@@ -16,6 +16,7 @@ from .. import __version__, brief
 from ..config import Agent
 from ..errors import FleetError
 from ..gateway import plumbing
+from ..gateway.environments import LOCATING
 from ..gateway.plumbing import git
 from ..snapshot import State, capture_trees, git_path
 
@@ -115,7 +116,9 @@ def _unpublished_submodule_commits(worktree: Path, base: str) -> list[str]:
         at_base = git(["rev-parse", "-q", "--verify", f"refs/heads/{base}:{path}"], worktree, check=False)
         if at_base.stdout.decode().strip() == oid:
             continue  # as the base has it: published with the base
-        known = git(["for-each-ref", "--contains", oid, "--count=1", "refs/remotes/"], sub, check=False)
+        # (in the submodule's own repository: never the git dir the fleet pinned for the worktree)
+        own = {k: v for k, v in os.environ.items() if k not in LOCATING}
+        known = git(["for-each-ref", "--contains", oid, "--count=1", "refs/remotes/"], sub, check=False, env=own)
         if known.returncode != 0 or not known.stdout.strip():
             problems.append(f"  submodule {path}: commit {oid[:12]} is on no remote of the submodule")
     return problems

@@ -115,7 +115,7 @@ def _register(fleet: Fleet, meta: dict[str, Any], state: State, out: Outcome, pa
                               env=tuple(sorted(meta.get("env", {}).items())), path=path)
     out.warnings += [w for w in report.warnings if "--base" not in w]
     try:
-        _fill(brief.require_worktree(fleet, agent), state, space)
+        _fill(fleet, brief.require_worktree(fleet, agent), state, space)
     except BaseException:
         agents.remove(fleet, name, force=True, keep_branch=had_branch)  # as it was before the pull
         tip = fleet.repo.branch_tip(branch)
@@ -141,7 +141,7 @@ def _recreate_worktree(fleet: Fleet, agent: Agent, state: State, out: Outcome, p
     try:
         fleet.repo.worktree_add(where, agent.branch)
         fleet.forget_worktrees()
-        _fill(where, state, space)
+        _fill(fleet, where, state, space)
         fleet.register(agent.name, where)  # where this clone keeps it (a --path included)
     except BaseException:
         if where.is_dir():
@@ -154,12 +154,13 @@ def _recreate_worktree(fleet: Fleet, agent: Agent, state: State, out: Outcome, p
     out.created = True
 
 
-def _fill(where: Path, state: State, space: Path) -> None:
+def _fill(fleet: Fleet, where: Path, state: State, space: Path) -> None:
     """A fresh worktree on the agent's branch made to hold `state`; the branch, if it was already
     here, is behind the snapshot (checked by _branch_check) and fast-forwards."""
-    if plumbing.out(["rev-parse", "HEAD"], where) != state.head:
-        git(["merge", "--quiet", "--ff-only", state.head], where)
-    restore(state, where, space)
+    with fleet.repo.acting_on(where):
+        if plumbing.out(["rev-parse", "HEAD"], where) != state.head:
+            git(["merge", "--quiet", "--ff-only", state.head], where)
+        restore(state, where, space)
 
 
 def _bring_up_to_date(fleet: Fleet, agent: Agent, where: Path, snap: Snapshot, out: Outcome, force: bool,
@@ -167,7 +168,8 @@ def _bring_up_to_date(fleet: Fleet, agent: Agent, where: Path, snap: Snapshot, o
     """Replace the worktree's state by the snapshot's, if nothing made here since the last
     teleport would be lost (or, with force, after keeping it at refs/fleet/backups/AGENT/N)."""
     main, state = fleet.main, snap.state
-    here = capture(agent, where, fleet.config.base, space)
+    with fleet.repo.acting_on(where):
+        here = capture(agent, where, fleet.config.base, space)
     if here.same(state):
         out.unchanged = True
         return
@@ -195,12 +197,13 @@ def _bring_up_to_date(fleet: Fleet, agent: Agent, where: Path, snap: Snapshot, o
         look = shlex.quote(f"{where}-backup-{ref.rsplit('/', 1)[1]}")
         out.warnings.append(f"what was here is kept at {ref}; to bring it back: git worktree add --detach {look} "
                             f"{ref}^1 && git -C {look} stash apply --index {ref}")
-    if not capture(agent, where, fleet.config.base, space).same(here):  # (a last look, just before)
-        raise FleetError(f"{where} changed while it was being pulled into; nothing was replaced",
-                         "stop whatever writes there, then pull again")
-    git(["reset", "--quiet", "--hard", state.head], where)
-    git(["clean", "--quiet", "-d", "--force"], where)
-    restore(state, where, space)
+    with fleet.repo.acting_on(where):
+        if not capture(agent, where, fleet.config.base, space).same(here):  # (a last look, just before)
+            raise FleetError(f"{where} changed while it was being pulled into; nothing was replaced",
+                             "stop whatever writes there, then pull again")
+        git(["reset", "--quiet", "--hard", state.head], where)
+        git(["clean", "--quiet", "-d", "--force"], where)
+        restore(state, where, space)
 
 
 def _claim_tasks(fleet: Fleet, agent: Agent, tasks: list[dict[str, Any]], out: Outcome) -> list[str]:
