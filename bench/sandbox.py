@@ -1,0 +1,97 @@
+"""The sandbox's cost, side by side in one run: starting a command in it against starting the
+same command plainly, and a commit inside it against the same commit outside.
+
+    python bench/sandbox.py [--runs 30]
+
+Each start runs `true` (so only the start is timed): plainly; under `python -I -S -c pass` (what
+the runner costs as a Python start); and in the sandbox (sandbox_run.py: a user and mount
+namespace with the local servers' sockets masked, Landlock, the command exec'd). The commit is
+`git commit -q --allow-empty -m x` in a linked worktree of a small repository, with the write set
+a commit needs (sandbox.py's test), plainly and in the sandbox. Medians and p90 in ms.
+Targets (issue: sandboxed agents): a start adds under 50 ms; a commit within 10 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from git_fleet import sandbox  # noqa: E402
+
+
+def timed(argv: list[str], cwd: Path | None = None, runs: int = 30) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def cell(times: list[float]) -> str:
+    ordered = sorted(times)
+    return f"{statistics.median(ordered):.1f} / {ordered[int(len(ordered) * 0.9) - 1]:.1f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=30)
+    args = ap.parse_args()
+    missing = sandbox.support().missing()
+    if missing:
+        print(f"no sandbox on this system: {missing}")
+        return 1
+    with tempfile.TemporaryDirectory(prefix="fleet-sandbox-bench-") as tmp:
+        root = Path(tmp)
+        repo, wt = root / "repo", root / "wt"
+        git = ["git", "-c", "user.name=B", "-c", "user.email=b@example.com", "-c", "gc.auto=0",
+               "-c", "maintenance.auto=false"]
+        subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+        subprocess.run([*git, "-C", str(repo), "commit", "-q", "--allow-empty", "-m", "base"], check=True)
+        subprocess.run(["git", "-C", str(repo), "worktree", "add", "-q", "-b", "fleet/a", str(wt)], check=True)
+        common = repo / ".git"
+        write = [str(p) for p in (wt, common / "objects", common / "worktrees" / "wt", common / "refs/heads/fleet",
+                                  common / "logs/refs/heads/fleet")]
+        commit = [*git, "commit", "-q", "--allow-empty", "-m", "x"]
+        rows = []
+        for _ in range(2):  # (warm the caches; the second round is the one reported)
+            rows = [
+                ("start `true`, plainly", timed(["true"], runs=args.runs)),
+                ("start `python -I -S -c pass` (a Python start, for scale)",
+                 timed([sys.executable, "-I", "-S", "-c", "pass"], runs=args.runs)),
+                ("start `true` in the sandbox", timed(sandbox.command(["true"], write, [443]), runs=args.runs)),
+                ("commit in a linked worktree, plainly", timed(commit, cwd=wt, runs=args.runs)),
+                ("commit in a linked worktree, in the sandbox (runner included)",
+                 timed(sandbox.command(commit, write, [443]), cwd=wt, runs=args.runs)),
+            ]
+        # a commit made by a shell already in the sandbox, as an agent's are: 20 commits a run,
+        # sandboxed and plain runs taking turns (the machine's drift hits both alike)
+        script = "; ".join([" ".join(commit)] * 20)
+        inside: list[float] = []
+        outside: list[float] = []
+        for _ in range(max(5, args.runs // 3)):
+            outside += [t / 20 for t in timed(["sh", "-c", script], cwd=wt, runs=1)]
+            inside += [t / 20 for t in timed(sandbox.command(["sh", "-c", script], write, [443]), cwd=wt, runs=1)]
+        rows += [("commit by a shell in the sandbox (per commit, of 20)", inside),
+                 ("commit by a plain shell (per commit, of 20)", outside)]
+        ratio = statistics.median(inside) / statistics.median(outside)
+    load = os.getloadavg()[0]
+    print(f"Landlock ABI {sandbox.support().landlock_abi}; {args.runs} runs; load average {load:.1f}")
+    print("| what | median / p90 ms |\n|---|---|")
+    for name, times in rows:
+        print(f"| {name} | {cell(times)} |")
+    print(f"A commit in the sandbox takes {ratio:.2f}x the time of the same commit outside (target: 1.10x).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
