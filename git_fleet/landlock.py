@@ -32,6 +32,7 @@ _FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV  # what a
 NET_BIND_TCP, NET_CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
 SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
 _LOG_SAME_EXEC_OFF = 1 << 0  # ABI 7: the agent's refusals are not the audit log's business
+MIN_ABI = 6  # what a sandbox needs: scoped abstract sockets and signals (6), TCP ports (4), truncate (3), refer (2)
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -79,14 +80,14 @@ def restrict(write: Iterable[str], ports: Iterable[int] = (), devices: Iterable[
         raise OSError("Landlock is not available in this kernel")
     libc = _libc()
     every = _FS_BY_ABI.get(version, _FS_NEWEST)
-    read = (EXECUTE | READ_FILE | READ_DIR | IOCTL_DEV) & every
+    read = (EXECUTE | READ_FILE | READ_DIR) & every  # (device ioctls only on its own terminal: `devices`)
     attr = _RulesetAttr(every, NET_BIND_TCP | NET_CONNECT_TCP if version >= 4 else 0,
                         SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if version >= 6 else 0)
     size = 24 if version >= 6 else 16 if version >= 4 else 8
     ruleset = _check(libc.syscall(_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0)))
     try:
-        rules = [("/", read), *((d, every) for d in write), *((d, read | ((WRITE_FILE | TRUNCATE) & every))
-                                                               for d in devices)]
+        rules = [("/", read), *((d, every) for d in write),
+                 *((d, read | ((WRITE_FILE | TRUNCATE | IOCTL_DEV) & every)) for d in devices)]
         for path, access in rules:
             try:
                 fd = os.open(path, os.O_PATH | os.O_CLOEXEC)

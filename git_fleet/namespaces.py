@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import ctypes
 import os
+import stat
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-_CLONE_NEWNS, _CLONE_NEWUSER = 0x00020000, 0x10000000
+_CLONE_NEWNS, _CLONE_NEWUSER, _CLONE_NEWIPC = 0x00020000, 0x10000000, 0x08000000
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
 _MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
+_SYS_MOUNT_SETATTR, _AT_FDCWD, _AT_RECURSIVE, _MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 0x1
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
 
 
 def _check(result: int) -> None:
@@ -68,10 +75,36 @@ def listening_sockets() -> list[str]:
             for line in fh:
                 fields = line.rstrip("\n").split(None, 7)
                 if len(fields) == 8 and int(fields[3], 16) & 0x10000 and fields[7].startswith("/"):
-                    found.append(fields[7])  # (flags: __SO_ACCEPTCON, listening; a path, not abstract)
+                    # (flags: __SO_ACCEPTCON, listening; a path, not abstract). A name is anything
+                    # its binder chose (a newline and a forged line after it, a symlink put in its
+                    # place since): only what is a socket file itself counts
+                    try:
+                        if stat.S_ISSOCK(os.lstat(fields[7]).st_mode):
+                            found.append(fields[7])
+                    except OSError:
+                        continue
     except OSError:
         pass  # (no /proc: the known places are masked all the same)
     return found
+
+
+def read_only_but(write: Iterable[str]) -> None:
+    """Make every mount read-only for this namespace, then the directories `write` writable again
+    (each bound onto itself, its new mount's read-only flag cleared): what Landlock does not
+    mediate (chmod, utimes, extended attributes) is then refused everywhere else. Devices stay
+    writable (a read-only mount does not stop a write to /dev/null or a terminal)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+
+    def setattr_(path: bytes, attr: _MountAttr) -> None:
+        if libc.syscall(_SYS_MOUNT_SETATTR, _AT_FDCWD, path, ctypes.c_uint(_AT_RECURSIVE), ctypes.byref(attr),
+                        ctypes.c_size_t(ctypes.sizeof(attr))) != 0:
+            _check(-1)
+
+    setattr_(b"/", _MountAttr(_MOUNT_ATTR_RDONLY, 0, 0, 0))
+    for path in (os.fsencode(w) for w in write if os.path.isdir(w)):
+        _check(libc.mount(path, path, None, _MS_BIND | _MS_REC, None))
+        setattr_(path, _MountAttr(0, _MOUNT_ATTR_RDONLY, 0, 0))
 
 
 def enter(masks: Iterable[str], keep: Iterable[str] = ()) -> list[str]:
@@ -82,14 +115,16 @@ def enter(masks: Iterable[str], keep: Iterable[str] = ()) -> list[str]:
     masks = [*masks, *(p for p in listening_sockets() if not any(os.path.realpath(p).startswith(k) for k in mine))]
     uid, gid = os.getuid(), os.getgid()
     libc = ctypes.CDLL(None, use_errno=True)
-    _check(libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS))
+    _check(libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS | _CLONE_NEWIPC))  # (IPC: shared memory, queues of its own)
     _write("/proc/self/setgroups", "deny")
     _write("/proc/self/uid_map", f"{uid} {uid} 1\n")
     _write("/proc/self/gid_map", f"{gid} {gid} 1\n")
     _check(libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None))  # nothing goes back out
     masked = []
     for path in masks:
-        if os.path.isdir(path) and not os.path.islink(path):
+        if os.path.islink(path):
+            continue  # (never mounted over through a link: it could name anything)
+        if os.path.isdir(path):
             _check(libc.mount(b"tmpfs", os.fsencode(path), b"tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
                               b"size=4k,mode=0700"))
         elif os.path.lexists(path):

@@ -12,10 +12,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import landlock, namespaces
+from . import landlock, namespaces, seccomp
 
 RUNNER = Path(__file__).resolve().parent / "sandbox_run.py"
-MIN_ABI = 6  # scoped abstract Unix sockets and signals (ABI 6), TCP ports (4), truncate (3), refer (2)
+MIN_ABI = landlock.MIN_ABI
 # what leads a process to a local server that acts for it, outside the sandbox
 CLEARED = ("TMUX", "TMUX_PANE", "DBUS_SESSION_BUS_ADDRESS", "DISPLAY", "WAYLAND_DISPLAY", "DOCKER_HOST",
            "SSH_AUTH_SOCK", "GPG_AGENT_INFO", "XDG_RUNTIME_DIR")
@@ -38,7 +38,8 @@ class Support:
 
 
 def support() -> Support:
-    return Support(landlock.abi(), namespaces.supported())
+    return Support(landlock.abi(), namespaces.supported() or (None if seccomp.supported() else
+                                                              "the sandbox's seccomp filter is written for x86_64"))
 
 
 def masks(env: dict[str, str] | None = None) -> list[str]:

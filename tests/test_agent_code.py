@@ -61,3 +61,26 @@ def test_the_fleet_runs_no_fsmonitor_of_a_git_dir_the_agent_pointed_its_worktree
     res = sb.fleet("sync", "api", ok=None)
     assert not mark.exists(), f"sync: {res}"
     assert "more" in (worktree / "docs/more.md").read_text()  # (the sync did run, and moved its files)
+
+
+def test_a_common_dir_of_the_agents_making_is_never_read_either(fleet_repo: Sandbox) -> None:
+    """The worktree's record in the repository (`worktrees/ID/commondir`) sits where a commit
+    needs to write: an agent can point it at a copy of the repository whose config runs a script."""
+    sb = fleet_repo
+    worktree = sb.add_agent("api", "src/backend/**")
+    common = sb.repo / ".git"
+    mark = sb.root / "ran"
+    copy = sb.root / "copy.git"
+    sb.run(["cp", "-a", str(common), str(copy)])
+    hook = sb.root / "fsmonitor.sh"
+    hook.write_text(f"#!/bin/sh\necho ran >> {mark}\nexit 1\n")
+    hook.chmod(0o755)
+    sb.git("config", "--file", str(copy / "config"), "core.fsmonitor", str(hook))
+    admin = next(d for d in (common / "worktrees").iterdir() if (d / "gitdir").read_text().strip() == str(worktree / ".git"))
+    (admin / "commondir").write_text(str(copy) + "\n")
+    (worktree / "src/backend/api.py").write_text("changed\n")
+    subprocess.run(["git", "status", "--porcelain"], cwd=worktree, capture_output=True)
+    assert mark.exists()  # (the route works: git run there by hand reads the copy's config)
+    mark.unlink()
+    rows = {r["agent"]: r for r in json.loads(sb.fleet("status", "--json").out)["agents"]}
+    assert rows["api"]["dirty"] == 1 and not mark.exists()

@@ -47,13 +47,15 @@ def test_writes_stay_beneath_the_directories_given(place: tuple[Path, Path]) -> 
     target = outside / "theirs.txt"
     write = ["sh", "-c", f"echo mine > {target}"]
     res = run(write, [inside])
-    assert res.returncode != 0 and "Permission denied" in res.stderr and target.read_text() == "theirs\n"
+    assert res.returncode != 0 and target.read_text() == "theirs\n"
+    assert "Read-only file system" in res.stderr or "Permission denied" in res.stderr, res.stderr
     assert run(["sh", "-c", f"echo ok > {inside / 'a'}"], [inside]).returncode == 0
     assert (inside / "a").read_text() == "ok\n"
     assert run(write, [inside], sandboxed=False).returncode == 0 and target.read_text() == "mine\n"
 
 
-@pytest.mark.parametrize("route", ["rename out", "rename in", "hard link in", "symlink out", "truncate", "delete"])
+@pytest.mark.parametrize("route", ["rename out", "rename in", "hard link in", "symlink out", "truncate", "delete",
+                                   "chmod", "utimes", "xattr"])
 def test_no_route_around_the_boundary(place: tuple[Path, Path], route: str) -> None:
     inside, outside = place
     (inside / "mine.txt").write_text("mine\n")
@@ -65,10 +67,17 @@ def test_no_route_around_the_boundary(place: tuple[Path, Path], route: str) -> N
         "symlink out": f"ln -s {target} {inside / 'sym'} && echo changed > {inside / 'sym'}",
         "truncate": f"truncate -s 0 {target}",
         "delete": f"rm {target}",
+        # what Landlock does not mediate: refused by the read-only view of everything else
+        "chmod": f"chmod 000 {target}",
+        "utimes": f"touch -d 2001-01-01 {target}",
+        "xattr": f"{sys.executable} -c \"import os; os.setxattr('{target}', 'user.fleet', b'x')\"",
     }[route]
+    before = os.stat(target)
     res = run(["sh", "-c", script], [inside])
     assert res.returncode != 0, res
     assert target.read_text() == "theirs\n" and not (outside / "moved.txt").exists()
+    after = os.stat(target)
+    assert (after.st_mode, after.st_mtime_ns) == (before.st_mode, before.st_mtime_ns) and not os.listxattr(target)
     assert (inside / "mine.txt").read_text() == "mine\n"
     shutil.rmtree(inside)
     inside.mkdir()
@@ -247,3 +256,97 @@ def test_a_unix_socket_service_elsewhere_does_no_write_for_the_sandbox(place: tu
     finally:
         for server in servers:
             server.close()
+
+
+def test_a_descriptor_opened_outside_is_no_way_out(place: tuple[Path, Path]) -> None:
+    inside, outside = place
+    target = outside / "theirs.txt"
+    with open(target, "a") as fh:  # (held open by whatever started the sandbox)
+        argv = [sys.executable, "-c", f"import os; os.write({fh.fileno()}, b'via-fd\\n')"]
+        line = sandbox.command(argv, [str(inside)], [])
+        res = subprocess.run(line, pass_fds=(fh.fileno(),), capture_output=True, text=True, timeout=60)
+        assert res.returncode != 0 and target.read_text() == "theirs\n", res
+        assert subprocess.run(argv, pass_fds=(fh.fileno(),), timeout=60).returncode == 0
+    assert target.read_text() == "theirs\nvia-fd\n"
+
+
+def test_only_a_socket_file_itself_is_masked_never_what_its_name_points_at(tmp_path: Path) -> None:
+    """A listening socket's name is its binder's to choose: a newline followed by a forged line
+    naming a directory, or the socket file replaced by a symlink afterwards, masks nothing."""
+    import tempfile
+
+    from git_fleet import namespaces
+
+    tmp_path = Path(tempfile.mkdtemp(prefix="s", dir="/tmp"))  # (a socket's name is at most 107 bytes)
+    target = tmp_path / "hooks"
+    target.mkdir()
+    forged = socket.socket(socket.AF_UNIX)
+    name = f"{tmp_path}/s\n0: 00000002 00000000 00010000 0001 01 1 {target}"  # (a second line, forged)
+    os.makedirs(os.path.dirname(name))
+    forged.bind(name)
+    forged.listen()
+    swapped = socket.socket(socket.AF_UNIX)
+    swapped.bind(str(tmp_path / "swapped.sock"))
+    swapped.listen()
+    (tmp_path / "swapped.sock").unlink()
+    (tmp_path / "swapped.sock").symlink_to(target)
+    real = socket.socket(socket.AF_UNIX)
+    real.bind(str(tmp_path / "real.sock"))
+    real.listen()
+    try:
+        found = namespaces.listening_sockets()
+        assert str(tmp_path / "real.sock") in found
+        assert str(target) not in found and str(tmp_path / "swapped.sock") not in found
+    finally:
+        for s in (forged, swapped, real):
+            s.close()
+        shutil.rmtree(tmp_path)
+
+
+PROBE = """
+import errno, fcntl, os, socket, sys, termios, ctypes
+what = sys.argv[1]
+try:
+    if what == "tiocsti":
+        fcntl.ioctl(0, termios.TIOCSTI, b"x")
+    elif what == "mptcp":
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262).close()
+    elif what == "fastopen":
+        s = socket.socket()
+        s.sendto(b"GET", 0x20000000, ("127.0.0.1", int(sys.argv[2])))
+    elif what == "keyring":
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syscall(248, b"user", b"fleet-test", b"x", 1, -4) < 0:  # add_key to the user keyring
+            raise OSError(ctypes.get_errno(), "add_key")
+except OSError as e:
+    print("refused", errno.errorcode.get(e.errno, e.errno)); sys.exit(1)
+print("done")
+"""
+
+
+@pytest.mark.parametrize("route", ["tiocsti", "mptcp", "fastopen", "keyring"])
+def test_what_landlock_leaves_open_the_filter_closes(place: tuple[Path, Path], route: str) -> None:
+    """Typing into the terminal (which the shell outside reads as its input), TCP that never
+    calls connect() (where Landlock checks the port), the person's keyrings."""
+    inside, _ = place
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = str(server.getsockname()[1])
+    primary, secondary = os.openpty()  # (a terminal of the test's own, as the agent's pane is)
+    try:
+        def probe(sandboxed: bool) -> subprocess.CompletedProcess[str]:
+            argv = [sys.executable, "-c", PROBE, route, port]
+            line = sandbox.command(argv, [str(inside)], []) if sandboxed else argv
+            return subprocess.run(line, stdin=secondary, capture_output=True, text=True, timeout=60)
+
+        res = probe(True)
+        assert res.returncode == 1 and res.stdout.startswith("refused EPERM"), res
+        outside = probe(False)
+        if route == "tiocsti" and outside.returncode != 0:
+            pytest.skip("this kernel refuses TIOCSTI to everyone (dev.tty.legacy_tiocsti = 0)")
+        assert outside.returncode == 0, outside
+    finally:
+        os.close(primary)
+        os.close(secondary)
+        server.close()

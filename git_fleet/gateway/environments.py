@@ -35,8 +35,8 @@ class Environments(Refs):
         commands as git works (fsmonitor, hooks) switched off."""
         env = self.env_in(worktree)
         admin = self.admin_dir(worktree)
-        if admin is not None:
-            env.update(GIT_DIR=str(admin), GIT_WORK_TREE=str(worktree))
+        if admin is not None:  # (and its common dir: the `commondir` file in it is writable from the worktree too)
+            env.update(GIT_DIR=str(admin), GIT_WORK_TREE=str(worktree), GIT_COMMON_DIR=str(self.common_dir))
         # fsmonitor off; the hooks the repository's own config names (a worktree's config can
         # name others), so the fleet's and the person's hooks still run
         hooks = self.own_hooks_path

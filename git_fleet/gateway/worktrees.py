@@ -114,7 +114,9 @@ class Worktrees(Environments):
         git(["worktree", "add", "--quiet", str(path), branch], self.common_dir)
 
     def worktree_remove(self, path: Path, force: bool = False) -> None:
-        git(["worktree", "remove", *(["--force", "--force"] if force else []), str(path)], self.common_dir)
+        # (git's own check that the worktree is clean runs git status there: with env_for's settings)
+        env = {k: v for k, v in self.env_for(path).items() if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR")}
+        git(["worktree", "remove", *(["--force", "--force"] if force else []), str(path)], self.common_dir, env=env)
 
     @contextmanager
     def scratch_worktree(self, commit: str) -> Iterator[Path]:
