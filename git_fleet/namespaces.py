@@ -109,8 +109,9 @@ def read_only_but(write: Iterable[str]) -> None:
 
 def enter(masks: Iterable[str], keep: Iterable[str] = ()) -> list[str]:
     """Move this process into a new user and mount namespace, keeping its uid and gid, and mask
-    each path of `masks` that exists, and every Unix socket file listened on now outside `keep`
-    (the sandbox's own directories); the paths masked are returned."""
+    each path of `masks` that exists (one ending in / is a directory, made if missing), and every
+    Unix socket file listened on now outside `keep` (the sandbox's own directories); the paths
+    masked are returned."""
     mine = [os.path.realpath(k).rstrip("/") + "/" for k in keep]
     masks = [*masks, *(p for p in listening_sockets() if not any(os.path.realpath(p).startswith(k) for k in mine))]
     uid, gid = os.getuid(), os.getgid()
@@ -122,6 +123,13 @@ def enter(masks: Iterable[str], keep: Iterable[str] = ()) -> list[str]:
     _check(libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None))  # nothing goes back out
     masked = []
     for path in masks:
+        if path.endswith("/"):  # a directory a server makes when it starts: made now if missing, so
+            path = path.rstrip("/")  # that one started later is hidden too (tmux's, as tmux makes it)
+            if not os.path.lexists(path):
+                try:
+                    os.makedirs(path, mode=0o700)
+                except OSError:
+                    continue  # (its parent is not this user's to write: no server of this user there)
         if os.path.islink(path):
             continue  # (never mounted over through a link: it could name anything)
         if os.path.isdir(path):

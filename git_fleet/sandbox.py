@@ -48,10 +48,11 @@ def masks(env: dict[str, str] | None = None) -> list[str]:
     (D-Bus, systemd, Wayland), X11's, Docker's and Podman's, the SSH and GPG agents'."""
     env = dict(os.environ if env is None else env)
     uid = os.getuid()
-    found = [f"/tmp/tmux-{uid}", env.get("XDG_RUNTIME_DIR") or f"/run/user/{uid}", "/tmp/.X11-unix",
+    # (a trailing /: a directory made if missing, so that a server started later is hidden too)
+    found = [f"/tmp/tmux-{uid}/", env.get("XDG_RUNTIME_DIR") or f"/run/user/{uid}", "/tmp/.X11-unix",
              "/var/run/docker.sock", "/run/docker.sock", "/run/podman", "/run/dbus"]
     if env.get("TMUX_TMPDIR"):
-        found.append(os.path.join(env["TMUX_TMPDIR"], f"tmux-{uid}"))
+        found.append(os.path.join(env["TMUX_TMPDIR"], f"tmux-{uid}") + "/")
     if env.get("TMUX"):
         found.append(os.path.dirname(env["TMUX"].split(",", 1)[0]))
     if env.get("SSH_AUTH_SOCK"):
@@ -59,7 +60,7 @@ def masks(env: dict[str, str] | None = None) -> list[str]:
     bus = env.get("DBUS_SESSION_BUS_ADDRESS", "")
     if bus.startswith("unix:path="):
         found.append(bus[len("unix:path="):].split(",", 1)[0])
-    return list(dict.fromkeys(os.path.normpath(p) for p in found if p))
+    return list(dict.fromkeys(os.path.normpath(p) + ("/" if p.endswith("/") else "") for p in found if p))
 
 
 def command(argv: list[str], write: list[str], ports: list[int], env: dict[str, str] | None = None) -> list[str]:

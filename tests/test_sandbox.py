@@ -350,3 +350,59 @@ def test_what_landlock_leaves_open_the_filter_closes(place: tuple[Path, Path], r
         os.close(primary)
         os.close(secondary)
         server.close()
+
+
+def test_a_tmux_server_started_after_the_sandbox_is_out_of_its_reach_too(place: tuple[Path, Path],
+                                                                         tmp_path: Path) -> None:
+    tmux = shutil.which("tmux")
+    if tmux is None:
+        pytest.skip("tmux is not installed (.ci/run installs it)")
+    inside, outside = place
+    env = {**os.environ, "TMUX_TMPDIR": str(tmp_path / "later")}
+    (tmp_path / "later").mkdir()
+    socket_path = tmp_path / "later" / f"tmux-{os.getuid()}" / "default"
+    made, go = outside / "made-by-tmux", inside / "go"
+    script = (f"while [ ! -e {go} ]; do sleep 0.05; done; tmux -S {socket_path} new-window -d 'touch {made}'; "
+              f"echo $? > {inside / 'rc'}")
+    proc = subprocess.Popen(sandbox.command(["sh", "-c", script], [str(inside)], [], env), env=env,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not socket_path.parent.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # (the sandbox has started: it made the directory tmux will use)
+        subprocess.run([tmux, "new-session", "-d", "-s", "later", "sleep 600"], env=env, check=True)
+        go.touch()
+        assert proc.wait(timeout=30) == 0
+        assert (inside / "rc").read_text().strip() != "0"
+        time.sleep(0.3)
+        assert not made.exists()
+        assert subprocess.run([tmux, "-S", str(socket_path), "new-window", "-d", f"touch {made}"],
+                              env=env).returncode == 0
+        deadline = time.monotonic() + 5
+        while not made.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert made.exists()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        subprocess.run([tmux, "-S", str(socket_path), "kill-server"], capture_output=True)
+
+
+def test_the_seccomp_filter_is_well_formed_and_the_masks_cover_the_known_servers() -> None:
+    """In process (the runner's own process cannot be measured): every jump of the filter lands
+    inside it and it ends by allowing; the masks name tmux's places (made if missing), the
+    runtime directory, and the socket $TMUX, SSH_AUTH_SOCK and the session bus name."""
+    from git_fleet import seccomp
+
+    code = seccomp.program()
+    for i, (op, jt, jf, _) in enumerate(code):
+        if op & 0x07 == 0x05:  # (a jump)
+            assert i + 1 + max(jt, jf) < len(code)
+    assert code[-1] == (0x06, 0, 0, 0x7FFF0000)
+    uid = os.getuid()
+    found = sandbox.masks({"TMUX": "/srv/t/s,1,0", "TMUX_TMPDIR": "/srv/tt", "SSH_AUTH_SOCK": "/srv/ssh/agent",
+                           "DBUS_SESSION_BUS_ADDRESS": "unix:path=/srv/bus,guid=1", "XDG_RUNTIME_DIR": "/srv/run"})
+    assert {f"/tmp/tmux-{uid}/", f"/srv/tt/tmux-{uid}/", "/srv/t", "/srv/ssh", "/srv/bus", "/srv/run"} <= set(found)
+    line = sandbox.command(["true"], ["/w"], [443], {})
+    assert line[line.index("--") + 1:] == ["true"] and line[4:6] == ["--write", "/w"]
