@@ -35,7 +35,7 @@ class Cli:
     """What one agent CLI's hook payloads look like."""
 
     def __init__(self, name: str, project_env: str, edits: dict[str, str], shells: dict[str, str],
-                 states: dict[str, str | None], prompt_events: tuple[str, ...], context_events: tuple[str, ...],
+                 states: dict[str, str | None], context_events: tuple[str, ...],
                  patches: tuple[str, ...] = ()):
         self.name = name
         self.patches = patches  # tools whose `command` is a patch (Codex's apply_patch): its files are judged
@@ -43,7 +43,6 @@ class Cli:
         self.edits = edits  # tool -> the input field that names the file it writes
         self.shells = shells  # tool -> the input field that holds the command
         self.states = states  # hook event -> the state it reports (None: the Notification rules)
-        self.prompt_events = prompt_events  # events that start a turn
         self.context_events = context_events  # events whose output can add to the model's context
 
 
@@ -54,18 +53,18 @@ CLIS = {
                   {"SessionStart": IDLE, "UserPromptSubmit": WORKING, "PreToolUse": WORKING, "PostToolUse": WORKING,
                    "PostToolUseFailure": WORKING, "PermissionRequest": NEEDS_YOU, "Notification": None, "Stop": IDLE,
                    "StopFailure": IDLE, "SessionEnd": EXITED},
-                  ("UserPromptSubmit",), ("SessionStart", "UserPromptSubmit", "PostToolUse")),
+                  ("SessionStart", "UserPromptSubmit", "PostToolUse")),
     # Gemini CLI 0.61: tools write_file and replace (file_path, as the model wrote it: often relative)
     "gemini": Cli("gemini", "GEMINI_PROJECT_DIR", {"write_file": "file_path", "replace": "file_path"},
                   {"run_shell_command": "command"},
                   {"SessionStart": IDLE, "BeforeAgent": WORKING, "BeforeTool": WORKING, "AfterTool": WORKING,
                    "Notification": NEEDS_YOU, "AfterAgent": IDLE, "SessionEnd": EXITED},
-                  ("BeforeAgent",), ("SessionStart", "BeforeAgent", "AfterTool")),
+                  ("SessionStart", "BeforeAgent", "AfterTool")),
     # Codex 0.171: edits are apply_patch calls whose files are named inside the patch
     "codex": Cli("codex", "CODEX_PROJECT_DIR", {}, {"Bash": "command", "exec_command": "cmd", "shell": "command"},
                  {"SessionStart": IDLE, "UserPromptSubmit": WORKING, "PreToolUse": WORKING, "PostToolUse": WORKING,
                   "PermissionRequest": NEEDS_YOU, "Stop": IDLE, "SessionEnd": EXITED},
-                 ("UserPromptSubmit",), ("SessionStart", "UserPromptSubmit", "PostToolUse"), ("apply_patch",)),
+                 ("SessionStart", "UserPromptSubmit", "PostToolUse"), ("apply_patch",)),
 }
 
 # the lines of a Codex patch that name a file it writes (codex-rs apply-patch's grammar)
@@ -101,12 +100,12 @@ def _place(cli: Cli, payload: dict[str, Any], fleet: tuple[str, str] | None) -> 
 def _protected(place: Place) -> list[str]:
     """What no shell command of the agent may write, as it may name it."""
     from .check import CLI_SETTINGS, CONFIG_NAME  # (the shell guard's path only)
+    from .edit_gate import HOME_SETTINGS  # (as above)
 
     common = place.common_dir
     home = os.path.expanduser("~")
-    return [CONFIG_NAME, *CLI_SETTINGS, os.path.join(common, "hooks"), os.path.join(common, "config"),
-            ".git", *(os.path.join(home, s) for s in (".claude", ".gemini", ".codex")),
-            *(f"~/{s}" for s in (".claude", ".gemini", ".codex"))]
+    return [CONFIG_NAME, *CLI_SETTINGS, os.path.join(common, "hooks"), os.path.join(common, "config"), ".git",
+            *(os.path.join(home, s) for s in HOME_SETTINGS), *(f"~/{s}" for s in HOME_SETTINGS)]
 
 
 def gate(cli: Cli, payload: dict[str, Any], fleet: tuple[str, str] | None = None) -> FleetError | None:
@@ -209,7 +208,7 @@ def event(cli: Cli, payload: dict[str, Any], fleet: tuple[str, str] | None = Non
     return None
 
 
-def _context_output(cli: Cli, event_name: str, text: str) -> str:
+def _context_output(event_name: str, text: str) -> str:
     inner = fastjson.dumps_flat({"hookEventName": event_name, "additionalContext": text})
     return f'{{"hookSpecificOutput": {inner}}}'
 
@@ -232,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         text = event(cli, payload, fleet)
         if text:
-            print(_context_output(cli, str(payload.get("hook_event_name")), text))
+            print(_context_output(str(payload.get("hook_event_name")), text))
         return 0
     except FleetError as e:
         if role == "event":

@@ -64,7 +64,6 @@ CODEX = Target("codex", Path(".codex", "hooks.json"), "PreToolUse",
                ("SessionStart", "UserPromptSubmit", "PostToolUse", "PermissionRequest", "Stop", "SessionEnd"),
                CLI_TIMEOUT)
 TARGETS = {t.cli: t for t in (CLAUDE, GEMINI, CODEX)}
-CLAUDE_SETTINGS = CLAUDE.path
 
 
 Fleet = tuple[str, str]  # the fleet a hook is installed for: its common dir and main worktree
@@ -217,12 +216,13 @@ def problems(worktree: Path, target: Target, fleet: Fleet) -> list[str]:
             break
     if target is CLAUDE:
         for name in ("settings.json", "settings.local.json"):
-            if _read_json_quietly(worktree / ".claude" / name).get("disableAllHooks"):
+            if read_json_quietly(worktree / ".claude" / name).get("disableAllHooks"):
                 found.append(f"{worktree / '.claude' / name} sets disableAllHooks: every hook, the fleet's too, is off")
     return found
 
 
-def _read_json_quietly(path: Path) -> dict[str, Any]:
+def read_json_quietly(path: Path) -> dict[str, Any]:
+    """A settings file's JSON, or {} where it is missing or unreadable (a check, not an edit)."""
     try:
         return read_json(path) or {}
     except FleetError:

@@ -83,8 +83,8 @@ def _tail(path: str) -> list[bytes]:
 
 
 def read(common_dir: str, agent: str) -> dict[str, object] | None:
-    """The agent's last reported state: {state, since, tool, message, session, cli, event, at,
-    refused}; None when its hooks never reported."""
+    """The agent's last reported state: {state, since, tool, message, session, launched_session,
+    launched, refused}; None when its hooks never reported."""
     events = []
     for raw in _tail(os.path.join(directory(common_dir, agent), "events")):
         try:
@@ -107,7 +107,6 @@ def read(common_dir: str, agent: str) -> dict[str, object] | None:
     return {"state": last["state"], "since": since, "message": last.get("message"),
             "tool": last.get("tool") if last.get("event") in BEFORE_TOOL + ASKS else None,
             "session": session, "launched_session": launched, "launched": bool(events[-1].get("fleet")),
-            "cli": last.get("cli"), "event": last.get("event"), "at": events[-1]["t"],
             "refused": count_refused(common_dir, agent)}
 
 

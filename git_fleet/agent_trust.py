@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import durable
-from .agent_settings import CODEX, read_json, write_through
+from .agent_settings import CODEX, read_json, read_json_quietly, write_through
 from .errors import FleetError
 
 CODEX_EVENTS = {"PreToolUse": "pre_tool_use", "PostToolUse": "post_tool_use", "PermissionRequest": "permission_request",
@@ -39,7 +39,7 @@ def _home() -> Path:
 # -- Claude Code ------------------------------------------------------------------------------------
 
 def claude_trusts(main: Path) -> bool:
-    data = _quietly(_home() / ".claude.json")
+    data = read_json_quietly(_home() / ".claude.json")
     projects = data.get("projects")
     projects = projects if isinstance(projects, dict) else {}
     here = main.resolve()
@@ -67,11 +67,13 @@ def _gemini_file() -> Path:
 def gemini_trusts(worktree: Path) -> bool:
     if os.environ.get("GEMINI_CLI_TRUST_WORKSPACE") == "true":
         return True
-    rules = _quietly(_gemini_file())
     here = worktree.resolve()
-    best = max(((len(path), level) for path, level in rules.items()
-                if isinstance(level, str) and _within(here, Path(path).parent if level == "TRUST_PARENT" else Path(path))),
-               default=(0, None))
+
+    def covers(path: str, level: str) -> bool:  # (the longest rule that covers the folder decides, as Gemini CLI's)
+        return here.is_relative_to((Path(path).parent if level == "TRUST_PARENT" else Path(path)).resolve())
+
+    best = max(((len(path), level) for path, level in read_json_quietly(_gemini_file()).items()
+                if isinstance(level, str) and covers(path, level)), default=(0, None))
     return best[1] in ("TRUST_FOLDER", "TRUST_PARENT")
 
 
@@ -183,18 +185,3 @@ def codex_trust(main: Path) -> tuple[Path, list[str]]:
 def _split(table: str) -> tuple[str, str]:
     kind, _, name = table.partition(".")
     return kind, name.removeprefix("state.").strip('"')
-
-
-def _within(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root.resolve())
-        return True
-    except ValueError:
-        return False
-
-
-def _quietly(path: Path) -> dict[str, Any]:
-    try:
-        return read_json(path) or {}
-    except FleetError:
-        return {}

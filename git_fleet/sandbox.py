@@ -7,7 +7,6 @@ the agent's own, so that the write set below is a boundary): today the runner an
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +74,3 @@ def command(argv: list[str], write: list[str], ports: list[int], env: dict[str, 
     for name in CLEARED:
         line += ["--clear", name]
     return [*line, "--", *argv]
-
-
-def shell_command(argv: list[str], write: list[str], ports: list[int]) -> str:
-    return shlex.join(command(argv, write, ports))

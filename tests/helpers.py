@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +82,23 @@ class Sandbox:
         _adopt_orphans()
         return subprocess.Popen(args, cwd=cwd or self.repo, env={**os.environ, **(env or {})}, text=True,
                                 start_new_session=True, **kw)
+
+    def run_group(self, args: list[str], cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 120,
+                  said: Callable[[], str] = str) -> Result:
+        """Run a real program (an agent CLI) to its end in a process group of its own, then end
+        whatever it started that stayed in the group (its hooks, its shells); a program that does
+        not end within `timeout` fails the test, with what `said()` then says added to its output."""
+        proc = self.spawn(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_group(proc)
+            out, err = proc.communicate()
+            pytest.fail(f"{args[0]} did not end within {timeout} s\n--- stdout\n{out}\n--- stderr\n{err}\n{said()}")
+        finally:
+            self.kill_group(proc)
+        return Result(proc.returncode, out, err)
 
     def paused(self, args: list[str], point: str, env: Mapping[str, str] | None = None,
                **kw: Any) -> tuple[subprocess.Popen[str], Path]:

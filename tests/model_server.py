@@ -27,6 +27,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+def read_body(handler: BaseHTTPRequestHandler) -> Any:
+    """A request's body: its JSON, else its text, else None (the stand-ins of every agent CLI's API)."""
+    length = int(handler.headers.get("Content-Length") or 0)
+    raw = handler.rfile.read(length) if length else b""
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+
+
 @dataclass(frozen=True)
 class ToolUse:
     """A turn in which the model calls one tool (`text`, if given, is said before the call)."""
@@ -262,12 +272,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
     def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body: Any = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode("utf-8", "replace")
+        body = read_body(self)
         owner = self.owner
         path = self.path.split("?", 1)[0].rstrip("/")
         messages = self.command == "POST" and path == "/v1/messages" and isinstance(body, dict)
@@ -282,7 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send(200, json.dumps(message).encode())
         elif self.command == "POST" and path == "/v1/messages/count_tokens":
-            self._send(200, json.dumps({"input_tokens": max(1, len(raw) // 4)}).encode())
+            self._send(200, json.dumps({"input_tokens": max(1, len(json.dumps(body)) // 4)}).encode())
         elif self.command in ("HEAD", "GET") and path == "":
             self._send(200, b"{}")
         else:

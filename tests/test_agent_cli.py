@@ -41,19 +41,10 @@ class Claude:
     def run(self, server: ModelServer, prompt: str, cwd: Path, *extra: str, timeout: float = TIMEOUT) -> Result:
         args = [self.binary, "-p", prompt, "--permission-mode", "acceptEdits", "--allowedTools", TOOLS, *extra]
         start = time.monotonic()
-        proc = self.sandbox.spawn(args, cwd=cwd, env=server.env(), stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            Sandbox.kill_group(proc)
-            out, err = proc.communicate()
-            pytest.fail(f"claude -p did not end within {timeout} s\n--- stdout\n{out}\n--- stderr\n{err}\n"
-                        f"--- requests\n{[r.path for r in server.requests]}")
-        finally:
-            Sandbox.kill_group(proc)  # and whatever it started that stayed in its group (shells, hooks)
+        res = self.sandbox.run_group(args, cwd, server.env(), timeout,
+                                     said=lambda: f"--- requests\n{[r.path for r in server.requests]}")
         self.seconds.append(time.monotonic() - start)
-        return Result(proc.returncode, out, err)
+        return res
 
 
 @pytest.fixture

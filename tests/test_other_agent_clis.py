@@ -37,8 +37,9 @@ from typing import Any, Self
 
 import pytest
 
-from git_fleet import agent_trust
+from git_fleet import agent_state, agent_trust
 from helpers import Result, Sandbox
+from model_server import read_body
 
 ROOT = Path(__file__).resolve().parent.parent
 CI = (ROOT / ".ci/run").read_text()
@@ -560,13 +561,7 @@ class ScriptedModel:
                 pass  # recorded, not printed
 
             def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                try:
-                    body: Any = json.loads(raw) if raw else None
-                except ValueError:
-                    body = raw.decode("utf-8", "replace")
-                status, content_type, payload = owner.answer(self.command, self.path, body)
+                status, content_type, payload = owner.answer(self.command, self.path, read_body(self))
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(payload)))
@@ -735,18 +730,9 @@ class RealCli:
 
     def run(self, args: list[str], cwd: Path, env: dict[str, str], timeout: float = TIMEOUT) -> Result:
         start = time.monotonic()
-        proc = self.sb.spawn([self.binary, *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            Sandbox.kill_group(proc)
-            out, err = proc.communicate()
-            pytest.fail(f"{self.binary} did not end within {timeout} s\n--- stdout\n{out}\n--- stderr\n{err}")
-        finally:
-            Sandbox.kill_group(proc)
+        res = self.sb.run_group([self.binary, *args], cwd, env, timeout)
         self.seconds.append(time.monotonic() - start)
-        return Result(proc.returncode, out, err)
+        return res
 
 
 def _installed(name: str, package: str, version: str, sb: Sandbox, home: Path, monkeypatch: pytest.MonkeyPatch,
@@ -1005,3 +991,51 @@ def test_doctor_names_broken_settings_and_fix_mends_only_what_is_ours(fleet_repo
     assert "FAIL  agent hooks" not in sb.fleet("doctor", ok=None).out
     sb.fleet("init", "--uninstall")
     assert exclude.read_text().splitlines().count("/.claude/settings.local.json") == 1  # theirs stays
+
+
+def test_up_names_the_trust_each_cli_lacks_and_up_trust_gives_it(fleet_repo: Sandbox, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the real commands: doctor and up say which CLI would skip the fleet's hooks, and
+    `git fleet-up --trust` writes each CLI's answer where its own dialog would."""
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (.ci/run installs it)")
+    sb = fleet_repo
+    (tmp_path / "tmux").mkdir()
+    monkeypatch.setenv("TMUX_TMPDIR", str(tmp_path / "tmux"))
+    monkeypatch.delenv("TMUX", raising=False)
+    monkeypatch.setenv("CODEX_HOME", str(tmp_path / "codex-home"))
+    for name in ("GEMINI_CLI_TRUSTED_FOLDERS_PATH", "GEMINI_CLI_TRUST_WORKSPACE"):
+        monkeypatch.delenv(name, raising=False)
+    stand_ins = tmp_path / "bin"
+    stand_ins.mkdir()
+    for name in ("gemini", "codex"):
+        (stand_ins / name).write_text("#!/bin/sh\nexec sleep 600\n")
+        (stand_ins / name).chmod(0o755)
+    two = _two_clis(sb, str(stand_ins / "gemini"), str(stand_ins / "codex"))
+    try:
+        said = sb.fleet("doctor", ok=None).out
+        assert "Gemini CLI does not trust" in said and "Codex does not trust" in said, said
+        res = sb.fleet("up", "--detach", "--stagger", "0")
+        assert "Gemini CLI does not trust" in res.err and "git fleet-up --trust" in res.err, res
+        sb.fleet("down", "--yes")
+        res = sb.fleet("up", "--detach", "--stagger", "0", "--trust")
+        assert "Gemini CLI trusts 1 worktree(s)" in res.err and "Codex trusts" in res.err, res
+        assert "Claude Code" not in res.err  # (no agent runs it)
+        assert agent_trust.gemini_trusts(two.gemini.worktree) and agent_trust.codex_untrusted(sb.repo) == []
+        said = sb.fleet("doctor", ok=None).out
+        assert "does not trust" not in said, said
+    finally:
+        subprocess.run(["tmux", "kill-server"], capture_output=True)
+
+
+def test_rm_forgets_what_the_agent_reported(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    sb.add_agent("api", "src/backend/**")
+    agent_state.report(str(sb.repo / ".git"), "api", "claude", "SessionStart", "idle", "old-session")
+    agent_state.refused(str(sb.repo / ".git"), "api", "edit refused")
+    row = {r["agent"]: r for r in json.loads(sb.fleet("ps", "--json").out)}["api"]
+    assert (row["reported"], row["session_id"], row["refused"]) == (True, "old-session", 1)
+    sb.fleet("rm", "api")
+    sb.add_agent("api", "src/backend/**")
+    row = {r["agent"]: r for r in json.loads(sb.fleet("ps", "--json").out)}["api"]
+    assert (row["reported"], row["session_id"], row["refused"]) == (False, None, 0)
