@@ -428,22 +428,28 @@ def test_hooks_run_outside_an_agents_worktree_judge_and_report_nothing(clis: Two
 # -- the agent's state in git fleet-ps ----------------------------------------------------------
 
 
-@pytest.fixture
-def live_clis(fleet_repo: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TwoClis]:
-    """The two agents started by `git fleet-up` in a private tmux server; the `gemini` and `codex`
-    their commands run are stand-ins that wait, so that their panes stay live while the test plays
-    the CLIs' hook events (ps shows a reported state only while the agent's pane is live)."""
+def _stand_ins_in_tmux(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private tmux server's place, and stand-ins named gemini and codex that wait (so that an
+    agent's pane stays live): the directory that holds them."""
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed (.ci/run installs it)")
-    sock = tmp_path / "tmux"
-    sock.mkdir()
-    monkeypatch.setenv("TMUX_TMPDIR", str(sock))
+    (tmp_path / "tmux").mkdir()
+    monkeypatch.setenv("TMUX_TMPDIR", str(tmp_path / "tmux"))
     monkeypatch.delenv("TMUX", raising=False)
     stand_ins = tmp_path / "bin"
     stand_ins.mkdir()
     for name in ("gemini", "codex"):
         (stand_ins / name).write_text("#!/bin/sh\nexec sleep 600\n")
         (stand_ins / name).chmod(0o755)
+    return stand_ins
+
+
+@pytest.fixture
+def live_clis(fleet_repo: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TwoClis]:
+    """The two agents started by `git fleet-up` in a private tmux server; the `gemini` and `codex`
+    their commands run are stand-ins that wait, so that their panes stay live while the test plays
+    the CLIs' hook events (ps shows a reported state only while the agent's pane is live)."""
+    stand_ins = _stand_ins_in_tmux(tmp_path, monkeypatch)
     two = _two_clis(fleet_repo, str(stand_ins / "gemini"), str(stand_ins / "codex"))
     fleet_repo.fleet("up", "--detach", "--stagger", "0")
     try:
@@ -997,20 +1003,11 @@ def test_up_names_the_trust_each_cli_lacks_and_up_trust_gives_it(fleet_repo: San
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the real commands: doctor and up say which CLI would skip the fleet's hooks, and
     `git fleet-up --trust` writes each CLI's answer where its own dialog would."""
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed (.ci/run installs it)")
     sb = fleet_repo
-    (tmp_path / "tmux").mkdir()
-    monkeypatch.setenv("TMUX_TMPDIR", str(tmp_path / "tmux"))
-    monkeypatch.delenv("TMUX", raising=False)
+    stand_ins = _stand_ins_in_tmux(tmp_path, monkeypatch)
     monkeypatch.setenv("CODEX_HOME", str(tmp_path / "codex-home"))
     for name in ("GEMINI_CLI_TRUSTED_FOLDERS_PATH", "GEMINI_CLI_TRUST_WORKSPACE"):
         monkeypatch.delenv(name, raising=False)
-    stand_ins = tmp_path / "bin"
-    stand_ins.mkdir()
-    for name in ("gemini", "codex"):
-        (stand_ins / name).write_text("#!/bin/sh\nexec sleep 600\n")
-        (stand_ins / name).chmod(0o755)
     two = _two_clis(sb, str(stand_ins / "gemini"), str(stand_ins / "codex"))
     try:
         said = sb.fleet("doctor", ok=None).out
