@@ -12,7 +12,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import agent_clis, approval, brief, config, config_edit, durable, interrupted_add, ownership, templates, worktree_setup
+from . import (
+    agent_clis,
+    approval,
+    brief,
+    config,
+    config_edit,
+    durable,
+    interrupted_add,
+    ownership,
+    sandbox_layout,
+    templates,
+    worktree_setup,
+)
 from .config import Agent
 from .errors import FleetError, UsageError
 from .fleet import Fleet, Report
@@ -176,8 +188,8 @@ def _adopted_as_asked(fleet: Fleet, agent: Agent, zone: Sequence[str], branch: s
 
 
 def set_agent(fleet: Fleet, name: str, *, zone: Sequence[str] = (), allow_overlap: bool = False,
-        session: dict[str, str | None] | None = None) -> Agent:
-    """Change an agent's zone or session settings, with the same checks as add."""
+        session: dict[str, str | None] | None = None, sandbox: bool | None = None) -> Agent:
+    """Change an agent's zone, session settings or sandbox, with the same checks as add."""
     with fleet.editing():
         fleet.may_edit("change agents")
         agent = fleet.config.agent(name)
@@ -194,14 +206,47 @@ def set_agent(fleet: Fleet, name: str, *, zone: Sequence[str] = (), allow_overla
                     fleet.config, agents={k: v for k, v in fleet.config.agents.items() if k != name}), fleet.text)
                 ownership.refuse_overlap(others, name, new_zone, fleet.repo.resolve(fleet.config.base))
             changes["zone"] = tuple(zone)
+        if sandbox is not None:
+            changes.update(_sandboxing(fleet, agent, sandbox))
         if not changes:
-            raise UsageError("nothing to change", "give --zone, --session, --model, --command or --resume")
+            raise UsageError("nothing to change", "give --zone, --session, --model, --command, --resume or --sandbox")
         updated = dataclasses.replace(agent, **changes)
-        fleet.save(config_edit.with_agent(fleet.config, fleet.text, updated))
+        text = config_edit.with_agent(fleet.config, fleet.text, updated)
+        moved = updated.branch != agent.branch and fleet.repo.branch_tip(agent.branch) is not None
+        if moved:
+            fleet.repo.rename_branch(agent.branch, updated.branch)
+        try:
+            fleet.save(text)
+        except BaseException:
+            if moved:  # (the configuration still names the old branch: so does the repository again)
+                fleet.repo.rename_branch(updated.branch, agent.branch)
+            raise
+        if moved:
+            fleet.tell([f"{name}: its branch {agent.branch} is now {updated.branch} (a ref directory of its own, "
+                        "for the sandbox)"])
         brief.write_brief(fleet, updated)
         agent_clis.install(fleet, updated)
         agent_clis.tidy(fleet)
         return updated
+
+
+def _sandboxing(fleet: Fleet, agent: Agent, on: bool) -> dict[str, Any]:
+    """The changes that turn the agent's sandbox on or off. On, its branch must have a ref
+    directory of its own (sandbox_layout.py): one named <prefix><agent> (the default) is moved
+    to <prefix><agent>/work, with its reflog and its worktree's HEAD; another is refused."""
+    if not on:
+        return {"sandbox": False}
+    why = sandbox_layout.problem(fleet, agent)
+    if why is not None and not why.startswith("its branch"):
+        raise FleetError(f"agent '{agent.name}' cannot run sandboxed: {why}",
+                         "git fleet-doctor says what this system supports")
+    if why is None:
+        return {"sandbox": True}
+    new = sandbox_layout.sandboxed_branch(fleet, agent)
+    if agent.branch != fleet.config.default_branch(agent.name) or fleet.repo.branch_tip(new) is not None:
+        raise FleetError(f"agent '{agent.name}' cannot run sandboxed: {why}",
+                         f"a sandboxed agent's branch needs a ref directory of its own: name it like {new}")
+    return {"sandbox": True, "branch": new}
 
 
 def declare_checkpoint(fleet: Fleet, name: str, agents: Sequence[str], test: str | None = None,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import durable
+from . import durable, sandbox_layout
 from .config import Agent
 from .errors import FleetError, UsageError
 from .files import ignored_dir
@@ -80,15 +80,21 @@ def require_worktree(fleet: Fleet, agent: Agent) -> Path:
     return where
 
 
-def run(fleet: Fleet, name: str, argv: Sequence[str]) -> int:
-    """Run a command in an agent's worktree with its environment; its exit status is returned."""
+def run(fleet: Fleet, name: str, argv: Sequence[str], sandboxed: bool | None = None) -> int:
+    """Run a command in an agent's worktree with its environment, in its sandbox if it runs in
+    one (sandbox_layout.wanted); its exit status is returned."""
     agent = fleet.config.agent(name)
     where = require_worktree(fleet, agent)
     if not argv:
         raise UsageError("no command given", f"git fleet-run {name} -- COMMAND [ARGS...]")
     write_brief(fleet, agent)
+    env, line = environment(fleet, agent), list(argv)
+    if sandbox_layout.wanted(fleet, agent, sandboxed):
+        confinement = sandbox_layout.confine(fleet, agent, where)
+        env.update(confinement.env)
+        line = confinement.command(line)
     try:
-        return subprocess.run(list(argv), cwd=where, env=environment(fleet, agent)).returncode
+        return subprocess.run(line, cwd=where, env=env).returncode
     except FileNotFoundError:
         raise FleetError(f"command not found: {argv[0]}", "check the command, or your PATH") from None
 

@@ -4,22 +4,18 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config_reader import SCHEMA_VERSION, Reader, read_toml
 from .errors import ConfigError, UsageError
 from .gateway.plumbing import git
-from .templates import PLACEHOLDERS, unknown_in_path, unknown_placeholder
+from .templates import PLACEHOLDERS, unknown_placeholder
 from .zones import PatternError, Zone
 
 CONFIG_NAME = ".gitfleet.toml"
-SCHEMA_VERSION = 4
-# keys a file may use only once it says `version = N`, so that a git-fleet too old for them says
-# "written for a newer git-fleet" instead of "unknown key": (table, key) -> the version
-INTRODUCED = {("checkpoints.*", "timeout"): 2, ("fleet", "ignore_case"): 3}
 DEFAULT_TEST_TIMEOUT = 30 * 60
 
 DEFAULT_BASE = "main"
@@ -69,6 +65,8 @@ class Agent:
     env: tuple[tuple[str, str], ...] = ()
     port: int | None = None  # its own port from [setup] ports, for parallel dev servers
     ignore_case: bool = False  # the fleet's [fleet] ignore_case, which its zone follows
+    sandbox: bool | None = None  # None: the fleet's [fleet] sandbox
+    sandbox_write: tuple[str, ...] = ()  # more it may write in the sandbox, beyond the fleet's list
 
     SESSION_KEYS = ("session", "model", "command", "resume")
 
@@ -113,6 +111,9 @@ class Config:
     ports: tuple[int, int] | None = None  # each agent gets its own port from this range
     bus_dir: str = "."  # where tasks/, results/ and master_plan.md live, relative to the main worktree
     lease: str = "30m"  # how long a claim holds without renewal
+    sandbox: bool = False  # agents' sessions and runs confined by the kernel (sandbox.py)
+    sandbox_write: tuple[str, ...] = ()  # more every sandboxed agent may write ("~/" is the home directory)
+    sandbox_ports: tuple[int, ...] = (443,)  # the TCP ports a sandboxed agent may connect to
     text: str = field(default="", compare=False, repr=False)  # what it was parsed from (the zone cache's key)
 
     def checkpoint(self, name: str) -> Checkpoint:
@@ -146,79 +147,9 @@ def check_agent_name(name: str) -> None:
         )
 
 
-def _line_of(text: str, table: tuple[str, ...], key: str | None = None) -> int:
-    """Best line number for a key (or a table header) in the TOML text, 1-based."""
-    lines = text.splitlines()
-    header = re.compile(r"^\s*\[+\s*(.+?)\s*\]+\s*(#.*)?$")
-    current: tuple[str, ...] = ()
-    table_line = 1
-    for no, line in enumerate(lines, 1):
-        m = header.match(line)
-        if m:
-            current = tuple(part.strip().strip("\"'") for part in m.group(1).split("."))
-            if current == table:
-                table_line = no
-            continue
-        if key is not None and current == table and re.match(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=", line):
-            return no
-    # keys written as dotted keys or inline tables land here: point at the table, or the start
-    return table_line
-
-
-class _Reader:
-    def __init__(self, path: Path, text: str):
-        self.path = path
-        self.text = text
-        self.version = SCHEMA_VERSION
-
-    def fail(self, table: tuple[str, ...], key: str | None, what: str, hint: str | None = None) -> ConfigError:
-        line = _line_of(self.text, table, key)
-        return ConfigError(f"{self.path}:{line}: {what}", hint or f"fix {self.path.name} and run the command again")
-
-    def take(self, data: Mapping[str, Any], table: tuple[str, ...], key: str, kind: type, default: Any) -> Any:
-        if key not in data:
-            return default
-        value = data[key]
-        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-            label = ".".join(table + (key,))
-            raise self.fail(table, key, f"'{label}' must be {kind.__name__ if kind is not str else 'a string'}, not {value!r}")
-        return value
-
-    def path_template(self, table: tuple[str, ...], template: str | None) -> str | None:
-        bad = None if template is None else unknown_in_path(template)
-        if template is not None and self.version < 4 and "{repo}" in template.replace("{{", ""):
-            raise self.fail(table, "worktree", f"{{repo}} in {'.'.join(table)}.worktree needs `version = 4` at the top "
-                            f"of {self.path.name} (it says {self.version})",
-                            "set version = 4; git-fleet releases that do not know {repo} then say they are too old")
-        if bad == "{":
-            raise self.fail(table, "worktree", f"a lone brace in {'.'.join(table)}.worktree",
-                            "write a brace as {{ or }}; placeholders: {repo}, {agent}")
-        if bad is not None:
-            raise self.fail(table, "worktree", f"unknown placeholder {{{bad}}} in {'.'.join(table)}.worktree",
-                            "placeholders: {repo} (the main worktree's directory name), {agent}; "
-                            "write a brace as {{ or }}")
-        if template is not None and not template.strip():
-            raise self.fail(table, "worktree", f"'{'.'.join(table)}.worktree' is empty")
-        return template
-
-    def unknown(self, data: Mapping[str, Any], table: tuple[str, ...], allowed: set[str]) -> None:
-        for key in data:
-            if key not in allowed:
-                where = ".".join(table) or "the top level"
-                raise self.fail(table, key, f"unknown key '{key}' in {where}", "known keys: " + ", ".join(sorted(allowed)))
-            pattern = ".".join(table[:1] + ("*",) * (len(table) - 1))
-            needs = INTRODUCED.get((pattern, key), 1)
-            if needs > self.version:
-                label = ".".join(table + (key,))
-                raise self.fail(table, key, f"'{label}' needs `version = {needs}` at the top of {self.path.name} "
-                                f"(it says {self.version})",
-                                f"set version = {needs}; git-fleet releases older than the one that added "
-                                f"'{key}' then say they are too old, rather than misreading the file")
-
-
 def parse(path: Path, text: str) -> Config:
-    data = _toml(path, text)
-    r = _Reader(path, text)
+    data = read_toml(path, text)
+    r = Reader(path, text)
     r.unknown(data, (), {"version", "fleet", "agents", "checkpoints", "bus", "setup"})
     version = r.take(data, (), "version", int, 1)
     if version > SCHEMA_VERSION:
@@ -233,20 +164,10 @@ def parse(path: Path, text: str) -> Config:
     return Config(path=path, agents=agents, checkpoints=checkpoints, text=text, **fleet, **_setup_and_bus(r, data))
 
 
-def _toml(path: Path, text: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
-        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
-        loc = f"{m.group(1)}:{m.group(2)}" if m else "1"
-        raise ConfigError(f"{path}:{loc}: {msg}", f"{path.name} must be valid TOML (https://toml.io)") from None
-
-
-def _fleet_table(r: _Reader, fleet: dict[str, Any]) -> dict[str, Any]:
+def _fleet_table(r: Reader, fleet: dict[str, Any]) -> dict[str, Any]:
     """[fleet], as Config's keyword arguments."""
     r.unknown(fleet, ("fleet",), {"base", "branch_prefix", "worktree", "warn_agents", "max_agents", "union", "sync",
-                                  "model", "command", "resume", "stagger", "layout", "ignore_case"})
+                                  "model", "command", "resume", "stagger", "layout", "ignore_case", *SANDBOX_KEYS})
     ignore_case = r.take(fleet, ("fleet",), "ignore_case", bool, False)
     stagger = r.take(fleet, ("fleet",), "stagger", int, 5)
     if stagger < 0:
@@ -279,10 +200,11 @@ def _fleet_table(r: _Reader, fleet: dict[str, Any]) -> dict[str, Any]:
             "worktree": r.path_template(("fleet",), r.take(fleet, ("fleet",), "worktree", str, None)) or DEFAULT_WORKTREE,
             "warn_agents": r.take(fleet, ("fleet",), "warn_agents", int, DEFAULT_WARN),
             "max_agents": r.take(fleet, ("fleet",), "max_agents", int, DEFAULT_MAX), "union": tuple(union),
-            "ignore_case": ignore_case, "sync": sync, "stagger": stagger, "layout": layout, **defaults}
+            "ignore_case": ignore_case, "sync": sync, "stagger": stagger, "layout": layout, **defaults,
+            **_sandbox(r, fleet, ("fleet",))}
 
 
-def _agent(r: _Reader, name: str, spec: Any, prefix: str, ignore_case: bool) -> Agent:
+def _agent(r: Reader, name: str, spec: Any, prefix: str, ignore_case: bool) -> Agent:
     """One [agents.NAME] table."""
     table = ("agents", name)
     if not isinstance(spec, dict):
@@ -291,7 +213,8 @@ def _agent(r: _Reader, name: str, spec: Any, prefix: str, ignore_case: bool) -> 
         check_agent_name(name)
     except UsageError as e:
         raise r.fail(table, None, e.message, e.hint) from None
-    r.unknown(spec, table, {"zone", "branch", "worktree", "session", "model", "command", "resume", "env", "port"})
+    r.unknown(spec, table, {"zone", "branch", "worktree", "session", "model", "command", "resume", "env", "port",
+                            "sandbox", "sandbox_write"})
     zone = spec.get("zone", [])
     if isinstance(zone, str):
         zone = [zone]
@@ -316,10 +239,28 @@ def _agent(r: _Reader, name: str, spec: Any, prefix: str, ignore_case: bool) -> 
     return Agent(name=name, zone=tuple(zone), branch=r.take(spec, table, "branch", str, f"{prefix}{name}"),
                  worktree=r.path_template(table, r.take(spec, table, "worktree", str, None)),
                  env=tuple(sorted(env.items())), port=r.take(spec, table, "port", int, None), ignore_case=ignore_case,
-                 **found)
+                 sandbox=r.take(spec, table, "sandbox", bool, None),
+                 sandbox_write=_sandbox(r, spec, table)["sandbox_write"], **found)
 
 
-def _checkpoint(r: _Reader, name: str, spec: Any, agents: Mapping[str, Agent]) -> Checkpoint:
+SANDBOX_KEYS = ("sandbox", "sandbox_write", "sandbox_ports")
+
+
+def _sandbox(r: Reader, table_data: dict[str, Any], table: tuple[str, ...]) -> dict[str, Any]:
+    """The sandbox keys of [fleet] (or of an agent's table, which has no ports of its own)."""
+    label = ".".join(table)
+    write = r.take(table_data, table, "sandbox_write", list, [])
+    if not all(isinstance(w, str) and w.startswith(("/", "~/")) for w in write):
+        raise r.fail(table, "sandbox_write", f"'{label}.sandbox_write' must list absolute paths or ones in the home "
+                     "directory, e.g. [\"~/.cache/pip\", \"/srv/data\"]")
+    ports = r.take(table_data, table, "sandbox_ports", list, [443])
+    if not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports):
+        raise r.fail(table, "sandbox_ports", f"'{label}.sandbox_ports' must list TCP port numbers, e.g. [443]")
+    return {"sandbox": r.take(table_data, table, "sandbox", bool, False), "sandbox_write": tuple(write),
+            "sandbox_ports": tuple(ports)}
+
+
+def _checkpoint(r: Reader, name: str, spec: Any, agents: Mapping[str, Agent]) -> Checkpoint:
     """One [checkpoints.NAME] table."""
     table = ("checkpoints", name)
     if not isinstance(spec, dict):
@@ -350,7 +291,7 @@ def _checkpoint(r: _Reader, name: str, spec: Any, agents: Mapping[str, Agent]) -
     return Checkpoint(name, tuple(members), r.take(spec, table, "test", str, None), timeout)
 
 
-def _setup_and_bus(r: _Reader, data: dict[str, Any]) -> dict[str, Any]:
+def _setup_and_bus(r: Reader, data: dict[str, Any]) -> dict[str, Any]:
     """[setup] and [bus], as Config's keyword arguments."""
     setup = r.take(data, (), "setup", dict, {})
     r.unknown(setup, ("setup",), {"copy", "run", "ports"})

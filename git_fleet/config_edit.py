@@ -109,7 +109,20 @@ def _agent_table(agent: Agent) -> str:
         text += "env = {" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in agent.env) + "}\n"
     if agent.port is not None:
         text += f"port = {agent.port}\n"
+    if agent.sandbox is not None:
+        text += f"sandbox = {_toml_value(agent.sandbox)}\n"
+    if agent.sandbox_write:
+        text += f"sandbox_write = {_toml_value(list(agent.sandbox_write))}\n"
     return text
+
+
+def _at_least(text: str, version: int) -> str:
+    """The text saying `version = N` at the top with N at least `version` (a key that needs it
+    was written), as git-fleet-init's template writes it; a file without the line gets one."""
+    m = re.search(r"(?m)^version\s*=\s*(\d+)\s*$", text)
+    if m is None:
+        return f"version = {version}\n" + text
+    return text if int(m.group(1)) >= version else text[:m.start(1)] + str(version) + text[m.end(1):]
 
 
 def _table_span(text: str, name: str) -> tuple[int, int] | None:
@@ -151,6 +164,8 @@ def with_agent(cfg: Config, text: str, agent: Agent) -> str:
     else:
         new = text if text.endswith("\n") or not text else text + "\n"
         new += ("\n" if new.strip() else "") + table
+    if agent.sandbox is not None or agent.sandbox_write:
+        new = _at_least(new, 5)
     agents = dict(cfg.agents)
     agents[agent.name] = agent
     _expect(cfg.path, new, Config(cfg.path, agents=agents))

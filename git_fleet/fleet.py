@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import approval, bus, check, config, interrupted_add, lock, lost_journal, moves, ownership, templates
+from . import approval, bus, check, config, interrupted_add, lock, lost_journal, moves, ownership, sandbox_layout, templates
 from .bus import Bus
 from .config import Agent, Config
 from .errors import FleetError, UsageError
@@ -70,6 +70,8 @@ class Fleet:
         if orchestrator:
             repo.record_main_worktree()
         fleet.recovered = moves.recover(repo, orchestrator=orchestrator)
+        if not os.environ.get("FLEET_SANDBOX"):  # (inside, the repository's store is read-only)
+            fleet.recovered += sandbox_layout.bring_in(fleet)
         fleet.told.update(fleet.recovered)
         if orchestrator and interrupted_add.intent_path(fleet).exists():
             # as for merges: only the orchestrator, and only when no fleet command holds the lock

@@ -25,6 +25,7 @@ _VERSION = 1 << 0  # landlock_create_ruleset(NULL, 0, VERSION): the ABI
 _RULE_PATH_BENEATH, _RULE_NET_PORT = 1, 2
 
 EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+MAKE_SYM = 1 << 12
 REFER, TRUNCATE, IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15  # ABI 2, 3, 5
 _FS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 4: (1 << 15) - 1}
 _FS_NEWEST = (1 << 16) - 1  # ABI 5 and later
@@ -70,10 +71,12 @@ def _check(result: int) -> int:
     return result
 
 
-def restrict(write: Iterable[str], ports: Iterable[int] = (), devices: Iterable[str] = ()) -> int:
+def restrict(write: Iterable[str], ports: Iterable[int] = (), devices: Iterable[str] = (),
+             links: Iterable[str] = ()) -> int:
     """Restrict this process (and all it starts): writes only beneath `write` (directories;
     those missing are skipped) and to `devices` (files: the terminal, /dev/null), TCP connect
-    only to `ports` and bind nowhere, no abstract Unix socket or signal beyond its own domain.
+    only to `ports` and bind nowhere, in the directories `links` only new symbolic links made
+    (none changed or removed: the bus's claims), no abstract Unix socket or signal beyond its own domain.
     Returns the ABI it was done with. Single-threaded callers only: it binds the calling thread."""
     version = abi()
     if version < 1:
@@ -86,7 +89,7 @@ def restrict(write: Iterable[str], ports: Iterable[int] = (), devices: Iterable[
     size = 24 if version >= 6 else 16 if version >= 4 else 8
     ruleset = _check(libc.syscall(_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0)))
     try:
-        rules = [("/", read), *((d, every) for d in write),
+        rules = [("/", read), *((d, every) for d in write), *((d, read | MAKE_SYM) for d in links),
                  *((d, read | ((WRITE_FILE | TRUNCATE | IOCTL_DEV) & every)) for d in devices)]
         for path, access in rules:
             try:

@@ -88,11 +88,13 @@ def listening_sockets() -> list[str]:
     return found
 
 
-def read_only_but(write: Iterable[str]) -> None:
+def read_only_but(write: Iterable[str], protect: Iterable[str] = ()) -> None:
     """Make every mount read-only for this namespace, then the directories `write` writable again
     (each bound onto itself, its new mount's read-only flag cleared): what Landlock does not
     mediate (chmod, utimes, extended attributes) is then refused everywhere else. Devices stay
-    writable (a read-only mount does not stop a write to /dev/null or a terminal)."""
+    writable (a read-only mount does not stop a write to /dev/null or a terminal). Each file of
+    `protect` inside them is then bound onto itself read-only: it can be neither written, nor
+    renamed over or removed (a mount point is busy)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
 
@@ -105,6 +107,9 @@ def read_only_but(write: Iterable[str]) -> None:
     for path in (os.fsencode(w) for w in write if os.path.isdir(w)):
         _check(libc.mount(path, path, None, _MS_BIND | _MS_REC, None))
         setattr_(path, _MountAttr(0, _MOUNT_ATTR_RDONLY, 0, 0))
+    for path in (os.fsencode(p) for p in protect):
+        _check(libc.mount(path, path, None, _MS_BIND, None))
+        setattr_(path, _MountAttr(_MOUNT_ATTR_RDONLY, 0, 0, 0))
 
 
 def enter(masks: Iterable[str], keep: Iterable[str] = ()) -> list[str]:

@@ -62,11 +62,17 @@ def masks(env: dict[str, str] | None = None) -> list[str]:
     return list(dict.fromkeys(os.path.normpath(p) + ("/" if p.endswith("/") else "") for p in found if p))
 
 
-def command(argv: list[str], write: list[str], ports: list[int], env: dict[str, str] | None = None) -> list[str]:
-    """The command line that runs `argv` in the sandbox."""
+def command(argv: list[str], write: list[str], ports: list[int], env: dict[str, str] | None = None,
+            protect: list[str] | None = None, links: list[str] | None = None) -> list[str]:
+    """The command line that runs `argv` in the sandbox: writes only beneath `write` but to the
+    files `protect` (which are in it), new symbolic links in `links`, TCP connects only to `ports`."""
     line = [os.path.realpath(sys.executable), "-I", "-S", str(RUNNER)]
     for w in write:
         line += ["--write", w]
+    for f in protect or ():
+        line += ["--protect", f]
+    for d in links or ():
+        line += ["--links", d]
     for p in ports:
         line += ["--port", str(p)]
     for m in masks(env):

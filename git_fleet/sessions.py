@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import agent_clis, agent_state, brief, durable, tmux
+from . import agent_clis, agent_state, brief, durable, sandbox_layout, tmux
 from .config import Agent
 from .errors import FleetError
 from .templates import expand
@@ -112,7 +112,7 @@ class Sessions:
         return chosen
 
     def up(self, agents: list[Agent], stagger: float, layout: str | None = None, settle: float = 0.5,
-           tell: Callable[[str], None] | None = None) -> UpResult:
+           tell: Callable[[str], None] | None = None, sandboxed: bool | None = None) -> UpResult:
         """Start (or resume) each agent not running yet; `tell` hears of each start and each wait."""
         result = UpResult(self.name)
         layout = layout or self.fleet.config.layout
@@ -137,7 +137,7 @@ class Sessions:
                 time.sleep(stagger)  # against API rate limits
             first = False
             try:
-                resume = self._launch(agent, pane, agent.name in state, layout)
+                resume = self._launch(agent, pane, agent.name in state, layout, sandboxed)
             except FleetError as e:
                 result.failed[agent.name] = FleetError(f"agent '{agent.name}': {e.message}", e.hint)
                 continue
@@ -169,20 +169,27 @@ class Sessions:
         if not tmux.has_session(self.name):
             tmux.new_session(self.name, ORCHESTRATOR, str(self.fleet.main))
 
-    def _launch(self, agent: Agent, pane: dict[str, Any] | None, resume: bool, layout: str) -> bool:
-        """Run the agent's command (or its resume command) in its pane, made if missing; whether
-        it resumed."""
+    def _launch(self, agent: Agent, pane: dict[str, Any] | None, resume: bool, layout: str,
+                sandboxed: bool | None = None) -> bool:
+        """Run the agent's command (or its resume command) in its pane, made if missing, in its
+        sandbox if it runs in one; whether it resumed."""
         where = str(brief.require_worktree(self.fleet, agent))
         brief.write_brief(self.fleet, agent)
         agent_clis.install(self.fleet, agent)  # (current: the Python or the package may have moved)
         agent_state.rotate(str(self.fleet.repo.common_dir), agent.name)
         command, session_id, resumed = self._command(agent, resume)
+        env = self._env(agent)
+        confined = sandbox_layout.wanted(self.fleet, agent, sandboxed)
+        if confined:
+            confinement = sandbox_layout.confine(self.fleet, agent, Path(where))
+            env.update(confinement.env)
+            command = confinement.shell(command)
         if pane is not None:
-            tmux.respawn(pane["pane"], where, self._env(agent), command)
+            tmux.respawn(pane["pane"], where, env, command)
         else:
-            tmux.new_pane(self.name, agent.name, where, self._env(agent), command, layout)
+            tmux.new_pane(self.name, agent.name, where, env, command, layout)
         self._record(agent.name, started=time.time(), session=brief.values(self.fleet, agent)["session"],
-                     session_id=session_id or None)
+                     session_id=session_id or None, sandboxed=confined)
         return resumed
 
     def ps(self) -> list[dict[str, Any]]:
@@ -200,7 +207,8 @@ class Sessions:
                    "window": p["window"] if p else None, "pane": p["pane"] if p else None,
                    "state": "running" if live else "stopped", "state_since": int(since) if since and live else None,
                    "tool": None, "message": None, "session_id": state.get(agent.name, {}).get("session_id"),
-                   "refused": 0, "reported": False}
+                   "refused": 0, "reported": False,
+                   "sandboxed": bool(state.get(agent.name, {}).get("sandboxed")) if live else None}
             if reported is not None:
                 # a session the fleet started whose window closed (or was killed) reports no more;
                 # one its person runs by hand, outside tmux, is taken at its word

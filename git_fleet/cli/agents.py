@@ -284,9 +284,14 @@ def zones(as_json: bool, approve: bool) -> int:
 @click.option("--model", metavar="MODEL", help="The model its command runs.")
 @click.option("--command", "command_", metavar="TEMPLATE", help="How its session starts.")
 @click.option("--resume", metavar="TEMPLATE", help="How its session resumes.")
+@click.option("--sandbox", type=click.Choice(["on", "off"]),
+              help="Run it sandboxed from now on (its `sandbox` key), or not.")
 def set_(name: str, zones: tuple[str, ...], allow_overlap: bool, session: str | None, model: str | None,
-         command_: str | None, resume: str | None) -> int:
-    """Change an agent's zone or session settings, with the same checks as git fleet-add.
+         command_: str | None, resume: str | None, sandbox: str | None) -> int:
+    """Change an agent's zone, session settings or sandbox, with the same checks as git fleet-add.
+
+    --sandbox on needs the agent's branch in a ref directory of its own: the default branch
+    <branch_prefix>NAME is moved to <branch_prefix>NAME/work (its reflog and worktree follow).
 
     Command templates are run by sh, with these placeholders filled in, shell-quoted: {agent},
     {session}, {session_id} (the agent CLI's own session id: a new one to start with, the one its
@@ -304,21 +309,28 @@ def set_(name: str, zones: tuple[str, ...], allow_overlap: bool, session: str | 
       Script:  --command './agent.sh {task}'
     """
     fleet_agents.set_agent(load(), name, zone=zones, allow_overlap=allow_overlap,
-               session={"session": session, "model": model, "command": command_, "resume": resume})
+               session={"session": session, "model": model, "command": command_, "resume": resume},
+               sandbox=None if sandbox is None else sandbox == "on")
     return 0
 
 
 @click.command(cls=FleetCommand, context_settings={**CONTEXT, "ignore_unknown_options": True,
                                                    "allow_interspersed_args": False})
+@click.option("--sandbox/--no-sandbox", "sandboxed", default=None,
+              help="Run it sandboxed, or not, whatever the agent's and the fleet's `sandbox` key say.")
 @click.argument("name", shell_complete=completers.agents)
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
-def run(name: str, argv: tuple[str, ...]) -> int:
+def run(name: str, argv: tuple[str, ...], sandboxed: bool | None) -> int:
     """Run a command in an agent's worktree with the fleet environment, without tmux.
 
     The environment: FLEET_AGENT, FLEET_SESSION, FLEET_MODEL, FLEET_ZONE (one pattern a line),
     FLEET_BRANCH, FLEET_WORKTREE, FLEET_BUS, FLEET_TASK (its claimed task) and FLEET_BRIEF, plus
     the agent's own env. The brief, .fleet/brief.md in the worktree (ignored by git), is written
     first. Exit status: the command's.
+
+    Sandboxed (--sandbox, or `sandbox = true` for the agent or the fleet), the command and all it
+    starts may write only the agent's worktree, its branch, its own objects and bus entries, its
+    CLI's state and a temporary directory; see git-fleet-sandbox(7).
     """
     args = list(argv[1:] if argv[:1] == ("--",) else argv)
-    return brief.run(load("run commands in an agent's worktree"), name, args)
+    return brief.run(load("run commands in an agent's worktree"), name, args, sandboxed)

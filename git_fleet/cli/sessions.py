@@ -35,8 +35,10 @@ def _sessions(changes: str | None = None) -> Sessions:
 @click.option("--force", is_flag=True, help="Start more than max_agents agents.")
 @click.option("--trust", is_flag=True,
               help="Tell the agents' CLIs their worktrees and the fleet's hooks are trusted (as their dialogs would).")
+@click.option("--sandbox/--no-sandbox", "sandboxed", default=None,
+              help="Run the agents sandboxed, or not, whatever their and the fleet's `sandbox` keys say.")
 def up(agents: tuple[str, ...], stagger: float | None, layout: str | None, detach: bool, force: bool,
-       trust: bool) -> int:
+       trust: bool, sandboxed: bool | None) -> int:
     """Start the fleet in tmux: one window (or pane) per agent, plus the orchestrator's.
 
     Creates (or reuses) one tmux session for the repository, with an orchestrator window in the
@@ -56,6 +58,11 @@ def up(agents: tuple[str, ...], stagger: float | None, layout: str | None, detac
     worktree's answer), Gemini CLI per folder, Codex per project and per hook. Where an answer
     is missing, up says so; --trust gives them, in each CLI's own file, as its dialog would
     (~/.claude.json, ~/.gemini/trustedFolders.json, ~/.codex/config.toml; undone there).
+
+    Sandboxed (--sandbox, or `sandbox = true` for the agent or the fleet), an agent and all it
+    starts may write only its worktree, its branch, its own objects and bus entries, its CLI's
+    state and a temporary directory, and reach no local server; see git-fleet-sandbox(7).
+    Where the system or the agent's layout cannot hold the sandbox, that agent is refused.
     """
     s = _sessions("start agents")
     chosen, crowded = s.choose(agents, force)
@@ -72,7 +79,7 @@ def up(agents: tuple[str, ...], stagger: float | None, layout: str | None, detac
             hint("answer for every agent at once: git fleet-up --trust (man git-fleet-agents)")
     # on a terminal, each start and each wait as it happens (a stagger of 20 s is long to sit through)
     result = s.up(chosen, s.fleet.config.stagger if stagger is None else stagger, layout,
-                  tell=note if sys.stderr.isatty() else None)
+                  tell=note if sys.stderr.isatty() else None, sandboxed=sandboxed)
     for name in result.running:
         note(f"{name}: already running")
     failure = result.failure()
@@ -95,15 +102,17 @@ def ps(as_json: bool) -> int:
       idle       its turn ended: it waits for a prompt
       exited     its session ended, or its window closed
     An agent whose CLI has no hooks (or runs without them) shows running or stopped, from tmux.
+    The sandbox column says whether a running agent was started sandboxed.
     --json adds its tmux pane, the CLI's session id, the session name and the last message.
     """
     rows = _sessions().ps()
     if as_json:
         print_json(rows)
         return 0
-    table([["agent", "state", "since", "refused", "session id", "model"]] +
+    table([["agent", "state", "since", "refused", "sandbox", "session id", "model"]] +
           [[r["agent"], _state(r), age(r["state_since"]) if r["state_since"] else "-",
-            str(r["refused"]) if r["reported"] else "-", r["session_id"] or "-", r["model"]] for r in rows])
+            str(r["refused"]) if r["reported"] else "-", {True: "yes", False: "no"}.get(r["sandboxed"], "-"),
+            r["session_id"] or "-", r["model"]] for r in rows])
     return 0
 
 

@@ -32,7 +32,11 @@ class Refs(RepoBase):
     def pygit(self) -> pygit2.Repository:
         import pygit2
 
-        return pygit2.Repository(str(self.git_dir))
+        repo = pygit2.Repository(str(self.git_dir))
+        own = os.environ.get("GIT_OBJECT_DIRECTORY")
+        if own:  # a sandboxed agent's own store (sandbox_layout.py), as its git reads it
+            repo.odb.add_disk_alternate(own)
+        return repo
 
     def resolve(self, rev: str) -> str | None:
         """The commit id `rev` names, or None."""
@@ -74,6 +78,10 @@ class Refs(RepoBase):
         """Create a branch; fails (instead of moving it) if it appeared meanwhile."""
         git(["update-ref", "-m", "git-fleet: create agent branch", f"refs/heads/{branch}", commit, ZERO_OID],
             self.common_dir)
+
+    def rename_branch(self, old: str, new: str) -> None:
+        """`git branch -m`: the ref, its reflog, and the HEAD of each worktree that has it."""
+        git(["branch", "-m", "--end-of-options", old, new], self.common_dir)
 
     def delete_branch(self, branch: str, expected: str) -> None:
         git(["update-ref", "-d", f"refs/heads/{branch}", expected], self.common_dir)

@@ -28,7 +28,10 @@ OWNER = ".owner"
 
 
 def root(common_dir: Path) -> Path:
-    return common_dir / "fleet" / "scratch"
+    """<common dir>/fleet/scratch; in a sandboxed agent, its own (FLEET_SCRATCH, which the
+    sandbox sets: the shared one holds the orchestrator's merges, which no agent may touch)."""
+    own = os.environ.get("FLEET_SCRATCH")
+    return Path(own) if own else common_dir / "fleet" / "scratch"
 
 
 @contextmanager

@@ -1,0 +1,145 @@
+"""Where a sandboxed agent's work lives, so that what it may write is a boundary: its worktree;
+its git dir in the repository (index, HEAD) but the files that say where things are; the ref
+directory of its branch, which holds no other agent's ref; an object store of its own (the
+repository's read as an alternate; gateway/stores.py brings its objects in, each checked); its
+entries on the bus; its CLI's state; a temporary directory. Checked, made, and turned into the
+sandbox's command line (sandbox.py)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import agent_state, sandbox
+from .errors import FleetError
+from .gateway import stores
+
+if TYPE_CHECKING:
+    from .config import Agent
+    from .fleet import Fleet
+
+BRANCH_LEAF = "work"  # a sandboxed agent's branch: <branch_prefix><agent>/work, in a ref directory of its own
+# what the agent's git dir says about where things are, which its git must not rewrite
+PROTECTED = ("gitdir", "commondir", "config.worktree")
+# git's housekeeping would write outside the agent's own places (packed-refs, the shared store)
+QUIET_GIT = (("gc.auto", "0"), ("maintenance.auto", "false"), ("core.fsmonitor", "false"))
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """What one sandboxed run of an agent may write, and the environment it runs with."""
+    write: list[str]
+    links: list[str] = field(default_factory=list)
+    protect: list[str] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def command(self, argv: list[str]) -> list[str]:
+        return sandbox.command(argv, self.write, self.ports, None, self.protect, self.links)
+
+    def shell(self, command: str) -> str:
+        """A shell command line (tmux's) that runs `command` by sh in the sandbox."""
+        return shlex.join(self.command(["/bin/sh", "-c", command]))
+
+
+def wanted(fleet: Fleet, agent: Agent, flag: bool | None = None) -> bool:
+    """Whether the agent runs sandboxed: a flag beats its key, which beats the fleet's."""
+    return flag if flag is not None else agent.sandbox if agent.sandbox is not None else fleet.config.sandbox
+
+
+def sandboxed_branch(fleet: Fleet, agent: Agent) -> str:
+    return f"{fleet.config.branch_prefix}{agent.name}/{BRANCH_LEAF}"
+
+
+def problem(fleet: Fleet, agent: Agent) -> str | None:
+    """Why the agent cannot be sandboxed here (the system, or the layout), in one line; None if it can."""
+    missing = sandbox.support().missing()
+    if missing:
+        return f"this system lacks what the sandbox needs: {missing}"
+    if (fleet.repo.config_get("extensions.refStorage") or "files") != "files":
+        return ("this repository keeps its refs in a reftable, one file for every branch: a sandboxed agent "
+                "could not write its own branch without writing every other's")
+    return branch_problem(fleet, agent)
+
+
+def branch_problem(fleet: Fleet, agent: Agent) -> str | None:
+    """Why the agent's branch's ref directory is not its own alone; None when it is."""
+    folder = os.path.dirname(agent.branch)
+    if not folder:
+        return f"its branch {agent.branch} sits among all the branches in refs/heads/"
+    others = sorted(b for b in fleet.repo.branch_tips()
+                    if b != agent.branch and not b.startswith(agent.branch + "/") and b.startswith(folder + "/"))
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        return f"its branch {agent.branch} shares the ref directory refs/heads/{folder}/ with {shown}"
+    return None
+
+
+def refuse(fleet: Fleet, agent: Agent) -> None:
+    why = problem(fleet, agent)
+    if why is None:
+        return
+    hint = "git fleet-doctor says what this system supports; run without --sandbox, or where it is supported"
+    if why.startswith("its branch"):
+        hint = (f"git fleet-set {agent.name} --sandbox on moves it to {sandboxed_branch(fleet, agent)}, "
+                "a ref directory of its own")
+    raise FleetError(f"agent '{agent.name}' cannot run sandboxed: {why}", hint)
+
+
+def store(fleet: Fleet, agent: str) -> Path:
+    """The agent's own object store."""
+    return Path(agent_state.directory(str(fleet.repo.common_dir), agent)) / "objects"
+
+
+def confine(fleet: Fleet, agent: Agent, worktree: Path, more_write: list[str] | None = None) -> Confinement:
+    """Make the agent's places and say what its sandbox may write; FleetError if it cannot hold."""
+    refuse(fleet, agent)
+    common = fleet.repo.common_dir
+    admin = fleet.repo.admin_dir(worktree)
+    if admin is None:
+        raise FleetError(f"agent '{agent.name}': {worktree} is not a linked worktree of this repository",
+                         "a sandboxed agent works in a worktree git fleet-add made")
+    own = Path(agent_state.directory(str(common), agent.name))
+    places = {"objects": store(fleet, agent.name), "tmp": own / "tmp", "scratch": own / "scratch"}
+    folder = os.path.dirname(agent.branch)
+    refs, logs = common / "refs" / "heads" / folder, common / "logs" / "refs" / "heads" / folder
+    for d in (*places.values(), refs, logs):
+        d.mkdir(parents=True, exist_ok=True)
+    (admin / "config.worktree").touch()  # (protected even where the repository does not read it yet)
+    fleet.refresh_cache(fleet.config)  # the commit hook's fast path: it cannot write the cache inside
+    env = {"GIT_OBJECT_DIRECTORY": str(places["objects"]), "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(common / "objects"),
+           "TMPDIR": str(places["tmp"]), "FLEET_SCRATCH": str(places["scratch"]), "FLEET_SANDBOX": "1"}
+    count = int(os.environ.get("GIT_CONFIG_COUNT", "0") or 0)
+    for i, (key, value) in enumerate(QUIET_GIT, count):
+        env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
+    env["GIT_CONFIG_COUNT"] = str(count + len(QUIET_GIT))
+    extra = [os.path.expanduser(w) for w in (*fleet.config.sandbox_write, *agent.sandbox_write, *(more_write or []))]
+    bus = fleet.bus()
+    bus_write, bus_links = bus.agent_writes(agent.name) if hasattr(bus, "agent_writes") else ([], [])
+    return Confinement(write=[str(worktree), str(admin), str(refs), str(logs), str(own),
+                              *map(str, bus_write), *extra],
+                       links=[str(d) for d in bus_links], protect=[str(admin / f) for f in PROTECTED if (admin / f).exists()],
+                       ports=list(fleet.config.sandbox_ports), env=env)
+
+
+def bring_in(fleet: Fleet) -> list[str]:
+    """Every agent's own objects brought into the repository's store, each checked: what a
+    fleet command does on opening, before it reads agents' branches (never inside a sandbox,
+    where the store is read-only and the agent's own is read as its git reads it). What could
+    not be brought in is said, one line per agent; its branch then reads as broken."""
+    said = []
+    for name in fleet.config.agents:
+        where = store(fleet, name)
+        if stores.has_objects(where):
+            try:
+                forged = stores.bring_in(fleet.repo.common_dir, where)
+                if forged:
+                    said.append(f"warning: agent '{name}': its object store held {len(forged)} file(s) whose content "
+                                f"is not the object named ({forged[0]}...): forged or damaged, dropped, never used")
+            except FleetError as e:
+                said.append(f"warning: agent '{name}': {e.message} (its sandbox wrote an object git would not "
+                            "have written; its branch cannot be read until it is gone)")
+    return said

@@ -1,0 +1,123 @@
+"""Sandboxed agents in a real fleet (`git fleet-run --sandbox`, `git fleet-set --sandbox`,
+`sandbox = true`): the agent's own commit lands on its own branch and the fleet reads it; every
+route to another agent's branch, a new branch, an existing object or its git dir's records is
+refused, each shown to work unsandboxed in the same test. Skipped, with the reason, where the
+kernel lacks what the sandbox needs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from pathlib import Path
+
+import pytest
+
+from git_fleet import sandbox
+from helpers import Sandbox
+
+MISSING = sandbox.support().missing()
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"no sandbox on this system: {MISSING}")
+
+
+def agent_run(sb: Sandbox, agent: str, script: str, *flags: str, ok: bool | None = None) -> tuple[int, str]:
+    res = sb.run(["git", "fleet-run", *flags, agent, "--", "sh", "-c", script], ok=ok)
+    return res.code, res.err
+
+
+@pytest.fixture
+def fleet(fleet_repo: Sandbox) -> Sandbox:
+    """backend (sandboxed: its branch moved to fleet/backend/work) and web (not)."""
+    sb = fleet_repo
+    sb.add_agent("backend", "src/backend/**")
+    sb.add_agent("web", "src/frontend/**")
+    res = sb.run(["git", "fleet-set", "backend", "--sandbox", "on"])
+    assert "fleet/backend is now fleet/backend/work" in res.err
+    return sb
+
+
+def test_a_sandboxed_agent_commits_on_its_own_branch_and_the_fleet_reads_it(fleet: Sandbox) -> None:
+    sb = fleet
+    assert sorted(sb.branches()) == ["fleet/backend/work", "fleet/web", "main"]
+    cfg = (sb.repo / ".gitfleet.toml").read_text()
+    assert "version = 5" in cfg and 'branch = "fleet/backend/work"' in cfg and "sandbox = true" in cfg
+    code, err = agent_run(sb, "backend", "echo 'def api(): return 3' > src/backend/api.py && "
+                          "git commit -qam 'backend: v3' && git log -1 --format=%s")
+    assert code == 0, err
+    store = sb.repo / ".git" / "fleet" / "agents" / "backend" / "objects"
+    assert any(p.is_file() for p in store.rglob("*")), "the commit's objects went to the agent's own store"
+    status = json.loads(sb.run(["git", "fleet-status", "--json"]).out)
+    row = next(a for a in status["agents"] if a["agent"] == "backend")
+    assert row["ahead"] == 1
+    assert not any(p.is_file() for p in store.rglob("*")), "brought into the repository's store, and dropped"
+    assert sb.git("log", "-1", "--format=%s", "fleet/backend/work").out.strip() == "backend: v3"
+    assert sb.git("fsck", "--no-dangling").code == 0
+    cfg_text = (sb.repo / ".gitfleet.toml").read_text()
+    (sb.repo / ".gitfleet.toml").write_text(cfg_text + '\n[checkpoints.one]\nagents = ["backend"]\n')
+    sb.run(["git", "fleet-merge", "--checkpoint", "one"])
+    assert sb.git("show", "main:src/backend/api.py").out == "def api(): return 3\n"
+
+
+@pytest.mark.parametrize("route", ["another agent's branch", "a new branch", "the base", "the main worktree",
+                                   "another agent's worktree", "the hooks", "the config"])
+def test_a_sandboxed_agent_changes_nothing_outside_its_own(fleet: Sandbox, route: str) -> None:
+    sb = fleet
+    web = sb.root / "repo-web"
+    hooks = sb.repo / ".git" / "hooks" / "pre-commit"
+    script, look = {
+        "another agent's branch": ("git update-ref refs/heads/fleet/web HEAD~0 && git update-ref refs/heads/fleet/web "
+                                   "$(git commit-tree -m forged HEAD^{tree})", lambda: sb.head("fleet/web")),
+        "a new branch": ("git branch side", lambda: sb.branches()),
+        "the base": ("git update-ref refs/heads/main $(git commit-tree -m forged HEAD^{tree})",
+                     lambda: sb.head("main")),
+        "the main worktree": (f"echo widened >> {sb.repo / '.gitfleet.toml'}",
+                              lambda: (sb.repo / ".gitfleet.toml").read_text()),
+        "another agent's worktree": (f"echo x > {web / 'src/frontend/app.js'}",
+                                     lambda: (web / "src/frontend/app.js").read_text()),
+        "the hooks": (f"echo 'exit 0' > {hooks}", lambda: hooks.read_text()),
+        "the config": ("git config --local core.hooksPath /dev/null",
+                       lambda: (sb.repo / ".git" / "config").read_text()),
+    }[route]
+    before = look()
+    code, err = agent_run(sb, "backend", script)
+    assert code != 0 and look() == before, err
+    assert "Read-only file system" in err or "Permission denied" in err, err
+    code, err = agent_run(sb, "backend", script, "--no-sandbox")  # (the same route, unsandboxed: it works)
+    assert code == 0 and look() != before, err
+
+
+def test_its_git_dir_says_where_things_are_and_the_agent_cannot_change_that(fleet: Sandbox) -> None:
+    sb = fleet
+    admin = Path(sb.git("rev-parse", "--absolute-git-dir", cwd=sb.root / "repo-backend").out.strip())
+    for name, script in (("gitdir", f"echo /elsewhere/.git > {admin / 'gitdir'}"),
+                         ("commondir", f"echo /elsewhere > {admin / 'commondir'}"),
+                         ("config.worktree", f"mv {admin / 'config.worktree'} {admin / 'old'}"),
+                         ("config.worktree", "git config -f $(git rev-parse --git-dir)/config.worktree "
+                                             "core.fsmonitor 'touch /tmp/pwned'")):
+        before = (admin / name).read_bytes()
+        code, err = agent_run(sb, "backend", script)
+        assert code != 0 and (admin / name).read_bytes() == before, (name, err)
+    code, err = agent_run(sb, "backend", "echo x >> src/backend/README.md && git add -A && git commit -qm ok")
+    assert code == 0, err  # (its index, HEAD and reflog are its own)
+
+
+def test_an_existing_object_cannot_be_overwritten_and_a_forged_one_is_never_taken(fleet: Sandbox) -> None:
+    sb = fleet
+    tree = sb.git("rev-parse", "main^{tree}").out.strip()
+    loose = sb.repo / ".git" / "objects" / tree[:2] / tree[2:]
+    before = loose.read_bytes()
+    code, err = agent_run(sb, "backend", f"chmod u+w {loose}; printf junk > {loose}")
+    assert code != 0 and loose.read_bytes() == before, err
+    # a file in its own store named after an object nobody wrote yet, holding something else
+    future = b"the next version of web's app\n"
+    name = hashlib.sha1(b"blob %d\0" % len(future) + future).hexdigest()
+    forged = zlib.compress(b"blob 6\0forged")
+    store = sb.repo / ".git" / "fleet" / "agents" / "backend" / "objects"
+    (store / name[:2]).mkdir(parents=True, exist_ok=True)
+    (store / name[:2] / name[2:]).write_bytes(forged)  # (as the agent could, in its own store)
+    res = sb.run(["git", "fleet-status"])
+    assert "warning: agent 'backend'" in res.err and "forged or damaged, dropped" in res.err, res.err
+    assert not (store / name[:2] / name[2:]).exists()
+    assert sb.git("cat-file", "-e", name, ok=None).code != 0, "a forged object never enters the repository"
+    sb.commit(sb.root / "repo-web", {"src/frontend/app.js": future.decode()}, "web: next")
+    assert sb.git("cat-file", "blob", name).out.encode() == future
