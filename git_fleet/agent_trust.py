@@ -50,12 +50,23 @@ def claude_trusts(main: Path) -> bool:
 def claude_trust(main: Path) -> Path:
     state = _home() / ".claude.json"
     data = read_json(state) or {}
-    projects = data.setdefault("projects", {})
-    if not isinstance(projects, dict):
+    if not claude_trusted(data, main):
         raise FleetError(f"{state}: its \"projects\" is not an object", "fix it, or run claude once in the main worktree")
-    projects.setdefault(str(main.resolve()), {})["hasTrustDialogAccepted"] = True
     write_through(state, json.dumps(data, indent=2) + "\n", mode=0o600)
     return state
+
+
+def claude_trusted(data: dict[str, Any], main: Path) -> bool:
+    """The trust of the main worktree (so of its linked worktrees) set in the state `data` of a
+    ~/.claude.json, or of an agent's own (agent_home.py); False where its "projects" is not an object."""
+    projects = data.setdefault("projects", {})
+    if not isinstance(projects, dict):
+        return False
+    entry = projects.setdefault(str(main.resolve()), {})
+    if not isinstance(entry, dict):
+        entry = projects[str(main.resolve())] = {}
+    entry["hasTrustDialogAccepted"] = True
+    return True
 
 
 # -- Gemini CLI -------------------------------------------------------------------------------------
@@ -81,12 +92,19 @@ def gemini_trust(worktrees: list[Path]) -> tuple[Path, list[str]]:
     """A TRUST_FOLDER rule per worktree; one the person set to DO_NOT_TRUST is kept, and named."""
     path = _gemini_file()
     rules = read_json(path) or {}
-    refused = [str(w.resolve()) for w in worktrees if rules.get(str(w.resolve())) == "DO_NOT_TRUST"]
-    for worktree in worktrees:
-        rules.setdefault(str(worktree.resolve()), "TRUST_FOLDER")
+    refused = gemini_trusted(rules, worktrees)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_through(path, json.dumps(rules, indent=2) + "\n", mode=0o600)
     return path, refused
+
+
+def gemini_trusted(rules: dict[str, Any], worktrees: list[Path]) -> list[str]:
+    """The rules of a trustedFolders.json (the person's, or an agent's own) given a TRUST_FOLDER
+    rule per worktree where they have none; the worktrees whose rule says DO_NOT_TRUST, kept."""
+    refused = [str(w.resolve()) for w in worktrees if rules.get(str(w.resolve())) == "DO_NOT_TRUST"]
+    for worktree in worktrees:
+        rules.setdefault(str(worktree.resolve()), "TRUST_FOLDER")
+    return refused
 
 
 # -- Codex ------------------------------------------------------------------------------------------
@@ -151,14 +169,27 @@ def codex_trust(main: Path) -> tuple[Path, list[str]]:
     present with another value, and any the file cannot take as appended tables (it declares
     `projects` inline, say), are returned for the person to change. The file is checked to read
     back with the values before it is written, and never left unreadable."""
-    import tomli_w  # (writing TOML: --trust only)
-
     path = Path(os.path.realpath(_codex_config()))
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         text = ""
-    config = _codex_read()
+    new, conflicting = codex_trusted(text, main)
+    if new != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        durable.replace(path, new, mode=0o600)
+    return path, conflicting
+
+
+def codex_trusted(text: str, main: Path) -> tuple[str, list[str]]:
+    """The text of a config.toml (the person's, or an agent's own) with the missing tables
+    appended, and the tables it cannot take (codex_trust): the text as it was where none is missing."""
+    import tomli_w  # (writing TOML: --trust, and an agent's own config)
+
+    try:
+        config = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        config = {}
     missing: dict[str, Any] = {}
     conflicting = []
     for table, want in _codex_tables(main).items():
@@ -170,16 +201,14 @@ def codex_trust(main: Path) -> tuple[Path, list[str]]:
         elif any(have.get(k) != v for k, v in want.items()):
             conflicting.append(table)
     if not missing:
-        return path, conflicting
+        return text, conflicting
     sep = "" if not text or text.endswith("\n") else "\n"
     new = text + sep + "\n# git-fleet: its agents' worktrees and hooks, trusted\n" + tomli_w.dumps(missing)
     try:
         tomllib.loads(new)
     except tomllib.TOMLDecodeError:
-        return path, conflicting + [f"{kind}.{name}" for kind, tables in missing.items() for name in tables]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    durable.replace(path, new, mode=0o600)
-    return path, conflicting
+        return text, conflicting + [f"{kind}.{name}" for kind, tables in missing.items() for name in tables]
+    return new, conflicting
 
 
 def _split(table: str) -> tuple[str, str]:

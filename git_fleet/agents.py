@@ -128,6 +128,10 @@ def _branch_for(fleet: Fleet, name: str, branch: str | None, base: str | None, b
     for other in cfg.agents.values():
         if other.branch == branch:
             raise FleetError(f"branch {branch} already belongs to agent '{other.name}'")
+    owner = sandbox_layout.claimed_by(fleet, branch, name)
+    if owner is not None:
+        raise FleetError(f"branch {branch} would be in the ref directory of sandboxed agent '{owner}', which it may write",
+                         f"name it outside refs/heads/{os.path.dirname(fleet.config.agent(owner).branch)}/ (--branch)")
     tip = fleet.repo.branch_tip(branch)
     if tip is not None and not branch_given:
         raise FleetError(f"branch {branch} already exists",
@@ -221,9 +225,6 @@ def set_agent(fleet: Fleet, name: str, *, zone: Sequence[str] = (), allow_overla
             if moved:  # (the configuration still names the old branch: so does the repository again)
                 fleet.repo.rename_branch(updated.branch, agent.branch)
             raise
-        if moved:
-            fleet.tell([f"{name}: its branch {agent.branch} is now {updated.branch} (a ref directory of its own, "
-                        "for the sandbox)"])
         brief.write_brief(fleet, updated)
         agent_clis.install(fleet, updated)
         agent_clis.tidy(fleet)
@@ -243,7 +244,7 @@ def _sandboxing(fleet: Fleet, agent: Agent, on: bool) -> dict[str, Any]:
     if why is None:
         return {"sandbox": True}
     new = sandbox_layout.sandboxed_branch(fleet, agent)
-    if agent.branch != fleet.config.default_branch(agent.name) or fleet.repo.branch_tip(new) is not None:
+    if agent.branch != f"{fleet.config.branch_prefix}{agent.name}" or fleet.repo.branch_tip(new) is not None:
         raise FleetError(f"agent '{agent.name}' cannot run sandboxed: {why}",
                          f"a sandboxed agent's branch needs a ref directory of its own: name it like {new}")
     return {"sandbox": True, "branch": new}

@@ -132,7 +132,9 @@ class Config:
             raise UsageError(f"no agent named '{name}' in {self.path}", f"agents: {known}") from None
 
     def default_branch(self, name: str) -> str:
-        return f"{self.branch_prefix}{name}"
+        """<branch_prefix>NAME; where agents run sandboxed, <branch_prefix>NAME/work: a ref
+        directory of its own (sandbox_layout.py)."""
+        return f"{self.branch_prefix}{name}/work" if self.sandbox else f"{self.branch_prefix}{name}"
 
     def worktree_template(self, agent: Agent) -> str:
         """Where the agent's worktree goes, before {repo} and {agent} are filled in."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import agent_clis, agents, brief, hook_install, lost_journal, moves, ownership, sandbox
+from . import agent_clis, agents, brief, hook_install, lost_journal, moves, ownership, sandbox_layout
 from .errors import FleetError
 from .gateway import plumbing
 from .gateway.plumbing import git
@@ -62,19 +62,16 @@ def _q(path: Path | str) -> str:
 
 def diagnose(fleet: Fleet, fix: bool = False) -> list[Item]:
     return [_config(fleet), _worktrees(fleet, fix), _zones(fleet), _hooks(fleet, fix), _agent_hooks(fleet, fix),
-            _sandbox(), _sessions(fleet), _bus(fleet), _checkpoints(fleet), _branches(fleet), _locks(fleet)]
+            _sandbox(fleet), _sessions(fleet), _bus(fleet), _checkpoints(fleet), _branches(fleet), _locks(fleet)]
 
 
-def _sandbox() -> Item:
-    """What this system offers the agents' sandbox (sandbox.py): Landlock's ABI, user namespaces."""
+def _sandbox(fleet: Fleet) -> Item:
+    """What this system offers the agents' sandbox, and whether each agent set to run in it can."""
     item = Item("sandbox")
-    found = sandbox.support()
-    missing = found.missing()
-    if missing:
-        item.info.append(f"the kernel lacks what a sandbox needs: {missing}")
-    else:
-        item.info.append(f"the kernel can confine an agent: Landlock ABI {found.landlock_abi}, unprivileged user "
-                         "namespaces")
+    info, problems = sandbox_layout.survey(fleet)
+    item.info += info
+    for line, hint in problems:
+        item.bad(line, hint)
     return item
 
 

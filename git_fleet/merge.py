@@ -11,13 +11,15 @@ before that, the merge objects are unreferenced loose objects that git's gc remo
 from __future__ import annotations
 
 import re
+import shlex
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import check, config, lost_journal, moves, runner
+from . import check, config, lost_journal, moves, runner, sandbox, sandbox_layout
 from .config import Agent, Checkpoint, Config
 from .errors import FleetError, UsageError
 from .gateway import plumbing
@@ -62,6 +64,7 @@ class Batch:
     blocked: dict[str, str] = field(default_factory=dict)  # worktree -> why it cannot be updated
     rounds: int = 0  # rounds of the checkpoint merged so far (its tags); this merge is the next
     warnings: list[str] = field(default_factory=list)  # from carrying it out
+    sandbox_ports: tuple[int, ...] | None = None  # the test runs sandboxed (an agent merged runs so): its ports
 
     @property
     def ok(self) -> bool:
@@ -224,9 +227,13 @@ def _attempt(repo: Repo, commit: str, p: Batch, what: str, log: Path | None = No
     (its time was up, or its keeper was killed) stops the merge there, with nothing changed."""
     cp = p.checkpoint
     assert cp is not None and cp.test is not None
-    with repo.scratch_worktree(commit) as where:
+    with repo.scratch_worktree(commit) as where, tempfile.TemporaryDirectory(prefix="fleet-test-") as tmp:
         env = {**repo.env_in(where), "FLEET_BASE": p.base, "FLEET_CHECKPOINT": cp.name}
-        outcome = runner.run(cp.test, where, env, cp.timeout, log)
+        command = cp.test
+        if p.sandbox_ports is not None:  # agents' code, confined to its scratch worktree (and a temporary directory)
+            env["TMPDIR"] = tmp
+            command = shlex.join(sandbox.command(["/bin/sh", "-c", cp.test], [str(where), tmp], list(p.sandbox_ports)))
+        outcome = runner.run(command, where, env, cp.timeout, log)
     if outcome.keeper_killed:
         raise FleetError("\n".join([f"checkpoint {cp.name}: `{cp.test}` on {what} was stopped: the process that kept "
                                     "it was killed; nothing was changed", *_ended_with(outcome)]), "merge again")
@@ -337,6 +344,13 @@ def merge(fleet: Fleet, names: Sequence[str], checkpoint: str | None = None, *, 
         if dry_run:
             return p
         check_ready(fleet.repo, p)
+        if any(sandbox_layout.wanted(fleet, s.agent) for s in p.steps) and p.checkpoint and p.checkpoint.test:
+            missing = sandbox.support().missing()
+            if missing:
+                raise FleetError(f"checkpoint {p.checkpoint.name}: its test runs code of sandboxed agents, and this "
+                                 f"system lacks what the sandbox needs: {missing}; nothing was changed",
+                                 "merge where the sandbox is supported, or turn the agents' sandbox off")
+            p.sandbox_ports = fleet.config.sandbox_ports
     with runner.stoppable():  # the test runs without the lock: the fleet's other commands go on
         run_test(fleet.repo, p)
     with fleet.editing():

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import agent_state, sandbox
+from . import agent_clis, agent_home, agent_state, sandbox
 from .errors import FleetError
 from .gateway import stores
 
@@ -66,15 +66,25 @@ def problem(fleet: Fleet, agent: Agent) -> str | None:
 
 
 def branch_problem(fleet: Fleet, agent: Agent) -> str | None:
-    """Why the agent's branch's ref directory is not its own alone; None when it is."""
+    """Why the agent's branch's ref directory is not its own; None when it is: named after the
+    agent (so that no branch made later for another agent lands in it), and holding no other
+    agent's branch nor the base."""
     folder = os.path.dirname(agent.branch)
-    if not folder:
-        return f"its branch {agent.branch} sits among all the branches in refs/heads/"
-    others = sorted(b for b in fleet.repo.branch_tips()
-                    if b != agent.branch and not b.startswith(agent.branch + "/") and b.startswith(folder + "/"))
+    if os.path.basename(folder) != agent.name:
+        where = f"refs/heads/{folder}/" if folder else "refs/heads/"
+        return f"its branch {agent.branch} is in {where}, a ref directory that is not its own"
+    others = sorted(b for b in (fleet.config.base, *(a.branch for a in fleet.config.agents.values() if a.name != agent.name))
+                    if b.startswith(folder + "/"))
     if others:
-        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
-        return f"its branch {agent.branch} shares the ref directory refs/heads/{folder}/ with {shown}"
+        return f"its branch {agent.branch} shares the ref directory refs/heads/{folder}/ with {', '.join(others)}"
+    return None
+
+
+def claimed_by(fleet: Fleet, branch: str, name: str) -> str | None:
+    """The sandboxed agent (other than `name`) whose ref directory `branch` would be in, if any."""
+    for other in fleet.config.agents.values():
+        if other.name != name and wanted(fleet, other) and branch.startswith(os.path.dirname(other.branch) + "/"):
+            return other.name
     return None
 
 
@@ -87,6 +97,25 @@ def refuse(fleet: Fleet, agent: Agent) -> None:
         hint = (f"git fleet-set {agent.name} --sandbox on moves it to {sandboxed_branch(fleet, agent)}, "
                 "a ref directory of its own")
     raise FleetError(f"agent '{agent.name}' cannot run sandboxed: {why}", hint)
+
+
+def survey(fleet: Fleet) -> tuple[list[str], list[tuple[str, str]]]:
+    """For git fleet-doctor: what this system offers, which agents run sandboxed; and each agent
+    set to run sandboxed that cannot (line, hint)."""
+    found = sandbox.support()
+    missing = found.missing()
+    info = [f"the kernel lacks what a sandbox needs: {missing}" if missing else
+            f"the kernel can confine an agent: Landlock ABI {found.landlock_abi}, unprivileged user namespaces"]
+    problems = []
+    confined = [a for a in fleet.config.agents.values() if wanted(fleet, a)]
+    for agent in confined:
+        why = problem(fleet, agent)
+        if why is not None:
+            problems.append((f"agent '{agent.name}' is set to run sandboxed, and cannot: {why}",
+                             f"git fleet-set {agent.name} --sandbox on (it moves a shared branch), or --sandbox off"))
+    if confined:
+        info.append("sandboxed: " + ", ".join(a.name for a in confined))
+    return info, problems
 
 
 def store(fleet: Fleet, agent: str) -> Path:
@@ -116,11 +145,14 @@ def confine(fleet: Fleet, agent: Agent, worktree: Path, more_write: list[str] | 
     for i, (key, value) in enumerate(QUIET_GIT, count):
         env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
     env["GIT_CONFIG_COUNT"] = str(count + len(QUIET_GIT))
+    home = agent_home.prepare(own, agent_clis.cli_of(agent_clis.command_of(fleet, agent)), worktree, fleet.main,
+                              Path.home(), os.environ)
+    env.update(home.env)
     extra = [os.path.expanduser(w) for w in (*fleet.config.sandbox_write, *agent.sandbox_write, *(more_write or []))]
     bus = fleet.bus()
     bus_write, bus_links = bus.agent_writes(agent.name) if hasattr(bus, "agent_writes") else ([], [])
     return Confinement(write=[str(worktree), str(admin), str(refs), str(logs), str(own),
-                              *map(str, bus_write), *extra],
+                              *map(str, bus_write), *map(str, home.write), *extra],
                        links=[str(d) for d in bus_links], protect=[str(admin / f) for f in PROTECTED if (admin / f).exists()],
                        ports=list(fleet.config.sandbox_ports), env=env)
 

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from typing import TYPE_CHECKING
 
-from . import brief
+from . import brief, sandbox_layout
 from .config import Agent
 from .errors import FleetError
 
@@ -39,7 +39,12 @@ def set_up(fleet: Fleet, agent: Agent, report: Report) -> None:
         else:
             report.warnings.append(f"setup.copy: {rel} does not exist in the main worktree; not copied")
     if fleet.config.setup_run:
-        proc = subprocess.run(["sh", "-c", fleet.config.setup_run], cwd=where, env=brief.environment(fleet, agent),
+        env, line = brief.environment(fleet, agent), ["sh", "-c", fleet.config.setup_run]
+        if sandbox_layout.wanted(fleet, agent):  # (code from the repository, run as the agent would)
+            confinement = sandbox_layout.confine(fleet, agent, where)
+            env.update(confinement.env)
+            line = confinement.command(line)
+        proc = subprocess.run(line, cwd=where, env=env,
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if proc.returncode != 0:
             tail = "\n".join("  " + line for line in proc.stdout.decode("utf-8", "replace").rstrip().splitlines()[-15:])

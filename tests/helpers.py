@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -228,3 +229,15 @@ def git_daemon(sb: Sandbox, root: Path) -> Iterator[str]:
         yield url
     finally:
         Sandbox.kill_group(proc, signal.SIGTERM)  # (git daemon and the children it serves with)
+
+
+def private_tmux(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private tmux server's place for the test (TMUX_TMPDIR, outside any tmux); skipped
+    where tmux is not installed. The test ends its server (tmux kill-server)."""
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (.ci/run installs it)")
+    sockets = tmp_path / "tmux"
+    sockets.mkdir()
+    monkeypatch.setenv("TMUX_TMPDIR", str(sockets))
+    monkeypatch.delenv("TMUX", raising=False)
+    return sockets

@@ -19,13 +19,15 @@ from typing import Any
 
 import pytest
 
-from helpers import Result, Sandbox
+from git_fleet.sandbox import support as _support
+from helpers import Result, Sandbox, private_tmux
 from model_server import ModelServer, Say, ToolUse, Turn
 
 ROOT = Path(__file__).resolve().parent.parent
 PINNED = re.search(r"^CLAUDE_CODE_VERSION=(\S+)$", (ROOT / ".ci/run").read_text(), re.MULTILINE)
 VERSION = PINNED.group(1) if PINNED else "?"
 TOOLS = "Bash,Read,Edit,Write"  # as root, bypassPermissions is refused: accept edits and allow these
+sandbox_support = _support()
 TIMEOUT = 120  # seconds for one `claude -p` run (about 2 s here)
 
 
@@ -287,14 +289,9 @@ def test_up_runs_claude_interactively_gated_trusted_once_and_resumes_the_exact_s
     without a trust dialog (hooks run only in a trusted workspace), the agent's out-of-zone
     Write is refused there, ps says it needs its person at a permission prompt and then that it
     is idle, and after `down` the next `up` resumes exactly that session."""
-    tmux = shutil.which("tmux")
-    if tmux is None:
-        pytest.skip("tmux is not installed (.ci/run installs it)")
+    private_tmux(tmp_path, monkeypatch)
+    tmux = shutil.which("tmux") or "tmux"
     sb = fleet_repo
-    sock = tmp_path / "tmux"
-    sock.mkdir()
-    monkeypatch.setenv("TMUX_TMPDIR", str(sock))
-    monkeypatch.delenv("TMUX", raising=False)
     home = Path(os.environ["HOME"])
     key = "sk-ant-test-model-server"
     (home / ".claude.json").write_text(json.dumps({  # a person who has used Claude Code, not in this repository
@@ -341,3 +338,40 @@ def test_up_runs_claude_interactively_gated_trusted_once_and_resumes_the_exact_s
             _until(lambda: "One refused, one written." in _pane_text(tmux, target), "the resumed conversation")
     finally:
         subprocess.run([tmux, "kill-server"], capture_output=True)
+
+
+@pytest.mark.skipif(sandbox_support.missing() is not None, reason=f"no sandbox here: {sandbox_support.missing()}")
+def test_claude_runs_sandboxed_its_hooks_still_speak_and_its_commit_lands(fleet_repo: Sandbox, claude: Claude,
+                                                                          hermetic: Path) -> None:
+    sb = fleet_repo
+    backend = sb.add_agent("backend", "src/backend/**")
+    sb.run(["git", "fleet-set", "backend", "--sandbox", "on"])
+    settings = hermetic / ".claude" / "settings.json"
+    settings.parent.mkdir(exist_ok=True)
+    settings.write_text('{"theme": "dark"}\n')
+    script: list[Turn] = [
+        ToolUse("Write", {"file_path": str(backend / "src/backend/new.py"), "content": "ok = 1\n"}),
+        ToolUse("Write", {"file_path": str(backend / "src/frontend/x.js"), "content": "x\n"}),  # the zone's gate
+        # (the path built at run time, past the shell guard: the sandbox refuses it)
+        ToolUse("Bash", {"command": "python3 -c \"import os; open(os.path.expanduser('~') + '/.cla' + "
+                                    "'ude/settings.json', 'w').write('{}')\"", "description": "x"}),
+        ToolUse("Bash", {"command": "git add src/backend/new.py && git commit -qm 'backend: new'", "description": "c"}),
+        Say("Committed."),
+    ]
+    with ModelServer(script) as server:
+        port = server.url.rsplit(":", 1)[1]
+        cfg = sb.repo / ".gitfleet.toml"
+        cfg.write_text(cfg.read_text().replace("[fleet]\n", f"[fleet]\nsandbox_ports = [{port}]\n", 1))
+        res = sb.run_group(["git", "fleet-run", "backend", "--", claude.binary, "-p", "go", "--permission-mode",
+                            "acceptEdits", "--allowedTools", TOOLS], sb.repo, server.env(), TIMEOUT)
+    assert res.code == 0 and "Committed." in res.out, str(res)
+    results = server.tool_results()
+    assert [r.is_error for r in results] == [False, True, True, False], results
+    assert "zone of 'backend'" in results[1].text
+    assert "Read-only file system" in results[2].text or "Permission denied" in results[2].text, results[2]
+    assert settings.read_text() == '{"theme": "dark"}\n'
+    status = json.loads(sb.run(["git", "fleet-status", "--json"]).out)
+    assert next(a for a in status["agents"] if a["agent"] == "backend")["ahead"] == 1
+    assert sb.git("log", "-1", "--format=%s", "fleet/backend/work").out.strip() == "backend: new"
+    row = next(r for r in json.loads(sb.run(["git", "fleet-ps", "--json"]).out) if r["agent"] == "backend")
+    assert row["reported"] and row["refused"] == 1  # (its hooks wrote its own state, from inside)

@@ -38,7 +38,7 @@ from typing import Any, Self
 import pytest
 
 from git_fleet import agent_state, agent_trust
-from helpers import Result, Sandbox
+from helpers import Result, Sandbox, private_tmux
 from model_server import read_body
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -431,11 +431,7 @@ def test_hooks_run_outside_an_agents_worktree_judge_and_report_nothing(clis: Two
 def _stand_ins_in_tmux(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private tmux server's place, and stand-ins named gemini and codex that wait (so that an
     agent's pane stays live): the directory that holds them."""
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed (.ci/run installs it)")
-    (tmp_path / "tmux").mkdir()
-    monkeypatch.setenv("TMUX_TMPDIR", str(tmp_path / "tmux"))
-    monkeypatch.delenv("TMUX", raising=False)
+    private_tmux(tmp_path, monkeypatch)
     stand_ins = tmp_path / "bin"
     stand_ins.mkdir()
     for name in ("gemini", "codex"):

@@ -28,7 +28,12 @@ from pathlib import Path
 
 import pytest
 
+from git_fleet.sandbox import support
 from helpers import Sandbox
+
+
+def _sandbox_missing() -> str | None:
+    return support().missing()
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SKIP = ("git fleet-up", "git fleet-ps", "git fleet-down")  # a live agent CLI in tmux
@@ -191,6 +196,17 @@ def test_the_checkpoint_block_works_as_printed(sandbox: Sandbox) -> None:
     [block] = blocks("Checkpoint merges")
     run_block(Terminal(sb, shop), block, shop.parent, "/tmp/tour3", {})
     assert sb.git("describe", "--tags", "main", cwd=shop).out.strip() == "fleet/phase-1"
+
+
+@pytest.mark.skipif(_sandbox_missing() is not None, reason=f"no sandbox on this system: {_sandbox_missing()}")
+def test_the_sandbox_block_works_as_printed(sandbox: Sandbox) -> None:
+    sb = sandbox
+    shop = make_shop(sb, sb.root / "tour4")
+    sb.run(["git", "fleet-init"], cwd=shop)
+    sb.run(["git", "fleet-add", "api", "--zone", "src/api/**"], cwd=shop)
+    [block] = blocks("Sandboxed agents")
+    run_block(Terminal(sb, shop), block, shop.parent, "/tmp/tour4", {})
+    assert (shop / ".gitfleet.toml").read_text().count("sandbox = true") == 1
 
 
 def test_the_sessions_and_teleport_blocks_work_as_printed(sandbox: Sandbox) -> None:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import time
 import zlib
 from pathlib import Path
 
 import pytest
 
 from git_fleet import sandbox
-from helpers import Sandbox
+from helpers import Sandbox, private_tmux
 
 MISSING = sandbox.support().missing()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"no sandbox on this system: {MISSING}")
@@ -32,7 +34,8 @@ def fleet(fleet_repo: Sandbox) -> Sandbox:
     sb.add_agent("backend", "src/backend/**")
     sb.add_agent("web", "src/frontend/**")
     res = sb.run(["git", "fleet-set", "backend", "--sandbox", "on"])
-    assert "fleet/backend is now fleet/backend/work" in res.err
+    assert res.out == ("backend: its branch fleet/backend is now fleet/backend/work (a ref directory of its own, "
+                       "for the sandbox)\n")
     return sb
 
 
@@ -86,6 +89,21 @@ def test_a_sandboxed_agent_changes_nothing_outside_its_own(fleet: Sandbox, route
     assert code == 0 and look() != before, err
 
 
+def test_a_branch_in_a_ref_directory_not_the_agents_own_is_moved_or_refused(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    sb.add_agent("api", "src/backend/**", extra=("--branch", "team/api"))
+    res = sb.run(["git", "fleet-run", "--sandbox", "api", "--", "true"], ok=False)
+    assert res.code == 1 and "its branch team/api is in refs/heads/team/, a ref directory that is not its own" in res.err
+    res = sb.run(["git", "fleet-set", "api", "--sandbox", "on"], ok=False)
+    assert "name it like fleet/api/work" in res.err and "team/api" in sb.branches()
+    sb.add_agent("web", "src/frontend/**")
+    sb.run(["git", "fleet-set", "web", "--sandbox", "on"])  # (alone in refs/heads/fleet/ now: moved all the same)
+    assert "fleet/web/work" in sb.branches() and "fleet/web" not in sb.branches()
+    res = sb.run(["git", "fleet-add", "docs", "--zone", "docs/**", "--branch", "fleet/web/docs"], ok=False)
+    assert "in the ref directory of sandboxed agent 'web'" in res.err
+    assert sb.run(["git", "fleet-run", "web", "--", "git", "branch", "fleet/web/mine"]).code == 0  # (its own)
+
+
 def test_its_git_dir_says_where_things_are_and_the_agent_cannot_change_that(fleet: Sandbox) -> None:
     sb = fleet
     admin = Path(sb.git("rev-parse", "--absolute-git-dir", cwd=sb.root / "repo-backend").out.strip())
@@ -121,3 +139,79 @@ def test_an_existing_object_cannot_be_overwritten_and_a_forged_one_is_never_take
     assert sb.git("cat-file", "-e", name, ok=None).code != 0, "a forged object never enters the repository"
     sb.commit(sb.root / "repo-web", {"src/frontend/app.js": future.decode()}, "web: next")
     assert sb.git("cat-file", "blob", name).out.encode() == future
+
+
+def test_a_checkpoint_test_of_sandboxed_agents_runs_sandboxed(fleet: Sandbox) -> None:
+    sb = fleet
+    readme = sb.repo / "README.md"
+    cfg = sb.repo / ".gitfleet.toml"
+    test = f"echo changed-by-the-test >> {readme}; echo ran > ran-here"
+    cfg.write_text(cfg.read_text() + f'\n[checkpoints.b]\nagents = ["backend"]\ntest = "{test}"\n'
+                   f'\n[checkpoints.w]\nagents = ["web"]\ntest = "{test}"\n')
+    code, err = agent_run(sb, "backend", "echo 'def api(): return 4' > src/backend/api.py && git commit -qam v4")
+    assert code == 0, err
+    sb.commit(sb.root / "repo-web", {"src/frontend/app.js": "app(4)\n"}, "web: v4")
+    sb.run(["git", "fleet-merge", "--checkpoint", "b"])  # (the test ran: it wrote its own scratch worktree)
+    assert readme.read_text() == "# project\n" and "def api(): return 4" in sb.git("show", "main:src/backend/api.py").out
+    sb.run(["git", "fleet-merge", "--checkpoint", "w"])  # web is not sandboxed: its test is not either
+    assert readme.read_text() == "# project\nchanged-by-the-test\n"
+
+
+def test_a_fleet_that_runs_sandboxed_gives_new_agents_a_branch_directory_and_a_sandboxed_setup(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    readme = sb.repo / "README.md"
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text().replace("version = 4", "version = 5").replace("[fleet]\n", "[fleet]\nsandbox = true\n")
+                   .replace("[setup]\n", f'[setup]\nrun = "echo setup >> {readme}; echo ok > .fleet-setup"\n'))
+    sb.add_agent("docs", "docs/**")
+    assert "fleet/docs/work" in sb.branches() and (sb.root / "repo-docs" / ".fleet-setup").exists()
+    assert readme.read_text() == "# project\n"
+    code, err = agent_run(sb, "docs", f"echo x >> {readme}", "--no-sandbox")
+    assert code == 0 and readme.read_text().endswith("x\n"), err
+
+
+def test_up_sandbox_starts_the_agent_sandboxed_and_its_tmux_server_is_no_door(fleet: Sandbox, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    sb = fleet
+    private_tmux(tmp_path, monkeypatch)
+    cfg = sb.repo / ".gitfleet.toml"
+    door = "tmux new-window -d 'echo through-tmux > {worktree}/../done-by-{agent}'; echo $? > .fleet/tmux-said; "
+    cfg.write_text(cfg.read_text().replace(
+        'command = "claude --session-id {session_id} --name {session} --model {model}"',
+        f'command = "{door}echo up > .fleet/ran; exec sleep 600"'))
+    try:
+        sb.run(["git", "fleet-up", "--detach", "--stagger", "0", "backend"])
+        sb.run(["git", "fleet-up", "--detach", "--stagger", "0", "--no-sandbox", "web"])
+        for name in ("backend", "web"):
+            ran = sb.root / f"repo-{name}" / ".fleet" / "ran"
+            deadline = time.time() + 15
+            while not ran.exists():
+                assert time.time() < deadline, f"{name} never started"
+                time.sleep(0.05)
+        time.sleep(0.5)
+        assert (sb.root / "repo-backend" / ".fleet" / "tmux-said").read_text().strip() != "0"
+        assert not (sb.root / "done-by-backend").exists(), "the person's tmux server did the sandboxed agent's write"
+        assert (sb.root / "done-by-web").exists()  # (the same route, unsandboxed: it works)
+        rows = {r["agent"]: r for r in json.loads(sb.run(["git", "fleet-ps", "--json"]).out)}
+        assert rows["backend"]["sandboxed"] is True and rows["web"]["sandboxed"] is False
+        assert "sandbox" in sb.run(["git", "fleet-ps"]).out
+    finally:
+        subprocess.run(["tmux", "kill-server"], capture_output=True)
+
+
+def test_a_process_left_behind_stays_in_the_sandbox(fleet: Sandbox) -> None:
+    sb = fleet
+    target = sb.repo / "README.md"
+    flag = sb.root / "repo-backend" / "left-behind-ran"
+    # it outlives `git fleet-run`, then tries, while the agent's run has ended
+    script = (f"(sleep 0.5; echo later >> {target}; echo $? > {flag}) > /dev/null 2>&1 & "
+              "echo started")
+    code, err = agent_run(sb, "backend", script)
+    assert code == 0, err
+    deadline = time.time() + 10
+    while not flag.exists() or not flag.read_text().endswith("\n"):
+        assert time.time() < deadline, "the process left behind never ran"
+        time.sleep(0.05)
+    assert flag.read_text().strip() != "0" and target.read_text() == "# project\n"
+    code, err = agent_run(sb, "backend", f"echo later >> {target}", "--no-sandbox")
+    assert code == 0 and target.read_text().endswith("later\n"), err

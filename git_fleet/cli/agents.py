@@ -308,9 +308,14 @@ def set_(name: str, zones: tuple[str, ...], allow_overlap: bool, session: str | 
                --resume 'aider --model {model} --git-commit-verify --restore-chat-history'
       Script:  --command './agent.sh {task}'
     """
-    fleet_agents.set_agent(load(), name, zone=zones, allow_overlap=allow_overlap,
-               session={"session": session, "model": model, "command": command_, "resume": resume},
-               sandbox=None if sandbox is None else sandbox == "on")
+    fleet = load()
+    before = fleet.config.agents.get(name)
+    updated = fleet_agents.set_agent(fleet, name, zone=zones, allow_overlap=allow_overlap,
+                                     session={"session": session, "model": model, "command": command_, "resume": resume},
+                                     sandbox=None if sandbox is None else sandbox == "on")
+    if before is not None and updated.branch != before.branch:
+        click.echo(f"{name}: its branch {before.branch} is now {updated.branch} (a ref directory of its own, "
+                   "for the sandbox)")
     return 0
 
 
