@@ -42,6 +42,32 @@ def cell(times: list[float]) -> str:
     return f"{statistics.median(ordered):.1f} / {ordered[int(len(ordered) * 0.9) - 1]:.1f}"
 
 
+def in_a_fleet(root: Path, rounds: int, n: int = 30) -> tuple[list[tuple[str, list[float]]], float]:
+    """A commit of a change in the agent's zone, with the fleet's commit hook, by a shell that
+    `git fleet-run` started: sandboxed (its own object store, the repository's as an alternate,
+    the zone cache read-only) and not, taking turns; per commit, the shell's start taken off."""
+    repo = root / "fleet"
+    os.environ.update(GIT_AUTHOR_NAME="B", GIT_AUTHOR_EMAIL="b@example.com", GIT_COMMITTER_NAME="B",
+                      GIT_COMMITTER_EMAIL="b@example.com")
+    (repo / "a").mkdir(parents=True)
+    (repo / "a" / "f").write_text("0\n")
+    for step in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "base"],
+                 ["git", "fleet-init"], ["git", "fleet-add", "a", "--zone", "a/**"],
+                 ["git", "fleet-set", "a", "--sandbox", "on"]):
+        subprocess.run(step, cwd=repo, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    script = "; ".join(f"echo {i} > a/f; git commit -qam c{i}" for i in range(n))
+    inside: list[float] = []
+    outside: list[float] = []
+    for _ in range(rounds):
+        for flag, into in (("--sandbox", inside), ("--no-sandbox", outside)):
+            run = ["git", "fleet-run", flag, "a", "--", "sh", "-c"]
+            start = statistics.median(timed([*run, "true"], cwd=repo, runs=3))
+            into += [(t - start) / n for t in timed([*run, script], cwd=repo, runs=1)]
+    return ([(f"commit with the fleet's hook, sandboxed (per commit, of {n}, its start taken off)", inside),
+             (f"commit with the fleet's hook, not sandboxed (per commit, of {n}, its start taken off)", outside)],
+            statistics.median(inside) / statistics.median(outside))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=30)
@@ -89,12 +115,15 @@ def main() -> int:
         rows += [(f"commit by a shell in the sandbox (per commit, of {n}, its start taken off)", inside),
                  (f"commit by a plain shell (per commit, of {n}, its start taken off)", outside)]
         ratio = statistics.median(inside) / statistics.median(outside)
+        fleet_rows, fleet_ratio = in_a_fleet(root, max(5, args.runs // 3))
+        rows += fleet_rows
     load = os.getloadavg()[0]
     print(f"Landlock ABI {sandbox.support().landlock_abi}; {args.runs} runs; load average {load:.1f}")
     print("| what | median / p90 ms |\n|---|---|")
     for name, times in rows:
         print(f"| {name} | {cell(times)} |")
     print(f"A commit in the sandbox takes {ratio:.2f}x the time of the same commit outside (target: 1.10x).")
+    print(f"In a fleet (its commit hook, the agent's own object store): {fleet_ratio:.2f}x (target: 1.10x).")
     return 0
 
 

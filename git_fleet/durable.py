@@ -93,6 +93,17 @@ def append_line(path: PathLike, line: str) -> None:
 
 # -- the parts ---------------------------------------------------------------------------------
 
+def symlink(target: str, path: PathLike) -> bool:
+    """Make the symlink `path` -> `target` if its name is free, and the name durable; False if
+    it is taken (a symlink's target is fixed when it is made: nothing to write before)."""
+    try:
+        os.symlink(target, path)
+    except FileExistsError:
+        return False
+    _sync_dir(os.fspath(path))
+    return True
+
+
 def _written(path: str, data: str | bytes, mode: int) -> tuple[int, str]:
     """A temporary file beside `path` (hidden: .NAME.RANDOM.tmp) holding `data` with `mode`,
     fsynced: its open descriptor and its name. Nothing is left where this fails."""

@@ -112,6 +112,37 @@ def read_only_but(write: Iterable[str], protect: Iterable[str] = ()) -> None:
         setattr_(path, _MountAttr(_MOUNT_ATTR_RDONLY, 0, 0, 0))
 
 
+TEMPORARY = ("/tmp", "/var/tmp", "/dev/shm")  # where anyone may make a socket, at any time
+
+
+def private_temporary(keep: Iterable[str]) -> list[str]:
+    """A fresh tmpfs of this namespace's own over each of TEMPORARY, with the directories of
+    `keep` beneath them bound back into place as they were (writable or not): a socket that a
+    server outside makes there later, in any directory, is out of sight, and what the sandbox
+    writes there is its own and goes with it. Returns those it may write: the ones with nothing
+    bound back beneath (a right to write a directory reaches beneath it, into what was bound back)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    wanted = sorted({os.path.realpath(k) for k in keep if os.path.isdir(k)})
+    made = []
+    for top in TEMPORARY:
+        if os.path.islink(top) or not os.path.isdir(top):
+            continue
+        inside = [k for k in wanted if k.startswith(top + "/")]
+        outermost = [k for k in inside if not any(o != k and k.startswith(o + "/") for o in inside)]
+        held = [(k, os.open(k, os.O_PATH | os.O_CLOEXEC)) for k in outermost]  # (before they are covered)
+        try:
+            _check(libc.mount(b"tmpfs", os.fsencode(top), b"tmpfs", _MS_NOSUID | _MS_NODEV, b"mode=1777"))
+            for path, fd in held:
+                os.makedirs(path, exist_ok=True)
+                _check(libc.mount(f"/proc/self/fd/{fd}".encode(), os.fsencode(path), None, _MS_BIND | _MS_REC, None))
+        finally:
+            for _, fd in held:
+                os.close(fd)
+        if not held:
+            made.append(top)
+    return made
+
+
 def enter(masks: Iterable[str], keep: Iterable[str] = ()) -> list[str]:
     """Move this process into a new user and mount namespace, keeping its uid and gid, and mask
     each path of `masks` that exists (one ending in / is a directory, made if missing), and every

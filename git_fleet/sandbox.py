@@ -6,6 +6,8 @@ the agent's own, so that the write set below is a boundary): today the runner an
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -62,12 +64,34 @@ def masks(env: dict[str, str] | None = None) -> list[str]:
     return list(dict.fromkeys(os.path.normpath(p) + ("/" if p.endswith("/") else "") for p in found if p))
 
 
+def _measured(env: dict[str, str]) -> list[str]:
+    """Where coverage.py, measuring the processes a test suite starts (its subprocess patch,
+    COVERAGE_PROCESS_CONFIG), writes their data: writable for them in the sandbox too, or each
+    sandboxed Python would fail at its exit. Nothing where no measurement runs."""
+    config = env.get("COVERAGE_PROCESS_CONFIG")
+    if not config:
+        return []
+    try:
+        data_file = json.loads(base64.b64decode(config)).get("data_file")
+    except (ValueError, AttributeError):
+        return []
+    return [os.path.dirname(os.path.abspath(data_file))] if isinstance(data_file, str) and data_file else []
+
+
 def command(argv: list[str], write: list[str], ports: list[int], env: dict[str, str] | None = None,
-            protect: list[str] | None = None, links: list[str] | None = None) -> list[str]:
+            protect: list[str] | None = None, links: list[str] | None = None, keep: list[str] | None = None) -> list[str]:
     """The command line that runs `argv` in the sandbox: writes only beneath `write` but to the
-    files `protect` (which are in it), new symbolic links in `links`, TCP connects only to `ports`."""
+    files `protect` (which are in it), new symbolic links in `links`, TCP connects only to `ports`.
+    /tmp, /var/tmp and /dev/shm are its own (namespaces.private_temporary), but for the
+    directories in them it must see: `write`, `keep`, and what any command needs (the home
+    directory, PATH, this Python and this package)."""
+    env = dict(os.environ if env is None else env)
     line = [os.path.realpath(sys.executable), "-I", "-S", str(RUNNER)]
-    for w in write:
+    needed = [*(keep or []), env.get("HOME", ""), *env.get("PATH", "").split(os.pathsep), sys.prefix,
+              str(RUNNER.parent.parent)]
+    for k in dict.fromkeys(os.path.realpath(k) for k in needed if k and os.path.isabs(k)):
+        line += ["--keep", k]
+    for w in [*write, *_measured(env)]:
         line += ["--write", w]
     for f in protect or ():
         line += ["--protect", f]

@@ -36,9 +36,11 @@ class Confinement:
     protect: list[str] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    keep: list[str] = field(default_factory=list)  # to see in /tmp and the like, which are its own else
 
     def command(self, argv: list[str]) -> list[str]:
-        return sandbox.command(argv, self.write, self.ports, None, self.protect, self.links)
+        return sandbox.command(argv, self.write, self.ports, {**os.environ, **self.env}, self.protect, self.links,
+                               self.keep)
 
     def shell(self, command: str) -> str:
         """A shell command line (tmux's) that runs `command` by sh in the sandbox."""
@@ -149,12 +151,12 @@ def confine(fleet: Fleet, agent: Agent, worktree: Path, more_write: list[str] | 
                               Path.home(), os.environ)
     env.update(home.env)
     extra = [os.path.expanduser(w) for w in (*fleet.config.sandbox_write, *agent.sandbox_write, *(more_write or []))]
-    bus = fleet.bus()
-    bus_write, bus_links = bus.agent_writes(agent.name) if hasattr(bus, "agent_writes") else ([], [])
+    bus_write, bus_links = fleet.bus().agent_writes(agent.name)
     return Confinement(write=[str(worktree), str(admin), str(refs), str(logs), str(own),
                               *map(str, bus_write), *map(str, home.write), *extra],
                        links=[str(d) for d in bus_links], protect=[str(admin / f) for f in PROTECTED if (admin / f).exists()],
-                       ports=list(fleet.config.sandbox_ports), env=env)
+                       ports=list(fleet.config.sandbox_ports), env=env,
+                       keep=[str(common), str(fleet.main), *(str(w.path) for w in fleet.worktrees())])
 
 
 def bring_in(fleet: Fleet) -> list[str]:

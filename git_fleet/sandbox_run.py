@@ -1,9 +1,11 @@
 """What runs an agent's command in its sandbox: `PYTHON -I -S .../git_fleet/sandbox_run.py
-[--write DIR]... [--links DIR]... [--protect FILE]... [--port N]... [--mask PATH]... [--clear VAR]... -- COMMAND...` (sandbox.py
-writes the line). In order: a user and mount namespace with the local servers' sockets masked
-(namespaces.py), Landlock (landlock.py), a seccomp filter (seccomp.py), the variables that lead to those servers cleared, then
-the command, which replaces this process. Nothing is left out quietly: a step that fails stops
-it, exit 126, with why on stderr; a sandbox is never claimed that is not there."""
+[--write DIR]... [--links DIR]... [--protect FILE]... [--keep DIR]... [--port N]... [--mask PATH]...
+[--clear VAR]... -- COMMAND...` (sandbox.py writes the line). In order: a user and mount
+namespace with the local servers' sockets masked, the rest read-only but what it may write, and
+/tmp, /var/tmp and /dev/shm of its own (namespaces.py); Landlock (landlock.py); a seccomp
+filter (seccomp.py); the variables that lead to those servers cleared; then the command, which
+replaces this process. Nothing is left out quietly: a step that fails stops it, exit 126, with
+why on stderr; a sandbox is never claimed that is not there."""
 
 import os
 import sys
@@ -12,12 +14,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from git_fleet import landlock, namespaces, seccomp  # noqa: E402 (once the package can be found)
 
-USAGE = ("usage: sandbox_run.py [--write DIR]... [--links DIR]... [--protect FILE]... [--port N]... [--mask PATH]... "
-         "[--clear VAR]... -- COMMAND...")
+USAGE = ("usage: sandbox_run.py [--write DIR]... [--links DIR]... [--protect FILE]... [--keep DIR]... [--port N]... "
+         "[--mask PATH]... [--clear VAR]... -- COMMAND...")
 
 
 def main(argv: list[str]) -> int:
-    options: dict[str, list[str]] = {"--write": [], "--port": [], "--mask": [], "--clear": [], "--protect": [], "--links": []}
+    options: dict[str, list[str]] = {name: [] for name in ("--write", "--port", "--mask", "--clear", "--protect",
+                                                           "--links", "--keep")}
     i = 0
     while i < len(argv) and argv[i] != "--":
         if argv[i] not in options or i + 1 >= len(argv):
@@ -39,8 +42,11 @@ def main(argv: list[str]) -> int:
         namespaces.enter(options["--mask"], keep=options["--write"])
         namespaces.read_only_but([os.path.realpath(w) for w in options["--write"] + options["--links"]],
                                  [os.path.realpath(p) for p in options["--protect"]])
+        private = namespaces.private_temporary([*options["--keep"], *options["--write"], *options["--links"],
+                                                os.getcwd()])
         os.chdir(os.getcwd())  # (onto the mount bound there just now: the old one is read-only)
-        landlock.restrict([os.path.realpath(w) for w in options["--write"]], [int(p) for p in options["--port"]],
+        landlock.restrict([os.path.realpath(w) for w in options["--write"]] + private,
+                          [int(p) for p in options["--port"]],
                           devices, [os.path.realpath(d) for d in options["--links"]])
         seccomp.install()  # (what Landlock leaves open: typing into the terminal, connects that skip connect())
     except (OSError, ValueError) as e:

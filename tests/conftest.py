@@ -123,6 +123,14 @@ def fleet_repo(sandbox: Sandbox) -> Sandbox:
 
 
 @pytest.fixture
+def bus_repo(fleet_repo: Sandbox) -> Sandbox:
+    """Two agents, api and docs, for the bus."""
+    fleet_repo.add_agent("api", "src/backend/**")
+    fleet_repo.add_agent("docs", "docs/**")
+    return fleet_repo
+
+
+@pytest.fixture
 def fleet2(fleet_repo: Sandbox) -> Sandbox:
     """Two agents, a checkpoint of both, each with one commit in its zone."""
     sb = fleet_repo

@@ -11,17 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from git_fleet.bus import Bus, front_matter
 from helpers import Result, Sandbox
-
-
-@pytest.fixture
-def bus_repo(fleet_repo: Sandbox) -> Sandbox:
-    fleet_repo.add_agent("api", "src/backend/**")
-    fleet_repo.add_agent("docs", "docs/**")
-    return fleet_repo
 
 
 def test_add_list_show_and_the_spec_on_disk(bus_repo: Sandbox) -> None:

@@ -39,13 +39,13 @@ class Recorder:
         self.calls: list[tuple[str, str]] = []  # (call, path): fsync of the file or directory named
         self.by: dict[str, set[str]] = {}  # real path -> the primitives that wrote it
         self.raw: set[str] = set()  # real paths written by anything else
-        for name in ("fsync", "rename", "replace", "link", "open"):
+        for name in ("fsync", "rename", "replace", "link", "symlink", "open"):
             monkeypatch.setattr(os, name, self._wrap(name, getattr(os, name)))
         real_open = builtins.open
 
         def opened(file: Any, mode: str = "r", *args: Any, **kw: Any) -> Any:
             if isinstance(file, (str, os.PathLike)) and set(mode) & set("wax+"):
-                self.raw.add(os.path.realpath(file))
+                self.raw.add(_key(file))
             return real_open(file, mode, *args, **kw)
 
         monkeypatch.setattr(builtins, "open", opened)
@@ -71,12 +71,17 @@ class Recorder:
         not the file it writes: that is named by its rename or link)."""
         primitive = _primitive()
         if primitive is None:
-            self.raw.add(os.path.realpath(path))
+            self.raw.add(_key(path))
         elif final:
-            self.by.setdefault(os.path.realpath(path), set()).add(primitive)
+            self.by.setdefault(_key(path), set()).add(primitive)
 
     def wrote(self, path: Path) -> set[str]:
-        return self.by.get(os.path.realpath(path), set())
+        return self.by.get(_key(path), set())
+
+
+def _key(path: str | Path) -> str:
+    """The path with its directory's links resolved, not its own name's (a symlink is itself)."""
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
 
 
 def _named(fd: int) -> str:
@@ -308,11 +313,15 @@ CASES = {
     "last task id": Case("fleet_repo", bus(("add", "one")), lambda sb: state(sb, "last-id")),
     "claim state's .gitignore": Case("fleet_repo", bus(("add", "one")), lambda sb: state(sb, ".gitignore"), "create"),
     "claim": Case("fleet_repo", bus(("add", "one"), ("claim", "--agent", "web")),
-                  lambda sb: state(sb, "task-001.claim-1"), "create"),
+                  lambda sb: state(sb, "agents/web/task-001.claim-1"), "create"),
+    "claim's public link": Case("fleet_repo", bus(("add", "one"), ("claim", "--agent", "web")),
+                                lambda sb: state(sb, "task-001.claim-1"), "symlink"),
     "renewed claim": Case("fleet_repo", bus(("add", "one"), ("claim", "--agent", "web"), ("renew", "1", "--agent", "web")),
-                          lambda sb: state(sb, "task-001.claim-1"), "replace"),
+                          lambda sb: state(sb, "agents/web/task-001.claim-1.lease-1"), "replace"),
     "result": Case("fleet_repo", bus(("add", "one"), ("claim", "--agent", "web"), ("done", "1", "--agent", "web")),
-                   lambda sb: sb.repo / "results/task-001-result.md", "create"),
+                   lambda sb: sb.repo / "results/agents/web/task-001-result.md", "create"),
+    "result's public link": Case("fleet_repo", bus(("add", "one"), ("claim", "--agent", "web"), ("done", "1", "--agent", "web")),
+                                 lambda sb: sb.repo / "results/task-001-result.md", "symlink"),
     "rm's claim": Case("fleet_repo", bus(("add", "one"), ("rm", "1")), lambda sb: state(sb, "task-001.claim-1"),
                        "create_held"),
     "rm's result": Case("fleet_repo", bus(("add", "one"), ("rm", "1")), lambda sb: sb.repo / "results/task-001-result.md",
@@ -361,7 +370,7 @@ def test_each_state_file_is_written_through_a_primitive(started: Sandbox, reques
     case.act(sb)
     path = case.path(sb)
     assert case.primitive in rec.wrote(path), f"{path} was written by {sorted(rec.wrote(path)) or 'no primitive'}"
-    assert os.path.realpath(path) not in rec.raw, f"{path} was also written directly"
+    assert _key(path) not in rec.raw, f"{path} was also written directly"
     if case.then is not None:
         case.then(sb)
 

@@ -507,8 +507,8 @@ def test_timeout_is_a_version_2_key(cp: Sandbox) -> None:
     assert "'checkpoints.phase-1.timeout' needs `version = 2` at the top of .gitfleet.toml (it says 1)" in res.err
     line = cfg.read_text().splitlines().index('timeout = "1m"') + 1
     assert f"{cfg}:{line}:" in res.err
-    cfg.write_text(cfg.read_text().replace("version = 1\n", "version = 5\n"))
-    assert "written for a newer git-fleet (schema 5; this one reads 4)" in sb.fleet("checkpoint", ok=False).err
+    cfg.write_text(cfg.read_text().replace("version = 1\n", "version = 6\n"))
+    assert "written for a newer git-fleet (schema 6; this one reads 5)" in sb.fleet("checkpoint", ok=False).err
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL", "SIGKILL-merge-only"])

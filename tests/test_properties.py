@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from git_fleet.bus import Bus, Task, claims, ending, front_matter, removal, store
+from git_fleet.bus import Bus, Task, claims, ending, front_matter, removal, slots, store
 from git_fleet.check import CompiledAgent, rules_of
 from git_fleet.errors import FleetError
 from git_fleet.zones import Zone
@@ -168,13 +168,27 @@ def test_where_a_zone_with_negations_differs_from_gitignore(tmp_path: Path, line
 class Clock:
     """The bus modules' `time`: the real module, but time() runs `offset` seconds ahead, which the
     test advances, so that leases lapse without sleeping. The bus takes no clock; it calls
-    time.time() in store, claims, ending and removal, whose `time` this replaces."""
+    time.time() in store, claims, ending and removal, whose `time` this replaces, and reads when
+    its files were made (slots.birth_ns, slots.changed_ns), which `file_ns` moves ahead by the
+    offset there was when each was made (the kernel stamps them in real time)."""
 
     def __init__(self) -> None:
         self.offset = 0.0
+        self.steps: list[tuple[int, float]] = []  # (real ns, the offset from then on)
 
     def time(self) -> float:
         return real_time.time() + self.offset
+
+    def time_ns(self) -> int:
+        return real_time.time_ns() + int(self.offset * 1e9)
+
+    def set(self, offset: float) -> None:
+        self.offset = offset
+        self.steps.append((real_time.time_ns(), offset))
+
+    def file_ns(self, real_ns: int) -> int:
+        offset = next((o for t, o in reversed(self.steps) if t <= real_ns), 0.0)
+        return real_ns + int(offset * 1e9)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(real_time, name)
@@ -217,7 +231,8 @@ class BusMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        CLOCK.offset = 0.0
+        CLOCK.steps.clear()
+        CLOCK.set(0.0)
         self.dir = Path(tempfile.mkdtemp(prefix="bus-"))
         self.orchestrator = Bus(self.dir)
         self.agents = {a: Bus(self.dir) for a in AGENTS}
@@ -299,7 +314,7 @@ class BusMachine(RuleBasedStateMachine):
 
     @rule(seconds=st.sampled_from(STEPS))
     def time_passes(self, seconds: int) -> None:
-        CLOCK.offset += seconds
+        CLOCK.set(CLOCK.offset + seconds)
 
     # -- rules: the agents' ----------------------------------------------------------------------------
 
@@ -322,7 +337,8 @@ class BusMachine(RuleBasedStateMachine):
     def renew(self, data: st.DataObject, lease: int) -> None:
         agent, tid = self.pick_held(data)
         if self.holder_op(tid, agent, lambda: self.agents[agent].renew(tid, agent, lease)):
-            self.model[tid].expires = CLOCK.offset + lease
+            # (a renewal extends the lease, never shortens it: slots.py)
+            self.model[tid].expires = max(self.model[tid].expires, CLOCK.offset + lease)
 
     @precondition(lambda self: self.model)
     @rule(data=st.data())
@@ -383,10 +399,12 @@ class BusMachine(RuleBasedStateMachine):
                 continue
             tid = int(name.removeprefix("task-"))
             assert tid in specs, f"{f.name}: a claim of a task that does not exist"
-            record = json.loads(f.read_text())
-            assert not record.get("removed"), f"{f.name}: a rm's claim left behind"
-            if not record.get("released") and record["expires"] > CLOCK.time():
-                live.setdefault(tid, []).append(record["agent"])
+            claim = slots.read_slot(state, f.name, name, int(attempt), f.is_symlink())
+            if claim is None or claim.ends is not None:
+                continue  # (released: its record renamed away; or an end)
+            assert not claim.removed, f"{f.name}: a rm's claim left behind"
+            if claim.live():
+                live.setdefault(tid, []).append(str(claim.agent))
         for tid, holders in live.items():
             assert len(holders) == 1, f"task-{tid} held by {holders} at once"
             m = self.model[tid]
@@ -406,7 +424,8 @@ class BusMachine(RuleBasedStateMachine):
             assert result.exists() == (m.status not in UNENDED), (name, m.status)
             if m.status in ("done", "failed", "cancelled"):
                 meta, _ = front_matter(result, result.read_text(encoding="utf-8"))
-                attempts = [int(f.name.rpartition("-")[2]) for f in state.glob(f"{name}.claim-*")]
+                entries = [(int(f.name.rpartition("-")[2]), f.name, f.is_symlink()) for f in state.glob(f"{name}.claim-*")]
+                attempts = [a.number for a in slots.read_chain(state, name, entries, lambda _n, _k: False).history]
                 assert (meta["status"], int(meta["attempt"])) == (m.status, max(attempts, default=0)), name
             if m.status == "removed":
                 with pytest.raises(FleetError, match="was removed"):
@@ -418,7 +437,10 @@ def _view(t: Task) -> tuple[Any, ...]:
 
 
 def test_bus_claims_under_generated_interleavings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for module in (store, claims, ending, removal):
+    for module in (store, claims, ending, removal, slots):
         monkeypatch.setattr(module, "time", CLOCK)
+    birth, changed = slots.birth_ns, slots.changed_ns
+    monkeypatch.setattr(slots, "birth_ns", lambda path: CLOCK.file_ns(birth(path)))
+    monkeypatch.setattr(slots, "changed_ns", lambda st_: CLOCK.file_ns(changed(st_)))
     run_state_machine_as_test(BusMachine, settings=settings(max_examples=50, stateful_step_count=40, deadline=None))
 

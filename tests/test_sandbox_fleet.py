@@ -215,3 +215,32 @@ def test_a_process_left_behind_stays_in_the_sandbox(fleet: Sandbox) -> None:
     assert flag.read_text().strip() != "0" and target.read_text() == "# project\n"
     code, err = agent_run(sb, "backend", f"echo later >> {target}", "--no-sandbox")
     assert code == 0 and target.read_text().endswith("later\n"), err
+
+
+def test_on_the_bus_a_sandboxed_agent_claims_and_ends_its_own_and_nothing_of_anothers(fleet: Sandbox) -> None:
+    sb = fleet
+    sb.run(["git", "fleet-task", "add", "Backend work", "--agent", "backend"])
+    sb.run(["git", "fleet-task", "add", "Web work", "--agent", "web"])
+    sb.run(["git", "fleet-task", "claim", "--agent", "web"], cwd=sb.root / "repo-web")
+    code, err = agent_run(sb, "backend", "git fleet-task claim && echo finished | git fleet-task done 1 --result-file -")
+    assert code == 0, err
+    tasks = {t["id"]: t for t in json.loads(sb.run(["git", "fleet-task", "list", "--json"]).out)}
+    assert (tasks[1]["status"], tasks[2]["status"], tasks[2]["claimed_by"]) == ("done", "claimed", "web")
+    state, results = sb.repo / "tasks/.state", sb.repo / "results"
+    web_claim = state / "task-002.claim-1"
+    assert web_claim.is_symlink(), sorted(p.name for p in state.iterdir())
+    attacks = [f"rm {web_claim}", f"echo '{{}}' > {state / 'agents/web/task-002.claim-1'}",
+               f"printf -- '---\\nstatus: done\\nagent: web\\n---\\nforged\\n' > {results / 'task-002-result.md'}",
+               f"mv {state / 'agents/web'} {state / 'agents/gone'}"]
+    for attack in attacks:
+        code, err = agent_run(sb, "backend", attack)
+        assert code != 0, (attack, err)
+    # what it may do there, make symlinks, makes nothing count
+    code, err = agent_run(sb, "backend", f"ln -s agents/backend/task-002.claim-2 {state / 'task-002.claim-2'} && "
+                          f"ln -s agents/web/task-002-result.md {results / 'task-002-result.md'}")
+    assert code == 0, err
+    tasks = {t["id"]: t for t in json.loads(sb.run(["git", "fleet-task", "list", "--json"]).out)}
+    assert (tasks[2]["status"], tasks[2]["claimed_by"]) == ("claimed", "web")
+    sb.run(["sh", "-c", "echo 'web done' | git fleet-task done 2 --result-file -"], cwd=sb.root / "repo-web")
+    code, err = agent_run(sb, "backend", f"rm -f {state / 'task-001.claim-1'}", "--no-sandbox")  # (the route works)
+    assert code == 0 and not (state / "task-001.claim-1").exists(), err

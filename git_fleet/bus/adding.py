@@ -60,14 +60,13 @@ def _dependency(bus: Store, d: int, *, written: bool = False) -> None:
     1), or it ended in a way no dependent waits out (failed, cancelled, removed). A rm of it
     that is deciding just now is waited for, up to RM_WAIT seconds."""
     name = f"task-{d:03d}"
-    attempt = bus._scan()[0].get(name, 0)
-    claim = bus._claim(name, attempt) if attempt else None
-    if claim is not None and claim.get("removed") and not claim.get("released"):
+    claim = bus._chain(name, bus._scan()).holder
+    if claim is not None and claim.removed and not claim.released:
         deadline = time.monotonic() + RM_WAIT
-        while bus._removing(name, attempt):
+        while bus._removing(name, claim.number):
             if time.monotonic() > deadline:
                 raise FleetError(f"{name} (a dependency) is being removed by git fleet-task rm (pid "
-                                 f"{claim.get('pid')}) just now", "try again in a moment")
+                                 f"{claim.record.get('pid')}) just now", "try again in a moment")
             time.sleep(0.02)
     result = bus.results / f"{name}-result.md"
     status = bus._outcome(name, result)[0] if result.exists() else None

@@ -1,6 +1,7 @@
-"""Claims and leases: attempt k of a task is claimed by creating `.state/task-N.claim-k`, so of
-two workers exactly one gets it, and an expired lease is taken over, exactly once, by creating
-attempt k+1. The holder of the current attempt renews, releases, or ends it (ending.py)."""
+"""Claims and leases: attempt k of a task is claimed by creating `.state/task-N.claim-k` (a symlink
+to the agent's own record, slots.py), so of two workers exactly one gets it, and an expired lease
+is taken over, exactly once, by creating a later attempt; each worker reads back whether its
+attempt counts. The holder of the current attempt renews, releases, or ends it (ending.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import durable
 from ..errors import FleetError
+from . import slots
 from .specs import ENDED, SPEC, Task, parse_id
 from .store import Store
 
@@ -23,11 +25,8 @@ def claim(bus: Store, agent: str, lease: int | None = None) -> Task | None:
     nobody, by priority then id. None when nothing can be claimed now."""
     bus.ensure()
     scan = bus._scan()
-    attempts, results = scan
     specs = bus._spec_paths()
-    unfinished = {tid: p for tid, p in specs.items() if f"task-{tid:03d}-result.md" not in results}
-    done = {tid for tid in specs if tid not in unfinished and bus._outcome(
-        f"task-{tid:03d}", bus.results / f"task-{tid:03d}-result.md")[0] == "done"}
+    unfinished = {tid: p for tid, p in specs.items() if not _finished(bus, scan, f"task-{tid:03d}")}
     # candidates from the (cached) specs alone; claim files are read only in turn, until one is open
     candidates = []
     for tid, path in unfinished.items():
@@ -35,23 +34,46 @@ def claim(bus: Store, agent: str, lease: int | None = None) -> Task | None:
             meta, _ = bus._spec(path)
             if (meta.get("agent") or None) not in (None, agent):
                 continue
-            if not {parse_id(d) for d in meta.get("depends", [])} <= done:
+            if not all(_done(bus, scan, parse_id(d)) for d in meta.get("depends", [])):
                 continue
             candidates.append((-int(meta.get("priority", 0) or 0), tid, path))
         except (FleetError, ValueError, UnicodeDecodeError, OSError):
             continue  # an unreadable spec is listed as invalid, never claimed
     for _, tid, path in sorted(candidates):
-        try:
-            task = bus._load(tid, path, scan)
-        except FileNotFoundError:
-            continue  # removed meanwhile
-        if task.status != "open":
-            continue
-        if _take(bus, task, agent, lease):
-            if (bus.results / f"{task.name}-result.md").exists():
-                continue  # it ended (or was cancelled) between our look and our claim
-            return bus.get(task.id)
+        for _ in range(20):  # (a number taken meanwhile, by another worker or by junk: look again)
+            try:
+                task = bus._load(tid, path, scan)
+            except FileNotFoundError:
+                break  # removed meanwhile
+            if task.status != "open":
+                break
+            number = _take(bus, task, agent, lease)
+            if number is None:
+                scan = bus._scan()
+                continue
+            won = bus.get(task.id)
+            if won.status == "claimed" and won.claimed_by == agent and won.attempt == number:
+                return won
+            break  # it ended, or another worker's attempt counts first
     return None
+
+
+def _finished(bus: Store, scan: Any, name: str) -> bool:
+    """Whether task `name` has ended, from the listing and its attempts."""
+    if scan.results.get(f"{name}-result.md"):
+        return True
+    return name in scan.slots and bus._chain(name, scan).end is not None
+
+
+def _done(bus: Store, scan: Any, tid: int) -> bool:
+    name = f"task-{tid:03d}"
+    result = bus.results / f"{name}-result.md"
+    if scan.results.get(result.name):
+        return bus._outcome(name, result)[0] == "done"
+    end = bus._chain(name, scan).end if name in scan.slots else None
+    if end is None or end.agent is None:
+        return False
+    return bus._agent_outcome(name, end, bus.results / slots.AGENTS / end.agent / result.name)[0] == "done"
 
 
 def claim_waiting(bus: Store, watcher: Watcher, agent: str, lease: int | None = None) -> Task:
@@ -65,12 +87,21 @@ def claim_waiting(bus: Store, watcher: Watcher, agent: str, lease: int | None = 
     return task
 
 
-def _take(bus: Store, task: Task, agent: str | None, lease: int | None, **extra: Any) -> bool:
-    """Claim attempt N+1 of an open task by exclusive create; False if another worker won it."""
-    attempt = task.attempt + 1
-    record = {"agent": agent, "attempt": attempt, "pid": os.getpid(), "title": task.title,
-              "claimed": time.time(), "expires": time.time() + (lease or bus.lease), **extra}
-    return durable.create(bus.state / f"{task.name}.claim-{attempt}", json.dumps(record))
+def _take(bus: Store, task: Task, agent: str, lease: int | None) -> int | None:
+    """Claim the next attempt of an open task for `agent`: its record in the agent's own directory,
+    then the slot, a symlink to it (slots.py); the attempt's number, or None if another worker (or
+    junk) took that number first. Whether it counts is for the caller to read back."""
+    chain = task.chain if task.chain is not None else bus._chain(task.name, bus._scan())
+    number = slots.next_number(chain)
+    name = f"{task.name}.claim-{number}"
+    own = bus.own(agent)
+    record = {"agent": agent, "task": task.name, "attempt": number, "pid": os.getpid(), "title": task.title,
+              "claimed": time.time(), "expires": time.time() + (lease or bus.lease)}
+    slots.create_own(own / name, json.dumps(record))
+    if durable.symlink(f"{slots.AGENTS}/{agent}/{name}", bus.state / name):
+        return number
+    (own / name).unlink(missing_ok=True)
+    return None
 
 
 def adopt(bus: Store, tid: int, file: str, spec: str, agent: str, lease: int | None = None) -> Task:
@@ -98,9 +129,11 @@ def adopt(bus: Store, tid: int, file: str, spec: str, agent: str, lease: int | N
         if task.claimed_by != agent:
             raise FleetError(f"'{task.claimed_by or 'git fleet-task rm'}' holds it here")
         return renew(bus, tid, agent, lease)
-    if not _take(bus, task, agent, lease):
+    number = _take(bus, task, agent, lease)
+    won = bus.get(tid)
+    if number is None or won.attempt != number or won.claimed_by != agent:
         raise FleetError("another worker claimed it just now")
-    return bus.get(tid)
+    return won
 
 
 def holding(bus: Store, tid: int, agent: str) -> Task:
@@ -124,16 +157,45 @@ def holding(bus: Store, tid: int, agent: str) -> Task:
 
 
 def renew(bus: Store, tid: int, agent: str, lease: int | None = None) -> Task:
+    """Extend the lease: a renewal file of its own (slots.py), which counts if made while the lease
+    held; a lease is only ever extended. (A claim an older version made, a regular file, is renewed
+    in place, as it was.)"""
     task = holding(bus, tid, agent)
-    record = bus._claim(task.name, task.attempt) or {}
-    record["expires"] = time.time() + (lease or bus.lease)
-    durable.replace(bus.state / f"{task.name}.claim-{task.attempt}", json.dumps(record))
-    return bus.get(tid)
+    claim = task.chain.holder
+    expires = time.time() + (lease or bus.lease)
+    name = f"{task.name}.claim-{task.attempt}"
+    if claim.trusted:
+        durable.replace(bus.state / name, json.dumps({**claim.record, "expires": expires}))
+    else:
+        own = bus.own(agent)
+        m = 1
+        while os.path.lexists(own / f"{name}.lease-{m}"):
+            m += 1
+        durable.replace(own / f"{name}.lease-{m}", json.dumps({"expires": expires}))
+    renewed = bus.get(tid)
+    if renewed.claimed_by != agent or renewed.attempt != task.attempt or not renewed.expires \
+            or renewed.expires <= time.time():
+        holding(bus, tid, agent)  # (says why)
+        raise FleetError(f"the lease of {task.name} (attempt {task.attempt}) lapsed before it was renewed",
+                         "claim it first with `git fleet-task claim`")
+    return renewed
 
 
 def release(bus: Store, tid: int, agent: str) -> Task:
+    """Give the task back: its claim's record is renamed away (to NAME.released, kept as its
+    history), so that the attempt counts for nothing from now on and no later writing brings it
+    back as it was (a file written again is newer than any attempt made meanwhile)."""
     task = holding(bus, tid, agent)
-    record = bus._claim(task.name, task.attempt) or {}
-    record["released"] = True
-    durable.replace(bus.state / f"{task.name}.claim-{task.attempt}", json.dumps(record))
+    claim = task.chain.holder
+    name = f"{task.name}.claim-{task.attempt}"
+    if claim.trusted:
+        durable.replace(bus.state / name, json.dumps({**claim.record, "released": True}))
+    else:
+        own = bus.own(agent)
+        os.replace(own / name, own / f"{name}.released")
+        fd = os.open(own, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     return bus.get(tid)

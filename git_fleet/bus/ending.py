@@ -5,12 +5,15 @@ cancel; and a result that cannot be recorded as the outcome, kept aside rather t
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import time
 from pathlib import Path
 
 from .. import durable
 from ..errors import FleetError
+from . import slots
 from .claims import holding
 from .specs import CANCELLED, Task, render
 from .store import Store
@@ -26,7 +29,7 @@ def finish(bus: Store, tid: int, agent: str, body: str, *, failed: bool = False)
         meta = {"task": task.name, "title": task.title, "status": status, "agent": agent,
                 "attempt": task.attempt, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         bus.ensure()
-        if not durable.create(bus.results / f"{task.name}-result.md", render(meta, body)):
+        if not _end(bus, task, agent, status, render(meta, body)):
             ended = bus.get(tid)
             if ended.status == "cancelled":
                 holding(bus, tid, agent)  # (says so, with the reason)
@@ -45,34 +48,82 @@ def finish(bus: Store, tid: int, agent: str, body: str, *, failed: bool = False)
     return bus.get(tid)
 
 
+def _end(bus: Store, task: Task, agent: str, status: str, text: str) -> bool:
+    """End the attempt `agent` holds: the result in its own results/agents/A/, then an end (an
+    attempt of its own, slots.py) in tasks/.state/; whether it is the first end that counts. A
+    link results/task-N-result.md to the result is made for people where the name is free."""
+    result = bus.own(agent, results=True) / f"{task.name}-result.md"
+    slots.create_own(result, text)
+    for _ in range(20):
+        now = bus.get(task.id)
+        if now.result is not None or now.claimed_by != agent or now.attempt != task.attempt:
+            return False
+        number = slots.next_number(now.chain)
+        name = f"{task.name}.claim-{number}"
+        record = {"agent": agent, "task": task.name, "attempt": number, "ends": task.attempt, "status": status,
+                  "title": task.title, "pid": os.getpid(), "finished": time.time()}
+        own = bus.own(agent)
+        slots.create_own(own / name, json.dumps(record))
+        if durable.symlink(f"{slots.AGENTS}/{agent}/{name}", bus.state / name):
+            ended = bus.get(task.id)
+            won = ended.chain.end is not None and ended.chain.end.number == number and ended.result is not None
+            if won:
+                durable.symlink(f"{slots.AGENTS}/{agent}/{result.name}", bus.results / result.name)
+            return won
+        (own / name).unlink(missing_ok=True)
+    return False
+
+
 def _keep(bus: Store, tid: int, agent: str, status: str, body: str, why: str) -> Path | OSError | None:
     """Keep a result that was not recorded as the task's outcome at
-    results/task-N-unrecorded-AGENT-K.md, if `agent` held some attempt of the task; None if it
-    never did (a typo in the id, say); the error when the file cannot be written."""
+    results/task-N-unrecorded-AGENT-K.md (a link to it in the agent's own results/agents/A/), if
+    `agent` held some attempt of the task; None if it never did (a typo in the id, say); the
+    error when the file cannot be written."""
     name = f"task-{tid:03d}"
-    held = [k for k in range(1, bus._scan()[0].get(name, 0) + 1)
-            if (bus._claim(name, k) or {}).get("agent") == agent]
+    try:
+        chain = bus._chain(name, bus._scan())
+    except OSError as e:
+        return e
+    held = [a for a in chain.history if a.agent == agent]
     if not held:
         return None
-    meta = {"task": name, "title": (bus._claim(name, held[-1]) or {}).get("title"), "status": status,
-            "agent": agent, "attempt": held[-1],
+    meta = {"task": name, "title": held[-1].title or None, "status": status,
+            "agent": agent, "attempt": held[-1].number,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "unrecorded": why.replace("\n", " ")}
     who = re.sub(r"[^A-Za-z0-9._-]+", "-", agent).strip("-.") or "agent"
     try:
-        bus.ensure()
+        own = bus.own(agent, results=True)
         for k in range(1, 1000):
             path = bus.results / f"{name}-unrecorded-{who}-{k}.md"
-            if durable.create(path, render(meta, body)):
+            if os.path.lexists(path) or (own / path.name).exists():
+                continue
+            durable.replace(own / path.name, render(meta, body))
+            if durable.symlink(f"{slots.AGENTS}/{agent}/{path.name}", path):
                 return path
+            return own / path.name  # (its name taken meanwhile: where it is kept, all the same)
     except OSError as e:
         return e  # (said by the caller, with the refusal)
     return None  # (a thousand kept already: the caller's refusal stands alone)
 
 
 def unrecorded(bus: Store, task: Task) -> list[Path]:
-    """The results kept for `task` that were not recorded as its outcome."""
-    return sorted(bus.results.glob(f"{task.name}-unrecorded-*.md"))
+    """The results kept for `task` that were not recorded as its outcome: regular files (an older
+    version's), and links to a file in the agent's own directory that has the link's name."""
+    kept = []
+    for path in bus.results.glob(f"{task.name}-unrecorded-*.md"):
+        if not path.is_symlink():
+            if path.is_file():
+                kept.append(path)
+            continue
+        try:
+            agent = slots.agent_of(os.readlink(path), path.name)
+            if agent is not None:
+                os.close(slots.open_beneath(bus.results, slots.AGENTS, agent, path.name))
+                kept.append(path)
+        except OSError:
+            continue
+    return sorted(kept)
 
 
 def cancel(bus: Store, tid: int, reason: str | None = None) -> Task:
@@ -90,8 +141,40 @@ def cancel(bus: Store, tid: int, reason: str | None = None) -> Task:
             "attempt": task.attempt, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     bus.ensure()
     result = bus.results / f"{task.name}-result.md"
-    if not durable.create(result, render(meta, (reason or "").strip() or CANCELLED)):
-        status = bus._outcome(task.name, result)[0]  # (its spec may be gone: a rm won)
-        raise FleetError(f"{task.name} {'was' if status == 'removed' else 'is'} {status}: it ended just now; "
-                         "nothing was cancelled", f"see {result}")
+    number, slot = _cancel_slot(bus, tid)
+    try:
+        ended = bus.get(tid)
+        if ended.chain.end is None or ended.chain.end.number != number:  # a holder's end came first
+            raise FleetError(f"{task.name} {_was(ended.status)}: it ended just now; nothing was cancelled",
+                             f"see {ended.result}")
+        while not durable.create(result, render(meta, (reason or "").strip() or CANCELLED)):
+            if os.path.islink(result) or not os.path.isfile(result):
+                os.unlink(result)  # junk an agent linked there (nothing counts by it): ours to clear
+                continue
+            status = bus._outcome(task.name, result)[0]  # (its spec may be gone: a rm won)
+            raise FleetError(f"{task.name} {'was' if status == 'removed' else 'is'} {status}: it ended just now; "
+                             "nothing was cancelled", f"see {result}")
+    finally:
+        slot.unlink(missing_ok=True)  # (decided: the result file says it from now on)
     return bus.get(tid)
+
+
+def _was(status: str) -> str:
+    """How an ending is said: a removed task was removed (its spec is gone); another is as it ended."""
+    return f"was {status}" if status == "removed" else f"is {status}"
+
+
+def _cancel_slot(bus: Store, tid: int) -> tuple[int, Path]:
+    """The cancel's end in the task's attempts (a regular file: the orchestrator's), so that of it
+    and a holder's end the first counts; refused if the task ended meanwhile."""
+    while True:
+        task = bus.get(tid)
+        if task.result is not None:
+            raise FleetError(f"{task.name} {_was(task.status)}: it ended just now; nothing was cancelled",
+                             f"see {task.result}")
+        number = slots.next_number(task.chain)
+        slot = bus.state / f"{task.name}.claim-{number}"
+        record = {"agent": None, "task": task.name, "attempt": number, "ends": "cancelled", "pid": os.getpid(),
+                  "expires": 0}
+        if durable.create(slot, json.dumps(record)):
+            return number, slot

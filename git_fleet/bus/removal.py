@@ -11,6 +11,7 @@ import time
 from .. import durable
 from ..errors import FleetError
 from ..pause import pause
+from . import slots
 from .specs import Task, render
 from .store import Store
 
@@ -34,24 +35,18 @@ def remove(bus: Store, tid: int) -> Task:
         return task
     if task.result is not None:
         raise FleetError(f"{task.name} is {task.status}; its spec stays with its result ({task.result})")
-    if task.attempt and (bus._claim(task.name, task.attempt) or {}).get("removed") \
-            and bus._removing(task.name, task.attempt):
+    if _being_removed(task):
         raise FleetError(f"{task.name} is being removed by another git fleet-task rm just now",
                          "see git fleet-task list in a moment")
-    claims = [k for k in range(1, task.attempt + 1) if not (bus._claim(task.name, k) or {}).get("removed")]
+    claims = [a.number for a in task.chain.history]  # (a worker's attempts, released ones too)
     if claims:
         live = task.claimed_by and task.expires is not None and task.expires > time.time()
         who = f"'{task.claimed_by}' holds it" if live else "it was claimed before"
         raise FleetError(f"{task.name} has been claimed (attempt {claims[-1]}): {who}", hint)
     _refuse_dependents(bus, task, hint)
     bus.ensure()
-    fd = _mark(bus, task)
-    if fd is None:
-        if (bus._claim(task.name, task.attempt + 1) or {}).get("removed"):
-            raise FleetError(f"{task.name} is being removed by another git fleet-task rm just now",
-                             "see git fleet-task list in a moment")
-        raise FleetError(f"{task.name} was claimed just now; it was not removed", hint)
-    marker = bus.state / f"{task.name}.claim-{task.attempt + 1}"
+    number, fd = _marked(bus, task, hint)
+    marker = bus.state / f"{task.name}.claim-{number}"
     result = bus.results / f"{task.name}-result.md"
     try:
         pause("rm-marked")
@@ -79,11 +74,14 @@ def removable(bus: Store) -> list[Task]:
     waited_for = {d for t in unfinished for d in t.depends}
     unknown = {t.id for t in unfinished if not getattr(t, "depends_known", True)}
 
-    def never_claimed(t: Task) -> bool:
-        return all((bus._claim(t.name, k) or {}).get("removed") for k in range(1, t.attempt + 1))
-
     return [t for t in unfinished
-            if t.status != "claimed" and never_claimed(t) and t.id not in waited_for and not unknown - {t.id}]
+            if t.status != "claimed" and not t.chain.history and t.id not in waited_for and not unknown - {t.id}]
+
+
+def _being_removed(task: Task) -> bool:
+    """Whether a rm deciding now holds `task` (its claim, flocked while it runs: Store._chain)."""
+    holder = task.chain.holder if task.chain is not None else None
+    return holder is not None and holder.removed and not holder.released
 
 
 def _delete_spec(bus: Store, task: Task) -> None:
@@ -111,11 +109,29 @@ def _refuse_dependents(bus: Store, task: Task, hint: str) -> None:
                          f"{task.name}; or " + hint)
 
 
-def _mark(bus: Store, task: Task) -> int | None:
-    """rm's claim of `task`, attempt N+1, `removed`: an exclusive create, as a worker's claim,
+def _marked(bus: Store, task: Task, hint: str) -> tuple[int, int]:
+    """rm's claim made (_mark), at the next free number; refused if the task was claimed, ended or
+    is being removed meanwhile (a number taken by junk or by a cancel that lost is passed over)."""
+    while True:
+        number = slots.next_number(task.chain)
+        fd = _mark(bus, task, number)
+        if fd is not None:
+            return number, fd
+        task = bus.get(task.id)
+        if _being_removed(task):
+            raise FleetError(f"{task.name} is being removed by another git fleet-task rm just now",
+                             "see git fleet-task list in a moment")
+        if task.result is not None:
+            raise FleetError(f"{task.name} {'was' if task.status == 'removed' else 'is'} {task.status}: it ended just "
+                             "now; it was not removed", f"see {task.result}")
+        if task.chain.history:
+            raise FleetError(f"{task.name} was claimed just now; it was not removed", hint)
+
+
+def _mark(bus: Store, task: Task, attempt: int) -> int | None:
+    """rm's claim of `task`, the next attempt, `removed`: an exclusive create, as a worker's claim,
     of a file flocked before it appears. Returns the open file, which holds the lock until it
     is closed (or rm ends); None if a worker or another rm claimed that attempt first."""
-    attempt = task.attempt + 1
     record = {"agent": None, "attempt": attempt, "pid": os.getpid(), "title": task.title, "claimed": time.time(),
               "expires": time.time() + bus.lease, "removed": True}
     return durable.create_held(bus.state / f"{task.name}.claim-{attempt}", json.dumps(record))

@@ -154,6 +154,7 @@ class Task:
     expires: float | None = None
     result: Path | None = None
     name: str = field(init=False, default="")
+    chain: Any = field(default=None, repr=False, compare=False)  # slots.Chain: its attempts, for the bus's operations
 
     def __post_init__(self) -> None:
         self.name = f"task-{self.id:03d}"

@@ -7,8 +7,6 @@ ending.py, removal.py, plan.py) are functions that take it.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import time
 from pathlib import Path
@@ -16,6 +14,8 @@ from typing import Any
 
 from .. import durable
 from ..errors import FleetError, UsageError
+from . import slots
+from .slots import Chain, Scan
 from .specs import CANCELLED, ENDED, SPEC, Task, ended_at, field_value, front_matter, one_line, parse_id, raw_depends
 
 STATE = ".state"
@@ -43,13 +43,13 @@ class Store:
         self.plan = root / "master_plan.md"
         self.state = self.tasks / STATE
         self.lease = lease
-        # parsed specs by path, keyed by (mtime, size) and when they were read (see settled): only
-        # the orchestrator edits them, rarely; results by name: linked once, never rewritten. A
-        # long-running worker reads each once.
+        # parsed specs by path, keyed by (mtime, size) and when they were read (see settled): only the
+        # orchestrator edits them; results by name: linked once. A long-running worker reads each once.
         self._specs: dict[Path, tuple[tuple[int, int], int, dict[str, Any], str]] = {}
         self._outcomes: dict[str, tuple[str, str | None]] = {}
         self._broken: dict[str, str] = {}  # task name -> why its result cannot be read
         self._listing: tuple[int, int, dict[int, Path]] | None = None
+        self._ends: dict[str, Chain] = {}  # tasks ended by an agent's end: final, read once
 
     def ensure(self) -> None:
         for d in (self.tasks, self.results, self.state):
@@ -58,6 +58,21 @@ class Store:
         ignore = self.state / ".gitignore"
         if not ignore.exists():
             durable.create(ignore, "# git-fleet's live claim state: never tracked\n*\n")
+        for d in (self.state / slots.AGENTS, self.results / slots.AGENTS):
+            if os.path.islink(d) or not d.is_dir():
+                slots.real_dir(d)
+
+    def agent_writes(self, agent: str) -> tuple[list[Path], list[Path]]:
+        """For its sandbox: the directories `agent` may write (its own, made here), and those where it may only make symlinks."""
+        self.ensure()
+        if not slots.AGENT_NAME.match(agent) or ".." in agent:
+            raise UsageError(f"'{agent}' is not a valid agent name")
+        return slots.agent_writes(self.state, self.results, agent)
+
+    def own(self, agent: str, results: bool = False) -> Path:
+        """The agent's own directory (tasks/.state/agents/A, or results/agents/A), made if need be
+        (where this process may: a sandboxed agent's is made before it starts)."""
+        return slots.own_dir(self.results if results else self.state, agent, self.ensure)
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -110,18 +125,20 @@ class Store:
                 return "invalid", None
         return self._outcomes[name]
 
-    def _scan(self) -> tuple[dict[str, int], set[str]]:
-        """The latest claim attempt of each task and the names in results/, from two listings."""
-        attempts: dict[str, int] = {}
-        if self.state.is_dir():
-            for n in os.listdir(self.state):
-                task, sep, k = n.partition(".claim-")
-                if sep and k.isdigit():
-                    attempts[task] = max(attempts.get(task, 0), int(k))
-        results = set(os.listdir(self.results)) if self.results.is_dir() else set()
-        return attempts, results
+    def _scan(self) -> Scan:
+        """The attempt slots of each task and the names in results/, from two listings."""
+        return slots.scan(self.state, self.results)
 
-    def _load(self, tid: int, path: Path, scan: tuple[dict[str, int], set[str]]) -> Task:
+    def _chain(self, name: str, scan: Scan) -> Chain:
+        """Which of the attempts at task `name` count, and what holds or ended it (slots.walk)."""
+        if name in self._ends:
+            return self._ends[name]
+        chain = slots.read_chain(self.state, name, scan.slots.get(name, []), self._removing)
+        if chain.end is not None and chain.end.agent is not None:
+            self._ends[name] = chain
+        return chain
+
+    def _load(self, tid: int, path: Path, scan: Scan) -> Task:
         """The task of the spec at `path`; FileNotFoundError if the spec is gone since it was
         listed (rm deleted it): a task that is not there any more, not one that cannot be read."""
         task = Task(tid, path)
@@ -142,57 +159,75 @@ class Store:
             if raw is None and not path.exists():
                 raise FileNotFoundError(path) from None
             task.depends, task.depends_known = raw or [], raw is not None
-        attempts, results = scan
-        result = self.results / f"{task.name}-result.md"
-        task.attempt = attempts.get(task.name, 0)
-        if f"{task.name}-result.md" in results:
+        self._state(task, scan)
+        return task
+
+    def _state(self, task: Task, scan: Scan) -> None:
+        """Its claim and its outcome, from the results and the attempts."""
+        chain = task.chain = self._chain(task.name, scan) if task.name in scan.slots else Chain()
+        # (the latest attempt that counted: one released since is still the latest, and no one holds)
+        latest = max([*chain.history, *([chain.holder] if chain.holder else [])], key=lambda a: a.number, default=None)
+        task.attempt = latest.number if latest is not None else 0
+        if scan.results.get(f"{task.name}-result.md"):  # a regular file: the orchestrator's, or an older version's
+            result = self.results / f"{task.name}-result.md"
             task.result = result
             task.status, task.claimed_by = self._outcome(task.name, result)
             if task.name in self._broken:
                 task.error = self._broken[task.name]
-        elif task.attempt:
-            # (a spec broken by hand stays invalid, but its holder is known: it may still finish)
-            claim = self._claim(task.name, task.attempt)
-            if claim is not None and claim.get("removed") and not claim.get("released"):
-                # a rm deciding: the task is held off workers while it runs; a rm killed before
-                # it decided (its lock is gone with it) counts for nothing: the task is as it was
-                if self._removing(task.name, task.attempt):
-                    task.expires = float(claim.get("expires", 0)) or None
-                    if task.status != "invalid":
-                        task.status = "claimed"
-            elif claim is not None and not claim.get("released"):
-                task.claimed_by = claim.get("agent")
-                task.expires = float(claim.get("expires", 0))
-                if task.status != "invalid":
-                    task.status = "claimed" if task.expires > time.time() else "open"
-                if not task.title:
-                    task.title = claim.get("title", "")
-        return task
+            return
+        if chain.end is not None:
+            self._ended(task, chain.end)
+            return
+        claim = chain.holder
+        if claim is None or claim.released or latest is not claim and latest is not None and latest.released:
+            return
+        # (a spec broken by hand stays invalid, but its holder is known: it may still finish)
+        if claim.removed:  # a rm deciding: the task is held off workers while it runs
+            task.expires = claim.expires or None
+            if task.status != "invalid":
+                task.status = "claimed"
+            return
+        task.claimed_by = claim.agent
+        task.expires = claim.expiry_at(time.time_ns())
+        if task.status != "invalid":
+            task.status = "claimed" if task.expires > time.time() else "open"
+        if not task.title:
+            task.title = claim.title
 
-    def _claim(self, name: str, attempt: int) -> dict[str, Any] | None:
+    def _ended(self, task: Task, end: slots.Attempt) -> None:
+        if end.agent is None:  # the orchestrator's cancel, its result not linked yet (or its cancel killed)
+            task.status, task.claimed_by = "cancelled", None
+            task.result = self.results / f"{task.name}-result.md"
+            return
+        task.attempt = end.ends or task.attempt
+        real = self.results / slots.AGENTS / end.agent / f"{task.name}-result.md"
+        link = self.results / f"{task.name}-result.md"
         try:
-            data: dict[str, Any] = json.loads((self.state / f"{name}.claim-{attempt}").read_text())
-            return data
-        except (OSError, ValueError):
-            return None
+            shown = link if slots.agent_of(os.readlink(link), link.name) == end.agent else real
+        except OSError:
+            shown = real
+        task.result = shown
+        task.status, task.claimed_by = self._agent_outcome(task.name, end, shown)
+        if task.name in self._broken:
+            task.error = self._broken[task.name]
+        if not task.title:
+            task.title = end.title
+
+    def _agent_outcome(self, name: str, end: slots.Attempt, shown: Path) -> tuple[str, str | None]:
+        """How an agent's end says its task ended; its result file must read (as any result)."""
+        if name not in self._outcomes:
+            try:
+                raw, _ = slots.read_beneath(self.results, slots.AGENTS, str(end.agent), f"{name}-result.md")
+                front_matter(shown, raw.decode("utf-8"))
+                self._outcomes[name] = (str(end.status), end.agent)
+            except (FleetError, OSError, UnicodeDecodeError) as e:
+                why = e.message if isinstance(e, FleetError) else getattr(e, "strerror", None) or str(e)
+                self._broken[name] = f"{shown}: the result cannot be read ({why})"
+                return "invalid", None
+        return self._outcomes[name]
 
     def _removing(self, name: str, attempt: int) -> bool:
-        """Whether the rm that made claim `attempt` of `name` still runs: it holds the claim file
-        flocked from before the file appeared until it has decided, and the kernel drops the lock
-        when rm ends, however it ends."""
-        try:
-            fd = os.open(self.state / f"{name}.claim-{attempt}", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-        finally:
-            os.close(fd)
-        return False
+        return slots.removing(self.state / f"{name}.claim-{attempt}")
 
     def all(self) -> list[Task]:
         """Every task, but those removed: a spec left by a rm killed after it decided (its result
