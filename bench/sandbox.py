@@ -58,12 +58,17 @@ def in_a_fleet(root: Path, rounds: int, n: int = 30) -> tuple[list[tuple[str, li
     script = "; ".join(f"echo {i} > a/f; git commit -qam c{i}" for i in range(n))
     inside: list[float] = []
     outside: list[float] = []
+    starts: dict[str, list[float]] = {"--sandbox": [], "--no-sandbox": []}
     for _ in range(rounds):
         for flag, into in (("--sandbox", inside), ("--no-sandbox", outside)):
             run = ["git", "fleet-run", flag, "a", "--", "sh", "-c"]
-            start = statistics.median(timed([*run, "true"], cwd=repo, runs=3))
-            into += [(t - start) / n for t in timed([*run, script], cwd=repo, runs=1)]
-    return ([(f"commit with the fleet's hook, sandboxed (per commit, of {n}, its start taken off)", inside),
+            started = timed([*run, "true"], cwd=repo, runs=3)
+            starts[flag] += started
+            into += [(t - statistics.median(started)) / n for t in timed([*run, script], cwd=repo, runs=1)]
+    return ([("`git fleet-run --sandbox a -- sh -c true` (the fleet's whole start: layout, CLI state, runner)",
+              starts["--sandbox"]),
+             ("`git fleet-run --no-sandbox a -- sh -c true`", starts["--no-sandbox"]),
+             (f"commit with the fleet's hook, sandboxed (per commit, of {n}, its start taken off)", inside),
              (f"commit with the fleet's hook, not sandboxed (per commit, of {n}, its start taken off)", outside)],
             statistics.median(inside) / statistics.median(outside))
 

@@ -14,9 +14,14 @@ take the last line they can parse from the end of the log.
 from __future__ import annotations
 
 import os
+import stat
 import time
 
 from . import fastjson
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 WORKING, NEEDS_YOU, IDLE, EXITED = "working", "needs you", "idle", "exited"
 STATES = (WORKING, NEEDS_YOU, IDLE, EXITED)
@@ -70,9 +75,19 @@ def refused(common_dir: str, agent: str, what: str) -> None:
     _append(os.path.join(directory(common_dir, agent), "refused"), line.encode("utf-8", "surrogateescape") + b"\n")
 
 
+def _open_log(path: str) -> BinaryIO:
+    """One of its logs, for reading: a regular file, never through a link, and never a FIFO that
+    would keep the reader waiting (the directory is a sandboxed agent's to fill: OSError else)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file")
+    return os.fdopen(fd, "rb")
+
+
 def _tail(path: str) -> list[bytes]:
     try:
-        with open(path, "rb") as fh:
+        with _open_log(path) as fh:
             size = fh.seek(0, os.SEEK_END)
             fh.seek(max(0, size - TAIL))
             data = fh.read()
@@ -160,7 +175,7 @@ def forget(common_dir: str, agent: str) -> None:
 
 def count_refused(common_dir: str, agent: str) -> int:
     try:
-        with open(os.path.join(directory(common_dir, agent), "refused"), "rb") as fh:
+        with _open_log(os.path.join(directory(common_dir, agent), "refused")) as fh:
             return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 16), b""))
     except OSError:
         return 0

@@ -344,7 +344,7 @@ def merge(fleet: Fleet, names: Sequence[str], checkpoint: str | None = None, *, 
         if dry_run:
             return p
         check_ready(fleet.repo, p)
-        if any(sandbox_layout.wanted(fleet, s.agent) for s in p.steps) and p.checkpoint and p.checkpoint.test:
+        if any(sandbox_layout.ever_sandboxed(fleet, s.agent) for s in p.steps) and p.checkpoint and p.checkpoint.test:
             missing = sandbox.support().missing()
             if missing:
                 raise FleetError(f"checkpoint {p.checkpoint.name}: its test runs code of sandboxed agents, and this "

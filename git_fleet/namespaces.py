@@ -88,13 +88,15 @@ def listening_sockets() -> list[str]:
     return found
 
 
-def read_only_but(write: Iterable[str], protect: Iterable[str] = ()) -> None:
-    """Make every mount read-only for this namespace, then the directories `write` writable again
-    (each bound onto itself, its new mount's read-only flag cleared): what Landlock does not
-    mediate (chmod, utimes, extended attributes) is then refused everywhere else. Devices stay
-    writable (a read-only mount does not stop a write to /dev/null or a terminal). Each file of
-    `protect` inside them is then bound onto itself read-only: it can be neither written, nor
-    renamed over or removed (a mount point is busy)."""
+def read_only_but(write: Iterable[str], protect: Iterable[str] = (), shared: Iterable[str] = ()) -> None:
+    """Make every mount read-only for this namespace, then what it may write writable again (each
+    bound onto itself, its new mount's read-only flag cleared): what Landlock does not mediate
+    (chmod, utimes, extended attributes) is then refused everywhere else. In order: the
+    directories `shared` (where Landlock lets it only make symbolic links: the bus's), each with
+    its `agents/` bound read-only again (the other agents' own directories); the directories and
+    files `write`; then each file of `protect`, bound onto itself read-only: it can be neither
+    written, nor renamed over or removed (a mount point is busy). Devices stay writable (a
+    read-only mount does not stop a write to /dev/null or a terminal)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
 
@@ -103,13 +105,22 @@ def read_only_but(write: Iterable[str], protect: Iterable[str] = ()) -> None:
                         ctypes.c_size_t(ctypes.sizeof(attr))) != 0:
             _check(-1)
 
-    setattr_(b"/", _MountAttr(_MOUNT_ATTR_RDONLY, 0, 0, 0))
-    for path in (os.fsencode(w) for w in write if os.path.isdir(w)):
+    def bind(path: bytes, read_only: bool) -> None:
         _check(libc.mount(path, path, None, _MS_BIND | _MS_REC, None))
-        setattr_(path, _MountAttr(0, _MOUNT_ATTR_RDONLY, 0, 0))
-    for path in (os.fsencode(p) for p in protect):
-        _check(libc.mount(path, path, None, _MS_BIND, None))
-        setattr_(path, _MountAttr(_MOUNT_ATTR_RDONLY, 0, 0, 0))
+        setattr_(path, _MountAttr(_MOUNT_ATTR_RDONLY, 0, 0, 0) if read_only else _MountAttr(0, _MOUNT_ATTR_RDONLY, 0, 0))
+
+    setattr_(b"/", _MountAttr(_MOUNT_ATTR_RDONLY, 0, 0, 0))
+    for d in shared:
+        if os.path.isdir(d) and not os.path.islink(d):
+            bind(os.fsencode(d), False)
+            agents = os.path.join(d, "agents")
+            if os.path.isdir(agents) and not os.path.islink(agents):
+                bind(os.fsencode(agents), True)
+    for w in write:
+        if os.path.isdir(w) or os.path.isfile(w):
+            bind(os.fsencode(w), False)
+    for p in protect:
+        bind(os.fsencode(p), True)
 
 
 TEMPORARY = ("/tmp", "/var/tmp", "/dev/shm")  # where anyone may make a socket, at any time

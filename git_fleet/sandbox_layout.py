@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +27,8 @@ BRANCH_LEAF = "work"  # a sandboxed agent's branch: <branch_prefix><agent>/work,
 # what the agent's git dir says about where things are, which its git must not rewrite
 PROTECTED = ("gitdir", "commondir", "config.worktree")
 # git's housekeeping would write outside the agent's own places (packed-refs, the shared store)
-QUIET_GIT = (("gc.auto", "0"), ("maintenance.auto", "false"), ("core.fsmonitor", "false"))
+QUIET_GIT = (("gc.auto", "0"), ("maintenance.auto", "false"), ("core.fsmonitor", "false"),
+             ("core.logAllRefUpdates", "false"))  # (no new reflog: the reflogs' directory is not its to write)
 
 
 @dataclass(frozen=True)
@@ -135,10 +138,10 @@ def confine(fleet: Fleet, agent: Agent, worktree: Path, more_write: list[str] | 
                          "a sandboxed agent works in a worktree git fleet-add made")
     own = Path(agent_state.directory(str(common), agent.name))
     places = {"objects": store(fleet, agent.name), "tmp": own / "tmp", "scratch": own / "scratch"}
-    folder = os.path.dirname(agent.branch)
-    refs, logs = common / "refs" / "heads" / folder, common / "logs" / "refs" / "heads" / folder
-    for d in (*places.values(), refs, logs):
+    refs = common / "refs" / "heads" / os.path.dirname(agent.branch)
+    for d in (*places.values(), refs):
         d.mkdir(parents=True, exist_ok=True)
+    log = own_reflog(common, agent.branch)
     (admin / "config.worktree").touch()  # (protected even where the repository does not read it yet)
     fleet.refresh_cache(fleet.config)  # the commit hook's fast path: it cannot write the cache inside
     env = {"GIT_OBJECT_DIRECTORY": str(places["objects"]), "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(common / "objects"),
@@ -152,11 +155,60 @@ def confine(fleet: Fleet, agent: Agent, worktree: Path, more_write: list[str] | 
     env.update(home.env)
     extra = [os.path.expanduser(w) for w in (*fleet.config.sandbox_write, *agent.sandbox_write, *(more_write or []))]
     bus_write, bus_links = fleet.bus().agent_writes(agent.name)
-    return Confinement(write=[str(worktree), str(admin), str(refs), str(logs), str(own),
+    # (what Landlock does not mediate, chmod, touch, extended attributes, it could do to the files
+    # of the bus's shared directories, which it must write symlinks in: those files are bound read-only)
+    shared = [e.path for d in bus_links for e in os.scandir(d) if e.is_file(follow_symlinks=False)
+              and not e.name.startswith("id-")]
+    return Confinement(write=[str(worktree), str(admin), str(refs), str(log), str(own),
                               *map(str, bus_write), *map(str, home.write), *extra],
-                       links=[str(d) for d in bus_links], protect=[str(admin / f) for f in PROTECTED if (admin / f).exists()],
+                       links=[str(d) for d in bus_links],
+                       protect=[*(str(admin / f) for f in PROTECTED if (admin / f).exists()), *shared],
                        ports=list(fleet.config.sandbox_ports), env=env,
                        keep=[str(common), str(fleet.main), *(str(w.path) for w in fleet.worktrees())])
+
+
+def own_reflog(common: Path, branch: str) -> Path:
+    """The reflog of the agent's branch, a regular file (made if missing, in place of anything
+    else there): the one file of the reflogs' directories its sandbox may write, by appending.
+    The directory stays the fleet's: a symlink there would have the fleet's next move of the
+    branch append to whatever it names."""
+    log = common / "logs" / "refs" / "heads" / branch
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if log.is_dir() and not log.is_symlink():
+        shutil.rmtree(log)
+    elif log.is_symlink() or log.exists() and not log.is_file():
+        log.unlink()
+    os.close(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
+    return log
+
+
+def ever_sandboxed(fleet: Fleet, agent: Agent) -> bool:
+    """Whether the agent runs sandboxed, or ran so once (a flag, not its key): its code is then
+    never run outside one (its checkpoint test, its setup)."""
+    return wanted(fleet, agent) or store(fleet, agent.name).is_dir()
+
+
+def check_branch(fleet: Fleet, agent: Agent) -> str | None:
+    """An agent that ran sandboxed may have made its branch a symbolic ref (`ref: refs/heads/main`)
+    or a symlink, which git would follow when the fleet moves or deletes the branch: removed, and
+    said; None when it is a branch of its own."""
+    ref = fleet.repo.common_dir / "refs" / "heads" / agent.branch
+    try:
+        kind = os.lstat(ref).st_mode
+        if stat.S_ISDIR(kind):
+            return None  # (git says what is wrong with that)
+        if stat.S_ISREG(kind):
+            fd = os.open(ref, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                if not os.read(fd, 5).startswith(b"ref:"):
+                    return None
+            finally:
+                os.close(fd)
+        ref.unlink()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return (f"warning: agent '{agent.name}': its branch {agent.branch} was made a symbolic ref or a link, which the "
+            "fleet does not follow: removed (its work is in its worktree's HEAD reflog)")
 
 
 def bring_in(fleet: Fleet) -> list[str]:
@@ -165,8 +217,10 @@ def bring_in(fleet: Fleet) -> list[str]:
     where the store is read-only and the agent's own is read as its git reads it). What could
     not be brought in is said, one line per agent; its branch then reads as broken."""
     said = []
-    for name in fleet.config.agents:
+    for name, agent in fleet.config.agents.items():
         where = store(fleet, name)
+        if where.is_dir():
+            said += [line for line in (check_branch(fleet, agent),) if line]
         if stores.has_objects(where):
             try:
                 forged = stores.bring_in(fleet.repo.common_dir, where)

@@ -40,8 +40,9 @@ def main(argv: list[str]) -> int:
         return 126
     try:
         namespaces.enter(options["--mask"], keep=options["--write"])
-        namespaces.read_only_but([os.path.realpath(w) for w in options["--write"] + options["--links"]],
-                                 [os.path.realpath(p) for p in options["--protect"]])
+        namespaces.read_only_but([os.path.realpath(w) for w in options["--write"]],
+                                 [os.path.realpath(p) for p in options["--protect"]],
+                                 [os.path.realpath(d) for d in options["--links"]])
         private = namespaces.private_temporary([*options["--keep"], *options["--write"], *options["--links"],
                                                 os.getcwd()])
         os.chdir(os.getcwd())  # (onto the mount bound there just now: the old one is read-only)

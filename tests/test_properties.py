@@ -183,8 +183,13 @@ class Clock:
         return real_time.time_ns() + int(self.offset * 1e9)
 
     def set(self, offset: float) -> None:
+        """From now on, `offset` ahead. The kernel stamps files with its coarse clock, a tick behind
+        time.time() at most: a tick each side of the step keeps every file made before it before
+        it, and every one made after it after it."""
+        real_time.sleep(0.012)
         self.offset = offset
-        self.steps.append((real_time.time_ns(), offset))
+        self.steps.append((real_time.clock_gettime_ns(COARSE), offset))
+        real_time.sleep(0.012)
 
     def file_ns(self, real_ns: int) -> int:
         offset = next((o for t, o in reversed(self.steps) if t <= real_ns), 0.0)
@@ -194,6 +199,7 @@ class Clock:
         return getattr(real_time, name)
 
 
+COARSE = getattr(real_time, "CLOCK_REALTIME_COARSE", 5)  # (Linux's; what file times are stamped with)
 CLOCK = Clock()
 AGENTS = ("ann", "bob", "cy")
 # Leases and clock steps never meet on a tie: every sum of steps is a multiple of 30 and no lease

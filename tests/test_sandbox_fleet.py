@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -229,7 +231,10 @@ def test_on_the_bus_a_sandboxed_agent_claims_and_ends_its_own_and_nothing_of_ano
     state, results = sb.repo / "tasks/.state", sb.repo / "results"
     web_claim = state / "task-002.claim-1"
     assert web_claim.is_symlink(), sorted(p.name for p in state.iterdir())
-    attacks = [f"rm {web_claim}", f"echo '{{}}' > {state / 'agents/web/task-002.claim-1'}",
+    web_record = state / "agents/web/task-002.claim-1"
+    attacks = [f"rm {web_claim}", f"echo '{{}}' > {web_record}", f"touch {web_record}", f"chmod 000 {web_record}",
+               f"chmod 000 {state / 'agents/web'}", f"touch {state / '.gitignore'}",
+               f"{sys.executable} -c \"import os; os.setxattr('{web_record}', 'user.x', b'1')\"",
                f"printf -- '---\\nstatus: done\\nagent: web\\n---\\nforged\\n' > {results / 'task-002-result.md'}",
                f"mv {state / 'agents/web'} {state / 'agents/gone'}"]
     for attack in attacks:
@@ -244,3 +249,78 @@ def test_on_the_bus_a_sandboxed_agent_claims_and_ends_its_own_and_nothing_of_ano
     sb.run(["sh", "-c", "echo 'web done' | git fleet-task done 2 --result-file -"], cwd=sb.root / "repo-web")
     code, err = agent_run(sb, "backend", f"rm -f {state / 'task-001.claim-1'}", "--no-sandbox")  # (the route works)
     assert code == 0 and not (state / "task-001.claim-1").exists(), err
+
+
+@pytest.mark.parametrize("how", ["a symbolic ref", "a symlink"])
+def test_a_branch_made_to_name_another_ref_leads_the_fleet_nowhere(fleet: Sandbox, how: str) -> None:
+    """The agent may write its branch's ref (its own): made a symbolic ref or a link to the base
+    or another agent's branch, the fleet's moves and deletes would follow it."""
+    sb = fleet
+    ref = sb.repo / ".git/refs/heads/fleet/backend/work"
+    target = sb.repo / ".git/refs/heads/fleet/web"
+    write = (f"printf 'ref: refs/heads/fleet/web\\n' > {ref}" if how == "a symbolic ref"
+             else f"rm {ref} && ln -s {target} {ref}")
+    code, err = agent_run(sb, "backend", write)
+    assert code == 0 and (ref.is_symlink() or ref.read_text().startswith("ref:")), err  # (its own to write)
+    main, web = sb.head("main"), sb.head("fleet/web")
+    sb.commit(sb.repo, {"README.md": "# project, v2\n"}, "base moves")
+    res = sb.run(["git", "fleet-sync", "backend"], ok=None)
+    assert "was made a symbolic ref or a link" in res.err and not os.path.lexists(ref), res
+    assert sb.head("fleet/web") == web and target.is_file() and not target.is_symlink()
+    sb.run(["git", "fleet-rm", "--force", "backend"], ok=None)
+    assert sb.head("fleet/web") == web and sb.head("main") != main and "main" in sb.branches()
+
+
+def test_the_reflogs_of_its_branch_are_no_way_out(fleet: Sandbox) -> None:
+    sb = fleet
+    log = sb.repo / ".git/logs/refs/heads/fleet/backend/work"
+    config = sb.repo / ".gitfleet.toml"
+    before = config.read_text()
+    code, err = agent_run(sb, "backend", f"rm {log} && ln -s {config} {log}")
+    assert code != 0 and log.is_file() and not log.is_symlink(), err
+    code, err = agent_run(sb, "backend", "echo x >> src/backend/api.py && git commit -qam x && git branch fleet/backend/mine")
+    assert code == 0, err  # (its commits append to its branch's reflog; a branch of its own beside it has none)
+    sb.commit(sb.repo, {"README.md": "# project, v2\n"}, "base moves")
+    sb.run(["git", "fleet-sync", "backend"])
+    assert config.read_text() == before and "git-fleet: sync" in log.read_text()
+
+
+def test_links_in_its_object_store_lead_the_fleet_to_no_other_repository(fleet: Sandbox) -> None:
+    sb = fleet
+    other = sb.make_repo({"f": "other\n"}, sb.root / "other")
+    sb.git("repack", "-q", "-a", "-d", cwd=other)
+    sb.commit(other, {"g": "loose\n"}, "loose")
+    objects = other / ".git/objects"
+    before = sorted(str(p.relative_to(objects)) for p in objects.rglob("*") if p.is_file())
+    store = sb.repo / ".git/fleet/agents/backend/objects"
+    fans = " ".join(f"ln -s {d} $GIT_OBJECT_DIRECTORY/{d.name};" for d in objects.iterdir() if len(d.name) == 2)
+    code, err = agent_run(sb, "backend", f"rm -rf $GIT_OBJECT_DIRECTORY/pack; ln -s {objects / 'pack'} "
+                          f"$GIT_OBJECT_DIRECTORY/pack; {fans} mkdir -p $GIT_OBJECT_DIRECTORY/info; "
+                          f"echo {objects} > $GIT_OBJECT_DIRECTORY/info/alternates; "
+                          "echo y >> src/backend/api.py && git commit -qam y")
+    assert code == 0 and (store / "pack").is_symlink(), err
+    sb.run(["git", "fleet-status"])
+    assert sorted(str(p.relative_to(objects)) for p in objects.rglob("*") if p.is_file()) == before
+    assert sb.git("fsck", cwd=other).code == 0 and sb.git("log", "-1", "--format=%s", "fleet/backend/work").out == "y\n"
+
+
+def test_a_flag_alone_sandboxes_the_agents_checkpoint_test_from_then_on(fleet_repo: Sandbox) -> None:
+    sb = fleet_repo
+    sb.add_agent("docs", "docs/**", extra=("--branch", "fleet/docs/work"))
+    outside = sb.root / "outside.txt"
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text() + f'\n[checkpoints.d]\nagents = ["docs"]\ntest = "echo pwned >> {outside}; true"\n')
+    code, err = agent_run(sb, "docs", "echo more >> docs/guide.md && git commit -qam more", "--sandbox")
+    assert code == 0, err
+    sb.run(["git", "fleet-merge", "--checkpoint", "d"])
+    assert not outside.exists() and "more" in sb.git("show", "main:docs/guide.md").out
+
+
+def test_a_fifo_among_its_reports_keeps_no_command_waiting(fleet: Sandbox) -> None:
+    sb = fleet
+    events = sb.repo / ".git/fleet/agents/backend/events"
+    code, err = agent_run(sb, "backend", f"rm -f {events} {events.parent / 'refused'} && mkfifo {events} "
+                          f"{events.parent / 'refused'}")
+    assert code == 0, err
+    res = sb.run(["timeout", "20", "git", "fleet-ps", "--json"])
+    assert next(r for r in json.loads(res.out) if r["agent"] == "backend")["reported"] is False

@@ -382,7 +382,7 @@ def own_dir(base: Path, agent: str, ensure: Callable[[], None]) -> Path:
     d = base / AGENTS / agent
     try:
         os.close(open_beneath(base, AGENTS, agent, directory=True))
-    except FileNotFoundError:
+    except OSError:  # (missing, or a link or file squatting its name: replaced, where this process may)
         ensure()
         real_dir(d)
         os.close(open_beneath(base, AGENTS, agent, directory=True))

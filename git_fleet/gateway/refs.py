@@ -50,12 +50,13 @@ class Refs(RepoBase):
 
     def branch_tips(self) -> dict[str, tuple[str, int]]:
         """Every branch's (tip, commit time), from one `git for-each-ref`."""
-        raw = out(["for-each-ref", "--format=%(objectname) %(committerdate:unix) %(refname:lstrip=2)", "refs/heads/"],
-                  self.common_dir)
+        raw = out(["for-each-ref", "--format=%(objectname) %(committerdate:unix) %(symref) %(refname:lstrip=2)",
+                   "refs/heads/"], self.common_dir)
         tips = {}
         for line in raw.splitlines():
-            oid, stamp, name = line.split(" ", 2)
-            tips[name] = (oid, int(stamp or 0))
+            oid, stamp, symref, name = line.split(" ", 3)
+            if not symref:  # (a branch made a symbolic ref is no branch of its own: not read through)
+                tips[name] = (oid, int(stamp or 0))
         return tips
 
     def ref_value(self, ref: str) -> str | None:
@@ -67,8 +68,12 @@ class Refs(RepoBase):
         return is_ancestor(a, b, self.common_dir)
 
     def branch_tip(self, branch: str) -> str | None:
+        import pygit2
+
         ref = self.pygit.references.get(f"refs/heads/{branch}")
-        return str(ref.resolve().target) if ref is not None else None
+        if ref is None or ref.type == pygit2.enums.ReferenceType.SYMBOLIC:
+            return None  # (a symbolic ref, an agent's making: no tip of its own, never the one it names)
+        return str(ref.target)
 
     def valid_branch_name(self, branch: str) -> bool:
         return git(["check-ref-format", "--branch", branch], self.common_dir, check=False).returncode == 0 \
@@ -84,7 +89,7 @@ class Refs(RepoBase):
         git(["branch", "-m", "--end-of-options", old, new], self.common_dir)
 
     def delete_branch(self, branch: str, expected: str) -> None:
-        git(["update-ref", "-d", f"refs/heads/{branch}", expected], self.common_dir)
+        git(["update-ref", "--no-deref", "-d", f"refs/heads/{branch}", expected], self.common_dir)
 
     def count_unmerged(self, branch: str, base: str) -> int:
         """Commits on `branch` that `base` does not have."""

@@ -71,7 +71,8 @@ class WorkTreeMoves(Worktrees):
         git takes no HEAD.lock (to log the move in the reflog of a HEAD that points at a moved
         branch): a lock a killed git would leave empty, like a live command's. The branch's own
         reflog still records the move."""
-        lines = ["start"] + [f"update {ref} {new} {old}" for ref, new, old in updates] + ["prepare", "commit"]
+        # (no-deref: a branch an agent made a symbolic ref moves itself, never the ref it names)
+        lines = ["start"] + [f"option no-deref\nupdate {ref} {new} {old}" for ref, new, old in updates] + ["prepare", "commit"]
         env, hooks = None, []
         if away_from_head:
             env = {**os.environ, "GIT_DIR": str(self._ref_context())}
