@@ -99,11 +99,18 @@ def test_a_branch_in_a_ref_directory_not_the_agents_own_is_moved_or_refused(flee
     res = sb.run(["git", "fleet-set", "api", "--sandbox", "on"], ok=False)
     assert "name it like fleet/api/work" in res.err and "team/api" in sb.branches()
     sb.add_agent("web", "src/frontend/**")
-    sb.run(["git", "fleet-set", "web", "--sandbox", "on"])  # (alone in refs/heads/fleet/ now: moved all the same)
+    res = sb.run(["git", "fleet-set", "web", "sandbox", "maybe"], ok=False)
+    assert res.code == 2 and "error: cannot set 'sandbox maybe'" in res.err
+    sb.run(["git", "fleet-set", "web", "sandbox", "on"])  # (alone in refs/heads/fleet/ now: moved all the same)
     assert "fleet/web/work" in sb.branches() and "fleet/web" not in sb.branches()
     res = sb.run(["git", "fleet-add", "docs", "--zone", "docs/**", "--branch", "fleet/web/docs"], ok=False)
     assert "in the ref directory of sandboxed agent 'web'" in res.err
     assert sb.run(["git", "fleet-run", "web", "--", "git", "branch", "fleet/web/mine"]).code == 0  # (its own)
+    res = sb.run(["git", "fleet-run", "web", "--", "sh", "-c", f"echo x >> {sb.repo / 'README.md'}"], ok=False)
+    assert "Read-only file system" in res.err
+    sb.run(["git", "fleet-set", "web", "sandbox", "off"])  # (its branch stays where it is)
+    assert sb.run(["git", "fleet-run", "web", "--", "sh", "-c", f"echo x >> {sb.repo / 'README.md'}"]).code == 0
+    assert "sandbox = false" in (sb.repo / ".gitfleet.toml").read_text() and "fleet/web/work" in sb.branches()
 
 
 def test_its_git_dir_says_where_things_are_and_the_agent_cannot_change_that(fleet: Sandbox) -> None:

@@ -278,6 +278,7 @@ def zones(as_json: bool, approve: bool) -> int:
 
 @command(name="set")
 @click.argument("name", shell_complete=completers.agents)
+@click.argument("setting", nargs=-1, metavar="[sandbox on|off]")
 @click.option("--zone", "zones", multiple=True, metavar="PATTERN", help="Replace the agent's zone; repeat for more patterns.")
 @click.option("--allow-overlap", is_flag=True, help="Accept a zone that shares paths with another agent's.")
 @click.option("--session", metavar="NAME", help="The agent's session name.")
@@ -286,12 +287,13 @@ def zones(as_json: bool, approve: bool) -> int:
 @click.option("--resume", metavar="TEMPLATE", help="How its session resumes.")
 @click.option("--sandbox", type=click.Choice(["on", "off"]),
               help="Run it sandboxed from now on (its `sandbox` key), or not.")
-def set_(name: str, zones: tuple[str, ...], allow_overlap: bool, session: str | None, model: str | None,
-         command_: str | None, resume: str | None, sandbox: str | None) -> int:
+def set_(name: str, setting: tuple[str, ...], zones: tuple[str, ...], allow_overlap: bool, session: str | None,
+         model: str | None, command_: str | None, resume: str | None, sandbox: str | None) -> int:
     """Change an agent's zone, session settings or sandbox, with the same checks as git fleet-add.
 
-    --sandbox on needs the agent's branch in a ref directory of its own: the default branch
-    <branch_prefix>NAME is moved to <branch_prefix>NAME/work (its reflog and worktree follow).
+    `sandbox on` (or --sandbox on) runs it sandboxed from then on; it needs the agent's branch in
+    a ref directory of its own: the default branch <branch_prefix>NAME is moved to
+    <branch_prefix>NAME/work (its reflog and worktree follow). `sandbox off` ends that.
 
     Command templates are run by sh, with these placeholders filled in, shell-quoted: {agent},
     {session}, {session_id} (the agent CLI's own session id: a new one to start with, the one its
@@ -308,6 +310,10 @@ def set_(name: str, zones: tuple[str, ...], allow_overlap: bool, session: str | 
                --resume 'aider --model {model} --git-commit-verify --restore-chat-history'
       Script:  --command './agent.sh {task}'
     """
+    if setting:  # `git fleet-set NAME sandbox on`, as --sandbox on
+        if len(setting) != 2 or setting[0] != "sandbox" or setting[1] not in ("on", "off") or sandbox is not None:
+            raise UsageError(f"cannot set '{' '.join(setting)}'", "say sandbox on or sandbox off (or --sandbox on|off)")
+        sandbox = setting[1]
     fleet = load()
     before = fleet.config.agents.get(name)
     updated = fleet_agents.set_agent(fleet, name, zone=zones, allow_overlap=allow_overlap,
