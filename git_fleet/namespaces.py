@@ -10,6 +10,7 @@ is root in the namespace.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import stat
 
@@ -93,9 +94,9 @@ def read_only_but(write: Iterable[str], protect: Iterable[str] = (), shared: Ite
     bound onto itself, its new mount's read-only flag cleared): what Landlock does not mediate
     (chmod, utimes, extended attributes) is then refused everywhere else. In order: the
     directories `shared` (where Landlock lets it only make symbolic links: the bus's), each with
-    its `agents/` bound read-only again (the other agents' own directories); the directories and
-    files `write`; then each file of `protect`, bound onto itself read-only: it can be neither
-    written, nor renamed over or removed (a mount point is busy). Devices stay writable (a
+    its `agents/` bound read-only again (the other agents' own directories); the directories
+    `write`; each file or directory of `protect`, bound onto itself read-only: it can be neither
+    written, nor renamed over or removed (a mount point is busy); then the files `write`. Devices stay writable (a
     read-only mount does not stop a write to /dev/null or a terminal)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
@@ -117,10 +118,43 @@ def read_only_but(write: Iterable[str], protect: Iterable[str] = (), shared: Ite
             if os.path.isdir(agents) and not os.path.islink(agents):
                 bind(os.fsencode(agents), True)
     for w in write:
-        if os.path.isdir(w) or os.path.isfile(w):
+        if os.path.isdir(w):
             bind(os.fsencode(w), False)
     for p in protect:
         bind(os.fsencode(p), True)
+    for w in write:  # (a file it may write, in a directory protected just now: its git dir's logs/HEAD)
+        if os.path.isfile(w):
+            bind(os.fsencode(w), False)
+
+
+_PR_CAPBSET_DROP, _PR_SET_SECUREBITS, _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 24, 28, 47, 4
+# securebits: root is no one special, and that stays so (noroot, no setuid fixup, keep caps: each locked)
+_SECURE = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 5)
+_SYS_CAPSET = 126  # (x86_64, as the seccomp filter)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def drop_capabilities() -> None:
+    """Give up every capability, for good: the user namespace gave this process all of them over
+    its own mounts, and root (uid 0, kept as it is) would keep them across exec. Without them the
+    read-only view cannot be made writable again, nor what Landlock leaves to capabilities done
+    (chmod or touch of another user's files)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    _check(libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0))
+    for cap in range(64):
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != errno.EINVAL:
+            _check(-1)  # (EINVAL: beyond the last capability this kernel knows)
+    _check(libc.prctl(_PR_SET_SECUREBITS, _SECURE, 0, 0, 0))
+    data = (_CapData * 2)()
+    _check(libc.syscall(_SYS_CAPSET, ctypes.byref(_CapHeader(0x20080522, 0)), data))
 
 
 TEMPORARY = ("/tmp", "/var/tmp", "/dev/shm")  # where anyone may make a socket, at any time

@@ -142,7 +142,11 @@ def confine(fleet: Fleet, agent: Agent, worktree: Path, more_write: list[str] | 
     for d in (*places.values(), refs):
         d.mkdir(parents=True, exist_ok=True)
     log = own_reflog(common, agent.branch)
+    head_log = own_head_log(admin)
     (admin / "config.worktree").touch()  # (protected even where the repository does not read it yet)
+    marks = common / "fleet" / "sandboxed"
+    marks.mkdir(parents=True, exist_ok=True)
+    (marks / admin.name).touch()  # (gateway: Environments.confined)
     fleet.refresh_cache(fleet.config)  # the commit hook's fast path: it cannot write the cache inside
     env = {"GIT_OBJECT_DIRECTORY": str(places["objects"]), "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(common / "objects"),
            "TMPDIR": str(places["tmp"]), "FLEET_SCRATCH": str(places["scratch"]), "FLEET_SANDBOX": "1"}
@@ -159,10 +163,11 @@ def confine(fleet: Fleet, agent: Agent, worktree: Path, more_write: list[str] | 
     # of the bus's shared directories, which it must write symlinks in: those files are bound read-only)
     shared = [e.path for d in bus_links for e in os.scandir(d) if e.is_file(follow_symlinks=False)
               and not e.name.startswith("id-")]
-    return Confinement(write=[str(worktree), str(admin), str(refs), str(log), str(own),
+    return Confinement(write=[str(worktree), str(admin), str(refs), str(log), str(head_log), str(own),
                               *map(str, bus_write), *map(str, home.write), *extra],
                        links=[str(d) for d in bus_links],
-                       protect=[*(str(admin / f) for f in PROTECTED if (admin / f).exists()), *shared],
+                       protect=[*(str(admin / f) for f in PROTECTED if (admin / f).exists()), str(admin / "logs"),
+                                *shared],
                        ports=list(fleet.config.sandbox_ports), env=env,
                        keep=[str(common), str(fleet.main), *(str(w.path) for w in fleet.worktrees())])
 
@@ -172,7 +177,11 @@ def own_reflog(common: Path, branch: str) -> Path:
     else there): the one file of the reflogs' directories its sandbox may write, by appending.
     The directory stays the fleet's: a symlink there would have the fleet's next move of the
     branch append to whatever it names."""
-    log = common / "logs" / "refs" / "heads" / branch
+    return own_file(common / "logs" / "refs" / "heads" / branch)
+
+
+def own_file(log: Path) -> Path:
+    """`log` a regular file, made if missing, in place of anything else there (a link, a FIFO)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     if log.is_dir() and not log.is_symlink():
         shutil.rmtree(log)
@@ -180,6 +189,16 @@ def own_reflog(common: Path, branch: str) -> Path:
         log.unlink()
     os.close(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
     return log
+
+
+def own_head_log(admin: Path) -> Path:
+    """The reflog of its worktree's HEAD, a regular file in a real `logs` directory of its git
+    dir, which its sandbox then sees read-only but for that file: git commands the fleet runs
+    there (a teleport's reset) append to it, and must not through a link."""
+    logs = admin / "logs"
+    if logs.is_symlink() or logs.exists() and not logs.is_dir():
+        logs.unlink()
+    return own_file(logs / "HEAD")
 
 
 def ever_sandboxed(fleet: Fleet, agent: Agent) -> bool:
@@ -221,6 +240,10 @@ def bring_in(fleet: Fleet) -> list[str]:
         where = store(fleet, name)
         if where.is_dir():
             said += [line for line in (check_branch(fleet, agent),) if line]
+            tree = fleet.locate(agent)
+            admin = fleet.repo.admin_dir(tree) if tree is not None else None
+            if admin is not None and admin.is_dir():
+                own_head_log(admin)  # (what it may have left there when it ran before, say)
         if stores.has_objects(where):
             try:
                 forged = stores.bring_in(fleet.repo.common_dir, where)

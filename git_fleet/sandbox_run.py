@@ -50,6 +50,7 @@ def main(argv: list[str]) -> int:
                           [int(p) for p in options["--port"]],
                           devices, [os.path.realpath(d) for d in options["--links"]])
         seccomp.install()  # (what Landlock leaves open: typing into the terminal, connects that skip connect())
+        namespaces.drop_capabilities()
     except (OSError, ValueError) as e:
         print(f"error: the sandbox could not be made ({e}), so {command[0]} does not run\n"
               "hint: git fleet-doctor says what this system supports", file=sys.stderr)

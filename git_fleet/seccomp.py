@@ -7,6 +7,8 @@ EPERM in the sandbox, everything else runs as before.
   never call connect(), where Landlock checks the port;
 - add_key, keyctl, request_key: the person's keyrings;
 - io_uring_setup: a second way into the kernel that seccomp cannot look into;
+- the mount API (mount, umount2, pivot_root, mount_setattr, open_tree, move_mount, fsopen, ...):
+  the read-only view stays as it was made, even for a process that kept capabilities;
 - any x32 system call (a second table of numbers on x86_64).
 On another architecture nothing is filtered and `install` says so (the runner refuses then).
 """
@@ -22,7 +24,12 @@ _AUDIT_ARCH_X86_64 = 0xC000003E
 _RET_ALLOW, _RET_ERRNO = 0x7FFF0000, 0x00050000
 _LD_W_ABS, _JEQ_K, _JSET_K, _RET_K = 0x20, 0x15, 0x45, 0x06
 _NR = {"ioctl": 16, "socket": 41, "sendto": 44, "sendmsg": 46, "sendmmsg": 307, "add_key": 248,
-       "request_key": 249, "keyctl": 250, "io_uring_setup": 425}
+       "request_key": 249, "keyctl": 250, "io_uring_setup": 425, "mount": 165, "umount2": 166, "pivot_root": 155,
+       "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+       "mount_setattr": 442}
+# the mount API: what makes the view read-only (namespaces.py) stays as it was made
+MOUNTS = ("mount", "umount2", "pivot_root", "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick",
+          "mount_setattr")
 TIOCSTI, TIOCLINUX, IPPROTO_MPTCP, MSG_FASTOPEN = 0x5412, 0x541C, 262, 0x20000000
 _X32 = 0x40000000
 
@@ -47,7 +54,7 @@ def program() -> list[tuple[int, int, int, int]]:
     args = [("ioctl", 1, _JEQ_K, TIOCSTI), ("ioctl", 1, _JEQ_K, TIOCLINUX), ("socket", 2, _JEQ_K, IPPROTO_MPTCP),
             ("sendto", 3, _JSET_K, MSG_FASTOPEN), ("sendmsg", 2, _JSET_K, MSG_FASTOPEN),
             ("sendmmsg", 3, _JSET_K, MSG_FASTOPEN)]
-    whole = ["add_key", "request_key", "keyctl", "io_uring_setup"]
+    whole = ["add_key", "request_key", "keyctl", "io_uring_setup", *MOUNTS]
     code: list[tuple[int, int, int, int]] = [(_LD_W_ABS, 0, 0, 4)]  # arch
     code.append((_JEQ_K, 1, 0, _AUDIT_ARCH_X86_64))
     code.append((_RET_K, 0, 0, deny))  # (another arch's calls, by number, mean other things: none pass)

@@ -391,6 +391,25 @@ def test_a_socket_made_after_the_sandbox_started_anywhere_in_tmp_is_out_of_sight
         shutil.rmtree(later, ignore_errors=True)
 
 
+def test_no_capability_is_kept_so_the_read_only_view_stays(place: tuple[Path, Path]) -> None:
+    """Its user namespace gives the process every capability over its own mounts, and root keeps
+    them across exec: all are dropped (bounding set too), and the mount API is refused, so that
+    nothing makes the read-only view writable again (mount_setattr clearing MOUNT_ATTR_RDONLY)."""
+    inside, outside = place
+    probe = ("import ctypes, os\n"
+             "caps = {l.split(':')[0]: int(l.split()[1], 16) for l in open('/proc/self/status') if l.startswith('Cap')}\n"
+             "libc = ctypes.CDLL(None, use_errno=True)\n"
+             "attr = (ctypes.c_uint64 * 4)(0, 1, 0, 0)  # attr_clr = MOUNT_ATTR_RDONLY\n"
+             "r = libc.syscall(442, -100, b'/', 0x8000, ctypes.byref(attr), 32)\n"
+             "print(caps['CapEff'], caps['CapBnd'], r)\n")
+    res = run([sys.executable, "-c", probe], [inside])
+    assert res.returncode == 0 and res.stdout.split() == ["0", "0", "-1"], res
+    plain = run([sys.executable, "-c", probe], [inside], sandboxed=False)
+    assert plain.stdout.split()[1] != "0"  # (outside, the bounding set is whole: there is something to drop)
+    res = run(["sh", "-c", f"chmod 000 {outside / 'theirs.txt'}"], [inside])
+    assert res.returncode != 0 and os.stat(outside / "theirs.txt").st_mode & 0o777 != 0
+
+
 def test_dev_shm_is_its_own_and_what_it_writes_there_stays_inside(place: tuple[Path, Path]) -> None:
     inside, _ = place
     name = f"/dev/shm/fleet-test-{os.getpid()}-{time.monotonic_ns()}"

@@ -331,3 +331,36 @@ def test_a_fifo_among_its_reports_keeps_no_command_waiting(fleet: Sandbox) -> No
     assert code == 0, err
     res = sb.run(["timeout", "20", "git", "fleet-ps", "--json"])
     assert next(r for r in json.loads(res.out) if r["agent"] == "backend")["reported"] is False
+
+
+def test_a_repository_in_its_worktree_runs_nothing_of_the_agents_in_the_fleets_git(fleet: Sandbox) -> None:
+    """A repository of the agent's making inside its worktree, recorded as a submodule, with a
+    clean filter in its own config: a `git status` that looks inside submodules runs the filter
+    where it runs. The fleet's does not look inside."""
+    sb = fleet
+    ran = sb.root / "filter-ran"
+    # (a repository of its own, objects and all: GIT_OBJECT_DIRECTORY, which the sandbox sets, left out)
+    inner = (f"git init -q sub && cd sub && git config filter.ev.clean 'touch {ran}; cat' && "
+             "echo '* filter=ev' > .gitattributes && echo x > g && git add -A && git commit -qm s && "
+             "touch -d 2030-01-01 g")
+    code, err = agent_run(sb, "backend", "cd src/backend && env -u GIT_OBJECT_DIRECTORY -u "
+                          f"GIT_ALTERNATE_OBJECT_DIRECTORIES sh -c \"{inner}\" && git add sub")
+    assert code == 0 and not ran.exists(), err
+    sb.run(["git", "fleet-status"])
+    sb.run(["git", "fleet-status", "--json"])
+    assert not ran.exists(), "the agent's filter ran outside its sandbox"
+    sb.git("status", "--ignore-submodules=none", cwd=sb.root / "repo-backend")  # (a git that looks inside: it runs)
+    assert ran.exists()
+
+
+def test_its_head_made_to_name_another_agents_branch_moves_nothing_of_that_agent(fleet: Sandbox) -> None:
+    sb = fleet
+    admin = Path(sb.git("rev-parse", "--absolute-git-dir", cwd=sb.root / "repo-backend").out.strip())
+    code, err = agent_run(sb, "backend", f"printf 'ref: refs/heads/fleet/web\\n' > {admin / 'HEAD'}")
+    assert code == 0, err  # (its HEAD is its own to write)
+    web = sb.head("fleet/web")
+    sb.commit(sb.repo, {"README.md": "# project, v2\n"}, "base moves")
+    res = sb.run(["git", "fleet-sync", "web"], ok=False)
+    assert "branch fleet/web is checked out in 2 worktrees" in res.err and sb.head("fleet/web") == web
+    code, err = agent_run(sb, "backend", f"ln -sf {sb.repo / '.gitfleet.toml'} {admin / 'logs/HEAD'}")
+    assert code != 0 and not (admin / "logs/HEAD").is_symlink(), err

@@ -65,6 +65,13 @@ class Environments(Refs):
         """Where the repository's own configuration has git look for hooks."""
         return self.config_get("core.hooksPath") or str(self.common_dir / "hooks")
 
+    def confined(self, worktree: Path) -> bool:
+        """Whether an agent ran sandboxed in `worktree` (sandbox_layout.confine left its mark, where
+        no agent writes): git the fleet runs there then never looks inside a submodule, whose
+        configuration (a filter, say) is the agent's."""
+        admin = self.admin_dir(worktree)
+        return admin is not None and (self.common_dir / "fleet" / "sandboxed" / admin.name).exists()
+
     def admin_dir(self, worktree: Path) -> Path | None:
         """The git dir the repository keeps for a linked worktree; None for the main worktree
         or one it does not know."""

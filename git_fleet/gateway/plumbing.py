@@ -149,11 +149,20 @@ class Here:
 
 
 def read_file(path: str) -> str | None:
+    """A small file's text (a git dir's HEAD, a .git file), stripped; None where it cannot be read,
+    or is no regular file (a FIFO would keep the reader waiting, /dev/zero would never end)."""
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
-            return fh.read().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        if os.fstat(fd).st_mode & 0o170000 != 0o100000:  # (S_ISREG, without importing stat)
+            return None
+        return os.read(fd, 1 << 16).decode("utf-8", "surrogateescape").strip()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _here_from_layout() -> tuple[str, str, str] | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import durable
-from ..errors import FleetError
+from ..errors import FleetError, GitError
 from .objects import hash_files
 from .plumbing import (
     git,
@@ -60,6 +60,19 @@ def remove_dead_lock(lock_file: Path, mine: str | Collection[str], since: float)
             lock_file.unlink(missing_ok=True)
             return True
     return False
+
+
+def _copy_regular(source: Path, target: Path) -> None:
+    """shutil.copy2 of a file an agent may have replaced (its index): only a regular file, never
+    through a link (to /dev/zero, say, which would never end), its times kept."""
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as src:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise GitError(f"{source} is not a regular file")
+        with open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 class WorkTreeMoves(Worktrees):
@@ -108,7 +121,7 @@ class WorkTreeMoves(Worktrees):
         with self.scratch() as space:
             copy = space / "index"
             if index.exists():
-                shutil.copy2(index, copy)
+                _copy_regular(index, copy)
             yield index, copy, {**self.env_for(worktree), "GIT_INDEX_FILE": str(copy)}  # (fsmonitor off: env_for)
 
     def tree_changes(self, old: str, new: str) -> Iterator[tuple[str, str, str, str, str]]:

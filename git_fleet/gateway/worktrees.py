@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import durable
+from ..errors import FleetError
 from . import scratch
 from .environments import Environments
 from .plumbing import (
@@ -107,16 +108,32 @@ class Worktrees(Environments):
         """The worktree that has `branch` checked out (see checked_out), as `git worktree list` has it;
         with `prunable`, one whose directory is gone counts too (git still refuses to move the
         branch under it)."""
-        return next((w for w in self.worktrees() if w.has(branch) or (prunable and w.prunable and not w.bare
-                                                                       and branch in (w.branch, w.busy))), None)
+        found = [w for w in self.worktrees() if w.has(branch) or (prunable and w.prunable and not w.bare
+                                                                    and branch in (w.branch, w.busy))]
+        live = [w for w in found if not w.prunable]
+        if len(live) > 1:  # (an agent's HEAD made to name another's branch: which one moves would be a guess)
+            raise FleetError(f"branch {branch} is checked out in {len(live)} worktrees: "
+                             + ", ".join(str(w.path) for w in live),
+                             "one of them is not the branch's agent's: git worktree list, then check out its own "
+                             "branch there")
+        return found[0] if found else None
 
     def worktree_add(self, path: Path, branch: str) -> None:
         git(["worktree", "add", "--quiet", str(path), branch], self.common_dir)
 
     def worktree_remove(self, path: Path, force: bool = False) -> None:
-        # (git's own check that the worktree is clean runs git status there: with env_for's settings)
-        env = {k: v for k, v in self.env_for(path).items() if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR")}
-        git(["worktree", "remove", *(["--force", "--force"] if force else []), str(path)], self.common_dir, env=env)
+        """Remove a worktree the caller found clean (status). git's own check would run git status
+        inside each submodule, under the submodule's own configuration (the agent's to write): it is
+        made here instead, and git told --force. A worktree with a submodule is refused, as git
+        refuses it, unless `force`."""
+        env = self.env_for(path)
+        entries = git(["ls-files", "-s", "-z"], path, env=env).stdout.split(b"\0")
+        gitlinks = [e.partition(b"\t")[2].decode("utf-8", "replace") for e in entries if e.startswith(b"160000 ")]
+        if gitlinks and not force:
+            raise FleetError(f"{path} holds a submodule ({gitlinks[0]}): git does not remove such a worktree "
+                             "without --force", "remove it with --force")
+        outside = {k: v for k, v in env.items() if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR")}
+        git(["worktree", "remove", "--force", *(["--force"] if force else []), str(path)], self.common_dir, env=outside)
 
     @contextmanager
     def scratch_worktree(self, commit: str) -> Iterator[Path]:
@@ -240,7 +257,10 @@ class Worktrees(Environments):
         # GIT_OPTIONAL_LOCKS=0: status does not write the index back (a refresh), so it never holds
         # index.lock, which a command killed meanwhile would leave behind in an agent's worktree
         env = {**self.env_for(worktree), "GIT_OPTIONAL_LOCKS": "0", **({"GIT_INDEX_FILE": index} if index else {})}
-        raw = git(["status", "--porcelain", "-z", "--untracked-files=all", "--ignore-submodules=none",
+        # (a sandboxed agent's: never a git run inside a submodule, whose configuration is the agent's
+        # to write: a filter there would run outside any sandbox; its own uncommitted work is not seen)
+        inside = "dirty" if self.confined(worktree) else "none"
+        raw = git(["status", "--porcelain", "-z", "--untracked-files=all", f"--ignore-submodules={inside}",
                    *(["--ignored=matching"] if ignored else [])], worktree, env=env).stdout
         found = []
         entries = iter(raw.split(b"\0"))

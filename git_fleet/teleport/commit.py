@@ -59,7 +59,7 @@ IN_PROGRESS = {"MERGE_HEAD": "a merge", "rebase-merge": "a rebase", "rebase-appl
                "CHERRY_PICK_HEAD": "a cherry-pick", "REVERT_HEAD": "a revert", "BISECT_LOG": "a bisect"}
 
 
-def capture(agent: Agent, worktree: Path, base: str, scratch: Path) -> State:
+def capture(agent: Agent, worktree: Path, base: str, scratch: Path, confined: bool = False) -> State:
     """The worktree's state as trees, without touching the worktree or its index; refused where
     a snapshot could not carry all of it."""
     for name, what in IN_PROGRESS.items():
@@ -73,16 +73,24 @@ def capture(agent: Agent, worktree: Path, base: str, scratch: Path) -> State:
     if git(["ls-files", "--unmerged"], worktree).stdout:
         raise FleetError(f"agent '{agent.name}' has unresolved conflicts in {worktree}",
                          "resolve them (or git restore --staged) first")
-    _refuse_other_repositories(agent, worktree, base)
+    _refuse_other_repositories(agent, worktree, base, confined)
     return capture_trees(worktree, scratch)
 
 
-def _refuse_other_repositories(agent: Agent, worktree: Path, base: str) -> None:
+def _refuse_other_repositories(agent: Agent, worktree: Path, base: str, confined: bool) -> None:
     """Work inside a submodule, or in a repository of its own that sits untracked in the worktree,
-    lives in another repository's objects: a snapshot of this one cannot carry it."""
-    raw = git(["status", "--porcelain=v2", "-z", "--ignore-submodules=none", "--untracked-files=all"], worktree,
-              env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"}).stdout
+    lives in another repository's objects: a snapshot of this one cannot carry it. A sandboxed
+    agent's submodules are not looked into (git would run there under their configuration, the
+    agent's to write): one checked out is refused."""
+    raw = git(["status", "--porcelain=v2", "-z", f"--ignore-submodules={'dirty' if confined else 'none'}",
+               "--untracked-files=all"], worktree, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"}).stdout
     problems = []
+    if confined:
+        for item in _z(git(["ls-files", "-s", "-z"], worktree).stdout):
+            path = item.split("\t", 1)[1] if "\t" in item else ""
+            if item.startswith("160000 ") and os.path.lexists(worktree / path / ".git"):
+                problems.append(f"  submodule {path}: checked out in a sandboxed agent's worktree, which the fleet "
+                                "does not look into")
     for entry in _z(raw):
         fields = entry.split(" ")
         if fields[0] in ("1", "2") and fields[2].startswith("S") and fields[2] != "S...":

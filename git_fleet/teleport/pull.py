@@ -169,7 +169,7 @@ def _bring_up_to_date(fleet: Fleet, agent: Agent, where: Path, snap: Snapshot, o
     teleport would be lost (or, with force, after keeping it at refs/fleet/backups/AGENT/N)."""
     main, state = fleet.main, snap.state
     with fleet.repo.acting_on(where):
-        here = capture(agent, where, fleet.config.base, space)
+        here = capture(agent, where, fleet.config.base, space, fleet.repo.confined(where))
     if here.same(state):
         out.unchanged = True
         return
@@ -198,7 +198,8 @@ def _bring_up_to_date(fleet: Fleet, agent: Agent, where: Path, snap: Snapshot, o
         out.warnings.append(f"what was here is kept at {ref}; to bring it back: git worktree add --detach {look} "
                             f"{ref}^1 && git -C {look} stash apply --index {ref}")
     with fleet.repo.acting_on(where):
-        if not capture(agent, where, fleet.config.base, space).same(here):  # (a last look, just before)
+        # (a last look, just before)
+        if not capture(agent, where, fleet.config.base, space, fleet.repo.confined(where)).same(here):
             raise FleetError(f"{where} changed while it was being pulled into; nothing was replaced",
                              "stop whatever writes there, then pull again")
         git(["reset", "--quiet", "--hard", state.head], where)

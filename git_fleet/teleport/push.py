@@ -21,7 +21,7 @@ def push_agent(fleet: Fleet, name: str, given_remote: str | None, *, force: bool
     remote = remote_of(main, given_remote, fleet.config.base)
     # (no sync or merge moves it meanwhile; its git dir from the repository's record, never its .git)
     with fleet.repo.scratch() as space, lock.hold(fleet.repo.common_dir, fleet.waiting), fleet.repo.acting_on(where):
-        state = capture(agent, where, fleet.config.base, space)
+        state = capture(agent, where, fleet.config.base, space, fleet.repo.confined(where))
     meta = meta_for(fleet, agent, remote)
     snapshot = write(state, meta, main)
     parked = remote_refs(main, remote, name).get(name)
