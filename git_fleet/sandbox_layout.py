@@ -207,27 +207,33 @@ def ever_sandboxed(fleet: Fleet, agent: Agent) -> bool:
     return wanted(fleet, agent) or store(fleet, agent.name).is_dir()
 
 
-def check_branch(fleet: Fleet, agent: Agent) -> str | None:
-    """An agent that ran sandboxed may have made its branch a symbolic ref (`ref: refs/heads/main`)
-    or a symlink, which git would follow when the fleet moves or deletes the branch: removed, and
-    said; None when it is a branch of its own."""
-    ref = fleet.repo.common_dir / "refs" / "heads" / agent.branch
-    try:
-        kind = os.lstat(ref).st_mode
-        if stat.S_ISDIR(kind):
-            return None  # (git says what is wrong with that)
-        if stat.S_ISREG(kind):
-            fd = os.open(ref, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+def check_branch(fleet: Fleet, agent: Agent) -> list[str]:
+    """The ref directory of an agent that ran sandboxed is its own to fill: a ref made a symbolic
+    ref or a link (git would follow it when the fleet moves or deletes the branch), or anything
+    that is neither a file nor a directory (a FIFO would keep every git that lists refs waiting),
+    is removed before any git reads refs, and said."""
+    said = []
+    top = fleet.repo.common_dir / "refs" / "heads" / os.path.dirname(agent.branch)
+    for where, dirs, files in os.walk(top):  # (os.walk follows no link to a directory: listed as a file here)
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(where, d))]:
+            path = os.path.join(where, name)
             try:
-                if not os.read(fd, 5).startswith(b"ref:"):
-                    return None
-            finally:
-                os.close(fd)
-        ref.unlink()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return (f"warning: agent '{agent.name}': its branch {agent.branch} was made a symbolic ref or a link, which the "
-            "fleet does not follow: removed (its work is in its worktree's HEAD reflog)")
+                kind = os.lstat(path).st_mode
+                if stat.S_ISREG(kind):
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+                    try:
+                        if not os.read(fd, 5).startswith(b"ref:"):
+                            continue
+                    finally:
+                        os.close(fd)
+                os.unlink(path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            ref = os.path.relpath(path, fleet.repo.common_dir / "refs" / "heads")
+            said.append(f"warning: agent '{agent.name}': refs/heads/{ref} "
+                        "was a symbolic ref, a link or no file at all, which the fleet does not follow: removed "
+                        "(its work is in its worktree's HEAD reflog)")
+    return said
 
 
 def bring_in(fleet: Fleet) -> list[str]:
@@ -239,7 +245,7 @@ def bring_in(fleet: Fleet) -> list[str]:
     for name, agent in fleet.config.agents.items():
         where = store(fleet, name)
         if where.is_dir():
-            said += [line for line in (check_branch(fleet, agent),) if line]
+            said += check_branch(fleet, agent)
             tree = fleet.locate(agent)
             admin = fleet.repo.admin_dir(tree) if tree is not None else None
             if admin is not None and admin.is_dir():

@@ -272,7 +272,7 @@ def test_a_branch_made_to_name_another_ref_leads_the_fleet_nowhere(fleet: Sandbo
     main, web = sb.head("main"), sb.head("fleet/web")
     sb.commit(sb.repo, {"README.md": "# project, v2\n"}, "base moves")
     res = sb.run(["git", "fleet-sync", "backend"], ok=None)
-    assert "was made a symbolic ref or a link" in res.err and not os.path.lexists(ref), res
+    assert "was a symbolic ref, a link or no file at all" in res.err and not os.path.lexists(ref), res
     assert sb.head("fleet/web") == web and target.is_file() and not target.is_symlink()
     sb.run(["git", "fleet-rm", "--force", "backend"], ok=None)
     assert sb.head("fleet/web") == web and sb.head("main") != main and "main" in sb.branches()
@@ -364,3 +364,12 @@ def test_its_head_made_to_name_another_agents_branch_moves_nothing_of_that_agent
     assert "branch fleet/web is checked out in 2 worktrees" in res.err and sb.head("fleet/web") == web
     code, err = agent_run(sb, "backend", f"ln -sf {sb.repo / '.gitfleet.toml'} {admin / 'logs/HEAD'}")
     assert code != 0 and not (admin / "logs/HEAD").is_symlink(), err
+
+
+def test_a_fifo_in_its_ref_directory_keeps_no_git_of_the_fleet_waiting(fleet: Sandbox) -> None:
+    sb = fleet
+    fifo = sb.repo / ".git/refs/heads/fleet/backend/fifo"
+    code, err = agent_run(sb, "backend", f"mkfifo {fifo}")
+    assert code == 0, err  # (its ref directory is its own to fill)
+    res = sb.run(["timeout", "20", "git", "fleet-status"])
+    assert "fleet/backend/fifo was a symbolic ref, a link or no file at all" in res.err and not os.path.lexists(fifo)
