@@ -39,8 +39,12 @@ class Target:
         self.timeout = timeout  # in the CLI's unit (Gemini CLI: milliseconds)
 
     @property
-    def excluded(self) -> str:
-        return "/" + self.path.as_posix()
+    def excluded(self) -> tuple[str, ...]:
+        """Its lines in info/exclude: the file, and the temporary files a write of it leaves when it
+        is killed midway (durable.py: .NAME.RANDOM.tmp beside it)."""
+        path = self.path.as_posix()
+        head, _, name = path.rpartition("/")
+        return "/" + path, f"/{head + '/' if head else ''}.{name}.*.tmp"
 
     def hooks(self, fleet: Fleet) -> dict[str, list[dict[str, Any]]]:
         """Our entries in the file's `hooks`, by event, for the fleet (common dir, main worktree)."""
@@ -237,7 +241,7 @@ def exclude(common_dir: Path, targets: tuple[Target, ...] = tuple(TARGETS.values
     except FileNotFoundError:
         text = ""
     have = text.splitlines()
-    missing = [t.excluded for t in targets if t.excluded not in have]
+    missing = [p for t in targets for p in t.excluded if p not in have]
     if not missing:
         return False
     path.parent.mkdir(exist_ok=True)
@@ -255,7 +259,7 @@ def unexclude(common_dir: Path) -> None:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return
-    ours = {t.excluded for t in TARGETS.values()}
+    ours = {p for t in TARGETS.values() for p in t.excluded}
     kept: list[str] = []
     in_ours = False  # (only the lines under our note: the same line of the person's own stays)
     for line in lines:

@@ -275,3 +275,14 @@ def test_a_lock_whose_holders_cannot_be_seen_is_never_called_dead(sandbox: Sandb
     finally:
         sandbox.kill_group(holder)
         shutil.rmtree(shared)
+
+
+def test_a_write_of_the_hooks_killed_midway_leaves_nothing_git_status_shows(fleet_repo: Sandbox) -> None:
+    """A kill while the CLIs' settings were being written leaves durable.py's temporary file
+    beside them (`test_killed_at_any_moment` met one now and then): info/exclude covers it."""
+    sb = fleet_repo
+    web = sb.add_agent("web", "src/frontend/**")
+    (web / ".claude/.settings.local.json.0a1b2c3d4e5f.tmp").write_text("{")
+    assert sb.git("status", "--porcelain", cwd=web).out == ""
+    (web / ".claude/other.json").write_text("{}")  # (anything else there is the project's to see)
+    assert sb.git("status", "--porcelain", cwd=web).out == "?? .claude/\n"

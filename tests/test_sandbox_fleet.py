@@ -373,3 +373,15 @@ def test_a_fifo_in_its_ref_directory_keeps_no_git_of_the_fleet_waiting(fleet: Sa
     assert code == 0, err  # (its ref directory is its own to fill)
     res = sb.run(["timeout", "20", "git", "fleet-status"])
     assert "fleet/backend/fifo was a symbolic ref, a link or no file at all" in res.err and not os.path.lexists(fifo)
+
+
+def test_its_git_file_pointed_at_a_rebase_of_another_branch_stops_no_move_of_that_branch(fleet: Sandbox) -> None:
+    sb = fleet
+    code, err = agent_run(sb, "backend", "git checkout -q --detach && mkdir -p .fake/rebase-merge && "
+                          "echo refs/heads/fleet/web > .fake/rebase-merge/head-name && mv .git .git.real && "
+                          "echo 'gitdir: .fake' > .git")
+    assert code == 0, err
+    web = sb.head("fleet/web")
+    sb.commit(sb.repo, {"README.md": "# project, v2\n"}, "base moves")
+    sb.run(["git", "fleet-sync", "web"])
+    assert sb.head("fleet/web") != web and sb.git("merge-base", "--is-ancestor", "main", "fleet/web").code == 0

@@ -17,6 +17,7 @@ from .environments import Environments
 from .plumbing import (
     MAIN_RECORD,
     git,
+    linked_worktrees,
     out,
     parse_worktree_list,
     read_file,
@@ -45,11 +46,15 @@ class Worktree:
 # another worktree, they would take it to the main worktree instead.
 
 
-def _busy_branch(worktree: str) -> str | None:
+def _busy_branch(worktree: str, records: dict[str, str] | None = None) -> str | None:
     """The branch a detached worktree is in the middle of rebasing or bisecting, from its git dir
-    (as git's own find_shared_symref reads it)."""
+    (as git's own find_shared_symref reads it): the repository's record of it (`records`, by
+    worktree) where it has one, never the .git file in it, which an agent can point elsewhere."""
     dotgit = os.path.join(worktree, ".git")
-    if os.path.isfile(dotgit):
+    recorded = (records or {}).get(os.path.realpath(worktree))
+    if recorded:
+        git_dir = recorded
+    elif os.path.isfile(dotgit):
         link = read_file(dotgit) or ""
         git_dir = os.path.join(worktree, link[8:]) if link.startswith("gitdir: ") else dotgit
     else:  # a .git directory, or none: git lists the git dir itself for a main worktree kept apart
@@ -58,7 +63,9 @@ def _busy_branch(worktree: str) -> str | None:
     return ref[11:] if ref else read_file(os.path.join(git_dir, "BISECT_START")) or None  # a short name
 
 
-def worktrees_of(raw: bytes) -> list[Worktree]:
+def worktrees_of(raw: bytes, records: dict[str, str] | None = None) -> list[Worktree]:
+    """`git worktree list --porcelain -z` read; `records`: the repository's git dir of each linked
+    worktree (plumbing.linked_worktrees)."""
     trees = []
     for fields in parse_worktree_list(raw):
         branch = fields.get("branch")
@@ -69,7 +76,7 @@ def worktrees_of(raw: bytes) -> list[Worktree]:
             branch=branch.removeprefix("refs/heads/") if branch else None,
             bare="bare" in fields,
             prunable="prunable" in fields,
-            busy=_busy_branch(fields["worktree"]) if detached else None,
+            busy=_busy_branch(fields["worktree"], records) if detached else None,
             locked=fields.get("locked"),
         ))
     return trees
@@ -79,7 +86,8 @@ class Worktrees(Environments):
     """The repository's worktrees."""
 
     def worktrees(self) -> list[Worktree]:
-        trees = worktrees_of(git(["worktree", "list", "--porcelain", "-z"], self.common_dir).stdout)
+        trees = worktrees_of(git(["worktree", "list", "--porcelain", "-z"], self.common_dir).stdout,
+                             linked_worktrees(str(self.common_dir)))
         if trees and not trees[0].bare and trees[0].path == self.common_dir and self.main_worktree is not None:
             # a git dir kept apart (--separate-git-dir, core.worktree): git names the git dir itself
             # as the main worktree; the work tree is where its files are
