@@ -1,8 +1,6 @@
 """The sandbox an agent runs in: what this system supports, which local servers are masked,
 and the command line that runs a command in it (sandbox_run.py does the work).
-
-Work in progress toward `git fleet-up --sandbox` (which needs an object store and ref layout of
-the agent's own, so that the write set below is a boundary): today the runner and its checks."""
+(sandbox_layout.py says what an agent may write: the layout that makes that write set a boundary)."""
 
 from __future__ import annotations
 

@@ -230,7 +230,7 @@ def check_branch(fleet: Fleet, agent: Agent) -> list[str]:
             except (FileNotFoundError, NotADirectoryError):
                 continue
             ref = os.path.relpath(path, fleet.repo.common_dir / "refs" / "heads")
-            said.append(f"warning: agent '{agent.name}': refs/heads/{ref} "
+            said.append(f"agent '{agent.name}': refs/heads/{ref} "
                         "was a symbolic ref, a link or no file at all, which the fleet does not follow: removed "
                         "(its work is in its worktree's HEAD reflog)")
     return said
@@ -244,19 +244,19 @@ def bring_in(fleet: Fleet) -> list[str]:
     said = []
     for name, agent in fleet.config.agents.items():
         where = store(fleet, name)
-        if where.is_dir():
-            said += check_branch(fleet, agent)
-            tree = fleet.locate(agent)
-            admin = fleet.repo.admin_dir(tree) if tree is not None else None
-            if admin is not None and admin.is_dir():
-                own_head_log(admin)  # (what it may have left there when it ran before, say)
-        if stores.has_objects(where):
-            try:
-                forged = stores.bring_in(fleet.repo.common_dir, where)
-                if forged:
-                    said.append(f"warning: agent '{name}': its object store held {len(forged)} file(s) whose content "
-                                f"is not the object named ({forged[0]}...): forged or damaged, dropped, never used")
-            except FleetError as e:
-                said.append(f"warning: agent '{name}': {e.message} (its sandbox wrote an object git would not "
-                            "have written; its branch cannot be read until it is gone)")
+        if not where.is_dir():
+            continue  # (it never ran sandboxed: nothing of it to check or bring in)
+        said += check_branch(fleet, agent)
+        tree = fleet.locate(agent)
+        admin = fleet.repo.admin_dir(tree) if tree is not None else None
+        if admin is not None and admin.is_dir():
+            own_head_log(admin)  # (what it may have left there when it ran before, say)
+        try:
+            forged = stores.bring_in(fleet.repo.common_dir, where)  # (a few listings when there is nothing new)
+            if forged:
+                said.append(f"agent '{name}': its object store held {len(forged)} file(s) whose content "
+                            f"is not the object named ({forged[0]}...): forged or damaged, dropped, never used")
+        except FleetError as e:
+            said.append(f"agent '{name}': {e.message} (its sandbox wrote an object git would not "
+                        "have written; its branch cannot be read until it is gone)")
     return said

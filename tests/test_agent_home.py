@@ -218,6 +218,26 @@ def _digest(files: dict[Path, bytes]) -> dict[Path, str]:
     return {p: hashlib.sha256(b).hexdigest() for p, b in files.items()}
 
 
+def _before(sandbox: Sandbox, hermetic: Path) -> tuple[dict[Path, str], dict[Path, bytes]]:
+    """What the person's files hold (digests), and every file of the person's and the test's, before a run."""
+    return _digest(_files(hermetic)), _files(hermetic, sandbox.root)
+
+
+def _only_its_own(sandbox: Sandbox, hermetic: Path, before: tuple[dict[Path, str], dict[Path, bytes]],
+                  agent: tuple[Path, Path, Path], tmp: Path, its_own: str) -> None:
+    """After a run: what changed is in the worktree, its TMPDIR and its own state directory (where
+    `its_own`, the CLI's transcript, was written), and the person's files are as they were."""
+    _, worktree, state = agent
+    changed = _changed(before[1], _files(hermetic, sandbox.root))
+    assert _only_in(changed, worktree, tmp, state / "home") == []
+    assert any(p.is_relative_to(state / "home" / its_own) for p in changed)
+    assert _digest(_files(hermetic)) == before[0]
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
 def _installed_or_skip(name: str) -> str:
     binary = shutil.which(name)
     if binary is None:
@@ -231,8 +251,7 @@ def test_claude_print_mode_runs_sandboxed_with_its_own_directory_and_the_persons
     binary = _installed_or_skip("claude")
     main, worktree, state = agent
     home = _prepare(agent, "claude")
-    persons = _digest(_files(hermetic))
-    before = _files(hermetic, sandbox.root)
+    before = _before(sandbox, hermetic)
     settings = hermetic / ".claude/settings.json"
     script = [ToolUse("Write", {"file_path": str(worktree / "new.py"), "content": "x = 1\n"}),
               # (past Claude Code's own check of a shell redirection to its settings: the sandbox refuses it)
@@ -241,15 +260,12 @@ def test_claude_print_mode_runs_sandboxed_with_its_own_directory_and_the_persons
     with ModelServer(script) as server:
         res = _run_sandboxed(sandbox, binary, ["-p", "go", "--permission-mode", "acceptEdits", "--allowedTools",
                                                "Bash,Read,Edit,Write"], agent, home, clean_env,
-                             int(server.url.rsplit(":", 1)[1]), server.env())
+                             _port(server.url), server.env())
     assert res.code == 0 and "Done." in res.out, str(res)
     written, refused = server.tool_results()
     assert not written.is_error and (worktree / "new.py").read_text() == "x = 1\n"
     assert refused.is_error and ("Read-only file system" in refused.text or "Permission denied" in refused.text), refused
-    changed = _changed(before, _files(hermetic, sandbox.root))
-    assert _only_in(changed, worktree, clean_env, state / "home") == []
-    assert any(p.is_relative_to(state / "home/.claude/projects") for p in changed)  # its transcript: its own
-    assert _digest(_files(hermetic)) == persons
+    _only_its_own(sandbox, hermetic, before, agent, clean_env, ".claude/projects")  # (its transcript)
 
 
 @needs_sandbox
@@ -259,19 +275,15 @@ def test_gemini_print_mode_runs_sandboxed_trusted_in_its_own_directory_and_the_p
     binary = _installed_or_skip("gemini")
     main, worktree, state = agent
     home = _prepare(agent, "gemini")
-    persons = _digest(_files(hermetic))
-    before = _files(hermetic, sandbox.root)
+    before = _before(sandbox, hermetic)
     script: list[Any] = [{"name": "write_file", "args": {"file_path": "new.py", "content": "x = 1\n"}}, "Done."]
     with GeminiModel(script) as model:
         env = {"GOOGLE_GEMINI_BASE_URL": model.url, "GEMINI_API_KEY": "test-key-for-the-scripted-model"}
         res = _run_sandboxed(sandbox, binary, ["-p", "go", "--yolo", "-m", "gemini-2.5-flash"], agent, home,
-                             clean_env, int(model.url.rsplit(":", 1)[1]), env)
+                             clean_env, _port(model.url), env)
     assert res.code == 0 and "Done." in res.out, str(res)
     assert (worktree / "new.py").read_text() == "x = 1\n"
-    changed = _changed(before, _files(hermetic, sandbox.root))
-    assert _only_in(changed, worktree, clean_env, state / "home") == []
-    assert any(p.is_relative_to(state / "home/.gemini/tmp") for p in changed)  # its chat: its own
-    assert _digest(_files(hermetic)) == persons
+    _only_its_own(sandbox, hermetic, before, agent, clean_env, ".gemini/tmp")  # (its chat)
 
 
 @needs_sandbox
@@ -285,15 +297,11 @@ def test_codex_exec_runs_sandboxed_with_its_own_home_and_the_persons_files_stay(
         config.write_text(config.read_text() + f'model_provider = "scripted"\n\n[model_providers.scripted]\n'
                           f'name = "Scripted"\nbase_url = "{model.url}/v1"\nwire_api = "responses"\n')
         home = _prepare(agent, "codex")
-        persons = _digest(_files(hermetic))
-        before = _files(hermetic, sandbox.root)
+        before = _before(sandbox, hermetic)
         # (Codex's own sandbox cannot write the worktree from inside this one, measured: its
         # apply_patch answers "Failed to write file" under -s workspace-write; this one is the boundary)
         res = _run_sandboxed(sandbox, binary, ["exec", "-s", "danger-full-access", "go"], agent, home, clean_env,
-                             int(model.url.rsplit(":", 1)[1]), {"OPENAI_API_KEY": "test-key-for-the-scripted-model"})
+                             _port(model.url), {"OPENAI_API_KEY": "test-key-for-the-scripted-model"})
     assert res.code == 0 and "Done." in res.out, str(res)
     assert (worktree / "new.py").read_text() == "x = 1\n"
-    changed = _changed(before, _files(hermetic, sandbox.root))
-    assert _only_in(changed, worktree, clean_env, state / "home") == []
-    assert any(p.is_relative_to(state / "home/.codex/sessions") for p in changed)  # its rollout: its own
-    assert _digest(_files(hermetic)) == persons
+    _only_its_own(sandbox, hermetic, before, agent, clean_env, ".codex/sessions")  # (its rollout)

@@ -203,7 +203,8 @@ def test_up_sandbox_starts_the_agent_sandboxed_and_its_tmux_server_is_no_door(fl
         assert (sb.root / "done-by-web").exists()  # (the same route, unsandboxed: it works)
         rows = {r["agent"]: r for r in json.loads(sb.run(["git", "fleet-ps", "--json"]).out)}
         assert rows["backend"]["sandboxed"] is True and rows["web"]["sandboxed"] is False
-        assert "sandbox" in sb.run(["git", "fleet-ps"]).out
+        rows = {line.split()[0]: line.split() for line in sb.run(["git", "fleet-ps"]).out.splitlines()[1:]}
+        assert "yes" in rows["backend"] and "no" not in rows["backend"] and "no" in rows["web"]
     finally:
         subprocess.run(["tmux", "kill-server"], capture_output=True)
 

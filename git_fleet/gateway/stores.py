@@ -78,17 +78,6 @@ def _packs(top: int, common_dir: Path) -> dict[str, list[str]]:
     return found
 
 
-def has_objects(store: Path) -> bool:
-    """Whether `store` holds any object file, loose or packed (a few directory listings)."""
-    with _opened(str(store)) as top:
-        return top is not None and bool(_loose(top) or any(p.endswith(".idx") for p in _listing(top, "pack")))
-
-
-def _listing(top: int, name: str) -> list[str]:
-    with _opened(name, top) as fd:
-        return os.listdir(fd) if fd is not None else []
-
-
 def bring_in(common_dir: Path, store: Path) -> list[str]:
     """Bring every object of `store` into the repository at `common_dir`, each checked, and drop
     the copies. Returns the names of the loose files whose content is not the object they are
