@@ -204,6 +204,36 @@ def test_an_end_or_result_by_one_who_does_not_hold_the_task_counts_for_nothing(b
     assert sb.fleet("task", "claim", "--agent", "docs").out.startswith("task-002\t")
 
 
+def test_a_link_in_results_does_not_end_a_task_for_add_rm_or_the_plan(bus_repo: Sandbox) -> None:
+    """How a task ended is read from the bus's own record (a regular result, or the end of its
+    attempts) wherever it is asked, never from a link an agent put in results/."""
+    sb = bus_repo
+    for title in ("one", "two", "three"):
+        sb.fleet("task", "add", title)
+    bus = Bus(sb.repo)
+    bus.agent_writes("evil")
+    (bus.results / "agents/evil/forged.md").write_text("---\nstatus: failed\nagent: evil\n---\n\nforged\n")
+    link(bus.results, "task-001-result.md", "agents/evil/forged.md")  # a failed result, forged
+    link(bus.results, "task-002-result.md", "agents/evil/nothing.md")  # dangling
+    link(bus.results, "task-003-result.md", "agents/evil/forged.md")
+    # a task may wait for task-001: it has not failed
+    assert sb.fleet("task", "add", "after one", "--depends", "1").out.startswith("task-004")
+    # task-002 is removed (nothing waits for it, never claimed), the junk at its result cleared
+    sb.fleet("task", "rm", "2")
+    assert not (bus.results / "task-002-result.md").is_symlink()
+    assert sb.fleet("task", "show", "2", ok=False).err.startswith("error: task-002 was removed")
+    # a removed task is not waited for; one a link calls removed (task-003's says failed) is
+    res = sb.fleet("task", "add", "after two", "--depends", "2", ok=False)
+    assert res.code == 1 and "task-002 (a dependency) was removed" in res.err
+    sb.fleet("task", "add", "after three", "--depends", "3")
+    sb.fleet("plan")
+    plan = (sb.repo / "master_plan.md").read_text()
+    assert "after one, after task-001\n" in plan and "(failed)" not in plan
+    # and the same links, with no sandbox in the way, are the same junk to the commands' JSON
+    shown = {t["id"]: t["status"] for t in json.loads(sb.fleet("task", "list", "--json").out)}
+    assert shown == {1: "open", 3: "open", 4: "open", 5: "open"}
+
+
 def test_a_bus_of_the_older_layout_reads_and_works_as_before(tmp_path: Path) -> None:
     bus = bus_at(tmp_path)
     for title in ("held", "done", "released"):

@@ -43,7 +43,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import adding, claims, ending, plan, removal
+from . import adding, claims, ending, plan, removal, specs
 from .specs import Task, front_matter, parse_id
 from .store import Store
 
@@ -54,7 +54,7 @@ __all__ = ["Bus", "Task", "front_matter", "parse_id"]
 
 
 class Bus(Store):
-    """The bus at `root`: Store's reading (ensure, all, get, dependents, why_cancelled), and the
+    """The bus at `root`: Store's reading (ensure, all, get, ended, dependents), and the
     operations, each documented where it is done."""
 
     # -- the orchestrator's: adding, ending and removing tasks, the plan ---------------------------
@@ -100,6 +100,9 @@ class Bus(Store):
 
     def unrecorded(self, task: Task) -> list[Path]:
         return ending.unrecorded(self, task)
+
+    def why_cancelled(self, task: Task) -> str:
+        return specs.why_cancelled(task)
 
     def watcher(self) -> Watcher:
         """A notify.Watcher of the bus: the hint that something changed; the caller's rescan is the

@@ -68,9 +68,9 @@ def _dependency(bus: Store, d: int, *, written: bool = False) -> None:
                 raise FleetError(f"{name} (a dependency) is being removed by git fleet-task rm (pid "
                                  f"{claim.record.get('pid')}) just now", "try again in a moment")
             time.sleep(0.02)
-    result = bus.results / f"{name}-result.md"
-    status = bus._outcome(name, result)[0] if result.exists() else None
-    if status in ENDED:
+    ended = bus.ended(d)
+    if ended is not None and ended[0] in ENDED:
+        status, result = ended
         raise FleetError(f"{name} (a dependency) {'was' if status == 'removed' else 'is'} {status}"
                          f"{ended_at(result)}: a task that waits for it could never be claimed",
                          f"add it without --depends {d} (see {result})")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .. import durable
 from ..errors import FleetError
 from . import slots
-from .specs import ENDED, SPEC, Task, parse_id
+from .specs import ENDED, SPEC, Task, parse_id, why_cancelled
 from .store import Store
 
 if TYPE_CHECKING:
@@ -66,14 +66,8 @@ def _finished(bus: Store, scan: Any, name: str) -> bool:
 
 
 def _done(bus: Store, scan: Any, tid: int) -> bool:
-    name = f"task-{tid:03d}"
-    result = bus.results / f"{name}-result.md"
-    if scan.results.get(result.name):
-        return bus._outcome(name, result)[0] == "done"
-    end = bus._chain(name, scan).end if name in scan.slots else None
-    if end is None or end.agent is None:
-        return False
-    return bus._agent_outcome(name, end, bus.results / slots.AGENTS / end.agent / result.name)[0] == "done"
+    ended = bus.ended(tid, scan)
+    return ended is not None and ended[0] == "done"
 
 
 def claim_waiting(bus: Store, watcher: Watcher, agent: str, lease: int | None = None) -> Task:
@@ -141,7 +135,7 @@ def holding(bus: Store, tid: int, agent: str) -> Task:
     claim does not take it away: the claim is the truth, and the holder may renew or finish."""
     task = bus.get(tid)
     if task.status == "cancelled":
-        raise FleetError(f"{task.name} was cancelled{bus.why_cancelled(task)}; '{agent}' does not hold it any more",
+        raise FleetError(f"{task.name} was cancelled{why_cancelled(task)}; '{agent}' does not hold it any more",
                          "stop working on it: it is not to be done; git fleet-task claim takes the next task")
     if task.status in ("done", "failed", "removed"):
         raise FleetError(f"{task.name} is {task.status} already", f"see {task.result}")

@@ -147,16 +147,31 @@ def cancel(bus: Store, tid: int, reason: str | None = None) -> Task:
         if ended.chain.end is None or ended.chain.end.number != number:  # a holder's end came first
             raise FleetError(f"{task.name} {_was(ended.status)}: it ended just now; nothing was cancelled",
                              f"see {ended.result}")
-        while not durable.create(result, render(meta, (reason or "").strip() or CANCELLED)):
-            if os.path.islink(result) or not os.path.isfile(result):
-                os.unlink(result)  # junk an agent linked there (nothing counts by it): ours to clear
-                continue
+        if not place(bus, task.name, render(meta, (reason or "").strip() or CANCELLED)):
             status = bus._outcome(task.name, result)[0]  # (its spec may be gone: a rm won)
             raise FleetError(f"{task.name} {'was' if status == 'removed' else 'is'} {status}: it ended just now; "
                              "nothing was cancelled", f"see {result}")
     finally:
         slot.unlink(missing_ok=True)  # (decided: the result file says it from now on)
     return bus.get(tid)
+
+
+def place(bus: Store, name: str, text: str) -> bool:
+    """Write results/NAME-result.md, the orchestrator's end of a task (a cancel's or a rm's) as a
+    regular file; junk an agent put at that name (a link, a FIFO: nothing counts by it) is
+    cleared first. False if a regular file is there: an end that came first."""
+    result = bus.results / f"{name}-result.md"
+    while not durable.create(result, text):
+        if os.path.isfile(result) and not os.path.islink(result):
+            return False
+        try:
+            os.unlink(result)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise FleetError(f"cannot clear {result} to write {name}'s end there: {e.strerror}",
+                             "nothing counts by what is there: remove it by hand") from None
+    return True
 
 
 def _was(status: str) -> str:

@@ -22,9 +22,8 @@ def waits_for(bus: Store, task: Task, tasks: list[Task]) -> str:
     for d in task.depends:
         mark = state.get(d)
         if mark is None:
-            result = bus.results / f"task-{d:03d}-result.md"
-            removed = result.exists() and bus._outcome(f"task-{d:03d}", result)[0] == "removed"
-            mark = "removed" if removed else "missing"
+            ended = bus.ended(d)
+            mark = "removed" if ended is not None and ended[0] == "removed" else "missing"
         marks.append(f"task-{d:03d}" + (f" ({mark})" if mark in (*ENDED, "missing") else ""))
     return ", ".join(marks)
 

@@ -12,6 +12,7 @@ from .. import durable
 from ..errors import FleetError
 from ..pause import pause
 from . import slots
+from .ending import place
 from .specs import Task, render
 from .store import Store
 
@@ -54,7 +55,7 @@ def remove(bus: Store, tid: int) -> Task:
         _refuse_dependents(bus, task, hint)  # again: an add --depends may have written its spec meanwhile
         meta = {"task": task.name, "title": task.title, "status": "removed",
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        if not durable.create(result, render(meta, REMOVED)):
+        if not place(bus, task.name, render(meta, REMOVED)):
             status = bus._outcome(task.name, result)[0]
             raise FleetError(f"{task.name} {'was' if status == 'removed' else 'is'} {status}: it ended just now; "
                              "it was not removed", f"see {result}")

@@ -167,3 +167,16 @@ class Task:
                                   if self.expires else None),
                 "path": str(self.path), "result": str(self.result) if self.result else None,
                 "error": self.error}
+
+
+def why_cancelled(task: Task) -> str:
+    """': the reason' of a cancelled task, as its result file gives it ('' if none)."""
+    if task.result is None:
+        return ""
+    try:
+        meta, body = front_matter(task.result, task.result.read_text(encoding="utf-8"))
+    except (FleetError, OSError, UnicodeDecodeError):
+        return ""
+    when = f" at {one_line(meta['finished'])}" if meta.get("finished") else ""
+    reason = one_line(body)  # on one line wherever it is shown: an error is one line
+    return when + (f": {reason}" if reason and reason != CANCELLED else "")

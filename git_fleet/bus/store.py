@@ -16,7 +16,7 @@ from .. import durable
 from ..errors import FleetError, UsageError
 from . import slots
 from .slots import Chain, Scan
-from .specs import CANCELLED, ENDED, SPEC, Task, ended_at, field_value, front_matter, one_line, parse_id, raw_depends
+from .specs import ENDED, SPEC, Task, ended_at, field_value, front_matter, parse_id, raw_depends
 
 STATE = ".state"
 DEFAULT_LEASE = 30 * 60
@@ -258,26 +258,21 @@ class Store:
         self._gone(tid)
         raise UsageError(f"no task {tid} in {self.tasks}", "list them with `git fleet-task list`")
 
+    def ended(self, tid: int, scan: Scan | None = None) -> tuple[str, Path] | None:
+        """How task `tid` ended, as the bus counts it, its spec there or not: a regular result
+        file (the orchestrator's), else the end of its attempts; None if it has not ended. Never
+        by a name in results/ alone: a link there is an agent's, and counts for nothing."""
+        task = Task(tid, self.tasks / f"task-{tid:03d}.md")
+        self._state(task, scan or self._scan())
+        return (task.status, task.result) if task.result is not None else None
+
     def _gone(self, tid: int) -> None:
         """Refuse a task whose spec is gone because it was removed (its result says so): the id
         was a task's, so that is its state, not a typo."""
-        name = f"task-{tid:03d}"
-        result = self.results / f"{name}-result.md"
-        if result.exists() and self._outcome(name, result)[0] == "removed":
-            raise FleetError(f"{name} was removed{ended_at(result)} (git fleet-task rm): its spec is deleted",
-                             f"see {result}; its id is not given out again")
-
-    def why_cancelled(self, task: Task) -> str:
-        """': the reason' of a cancelled task, as its result file gives it ('' if none)."""
-        if task.result is None:
-            return ""
-        try:
-            meta, body = front_matter(task.result, task.result.read_text(encoding="utf-8"))
-        except (FleetError, OSError, UnicodeDecodeError):
-            return ""
-        when = f" at {one_line(meta['finished'])}" if meta.get("finished") else ""
-        reason = one_line(body)  # on one line wherever it is shown: an error is one line
-        return when + (f": {reason}" if reason and reason != CANCELLED else "")
+        ended = self.ended(tid)
+        if ended is not None and ended[0] == "removed":
+            raise FleetError(f"task-{tid:03d} was removed{ended_at(ended[1])} (git fleet-task rm): its spec is "
+                             f"deleted", f"see {ended[1]}; its id is not given out again")
 
     def dependents(self, tid: int) -> list[Task]:
         """The tasks that wait for `tid` and have not ended."""
