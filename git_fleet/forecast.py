@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import check, lost_journal, merge
@@ -29,9 +29,22 @@ class Forecast:
                 "merge_order": self.order, "held_back": self.held_back}
 
 
-def forecast(repo: Repo, base: str, tips: dict[str, str], union: tuple[str, ...] = ()) -> Forecast:
+@dataclass
+class Memo:
+    """What status found, kept by a caller that asks again (the watch) so that only what changed is
+    computed again: facts of commits, which never change, by their ids; each worktree's
+    uncommitted paths until the caller drops them (its files or index changed)."""
+    pairs: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (ours, theirs) -> conflicting paths
+    standing: dict[tuple[str, str], tuple[int, int, list[str]]] = field(default_factory=dict)  # (tip, base tip)
+    dirty: dict[str, list[str]] = field(default_factory=dict)  # agent -> uncommitted paths
+
+
+def forecast(repo: Repo, base: str, tips: dict[str, str], union: tuple[str, ...] = (),
+             memo: Memo | None = None) -> Forecast:
     """Every agent against the base and every pair of agents against each other, in memory,
-    in one `git merge-tree --stdin` process; then the largest conflict-free set, in order."""
+    in one `git merge-tree --stdin` process (only the pairs `memo` does not know); then the
+    largest conflict-free set, in order."""
+    memo = memo if memo is not None else Memo()
     base_tip = repo.branch_tip(base)
     names = list(tips)
     pairs: list[tuple[str, str]] = []
@@ -44,8 +57,10 @@ def forecast(repo: Repo, base: str, tips: dict[str, str], union: tuple[str, ...]
         for b in names[i + 1 :]:
             pairs.append((tips[a], tips[b]))
             labels.append((a, b))
-    merged = zip(labels, repo.merge_trees(pairs, union), strict=True)
-    conflicts = [(a, b, list(r.conflicts)) for (a, b), r in merged if not r.clean]
+    new = list(dict.fromkeys(p for p in pairs if p not in memo.pairs))
+    for pair, r in zip(new, repo.merge_trees(new, union), strict=True):
+        memo.pairs[pair] = [] if r.clean else list(r.conflicts)
+    conflicts = [(a, b, memo.pairs[pair]) for (a, b), pair in zip(labels, pairs, strict=True) if memo.pairs[pair]]
     against_base = {a for a, b, _ in conflicts if b == base}
     edges = {(a, b) for a, b, _ in conflicts if b != base}
     candidates = [n for n in names if n not in against_base]
@@ -58,25 +73,29 @@ def forecast(repo: Repo, base: str, tips: dict[str, str], union: tuple[str, ...]
     return Forecast(base, conflicts, best, [n for n in names if n not in best])
 
 
-
-
-def status(fleet: Fleet) -> dict[str, Any]:
-    """One row per agent (ahead, behind, dirty, out of zone, last commit) and the forecast."""
+def status(fleet: Fleet, memo: Memo | None = None) -> dict[str, Any]:
+    """One row per agent (ahead, behind, dirty, out of zone, last commit) and the forecast; what
+    `memo` knows is not computed again, and what is computed is kept there."""
+    memo = memo if memo is not None else Memo()
     cfg = fleet.config
     compiled = check.compile_config(str(fleet.repo.common_dir), str(fleet.main), cfg)
     all_tips = fleet.repo.branch_tips()
     base_tip = all_tips[cfg.base][0] if cfg.base in all_tips else None
     branch_tips = {a.name: all_tips.get(a.branch, (None, 0))[0] for a in cfg.agents.values()}
-    found = {a: t for a, t in branch_tips.items() if t is not None}
+    found = {a: t for a, t in branch_tips.items() if t is not None and (t, base_tip) not in memo.standing}
     # the slow parts are git processes that do not depend on each other: `git status` of each
     # worktree and the one `git log` of the zone check run side by side
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
         located = {a.name: fleet.locate(a) for a in cfg.agents.values()}
-        dirty_jobs = {name: pool.submit(fleet.repo.dirty_paths, where)
-                      for name, where in located.items() if where is not None and where.is_dir()}
+        dirty_jobs = {name: pool.submit(fleet.repo.dirty_paths, where) for name, where in located.items()
+                      if where is not None and where.is_dir() and name not in memo.dirty}
         histories = (plumbing.commits_by_tip(found, [base_tip], str(fleet.repo.common_dir))
-                     if base_tip else {})
-        dirty_of = {name: job.result() for name, job in dirty_jobs.items()}
+                     if base_tip and found else {})
+        memo.dirty.update({name: job.result() for name, job in dirty_jobs.items()})
+    for name, history in histories.items():
+        ahead, behind = fleet.repo.pygit.ahead_behind(found[name], str(base_tip))
+        bad = check.check_history(compiled, compiled.agents[name], history)
+        memo.standing[(found[name], str(base_tip))] = (int(ahead), int(behind), sorted({v.path for v in bad}))
     rows, tips = [], {}
     for a in cfg.agents.values():
         tip = branch_tips[a.name]
@@ -85,19 +104,17 @@ def status(fleet: Fleet) -> dict[str, Any]:
         if tip is not None:
             row["last_commit"] = all_tips[a.branch][1]
             if base_tip is not None:
-                ahead, behind = fleet.repo.pygit.ahead_behind(tip, base_tip)
-                row["ahead"], row["behind"] = int(ahead), int(behind)
-                bad = check.check_history(compiled, compiled.agents[a.name], histories[a.name])
-                row["out_of_zone"] = sorted({v.path for v in bad})
+                row["ahead"], row["behind"], out = memo.standing[(tip, base_tip)]
+                row["out_of_zone"] = list(out)
             if row["ahead"]:
                 tips[a.name] = tip
-        if a.name in dirty_of:
-            dirty = dirty_of[a.name]
+        if a.name in memo.dirty and located[a.name] is not None:
+            dirty = memo.dirty[a.name]
             row["dirty"] = len(dirty)
             zone = compiled.agents[a.name]
             row["out_of_zone"] += sorted(p for p in dirty if not zone.owns(p) or compiled.is_protected(p))
         rows.append(row)
-    fc = forecast(fleet.repo, cfg.base, tips, cfg.union)
+    fc = forecast(fleet.repo, cfg.base, tips, cfg.union, memo)
     return {"base": cfg.base, "agents": rows, **fc.as_dict()}
 
 

@@ -12,7 +12,9 @@ import ctypes
 import ctypes.util
 import os
 import select
+import struct
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 _IN_EVENTS = 0x00000008 | 0x00000080 | 0x00000100 | 0x00000200 | 0x00000040  # close_write, moved_to, create, delete, moved_from
@@ -64,3 +66,89 @@ class Watcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_IN_ATTRIB, _IN_ISDIR, _IN_Q_OVERFLOW, _IN_IGNORED = 0x00000004, 0x40000000, 0x00004000, 0x00008000
+_IN_CREATE = 0x00000100
+_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
+EVERYTHING = "*"  # the key read() returns when events were lost (the queue overflowed)
+
+
+class Events:
+    """Which of many watched directories changed, each watch under a key the caller chose; the
+    live screen's source of refreshes. Like Watcher, a hint: a caller still looks again now and
+    then. `budget` caps the watches (a directory each), far below the user's inotify limit."""
+
+    def __init__(self, budget: int = 50_000):
+        self.fd, self.budget = -1, budget
+        self._libc = _libc()
+        self._keys: dict[int, list[tuple[str, frozenset[str] | None, bool]]] = {}  # wd -> (key, names, recursive)
+        self._paths: dict[int, str] = {}
+        if self._libc is not None:
+            self.fd = self._libc.inotify_init1(_IN_NONBLOCK_CLOEXEC)
+
+    def add(self, path: Path, key: str, names: Iterable[str] | None = None, recursive: bool = False) -> bool:
+        """Watch directory `path` (and, `recursive`, every directory beneath it but .git, also those
+        made later) for changes to any file, or only to the `names` given. False if it cannot be
+        watched (no inotify, gone, or over the budget): the caller looks at it on a timer."""
+        if self.fd < 0:
+            return False
+        todo, wanted = [os.fsencode(path)], frozenset(names) if names is not None else None
+        while todo:
+            d = todo.pop()
+            if len(self._keys) >= self.budget:
+                return False
+            wd = self._libc.inotify_add_watch(self.fd, d, _IN_EVENTS | _IN_ATTRIB) if self._libc else -1
+            if wd < 0:
+                if d == os.fsencode(path):
+                    return False
+                continue  # (a directory gone meanwhile, or one this user cannot read)
+            self._keys.setdefault(wd, []).append((key, wanted, recursive))
+            self._paths[wd] = os.fsdecode(d)
+            if recursive:
+                try:
+                    with os.scandir(d) as it:
+                        todo += [e.path for e in it if e.is_dir(follow_symlinks=False) and e.name != b".git"]
+                except OSError:
+                    pass
+        return True
+
+    def read(self, timeout: float) -> set[str]:
+        """The keys of what changed, waiting up to `timeout` seconds for the first event."""
+        if self.fd < 0:
+            time.sleep(max(0.0, timeout))
+            return set()
+        ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
+        return self.drain() if ready else set()
+
+    def drain(self) -> set[str]:
+        """The keys of the events queued now, without waiting."""
+        keys: set[str] = set()
+        while True:
+            try:
+                raw = os.read(self.fd, 65536)
+            except (BlockingIOError, OSError):
+                return keys
+            at = 0
+            while at + _EVENT.size <= len(raw):
+                wd, mask, _cookie, size = _EVENT.unpack_from(raw, at)
+                name = raw[at + _EVENT.size: at + _EVENT.size + size].rstrip(b"\0").decode("utf-8", "replace")
+                at += _EVENT.size + size
+                if mask & _IN_Q_OVERFLOW:
+                    keys.add(EVERYTHING)
+                    continue
+                if wd not in self._keys:
+                    continue
+                if mask & _IN_IGNORED:
+                    del self._keys[wd]
+                    continue
+                for key, names, recursive in list(self._keys[wd]):
+                    if names is None or name in names:
+                        keys.add(key)
+                    if recursive and mask & _IN_ISDIR and mask & _IN_CREATE and name != ".git":
+                        self.add(Path(self._paths[wd], name), key, recursive=True)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

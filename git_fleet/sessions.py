@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
 import uuid
@@ -112,10 +113,12 @@ class Sessions:
         return chosen
 
     def up(self, agents: list[Agent], stagger: float, layout: str | None = None, settle: float = 0.5,
-           tell: Callable[[str], None] | None = None, sandboxed: bool | None = None) -> UpResult:
-        """Start (or resume) each agent not running yet; `tell` hears of each start and each wait."""
+           tell: Callable[[str], None] | None = None, sandboxed: bool | None = None, watch: str = "window") -> UpResult:
+        """Start (or resume) each agent not running yet; `tell` hears of each start and each wait.
+        A session made now gets git fleet-watch (tmux.start_watch) unless `watch` is "none"."""
         result = UpResult(self.name)
         layout = layout or self.fleet.config.layout
+        made = not tmux.has_session(self.name)
         self._ensure_session()
         panes = tmux.panes(self.name)
         state = self._state()
@@ -146,6 +149,8 @@ class Sessions:
             if tell is not None:
                 tell(f"{agent.name}: {'resumed' if resume else 'started'} in {self.name}:{agent.name}")
         result.failed.update(self._exited_at_once(launched, settle))
+        if made and watch != "none":
+            tmux.start_watch(self.name, watch)
         return result
 
     def _exited_at_once(self, launched: list[str], settle: float, what: str = "command") -> dict[str, FleetError]:
@@ -236,6 +241,14 @@ class Sessions:
         if agent and pane is None:
             raise FleetError(f"agent '{agent}' is not in the fleet's tmux session", f"start it with git fleet-up {agent}")
         self.show(pane)
+
+    def watching(self, on: bool) -> None:
+        """Mark this process's tmux pane as showing the watch (down counts it as idle), or no longer."""
+        tmux.mark_watch(os.getpid() if on else None)
+
+    def say(self, text: str) -> None:
+        """Tell the person on tmux's message line (a process running inside tmux)."""
+        tmux.display_message(text)
 
     def pane(self, name: str) -> str | None:
         p = tmux.panes(self.name).get(name)

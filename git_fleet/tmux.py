@@ -8,8 +8,10 @@ window name the agent's program sets."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -95,9 +97,50 @@ def kill_pane(pane: str, window_id: str) -> None:
 
 
 def only_idle_shells(session: str) -> bool:
-    """Whether every pane of the session is a shell with nothing running in the foreground."""
-    out = _tmux(["list-panes", "-s", "-t", f"={session}", "-F", "#{pane_current_command}"], check=False).stdout
-    return all(command.lstrip("-") in SHELLS for command in out.split())
+    """Whether every pane of the session is a shell with nothing running in the foreground (or
+    the fleet's watch, which only looks)."""
+    out = _tmux(["list-panes", "-s", "-t", f"={session}", "-F", "#{@fleet-watch}\t#{pane_current_command}"],
+                check=False).stdout
+    return all(command.lstrip("-") in SHELLS or watching(mark)
+               for mark, command in (line.split("\t", 1) for line in out.splitlines() if "\t" in line))
+
+
+def watching(mark: str) -> bool:
+    """Whether the pane marked `mark` (@fleet-watch: the pid of the watch in it, or when it was
+    started there, for its first seconds) still shows it."""
+    if mark.startswith("starting "):
+        return time.time() - float(mark.split()[1]) < 10
+    try:
+        with open(f"/proc/{int(mark)}/cmdline", "rb") as f:
+            return b"fleet-watch" in f.read()
+    except (ValueError, OSError):
+        return False
+
+
+def mark_watch(pid: int | None) -> None:
+    """Mark this process's pane (TMUX_PANE) as showing the watch, or no longer (None)."""
+    pane = os.environ.get("TMUX_PANE")
+    if pane and os.environ.get("TMUX"):
+        _tmux(["set-option", "-p", "-t", pane, *(["@fleet-watch", str(pid)] if pid else ["-u", "@fleet-watch"])],
+              check=False)
+
+
+def start_watch(session: str, where: str) -> None:
+    """git fleet-watch in the session's first window (the orchestrator's): typed at its shell
+    ("window": q gives the shell back), or in a pane above the shell ("pane")."""
+    first = f"={session}:^"
+    # (by its path: a login shell's profile may set a PATH without this git-fleet)
+    command = shlex.quote(shutil.which("git-fleet-watch") or "git-fleet-watch")
+    # (marked before it starts: a down meanwhile counts it as idle; the watch puts its pid there)
+    mark = ["@fleet-watch", f"starting {time.time()}"]
+    if where == "window":
+        pane = _tmux(["display-message", "-p", "-t", first, "#{pane_id}"]).stdout.strip()
+        _tmux(["set-option", "-p", "-t", pane, *mark])
+        _tmux(["send-keys", "-t", pane, command, "Enter"])
+    else:
+        pane = _tmux(["split-window", "-b", "-d", "-P", "-F", "#{pane_id}", "-l", "70%", "-t", first,
+                      "sleep 0.2; exec " + command]).stdout.strip()
+        _tmux(["set-option", "-p", "-t", pane, *mark])
 
 
 def kill_session(session: str) -> None:
@@ -120,3 +163,8 @@ def attach(session: str, pane: str | None = None) -> None:
                          f"run it in a terminal; to look without one: tmux capture-pane -p -t {pane or session}")
     else:
         os.execvp("tmux", ["tmux", "attach-session", "-t", f"={session}"])
+
+
+def display_message(text: str) -> None:
+    """Show `text` on tmux's message line of the client this process runs under (inside tmux)."""
+    _tmux(["display-message", "-d", "4000", text], check=False)

@@ -183,6 +183,12 @@ CASES = [
     C("status-unknown-option", ("fleet-status", "--bogus"), 2, ("'--bogus'",), "git fleet-status -h"),
     C("status-outside-a-repository", ("fleet-status",), 2, ("not a git repository: {root}/outside",), "",
       where="outside", cwd="outside"),
+    # watch
+    C("watch-bad-notify", ("fleet-watch", "--notify", "loud"), 2, ("'loud' is not one of",), "git fleet-watch -h"),
+    C("watch-once-and-json", ("fleet-watch", "--once", "--json"), 2, ("--once and --json",), "give one of them",
+      where="fleet1"),
+    C("watch-outside-a-repository", ("fleet-watch", "--once"), 2, ("not a git repository: {root}/outside",), "",
+      where="outside", cwd="outside"),
     # sync
     C("sync-unknown-agent", ("fleet-sync", "ghost"), 2, ("no agent named 'ghost' in {config}",), "agents: backend",
       where="fleet1"),

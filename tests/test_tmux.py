@@ -275,7 +275,7 @@ def test_an_agent_without_its_worktree_is_named_and_the_others_start(tmux_fleet:
 def test_down_of_every_agent_keeps_a_session_where_the_orchestrator_works(tmux_fleet: Sandbox) -> None:
     """The orchestrator's window runs something (not an idle shell): it is the person's, and stays."""
     sb = tmux_fleet
-    sb.fleet("up", "--detach", "--stagger", "0")
+    sb.fleet("up", "--detach", "--stagger", "0", "--watch", "none")
     subprocess.run(["tmux", "send-keys", "-t", "orchestrator", "exec sleep 300", "Enter"], check=True)
     deadline = time.time() + 10
     while subprocess.run(["tmux", "display-message", "-p", "-t", "orchestrator", "#{pane_current_command}"],

@@ -24,11 +24,12 @@ from .merging import checkpoint, merge, status, sync
 from .sessions import attach, down, ps, resume, up
 from .tasks import plan, task
 from .teleport import teleport
+from .watch import watch
 
 # in this order: the man pages and the shell completion list them so
 ALL: dict[str, click.Command] = {
     "demo": demo, "init": init, "add": add, "rm": rm, "list": list_, "who": who, "zones": zones, "merge": merge,
-    "checkpoint": checkpoint, "status": status, "sync": sync, "set": set_, "run": run, "up": up, "ps": ps,
+    "checkpoint": checkpoint, "status": status, "watch": watch, "sync": sync, "set": set_, "run": run, "up": up, "ps": ps,
     "down": down, "resume": resume, "attach": attach, "plan": plan, "task": task, "teleport": teleport,
     "doctor": doctor, "prune": prune,
 }
@@ -50,3 +51,7 @@ def fleet(ctx: click.Context) -> None:
 
 for _name, _cmd in ALL.items():
     fleet.add_command(_cmd, _name)
+
+
+if __name__ == "__main__":  # (how git fleet-watch runs a command without blocking its screen)
+    fleet(prog_name="git fleet")

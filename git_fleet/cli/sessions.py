@@ -37,8 +37,11 @@ def _sessions(changes: str | None = None) -> Sessions:
               help="Tell the agents' CLIs their worktrees and the fleet's hooks are trusted (as their dialogs would).")
 @click.option("--sandbox/--no-sandbox", "sandboxed", default=None,
               help="Run the agents sandboxed, or not, whatever their and the fleet's `sandbox` keys say.")
+@click.option("--watch", type=click.Choice(["window", "pane", "none"]), default="window", show_default=True,
+              help="Where a new session runs git fleet-watch: at the orchestrator window's shell, in a pane "
+                   "above it, or nowhere.")
 def up(agents: tuple[str, ...], stagger: float | None, layout: str | None, detach: bool, force: bool,
-       trust: bool, sandboxed: bool | None) -> int:
+       trust: bool, sandboxed: bool | None, watch: str) -> int:
     """Start the fleet in tmux: one window (or pane) per agent, plus the orchestrator's.
 
     Creates (or reuses) one tmux session for the repository, with an orchestrator window in the
@@ -49,6 +52,10 @@ def up(agents: tuple[str, ...], stagger: float | None, layout: str | None, detac
     environment (see git fleet-run). Starts are staggered against API rate limits. Agents
     already running are left alone. A command that exits at once is reported, naming the
     agent; the others are not affected.
+
+    A session it makes shows git fleet-watch in the orchestrator window (--watch window, the
+    default: the whole height for the agents' rows at 80x24, and q gives the shell back there);
+    --watch pane puts it above the shell instead, --watch none leaves the shell alone.
 
     Outside tmux it attaches, inside tmux it switches; --detach, or no terminal, does neither.
     tmux's own TMUX_TMPDIR chooses the server, so fleets can be kept apart.
@@ -79,7 +86,7 @@ def up(agents: tuple[str, ...], stagger: float | None, layout: str | None, detac
             hint("answer for every agent at once: git fleet-up --trust (man git-fleet-agents)")
     # on a terminal, each start and each wait as it happens (a stagger of 20 s is long to sit through)
     result = s.up(chosen, s.fleet.config.stagger if stagger is None else stagger, layout,
-                  tell=note if sys.stderr.isatty() else None, sandboxed=sandboxed)
+                  tell=note if sys.stderr.isatty() else None, sandboxed=sandboxed, watch=watch)
     for name in result.running:
         note(f"{name}: already running")
     failure = result.failure()

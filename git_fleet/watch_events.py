@@ -1,0 +1,90 @@
+"""What git fleet-watch listens to, and what each change makes stale in the picture (picture.py):
+
+- the branches (refs/heads/ and packed-refs): "refs";
+- each agent's worktree, its files and its git dir's index and HEAD: "tree:AGENT";
+- the agents' state logs (their CLIs' hooks) and the sessions' record: "sessions";
+- the bus's directories: "bus";
+- .gitfleet.toml: "config" (the fleet is read again).
+
+inotify says so at once; what it cannot watch (no inotify, a tree over the budget) and what has
+no events (tmux's panes) is looked at on timers instead (Sources.due)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import agent_state, notify
+from .config import CONFIG_NAME
+from .picture import BUS, REFS, SESSIONS
+
+if TYPE_CHECKING:
+    from .fleet import Fleet
+
+CONFIG = "config"
+APPEARED = "appeared"  # a directory watched for was made
+PANES_EVERY = 2.0  # seconds between looks at tmux's panes (an agent whose program ended)
+POLL_EVERY = 30.0  # seconds between looks at what inotify does not watch, and at everything
+
+
+class Sources:
+    def __init__(self, fleet: Fleet, budget: int = 50_000):
+        self.events = notify.Events(budget)
+        self.unwatched: set[str] = set()
+        self._missing: list[tuple[Path, str, tuple[str, ...] | None, bool]] = []
+        common = fleet.repo.common_dir
+        self._watch(common / "refs" / "heads", REFS, recursive=True)
+        self._watch(common, REFS, names=("packed-refs",))
+        self._watch(common / "fleet", SESSIONS, names=("sessions.json",))
+        self._watch(fleet.main, CONFIG, names=(CONFIG_NAME,))
+        for agent in fleet.config.agents.values():
+            self._watch(Path(agent_state.directory(str(common), agent.name)), SESSIONS)
+            where = fleet.locate(agent)
+            if where is not None:
+                self._watch(where, f"tree:{agent.name}", recursive=True)
+                admin = fleet.repo.admin_dir(where)
+                if admin is not None:
+                    self._watch(admin, f"tree:{agent.name}", names=("index", "HEAD"))
+        bus = fleet.bus()
+        for d in (bus.tasks, bus.state, bus.results):
+            self._watch(d, BUS, recursive=True)
+        self._last = {SESSIONS: time.monotonic(), notify.EVERYTHING: time.monotonic()}
+
+    def _watch(self, path: Path, key: str, names: tuple[str, ...] | None = None, recursive: bool = False) -> None:
+        """Watch `path`; one not there yet is watched for in its parent, and watched once it is made."""
+        if self.events.add(path, key, names, recursive):
+            return
+        if not path.exists() and path.parent != path and self.events.add(path.parent, APPEARED, (path.name,)):
+            self._missing.append((path, key, names, recursive))
+        else:
+            self.unwatched.add(key)
+
+    def fileno(self) -> int:
+        return self.events.fd
+
+    def changed(self) -> set[str]:
+        """What the events queued now make stale."""
+        keys = self.events.drain() if self.events.fd >= 0 else set()
+        if APPEARED in keys:
+            keys.discard(APPEARED)
+            missing, self._missing = self._missing, []
+            for path, key, names, recursive in missing:
+                self._watch(path, key, names, recursive)
+                keys.add(key)
+        return keys
+
+    def due(self) -> tuple[set[str], float]:
+        """What the timers make stale now, and the seconds until the next timer."""
+        now, stale = time.monotonic(), set()
+        if now - self._last[SESSIONS] >= PANES_EVERY:
+            stale.add(SESSIONS)
+            self._last[SESSIONS] = now
+        if now - self._last[notify.EVERYTHING] >= POLL_EVERY:
+            stale |= {REFS, BUS, SESSIONS, *self.unwatched}
+            self._last[notify.EVERYTHING] = now
+        wait = min(self._last[SESSIONS] + PANES_EVERY, self._last[notify.EVERYTHING] + POLL_EVERY) - now
+        return stale, max(0.05, wait)
+
+    def close(self) -> None:
+        self.events.close()
