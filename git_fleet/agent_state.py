@@ -97,11 +97,30 @@ def _tail(path: str) -> list[bytes]:
     return lines[1:] if size > TAIL else lines  # (the first may be cut)
 
 
+_READ: dict[str, tuple[tuple[int, int, int], dict[str, object] | None]] = {}  # log -> (its stat, what it said)
+
+
 def read(common_dir: str, agent: str) -> dict[str, object] | None:
     """The agent's last reported state: {state, since, tool, message, session, launched_session,
-    launched, refused}; None when its hooks never reported."""
+    launched, refused}; None when its hooks never reported. A log read before is read again only
+    once it changed (appended to, or rotated: its size or file differs), for the watch."""
+    path = os.path.join(directory(common_dir, agent), "events")
+    try:
+        st = os.stat(path)
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = (0, 0, 0)
+    hit = _READ.get(path)
+    if hit is not None and hit[0] == key:
+        return {**hit[1], "refused": count_refused(common_dir, agent)} if hit[1] is not None else None
+    found = _read(path)
+    _READ[path] = (key, found)
+    return {**found, "refused": count_refused(common_dir, agent)} if found is not None else None
+
+
+def _read(path: str) -> dict[str, object] | None:
     events = []
-    for raw in _tail(os.path.join(directory(common_dir, agent), "events")):
+    for raw in _tail(path):
         try:
             event = fastjson.loads(raw) if raw.strip() else None
         except (ValueError, UnicodeDecodeError):
@@ -121,8 +140,7 @@ def read(common_dir: str, agent: str) -> dict[str, object] | None:
     launched = next((e["session"] for e in reversed(events) if e.get("session") and e.get("fleet")), None)
     return {"state": last["state"], "since": since, "message": last.get("message"),
             "tool": last.get("tool") if last.get("event") in BEFORE_TOOL + ASKS else None,
-            "session": session, "launched_session": launched, "launched": bool(events[-1].get("fleet")),
-            "refused": count_refused(common_dir, agent)}
+            "session": session, "launched_session": launched, "launched": bool(events[-1].get("fleet"))}
 
 
 BEFORE_TOOL = ("PreToolUse", "BeforeTool")

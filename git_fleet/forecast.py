@@ -4,17 +4,22 @@ merge order that integrates the most, and each declared checkpoint's readiness."
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import check, lost_journal, merge
+from . import check, durable, lost_journal, merge
 from .gateway import plumbing
 from .gateway.repo import Repo
 
 if TYPE_CHECKING:
     from .fleet import Fleet
+
+FACTS = "facts.json"  # in $GIT_COMMON_DIR/fleet/: the commit facts the last status used
 
 
 @dataclass
@@ -37,15 +42,54 @@ class Memo:
     pairs: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (ours, theirs) -> conflicting paths
     standing: dict[tuple[str, str], tuple[int, int, list[str]]] = field(default_factory=dict)  # (tip, base tip)
     dirty: dict[str, list[str]] = field(default_factory=dict)  # agent -> uncommitted paths
+    asked: set[tuple[str, str]] = field(default_factory=set)  # the keys the last status used
+
+
+    @classmethod
+    def kept(cls, fleet: Fleet) -> Memo:
+        """The facts the last status kept ($GIT_COMMON_DIR/fleet/facts.json): commit facts, true
+        for as long as the commits exist; those that depend on the zones or the union merge kept
+        only while they are the same. Shown to the person, never a gate: a merge computes its own."""
+        memo = cls()
+        try:
+            data = json.loads((fleet.repo.common_dir / "fleet" / FACTS).read_bytes())
+            if data.get("version") == 1 and data.get("union") == list(fleet.config.union):
+                memo.pairs = {(str(a), str(b)): [str(p) for p in paths] for a, b, paths in data["pairs"]}
+                if data.get("zones") == _zones_key(fleet):
+                    memo.standing = {(str(t), str(b)): (int(x), int(y), [str(p) for p in out])
+                                     for t, b, x, y, out in data["standing"]}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return cls()  # (none yet, or not readable: computed again)
+        return memo
+
+    def keep(self, fleet: Fleet, used: Memo) -> None:
+        """Keep the facts `used` this time, if they differ from what was kept (self)."""
+        if used.pairs == self.pairs and used.standing == self.standing:
+            return
+        data = {"version": 1, "union": list(fleet.config.union), "zones": _zones_key(fleet),
+                "pairs": [[a, b, p] for (a, b), p in used.pairs.items()],
+                "standing": [[t, b, *v] for (t, b), v in used.standing.items()]}
+        with contextlib.suppress(OSError):  # (a repository this user cannot write, a sandbox's view: computed again)
+            durable.replace(fleet.repo.common_dir / "fleet" / FACTS, json.dumps(data))
+
+
+def _zones_key(fleet: Fleet) -> str:
+    """What the facts about zones depend on: the fleet's configuration, and the repository's (the
+    hooks' path is protected), as the zone cache is keyed."""
+    try:
+        git_config = (fleet.repo.common_dir / "config").read_bytes()
+    except OSError:
+        git_config = b""
+    return hashlib.sha256(fleet.text.encode() + b"\0" + git_config).hexdigest()
 
 
 def forecast(repo: Repo, base: str, tips: dict[str, str], union: tuple[str, ...] = (),
-             memo: Memo | None = None) -> Forecast:
+             memo: Memo | None = None, base_tip: str | None = None) -> Forecast:
     """Every agent against the base and every pair of agents against each other, in memory,
     in one `git merge-tree --stdin` process (only the pairs `memo` does not know); then the
     largest conflict-free set, in order."""
     memo = memo if memo is not None else Memo()
-    base_tip = repo.branch_tip(base)
+    base_tip = base_tip or repo.branch_tip(base)
     names = list(tips)
     pairs: list[tuple[str, str]] = []
     labels: list[tuple[str, str]] = []
@@ -60,6 +104,7 @@ def forecast(repo: Repo, base: str, tips: dict[str, str], union: tuple[str, ...]
     new = list(dict.fromkeys(p for p in pairs if p not in memo.pairs))
     for pair, r in zip(new, repo.merge_trees(new, union), strict=True):
         memo.pairs[pair] = [] if r.clean else list(r.conflicts)
+    memo.asked.update(pairs)
     conflicts = [(a, b, memo.pairs[pair]) for (a, b), pair in zip(labels, pairs, strict=True) if memo.pairs[pair]]
     against_base = {a for a, b, _ in conflicts if b == base}
     edges = {(a, b) for a, b, _ in conflicts if b != base}
@@ -75,8 +120,16 @@ def forecast(repo: Repo, base: str, tips: dict[str, str], union: tuple[str, ...]
 
 def status(fleet: Fleet, memo: Memo | None = None) -> dict[str, Any]:
     """One row per agent (ahead, behind, dirty, out of zone, last commit) and the forecast; what
-    `memo` knows is not computed again, and what is computed is kept there."""
-    memo = memo if memo is not None else Memo()
+    `memo` knows is not computed again, and what is computed is kept there. Without a memo, the
+    commit facts the last status kept are used, and what this one used is kept (Memo.kept)."""
+    if memo is None:
+        kept = Memo.kept(fleet)
+        used = Memo(pairs=dict(kept.pairs), standing=dict(kept.standing))
+        found = status(fleet, used)
+        used.pairs = {k: v for k, v in used.pairs.items() if k in used.asked}
+        used.standing = {k: v for k, v in used.standing.items() if k in used.asked}
+        kept.keep(fleet, used)
+        return found
     cfg = fleet.config
     compiled = check.compile_config(str(fleet.repo.common_dir), str(fleet.main), cfg)
     all_tips = fleet.repo.branch_tips()
@@ -104,6 +157,7 @@ def status(fleet: Fleet, memo: Memo | None = None) -> dict[str, Any]:
         if tip is not None:
             row["last_commit"] = all_tips[a.branch][1]
             if base_tip is not None:
+                memo.asked.add((tip, base_tip))
                 row["ahead"], row["behind"], out = memo.standing[(tip, base_tip)]
                 row["out_of_zone"] = list(out)
             if row["ahead"]:
@@ -114,7 +168,7 @@ def status(fleet: Fleet, memo: Memo | None = None) -> dict[str, Any]:
             zone = compiled.agents[a.name]
             row["out_of_zone"] += sorted(p for p in dirty if not zone.owns(p) or compiled.is_protected(p))
         rows.append(row)
-    fc = forecast(fleet.repo, cfg.base, tips, cfg.union, memo)
+    fc = forecast(fleet.repo, cfg.base, tips, cfg.union, memo, base_tip)
     return {"base": cfg.base, "agents": rows, **fc.as_dict()}
 
 
