@@ -172,9 +172,11 @@ def status(fleet: Fleet, memo: Memo | None = None) -> dict[str, Any]:
     return {"base": cfg.base, "agents": rows, **fc.as_dict()}
 
 
-def checkpoints(fleet: Fleet) -> list[dict[str, Any]]:
-    """Each checkpoint with its agents' readiness: ahead, dirty, out of zone, would conflict.
-    Refused while the journal of an interrupted move cannot be read: readiness would be a guess."""
+def checkpoints(fleet: Fleet, dirty: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+    """Each checkpoint with its agents' readiness: ahead, dirty, out of zone, would conflict;
+    `dirty` gives the uncommitted paths already known. Refused while the journal of an interrupted
+    move cannot be read: readiness would be a guess."""
+    dirty = dirty or {}
     lost_journal.refuse_unreadable(fleet.repo, fleet.config.base)
     rows = []
     for cp in fleet.config.checkpoints.values():
@@ -185,13 +187,15 @@ def checkpoints(fleet: Fleet) -> list[dict[str, Any]]:
             a = fleet.config.agents[name]
             s = steps.get(name)
             where = fleet.locate(a)
-            dirty = len(fleet.repo.dirty_paths(where)) if where is not None and where.is_dir() else None
-            agents.append({"agent": name, "ahead": s.ahead if s else 0, "dirty": dirty,
+            uncommitted = (len(dirty[name]) if name in dirty else len(fleet.repo.dirty_paths(where))) \
+                if where is not None and where.is_dir() else None
+            agents.append({"agent": name, "ahead": s.ahead if s else 0, "dirty": uncommitted,
                            "out_of_zone": [v.path for v in s.violations] if s else [],
                            "conflicts": list(s.conflicts) if s else []})
         # one answer with `git fleet-merge --checkpoint` (-n or not): the same batch says it
         state = ("blocked" if not p.ok else "ready" if p.new else "merged" if p.rounds else "nothing new")
         rows.append({"checkpoint": cp.name, "state": state, "test": cp.test, "agents": agents,
-                     "rounds": p.rounds, "tag": cp.tag(p.rounds) if p.rounds else None})
+                     "rounds": p.rounds, "tag": cp.tag(p.rounds) if p.rounds else None,
+                     "blocked_worktrees": dict(p.blocked)})
     return rows
 

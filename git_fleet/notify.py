@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import select
 import struct
@@ -69,7 +70,20 @@ class Watcher:
 
 
 _IN_ATTRIB, _IN_ISDIR, _IN_Q_OVERFLOW, _IN_IGNORED = 0x00000004, 0x40000000, 0x00004000, 0x00008000
-_IN_CREATE = 0x00000100
+_IN_CREATE, _IN_MOVED_TO = 0x00000100, 0x00000080
+# directories a worktree's watch skips: git's own, and what projects ignore and tools churn (a
+# change there changes no status), so that a watch leaves the user's inotify watches to others
+SKIPPED = frozenset({b".git", b"node_modules", b"__pycache__", b".venv", b".mypy_cache", b".pytest_cache",
+                     b".ruff_cache", b".tox"})
+
+
+def _user_watches() -> int:
+    """The user's inotify watches (fs.inotify.max_user_watches; 8192 on older kernels)."""
+    try:
+        with open("/proc/sys/fs/inotify/max_user_watches") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 8192
 _EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
 EVERYTHING = "*"  # the key read() returns when events were lost (the queue overflowed)
 
@@ -80,35 +94,40 @@ class Events:
     then. `budget` caps the watches (a directory each), far below the user's inotify limit."""
 
     def __init__(self, budget: int = 50_000):
-        self.fd, self.budget = -1, budget
+        self.fd, self.budget = -1, min(budget, _user_watches() // 4)
         self._libc = _libc()
-        self._keys: dict[int, list[tuple[str, frozenset[str] | None, bool]]] = {}  # wd -> (key, names, recursive)
+        # wd -> (key, the names wanted (None: all), what a recursive watch skips (None: not recursive))
+        self._keys: dict[int, list[tuple[str, frozenset[str] | None, frozenset[bytes] | None]]] = {}
         self._paths: dict[int, str] = {}
+        self.failed: set[str] = set()  # keys a directory of which could not be watched when it came
         if self._libc is not None:
             self.fd = self._libc.inotify_init1(_IN_NONBLOCK_CLOEXEC)
 
-    def add(self, path: Path, key: str, names: Iterable[str] | None = None, recursive: bool = False) -> bool:
-        """Watch directory `path` (and, `recursive`, every directory beneath it but .git, also those
-        made later) for changes to any file, or only to the `names` given. False if it cannot be
-        watched (no inotify, gone, or over the budget): the caller looks at it on a timer."""
-        if self.fd < 0:
+    def add(self, path: Path, key: str, names: Iterable[str] | None = None, recursive: bool = False,
+            skip: frozenset[bytes] = SKIPPED) -> bool:
+        """Watch directory `path` (and, `recursive`, every directory beneath it, also those made or
+        moved in later, but those named in `skip`) for changes to any file, or only to the `names`
+        given. False if it cannot be watched whole (no inotify, gone, out of watches, over the
+        budget): the caller then looks at it on a timer."""
+        if self.fd < 0 or self._libc is None:
             return False
         todo, wanted = [os.fsencode(path)], frozenset(names) if names is not None else None
         while todo:
             d = todo.pop()
-            if len(self._keys) >= self.budget:
+            if len(self._paths) >= self.budget:
                 return False
-            wd = self._libc.inotify_add_watch(self.fd, d, _IN_EVENTS | _IN_ATTRIB) if self._libc else -1
+            wd = self._libc.inotify_add_watch(self.fd, d, _IN_EVENTS | _IN_ATTRIB)
             if wd < 0:
-                if d == os.fsencode(path):
-                    return False
+                if d == os.fsencode(path) or ctypes.get_errno() == errno.ENOSPC:
+                    return False  # (out of the user's watches: a part unwatched is no watch)
                 continue  # (a directory gone meanwhile, or one this user cannot read)
-            self._keys.setdefault(wd, []).append((key, wanted, recursive))
+            if (key, wanted, skip if recursive else None) not in self._keys.setdefault(wd, []):
+                self._keys[wd].append((key, wanted, skip if recursive else None))
             self._paths[wd] = os.fsdecode(d)
             if recursive:
                 try:
                     with os.scandir(d) as it:
-                        todo += [e.path for e in it if e.is_dir(follow_symlinks=False) and e.name != b".git"]
+                        todo += [e.path for e in it if e.is_dir(follow_symlinks=False) and e.name not in skip]
                 except OSError:
                     pass
         return True
@@ -141,12 +160,15 @@ class Events:
                     continue
                 if mask & _IN_IGNORED:
                     del self._keys[wd]
+                    self._paths.pop(wd, None)
                     continue
-                for key, names, recursive in list(self._keys[wd]):
+                for key, names, skip in list(self._keys[wd]):
                     if names is None or name in names:
                         keys.add(key)
-                    if recursive and mask & _IN_ISDIR and mask & _IN_CREATE and name != ".git":
-                        self.add(Path(self._paths[wd], name), key, recursive=True)
+                    if skip is not None and mask & _IN_ISDIR and mask & (_IN_CREATE | _IN_MOVED_TO) \
+                            and os.fsencode(name) not in skip \
+                            and not self.add(Path(self._paths[wd], name), key, recursive=True, skip=skip):
+                        self.failed.add(key)  # (a directory that cannot be watched: its key on a timer)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from .fleet import Fleet
 
 NEEDS_YOU = "needs you"
-SESSIONS, REFS, BUS = "sessions", "refs", "bus"  # what a refresh may be told is stale, with "tree:AGENT"
+# what a refresh may be told is stale, with "tree:AGENT"; READINESS: what no event tells (the main
+# worktree's own changes, tags), looked at again on the watch's slow timer
+SESSIONS, REFS, BUS, READINESS = "sessions", "refs", "bus", "readiness"
 
 
 class Picture:
@@ -49,6 +51,8 @@ class Picture:
             self._status = forecast.status(self.fleet, self.memo)
         if every or BUS in stale:
             self._read_bus()
+        if every or READINESS in stale:
+            self._checkpoints = {}
         return self._gather()
 
     def _read_bus(self) -> None:
@@ -80,14 +84,14 @@ class Picture:
                *(f"{a.name}={tips.get(a.branch, ('', 0))[0]}" for a in cfg.agents.values()))
         if key not in self._checkpoints:
             try:
-                self._checkpoints = {key: forecast.checkpoints(self.fleet)}
+                self._checkpoints = {key: forecast.checkpoints(self.fleet, self.memo.dirty)}
             except FleetError as e:
                 return [{"checkpoint": None, "state": "unknown", "why": e.message, "agents": []}]
         rows = []
         for cp in self._checkpoints[key]:
             agents = [{**a, "dirty": len(self.memo.dirty[a["agent"]]) if a["agent"] in self.memo.dirty
                        else a["dirty"]} for a in cp["agents"]]
-            rows.append({**cp, "agents": agents, "why": why(cp["state"], agents)})
+            rows.append({**cp, "agents": agents, "why": why(cp["state"], agents, cp["blocked_worktrees"])})
         return rows
 
     def _bus_counts(self) -> dict[str, Any]:
@@ -99,9 +103,9 @@ class Picture:
         return {**counts, "lapsed": lapsed, "error": self._bus_error}
 
 
-def why(state: str, agents: list[dict[str, Any]]) -> str:
+def why(state: str, agents: list[dict[str, Any]], worktrees: dict[str, str] | None = None) -> str:
     """Why a checkpoint is as it is, in a line: what blocks it, or what a merge would leave out."""
-    reasons = []
+    reasons = [f"{where}: {what}" for where, what in (worktrees or {}).items()]
     for a in agents:
         if a["conflicts"]:
             reasons.append(f"{a['agent']} would conflict in {', '.join(a['conflicts'])}")

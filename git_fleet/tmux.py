@@ -42,8 +42,8 @@ def new_session(name: str, window: str, cwd: str) -> None:
 
 def panes(session: str) -> dict[str, dict[str, Any]]:
     """Agents' panes by agent: pane id, window, whether it is dead, its exit status, directory."""
-    if not has_session(session):
-        return {}
+    if shutil.which("tmux") is None or not has_session(session):
+        return {}  # (no tmux, no panes: agents run by hand still report through their hooks)
     fmt = "\t".join(["#{@fleet-agent}", "#{pane_id}", "#{window_id}", "#{window_name}", "#{pane_dead}",
                      "#{pane_dead_status}", "#{pane_current_path}", "#{pane_pid}"])
     out = _tmux(["list-panes", "-s", "-t", f"={session}", "-F", fmt]).stdout
@@ -107,14 +107,25 @@ def only_idle_shells(session: str) -> bool:
 
 def watching(mark: str) -> bool:
     """Whether the pane marked `mark` (@fleet-watch: the pid of the watch in it, or when it was
-    started there, for its first seconds) still shows it."""
+    started there, for its first seconds) shows it now: that process runs a watch, in the
+    foreground of its terminal, not stopped (a watch suspended with Ctrl-Z leaves the pane to
+    whatever the person runs next)."""
     if mark.startswith("starting "):
-        return time.time() - float(mark.split()[1]) < 10
+        try:
+            return time.time() - float(mark.split()[1]) < 10
+        except ValueError:
+            return False
     try:
-        with open(f"/proc/{int(mark)}/cmdline", "rb") as f:
-            return b"fleet-watch" in f.read()
+        pid = int(mark)
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            words = f.read().split(b"\0")
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
     except (ValueError, OSError):
         return False
+    # state, ppid, pgrp, session, tty, tpgid: the foreground group of its terminal is its own
+    return (any(w.endswith(b"fleet-watch") for w in words) or b"watch" in words[2:]) \
+        and fields[0] not in (b"T", b"t") and fields[2] == fields[5]
 
 
 def mark_watch(pid: int | None) -> None:
@@ -166,5 +177,6 @@ def attach(session: str, pane: str | None = None) -> None:
 
 
 def display_message(text: str) -> None:
-    """Show `text` on tmux's message line of the client this process runs under (inside tmux)."""
-    _tmux(["display-message", "-d", "4000", text], check=False)
+    """Show `text` on tmux's message line of the client this process runs under (inside tmux),
+    as text: tmux reads a message as a format, and #(...) in one would run a command."""
+    _tmux(["display-message", "-d", "4000", text.replace("#", "##")], check=False)

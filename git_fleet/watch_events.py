@@ -11,18 +11,23 @@ no events (tmux's panes) is looked at on timers instead (Sources.due)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import agent_state, notify
 from .config import CONFIG_NAME
-from .picture import BUS, REFS, SESSIONS
+from .picture import BUS, READINESS, REFS, SESSIONS
 
 if TYPE_CHECKING:
     from .fleet import Fleet
 
 CONFIG = "config"
+# what a worktree's watch skips: the fleet's own ignored directory (briefs rewritten at every task
+# added), and what notify skips anyway (node_modules and the like: no status changes there)
+SKIPPED = notify.SKIPPED | {b".fleet"}
 APPEARED = "appeared"  # a directory watched for was made
 PANES_EVERY = 2.0  # seconds between looks at tmux's panes (an agent whose program ended)
 POLL_EVERY = 30.0  # seconds between looks at what inotify does not watch, and at everything
@@ -38,6 +43,8 @@ class Sources:
         self._watch(common, REFS, names=("packed-refs",))
         self._watch(common / "fleet", SESSIONS, names=("sessions.json",))
         self._watch(fleet.main, CONFIG, names=(CONFIG_NAME,))
+        with contextlib.suppress(OSError):  # (where each agent's state directory appears, to be watched)
+            os.makedirs(Path(agent_state.directory(str(common), "x")).parent, exist_ok=True)
         for agent in fleet.config.agents.values():
             self._watch(Path(agent_state.directory(str(common), agent.name)), SESSIONS)
             where = fleet.locate(agent)
@@ -53,7 +60,7 @@ class Sources:
 
     def _watch(self, path: Path, key: str, names: tuple[str, ...] | None = None, recursive: bool = False) -> None:
         """Watch `path`; one not there yet is watched for in its parent, and watched once it is made."""
-        if self.events.add(path, key, names, recursive):
+        if self.events.add(path, key, names, recursive, SKIPPED):
             return
         if not path.exists() and path.parent != path and self.events.add(path.parent, APPEARED, (path.name,)):
             self._missing.append((path, key, names, recursive))
@@ -66,6 +73,7 @@ class Sources:
     def changed(self) -> set[str]:
         """What the events queued now make stale."""
         keys = self.events.drain() if self.events.fd >= 0 else set()
+        self.unwatched |= self.events.failed
         if APPEARED in keys:
             keys.discard(APPEARED)
             missing, self._missing = self._missing, []
@@ -81,7 +89,7 @@ class Sources:
             stale.add(SESSIONS)
             self._last[SESSIONS] = now
         if now - self._last[notify.EVERYTHING] >= POLL_EVERY:
-            stale |= {REFS, BUS, SESSIONS, *self.unwatched}
+            stale |= {REFS, BUS, SESSIONS, READINESS, *self.unwatched}
             self._last[notify.EVERYTHING] = now
         wait = min(self._last[SESSIONS] + PANES_EVERY, self._last[notify.EVERYTHING] + POLL_EVERY) - now
         return stale, max(0.05, wait)

@@ -52,6 +52,3 @@ def fleet(ctx: click.Context) -> None:
 for _name, _cmd in ALL.items():
     fleet.add_command(_cmd, _name)
 
-
-if __name__ == "__main__":  # (how git fleet-watch runs a command without blocking its screen)
-    fleet(prog_name="git fleet")

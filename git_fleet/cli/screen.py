@@ -18,11 +18,14 @@ import os
 import select
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FleetError
 from ..fleet import Fleet
+from ..notify import EVERYTHING
 from ..picture import Picture, needing
 from ..sessions import Sessions
 from ..watch_events import CONFIG, Sources
@@ -31,12 +34,41 @@ from .watch import render
 if TYPE_CHECKING:
     from _curses import window
 
+PACKAGE = Path(__file__).resolve().parent.parent.parent  # the directory git_fleet is imported from
 DEBOUNCE = 0.15  # seconds to gather a burst of events (an agent writing many files) into one refresh
 AGES_EVERY = 5.0  # seconds between redraws for the ages alone
 KEYS = ["up/down, k/j  move between agents", "Enter         go to the agent's tmux pane",
         "m             merge the checkpoint that is ready", "s             sync: the base into the agents' branches",
         "r             look at everything again", "?             these keys", "q             quit"]
 HINT = "↑↓ agent  Enter go  m merge  s sync  r refresh  ? keys  q quit"
+
+
+def styles() -> dict[str, int]:
+    """Each style of watch.render's lines as curses attributes: colour where the terminal has it
+    and NO_COLOR is not set (non-empty), bold and reverse video always."""
+    found = {"head": curses.A_BOLD, "title": curses.A_BOLD, "needs": curses.A_BOLD, "selected": curses.A_REVERSE,
+             "warn": 0, "zone": 0, "ready": curses.A_BOLD, "": 0}
+    if curses.has_colors() and not os.environ.get("NO_COLOR"):
+        curses.start_color()
+        try:
+            curses.use_default_colors()
+            background = -1
+        except curses.error:  # (a terminal without default colours)
+            background = curses.COLOR_BLACK
+        for n, (style, colour) in enumerate((("needs", curses.COLOR_RED), ("warn", curses.COLOR_YELLOW),
+                                             ("zone", curses.COLOR_MAGENTA), ("ready", curses.COLOR_GREEN)), 1):
+            curses.init_pair(n, colour, background)
+            found[style] |= curses.color_pair(n)
+    return found
+
+
+def put(scr: window, y: int, text: str, width: int, attr: int) -> None:
+    with contextlib.suppress(curses.error):  # (the terminal shrank under us: the next draw fits)
+        scr.addnstr(y, 0, text, max(0, width - 1), attr)
+
+
+class CannotDraw(Exception):
+    """curses cannot drive this terminal."""
 
 
 class Screen:
@@ -52,7 +84,12 @@ class Screen:
         self.styles: dict[str, int] = {}
 
     def run(self) -> int:
-        return int(curses.wrapper(self._main))
+        """The live screen until q; where curses cannot drive the terminal (a TERM it has no entry
+        for), the picture once, as --once prints it, with a warning."""
+        try:
+            return int(curses.wrapper(self._main))
+        except curses.error as e:
+            raise CannotDraw(str(e)) from None
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -71,17 +108,20 @@ class Screen:
                     self._refresh(stale)
                     continue
                 fds = [sys.stdin.fileno()] + ([sources.fileno()] if sources.fileno() >= 0 else [])
-                if self.action is not None:
-                    fds.append(self.action.fileno())
+                pidfd = self.action.fileno() if self.action is not None else None
+                if pidfd is not None:
+                    fds.append(pidfd)
+                elif self.action is not None:
+                    wait = min(wait, Running.POLL)
                 ready, _, _ = select.select(fds, [], [], min(wait, max(0.0, drawn + AGES_EVERY - time.monotonic())))
                 if sys.stdin.fileno() in ready and self._keys(scr) == "quit":
                     return 0
-                if self.action is not None and self.action.fileno() in ready:
+                if self.action is not None:
                     self._action_output()
                 if sources.fileno() in ready:
                     time.sleep(DEBOUNCE)
                     changed = sources.changed()
-                    if CONFIG in changed:
+                    if CONFIG in changed or EVERYTHING in changed:
                         sources = self._reload(sources)
                         changed = set()  # (everything is read again: a new picture)
                         self._refresh(None)
@@ -92,18 +132,11 @@ class Screen:
             Sessions(self.fleet).watching(False)
 
     def _setup(self, scr: window) -> None:
-        curses.curs_set(0)
+        with contextlib.suppress(curses.error):  # (a terminal that cannot hide its cursor: vt100, dumb)
+            curses.curs_set(0)
         scr.keypad(True)
         scr.nodelay(True)
-        self.styles = {"head": curses.A_BOLD, "title": curses.A_BOLD, "needs": curses.A_BOLD,
-                       "selected": curses.A_REVERSE, "warn": 0, "zone": 0, "ready": curses.A_BOLD, "": 0}
-        if curses.has_colors() and not os.environ.get("NO_COLOR"):
-            curses.start_color()
-            curses.use_default_colors()
-            for n, (style, colour) in enumerate((("needs", curses.COLOR_RED), ("warn", curses.COLOR_YELLOW),
-                                                 ("zone", curses.COLOR_MAGENTA), ("ready", curses.COLOR_GREEN)), 1):
-                curses.init_pair(n, colour, -1)
-                self.styles[style] |= curses.color_pair(n)
+        self.styles = styles()
 
     def _reload(self, sources: Sources) -> Sources:
         """The fleet read again after .gitfleet.toml changed (agents added or removed)."""
@@ -114,6 +147,8 @@ class Screen:
             return sources
         sources.close()
         self.fleet, self.picture = fleet, Picture(fleet)
+        if self.message.startswith("error: "):
+            self.message = ""  # (the configuration that said so is mended)
         return Sources(fleet)
 
     def _refresh(self, stale: set[str] | None) -> None:
@@ -158,9 +193,9 @@ class Screen:
         if len(lines) > room:
             lines = lines[: room - 1] + [(f"… {len(lines) - room + 1} more lines: a taller terminal shows them", "")]
         for y, (line, line_style) in enumerate(lines):
-            self._put(scr, y, line, width, self.styles.get(line_style, 0))
+            put(scr, y, line, width, self.styles.get(line_style, 0))
         for y, line in enumerate(bottom, room):
-            self._put(scr, y, line, width, self.styles.get(style, 0))
+            put(scr, y, line, width, self.styles.get(style, 0))
         scr.refresh()
 
     def _bottom(self) -> tuple[str, str]:
@@ -170,14 +205,9 @@ class Screen:
                 return (f"{what} which? " + "  ".join(f"{i}) {n}" for i, n in enumerate(offered, 1))
                         + "  (a number, Esc: no)", "needs")
             return f"{what} {offered[0]}? y/N" if offered else f"{what}? y/N", "needs"
-        if self.action is not None:
+        if self.action is not None and not self.quit_asked:
             return f"{self.action.label} … (the screen goes on; q leaves it running)", "ready"
         return (self.message, self.message_style) if self.message else (HINT, "")
-
-    @staticmethod
-    def _put(scr: window, y: int, text: str, width: int, attr: int) -> None:
-        with contextlib.suppress(curses.error):  # (the terminal shrank under us: the next draw fits)
-            scr.addnstr(y, 0, text, max(0, width - 1), attr)
 
     # -- keys --------------------------------------------------------------------------------------
 
@@ -290,31 +320,39 @@ class Screen:
 
 
 class Running:
-    """A fleet command started from the screen, in a process of its own, its output gathered."""
+    """A fleet command started from the screen, in a process of its own (its own session: a q or a
+    closed terminal does not stop it), writing to a file of its own, never a pipe that could close
+    under it; its end is seen through a pidfd (or, where there is none, every POLL seconds)."""
+
+    POLL = 0.2
 
     def __init__(self, label: str, args: list[str], cwd: str):
-        self.label, self.out = label, bytearray()
-        self.proc = subprocess.Popen([sys.executable, "-m", "git_fleet.cli.commands", *args], cwd=cwd,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "NO_COLOR": "1"}, start_new_session=True)
-        assert self.proc.stdout is not None
-        self.pipe = self.proc.stdout
-        os.set_blocking(self.pipe.fileno(), False)
+        self.label = label
+        self.out = tempfile.TemporaryFile()  # noqa: SIM115 - (closed in read(), when the command ended)
+        # -I: neither the main worktree (the cwd) nor PYTHON* variables choose the code that runs;
+        # the package is this one, wherever it is installed
+        code = f"import sys; sys.path.insert(0, {str(PACKAGE)!r}); from git_fleet.cli.commands import fleet; " \
+               "fleet(prog_name='git fleet')"
+        self.proc = subprocess.Popen([sys.executable, "-I", "-c", code, *args], cwd=cwd, stdin=subprocess.DEVNULL,
+                                     stdout=self.out, stderr=subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"},
+                                     start_new_session=True)
+        try:
+            self.pidfd: int | None = os.pidfd_open(self.proc.pid)
+        except (AttributeError, OSError):
+            self.pidfd = None
 
-    def fileno(self) -> int:
-        return self.pipe.fileno()
+    def fileno(self) -> int | None:
+        return self.pidfd
 
     def read(self) -> tuple[int, str] | None:
         """(exit status, what it said: its errors, else its last lines) once it ended; None before."""
-        try:
-            chunk = os.read(self.pipe.fileno(), 65536)
-        except BlockingIOError:
+        code = self.proc.poll()
+        if code is None:
             return None
-        if chunk:
-            self.out += chunk
-            return None
-        code = self.proc.wait()
-        self.pipe.close()
-        lines = [line for line in self.out.decode("utf-8", "replace").splitlines() if line.strip()]
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+        self.out.seek(0)
+        lines = [line for line in self.out.read().decode("utf-8", "replace").splitlines() if line.strip()]
+        self.out.close()
         errors = [line for line in lines if line.startswith(("error:", "hint:"))]
         return code, " ".join(errors if code != 0 and errors else lines[-2:])

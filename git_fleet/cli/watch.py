@@ -11,7 +11,7 @@ import click
 
 from ..errors import UsageError
 from ..picture import NEEDS_YOU, Picture
-from . import command, print_json
+from . import command, print_json, warn
 from .output import load
 
 NOTIFY = ("bell", "tmux", "off")
@@ -65,9 +65,15 @@ def watch(once: bool, as_json: bool, notify: str) -> int:
         for text, _style in render(picture.refresh(), width=_width(), now=time.time()):
             click.echo(text.rstrip())
         return 0
-    from .screen import Screen  # (curses: only the live screen needs it)
+    from .screen import CannotDraw, Screen  # (curses: only the live screen needs it)
 
-    return Screen(fleet, picture, notify).run()
+    try:
+        return Screen(fleet, picture, notify).run()
+    except CannotDraw as e:
+        warn(f"no live screen on this terminal (TERM={os.environ.get('TERM', '')}: {e}); the picture once:")
+        for text, _style in render(picture.refresh(), width=_width(), now=time.time()):
+            click.echo(text.rstrip())
+        return 0
 
 
 def _width() -> int:
@@ -119,7 +125,12 @@ def render(picture: dict[str, Any], width: int, now: float, selected: str | None
     if not picture["checkpoints"]:
         lines.append(("  none declared (git fleet-checkpoint add NAME --agent A ...)", ""))
     lines += [("", ""), (_bus_line(picture["bus"]), "warn" if picture["bus"]["lapsed"] else "")]
-    return [(text[:width], style) for text, style in lines]
+    return [(printable(text)[:width], style) for text, style in lines]
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (an agent's message may carry escape sequences) shown as '?'."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def state_of(row: dict[str, Any]) -> str:
