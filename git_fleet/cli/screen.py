@@ -72,11 +72,12 @@ class CannotDraw(Exception):
 
 
 class Screen:
-    def __init__(self, fleet: Fleet, picture: Picture, notify: str):
+    def __init__(self, fleet: Fleet, picture: Picture, notify: str, told: list[str] | None = None):
         self.fleet, self.picture, self.notify = fleet, picture, notify
         self.data: dict[str, Any] = {}
         self.selected: str | None = None
-        self.message, self.message_style = "", ""
+        # (what opening the fleet recovered, or found in progress: a merge a killed process left)
+        self.message, self.message_style = "; ".join(told or []), "warn" if told else ""
         self.asking: tuple[str, list[str]] | None = None  # (what, the checkpoints offered) while a question is open
         self.help = False
         self.action: Running | None = None

@@ -10,9 +10,9 @@ from typing import Any
 import click
 
 from ..errors import UsageError
+from ..fleet import Fleet
 from ..picture import NEEDS_YOU, Picture
 from . import command, print_json, warn
-from .output import load
 
 NOTIFY = ("bell", "tmux", "off")
 
@@ -56,7 +56,11 @@ def watch(once: bool, as_json: bool, notify: str) -> int:
     """
     if once and as_json:
         raise UsageError("--once and --json both print the picture once", "give one of them")
-    fleet = load()
+    fleet = Fleet.here()  # (what its opening recovered, or found in progress, is said on the screen)
+    recovered, fleet.recovered = fleet.recovered, []
+    if as_json or once or not sys.stdout.isatty() or not sys.stdin.isatty():
+        for line in recovered:
+            warn(line)
     picture = Picture(fleet)
     if as_json:
         print_json(picture.refresh())
@@ -68,7 +72,7 @@ def watch(once: bool, as_json: bool, notify: str) -> int:
     from .screen import CannotDraw, Screen  # (curses: only the live screen needs it)
 
     try:
-        return Screen(fleet, picture, notify).run()
+        return Screen(fleet, picture, notify, recovered).run()
     except CannotDraw as e:
         warn(f"no live screen on this terminal (TERM={os.environ.get('TERM', '')}: {e}); the picture once:")
         for text, _style in render(picture.refresh(), width=_width(), now=time.time()):
