@@ -127,9 +127,53 @@ def _written(path: str, data: str | bytes, mode: int) -> tuple[int, str]:
     return fd, tmp
 
 
+def _unnamed(path: str, data: str | bytes, mode: int) -> int | None:
+    """A file with no name yet (O_TMPFILE) in `path`'s directory holding `data` with `mode`,
+    fsynced; None where the file system or the system has none."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        fd = os.open(os.path.dirname(path) or ".", flag | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None  # (a file system without it: the named way)
+    try:
+        _write_all(fd, data.encode("utf-8") if isinstance(data, str) else data)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _link_new(path: str, data: str | bytes, mode: int, before: Callable[[int], None] | None = None) -> int | None:
-    """The exclusive create: the temporary file's descriptor once it is linked at `path` (`before`
-    called on it first), the temporary name gone and the directory fsynced; None if `path` exists."""
+    """The exclusive create: the new file's descriptor once it is linked at `path` (`before`
+    called on it first) and the directory fsynced; None if `path` exists. Made with no name
+    (O_TMPFILE) where it can be, so that linking it at `path` is the last change of its inode:
+    its ctime says when its name appeared, and stays (the bus orders its records so)."""
+    fd = _unnamed(path, data, mode)
+    if fd is not None:
+        try:
+            if before is not None:
+                before(fd)
+            # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N: how a file with no name gets one
+            procfd = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.link(str(fd), path, src_dir_fd=procfd, follow_symlinks=True)
+            finally:
+                os.close(procfd)
+        except FileExistsError:
+            os.close(fd)
+            return None
+        except OSError:
+            os.close(fd)  # (a system that will not link it: the named way, below)
+        except BaseException:
+            os.close(fd)
+            raise
+        else:
+            _sync_dir(path)
+            return fd
     fd, tmp = _written(path, data, mode)
     try:
         if before is not None:

@@ -29,7 +29,8 @@ def finish(bus: Store, tid: int, agent: str, body: str, *, failed: bool = False)
         meta = {"task": task.name, "title": task.title, "status": status, "agent": agent,
                 "attempt": task.attempt, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         bus.ensure()
-        if not _end(bus, task, agent, status, render(meta, body)):
+        done = _end(bus, task, agent, status, render(meta, body))
+        if done is None:
             ended = bus.get(tid)
             if ended.status == "cancelled":
                 holding(bus, tid, agent)  # (says so, with the reason)
@@ -45,19 +46,22 @@ def finish(bus: Store, tid: int, agent: str, body: str, *, failed: bool = False)
             e.hint = "\n".join([*(e.hint.split("\n") if e.hint else []),
                                 f"nothing is lost: this result is kept at {kept}"])
         raise
-    return bus.get(tid)
+    return done
 
 
-def _end(bus: Store, task: Task, agent: str, status: str, text: str) -> bool:
-    """End the attempt `agent` holds: the result in its own results/agents/A/, then an end (an
-    attempt of its own, slots.py) in tasks/.state/; whether it is the first end that counts. A
-    link results/task-N-result.md to the result is made for people where the name is free."""
+def _end(bus: Store, task: Task, agent: str, status: str, text: str) -> Task | None:
+    """End the attempt `agent` holds (`task`, as just read): the result in its own
+    results/agents/A/, then an end (an attempt of its own, slots.py) in tasks/.state/; the task
+    ended, if this is the first end that counts, else None. A link results/task-N-result.md to
+    the result is made for people where the name is free."""
     result = bus.own(agent, results=True) / f"{task.name}-result.md"
     slots.create_own(result, text)
-    for _ in range(20):
-        now = bus.get(task.id)
+    now = task
+    for tries in range(20):
+        if tries:
+            now = bus.get(task.id)  # (a number taken meanwhile: as it is now)
         if now.result is not None or now.claimed_by != agent or now.attempt != task.attempt:
-            return False
+            return None
         number = slots.next_number(now.chain)
         name = f"{task.name}.claim-{number}"
         record = {"agent": agent, "task": task.name, "attempt": number, "ends": task.attempt, "status": status,
@@ -66,12 +70,13 @@ def _end(bus: Store, task: Task, agent: str, status: str, text: str) -> bool:
         slots.create_own(own / name, json.dumps(record))
         if durable.symlink(f"{slots.AGENTS}/{agent}/{name}", bus.state / name):
             ended = bus.get(task.id)
-            won = ended.chain.end is not None and ended.chain.end.number == number and ended.result is not None
-            if won:
-                durable.symlink(f"{slots.AGENTS}/{agent}/{result.name}", bus.results / result.name)
-            return won
+            if ended.chain.end is None or ended.chain.end.number != number or ended.result is None:
+                return None
+            if durable.symlink(f"{slots.AGENTS}/{agent}/{result.name}", bus.results / result.name):
+                ended.result = bus.results / result.name  # (the name people look for, now it is there)
+            return ended
         (own / name).unlink(missing_ok=True)
-    return False
+    return None
 
 
 def _keep(bus: Store, tid: int, agent: str, status: str, body: str, why: str) -> Path | OSError | None:

@@ -22,6 +22,7 @@ Regular files in tasks/.state/ are the orchestrator's (and an older version's): 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -158,9 +159,10 @@ def read_slot(state: Path, name: str, task: str, number: int, is_link: bool) -> 
     path = state / name
     try:
         if not is_link:
-            data, _ = read_beneath(state, name)
+            data, st = read_beneath(state, name)
             record = json.loads(data)
-            return _trusted(record, number, birth_ns(path))
+            # (its ctime is when its name appeared, durable.create; its birth may be before an attempt made first)
+            return _trusted(record, number, changed_ns(st))
         target = os.readlink(path)
         agent = agent_of(target, name)
         if agent is None:
@@ -239,16 +241,25 @@ class Scan:
     results: dict[str, bool] = field(default_factory=dict)
 
 
-def scan(state: Path, results: Path) -> Scan:
+def scan(state: Path, results: Path, only: str | None = None) -> Scan:
+    """The bus as two listings; `only`: of that task alone (its names in tasks/.state/, one lstat)."""
     found = Scan()
+    prefix = f"{only}.claim-" if only is not None else ""
     try:
         with os.scandir(state) as it:
             for entry in it:
+                if not entry.name.startswith(prefix):
+                    continue
                 m = SLOT.match(entry.name)
                 if m:
                     found.slots.setdefault(m.group(1), []).append((int(m.group(2)), entry.name, entry.is_symlink()))
     except OSError:
         pass
+    if only is not None:
+        name = f"{only}-result.md"
+        with contextlib.suppress(OSError):  # (none there)
+            found.results = {name: stat.S_ISREG(os.lstat(results / name).st_mode)}
+        return found
     try:
         with os.scandir(results) as it:
             found.results = {e.name: e.is_file(follow_symlinks=False) for e in it}

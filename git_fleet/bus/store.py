@@ -125,9 +125,9 @@ class Store:
                 return "invalid", None
         return self._outcomes[name]
 
-    def _scan(self) -> Scan:
-        """The attempt slots of each task and the names in results/, from two listings."""
-        return slots.scan(self.state, self.results)
+    def _scan(self, only: str | None = None) -> Scan:
+        """The attempt slots of each task (or of task `only`) and the names in results/."""
+        return slots.scan(self.state, self.results, only)
 
     def _chain(self, name: str, scan: Scan) -> Chain:
         """Which of the attempts at task `name` count, and what holds or ended it (slots.walk)."""
@@ -252,7 +252,7 @@ class Store:
         path = self._spec_paths().get(tid)
         if path is not None:
             try:
-                return self._load(tid, path, self._scan())
+                return self._load(tid, path, self._scan(f"task-{tid:03d}"))
             except FileNotFoundError:
                 self._listing = None  # deleted since it was listed
         self._gone(tid)
