@@ -321,6 +321,24 @@ def test_a_cancel_and_the_holders_done_at_once_end_each_task_once(bus_repo: Sand
             assert "was cancelled" in done_err and [p.read_text().endswith(f"result {i}\n") for p in kept] == [True]
 
 
+def test_a_done_whose_end_comes_after_a_cancel_decided_is_refused_and_kept(bus_repo: Sandbox) -> None:
+    """A holder's done stopped just before its end is linked; a cancel decides meanwhile (its
+    result written, its attempt gone); the done then links its end where the cancel's was: the
+    result file outranks it, and the done is refused with its result kept (both said they won)."""
+    sb = bus_repo
+    sb.fleet("task", "add", "refunds")
+    sb.fleet("task", "claim", "--agent", "api")
+    (sb.root / "late.md").write_text("late result\n")
+    done, marker = paused(sb, "done-ending", ["done", "1", "--agent", "api", "--result-file", str(sb.root / "late.md")])
+    sb.fleet("task", "cancel", "1", "--reason", "not needed")
+    marker.unlink()
+    out, err = done.communicate(timeout=60)
+    assert done.returncode == 1 and "task-001 was cancelled" in err and "nothing is lost" in err, err
+    shown = json.loads(sb.fleet("task", "show", "1", "--json").out)
+    assert shown["status"] == "cancelled"
+    assert [Path(p).read_text().endswith("late result\n") for p in shown["unrecorded"]] == [True]
+
+
 def test_a_spec_broken_by_hand_after_the_claim_never_costs_the_holder_its_result(bus_repo: Sandbox) -> None:
     sb = bus_repo
     sb.fleet("task", "add", "Add refunds")

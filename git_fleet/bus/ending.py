@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .. import durable
 from ..errors import FleetError
+from ..pause import pause
 from . import slots
 from .claims import holding
 from .specs import CANCELLED, Task, render
@@ -68,9 +69,13 @@ def _end(bus: Store, task: Task, agent: str, status: str, text: str) -> Task | N
                   "title": task.title, "pid": os.getpid(), "finished": time.time()}
         own = bus.own(agent)
         slots.create_own(own / name, json.dumps(record))
+        pause("done-ending")
         if durable.symlink(f"{slots.AGENTS}/{agent}/{name}", bus.state / name):
             ended = bus.get(task.id)
-            if ended.chain.end is None or ended.chain.end.number != number or ended.result is None:
+            # the first end, and what the bus says of the task: a result file of the orchestrator's
+            # (a cancel that decided, its attempt gone since) outranks any end
+            if ended.chain.end is None or ended.chain.end.number != number or ended.result is None \
+                    or ended.status != status or ended.claimed_by != agent:
                 return None
             if durable.symlink(f"{slots.AGENTS}/{agent}/{result.name}", bus.results / result.name):
                 ended.result = bus.results / result.name  # (the name people look for, now it is there)
