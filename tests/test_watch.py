@@ -425,3 +425,23 @@ def test_up_watch_pane_puts_it_above_the_shell_and_none_nowhere(fleet3: Sandbox,
     time.sleep(1)
     assert "CHECKPOINTS" not in subprocess.run(["tmux", "capture-pane", "-p", "-t", f"={session}:orchestrator"],
                                                capture_output=True, text=True).stdout
+
+
+def test_status_keeps_commit_facts_and_never_trusts_them_past_a_zone_change(fleet3: Sandbox) -> None:
+    """git fleet-status keeps what it computed of commits (fleet/facts.json): the same answer
+    from it; a zone changed since is judged again; a file that cannot be read is computed again."""
+    sb = fleet3
+    (sb.root / "repo-web/src/backend/x.py").write_text("x\n")
+    sb.git("add", "src/backend/x.py", cwd=sb.root / "repo-web")
+    sb.git("commit", "-qm", "outside its zone", "--no-verify", cwd=sb.root / "repo-web")
+    first = json.loads(sb.fleet("status", "--json").out)
+    facts = sb.repo / ".git/fleet/facts.json"
+    assert facts.is_file() and json.loads(sb.fleet("status", "--json").out) == first
+    rows = {r["agent"]: r for r in first["agents"]}
+    assert rows["web"]["out_of_zone"] == ["src/backend/x.py"]
+    sb.fleet("set", "web", "--zone", "src/frontend/**", "--zone", "src/backend/x.py", "--allow-overlap")
+    rows = {r["agent"]: r for r in json.loads(sb.fleet("status", "--json").out)["agents"]}
+    assert rows["web"]["out_of_zone"] == []
+    facts.write_text("{not json")
+    assert json.loads(sb.fleet("status", "--json").out)["agents"] == json.loads(sb.fleet("status", "--json").out)["agents"]
+    assert json.loads(facts.read_text())["version"] == 1
