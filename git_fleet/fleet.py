@@ -10,13 +10,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import approval, bus, check, config, interrupted_add, lock, lost_journal, moves, ownership, sandbox_layout, templates
-from .bus import Bus
+from . import approval, check, config, interrupted_add, lock, lost_journal, moves, ownership, sandbox_layout, templates
 from .config import Agent, Config
 from .errors import FleetError, UsageError
 from .gateway.repo import Repo, Worktree
 from .pause import pause
+
+if TYPE_CHECKING:
+    from .bus import Bus
 
 
 @dataclass
@@ -269,4 +272,6 @@ class Fleet:
     # -- the bus ---------------------------------------------------------------------------------------
 
     def bus(self) -> Bus:
-        return bus.Bus(Path(os.path.normpath(self.main / self.config.bus_dir)), config.parse_duration(self.config.lease))
+        from .bus import Bus  # (only the commands that use the bus load it: ~20 ms, ctypes for statx)
+
+        return Bus(Path(os.path.normpath(self.main / self.config.bus_dir)), config.parse_duration(self.config.lease))

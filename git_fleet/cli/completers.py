@@ -9,12 +9,15 @@ import functools
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 from click.shell_completion import CompletionItem
 
-from ..bus import Task
 from ..fleet import Fleet
+
+if TYPE_CHECKING:
+    from ..bus import Task
 
 Callback = Callable[[click.Context, click.Parameter, str], list[CompletionItem]]
 
