@@ -107,7 +107,6 @@ def symlink(target: str, path: PathLike) -> bool:
 def _written(path: str, data: str | bytes, mode: int) -> tuple[int, str]:
     """A temporary file beside `path` (hidden: .NAME.RANDOM.tmp) holding `data` with `mode`,
     fsynced: its open descriptor and its name. Nothing is left where this fails."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
     head, name = os.path.split(path)
     while True:
         tmp = os.path.join(head, f".{name}.{os.urandom(6).hex()}.tmp")
@@ -117,14 +116,19 @@ def _written(path: str, data: str | bytes, mode: int) -> tuple[int, str]:
         except FileExistsError:
             continue  # (another writer drew the same name: draw again)
     try:
-        _write_all(fd, raw)
-        os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
-        os.fsync(fd)
+        _fill(fd, data, mode)
     except BaseException:
         os.close(fd)
         _discard(tmp)
         raise
     return fd, tmp
+
+
+def _fill(fd: int, data: str | bytes, mode: int) -> None:
+    """`data` written whole into the new file `fd`, exactly `mode` (whatever the umask), fsynced."""
+    _write_all(fd, data.encode("utf-8") if isinstance(data, str) else data)
+    os.fchmod(fd, mode)
+    os.fsync(fd)
 
 
 def _unnamed(path: str, data: str | bytes, mode: int) -> int | None:
@@ -138,9 +142,7 @@ def _unnamed(path: str, data: str | bytes, mode: int) -> int | None:
     except OSError:
         return None  # (a file system without it: the named way)
     try:
-        _write_all(fd, data.encode("utf-8") if isinstance(data, str) else data)
-        os.fchmod(fd, mode)
-        os.fsync(fd)
+        _fill(fd, data, mode)
     except BaseException:
         os.close(fd)
         raise

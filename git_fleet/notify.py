@@ -84,8 +84,10 @@ def _user_watches() -> int:
             return int(f.read())
     except (OSError, ValueError):
         return 8192
+
+
 _EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
-EVERYTHING = "*"  # the key read() returns when events were lost (the queue overflowed)
+EVERYTHING = "*"  # the key drain() returns when events were lost (the queue overflowed)
 
 
 class Events:
@@ -131,14 +133,6 @@ class Events:
                 except OSError:
                     pass
         return True
-
-    def read(self, timeout: float) -> set[str]:
-        """The keys of what changed, waiting up to `timeout` seconds for the first event."""
-        if self.fd < 0:
-            time.sleep(max(0.0, timeout))
-            return set()
-        ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
-        return self.drain() if ready else set()
 
     def drain(self) -> set[str]:
         """The keys of the events queued now, without waiting."""

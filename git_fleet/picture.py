@@ -35,6 +35,7 @@ class Picture:
         self._checkpoints: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         self._ps: list[dict[str, Any]] = []
         self._status: dict[str, Any] = {}
+        self._ready: list[dict[str, Any]] = []
         self._tasks: list[Task] = []
         self._bus_error: str | None = None
 
@@ -42,17 +43,19 @@ class Picture:
         """The picture now; `stale` names what changed since the last refresh (None: anything)."""
         every = stale is None
         stale = stale or set()
-        for name in [s.split(":", 1)[1] for s in stale if s.startswith("tree:")] if not every else list(self.memo.dirty):
+        trees = {s.split(":", 1)[1] for s in stale if s.startswith("tree:")}
+        for name in list(self.memo.dirty) if every else trees:
             self.memo.dirty.pop(name, None)
         if every or SESSIONS in stale or not self._ps:
             self._ps = Sessions(self.fleet).ps()
-        if every or REFS in stale or any(s.startswith("tree:") for s in stale) or not self._status:
-            self.fleet.forget_worktrees()
-            self._status = forecast.status(self.fleet, self.memo)
-        if every or BUS in stale:
-            self._read_bus()
         if every or READINESS in stale:
             self._checkpoints = {}
+        if every or REFS in stale or READINESS in stale or trees or not self._status:
+            self.fleet.forget_worktrees()
+            self._status = forecast.status(self.fleet, self.memo)
+            self._ready = self._readiness()  # (the tips, read again only when they may have moved)
+        if every or BUS in stale:
+            self._read_bus()
         return self._gather()
 
     def _read_bus(self) -> None:
@@ -72,8 +75,7 @@ class Picture:
             row["task"] = {"id": task.id, "name": task.name, "title": task.title} if task else None
             rows.append(row)
         rows.sort(key=lambda r: r["state"] != NEEDS_YOU)  # (stable: the config's order otherwise)
-        picture = {**self._status, "agents": rows, "checkpoints": self._readiness(), "bus": self._bus_counts()}
-        return picture
+        return {**self._status, "agents": rows, "checkpoints": self._ready, "bus": self._bus_counts()}
 
     def _readiness(self) -> list[dict[str, Any]]:
         """Each checkpoint as `git fleet-checkpoint --json` says it, with why it is not ready; the

@@ -249,7 +249,7 @@ def _installed_or_skip(name: str) -> str:
 def test_claude_print_mode_runs_sandboxed_with_its_own_directory_and_the_persons_files_stay(
         sandbox: Sandbox, agent: tuple[Path, Path, Path], hermetic: Path, clean_env: Path) -> None:
     binary = _installed_or_skip("claude")
-    main, worktree, state = agent
+    _, worktree, _ = agent
     home = _prepare(agent, "claude")
     before = _before(sandbox, hermetic)
     settings = hermetic / ".claude/settings.json"
@@ -273,7 +273,7 @@ def test_gemini_print_mode_runs_sandboxed_trusted_in_its_own_directory_and_the_p
         sandbox: Sandbox, agent: tuple[Path, Path, Path], hermetic: Path, clean_env: Path) -> None:
     """Gemini CLI's -p refuses an untrusted folder (exit 55): the trust is the agent's own."""
     binary = _installed_or_skip("gemini")
-    main, worktree, state = agent
+    _, worktree, _ = agent
     home = _prepare(agent, "gemini")
     before = _before(sandbox, hermetic)
     script: list[Any] = [{"name": "write_file", "args": {"file_path": "new.py", "content": "x = 1\n"}}, "Done."]
@@ -290,7 +290,7 @@ def test_gemini_print_mode_runs_sandboxed_trusted_in_its_own_directory_and_the_p
 def test_codex_exec_runs_sandboxed_with_its_own_home_and_the_persons_files_stay(
         sandbox: Sandbox, agent: tuple[Path, Path, Path], hermetic: Path, clean_env: Path) -> None:
     binary = _installed_or_skip("codex")
-    main, worktree, state = agent
+    _, worktree, _ = agent
     (hermetic / ".codex/auth.json").unlink()  # (an API key in the environment, for the scripted provider)
     with CodexModel([_patch("*** Add File: new.py", "+x = 1"), "Done."]) as model:
         config = hermetic / ".codex/config.toml"

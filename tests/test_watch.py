@@ -323,7 +323,7 @@ def test_up_shows_the_watch_and_enter_goes_to_the_agents_pane(fleet3: Sandbox, t
 
 
 @needs_tmux
-def test_no_color_and_outside_tmux(fleet3: Sandbox, tmux: None) -> None:
+def test_no_color_and_enter_on_an_agent_that_is_not_running(fleet3: Sandbox, tmux: None) -> None:
     sb = fleet3
     asks(sb, "web", "Claude needs your permission to use Bash")
     coloured = Pane(sb, "coloured", env={"NO_COLOR": ""})  # (the tests' environment sets it: empty is unset)

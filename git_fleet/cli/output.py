@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -79,3 +79,17 @@ def print_checks(items: list[Item]) -> None:
                 click.echo(f"      fix: {fix_with}")
         for line in i.info:
             click.echo(f"      {line}")
+
+
+def state_of(row: dict[str, Any], limit: int | None = None) -> str:
+    """An agent's state as ps and the watch say it: working (Edit), needs you: MESSAGE (its first
+    `limit` characters, if given), idle, exited; running/stopped where no hook reports."""
+    state = str(row["state"])
+    if row["tool"] and state == "working":
+        return f"working ({row['tool']})"
+    if row["message"] and state == "needs you":
+        message = str(row["message"])
+        if limit is None:
+            return f"needs you: {' '.join(message.split())}"
+        return f"needs you: {message[:limit]}{'...' if len(message) > limit else ''}"
+    return state

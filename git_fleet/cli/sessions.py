@@ -10,7 +10,7 @@ from .. import agent_clis
 from ..errors import FleetError
 from ..sessions import Sessions
 from . import command, completers, hint, note, print_json, warn
-from .output import age, load, table
+from .output import age, load, state_of, table
 
 
 def _finite(_ctx: click.Context, _param: click.Parameter, seconds: float | None) -> float | None:
@@ -117,21 +117,11 @@ def ps(as_json: bool) -> int:
         print_json(rows)
         return 0
     table([["agent", "state", "since", "refused", "sandbox", "session id", "model"]] +
-          [[r["agent"], _state(r), age(r["state_since"]) if r["state_since"] else "-",
+          [[r["agent"], state_of(r, 40), age(r["state_since"]) if r["state_since"] else "-",
             str(r["refused"]) if r["reported"] else "-", {True: "yes", False: "no"}.get(r["sandboxed"], "-"),
             r["session_id"] or "-", r["model"]] for r in rows])
     return 0
 
-
-def _state(row: dict[str, object]) -> str:
-    """working (Write), needs you: MESSAGE, idle, exited; running/stopped where no hook reports."""
-    state = str(row["state"])
-    if row["tool"] and state == "working":
-        return f"working ({row['tool']})"
-    if row["message"] and state == "needs you":
-        message = str(row["message"])
-        return f"needs you: {message[:40]}{'...' if len(message) > 40 else ''}"
-    return state
 
 
 @command()

@@ -13,6 +13,7 @@ from ..errors import UsageError
 from ..fleet import Fleet
 from ..picture import NEEDS_YOU, Picture
 from . import command, print_json, warn
+from .output import state_of
 
 NOTIFY = ("bell", "tmux", "off")
 
@@ -136,15 +137,6 @@ def printable(text: str) -> str:
     """`text` with control characters (an agent's message may carry escape sequences) shown as '?'."""
     return "".join(c if c.isprintable() else "?" for c in text)
 
-
-def state_of(row: dict[str, Any]) -> str:
-    """working (Edit), needs you: MESSAGE, idle, exited; running/stopped where no hook reports."""
-    state = str(row["state"])
-    if row["tool"] and state == "working":
-        return f"working ({row['tool']})"
-    if row["message"] and state == NEEDS_YOU:
-        return f"needs you: {' '.join(str(row['message']).split())}"
-    return state
 
 
 def short_age(stamp: int | None, now: float) -> str:

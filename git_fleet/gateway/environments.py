@@ -69,8 +69,11 @@ class Environments(Refs):
         """Whether an agent ran sandboxed in `worktree` (sandbox_layout.confine left its mark, where
         no agent writes): git the fleet runs there then never looks inside a submodule, whose
         configuration (a filter, say) is the agent's."""
+        marks = self.common_dir / "fleet" / "sandboxed"
+        if not marks.is_dir():
+            return False  # (no agent of this repository ever ran sandboxed: no worktree list to read)
         admin = self.admin_dir(worktree)
-        return admin is not None and (self.common_dir / "fleet" / "sandboxed" / admin.name).exists()
+        return admin is not None and (marks / admin.name).exists()
 
     def admin_dir(self, worktree: Path) -> Path | None:
         """The git dir the repository keeps for a linked worktree; None for the main worktree

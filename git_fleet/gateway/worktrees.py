@@ -135,11 +135,12 @@ class Worktrees(Environments):
         made here instead, and git told --force. A worktree with a submodule is refused, as git
         refuses it, unless `force`."""
         env = self.env_for(path)
-        entries = git(["ls-files", "-s", "-z"], path, env=env).stdout.split(b"\0")
-        gitlinks = [e.partition(b"\t")[2].decode("utf-8", "replace") for e in entries if e.startswith(b"160000 ")]
-        if gitlinks and not force:
-            raise FleetError(f"{path} holds a submodule ({gitlinks[0]}): git does not remove such a worktree "
-                             "without --force", "remove it with --force")
+        if not force:  # (a forced remove takes a submodule too: nothing to look for)
+            entries = git(["ls-files", "-s", "-z"], path, env=env).stdout.split(b"\0")
+            gitlinks = [e.partition(b"\t")[2].decode("utf-8", "replace") for e in entries if e.startswith(b"160000 ")]
+            if gitlinks:
+                raise FleetError(f"{path} holds a submodule ({gitlinks[0]}): git does not remove such a worktree "
+                                 "without --force", "remove it with --force")
         outside = {k: v for k, v in env.items() if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR")}
         git(["worktree", "remove", "--force", *(["--force"] if force else []), str(path)], self.common_dir, env=outside)
 
