@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import approval, check, config, interrupted_add, lock, lost_journal, moves, ownership, sandbox_layout, templates
+from . import approval, check, config, interrupted_add, lock, lost_journal, machines, moves, ownership, sandbox_layout, templates
 from .config import Agent, Config
 from .errors import FleetError, UsageError
 from .gateway.repo import Repo, Worktree
@@ -20,6 +20,7 @@ from .pause import pause
 
 if TYPE_CHECKING:
     from .bus import Bus
+    from .remote_bus import RemoteBus
 
 
 @dataclass
@@ -271,7 +272,15 @@ class Fleet:
 
     # -- the bus ---------------------------------------------------------------------------------------
 
-    def bus(self) -> Bus:
+    def bus(self) -> Bus | RemoteBus:
+        """The bus: on the fleet's remote when it spans machines (machines.py), else the files."""
         from .bus import Bus  # (only the commands that use the bus load it: ~20 ms, ctypes for statx)
 
-        return Bus(Path(os.path.normpath(self.main / self.config.bus_dir)), config.parse_duration(self.config.lease))
+        root, lease = Path(os.path.normpath(self.main / self.config.bus_dir)), config.parse_duration(self.config.lease)
+        remote = machines.remote_of(self.repo)
+        if remote is None:
+            return Bus(root, lease)
+        from .remote_bus import RemoteBus  # (only a fleet across machines)
+
+        return RemoteBus(root, lease, self.repo.pygit, self.repo.common_dir, self.repo.common_dir, remote,
+                         machines.this(self.repo).id, machines.poll_of(self.repo))

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import agent_clis, agents, approval, check, config, config_edit, hook_install
+from . import agent_clis, agents, approval, check, config, config_edit, hook_install, machines
 from . import server as rules
 from .errors import FleetError, UsageError
 from .fleet import Fleet, Report
@@ -220,3 +220,20 @@ def _merges_into_base(repo: Repo, base: str | None, *, on: bool) -> None:
             repo.config_set("pull.ff", None)
             repo.config_set("fleet.setPullFf", None)
 
+
+
+def span(fleet: Fleet, remote: str) -> machines.Machine:
+    """`git fleet-init --remote`: the fleet spans machines through `remote` (machines.py). Refused
+    while the file bus has tasks not ended: they would be left behind, unseen by the other
+    machines."""
+    if machines.remote_of(fleet.repo) in (None, remote):
+        from .bus import Bus  # (only here: the file bus, read once)
+
+        root = Path(os.path.normpath(fleet.main / fleet.config.bus_dir))
+        tasks = Bus(root).all() if (root / "tasks").is_dir() else []
+        live = [t.name for t in tasks if t.status in ("open", "claimed", "invalid")]
+        if live:
+            raise FleetError(f"the bus in {root} has {len(live)} task(s) not ended ({', '.join(live[:5])}"
+                             f"{', ...' if len(live) > 5 else ''}): a bus across machines would leave them behind",
+                             "finish or cancel them first (git fleet-task list), then run this again")
+    return machines.span(fleet, remote)

@@ -20,6 +20,7 @@ from .sessions import Sessions
 if TYPE_CHECKING:
     from .bus import Bus, Task
     from .fleet import Fleet
+    from .remote_bus import RemoteBus
 
 NEEDS_YOU = "needs you"
 # what a refresh may be told is stale, with "tree:AGENT"; READINESS: what no event tells (the main
@@ -31,7 +32,7 @@ class Picture:
     def __init__(self, fleet: Fleet):
         self.fleet = fleet
         self.memo = forecast.Memo()
-        self.bus: Bus = fleet.bus()
+        self.bus: Bus | RemoteBus = fleet.bus()
         self._checkpoints: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         self._ps: list[dict[str, Any]] = []
         self._status: dict[str, Any] = {}
@@ -59,7 +60,7 @@ class Picture:
         return self._gather()
 
     def _read_bus(self) -> None:
-        self.bus._listing = None
+        self.bus.forget()
         try:
             self._tasks, self._bus_error = self.bus.all(), None
         except FleetError as e:

@@ -11,10 +11,14 @@ fleet's environment (git fleet-run, git fleet-up), it
 
     python -m git_fleet.standin PLAN.json [--pace SECONDS]
     python -m git_fleet.standin --drain BUS_DIR NAME [--pad N]
+    python -m git_fleet.standin --drain-fleet NAME [LEASE]
 
 The second form is a worker at the bus alone (the tests' and benchmarks' many concurrent
 workers): it claims and finishes tasks through the bus until none is left, each result
-"result of task-NNN by NAME" (and N bytes of padding), and prints the ids it finished.
+"result of task-NNN by NAME" (and N bytes of padding), and prints the ids it finished. The
+third is the same worker at the bus of the fleet here (the files, or the remote of a fleet that
+spans machines), printing each id as it is claimed ("claimed N SECONDS", what the claim took) and
+finished ("done N").
 
 PLAN.json: {"tasks": [{"edits": {"path": "text", ...}, "message": "commit message",
 "result": "what was done"}, ...]}, one entry per task it will claim, in order. Each line it
@@ -131,8 +135,35 @@ def drain(root: Path, name: str, pad: int = 0) -> list[int]:
     return done
 
 
+def drain_fleet(name: str, lease: int | None = None) -> int:
+    """`--drain-fleet NAME [LEASE]`: claim (for LEASE seconds) and finish on the bus of the fleet
+    here until none can be claimed."""
+    # (the third form's only: the fleet's bus, which the others do not load)
+    from .errors import FleetError  # (as above)
+    from .fleet import Fleet  # (as above)
+    from .pause import pause  # (as above)
+
+    bus = Fleet.here().bus()
+    try:
+        while True:
+            began = time.perf_counter()
+            t = bus.claim(name, lease)
+            if t is None:
+                break
+            print(f"claimed {t.id} {time.perf_counter() - began:.4f}", flush=True)
+            pause("worker-claimed")
+            bus.finish(t.id, name, f"result of {t.name} by {name}\n")
+            print(f"done {t.id}", flush=True)
+    except FleetError as e:
+        print(e.render(), file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--drain-fleet"] and len(args) in (2, 3):
+        return drain_fleet(args[1], int(args[2]) if len(args) == 3 else None)
     if args[:1] == ["--drain"] and len(args) in (3, 5):
         pad = int(args[4]) if len(args) == 5 and args[3] == "--pad" else 0
         print(" ".join(map(str, drain(Path(args[1]), args[2], pad))))

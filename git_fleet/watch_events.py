@@ -54,7 +54,7 @@ class Sources:
                 if admin is not None:
                     self._watch(admin, f"tree:{agent.name}", names=("index", "HEAD"))
         bus = fleet.bus()
-        for d in (bus.tasks, bus.state, bus.results):
+        for d in bus.watched():
             self._watch(d, BUS, recursive=True)
         self._last = {SESSIONS: time.monotonic(), notify.EVERYTHING: time.monotonic()}
 

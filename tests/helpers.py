@@ -211,12 +211,13 @@ def repo_state(sb: Sandbox) -> dict[str, object]:
 
 
 @contextlib.contextmanager
-def git_daemon(sb: Sandbox, root: Path) -> Iterator[str]:
+def git_daemon(sb: Sandbox, root: Path, port: int | None = None) -> Iterator[str]:
     """A real git daemon on 127.0.0.1 serving the repositories under `root`, pushes allowed; yields
-    its base URL (git://127.0.0.1:PORT)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    its base URL (git://127.0.0.1:PORT). `port`: that one (a daemon started again), else a free one."""
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
     proc = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack",
                              f"--base-path={root}", "--listen=127.0.0.1", f"--port={port}", str(root)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)

@@ -57,6 +57,14 @@ class Bus(Store):
     """The bus at `root`: Store's reading (ensure, all, get, ended, dependents), and the
     operations, each documented where it is done."""
 
+    def forget(self) -> None:
+        """Read the listing of tasks/ again next time (the watch, told it changed)."""
+        self._listing = None
+
+    def watched(self) -> list[Path]:
+        """The directories whose changes are the bus's."""
+        return [self.tasks, self.state, self.results]
+
     # -- the orchestrator's: adding, ending and removing tasks, the plan ---------------------------
 
     def add(self, title: str, *, agent: str | None = None, body: str = "", depends: list[int] | None = None,

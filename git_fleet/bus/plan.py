@@ -5,10 +5,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol
 
 from .. import durable
 from .specs import ENDED, Task
-from .store import Store
+
+
+class Store(Protocol):
+    """What the plan reads of a bus: the files' (store.Store) or the remote's (remote_bus)."""
+    root: Path
+    plan: Path
+
+    def all(self) -> list[Task]: ...
+
+    def ended(self, tid: int) -> tuple[str, Path] | None: ...
 
 PLAN_START = "<!-- git-fleet: plan starts here; everything between these markers is regenerated -->"
 PLAN_END = "<!-- git-fleet: plan ends here -->"

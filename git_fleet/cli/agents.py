@@ -29,13 +29,15 @@ ZONE_HELP = "A gitignore pattern the agent owns, relative to the repository root
               help="With --server: the SSH public key an agent's pushes to its branch must be signed with.")
 @click.option("--base-push", type=click.Choice(["merges", "signed", "any"]),
               help="With --server: what moves the base (default: signed with an orchestrator key, else merges).")
+@click.option("--remote", metavar="NAME", shell_complete=completers.remotes,
+              help="Make the fleet span machines through this git remote: the bus, claims and results are kept there.")
 @click.option("-i", "--interactive", is_flag=True,
               help="Walk through the launch checklist: agents and zones proposed from the top-level directories, a checkpoint, "
                    "then git fleet-doctor.")
 @click.option("-v", "--verbose", is_flag=True, help="Say what was done.")
 @click.version_option(__version__, "--version", message="git-fleet %(version)s")
 def init(base: str | None, server: bool, uninstall: bool, orchestrator_keys: tuple[str, ...],
-         agent_keys: tuple[str, ...], base_push: str | None, interactive: bool, verbose: bool) -> int:
+         agent_keys: tuple[str, ...], base_push: str | None, remote: str | None, interactive: bool, verbose: bool) -> int:
     """Set up a repository for a fleet of agents.
 
     Writes a commented .gitfleet.toml in the main worktree if there is none (base branch,
@@ -65,12 +67,22 @@ def init(base: str | None, server: bool, uninstall: bool, orchestrator_keys: tup
     per top-level directory (or per part of the one directory that holds nearly everything),
     which you accept or edit, adds them, offers a checkpoint that merges them all, and ends
     with git fleet-doctor's report.
+
+    --remote NAME makes the fleet span machines: the bus (tasks, claims, results) is kept on
+    that remote under refs/fleet/, one bus for every clone that names it; a claim is a
+    compare-and-swap there, exactly once across machines. This clone gets a machine id (git
+    config fleet.machine; the remote's name is in fleet.remote, per clone). A waiting claim
+    fetches at most every fleet.poll seconds (default 2). Without it the bus is files.
     """
-    if interactive and (server or uninstall):
-        raise UsageError("--interactive sets up agents; it does not go with --server or --uninstall")
+    if (interactive or remote) and (server or uninstall):
+        raise UsageError(f"--{'interactive sets up agents' if interactive else 'remote is for a clone agents work in'}; "
+                         "it does not go with --server or --uninstall")
     result = setup.init(base=base, server=server, uninstall=uninstall, orchestrator_keys=orchestrator_keys,
                         agent_keys=_agent_keys(agent_keys), base_push=base_push)
     _say_init(result, uninstall, verbose)
+    if remote:
+        click.echo(f"the fleet spans machines through remote '{remote}'; this clone is machine "
+                   + setup.span(load(), remote).describe())
     if not interactive:
         return 0
     try:

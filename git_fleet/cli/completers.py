@@ -15,6 +15,7 @@ import click
 from click.shell_completion import CompletionItem
 
 from ..fleet import Fleet
+from ..gateway import plumbing
 
 if TYPE_CHECKING:
     from ..bus import Task
@@ -128,3 +129,9 @@ def files(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[C
 def directories(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """Directory names, completed by the shell."""
     return [CompletionItem(incomplete, type="dir")]
+
+
+@_quiet
+def remotes(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """This clone's git remotes."""
+    return [CompletionItem(r) for r in plumbing.out(["remote"]).split() if r.startswith(incomplete)]

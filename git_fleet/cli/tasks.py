@@ -3,6 +3,8 @@ and git fleet-plan."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from .. import brief
@@ -13,6 +15,16 @@ from ..files import read_input
 from ..fleet import Fleet
 from . import CONTEXT, FleetCommand, FleetGroup, command, completers, hint, print_json, warn
 from .output import load, table
+
+if TYPE_CHECKING:
+    from ..remote_bus import RemoteBus
+
+
+def _stale(bus: object) -> None:
+    """Say so when what is shown is the last known state of a bus whose remote did not answer."""
+    stale = getattr(bus, "stale", None)
+    if stale:
+        warn(stale)
 
 
 def _task_line(t: Task) -> list[str]:
@@ -77,7 +89,9 @@ def task_add(title: str, agent: str | None, body_file: str | None, depends: tupl
 def task_list(status: str | None, agent: str | None, as_json: bool) -> int:
     """List the tasks: id, state, agent and title. A spec that cannot be read is listed as invalid,
     with its path and line, and the rest of the bus keeps working."""
-    tasks = load().bus().all()
+    bus = load().bus()
+    tasks = bus.all()
+    _stale(bus)
     tasks = [t for t in tasks if (not status or t.status == status) and (not agent or agent in (t.agent, t.claimed_by))]
     if as_json:
         print_json([t.as_dict() for t in tasks])
@@ -97,6 +111,7 @@ def task_show(id: str, as_json: bool) -> int:
     result that came after the task was cancelled or taken over)."""
     bus = load().bus()
     t = bus.get(parse_id(id))
+    _stale(bus)
     kept = [str(p) for p in bus.unrecorded(t)]
     if as_json:
         print_json({**t.as_dict(), "body": t.body, "unrecorded": kept})
@@ -152,7 +167,7 @@ holder_option = click.option("--agent", metavar="NAME", shell_complete=completer
                              help="Who holds it (default: $FLEET_AGENT, or this worktree's agent).")
 
 
-def _who_and_id(agent: str | None, id: str) -> tuple[Fleet, Bus, str, int]:
+def _who_and_id(agent: str | None, id: str) -> tuple[Fleet, Bus | RemoteBus, str, int]:
     fleet = load()
     return fleet, fleet.bus(), brief.worker(fleet, agent), parse_id(id)
 
@@ -222,7 +237,7 @@ def task_fail(id: str, reason: str, agent: str | None) -> int:
     return 0
 
 
-def _orchestrators(what: str) -> Bus:
+def _orchestrators(what: str) -> Bus | RemoteBus:
     """The bus, for a command only the orchestrator runs: an agent gives its own task back or
     ends it, but does not end or delete the orchestrator's tasks."""
     fleet = load()
@@ -232,8 +247,7 @@ def _orchestrators(what: str) -> Bus:
         raise FleetError(e.message, f"run it in the main worktree ({fleet.main}), outside any agent's session; an "
                          "agent gives a task it holds back with git fleet-task release ID, or ends it with git "
                          "fleet-task fail ID --reason TEXT") from None
-    bus: Bus = fleet.bus()
-    return bus
+    return fleet.bus()
 
 
 @task.command("cancel", cls=FleetCommand)

@@ -1,0 +1,97 @@
+"""This clone as one machine of a fleet that spans machines: the remote they meet at, its id,
+and its record on that remote.
+
+A remote's name is each clone's own, so the fleet's remote is in this clone's config
+(fleet.remote, set by `git fleet-init --remote`), never in the shared .gitfleet.toml; so is the
+machine's id (fleet.machine: random, made once), which tells two clones on one laptop apart. Its
+record on the remote, refs/fleet/machines/ID, says which host and user it is, for the others to
+show.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .config import parse_duration
+from .errors import FleetError, UsageError
+from .gateway import meeting, plumbing
+from .gateway.meeting import Update
+
+if TYPE_CHECKING:
+    from .fleet import Fleet
+    from .gateway.repo import Repo
+
+REMOTE, MACHINE, POLL = "fleet.remote", "fleet.machine", "fleet.poll"
+MACHINES = "machines/"
+
+
+@dataclass(frozen=True)
+class Machine:
+    id: str
+    host: str
+    user: str
+
+    def describe(self) -> str:
+        return f"{self.id} ({self.user}@{self.host})"
+
+
+def remote_of(repo: Repo) -> str | None:
+    """The remote this clone's fleet meets at; None: the fleet is this clone's alone."""
+    return repo.config_get(REMOTE) or None
+
+
+def poll_of(repo: Repo) -> float:
+    raw = repo.config_get(POLL)
+    if raw is None:
+        return 2.0
+    try:
+        return float(parse_duration(raw)) if not raw.replace(".", "", 1).isdigit() else float(raw)
+    except (FleetError, ValueError):
+        raise UsageError(f"git config {POLL} = {raw!r} is not a duration", "give seconds, e.g. 2 or 5s") from None
+
+
+def this(repo: Repo) -> Machine:
+    """This clone as a machine: its id made if it has none yet."""
+    ident = repo.config_get(MACHINE)
+    if not ident:
+        ident = secrets.token_hex(5)
+        repo.config_set(MACHINE, ident)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return Machine(ident, socket.gethostname(), user)
+
+
+def span(fleet: Fleet, remote: str) -> Machine:
+    """Make the fleet span machines through `remote`: this clone's record pushed there (which
+    also shows the remote takes refs under refs/fleet/), then the remote kept in this clone's
+    config. Nothing is set if the remote cannot be reached or refuses."""
+    names = plumbing.out(["remote"], fleet.repo.common_dir).split()
+    if remote not in names:
+        raise UsageError(f"unknown remote '{remote}'", "known remotes: " + (", ".join(names) or "none")
+                         + "; add it first with git remote add NAME URL")
+    me = this(fleet.repo)
+    record = json.dumps({"fleet": 1, "op": "machine", "host": me.host, "user": me.user,
+                         "since": int(time.time())}, sort_keys=True)
+    commit = meeting.make_commit(fleet.repo.pygit, f"fleet: machine {me.describe()}\n\n{record}\n", {}, None)
+    cwd = fleet.repo.common_dir
+    place = fleet.repo.common_dir / "fleet" / "remote" / remote
+    meeting.fetch(cwd, remote, [MACHINES, "bus/"], place / "fetched")
+    ref = meeting.SHARED + MACHINES + me.id
+    have = meeting.refs_under(fleet.repo.pygit, meeting.tracking(remote) + MACHINES).get(me.id)
+    if have is None:
+        pushed = meeting.push(cwd, remote, [Update(ref, commit, None)])
+        if not pushed.won:
+            raise FleetError(f"remote '{remote}' did not take this machine's record ({ref}): "
+                             f"{pushed.refused or 'another clone has the same machine id'}",
+                             "the remote must accept refs under refs/fleet/ (see the README: one fleet across machines)")
+    fleet.repo.config_set(REMOTE, remote)
+    return me

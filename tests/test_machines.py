@@ -1,0 +1,212 @@
+"""One fleet across machines: clones in temporary directories, each with its own HOME, playing
+machines, meeting at a bare remote served by a real git daemon on 127.0.0.1 (or over a path)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from git_fleet.fleet import Fleet
+from helpers import Sandbox, git_daemon
+
+PACKAGE = str(Path(__file__).resolve().parent.parent)
+
+
+class Machines:
+    """The orchestrator's clone (sb.repo, "laptop") and other machines, each a clone with a HOME."""
+
+    def __init__(self, sb: Sandbox, url: str):
+        self.sb, self.url = sb, url
+
+    def home(self, name: str) -> Path:
+        home = self.sb.root / name / "home"
+        if not home.exists():
+            home.mkdir(parents=True)
+            (home / ".gitconfig").write_text(f"[user]\n\tname = {name}\n\temail = {name}@example.com\n")
+        return home
+
+    def env(self, name: str) -> dict[str, str]:
+        return {"HOME": str(self.home(name)), "PYTHONPATH": PACKAGE}
+
+    def machine(self, name: str) -> Path:
+        """A clone on machine `name`, its fleet spanning machines through origin."""
+        where = self.sb.root / name / "repo"
+        self.sb.git("clone", "-q", self.url, str(where), cwd=self.sb.root, env=self.env(name))
+        self.sb.git("fleet-init", "--remote", "origin", cwd=where, env=self.env(name))
+        return where
+
+    def workers(self, where: Path, machine: str, count: int) -> list[subprocess.Popen[str]]:
+        return [self.sb.spawn([sys.executable, "-m", "git_fleet.standin", "--drain-fleet", f"{machine}-w{i}"], cwd=where,
+                              env=self.env(machine), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                for i in range(count)]
+
+
+@pytest.fixture
+def hub(bus_repo: Sandbox) -> Sandbox:
+    """The orchestrator's clone, sb.repo (agents api and docs, its config committed), with the bare
+    hub.git as origin (over a path)."""
+    sb = bus_repo
+    sb.git("add", ".gitfleet.toml")
+    sb.git("commit", "-qm", "the fleet")
+    hub = sb.root / "hub.git"
+    sb.git("init", "-q", "--bare", "-b", "main", str(hub))
+    sb.git("remote", "add", "origin", str(hub))
+    sb.git("push", "-q", "-u", "origin", "main")
+    return sb
+
+
+@pytest.fixture
+def served(hub: Sandbox) -> Iterator[Machines]:
+    """The hub served by a real git daemon, the orchestrator's clone spanning machines through it."""
+    with git_daemon(hub, hub.root) as url:
+        hub.git("remote", "set-url", "origin", f"{url}/hub.git")
+        hub.git("fleet-init", "--remote", "origin")
+        yield Machines(hub, f"{url}/hub.git")
+
+
+def bus_of(where: Path):  # type: ignore[no-untyped-def]
+    return Fleet.here(where).bus()
+
+
+def test_workers_on_three_machines_claim_300_tasks_each_exactly_once(served: Machines) -> None:
+    sb = served.sb
+    bus = bus_of(sb.repo)
+    for i in range(300):
+        bus.add(f"task {i}")
+    places = {name: served.machine(name) for name in ("m1", "m2", "m3")}
+    workers = [w for name, where in places.items() for w in served.workers(where, name, 8)]
+    said = []
+    try:
+        for w in workers:
+            out, err = w.communicate(timeout=600)
+            said.append((w.returncode, out, err))
+    finally:
+        for w in workers:
+            Sandbox.kill_group(w)
+    assert [(code, err) for code, _, err in said if code != 0] == []
+    claimed = Counter(int(line.split()[1]) for _, out, _ in said for line in out.splitlines() if line.startswith("claimed"))
+    done = Counter(int(line.split()[1]) for _, out, _ in said for line in out.splitlines() if line.startswith("done"))
+    assert sorted(claimed) == list(range(1, 301)) and set(claimed.values()) == {1}  # every task once, none twice
+    assert claimed == done
+    # the orchestrator reads every result on its own machine
+    tasks = bus_of(sb.repo).all()
+    assert len(tasks) == 300 and {t.status for t in tasks} == {"done"} and {t.attempt for t in tasks} == {1}
+    t = tasks[41]
+    assert t.result is not None and f"result of {t.name} by {t.claimed_by}" in t.result.read_text()
+    # ended tasks are folded: the remote keeps few refs
+    refs = sb.git("ls-remote", served.url).out.splitlines()
+    assert len(refs) < 60, len(refs)
+
+
+def test_a_killed_holders_task_goes_to_a_worker_on_another_machine_once_after_its_lease(hub: Sandbox) -> None:
+    sb = hub
+    sb.git("fleet-init", "--remote", "origin")
+    machines = Machines(sb, str(sb.root / "hub.git"))
+    one, two = machines.machine("m1"), machines.machine("m2")
+    sb.fleet("task", "add", "fragile")
+    sb.fleet("task", "add", "other")
+    holder, _ = sb.paused([sys.executable, "-m", "git_fleet.standin", "--drain-fleet", "api", "2"], "worker-claimed",
+                          cwd=one, env=machines.env("m1"))
+    os.kill(holder.pid, signal.SIGKILL)  # the worker itself, killed while it holds task-001
+    holder.wait()
+    Sandbox.kill_group(holder)
+    assert holder.stdout is not None and holder.stdout.read() == "claimed 1\n"
+    # on the other machine, the claim is live until it has been seen unchanged for its lease
+    taken = sb.git("fleet-task", "claim", "--agent", "docs", cwd=two, env=machines.env("m2"))
+    assert taken.out.startswith("task-002")  # not task-001: its lease has not lapsed as seen here
+    time.sleep(2.3)
+    racers = [sb.spawn(["git", "fleet-task", "claim", "--agent", "docs", "--json"], cwd=where,
+                       env=machines.env(name), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+              for name, where in [("m2", two), ("m2", two), ("m1", one), ("m1", one)]]
+    got = []
+    for r in racers:
+        out, err = r.communicate(timeout=60)
+        got.append(json.loads(out)["id"] if r.returncode == 0 else None)
+        Sandbox.kill_group(r)
+    # exactly one took it over (m1's workers first saw the claim when it was made: they may too)
+    assert got.count(1) == 1 and got.count(None) == 3, got
+    shown = json.loads(sb.fleet("task", "show", "1", "--json").out)
+    assert (shown["attempt"], shown["claimed_by"]) == (2, "docs")
+    # the first holder's late result is refused, and kept aside
+    late = sb.git("fleet-task", "done", "1", "--agent", "api", cwd=one, env=machines.env("m1"), ok=False)
+    assert "claimed by 'docs' (attempt 2)" in late.err and "kept on the remote" in late.err
+    assert len(json.loads(sb.fleet("task", "show", "1", "--json").out)["unrecorded"]) == 1
+
+
+def test_the_remote_away_refuses_loudly_and_nothing_is_duplicated_after(hub: Sandbox) -> None:
+    sb = hub
+    with git_daemon(sb, sb.root) as url:
+        sb.git("remote", "set-url", "origin", f"{url}/hub.git")
+        sb.git("fleet-init", "--remote", "origin")
+        machines = Machines(sb, f"{url}/hub.git")
+        other = machines.machine("m1")
+        sb.fleet("task", "add", "one")
+        sb.fleet("task", "add", "two")
+        sb.git("fleet-task", "claim", "--agent", "api", cwd=other, env=machines.env("m1"))
+        sb.fleet("task", "list")
+    # the daemon is stopped: claims, done and add refuse, naming the remote and git's error
+    refs_before = sb.git("for-each-ref", "refs/fleet-remote").out
+    for args in (["claim", "--agent", "docs"], ["done", "1", "--agent", "api"], ["add", "three"]):
+        res = sb.git("fleet-task", *args, cwd=other, env=machines.env("m1"), ok=False)
+        assert res.code == 1 and "cannot reach remote 'origin' (git://127.0.0.1" in res.err, res
+        assert "Traceback" not in res.err
+    assert sb.git("for-each-ref", "refs/fleet-remote").out == refs_before  # nothing recorded here
+    listed = sb.git("fleet-task", "list", cwd=other, env=machines.env("m1"))
+    assert "task-001  claimed  api" in listed.out and "showing the last known state (fetched" in listed.err
+    # back again (the same port): the done goes through once, and nothing was duplicated
+    port = url.rsplit(":", 1)[1]
+    with git_daemon(sb, sb.root, port=int(port)):
+        sb.git("fleet-task", "done", "1", "--agent", "api", cwd=other, env=machines.env("m1"))
+        assert sb.git("fleet-task", "claim", "--agent", "docs", cwd=other, env=machines.env("m1")).out.startswith("task-002")
+        tasks = {t["name"]: t for t in json.loads(sb.fleet("task", "list", "--json").out)}
+    assert [(t["status"], t["attempt"]) for t in tasks.values()] == [("done", 1), ("claimed", 1)]
+
+
+def test_the_shared_bus_from_the_command_line(hub: Sandbox) -> None:
+    sb = hub
+    res = sb.fleet("init", "--remote", "origin")
+    assert "the fleet spans machines through remote 'origin'; this clone is machine " in res.out
+    assert sb.fleet("task", "add", "write the api", "--agent", "api").out.strip() == "task-001"
+    sb.fleet("task", "add", "document it", "--depends", "1", "--agent", "docs")
+    assert sb.fleet("task", "add", "x", "--depends", "9", ok=False).code == 2
+    assert sb.fleet("task", "claim", "--agent", "docs", ok=False).code == 1  # task-002 waits for task-001
+    assert sb.fleet("task", "claim", "--agent", "api").out.startswith("task-001")
+    sb.fleet("task", "renew", "1", "--agent", "api", "--lease", "1h")
+    res = sb.fleet("task", "done", "1", "--agent", "docs", ok=False)
+    assert "task-001 is claimed by 'api' (attempt 1)" in res.err
+    result = sb.fleet("task", "done", "1", "--agent", "api").out.strip()
+    assert result.endswith("results/task-001-result.md") and "status: done" in Path(result).read_text()
+    assert sb.fleet("task", "claim", "--agent", "docs").out.startswith("task-002")
+    sb.fleet("task", "release", "2", "--agent", "docs")
+    sb.fleet("task", "add", "by mistake")
+    sb.fleet("task", "rm", "3")
+    sb.fleet("task", "cancel", "2", "--reason", "not needed after all")
+    listed = sb.fleet("task", "list").out
+    assert "task-001  done       api" in listed and "task-002  cancelled" in listed and "task-003" not in listed
+    assert "not needed after all" in sb.fleet("task", "show", "2").out
+    plan = Path(sb.fleet("plan").out.strip()).read_text()
+    assert "### Done (1)" in plan and "### Cancelled (1)" in plan
+    # every step is a commit on the task's ref on the remote, readable with git itself
+    log = sb.git("log", "--format=%s", "refs/fleet-remote/origin/bus/tasks/1").out.splitlines()
+    assert [line.split()[1] for line in log] == ["done", "renew", "claim", "open"]
+
+
+def test_a_record_of_a_later_format_is_refused_with_the_version_it_needs(hub: Sandbox) -> None:
+    sb = hub
+    sb.fleet("init", "--remote", "origin")
+    sb.fleet("task", "add", "one")
+    tree = sb.git("rev-parse", "refs/fleet-remote/origin/bus/tasks/1^{tree}").out.strip()
+    later = sb.git("commit-tree", tree, "-m", 'fleet: open\n\n{"fleet": 9, "op": "open", "task": 1}').out.strip()
+    sb.git("push", "-q", "--force", "origin", f"{later}:refs/fleet/bus/tasks/1")
+    res = sb.fleet("task", "list")
+    assert "task-001  invalid" in res.out
+    assert "written by a later git-fleet (record format 9)" in res.err
