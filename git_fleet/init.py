@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import agent_clis, agents, approval, check, config, config_edit, hook_install, machines
+from . import agent_clis, agents, approval, check, config, config_edit, holds, hook_install, machines
 from . import server as rules
 from .errors import FleetError, UsageError
 from .fleet import Fleet, Report
@@ -222,10 +222,11 @@ def _merges_into_base(repo: Repo, base: str | None, *, on: bool) -> None:
 
 
 
-def span(fleet: Fleet, remote: str) -> machines.Machine:
-    """`git fleet-init --remote`: the fleet spans machines through `remote` (machines.py). Refused
-    while the file bus has tasks not ended: they would be left behind, unseen by the other
-    machines."""
+def span(fleet: Fleet, remote: str) -> tuple[machines.Machine, list[str]]:
+    """`git fleet-init --remote`: the fleet spans machines through `remote` (machines.py), and
+    the agents with a worktree here are held for this machine (warnings for those held
+    elsewhere). Refused while the file bus has tasks not ended: they would be left behind,
+    unseen by the other machines."""
     if machines.remote_of(fleet.repo) in (None, remote):
         from .bus import Bus  # (only here: the file bus, read once)
 
@@ -236,4 +237,6 @@ def span(fleet: Fleet, remote: str) -> machines.Machine:
             raise FleetError(f"the bus in {root} has {len(live)} task(s) not ended ({', '.join(live[:5])}"
                              f"{', ...' if len(live) > 5 else ''}): a bus across machines would leave them behind",
                              "finish or cancel them first (git fleet-task list), then run this again")
-    return machines.span(fleet, remote)
+    me = machines.span(fleet, remote)
+    here = [a.name for a in fleet.config.agents.values() if fleet.locate(a) is not None]
+    return me, holds.hold_here(fleet, here)  # (the agents with a worktree here run here, unless held elsewhere)

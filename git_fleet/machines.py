@@ -17,6 +17,7 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import parse_duration
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 
 REMOTE, MACHINE, POLL = "fleet.remote", "fleet.machine", "fleet.poll"
 MACHINES = "machines/"
+# what a fetch brings, always together (one stamp says when it last answered): the bus, which
+# machine holds each agent (holds.py), and the machines' records
+PREFIXES = ["bus/", "agents/", MACHINES]
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,27 @@ def poll_of(repo: Repo) -> float:
         return float(parse_duration(raw)) if not raw.replace(".", "", 1).isdigit() else float(raw)
     except (FleetError, ValueError):
         raise UsageError(f"git config {POLL} = {raw!r} is not a duration", "give seconds, e.g. 2 or 5s") from None
+
+
+def place(repo: Repo, remote: str) -> Path:
+    """Where this clone keeps what it knows of `remote`'s shared state: when it was last fetched
+    (the fetch's lock), and when each claim was first seen here."""
+    return repo.common_dir / "fleet" / "remote" / remote
+
+
+def fetch(repo: Repo, remote: str) -> None:
+    meeting.fetch(repo.common_dir, remote, PREFIXES, place(repo, remote) / "fetched")
+
+
+def parse_record(message: str) -> dict[str, object]:
+    """A machine's record (its host and user), from its commit's message."""
+    try:
+        found = json.loads(message.rstrip("\n").rpartition("\n")[2])
+    except ValueError:
+        found = None
+    if not isinstance(found, dict):
+        raise FleetError("not a machine's record")
+    return found
 
 
 def this(repo: Repo) -> Machine:
@@ -83,8 +108,7 @@ def span(fleet: Fleet, remote: str) -> Machine:
                          "since": int(time.time())}, sort_keys=True)
     commit = meeting.make_commit(fleet.repo.pygit, f"fleet: machine {me.describe()}\n\n{record}\n", {}, None)
     cwd = fleet.repo.common_dir
-    place = fleet.repo.common_dir / "fleet" / "remote" / remote
-    meeting.fetch(cwd, remote, [MACHINES, "bus/"], place / "fetched")
+    fetch(fleet.repo, remote)
     ref = meeting.SHARED + MACHINES + me.id
     have = meeting.refs_under(fleet.repo.pygit, meeting.tracking(remote) + MACHINES).get(me.id)
     if have is None:

@@ -147,6 +147,10 @@ CASES = [
     C("add-from-an-agents-worktree", ("fleet-add", "api", "--zone", "lib/**"), 1, ("agent 'backend' cannot add agents",),
       "main worktree ({repo})", where="fleet1", cwd="repo-backend"),
     # rm
+    # join
+    C("join-unknown-agent", ("fleet-join", "ghost"), 2, ("no agent named 'ghost' in {config}",), "agents: backend",
+      where="fleet1"),
+    C("join-no-remote", ("fleet-join", "backend"), 2, ("this repository has no remote",), "--remote NAME", where="fleet1"),
     C("rm-unknown-agent", ("fleet-rm", "ghost"), 2, ("no agent named 'ghost' in {config}",), "agents: backend", where="fleet1"),
     C("rm-unmerged-commits", ("fleet-rm", "backend"), 1, ("fleet/backend has 1 commit(s)",), "--force", where="fleet1",
       prepare=backend_committed),

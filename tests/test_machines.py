@@ -112,6 +112,8 @@ def test_a_killed_holders_task_goes_to_a_worker_on_another_machine_once_after_it
     sb.git("fleet-init", "--remote", "origin")
     machines = Machines(sb, str(sb.root / "hub.git"))
     one, two = machines.machine("m1"), machines.machine("m2")
+    sb.git("fleet-join", "api", "--take-over", cwd=one, env=machines.env("m1"))  # api runs on m1, docs on m2
+    sb.git("fleet-join", "docs", "--take-over", cwd=two, env=machines.env("m2"))
     sb.fleet("task", "add", "fragile")
     sb.fleet("task", "add", "other")
     holder, _ = sb.paused([sys.executable, "-m", "git_fleet.standin", "--drain-fleet", "api", "2"], "worker-claimed",
@@ -119,26 +121,30 @@ def test_a_killed_holders_task_goes_to_a_worker_on_another_machine_once_after_it
     os.kill(holder.pid, signal.SIGKILL)  # the worker itself, killed while it holds task-001
     holder.wait()
     Sandbox.kill_group(holder)
-    assert holder.stdout is not None and holder.stdout.read() == "claimed 1\n"
+    assert holder.stdout is not None and holder.stdout.read().startswith("claimed 1 ")
     # on the other machine, the claim is live until it has been seen unchanged for its lease
     taken = sb.git("fleet-task", "claim", "--agent", "docs", cwd=two, env=machines.env("m2"))
     assert taken.out.startswith("task-002")  # not task-001: its lease has not lapsed as seen here
     time.sleep(2.3)
-    racers = [sb.spawn(["git", "fleet-task", "claim", "--agent", "docs", "--json"], cwd=where,
-                       env=machines.env(name), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-              for name, where in [("m2", two), ("m2", two), ("m1", one), ("m1", one)]]
+    # racing for it: docs twice on m2, and two workers on m1 (which first saw the claim when it was made)
+    racers = [sb.spawn(["git", "fleet-task", "claim", "--agent", "docs", "--json"], cwd=two, env=machines.env("m2"),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    racers += [sb.spawn([sys.executable, "-m", "git_fleet.standin", "--drain-fleet", f"m1-w{i}", "600"], cwd=one,
+                        env=machines.env("m1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
     got = []
     for r in racers:
         out, err = r.communicate(timeout=60)
-        got.append(json.loads(out)["id"] if r.returncode == 0 else None)
         Sandbox.kill_group(r)
-    # exactly one took it over (m1's workers first saw the claim when it was made: they may too)
-    assert got.count(1) == 1 and got.count(None) == 3, got
+        if r.args[1] == "fleet-task":
+            got += [json.loads(out)["id"]] if r.returncode == 0 else []
+        else:
+            got += [int(line.split()[1]) for line in out.splitlines() if line.startswith("claimed")]
+    assert got.count(1) == 1, got  # exactly one took it over
     shown = json.loads(sb.fleet("task", "show", "1", "--json").out)
-    assert (shown["attempt"], shown["claimed_by"]) == (2, "docs")
+    assert shown["attempt"] == 2 and shown["claimed_by"] != "api"
     # the first holder's late result is refused, and kept aside
     late = sb.git("fleet-task", "done", "1", "--agent", "api", cwd=one, env=machines.env("m1"), ok=False)
-    assert "claimed by 'docs' (attempt 2)" in late.err and "kept on the remote" in late.err
+    assert ("(attempt 2)" in late.err or "task-001 is done already" in late.err) and "kept on the remote" in late.err
     assert len(json.loads(sb.fleet("task", "show", "1", "--json").out)["unrecorded"]) == 1
 
 
@@ -149,6 +155,7 @@ def test_the_remote_away_refuses_loudly_and_nothing_is_duplicated_after(hub: San
         sb.git("fleet-init", "--remote", "origin")
         machines = Machines(sb, f"{url}/hub.git")
         other = machines.machine("m1")
+        sb.git("fleet-join", "api", "--take-over", cwd=other, env=machines.env("m1"))
         sb.fleet("task", "add", "one")
         sb.fleet("task", "add", "two")
         sb.git("fleet-task", "claim", "--agent", "api", cwd=other, env=machines.env("m1"))
@@ -166,7 +173,7 @@ def test_the_remote_away_refuses_loudly_and_nothing_is_duplicated_after(hub: San
     port = url.rsplit(":", 1)[1]
     with git_daemon(sb, sb.root, port=int(port)):
         sb.git("fleet-task", "done", "1", "--agent", "api", cwd=other, env=machines.env("m1"))
-        assert sb.git("fleet-task", "claim", "--agent", "docs", cwd=other, env=machines.env("m1")).out.startswith("task-002")
+        assert sb.git("fleet-task", "claim", "--agent", "api", cwd=other, env=machines.env("m1")).out.startswith("task-002")
         tasks = {t["name"]: t for t in json.loads(sb.fleet("task", "list", "--json").out)}
     assert [(t["status"], t["attempt"]) for t in tasks.values()] == [("done", 1), ("claimed", 1)]
 
@@ -210,3 +217,33 @@ def test_a_record_of_a_later_format_is_refused_with_the_version_it_needs(hub: Sa
     res = sb.fleet("task", "list")
     assert "task-001  invalid" in res.out
     assert "written by a later git-fleet (record format 9)" in res.err
+
+
+def test_one_agent_runs_on_one_machine_join_is_refused_until_taken_over(hub: Sandbox) -> None:
+    sb = hub
+    sb.fleet("init", "--remote", "origin")  # api and docs have worktrees here: this machine holds them
+    laptop = sb.git("config", "fleet.machine").out.strip()
+    sb.commit(sb.root / "repo-api", {"src/backend/work.py": "w = 1\n"}, "api's work")
+    sb.git("push", "-q", "origin", "fleet/api", cwd=sb.root / "repo-api")
+    sb.fleet("task", "add", "first", "--agent", "api")
+    sb.fleet("task", "claim", "--agent", "api")
+    machines = Machines(sb, str(sb.root / "hub.git"))
+    box = sb.root / "box" / "repo"
+    sb.git("clone", "-q", machines.url, str(box), cwd=sb.root, env=machines.env("box"))
+    refused = sb.git("fleet-join", "api", cwd=box, env=machines.env("box"), ok=False)
+    assert refused.code == 1 and f"agent 'api' is held by machine {laptop} (" in refused.err and " since " in refused.err
+    assert not (sb.root / "box" / "repo-api").exists()  # nothing was set up
+    joined = sb.git("fleet-join", "api", "--take-over", cwd=box, env=machines.env("box"))
+    assert f"taken over from machine {laptop}" in joined.err
+    there = sb.root / "box" / "repo-api"
+    assert sb.head(cwd=there) == sb.head("fleet/api")  # the branch as the remote has it
+    assert (there / "src/backend/work.py").exists()
+    # the first machine obeys: its next claim and result are refused, saying where the agent went
+    box_id = sb.git("config", "fleet.machine", cwd=box).out.strip()
+    res = sb.fleet("task", "done", "1", "--agent", "api", ok=False)
+    assert f"agent 'api' runs on machine {box_id}" in res.err and "kept on the remote" in res.err
+    sb.fleet("task", "add", "second", "--agent", "api")
+    assert f"runs on machine {box_id}" in sb.fleet("task", "claim", "--agent", "api", ok=False).err
+    # on the machine that holds it now, the agent goes on
+    sb.git("fleet-task", "done", "1", "--agent", "api", cwd=there, env=machines.env("box"))
+    assert sb.git("fleet-task", "claim", cwd=there, env=machines.env("box")).out.startswith("task-002")

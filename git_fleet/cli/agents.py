@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .. import __version__, brief, ownership
+from .. import __version__, brief, holds, ownership
 from .. import agents as fleet_agents
 from .. import init as setup
 from ..check import quote
@@ -81,8 +81,7 @@ def init(base: str | None, server: bool, uninstall: bool, orchestrator_keys: tup
                         agent_keys=_agent_keys(agent_keys), base_push=base_push)
     _say_init(result, uninstall, verbose)
     if remote:
-        click.echo(f"the fleet spans machines through remote '{remote}'; this clone is machine "
-                   + setup.span(load(), remote).describe())
+        span(remote)
     if not interactive:
         return 0
     try:
@@ -96,6 +95,14 @@ def init(base: str | None, server: bool, uninstall: bool, orchestrator_keys: tup
                          + ("nothing was set up" if undone else f"{result.config_path} is kept, with what was answered"),
                          "run it in a terminal, or give every answer on standard input, or set up without it: "
                          "git fleet-init, then git fleet-add NAME --zone ...") from None
+
+
+def span(remote: str) -> None:
+    """The fleet made to span machines through `remote` (init --remote, join), said."""
+    me, warnings = setup.span(load(), remote)
+    click.echo(f"the fleet spans machines through remote '{remote}'; this clone is machine {me.describe()}")
+    for w in warnings:
+        warn(w)
 
 
 def _agent_keys(specs: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -189,9 +196,11 @@ def add(name: str, zones: tuple[str, ...], branch: str | None, path: str | None,
 
     Run it in the main worktree: an agent cannot add agents or widen its own zone.
     """
-    _agent, report = fleet_agents.add(load(), name, zones, branch=branch, path=path, base=base, allow_overlap=allow_overlap,
-                                force=force, session={"session": session, "model": model, "command": command_,
-                                                      "resume": resume})
+    fleet = load()
+    _agent, report = fleet_agents.add(fleet, name, zones, branch=branch, path=path, base=base, allow_overlap=allow_overlap,
+                                      force=force, session={"session": session, "model": model, "command": command_,
+                                                            "resume": resume})
+    report.warnings += holds.hold_here(fleet, [name])
     show_report(report, verbose or sys.stderr.isatty())  # what it made, on a terminal as git's porcelain does
     return 0
 

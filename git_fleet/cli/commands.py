@@ -9,6 +9,7 @@ the manual pages and shell completion are made from ALL.
     teleport.py  teleport push, pull, list
     doctor.py    doctor, prune
     demo.py      demo
+    machines.py  join
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from . import CONTEXT, FleetGroup
 from .agents import add, init, list_, rm, run, set_, who, zones
 from .demo import demo
 from .doctor import doctor, prune
+from .machines import join
 from .merging import checkpoint, merge, status, sync
 from .sessions import attach, down, ps, resume, up
 from .tasks import plan, task
@@ -28,7 +30,7 @@ from .watch import watch
 
 # in this order: the man pages and the shell completion list them so
 ALL: dict[str, click.Command] = {
-    "demo": demo, "init": init, "add": add, "rm": rm, "list": list_, "who": who, "zones": zones, "merge": merge,
+    "demo": demo, "init": init, "add": add, "join": join, "rm": rm, "list": list_, "who": who, "zones": zones, "merge": merge,
     "checkpoint": checkpoint, "status": status, "watch": watch, "sync": sync, "set": set_, "run": run, "up": up, "ps": ps,
     "down": down, "resume": resume, "attach": attach, "plan": plan, "task": task, "teleport": teleport,
     "doctor": doctor, "prune": prune,

@@ -101,6 +101,19 @@ def fetch(cwd: Path, remote: str, prefixes: list[str], lock: Path, since: float 
         raise unreachable(cwd, remote, proc.stderr)
 
 
+def fetch_branch(cwd: Path, remote: str, branch: str) -> str | None:
+    """The remote's `branch` brought here (into refs/remotes/REMOTE/BRANCH): its commit, or None
+    when the remote has no such branch."""
+    proc = git(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", remote,
+                f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}"], cwd, check=False)
+    if proc.returncode != 0:
+        if b"couldn't find remote ref" in proc.stderr:
+            return None
+        raise unreachable(cwd, remote, proc.stderr)
+    found = git(["rev-parse", "-q", "--verify", f"refs/remotes/{remote}/{branch}^{{commit}}"], cwd, check=False)
+    return found.stdout.decode().strip() or None
+
+
 def fetched_at(lock: Path) -> float | None:
     try:
         st = os.stat(lock)

@@ -32,6 +32,7 @@ from ..bus import plan
 from ..bus.specs import Task, why_cancelled
 from ..errors import FleetError, UsageError
 from ..gateway import meeting
+from ..machines import PREFIXES
 from . import folding, steps
 from .steps import POLL
 from .view import TASKS, Entry, View
@@ -71,7 +72,7 @@ class RemoteBus:
         began = time.time()
         fetched = meeting.fetched_at(self.stamp)
         if fetched is None or fetched < began - max_age:
-            meeting.fetch(self.cwd, self.remote, ["bus/"], self.stamp, since=began - max_age)
+            meeting.fetch(self.cwd, self.remote, PREFIXES, self.stamp, since=began - max_age)
         self._view = None
         return self.view()
 

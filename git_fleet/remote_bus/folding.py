@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .. import records
 from ..errors import FleetError
 from ..gateway import meeting
 from ..gateway.meeting import Update
-from . import records
 from .view import LOG
 
 if TYPE_CHECKING:

@@ -9,11 +9,12 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from .. import holds, records
 from ..bus.specs import CANCELLED, ENDED, Task, one_line, render
 from ..errors import FleetError, UsageError
 from ..gateway import meeting
 from ..gateway.meeting import Update
-from . import folding, records
+from . import folding
 from .view import IDS, KEPT, Entry, View
 
 if TYPE_CHECKING:
@@ -112,12 +113,18 @@ def claim(bus: RemoteBus, agent: str, lease: int | None, view: View | None = Non
                 return None
             view, fresh, skip = bus.refresh(), True, set()
             continue
+        away = holds.refused(bus.repo, bus.remote, agent, bus.machine)
+        if away and not fresh:
+            view, fresh, skip = bus.refresh(), True, set()
+            continue
+        if away:
+            raise FleetError(away, "nothing was claimed; this machine's copy of the agent stops here")
         pick = can[0] if not lost else random.choice([t for t in can[:SPREAD] if t.priority == can[0].priority])
         entry = view.entries[pick.id]
         rec = records.new("claim", task=pick.id, attempt=entry.rec.attempt + 1, agent=agent, machine=bus.machine,
                           lease=seconds)
         new = meeting.make_tree_commit(bus.repo, rec.message(), entry.tree, entry.tip)
-        if bus.push([Update(bus.ref(pick.id), new, entry.tip)]).won:
+        if bus.push([Update(bus.ref(pick.id), new, entry.tip), *_beat(bus, agent)]).won:
             return _after(bus, pick.id, new, seen=True)
         lost += 1
         skip.add(pick.id)
@@ -179,6 +186,9 @@ def step(bus: RemoteBus, tid: int, agent: str, op: str, *, lease: int | None = N
         for view, fresh in _views(bus):
             try:
                 entry = _held(bus, view, tid, agent)
+                away = holds.refused(bus.repo, bus.remote, agent, bus.machine)
+                if away:
+                    raise FleetError(away, f"nothing was recorded; the agent's copy there carries on with task-{tid:03d}")
             except FleetError:
                 if fresh:
                     raise
@@ -191,7 +201,7 @@ def step(bus: RemoteBus, tid: int, agent: str, op: str, *, lease: int | None = N
                 new = meeting.make_commit(bus.repo, rec.message(), {"spec.md": entry.spec,
                                                                      "result.md": _result(view, entry, op, agent, body)},
                                           entry.tip)
-            if bus.push([Update(bus.ref(tid), new, entry.tip)]).won:
+            if bus.push([Update(bus.ref(tid), new, entry.tip), *_beat(bus, agent)]).won:
                 task = _after(bus, tid, new, seen=op == "renew")
                 if rec.ended:
                     folding.fold(bus)
@@ -205,6 +215,11 @@ def step(bus: RemoteBus, tid: int, agent: str, op: str, *, lease: int | None = N
         if body is not None:
             e.hint = "\n".join([*(e.hint.split("\n") if e.hint else []), _keep(bus, tid, agent, op, body)])
         raise
+
+
+def _beat(bus: RemoteBus, agent: str) -> list[Update]:
+    beat = holds.beat(bus.repo, bus.remote, agent, bus.machine)
+    return [beat] if beat is not None else []
 
 
 def _result(view: View, entry: Entry, op: str, agent: str, body: str) -> bytes:

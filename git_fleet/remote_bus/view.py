@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import durable
+from .. import durable, records
 from ..bus.specs import Task, front_matter, slug
 from ..errors import FleetError
 from ..gateway import meeting
-from . import records
-from .records import Record
+from ..records import Record
 
 if TYPE_CHECKING:
     import pygit2

@@ -1,4 +1,6 @@
-"""The shared bus's records: each step of a task is a commit on its ref, the step in its message.
+"""The shared state of a fleet across machines as records: each step is a commit on a ref of the
+fleet's remote, the step in its message (the bus's tasks, remote_bus/; which machine holds an
+agent, holds.py).
 
 A task's ref, refs/fleet/bus/tasks/N, is a chain of commits, one per step: open (the spec, in
 the tree as spec.md), claim (attempt k by an agent on a machine, with its lease), renew, release,
@@ -17,13 +19,13 @@ import json
 import secrets
 from dataclasses import asdict, dataclass
 
-from ..errors import FleetError
+from .errors import FleetError
 
 FORMAT = 1
 NEEDS = {1: "0.1"}  # format -> the git-fleet version that reads it (said to older ones)
 ENDS = ("done", "failed", "cancelled", "removed")
 HOLDING = ("claim", "renew")
-OPS = ("open", "claim", "renew", "release", *ENDS, "ids", "kept", "log")
+OPS = ("open", "claim", "renew", "release", *ENDS, "ids", "kept", "log", "hold", "handoff")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Record:
     lease: int = 0  # seconds a claim holds without renewal, judged on each observer's own clock
     reason: str | None = None
     next: int = 0  # the ids ref: the next task id
+    since: int = 0  # a hold: when its machine took it (that machine's clock: shown, never compared)
     nonce: str = ""
 
     @property

@@ -1,0 +1,128 @@
+"""One agent, one machine: which machine holds each agent of a fleet that spans machines, as a
+ref on the fleet's remote (refs/fleet/agents/NAME), a chain of commits each taken by a
+compare-and-swap: `hold` (this machine runs it; `reason` says whose hold it took over), and
+`handoff` (released by a teleport push, for the machine that pulls it). A machine that finds
+its agent held by another is refused its next claim, result or push, told where the agent went.
+The commit hook never asks: it does not wait on the network."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import machines, records
+from .errors import FleetError
+from .gateway import meeting
+from .gateway.meeting import Update
+
+if TYPE_CHECKING:
+    import pygit2
+
+    from .fleet import Fleet
+
+AGENTS = "agents/"
+
+
+@dataclass(frozen=True)
+class Hold:
+    agent: str
+    machine: str | None  # None: handed off, for whichever machine pulls it
+    since: int  # the holder's own clock: shown, never compared
+    tip: str
+    record: records.Record
+
+    def where(self, repo: pygit2.Repository, remote: str) -> str:
+        """'machine ID (user@host) since TIME', as the machine's record on the remote says."""
+        who = describe(repo, remote, self.machine) if self.machine else "no machine (handed off)"
+        return f"{who} since {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(self.since))}"
+
+
+def describe(repo: pygit2.Repository, remote: str, machine: str) -> str:
+    oid = meeting.refs_under(repo, meeting.tracking(remote) + machines.MACHINES).get(machine)
+    if oid is None:
+        return f"machine {machine}"
+    try:
+        said = machines.parse_record(meeting.commit(repo, oid).message)
+    except FleetError:
+        return f"machine {machine}"
+    return f"machine {machine} ({said.get('user', '?')}@{said.get('host', '?')})"
+
+
+def read(repo: pygit2.Repository, remote: str, agent: str) -> Hold | None:
+    """The agent's hold as this clone last fetched it."""
+    oid = meeting.refs_under(repo, meeting.tracking(remote) + AGENTS).get(agent)
+    if oid is None:
+        return None
+    commit = meeting.commit(repo, oid)
+    rec = records.parse(commit.message, f"{meeting.SHARED}{AGENTS}{agent}")
+    return Hold(agent, rec.machine if rec.op == "hold" else None, rec.since or commit.commit_time, oid, rec)
+
+
+def refused(repo: pygit2.Repository, remote: str, agent: str, machine: str) -> str | None:
+    """Why `machine` may not act for `agent`: it is held by another machine; None if it may."""
+    hold = read(repo, remote, agent)
+    if hold is None or hold.machine in (None, machine):
+        return None
+    return (f"agent '{agent}' runs on {hold.where(repo, remote)}, not on this machine ({machine}): "
+            "it was taken over or moved there")
+
+
+def beat(repo: pygit2.Repository, remote: str, agent: str, machine: str) -> Update | None:
+    """The hold of `agent` renewed by its machine, to push with a step of its own (atomically): a
+    compare-and-swap on the hold, so a step of a machine whose hold was taken over fails; and
+    when the agent was last heard from, for the others. None if no machine holds the agent."""
+    hold = read(repo, remote, agent)
+    if hold is None or hold.machine != machine:
+        return None
+    rec = records.new("hold", agent=agent, machine=machine, reason=hold.record.reason, since=hold.since)
+    return Update(meeting.SHARED + AGENTS + agent, meeting.make_commit(repo, rec.message(), {}, hold.tip), hold.tip)
+
+
+def take(fleet: Fleet, remote: str, agent: str, *, take_over: bool = False) -> Hold:
+    """Hold `agent` for this machine: refused while another machine holds it (naming it and
+    since when) unless `take_over`, which that machine then sees at its next step."""
+    repo, me = fleet.repo.pygit, machines.this(fleet.repo)
+    cwd = fleet.repo.common_dir
+    for _ in range(10):
+        machines.fetch(fleet.repo, remote)
+        hold = read(repo, remote, agent)
+        if hold is not None and hold.machine == me.id:
+            return hold
+        if hold is not None and hold.machine is not None and not take_over:
+            raise FleetError(f"agent '{agent}' is held by {hold.where(repo, remote)}; one agent runs on one machine "
+                             "at a time", "move it with git fleet-teleport push there and pull here; if that machine is "
+                             "gone, take it with --take-over (that machine is then refused its next claim, result or "
+                             "push)")
+        reason = f"taken over from machine {hold.machine}" if hold is not None and hold.machine else None
+        rec = records.new("hold", agent=agent, machine=me.id, reason=reason, since=int(time.time()))
+        new = meeting.make_commit(repo, rec.message(), {}, hold.tip if hold else None)
+        pushed = meeting.push(cwd, remote, [Update(meeting.SHARED + AGENTS + agent, new, hold.tip if hold else None)])
+        if pushed.won:
+            meeting.set_tracking(repo, machines.place(fleet.repo, remote) / "fetched",
+                                 {meeting.tracking(remote) + AGENTS + agent: new})
+            return Hold(agent, me.id, int(time.time()), new, rec)
+        if pushed.refused:
+            raise FleetError(f"remote '{remote}' refused the hold of '{agent}': {pushed.refused}")
+    raise FleetError(f"the hold of '{agent}' kept changing on '{remote}'", "try again")
+
+
+def restore(fleet: Fleet, remote: str, taken: Hold, before: str | None) -> None:
+    """Put the hold back as it was before `taken` (a join that failed after taking it)."""
+    with contextlib.suppress(FleetError):  # (if not, the next join, or --take-over, settles it)
+        meeting.push(fleet.repo.common_dir, remote, [Update(meeting.SHARED + AGENTS + taken.agent, before, taken.tip)])
+
+
+def hold_here(fleet: Fleet, names: list[str]) -> list[str]:
+    """Hold the named agents for this machine where no other machine holds them (a fleet that
+    spans machines, after `add` or `init --remote`); what could not be held, as warnings."""
+    remote = machines.remote_of(fleet.repo)
+    warnings: list[str] = []
+    for name in names if remote else []:
+        assert remote is not None
+        try:
+            take(fleet, remote, name)
+        except FleetError as e:
+            warnings.append(f"{e.message}; it is set up here all the same (git fleet-join {name} when it may run here)")
+    return warnings
