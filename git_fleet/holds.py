@@ -63,8 +63,11 @@ def read(repo: pygit2.Repository, remote: str, agent: str) -> Hold | None:
 def refused(repo: pygit2.Repository, remote: str, agent: str, machine: str) -> str | None:
     """Why `machine` may not act for `agent`: it is held by another machine; None if it may."""
     hold = read(repo, remote, agent)
-    if hold is None or hold.machine in (None, machine):
+    if hold is None or hold.machine == machine:
         return None
+    if hold.machine is None:
+        return (f"agent '{agent}' was handed off by git fleet-teleport push (from machine {hold.record.machine}): it "
+                "runs where it is pulled, not here until it is pulled here")
     return (f"agent '{agent}' runs on {hold.where(repo, remote)}, not on this machine ({machine}): "
             "it was taken over or moved there")
 
@@ -77,6 +80,16 @@ def beat(repo: pygit2.Repository, remote: str, agent: str, machine: str) -> Upda
     if hold is None or hold.machine != machine:
         return None
     rec = records.new("hold", agent=agent, machine=machine, reason=hold.record.reason, since=hold.since)
+    return Update(meeting.SHARED + AGENTS + agent, meeting.make_commit(repo, rec.message(), {}, hold.tip), hold.tip)
+
+
+def handoff(repo: pygit2.Repository, remote: str, agent: str, machine: str) -> Update | None:
+    """The hold of `agent` released by its machine, for whichever machine pulls it (teleport
+    push, atomically with the snapshot); None if no machine holds it."""
+    hold = read(repo, remote, agent)
+    if hold is None or hold.machine != machine:
+        return None
+    rec = records.new("handoff", agent=agent, machine=machine, since=int(time.time()))
     return Update(meeting.SHARED + AGENTS + agent, meeting.make_commit(repo, rec.message(), {}, hold.tip), hold.tip)
 
 

@@ -17,6 +17,8 @@ from .errors import FleetError, UsageError
 from .fleet import Fleet, Report
 from .gateway import plumbing
 from .gateway.repo import Repo
+from .remote_bus import RemoteBus
+from .remote_bus.steps import seed
 
 
 def forget(fleet: Fleet) -> None:
@@ -238,5 +240,21 @@ def span(fleet: Fleet, remote: str) -> tuple[machines.Machine, list[str]]:
                              f"{', ...' if len(live) > 5 else ''}): a bus across machines would leave them behind",
                              "finish or cancel them first (git fleet-task list), then run this again")
     me = machines.span(fleet, remote)
+    bus = fleet.bus()
+    if isinstance(bus, RemoteBus):
+        seed(bus, last_id(Path(os.path.normpath(fleet.main / fleet.config.bus_dir))))
     here = [a.name for a in fleet.config.agents.values() if fleet.locate(a) is not None]
     return me, holds.hold_here(fleet, here)  # (the agents with a worktree here run here, unless held elsewhere)
+
+
+def last_id(root: Path) -> int:
+    """The highest task id the file bus at `root` gave out (specs, results, reserved ids)."""
+    found = [0]
+    for where, pattern in ((root / "tasks", r"task-(\d+)-"), (root / "results", r"task-(\d+)-"),
+                           (root / "tasks" / ".state", r"id-(\d+)$")):
+        try:
+            names = os.listdir(where)
+        except OSError:
+            continue
+        found += [int(m.group(1)) for n in names if (m := re.match(pattern, n))]
+    return max(found)

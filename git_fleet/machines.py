@@ -112,10 +112,20 @@ def span(fleet: Fleet, remote: str) -> Machine:
     ref = meeting.SHARED + MACHINES + me.id
     have = meeting.refs_under(fleet.repo.pygit, meeting.tracking(remote) + MACHINES).get(me.id)
     if have is None:
-        pushed = meeting.push(cwd, remote, [Update(ref, commit, None)])
+        # with a second ref, removed again: the remote must take atomic pushes (every add is one)
+        probe = f"{ref}.atomic"
+        try:
+            pushed = meeting.push(cwd, remote, [Update(ref, commit, None), Update(probe, commit, None)])
+        except meeting.Unreachable as e:
+            if "atomic" not in e.message:
+                raise
+            raise FleetError(f"remote '{remote}' does not take atomic pushes (git push --atomic), which a fleet across "
+                             "machines needs", "use a remote that does (see the README: one fleet across machines); "
+                             "nothing was set") from None
         if not pushed.won:
             raise FleetError(f"remote '{remote}' did not take this machine's record ({ref}): "
                              f"{pushed.refused or 'another clone has the same machine id'}",
                              "the remote must accept refs under refs/fleet/ (see the README: one fleet across machines)")
+        meeting.push(cwd, remote, [Update(probe, None, commit)])
     fleet.repo.config_set(REMOTE, remote)
     return me

@@ -59,6 +59,11 @@ class Record:
         return title + "\n\n" + json.dumps({"fleet": FORMAT, **fields}, sort_keys=True) + "\n"
 
 
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "op": str, "task": int, "attempt": int, "agent": (str, type(None)), "machine": (str, type(None)), "lease": int,
+    "reason": (str, type(None)), "next": int, "since": int, "nonce": str}
+
+
 def new(op: str, **fields: object) -> Record:
     return Record(op, nonce=secrets.token_hex(8), **fields)  # type: ignore[arg-type]
 
@@ -80,6 +85,10 @@ def parse(message: str, where: str) -> Record:
     except TypeError:
         raise FleetError(f"{where}: a record this git-fleet cannot read ({last[:80]})",
                          "upgrade git-fleet on this machine") from None
+    for name, kind in _TYPES.items():
+        value = getattr(record, name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise FleetError(f"{where}: its {name} is {value!r}, not what a git-fleet record holds there")
     if record.op not in OPS:
         raise FleetError(f"{where}: an unknown step '{record.op}'", "upgrade git-fleet on this machine")
     return record

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from git_fleet.errors import FleetError
 from git_fleet.fleet import Fleet
 from helpers import Sandbox, git_daemon
 
@@ -161,12 +162,14 @@ def test_the_remote_away_refuses_loudly_and_nothing_is_duplicated_after(hub: San
         sb.git("fleet-task", "claim", "--agent", "api", cwd=other, env=machines.env("m1"))
         sb.fleet("task", "list")
     # the daemon is stopped: claims, done and add refuse, naming the remote and git's error
-    refs_before = sb.git("for-each-ref", "refs/fleet-remote").out
+    refs_before = sb.git("for-each-ref", "refs/fleet-remote", cwd=other).out
     for args in (["claim", "--agent", "docs"], ["done", "1", "--agent", "api"], ["add", "three"]):
         res = sb.git("fleet-task", *args, cwd=other, env=machines.env("m1"), ok=False)
         assert res.code == 1 and "cannot reach remote 'origin' (git://127.0.0.1" in res.err, res
         assert "Traceback" not in res.err
-    assert sb.git("for-each-ref", "refs/fleet-remote").out == refs_before  # nothing recorded here
+    assert sb.git("for-each-ref", "refs/fleet-remote", cwd=other).out == refs_before  # nothing recorded here
+    unsent = other / "results" / "task-001-unsent-api.md"  # the result given is kept here, to send again
+    assert unsent.read_text() == "Done.\n"
     listed = sb.git("fleet-task", "list", cwd=other, env=machines.env("m1"))
     assert "task-001  claimed  api" in listed.out and "showing the last known state (fetched" in listed.err
     # back again (the same port): the done goes through once, and nothing was duplicated
@@ -247,3 +250,101 @@ def test_one_agent_runs_on_one_machine_join_is_refused_until_taken_over(hub: San
     # on the machine that holds it now, the agent goes on
     sb.git("fleet-task", "done", "1", "--agent", "api", cwd=there, env=machines.env("box"))
     assert sb.git("fleet-task", "claim", cwd=there, env=machines.env("box")).out.startswith("task-002")
+
+
+def test_the_same_worker_name_on_two_machines_holds_a_claim_only_where_it_made_it(hub: Sandbox) -> None:
+    sb = hub
+    sb.fleet("init", "--remote", "origin")
+    machines = Machines(sb, str(sb.root / "hub.git"))
+    one, two = machines.machine("m1"), machines.machine("m2")
+    sb.fleet("task", "add", "one")
+    first = bus_of(one)
+    assert first.claim("w", 1) is not None
+    time.sleep(1.2)
+    second = bus_of(two)
+    second.refresh()  # m2 sees the claim now: its lease counts from here
+    time.sleep(1.2)
+    taken = second.claim("w", 60)
+    assert taken is not None and taken.attempt == 2
+    with pytest.raises(FleetError) as refused:
+        first.finish(1, "w", "late")
+    assert "task-001 is claimed by 'w' (attempt 2) on machine" in refused.value.message
+    second.finish(1, "w", "in time")
+    assert "in time" in Path(str(bus_of(sb.repo).get(1).result)).read_text()
+
+
+def test_a_dependency_cancelled_meanwhile_is_seen_by_an_add_on_another_machine(hub: Sandbox) -> None:
+    sb = hub
+    sb.fleet("init", "--remote", "origin")
+    other = Machines(sb, str(sb.root / "hub.git")).machine("m1")
+    sb.fleet("task", "add", "one")
+    bus = bus_of(other)
+    bus.refresh()  # m1 knows task-001 as open
+    sb.fleet("task", "cancel", "1")
+    with pytest.raises(FleetError) as refused:
+        bus.add("after one", depends=[1])
+    assert "task-001 (a dependency) is cancelled" in refused.value.message
+    assert [t.name for t in bus_of(sb.repo).all()] == ["task-001"]
+
+
+def test_a_record_of_the_wrong_shape_is_one_invalid_task_not_a_broken_bus(hub: Sandbox) -> None:
+    sb = hub
+    sb.fleet("init", "--remote", "origin")
+    sb.fleet("task", "add", "one")
+    sb.fleet("task", "add", "two")
+    tip = sb.git("rev-parse", "refs/fleet-remote/origin/bus/tasks/1").out.strip()
+    bad = sb.git("commit-tree", f"{tip}^{{tree}}", "-p", tip, "-m",
+                 'fleet: claim\n\n{"fleet": 1, "op": "claim", "task": 1, "attempt": 1, "agent": "api", "lease": "600"}').out
+    sb.git("push", "-q", "origin", f"{bad.strip()}:refs/fleet/bus/tasks/1")
+    res = sb.fleet("task", "list")
+    assert "task-001  invalid" in res.out and "its lease is '600'" in res.err and "task-002  open" in res.out
+    assert sb.fleet("task", "claim", "--agent", "api").out.startswith("task-002")
+
+
+def test_ended_tasks_fold_into_one_ref_with_their_results_and_what_was_kept_aside(hub: Sandbox) -> None:
+    sb = hub
+    sb.fleet("init", "--remote", "origin")
+    bus = bus_of(sb.repo)
+    for i in range(16):
+        bus.add(f"task {i}")
+    for _ in range(16):
+        t = bus.claim("api")
+        assert t is not None
+        if t.id == 3:
+            bus.cancel(3, "no longer")
+            with pytest.raises(FleetError):
+                bus.finish(3, "api", "too late")  # kept aside
+            continue
+        bus.finish(t.id, "api", f"result {t.id}")
+    remote = sb.git("ls-remote", str(sb.root / "hub.git"), "refs/fleet/*").out
+    assert "refs/fleet/bus/log" in remote and "refs/fleet/bus/tasks/" not in remote and "/kept/" not in remote
+    fresh = bus_of(sb.repo)
+    tasks = fresh.all()
+    assert [t.status for t in tasks].count("done") == 15 and tasks[2].status == "cancelled"
+    assert "result 7" in Path(str(fresh.get(7).result)).read_text()
+    kept = fresh.unrecorded(fresh.get(3))
+    assert len(kept) == 1 and "too late" in kept[0].read_text()
+    assert sb.fleet("task", "add", "next").out.strip() == "task-017"  # ids go on after the folded ones
+
+
+def test_teleport_hands_the_agent_off_with_its_snapshot_and_the_pull_takes_it(hub: Sandbox) -> None:
+    sb = hub
+    sb.fleet("init", "--remote", "origin")
+    machines = Machines(sb, str(sb.root / "hub.git"))
+    box, third = machines.machine("box"), machines.machine("third")
+    sb.fleet("task", "add", "the api", "--agent", "api")
+    sb.fleet("task", "claim", "--agent", "api")
+    (sb.root / "repo-api" / "src/backend/wip.py").write_text("half done\n")
+    sb.fleet("teleport", "push", "api")
+    assert "handed off by git fleet-teleport push" in sb.fleet("task", "renew", "1", "--agent", "api", ok=False).err
+    pulled = sb.git("fleet-teleport", "pull", "api", cwd=box, env=machines.env("box"))
+    assert "1 claimed task(s)" in pulled.out
+    there = sb.root / "box" / "repo-api"
+    assert (there / "src/backend/wip.py").read_text() == "half done\n"
+    sb.git("fleet-task", "renew", "1", cwd=there, env=machines.env("box"))  # the claim goes on there, unchanged
+    shown = json.loads(sb.fleet("task", "show", "1", "--json").out)
+    assert (shown["status"], shown["attempt"], shown["claimed_by"]) == ("claimed", 1, "api")
+    box_id = sb.git("config", "fleet.machine", cwd=box).out.strip()
+    refused = sb.git("fleet-teleport", "pull", "api", cwd=third, env=machines.env("third"), ok=False)
+    assert f"agent 'api' is held by machine {box_id}" in refused.err
+    assert not (sb.root / "third" / "repo-api").exists()

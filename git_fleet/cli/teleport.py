@@ -75,15 +75,20 @@ def teleport_push(agent: str, remote: str | None, force: bool, as_json: bool) ->
 @click.option("--path", "path", metavar="DIR", shell_complete=completers.directories,
               help="Where to make the agent's worktree if this repository has none for it "
                    "(default: the configured place, if nothing is there).")
+@click.option("--take-over", is_flag=True,
+              help="In a fleet across machines: take the agent from the machine that holds it (one that did not push it).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was restored as JSON.")
-def teleport_pull(agent: str, remote: str | None, force: bool, path: str | None, as_json: bool) -> int:
+def teleport_pull(agent: str, remote: str | None, force: bool, path: str | None, take_over: bool, as_json: bool) -> int:
     """Recreate the agent here from its snapshot on the remote: worktree, branch, index, files, tasks.
 
     Only a worktree this repository has registered for the agent is restored into. Without one,
     one is made at --path DIR, or where the configuration puts it if nothing is there yet; a
     directory that is not this repository's worktree is never touched.
+
+    In a fleet across machines (through this remote) the pull also takes the agent's hold for
+    this machine: after a teleport push there, which handed it off, or with --take-over.
     """
-    out = pull_agent(_teleporting(agent), agent, remote, force=force, path=path)
+    out = pull_agent(_teleporting(agent), agent, remote, force=force, path=path, take_over=take_over)
     for w in out.warnings:
         warn(w)
     if as_json:

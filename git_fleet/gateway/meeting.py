@@ -13,6 +13,7 @@ object a ref already holds reports success, so every commit sent here is unique.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -24,6 +25,8 @@ from ..errors import FleetError
 from .plumbing import git
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import pygit2
 
 SHARED = "refs/fleet/"  # on the remote
@@ -89,7 +92,8 @@ def fetch(cwd: Path, remote: str, prefixes: list[str], lock: Path, since: float 
         if since is not None and os.fstat(fd).st_mtime >= since and os.fstat(fd).st_size:
             return
         began = time.time()
-        proc = git(["-c", "protocol.version=2", "fetch", "--quiet", "--prune", "--no-tags", "--no-write-fetch-head",
+        # --atomic: the refs change together at the end (git prunes first, without it), never half
+        proc = git(["-c", "protocol.version=2", "fetch", "--atomic", "--quiet", "--prune", "--no-tags", "--no-write-fetch-head",
                     "--no-auto-gc", "--no-recurse-submodules", remote, *specs], cwd, check=False)
         if proc.returncode == 0:
             os.pwrite(fd, b"1", 0)  # (an empty file is one never fetched into)
@@ -112,6 +116,21 @@ def fetch_branch(cwd: Path, remote: str, branch: str) -> str | None:
         raise unreachable(cwd, remote, proc.stderr)
     found = git(["rev-parse", "-q", "--verify", f"refs/remotes/{remote}/{branch}^{{commit}}"], cwd, check=False)
     return found.stdout.decode().strip() or None
+
+
+@contextlib.contextmanager
+def reading(lock: Path) -> Iterator[None]:
+    """While the tracking refs are read: no fetch of this clone's writes them meanwhile."""
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        yield  # (never fetched into: nothing writes them)
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
 
 
 def fetched_at(lock: Path) -> float | None:
@@ -141,6 +160,8 @@ def push(cwd: Path, remote: str, updates: list[Update]) -> Pushed:
     if not flags:
         raise unreachable(cwd, remote, proc.stderr)
     said = " ".join(flags.values())
+    if "remote failure" in said:  # (it may have taken the change: the caller looks)
+        raise unreachable(cwd, remote, proc.stderr or said.encode())
     if any(word in said for word in _LOST) and "hook declined" not in said:
         return Pushed(False, lost=True, flags=flags)
     remote_lines = [ln.removeprefix("remote:").strip() for ln in proc.stderr.decode("utf-8", "replace").splitlines()

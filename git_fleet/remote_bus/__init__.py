@@ -63,7 +63,8 @@ class RemoteBus:
 
     def view(self) -> View:
         if self._view is None:
-            self._view = View(self.repo, self.remote, self.root, self.place / "seen", self._cache)
+            with meeting.reading(self.stamp):
+                self._view = View(self.repo, self.remote, self.root, self.place / "seen", self._cache)
         return self._view
 
     def refresh(self, max_age: float = 0.0) -> View:
@@ -89,7 +90,10 @@ class RemoteBus:
             return self.view()
 
     def push(self, updates: list[meeting.Update]) -> meeting.Pushed:
-        pushed = meeting.push(self.cwd, self.remote, updates)
+        try:
+            pushed = meeting.push(self.cwd, self.remote, updates)
+        except meeting.Unreachable:
+            pushed = self._landed_after_all(updates)
         if pushed.won:
             mine = meeting.tracking(self.remote)
             meeting.set_tracking(self.repo, self.stamp, {mine + u.ref.removeprefix(meeting.SHARED): u.new for u in updates})
@@ -98,6 +102,20 @@ class RemoteBus:
             raise FleetError(f"remote '{self.remote}' refused the change: {pushed.refused}",
                              "nothing changed on the remote; its hook or its host decides what it accepts")
         return pushed
+
+    def _landed_after_all(self, updates: list[meeting.Update]) -> meeting.Pushed:
+        """A push whose outcome is not known (the connection dropped, the remote did not report):
+        won if the remote holds what it sent, as a fetch says; else the remote is unreachable."""
+        try:
+            self.refresh()
+        except meeting.Unreachable:
+            raise  # (not known: nothing is recorded here, and the next step looks again)
+        mine = meeting.tracking(self.remote)
+        now = meeting.refs_under(self.repo, mine)
+        if all(now.get(u.ref.removeprefix(meeting.SHARED)) == u.new for u in updates):
+            return meeting.Pushed(True)
+        raise meeting.Unreachable(f"remote '{self.remote}' did not say whether it took the change, and does not hold it",
+                                  "nothing was recorded; try again")
 
     @staticmethod
     def ref(tid: int) -> str:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from .. import holds, records
+from .. import durable, holds, records
 from ..bus.specs import CANCELLED, ENDED, Task, one_line, render
 from ..errors import FleetError, UsageError
 from ..gateway import meeting
@@ -48,13 +48,10 @@ def add(bus: RemoteBus, title: str, *, agent: str | None, body: str, depends: li
     if not one_line(title):
         raise UsageError("a task needs a title")
     for view, fresh in _views(bus):
-        try:
-            for d in depends:
-                _dependency(view, d)
-        except FleetError:
-            if fresh:
-                raise
-            continue
+        if depends and not fresh:
+            continue  # (what it waits for is judged on the remote's state; a cancel or rm of it moves the ids ref)
+        for d in depends:
+            _dependency(view, d)
         tid = view.next_id()
         meta = {"id": tid, "title": one_line(title), "agent": agent, "depends": [str(d) for d in depends],
                 "priority": priority, "created": _now()}
@@ -168,8 +165,13 @@ def _held(bus: RemoteBus, view: View, tid: int, agent: str) -> Entry:
                          "stop working on it: it is not to be done; git fleet-task claim takes the next task")
     if rec.ended:
         raise FleetError(f"{name} is {rec.op} already", f"see git fleet-task show {tid}")
-    if rec.holds and rec.agent == agent:
+    if rec.holds and rec.agent == agent and rec.machine in (None, bus.machine):
         return entry
+    if rec.holds and rec.agent == agent:
+        # its claim, made on another machine: this one's now, if the agent was moved here (its hold)
+        hold = holds.read(bus.repo, bus.remote, agent)
+        if hold is not None and hold.machine == bus.machine:
+            return entry
     if rec.holds:
         where = f" on machine {rec.machine}" if rec.machine else ""
         state = f"{name} is claimed by '{rec.agent}' (attempt {rec.attempt}){where}"
@@ -209,7 +211,7 @@ def step(bus: RemoteBus, tid: int, agent: str, op: str, *, lease: int | None = N
         raise _busy(f"task-{tid:03d} was not changed")
     except meeting.Unreachable as e:
         if body is not None:
-            e.hint = (e.hint or "") + "\nthe result was not sent: give the same command again when the remote answers"
+            e.hint = "\n".join([*(e.hint.split("\n") if e.hint else []), _keep_here(bus, tid, agent, op, body)])
         raise
     except FleetError as e:
         if body is not None:
@@ -227,6 +229,19 @@ def _result(view: View, entry: Entry, op: str, agent: str, body: str) -> bytes:
     meta = {"task": task.name, "title": task.title, "status": op, "agent": agent, "attempt": entry.rec.attempt,
             "finished": _now()}
     return render(meta, body).encode()
+
+
+def _keep_here(bus: RemoteBus, tid: int, agent: str, op: str, body: str) -> str:
+    """A result the remote could not be asked to take, kept in this clone for sending again."""
+    path = bus.results / f"task-{tid:03d}-unsent-{agent}.md"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        durable.replace(path, body.rstrip("\n") + "\n")
+    except OSError as e:
+        return f"the result was not sent, nor kept here ({e.strerror}): keep the file or text you gave yourself"
+    again = (f"git fleet-task done {tid} --result-file {path}" if op == "done"
+             else f'git fleet-task fail {tid} --reason "$(cat {path})"')
+    return f"the result was not sent; it is kept at {path}: send it when the remote answers, with {again}"
 
 
 def _keep(bus: RemoteBus, tid: int, agent: str, op: str, body: str) -> str:
@@ -264,11 +279,28 @@ def cancel(bus: RemoteBus, tid: int, reason: str | None) -> Task:
         rec = records.new("cancelled", task=tid, attempt=entry.rec.attempt, machine=bus.machine, reason=reason)
         new = meeting.make_commit(bus.repo, rec.message(), {
             "spec.md": entry.spec, "result.md": render(meta, (reason or "").strip() or CANCELLED).encode()}, entry.tip)
-        if bus.push([Update(bus.ref(tid), new, entry.tip)]).won:
+        if bus.push([Update(bus.ref(tid), new, entry.tip), _ids_moved(bus, view)]).won:
             task = _after(bus, tid, new)
             folding.fold(bus)
             return task
     raise _busy(f"task-{tid:03d} was not cancelled")
+
+
+def seed(bus: RemoteBus, after: int) -> None:
+    """Ids on the remote start after `after` (the file bus's last, when a fleet starts to span
+    machines), if no task was added there yet: an id is never given out twice."""
+    view = bus.refresh()
+    if view.ids is not None or after < 1:
+        return
+    rec = records.new("ids", next=max(after + 1, view.next_id()), machine=bus.machine)
+    bus.push([Update(meeting.SHARED + IDS, meeting.make_commit(bus.repo, rec.message(), {}, None), None)])
+
+
+def _ids_moved(bus: RemoteBus, view: View) -> Update:
+    """The ids ref moved on (its next id kept), with a cancel or rm in one atomic push: an add
+    that checked its dependencies before then loses its compare-and-swap, and checks again."""
+    rec = records.new("ids", next=view.next_id(), machine=bus.machine)
+    return Update(meeting.SHARED + IDS, meeting.make_commit(bus.repo, rec.message(), {}, view.ids), view.ids)
 
 
 def remove(bus: RemoteBus, tid: int) -> Task:
@@ -287,6 +319,6 @@ def remove(bus: RemoteBus, tid: int) -> Task:
                              f"{task.name}", "cancel or remove them first")
         rec = records.new("removed", task=tid, machine=bus.machine)
         new = meeting.make_tree_commit(bus.repo, rec.message(), entry.tree, entry.tip)
-        if bus.push([Update(bus.ref(tid), new, entry.tip)]).won:
+        if bus.push([Update(bus.ref(tid), new, entry.tip), _ids_moved(bus, view)]).won:
             return task
     raise _busy(f"task-{tid:03d} was not removed")

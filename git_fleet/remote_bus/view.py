@@ -9,6 +9,7 @@ the remote keeps about as many refs as there are tasks in flight.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -55,15 +56,21 @@ class View:
         for name, oid in refs.items():
             number = name.removeprefix(TASKS)
             if name.startswith(TASKS) and number.isdigit():
-                hit = cache.get(oid)
-                self.entries[int(number)] = hit if hit is not None else self.read_tip(int(number), oid)
-                cache[oid] = self.entries[int(number)]
+                hit = cache.get(oid) or self.read_tip(int(number), oid)
+                cache[oid] = hit
+                self.entries[int(number)] = dataclasses.replace(hit, kept=dict(hit.kept), kept_refs={})
+        for held in self.entries.values():
+            if held.rec.holds and held.tip is not None:
+                self.first_seen(held.tip)  # (seen now: its lease counts from its first sighting here)
         for name, oid in refs.items():
             if name.startswith(KEPT):
                 number, _, leaf = name.removeprefix(KEPT).partition("/")
                 entry = self.entries.get(int(number)) if number.isdigit() else None
-                if entry is not None and leaf not in entry.kept:
-                    entry.kept[leaf] = self._blob(meeting.commit(repo, oid).tree, "result.md") or b""
+                if entry is not None:
+                    try:
+                        entry.kept[leaf] = self._blob(meeting.commit(repo, oid).tree, "result.md") or b""
+                    except FleetError:
+                        continue  # (not a commit: nothing this bus kept)
                     entry.kept_refs[meeting.SHARED + name] = oid
 
     # -- reading ------------------------------------------------------------------------------------
@@ -75,19 +82,20 @@ class View:
             return None
 
     def read_tip(self, tid: int, oid: str) -> Entry:
-        commit = meeting.commit(self.repo, oid)
         where = f"{meeting.SHARED}{TASKS}{tid} ({oid[:12]})"
         try:
+            commit = meeting.commit(self.repo, oid)
             rec = records.parse(commit.message, where)
         except FleetError as e:
-            return Entry(tid, Record("open", task=tid), oid, str(commit.tree_id), b"", error=e.message)
+            return Entry(tid, Record("open", task=tid), oid, "", b"", error=f"{where}: {e.message}"
+                         if not e.message.startswith(where) else e.message)
         return Entry(tid, rec, oid, str(commit.tree_id), self._blob(commit.tree, "spec.md") or b"",
                      self._blob(commit.tree, "result.md"))
 
     def _read_log(self, oid: str) -> None:
         tree = meeting.commit(self.repo, oid).tree
         for item in tree:
-            if not (item.name or "").isdigit():
+            if not (item.name or "").isdigit() or item.type_str != "tree":
                 continue
             sub = meeting.tree(self.repo, str(item.id))
             number = int(item.name or 0)
@@ -183,8 +191,14 @@ class View:
 
 def _copy(path: Path, data: bytes) -> None:
     try:
-        if not path.exists():
+        st = path.stat()
+    except OSError:
+        st = None
+    try:
+        if st is None:
             path.parent.mkdir(parents=True, exist_ok=True)
             durable.create(path, data.decode("utf-8", "replace"))
+        elif st.st_size != len(data) or path.read_bytes() != data:
+            durable.replace(path, data.decode("utf-8", "replace"))
     except OSError:
         pass  # (only a copy to read: the task and its state come from the refs)

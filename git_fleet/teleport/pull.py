@@ -10,7 +10,7 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import agents, brief, lock, lost_journal
+from .. import agents, brief, holds, lock, lost_journal, machines
 from ..config import Agent
 from ..errors import FleetError
 from ..gateway import plumbing
@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from ..fleet import Fleet
 
 
-def pull_agent(fleet: Fleet, name: str, given_remote: str | None, *, force: bool = False, path: str | None = None) -> Outcome:
+def pull_agent(fleet: Fleet, name: str, given_remote: str | None, *, force: bool = False, path: str | None = None,
+               take_over: bool = False) -> Outcome:
     """Make the agent here hold the snapshot on the remote. Only a worktree this repository has
     registered for the agent is ever restored into; without one, one is made (at --path, or where
     the configuration puts it, if nothing is there) or the pull is refused."""
@@ -46,8 +47,14 @@ def pull_agent(fleet: Fleet, name: str, given_remote: str | None, *, force: bool
         raise FleetError(f"agent '{name}' is running here (in the fleet's tmux session); what it writes while "
                          "its worktree is replaced would be lost; nothing was changed",
                          f"stop it first: git fleet-down {name}")
-    with fleet.repo.scratch() as space:
-        agent = _bring_here(fleet, agent, snap, out, force, path, space)
+    before, taken = _take_hold(fleet, remote, name, take_over)
+    try:
+        with fleet.repo.scratch() as space:
+            agent = _bring_here(fleet, agent, snap, out, force, path, space)
+    except BaseException:
+        if taken is not None and (before is None or before.tip != taken.tip):
+            holds.restore(fleet, remote, taken, before.tip if before else None)
+        raise
     remember(main, name, oid)
     out.tasks = _claim_tasks(fleet, agent, meta.get("tasks", []), out)
     brief.write_brief(fleet, agent)
@@ -84,6 +91,15 @@ def _bring_here(fleet: Fleet, agent: Agent | None, snap: Snapshot, out: Outcome,
                     out.warnings.append(f"'{name}' has its worktree at {where}; --path is for making one")
                 _bring_up_to_date(fleet, agent, where, snap, out, force, space)
         return agent
+
+
+def _take_hold(fleet: Fleet, remote: str, name: str, take_over: bool) -> tuple[holds.Hold | None, holds.Hold | None]:
+    """Where the fleet spans machines through `remote`: the agent held for this machine (refused
+    while another machine holds it, unless take_over); the hold before, and the one taken."""
+    if machines.remote_of(fleet.repo) != remote:
+        return None, None
+    before = holds.read(fleet.repo.pygit, remote, name)
+    return before, holds.take(fleet, remote, name, take_over=take_over)
 
 
 def _running_here(fleet: Fleet, name: str) -> bool:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .. import brief, lock
+from .. import brief, holds, lock, machines
 from ..errors import FleetError, GitError
+from ..gateway.meeting import Update
 from .commit import Outcome, capture, counts, meta_for, read, write
 from .remote import fetch, local_ref, push, remember, remote_of, remote_refs
 
@@ -29,10 +30,23 @@ def push_agent(fleet: Fleet, name: str, given_remote: str | None, *, force: bool
     if parked is not None and parked != last and not force:
         raise FleetError(f"remote '{remote}' holds a snapshot of '{name}' ({parked[:12]}) that this clone has not seen",
                          f"bring it here first (git fleet-teleport pull {name}), or replace it with --force")
-    push(main, remote, name, snapshot, parked, given_remote)
+    push(main, remote, name, snapshot, parked, given_remote, also=_handoff(fleet, remote, name))
     remember(main, name, snapshot)
     return Outcome(name, remote, snapshot, agent.branch, counts(state, main), [t["file"] for t in meta["tasks"]],
                    worktree=str(where), head=state.head)
+
+
+def _handoff(fleet: Fleet, remote: str, name: str) -> Update | None:
+    """Where the fleet spans machines through `remote`: the agent's hold, released by this machine
+    for the one that pulls it (refused if this machine does not hold it)."""
+    if machines.remote_of(fleet.repo) != remote:
+        return None
+    machines.fetch(fleet.repo, remote)
+    me = machines.this(fleet.repo).id
+    why = holds.refused(fleet.repo.pygit, remote, name, me)
+    if why:
+        raise FleetError(f"{why}; nothing was sent", f"pull it here first: git fleet-teleport pull {name}")
+    return holds.handoff(fleet.repo.pygit, remote, name, me)
 
 
 def parked(fleet: Fleet, given_remote: str | None) -> list[dict[str, Any]]:
