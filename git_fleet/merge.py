@@ -14,12 +14,12 @@ import re
 import shlex
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import check, config, lost_journal, moves, runner, sandbox, sandbox_layout
+from . import check, config, lost_journal, merge_remote, moves, runner, sandbox, sandbox_layout
 from .config import Agent, Checkpoint, Config
 from .errors import FleetError, UsageError
 from .gateway import plumbing
@@ -64,6 +64,7 @@ class Batch:
     blocked: dict[str, str] = field(default_factory=dict)  # worktree -> why it cannot be updated
     rounds: int = 0  # rounds of the checkpoint merged so far (its tags); this merge is the next
     warnings: list[str] = field(default_factory=list)  # from carrying it out
+    across: merge_remote.Across | None = None  # a fleet across machines: the remote's side
     sandbox_ports: tuple[int, ...] | None = None  # the test runs sandboxed (an agent merged runs so): its ports
 
     @property
@@ -126,8 +127,10 @@ def rounds(repo: Repo, checkpoint: Checkpoint) -> int:
     return done
 
 
-def prepare(repo: Repo, cfg: Config, main: Path, agents: list[Agent], checkpoint: Checkpoint | None = None) -> Batch:
-    """Make every merge in memory and check every zone; change nothing visible."""
+def prepare(repo: Repo, cfg: Config, main: Path, agents: list[Agent], checkpoint: Checkpoint | None = None,
+            published: dict[str, str] | None = None) -> Batch:
+    """Make every merge in memory and check every zone; change nothing visible. `published`:
+    agents merged at these tips (as another machine published them), not their branches here."""
     old = repo.branch_tip(cfg.base)
     if old is None:
         raise FleetError(f"base branch '{cfg.base}' does not exist", "commit on it first, or fix fleet.base")
@@ -135,7 +138,7 @@ def prepare(repo: Repo, cfg: Config, main: Path, agents: list[Agent], checkpoint
     compiled = check.compile_config(str(repo.common_dir), str(main), cfg)
     current = old
     changed: dict[str, set[str]] = {}  # agent -> paths its branch changed since it forked
-    tips = _tips(repo, agents)
+    tips = {**_tips(repo, [a for a in agents if a.name not in (published or {})]), **(published or {})}
     # every agent's new commits, with their paths, from one git log (as status does)
     histories = plumbing.commits_by_tip(tips, [old], str(repo.common_dir))
     merged: list[Step] = []
@@ -308,10 +311,11 @@ def same_merge(repo: Repo, tested: Batch, now: Batch) -> bool:
             and repo.tree_of(now.new) == repo.tree_of(tested.new))
 
 
-def land(repo: Repo, p: Batch) -> list[str]:
+def land(repo: Repo, p: Batch, publish: Callable[[str, tuple[str, str] | None], None] | None = None) -> list[str]:
     """The base moves to the tested merge, with the work tree that has it checked out and the
     checkpoint's tag (moves.py: what a crash at any moment leaves, and who finishes it); the
-    caller holds the fleet's lock. Returns warnings."""
+    caller holds the fleet's lock. `publish(new, tag)`: first, on the fleet's remote (raising
+    when it is refused). Returns warnings."""
     check_ready(repo, p)
     if p.new is None:
         return []
@@ -321,6 +325,8 @@ def land(repo: Repo, p: Batch) -> list[str]:
         tag = p.checkpoint.tag(p.rounds + 1)
         also = ((f"refs/tags/{tag}", repo.make_tag(tag, p.new, f"Checkpoint {p.checkpoint.name}, round {p.rounds + 1}: "
                                                                 f"{who}")),)
+    if publish is not None:
+        publish(p.new, also[0] if also else None)
     move = moves.Move(f"refs/heads/{p.base}", p.old, p.new, "merge", also, _log_line(p))
     return moves.carry_out(repo, move, f"git-fleet: merge {len(p.steps)} agent(s) into {p.base}")
 
@@ -335,7 +341,11 @@ def merge(fleet: Fleet, names: Sequence[str], checkpoint: str | None = None, *, 
         if cp and names:
             raise UsageError("give either --checkpoint or agent names, not both")
         chosen = [fleet.config.agent(n) for n in (cp.agents if cp else names or list(fleet.config.agents))]
-        return prepare(fleet.repo, fleet.config, fleet.main, chosen, cp)
+        across = merge_remote.gather(fleet, chosen)
+        p = prepare(fleet.repo, fleet.config, fleet.main, chosen, cp, across.tips if across else None)
+        p.warnings += across.notes if across else []
+        p.across = across
+        return p
 
     with fleet.editing():
         lost_journal.refuse_unreadable(fleet.repo, fleet.config.base)
@@ -361,6 +371,8 @@ def merge(fleet: Fleet, names: Sequence[str], checkpoint: str | None = None, *, 
             raise FleetError(f"{p.base} or an agent's branch moved while the checkpoint test ran (or the "
                              "configuration changed what the merge makes); nothing was changed",
                              "run the merge again: the test runs on what is merged")
-        p.warnings = land(fleet.repo, p)
+        across = again.across
+        p.warnings += land(fleet.repo, p, None if across is None else
+                           lambda new, tag: merge_remote.publish(fleet, across, new, tag))
         return p
 

@@ -348,3 +348,34 @@ def test_teleport_hands_the_agent_off_with_its_snapshot_and_the_pull_takes_it(hu
     refused = sb.git("fleet-teleport", "pull", "api", cwd=third, env=machines.env("third"), ok=False)
     assert f"agent 'api' is held by machine {box_id}" in refused.err
     assert not (sb.root / "third" / "repo-api").exists()
+
+
+def test_a_checkpoint_merge_takes_what_another_machine_published_and_publishes_the_base(hub: Sandbox) -> None:
+    sb = hub
+    sb.fleet("init", "--remote", "origin")
+    machines = Machines(sb, str(sb.root / "hub.git"))
+    box = machines.machine("box")
+    sb.git("fleet-join", "api", "--take-over", cwd=box, env=machines.env("box"))
+    there = sb.root / "box" / "repo-api"
+    sb.commit(there, {"src/backend/from_the_box.py": "x = 1\n"}, "made on the box")
+    sb.git("push", "-q", "origin", "fleet/api", cwd=there, env=machines.env("box"))
+    sb.commit(sb.root / "repo-api", {"src/backend/stale_here.py": "y = 1\n"}, "left on the laptop")  # not merged
+    res = sb.fleet("merge", "api")
+    assert "merged as it published fleet/api" in res.err
+    assert (sb.repo / "src/backend/from_the_box.py").exists() and not (sb.repo / "src/backend/stale_here.py").exists()
+    assert sb.git("rev-parse", "main", cwd=sb.root / "hub.git").out == sb.git("rev-parse", "main").out
+    # the remote's base moved while the merge was made: refused, nothing changed here or there
+    sb.commit(there, {"src/backend/more.py": "z = 1\n"}, "more from the box")
+    sb.git("push", "-q", "origin", "fleet/api", cwd=there, env=machines.env("box"))
+    before = sb.git("rev-parse", "main").out
+    merging, marker = sb.paused(["git", "fleet-merge", "api"], "merge-publishing")
+    other = sb.root / "other"
+    sb.git("clone", "-q", str(sb.root / "hub.git"), str(other), cwd=sb.root)
+    sb.commit(other, {"README.md": "# moved meanwhile\n"}, "someone else's push")
+    sb.git("push", "-q", "origin", "main", cwd=other)
+    marker.unlink()
+    out, err = merging.communicate(timeout=60)
+    Sandbox.kill_group(merging)
+    assert merging.returncode == 1 and "nothing was changed here or there" in err
+    assert sb.git("rev-parse", "main").out == before
+    assert sb.git("rev-parse", "main", cwd=sb.root / "hub.git").out == sb.git("rev-parse", "main", cwd=other).out

@@ -105,6 +105,18 @@ def fetch(cwd: Path, remote: str, prefixes: list[str], lock: Path, since: float 
         raise unreachable(cwd, remote, proc.stderr)
 
 
+def fetch_heads(cwd: Path, remote: str) -> dict[str, str]:
+    """The remote's branches brought here, as `git fetch REMOTE` does with its default refspec
+    (refs/remotes/REMOTE/*): branch -> commit."""
+    proc = git(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", remote,
+                f"+refs/heads/*:refs/remotes/{remote}/*"], cwd, check=False)
+    if proc.returncode != 0:
+        raise unreachable(cwd, remote, proc.stderr)
+    listed = git(["for-each-ref", "--format=%(objectname) %(refname)", f"refs/remotes/{remote}/"], cwd).stdout.decode()
+    prefix = f"refs/remotes/{remote}/"
+    return {ref[len(prefix):]: oid for oid, _, ref in (line.partition(" ") for line in listed.splitlines())}
+
+
 def fetch_branch(cwd: Path, remote: str, branch: str) -> str | None:
     """The remote's `branch` brought here (into refs/remotes/REMOTE/BRANCH): its commit, or None
     when the remote has no such branch."""
@@ -141,9 +153,10 @@ def fetched_at(lock: Path) -> float | None:
     return st.st_mtime if st.st_size else None
 
 
-def push(cwd: Path, remote: str, updates: list[Update]) -> Pushed:
-    """Move every ref of `updates` from its old value to its new one in one atomic push, or none."""
-    args = ["push", "--porcelain", "--quiet", "--no-verify", "--no-recurse-submodules"]
+def push(cwd: Path, remote: str, updates: list[Update], verify: bool = False) -> Pushed:
+    """Move every ref of `updates` from its old value to its new one in one atomic push, or none.
+    `verify`: run the pre-push hooks (a push of work: git-lfs sends its objects from there)."""
+    args = ["push", "--porcelain", "--quiet", *([] if verify else ["--no-verify"]), "--no-recurse-submodules"]
     if len(updates) > 1:
         args.append("--atomic")
     args += [f"--force-with-lease={u.ref}:{u.old or ''}" for u in updates]
