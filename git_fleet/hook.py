@@ -212,8 +212,10 @@ def pushed(hook: str, args: list[str]) -> int:
     updates = _ref_updates(sys.stdin.read(), server)
     if server:
         from . import server as rules  # (not on the commit hook's path)
+        from . import server_shared  # (as above)
 
         errors += rules.refusals(compiled, updates, cwd, here.common_dir)
+        errors += server_shared.refusals(updates, cwd)
     for ref, new, old in updates:
         if new == plumbing.ZERO_OID or not ref.startswith("refs/heads/"):
             continue

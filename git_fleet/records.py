@@ -94,9 +94,10 @@ def parse(message: str, where: str) -> Record:
     return record
 
 
-def follows(prev: Record | None, rec: Record) -> str | None:
+def follows(prev: Record | None, rec: Record, holder: str | None = None) -> str | None:
     """Why `rec` cannot follow `prev` on a task's chain; None when it may. The one rule both the
-    bus and the server's hook keep."""
+    bus and the server's hook keep. `holder`: the machine that holds the agent (holds.py), where a
+    claim made on another goes on (the agent moved there)."""
     if prev is None:
         return None if rec.op == "open" and rec.attempt == 0 else "a task's first step must be open"
     if prev.ended:
@@ -106,7 +107,8 @@ def follows(prev: Record | None, rec: Record) -> str | None:
     if rec.op == "claim":
         return None if rec.attempt == prev.attempt + 1 and rec.agent else "a claim must be the next attempt"
     if rec.op in ("renew", "release", "done", "failed"):
-        same = prev.holds and (rec.attempt, rec.agent, rec.machine) == (prev.attempt, prev.agent, prev.machine)
+        same = (prev.holds and (rec.attempt, rec.agent) == (prev.attempt, prev.agent)
+                and rec.machine in (prev.machine, holder or prev.machine))
         return None if same else f"only the holder of task-{prev.task:03d} may {rec.op} it"
     if rec.op == "cancelled":
         return None

@@ -379,3 +379,40 @@ def test_a_checkpoint_merge_takes_what_another_machine_published_and_publishes_t
     assert merging.returncode == 1 and "nothing was changed here or there" in err
     assert sb.git("rev-parse", "main").out == before
     assert sb.git("rev-parse", "main", cwd=sb.root / "hub.git").out == sb.git("rev-parse", "main", cwd=other).out
+
+
+def test_the_server_holds_every_machine_to_the_protocol_of_the_shared_refs(hub: Sandbox) -> None:
+    sb = hub
+    hub_git = sb.root / "hub.git"
+    sb.git("fleet-init", "--server", cwd=hub_git)
+    with git_daemon(sb, sb.root) as url:
+        sb.git("remote", "set-url", "origin", f"{url}/hub.git")
+        sb.fleet("init", "--remote", "origin")
+        machines = Machines(sb, f"{url}/hub.git")
+        box = machines.machine("box")
+        sb.git("fleet-join", "docs", "--take-over", cwd=box, env=machines.env("box"))
+        sb.fleet("task", "add", "mine")
+        sb.fleet("task", "claim", "--agent", "api")  # api runs on the laptop
+        # the box forges a step on the laptop's claim: done by another machine, then a deletion
+        sb.git("fleet-task", "list", cwd=box, env=machines.env("box"))
+        tip = sb.git("rev-parse", "refs/fleet-remote/origin/bus/tasks/1", cwd=box).out.strip()
+        box_id = sb.git("config", "fleet.machine", cwd=box).out.strip()
+        forged = sb.git("commit-tree", f"{tip}^{{tree}}", "-p", tip, "-m", "fleet: done\n\n" + json.dumps(
+            {"fleet": 1, "op": "done", "task": 1, "attempt": 1, "agent": "api", "machine": box_id, "nonce": "x"}),
+            cwd=box).out.strip()
+        res = sb.git("push", "origin", f"{forged}:refs/fleet/bus/tasks/1", cwd=box, env=machines.env("box"), ok=False)
+        assert "push of refs/fleet/bus/tasks/1 rejected: only the holder of task-001 may done it" in res.err
+        res = sb.git("push", "origin", ":refs/fleet/bus/tasks/1", cwd=box, env=machines.env("box"), ok=False)
+        assert "deleting it loses the fleet's shared state" in res.err
+        res = sb.git("push", "origin", f"{forged}:refs/fleet/bus/wishes", cwd=box, env=machines.env("box"), ok=False)
+        assert "does not know refs/fleet/bus/wishes" in res.err
+        # and the fleet's own steps pass the server's hook: done, a fold, a take-over of the hold
+        sb.fleet("task", "done", "1", "--agent", "api")
+        bus = bus_of(sb.repo)
+        for i in range(15):
+            bus.add(f"more {i}")
+            bus.claim("api")
+            bus.finish(i + 2, "api", "ok")
+        assert "refs/fleet/bus/tasks/" not in sb.git("ls-remote", f"{url}/hub.git").out  # folded
+        sb.git("fleet-join", "api", "--take-over", cwd=box, env=machines.env("box"))
+        assert json.loads(sb.fleet("task", "show", "1", "--json").out)["status"] == "done"

@@ -197,6 +197,8 @@ def step(bus: RemoteBus, tid: int, agent: str, op: str, *, lease: int | None = N
                 continue
             rec = records.new(op, task=tid, attempt=entry.rec.attempt, agent=agent, machine=bus.machine,
                               lease=(lease or bus.lease) if op == "renew" else 0)
+            if records.follows(entry.rec, rec, bus.machine) is not None:  # (as the server's hook judges it)
+                raise FleetError(str(records.follows(entry.rec, rec, bus.machine)))
             if body is None:
                 new = meeting.make_tree_commit(bus.repo, rec.message(), entry.tree, entry.tip)
             else:

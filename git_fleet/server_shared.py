@@ -1,0 +1,120 @@
+"""What a server accepts of the fleet's shared refs (refs/fleet/**), a fleet across machines'
+bus and holds: each ref a chain of records (records.py), each push a step the protocol allows.
+
+Without knowing who pushes (git daemon, a path), the server holds every machine to the protocol:
+a task's ref moves only by one commit on top of what it was, a step that may follow the last
+(records.follows: a claim is the next attempt, only the holder renews, releases or ends it, from
+the machine that made the claim or the one that holds the agent now); the ids only go up; the
+log and the machines' records are never deleted; a task's ref and a result kept aside go only
+when the same push moves the log (a fold), and only once the task has ended. What it cannot
+judge without identity: a take-over of a lease (a claim of the next attempt) and of an agent's
+hold, which clocks and machines vouch for, not the server.
+"""
+
+from __future__ import annotations
+
+from . import __version__, records
+from .errors import FleetError
+from .gateway import plumbing
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+SHARED = "refs/fleet/"
+KNOWN = ("bus/tasks/", "bus/kept/", "bus/ids", "bus/log", "agents/", "machines/", "teleport/", "backups/",
+         "teleport-backup/")
+
+
+def refusals(updates: Sequence[tuple[str, str, str]], cwd: str) -> list[FleetError]:
+    """Why the server refuses these updates of refs under refs/fleet/ (ref, new, old)."""
+    moved = {ref: (new, old) for ref, new, old in updates}
+    log_moves = f"{SHARED}bus/log" in moved
+    errors = []
+    for ref, new, old in updates:
+        if not ref.startswith(SHARED):
+            continue
+        try:
+            why = _judge(ref[len(SHARED):], new, old, cwd, log_moves, moved)
+        except FleetError as e:
+            why = e.message
+        if why:
+            errors.append(FleetError(f"push of {ref} rejected: {why}", _HINT))
+    return errors
+
+
+_HINT = "the fleet's shared refs move by git fleet-task, -join and -teleport, which keep to the protocol"
+
+
+def _judge(name: str, new: str, old: str, cwd: str, log_moves: bool, moved: dict[str, tuple[str, str]]) -> str | None:
+    zero = plumbing.ZERO_OID
+    if not name.startswith(KNOWN):
+        return (f"this server's git-fleet ({__version__}) does not know refs/fleet/{name}: a later git-fleet may "
+                "use it; upgrade the server's")
+    if name.startswith(("teleport/", "backups/", "teleport-backup/")):
+        return None  # (a snapshot: teleport's lease keeps it)
+    if new == zero:
+        return _deletion(name, old, cwd, log_moves)
+    message, parents = _raw(new, cwd)
+    if old == zero and parents:
+        return "a new shared ref starts a chain of its own (a commit without parents)"
+    if old != zero and parents != [old]:
+        return f"a shared ref moves by one commit on top of what it was ({old[:12]})"
+    if name.startswith("machines/"):
+        return None if old == zero else "a machine's record is written once"
+    rec = records.parse(message, f"refs/fleet/{name}")
+    if name.startswith("agents/"):
+        ok = rec.op in ("hold", "handoff") and rec.agent == name.removeprefix("agents/")
+        return None if ok else "an agent's hold records hold or handoff of that agent"
+    if name == "bus/ids":
+        before = _read(old, cwd, "refs/fleet/bus/ids")[0].next if old != zero else 0
+        return None if rec.op == "ids" and rec.next >= before else "the ids only go up"
+    if name == "bus/log":
+        return None if rec.op == "log" else "the log records folds"
+    if name.startswith("bus/kept/"):
+        return None if old == zero and rec.op == "kept" else "a result kept aside is written once"
+    task = name.removeprefix("bus/tasks/")
+    if not task.isdigit() or rec.task != int(task):
+        return f"a step of task {rec.task} on the ref of another"
+    prev = _read(old, cwd, f"refs/fleet/{name}")[0] if old != zero else None
+    return records.follows(prev, rec, _holder(rec, moved, cwd))
+
+
+def _deletion(name: str, old: str, cwd: str, log_moves: bool) -> str | None:
+    if name.startswith("machines/") and name.endswith(".atomic"):
+        return None  # (init's probe of atomic pushes)
+    if name.startswith("agents/"):
+        return None  # (a join that failed gives the hold back; without identity, as a take-over could)
+    if name.startswith(("bus/tasks/", "bus/kept/")) and log_moves:
+        if name.startswith("bus/kept/"):
+            return None
+        rec = _read(old, cwd, f"refs/fleet/{name}")[0]
+        return None if rec.ended else "only a task that has ended is folded into the log"
+    return "deleting it loses the fleet's shared state (a task and a result kept aside go only with a fold of the log)"
+
+
+def _holder(rec: records.Record, moved: dict[str, tuple[str, str]], cwd: str) -> str | None:
+    """The machine that holds the step's agent once this push lands (its hold moves with the step)."""
+    if not rec.agent:
+        return None
+    ref = f"{SHARED}agents/{rec.agent}"
+    oid = moved[ref][0] if ref in moved else plumbing.git(["rev-parse", "-q", "--verify", ref], cwd,
+                                                           check=False).stdout.decode().strip()
+    if not oid or oid == plumbing.ZERO_OID:
+        return None
+    hold = _read(oid, cwd, ref)[0]
+    return hold.machine if hold.op == "hold" else None
+
+
+def _raw(oid: str, cwd: str) -> tuple[str, list[str]]:
+    """A commit's message and parents."""
+    raw = plumbing.git(["cat-file", "commit", oid], cwd, check=False)
+    if raw.returncode != 0:
+        raise FleetError(f"{oid[:12]} is not a commit")
+    head, _, message = raw.stdout.decode("utf-8", "replace").partition("\n\n")
+    return message, [line[7:] for line in head.splitlines() if line.startswith("parent ")]
+
+
+def _read(oid: str, cwd: str, where: str) -> tuple[records.Record, list[str]]:
+    message, parents = _raw(oid, cwd)
+    return records.parse(message, where), parents
