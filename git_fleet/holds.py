@@ -127,15 +127,17 @@ def restore(fleet: Fleet, remote: str, taken: Hold, before: str | None) -> None:
         meeting.push(fleet.repo.common_dir, remote, [Update(meeting.SHARED + AGENTS + taken.agent, before, taken.tip)])
 
 
-def hold_here(fleet: Fleet, names: list[str]) -> list[str]:
-    """Hold the named agents for this machine where no other machine holds them (a fleet that
-    spans machines, after `add` or `init --remote`); what could not be held, as warnings."""
+def hold_to_run(fleet: Fleet, name: str) -> None:
+    """Before an agent starts here (git fleet-up) in a fleet across machines: held for this
+    machine, refused while another holds it. With the remote away, only an agent this clone last
+    knew held here starts (an agent held nowhere might be started elsewhere meanwhile)."""
     remote = machines.remote_of(fleet.repo)
-    warnings: list[str] = []
-    for name in names if remote else []:
-        assert remote is not None
-        try:
-            take(fleet, remote, name)
-        except FleetError as e:
-            warnings.append(f"{e.message}; it is set up here all the same (git fleet-join {name} when it may run here)")
-    return warnings
+    if remote is None:
+        return
+    try:
+        take(fleet, remote, name)
+    except meeting.Unreachable as e:
+        last = read(fleet.repo.pygit, remote, name)
+        if last is None or last.machine != machines.this(fleet.repo).id:
+            raise FleetError(f"{e.message}; '{name}' is not known to run on this machine, so it does not start",
+                             "start it when the remote answers, or run it where it is held") from None

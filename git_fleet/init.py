@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import agent_clis, agents, approval, check, config, config_edit, holds, hook_install, machines
+from . import agent_clis, agents, approval, check, config, config_edit, hook_install, machines
 from . import server as rules
 from .errors import FleetError, UsageError
 from .fleet import Fleet, Report
@@ -224,11 +224,11 @@ def _merges_into_base(repo: Repo, base: str | None, *, on: bool) -> None:
 
 
 
-def span(fleet: Fleet, remote: str) -> tuple[machines.Machine, list[str]]:
-    """`git fleet-init --remote`: the fleet spans machines through `remote` (machines.py), and
-    the agents with a worktree here are held for this machine (warnings for those held
-    elsewhere). Refused while the file bus has tasks not ended: they would be left behind,
-    unseen by the other machines."""
+def span(fleet: Fleet, remote: str) -> machines.Machine:
+    """`git fleet-init --remote`: the fleet spans machines through `remote` (machines.py). An
+    agent is held for a machine when it starts to run there (join, up, teleport pull). Refused
+    while the file bus has tasks not ended: they would be left behind, unseen by the other
+    machines."""
     if machines.remote_of(fleet.repo) in (None, remote):
         from .bus import Bus  # (only here: the file bus, read once)
 
@@ -243,8 +243,7 @@ def span(fleet: Fleet, remote: str) -> tuple[machines.Machine, list[str]]:
     bus = fleet.bus()
     if isinstance(bus, RemoteBus):
         seed(bus, last_id(Path(os.path.normpath(fleet.main / fleet.config.bus_dir))))
-    here = [a.name for a in fleet.config.agents.values() if fleet.locate(a) is not None]
-    return me, holds.hold_here(fleet, here)  # (the agents with a worktree here run here, unless held elsewhere)
+    return me
 
 
 def last_id(root: Path) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import agent_clis, agent_state, brief, durable, sandbox_layout, tmux
+from . import agent_clis, agent_state, brief, durable, holds, sandbox_layout, tmux
 from .config import Agent
 from .errors import FleetError
 from .templates import expand
@@ -131,6 +131,7 @@ class Sessions:
                 continue
             try:
                 brief.require_worktree(self.fleet, agent)
+                holds.hold_to_run(self.fleet, agent.name)  # (a fleet across machines: one machine runs it)
             except FleetError as e:
                 result.failed[agent.name] = e
                 continue

@@ -224,7 +224,8 @@ def test_a_record_of_a_later_format_is_refused_with_the_version_it_needs(hub: Sa
 
 def test_one_agent_runs_on_one_machine_join_is_refused_until_taken_over(hub: Sandbox) -> None:
     sb = hub
-    sb.fleet("init", "--remote", "origin")  # api and docs have worktrees here: this machine holds them
+    sb.fleet("init", "--remote", "origin")
+    assert "'api' runs on machine " in sb.fleet("join", "api").out  # its worktree is here: held for this machine
     laptop = sb.git("config", "fleet.machine").out.strip()
     sb.commit(sb.root / "repo-api", {"src/backend/work.py": "w = 1\n"}, "api's work")
     sb.git("push", "-q", "origin", "fleet/api", cwd=sb.root / "repo-api")
@@ -332,6 +333,7 @@ def test_teleport_hands_the_agent_off_with_its_snapshot_and_the_pull_takes_it(hu
     sb.fleet("init", "--remote", "origin")
     machines = Machines(sb, str(sb.root / "hub.git"))
     box, third = machines.machine("box"), machines.machine("third")
+    sb.fleet("join", "api")
     sb.fleet("task", "add", "the api", "--agent", "api")
     sb.fleet("task", "claim", "--agent", "api")
     (sb.root / "repo-api" / "src/backend/wip.py").write_text("half done\n")
@@ -391,8 +393,9 @@ def test_the_server_holds_every_machine_to_the_protocol_of_the_shared_refs(hub: 
         machines = Machines(sb, f"{url}/hub.git")
         box = machines.machine("box")
         sb.git("fleet-join", "docs", "--take-over", cwd=box, env=machines.env("box"))
+        sb.fleet("join", "api")  # api runs on the laptop
         sb.fleet("task", "add", "mine")
-        sb.fleet("task", "claim", "--agent", "api")  # api runs on the laptop
+        sb.fleet("task", "claim", "--agent", "api")
         # the box forges a step on the laptop's claim: done by another machine, then a deletion
         sb.git("fleet-task", "list", cwd=box, env=machines.env("box"))
         tip = sb.git("rev-parse", "refs/fleet-remote/origin/bus/tasks/1", cwd=box).out.strip()

@@ -318,3 +318,23 @@ def test_rm_refuses_while_the_agent_runs_and_works_once_it_is_down(tmux_fleet: S
     sb.fleet("down", "--yes", "web")
     sb.run(["git", "fleet-rm", "web"])
     assert not (sb.root / "repo-web").exists()
+
+
+def test_up_in_a_fleet_across_machines_starts_only_the_agents_no_other_machine_holds(tmux_fleet: Sandbox) -> None:
+    sb = tmux_fleet
+    hub = sb.root / "hub.git"
+    sb.git("init", "-q", "--bare", "-b", "main", str(hub))
+    sb.git("add", ".gitfleet.toml")
+    sb.git("commit", "-qm", "the fleet")
+    sb.git("remote", "add", "origin", str(hub))
+    sb.git("push", "-q", "-u", "origin", "main")
+    sb.fleet("init", "--remote", "origin")
+    box = sb.root / "box"
+    sb.git("clone", "-q", str(hub), str(box), cwd=sb.root)
+    sb.git("fleet-join", "web", cwd=box)
+    box_id = sb.git("config", "fleet.machine", cwd=box).out.strip()
+    res = sb.fleet("up", "--detach", "--stagger", "0", ok=False)
+    assert f"agent 'web' is held by machine {box_id}" in res.err
+    assert set(windows(sb)) == {"orchestrator", "api"}
+    # api is held for this machine now: the box cannot join it
+    assert "is held by machine" in sb.git("fleet-join", "api", cwd=box, ok=False).err

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .. import __version__, brief, holds, ownership
+from .. import __version__, brief, ownership
 from .. import agents as fleet_agents
 from .. import init as setup
 from ..check import quote
@@ -99,10 +99,8 @@ def init(base: str | None, server: bool, uninstall: bool, orchestrator_keys: tup
 
 def span(remote: str) -> None:
     """The fleet made to span machines through `remote` (init --remote, join), said."""
-    me, warnings = setup.span(load(), remote)
+    me = setup.span(load(), remote)
     click.echo(f"the fleet spans machines through remote '{remote}'; this clone is machine {me.describe()}")
-    for w in warnings:
-        warn(w)
 
 
 def _agent_keys(specs: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -196,11 +194,9 @@ def add(name: str, zones: tuple[str, ...], branch: str | None, path: str | None,
 
     Run it in the main worktree: an agent cannot add agents or widen its own zone.
     """
-    fleet = load()
-    _agent, report = fleet_agents.add(fleet, name, zones, branch=branch, path=path, base=base, allow_overlap=allow_overlap,
+    _agent, report = fleet_agents.add(load(), name, zones, branch=branch, path=path, base=base, allow_overlap=allow_overlap,
                                       force=force, session={"session": session, "model": model, "command": command_,
                                                             "resume": resume})
-    report.warnings += holds.hold_here(fleet, [name])
     show_report(report, verbose or sys.stderr.isatty())  # what it made, on a terminal as git's porcelain does
     return 0
 
