@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import lost_journal, moves, runner
+from . import lost_journal, machines, moves, runner
 from .config import Agent, Config
 from .errors import FleetError
+from .gateway import meeting
 from .gateway.repo import Repo
 
 if TYPE_CHECKING:
@@ -22,7 +23,19 @@ def sync(fleet: Fleet, names: Sequence[str]) -> list[SyncResult]:
     with fleet.editing():
         lost_journal.refuse_unreadable(fleet.repo, fleet.config.base)
         chosen = [fleet.config.agent(n) for n in names] if names else list(fleet.config.agents.values())
-        return [sync_one(fleet.repo, fleet.config, a) for a in chosen]
+        base = _published_base(fleet)
+        return [sync_one(fleet.repo, fleet.config, a, base) for a in chosen]
+
+
+def _published_base(fleet: Fleet) -> str | None:
+    """In a fleet across machines: the remote's base, when it is ahead of this clone's (a
+    checkpoint merged on another machine); it is what the agents here take in."""
+    remote = machines.remote_of(fleet.repo)
+    if remote is None:
+        return None
+    there = meeting.fetch_heads(fleet.repo.common_dir, remote).get(fleet.config.base)
+    here = fleet.repo.branch_tip(fleet.config.base)
+    return there if there is not None and here is not None and fleet.repo.is_ancestor(here, there) else None
 
 
 
@@ -34,11 +47,12 @@ class SyncResult:
     hint: str | None = None  # for a refusal: what to do
 
 
-def sync_one(repo: Repo, cfg: Config, agent: Agent) -> SyncResult:
+def sync_one(repo: Repo, cfg: Config, agent: Agent, published: str | None = None) -> SyncResult:
     """Bring the base's new commits into one agent's branch, or refuse and change nothing. The
     work tree that moves with the branch is wherever git has the branch checked out (a worktree
-    moved by hand included), never a path worked out from the configuration."""
-    base_tip = repo.branch_tip(cfg.base)
+    moved by hand included), never a path worked out from the configuration. `published`: the
+    remote's base, ahead of this clone's, to bring in instead."""
+    base_tip = published or repo.branch_tip(cfg.base)
     tip = repo.branch_tip(agent.branch)
     if base_tip is None or tip is None:
         return SyncResult(agent.name, "refused", f"branch {cfg.base if base_tip is None else agent.branch} is missing")

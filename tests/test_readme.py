@@ -74,8 +74,8 @@ def normal(lines: list[str], root: Path, shown: str) -> list[str]:
 class Terminal:
     """bash in a pseudo-terminal, one command at a time, remembering its directory (`cd`)."""
 
-    def __init__(self, sb: Sandbox, cwd: Path, patience: float = 120):
-        self.sb, self.cwd, self.patience = sb, cwd, patience
+    def __init__(self, sb: Sandbox, cwd: Path, patience: float = 120, env: dict[str, str] | None = None):
+        self.sb, self.cwd, self.patience, self.env = sb, cwd, patience, env or {}
 
     def type(self, command: str) -> tuple[int, list[str]]:
         import pty
@@ -84,7 +84,7 @@ class Terminal:
         marker = self.cwd.parent / ".cwd"
         script = f"{command}\nrc=$?\npwd > {marker}\nexit $rc\n"
         master, slave = pty.openpty()
-        env = {**os.environ, "NO_COLOR": "1", "TERM": "xterm", "COLUMNS": "100", "GIT_PAGER": "cat"}
+        env = {**os.environ, "NO_COLOR": "1", "TERM": "xterm", "COLUMNS": "100", "GIT_PAGER": "cat", **self.env}
         env.pop("TMUX", None)
         proc = self.sb.spawn(["bash", "--norc", "--noprofile", "-c", script], cwd=self.cwd, env=env,
                              stdin=slave, stdout=slave, stderr=slave)
@@ -238,6 +238,61 @@ def test_the_sessions_and_teleport_blocks_work_as_printed(sandbox: Sandbox) -> N
     [teleport] = blocks("Teleport")
     run_block(Terminal(sb, shop), teleport, shop.parent, "/home/me", {})
     assert sb.git("ls-remote", str(hub), "refs/fleet/teleport/api", cwd=shop).out.strip()
+
+
+def machine_steps(section: str) -> list[tuple[str, str, list[str]]]:
+    """The ```console lines of a `## section`, each machine's: (machine: "" for `$ `, else the
+    prompt's name, as `box` for `box$ `; command; output lines)."""
+    text = README.read_text(encoding="utf-8")
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    steps: list[tuple[str, str, list[str]]] = []
+    for block in re.findall(r"```console\n(.*?)```", body, re.S):
+        for line in block.splitlines():
+            m = re.match(r"(\w*)\$ (.*)", line)
+            if m:
+                steps.append((m.group(1), m.group(2), []))
+            elif steps:
+                steps[-1][2].append(line)
+    return steps
+
+
+def test_the_two_machine_tour_works_as_printed(sandbox: Sandbox) -> None:
+    """Both machines' lines: the laptop's (`$ `) in the shop's clone, the cloud machine's (`box$ `)
+    in a directory and HOME of its own; the remote on GitHub is a bare repository here."""
+    import getpass
+    import socket
+
+    sb = sandbox
+    shop = make_shop(sb, sb.root / "laptop")
+    hub = sb.root / "shop.git"
+    sb.git("init", "-q", "--bare", "-b", "main", str(hub), cwd=sb.root)
+    sb.git("remote", "add", "origin", str(hub), cwd=shop)
+    sb.git("push", "-q", "-u", "origin", "main", cwd=shop)
+    (sb.root / "box" / "home").mkdir(parents=True)
+    (sb.root / "box" / "home" / ".gitconfig").write_text("[user]\n\tname = box\n\temail = box@example.com\n")
+    terms = {"": Terminal(sb, shop), "box": Terminal(sb, sb.root / "box", env={"HOME": str(sb.root / "box" / "home")})}
+    me = f"{getpass.getuser()}@{socket.gethostname()}"
+    steps = machine_steps("One fleet across machines")
+    assert [m for m, _, _ in steps].count("box") >= 5
+    for machine, command, printed in steps:
+        term = terms[machine]
+        if command.startswith("git add docs/research"):  # the agent wrote its findings
+            sb.write_files({"docs/research/providers.md": "# Payment providers\n\nCompared.\n"}, term.cwd)
+        code, got = term.type(command.replace("git@github.com:me/shop.git", str(hub)))
+        root = sb.root / (machine or "laptop")
+
+        ids = {sb.git("config", "fleet.machine", cwd=where, ok=None).out.strip(): name
+               for name, where in (("laptop", shop), ("box", sb.root / "box" / "shop")) if where.exists()}
+
+        def seen(lines: list[str]) -> list[str]:
+            for ident, name in ids.items():  # (one user and host here: each machine's id says which it is)
+                lines = [ln.replace(f"{ident} ({me})", f"{ident} (me@{name})") for ln in lines]
+            return normal([re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", "DATE", ln) for ln in lines], root, "/home/me")
+
+        assert seen(got) == seen(printed), f"{machine}$ {command}\n" + "\n".join(got)
+        assert code == 0, f"{machine}$ {command} exited {code}:\n" + "\n".join(got)
+    assert sb.git("rev-parse", "main", cwd=hub).out == sb.git("rev-parse", "main", cwd=shop).out
+    assert (shop / "docs/research/providers.md").exists()
 
 
 def test_a_block_that_waits_for_the_keyboard_fails_and_leaves_nothing(sandbox: Sandbox) -> None:

@@ -79,7 +79,7 @@ def init(base: str | None, server: bool, uninstall: bool, orchestrator_keys: tup
                          "it does not go with --server or --uninstall")
     result = setup.init(base=base, server=server, uninstall=uninstall, orchestrator_keys=orchestrator_keys,
                         agent_keys=_agent_keys(agent_keys), base_push=base_push)
-    _say_init(result, uninstall, verbose)
+    _say_init(result, uninstall, verbose, spanning=bool(remote))
     if remote:
         span(remote)
     if not interactive:
@@ -114,7 +114,7 @@ def _agent_keys(specs: tuple[str, ...]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _say_init(result: setup.InitResult, uninstall: bool, verbose: bool) -> None:
+def _say_init(result: setup.InitResult, uninstall: bool, verbose: bool, spanning: bool = False) -> None:
     """What init did: its warnings, what to do by hand, what to commit; with -v, the hooks."""
     show_report(result.report, verbose or result.config_path is None)  # (a server's: say what it holds)
     h = result.hooks
@@ -124,9 +124,10 @@ def _say_init(result: setup.InitResult, uninstall: bool, verbose: bool) -> None:
         warn(f"core.hooksPath is {h.directory}; the fleet did not write there")
     if result.created and result.config_path is not None:
         # what to commit: other clones and a server read the committed copies
+        bus = ("" if spanning else "; commit the bus too once it has tasks (tasks/, results/, master_plan.md; claims "
+               "stay out, in tasks/.state)")
         note(f"wrote {result.config_path}: commit it (git add {result.config_path.name} && git commit), as other "
-             "clones and a server read the committed copy; commit the bus too once it has tasks (tasks/, results/, "
-             "master_plan.md; claims stay out, in tasks/.state)")
+             f"clones and a server read the committed copy{bus}")
     if verbose:
         verb = "removed" if uninstall else "installed"
         if h.installed:

@@ -105,17 +105,12 @@ class RemoteBus:
 
     def _landed_after_all(self, updates: list[meeting.Update]) -> meeting.Pushed:
         """A push whose outcome is not known (the connection dropped, the remote did not report):
-        won if the remote holds what it sent, as a fetch says; else the remote is unreachable."""
-        try:
-            self.refresh()
-        except meeting.Unreachable:
-            raise  # (not known: nothing is recorded here, and the next step looks again)
-        mine = meeting.tracking(self.remote)
-        now = meeting.refs_under(self.repo, mine)
-        if all(now.get(u.ref.removeprefix(meeting.SHARED)) == u.new for u in updates):
-            return meeting.Pushed(True)
-        raise meeting.Unreachable(f"remote '{self.remote}' did not say whether it took the change, and does not hold it",
-                                  "nothing was recorded; try again")
+        won if the remote holds what it sent, as a fetch says; else lost (tried again on what the
+        fetch brought); unreachable if the fetch fails too."""
+        self.refresh()
+        now = meeting.refs_under(self.repo, meeting.tracking(self.remote))
+        won = all(now.get(u.ref.removeprefix(meeting.SHARED)) == u.new for u in updates)
+        return meeting.Pushed(won, lost=not won)
 
     @staticmethod
     def ref(tid: int) -> str:

@@ -95,6 +95,10 @@ def claimable(view: View, agent: str) -> list[Task]:
     return sorted(can, key=lambda t: (-t.priority, t.id))
 
 
+def _others_holding(view: View, agent: str) -> int:
+    return sum(1 for e in view.entries.values() if e.rec.holds and e.tip is not None and e.rec.agent != agent)
+
+
 def claim(bus: RemoteBus, agent: str, lease: int | None, view: View | None = None) -> Task | None:
     """Claim the next task for `agent`: the next attempt, pushed as a compare-and-swap on the task's
     ref. A lost one (another worker's landed first) moves on to another task, picked at random
@@ -116,7 +120,10 @@ def claim(bus: RemoteBus, agent: str, lease: int | None, view: View | None = Non
             continue
         if away:
             raise FleetError(away, "nothing was claimed; this machine's copy of the agent stops here")
-        pick = can[0] if not lost else random.choice([t for t in can[:SPREAD] if t.priority == can[0].priority])
+        # many workers at once (claims by others in view, or one lost already): spread over the
+        # first few of the same priority, rather than all racing for the first
+        spread = SPREAD if lost else min(SPREAD, 1 + _others_holding(view, agent))
+        pick = random.choice([t for t in can[:spread] if t.priority == can[0].priority])
         entry = view.entries[pick.id]
         rec = records.new("claim", task=pick.id, attempt=entry.rec.attempt + 1, agent=agent, machine=bus.machine,
                           lease=seconds)
