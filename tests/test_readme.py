@@ -256,6 +256,13 @@ def machine_steps(section: str) -> list[tuple[str, str, list[str]]]:
     return steps
 
 
+def _seen(lines: list[str], ids: dict[str, str], me: str, root: Path) -> list[str]:
+    """Lines as compared: each machine named by its id (one user and host here), dates left out."""
+    for ident, name in ids.items():
+        lines = [ln.replace(f"{ident} ({me})", f"{ident} (me@{name})") for ln in lines]
+    return normal([re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", "DATE", ln) for ln in lines], root, "/home/me")
+
+
 def test_the_two_machine_tour_works_as_printed(sandbox: Sandbox) -> None:
     """Both machines' lines: the laptop's (`$ `) in the shop's clone, the cloud machine's (`box$ `)
     in a directory and HOME of its own; the remote on GitHub is a bare repository here."""
@@ -284,12 +291,7 @@ def test_the_two_machine_tour_works_as_printed(sandbox: Sandbox) -> None:
         ids = {sb.git("config", "fleet.machine", cwd=where, ok=None).out.strip(): name
                for name, where in (("laptop", shop), ("box", sb.root / "box" / "shop")) if where.exists()}
 
-        def seen(lines: list[str]) -> list[str]:
-            for ident, name in ids.items():  # (one user and host here: each machine's id says which it is)
-                lines = [ln.replace(f"{ident} ({me})", f"{ident} (me@{name})") for ln in lines]
-            return normal([re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", "DATE", ln) for ln in lines], root, "/home/me")
-
-        assert seen(got) == seen(printed), f"{machine}$ {command}\n" + "\n".join(got)
+        assert _seen(got, ids, me, root) == _seen(printed, ids, me, root), f"{machine}$ {command}\n" + "\n".join(got)
         assert code == 0, f"{machine}$ {command} exited {code}:\n" + "\n".join(got)
     assert sb.git("rev-parse", "main", cwd=hub).out == sb.git("rev-parse", "main", cwd=shop).out
     assert (shop / "docs/research/providers.md").exists()
