@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import check, durable, lost_journal, merge
+from . import check, durable, lost_journal, merge, whereabouts
 from .gateway import plumbing
 from .gateway.repo import Repo
 
@@ -118,14 +118,14 @@ def forecast(repo: Repo, base: str, tips: dict[str, str], union: tuple[str, ...]
     return Forecast(base, conflicts, best, [n for n in names if n not in best])
 
 
-def status(fleet: Fleet, memo: Memo | None = None) -> dict[str, Any]:
+def status(fleet: Fleet, memo: Memo | None = None, *, fetch: bool = False) -> dict[str, Any]:
     """One row per agent (ahead, behind, dirty, out of zone, last commit) and the forecast; what
     `memo` knows is not computed again, and what is computed is kept there. Without a memo, the
     commit facts the last status kept are used, and what this one used is kept (Memo.kept)."""
     if memo is None:
         kept = Memo.kept(fleet)
         used = Memo(pairs=dict(kept.pairs), standing=dict(kept.standing))
-        found = status(fleet, used)
+        found = status(fleet, used, fetch=fetch)
         used.pairs = {k: v for k, v in used.pairs.items() if k in used.asked}
         used.standing = {k: v for k, v in used.standing.items() if k in used.asked}
         kept.keep(fleet, used)
@@ -135,11 +135,14 @@ def status(fleet: Fleet, memo: Memo | None = None) -> dict[str, Any]:
     all_tips = fleet.repo.branch_tips()
     base_tip = all_tips[cfg.base][0] if cfg.base in all_tips else None
     branch_tips = {a.name: all_tips.get(a.branch, (None, 0))[0] for a in cfg.agents.values()}
+    where = whereabouts.look(fleet, fetch)
+    elsewhere = {name for name, w in (where.agents if where else {}).items() if w.get("machine") and not w["here"]}
+    branch_tips.update({name: (where.published.get(name) if where else None) for name in elsewhere})
     found = {a: t for a, t in branch_tips.items() if t is not None and (t, base_tip) not in memo.standing}
     # the slow parts are git processes that do not depend on each other: `git status` of each
     # worktree and the one `git log` of the zone check run side by side
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        located = {a.name: fleet.locate(a) for a in cfg.agents.values()}
+        located = {a.name: fleet.locate(a) if a.name not in elsewhere else None for a in cfg.agents.values()}
         dirty_jobs = {name: pool.submit(fleet.repo.dirty_paths, where) for name, where in located.items()
                       if where is not None and where.is_dir() and name not in memo.dirty}
         histories = (plumbing.commits_by_tip(found, [base_tip], str(fleet.repo.common_dir))
@@ -154,8 +157,10 @@ def status(fleet: Fleet, memo: Memo | None = None) -> dict[str, Any]:
         tip = branch_tips[a.name]
         row: dict[str, Any] = {"agent": a.name, "branch": a.branch, "ahead": None, "behind": None,
                                "dirty": None, "out_of_zone": [], "last_commit": None}
+        if where is not None:
+            row.update(where.agents.get(a.name, {}), published=a.name in elsewhere)
         if tip is not None:
-            row["last_commit"] = all_tips[a.branch][1]
+            row["last_commit"] = all_tips[a.branch][1] if a.name not in elsewhere else fleet.repo.commit_time(tip)
             if base_tip is not None:
                 memo.asked.add((tip, base_tip))
                 row["ahead"], row["behind"], out = memo.standing[(tip, base_tip)]
@@ -169,7 +174,7 @@ def status(fleet: Fleet, memo: Memo | None = None) -> dict[str, Any]:
             row["out_of_zone"] += sorted(p for p in dirty if not zone.owns(p) or compiled.is_protected(p))
         rows.append(row)
     fc = forecast(fleet.repo, cfg.base, tips, cfg.union, memo, base_tip)
-    return {"base": cfg.base, "agents": rows, **fc.as_dict()}
+    return {"base": cfg.base, "agents": rows, **fc.as_dict(), **({"remote": where.as_dict()} if where else {})}
 
 
 def checkpoints(fleet: Fleet, dirty: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:

@@ -419,3 +419,29 @@ def test_the_server_holds_every_machine_to_the_protocol_of_the_shared_refs(hub: 
         assert "refs/fleet/bus/tasks/" not in sb.git("ls-remote", f"{url}/hub.git").out  # folded
         sb.git("fleet-join", "api", "--take-over", cwd=box, env=machines.env("box"))
         assert json.loads(sb.fleet("task", "show", "1", "--json").out)["status"] == "done"
+
+
+def test_status_shows_where_each_agent_runs_and_its_branch_as_published(hub: Sandbox) -> None:
+    sb = hub
+    sb.fleet("init", "--remote", "origin")
+    sb.fleet("join", "api")
+    machines = Machines(sb, str(sb.root / "hub.git"))
+    box = machines.machine("box")
+    sb.git("fleet-join", "docs", "--take-over", cwd=box, env=machines.env("box"))
+    there = sb.root / "box" / "repo-docs"
+    sb.commit(there, {"docs/made_there.md": "x\n"}, "made on the box")
+    sb.git("push", "-q", "origin", "fleet/docs", cwd=there, env=machines.env("box"))
+    box_id = sb.git("config", "fleet.machine", cwd=box).out.strip()
+    data = json.loads(sb.fleet("status", "--json").out)
+    rows = {r["agent"]: r for r in data["agents"]}
+    assert (rows["docs"]["machine"], rows["docs"]["published"], rows["docs"]["ahead"]) == (box_id, True, 1)
+    assert rows["docs"]["dirty"] is None and rows["docs"]["heard"] is not None
+    assert rows["api"]["here"] is True and rows["api"]["published"] is False
+    assert data["remote"]["stale"] is None
+    shown = sb.fleet("status").out
+    assert "machine" in shown.splitlines()[0] and "here" in shown
+    # the remote away: the last fetched state, and how old it is
+    (sb.root / "hub.git").rename(sb.root / "away.git")
+    res = sb.fleet("status")
+    assert "cannot reach remote 'origin'" in res.err and "the last fetched state, fetched" in res.err
+    assert {r["agent"]: r["ahead"] for r in json.loads(sb.fleet("status", "--json").out)["agents"]}["docs"] == 1

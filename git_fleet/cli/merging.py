@@ -4,6 +4,8 @@ conflict forecast, and -sync."""
 from __future__ import annotations
 
 import sys
+import time
+from typing import Any
 
 import click
 
@@ -168,17 +170,23 @@ def status(as_json: bool) -> int:
     now, with the paths, all made in memory in one git merge-tree process; and a merge order
     that integrates the most agents without conflict.
     """
-    data = forecast.status(load())
+    data = forecast.status(load(), fetch=True)
     if as_json:
         print_json(data)
         return 0
     def num(v: object) -> str:
         return "-" if v is None else str(v)
-    rows = [["agent", "branch", "ahead", "behind", "dirty", "out of zone", "last commit"]]
+    spans = "remote" in data
+    rows = [["agent", "branch", "ahead", "behind", "dirty", "out of zone", "last commit", *(["machine"] if spans else [])]]
     for r in data["agents"]:
         rows.append([r["agent"], r["branch"], num(r["ahead"]), num(r["behind"]), num(r["dirty"]),
-                     ", ".join(r["out_of_zone"]) or "-", age(r["last_commit"])])
+                     ", ".join(r["out_of_zone"]) or "-", age(r["last_commit"]), *([_machine(r)] if spans else [])])
     table(rows)
+    if spans and data["remote"]["stale"]:
+        warn(data["remote"]["stale"])
+        fetched = data["remote"]["fetched_age"]
+        hint("what is shown of other machines is the last fetched state"
+             + (f", fetched {age(int(time.time() - fetched))}" if fetched is not None else ": never fetched"))
     if data["conflicts"]:
         click.echo("would conflict if merged now:")
         for c in data["conflicts"]:
@@ -189,6 +197,18 @@ def status(as_json: bool) -> int:
             line += f" (then {', '.join(data['held_back'])}, after git fleet-sync)"
         click.echo(line)
     return 0
+
+
+def _machine(r: dict[str, Any]) -> str:
+    """Where an agent of a fleet across machines runs: here, another machine (and when it was
+    last heard from), handed off, or nowhere yet."""
+    if r.get("here"):
+        return "here"
+    if r.get("handed_off"):
+        return "handed off"
+    if not r.get("machine"):
+        return "-"
+    return f"{r['who']}, heard {age(int(time.time()) - r['heard'])}" if r.get("heard") is not None else str(r["who"])
 
 
 @command()

@@ -157,6 +157,11 @@ class Refs(RepoBase):
         body = f"object {commit}\ntype commit\ntag {name}\ntagger {ident}\n\n{message}\n"
         return out(["mktag"], self.common_dir, input=body.encode())
 
+    def commit_time(self, commit: str) -> int:
+        """When `commit` was made, by its committer's clock (a published commit's time)."""
+        found = self.pygit.get(commit)
+        return int(getattr(found, "commit_time", 0))
+
     def tree_of(self, commit: str) -> str:
         return out(["rev-parse", f"{commit}^{{tree}}"], self.common_dir)
 

@@ -124,22 +124,7 @@ class View:
     # -- leases, on this clone's clock ---------------------------------------------------------------
 
     def first_seen(self, oid: str) -> float:
-        """When this clone first saw the step `oid` (now, if this is the first time)."""
-        mark = self.seen / oid
-        try:
-            fd = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        except FileExistsError:
-            try:
-                return os.stat(mark).st_mtime
-            except OSError:
-                return time.time()
-        except FileNotFoundError:
-            self.seen.mkdir(parents=True, exist_ok=True)
-            return self.first_seen(oid)
-        except OSError:
-            return time.time()  # (a place this process cannot write: the lease counts from now)
-        os.close(fd)
-        return time.time()
+        return first_seen(self.seen, oid)
 
     # -- Tasks ----------------------------------------------------------------------------------------
 
@@ -187,6 +172,29 @@ class View:
             _copy(path, data)
             found.append(path)
         return found
+
+
+def first_seen(seen: Path, oid: str) -> float:
+    """When this clone first saw the record `oid` (now, if this is the first time): a file of its
+    own in `seen`, made once, its time this clone's clock."""
+    mark = seen / oid
+    try:
+        fd = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        try:
+            return os.stat(mark).st_mtime
+        except OSError:
+            return time.time()
+    except FileNotFoundError:
+        try:
+            seen.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return time.time()
+        return first_seen(seen, oid)
+    except OSError:
+        return time.time()  # (a place this process cannot write: it counts from now)
+    os.close(fd)
+    return time.time()
 
 
 def _copy(path: Path, data: bytes) -> None:

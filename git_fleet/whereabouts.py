@@ -1,0 +1,79 @@
+"""Where each agent of a fleet across machines runs, as this clone knows it: the machine that
+holds it (holds.py), since when, when this clone last heard from it (a new record of its hold,
+first seen here, on this clone's clock), and its branch as that machine last published it; with
+how fresh that knowledge is, and why, when the remote did not answer."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import holds, machines
+from .errors import FleetError
+from .gateway import meeting
+from .remote_bus.view import first_seen
+
+if TYPE_CHECKING:
+    from .fleet import Fleet
+
+
+@dataclass
+class Whereabouts:
+    remote: str
+    fetched: float | None  # when the remote last answered a fetch of this clone's
+    stale: str | None = None  # why what is shown is not fresh
+    agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    published: dict[str, str] = field(default_factory=dict)  # agent -> its branch's tip, as published
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.remote, "fetched_age": None if self.fetched is None else round(time.time() - self.fetched, 1),
+                "stale": self.stale}
+
+
+def look(fleet: Fleet, fetch: bool = True) -> Whereabouts | None:
+    """None where the fleet does not span machines. `fetch`: ask the remote first (else, and when
+    it does not answer, what the last fetch brought)."""
+    remote = machines.remote_of(fleet.repo)
+    if remote is None:
+        return None
+    place = machines.place(fleet.repo, remote)
+    out = Whereabouts(remote, None)
+    heads: dict[str, str] = {}
+    if fetch:
+        try:
+            machines.fetch(fleet.repo, remote)
+            heads = meeting.fetch_heads(fleet.repo.common_dir, remote)
+        except FleetError as e:
+            out.stale = e.message
+    if not heads:
+        prefix = f"refs/remotes/{remote}/"
+        heads = meeting.refs_under(fleet.repo.pygit, prefix)
+    out.fetched = meeting.fetched_at(place / "fetched")
+    me = machines.this(fleet.repo).id
+    repo = fleet.repo.pygit
+    for agent in fleet.config.agents.values():
+        try:
+            hold = holds.read(repo, remote, agent.name)
+        except FleetError as e:
+            out.agents[agent.name] = {"machine": None, "error": e.message}
+            continue
+        if hold is None:
+            out.agents[agent.name] = {"machine": None, "here": False, "handed_off": False}
+            continue
+        here = hold.machine == me
+        row: dict[str, Any] = {"machine": hold.machine, "here": here, "handed_off": hold.machine is None,
+                               "since": hold.since, "who": _who(repo, remote, hold)}
+        if not here:
+            row["heard"] = int(time.time() - first_seen(place / "seen", hold.tip))
+            if agent.branch in heads:
+                out.published[agent.name] = heads[agent.branch]
+        out.agents[agent.name] = row
+    return out
+
+
+def _who(repo: Any, remote: str, hold: holds.Hold) -> str:
+    if hold.machine is None:
+        return "handed off"
+    said = holds.describe(repo, remote, hold.machine)
+    return said[said.index("(") + 1:-1] if "(" in said else hold.machine
