@@ -6,6 +6,7 @@ parser when the compiled zones are current (see check.py). Usage:
     git fleet-check [--hook pre-commit]          the staged change of this worktree
     git fleet-check --hook pre-push REMOTE URL   ref lines on stdin, as git gives them
     git fleet-check --hook pre-receive           ref lines on stdin (server side)
+    git fleet-check --hook post-commit           a fleet across machines: an agent's commit published
     git fleet-check --commits [AGENT...]         every commit on the agents' branches since the base
 """
 
@@ -19,7 +20,7 @@ from .errors import INTERNAL, FleetError, UsageError
 from .gateway import plumbing
 
 USAGE = ("usage: git fleet-check [--hook pre-commit | --hook pre-merge-commit | --hook pre-push REMOTE URL | "
-         "--hook pre-receive | --commits [AGENT...]]")
+         "--hook pre-receive | --hook post-commit | --commits [AGENT...]]")
 
 
 def _fleet(here: plumbing.Here) -> check.Compiled | None:
@@ -271,6 +272,25 @@ def commits(agents: list[str]) -> int:
     return 0
 
 
+def post_commit() -> int:
+    """A fleet across machines: an agent's commit published in the background (publish.py); the
+    hook returns at once. Never an error for the commit, which is made already."""
+    here = plumbing.here()
+    main = plumbing.main_worktree_of(here.common_dir)
+    if here.toplevel is None or main is None or os.path.realpath(here.toplevel) == os.path.realpath(main):
+        return 0
+    compiled = check.load_compiled(here.common_dir, main)
+    if compiled is None or compiled.agent_for(here.head_ref, here.toplevel) is None:
+        return 0
+    from . import publish  # (a fleet across machines only: the hook is installed there alone)
+
+    try:
+        publish.start(here.common_dir)
+    except OSError as e:
+        print(f"warning: the commit is not published to the fleet's remote: {e}", file=sys.stderr)
+    return 0
+
+
 def run(argv: list[str]) -> int:
     if argv[:1] in (["-h"], ["--help"]):
         print(USAGE)
@@ -279,6 +299,8 @@ def run(argv: list[str]) -> int:
         return pre_commit()
     if argv == ["--hook", "pre-merge-commit"]:
         return pre_merge_commit()
+    if argv == ["--hook", "post-commit"]:
+        return post_commit()
     if argv[0] == "--hook" and len(argv) >= 2 and argv[1] in ("pre-push", "pre-receive"):
         return pushed(argv[1], argv[2:])
     if argv[0] == "--commits":

@@ -23,6 +23,7 @@ MARKER = "git-fleet-hook-v1"
 CHAINED = ".pre-fleet"
 WORKTREE_HOOKS = ("pre-commit", "pre-merge-commit", "pre-push", "pre-receive")
 SERVER_HOOKS = ("pre-receive",)
+ACROSS_MACHINES = ("post-commit",)  # a fleet across machines: an agent's commits published (publish.py)
 READS_STDIN = {"pre-push", "pre-receive"}
 
 
@@ -112,7 +113,7 @@ def install(repo: Repo, names: tuple[str, ...] = WORKTREE_HOOKS) -> HookReport:
     return report
 
 
-def uninstall(repo: Repo, names: tuple[str, ...] = WORKTREE_HOOKS) -> HookReport:
+def uninstall(repo: Repo, names: tuple[str, ...] = WORKTREE_HOOKS + ACROSS_MACHINES) -> HookReport:
     directory, _writable = hooks_dir(repo)
     report = HookReport(directory)
     for name in names:

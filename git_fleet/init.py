@@ -240,6 +240,7 @@ def span(fleet: Fleet, remote: str) -> machines.Machine:
                              f"{', ...' if len(live) > 5 else ''}): a bus across machines would leave them behind",
                              "finish or cancel them first (git fleet-task list), then run this again")
     me = machines.span(fleet, remote)
+    hook_install.install(fleet.repo, hook_install.ACROSS_MACHINES)  # (agents' commits published)
     bus = fleet.bus()
     if isinstance(bus, RemoteBus):
         seed(bus, last_id(Path(os.path.normpath(fleet.main / fleet.config.bus_dir))))

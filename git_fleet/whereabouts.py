@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import holds, machines
+from . import holds, machines, publish
 from .errors import FleetError
 from .gateway import meeting
 from .remote_bus.view import first_seen
@@ -52,6 +53,7 @@ def look(fleet: Fleet, fetch: bool = True) -> Whereabouts | None:
     out.fetched = meeting.fetched_at(place / "fetched")
     me = machines.this(fleet.repo).id
     repo = fleet.repo.pygit
+    rounds = publish.last(fleet.repo, remote)
     for agent in fleet.config.agents.values():
         try:
             hold = holds.read(repo, remote, agent.name)
@@ -59,17 +61,24 @@ def look(fleet: Fleet, fetch: bool = True) -> Whereabouts | None:
             out.agents[agent.name] = {"machine": None, "error": e.message}
             continue
         if hold is None:
-            out.agents[agent.name] = {"machine": None, "here": False, "handed_off": False}
-            continue
-        here = hold.machine == me
-        row: dict[str, Any] = {"machine": hold.machine, "here": here, "handed_off": hold.machine is None,
-                               "since": hold.since, "who": _who(repo, remote, hold)}
-        if not here:
-            row["heard"] = int(time.time() - first_seen(place / "seen", hold.tip))
-            if agent.branch in heads:
+            row: dict[str, Any] = {"machine": None, "here": False, "handed_off": False}
+        else:
+            row = _row(hold, me, repo, remote, place)
+            if not row["here"] and agent.branch in heads:
                 out.published[agent.name] = heads[agent.branch]
+        said = rounds.get(agent.name, {})
+        if said and not said.get("ok") and said.get("tip") == fleet.repo.branch_tip(agent.branch):
+            row["unpublished"] = said.get("said") or "refused"
         out.agents[agent.name] = row
     return out
+
+
+def _row(hold: holds.Hold, me: str, repo: Any, remote: str, place: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {"machine": hold.machine, "here": hold.machine == me, "handed_off": hold.machine is None,
+                           "since": hold.since, "who": _who(repo, remote, hold)}
+    if not row["here"]:
+        row["heard"] = int(time.time() - first_seen(place / "seen", hold.tip))
+    return row
 
 
 def _who(repo: Any, remote: str, hold: holds.Hold) -> str:

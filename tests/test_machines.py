@@ -32,7 +32,9 @@ class Machines:
         home = self.sb.root / name / "home"
         if not home.exists():
             home.mkdir(parents=True)
-            (home / ".gitconfig").write_text(f"[user]\n\tname = {name}\n\temail = {name}@example.com\n")
+            # (an agent's commit is published at once: the background publisher ends within the test)
+            (home / ".gitconfig").write_text(f"[user]\n\tname = {name}\n\temail = {name}@example.com\n"
+                                             "[fleet]\n\tpublishEvery = 0\n")
         return home
 
     def env(self, name: str) -> dict[str, str]:
@@ -43,6 +45,7 @@ class Machines:
         where = self.sb.root / name / "repo"
         self.sb.git("clone", "-q", self.url, str(where), cwd=self.sb.root, env=self.env(name))
         self.sb.git("fleet-init", "--remote", "origin", cwd=where, env=self.env(name))
+        self.sb.git("config", "fleet.publishEvery", "0", cwd=where)  # (see home)
         return where
 
     def workers(self, where: Path, machine: str, count: int) -> list[subprocess.Popen[str]]:
@@ -62,6 +65,7 @@ def hub(bus_repo: Sandbox) -> Sandbox:
     sb.git("init", "-q", "--bare", "-b", "main", str(hub))
     sb.git("remote", "add", "origin", str(hub))
     sb.git("push", "-q", "-u", "origin", "main")
+    sb.git("config", "fleet.publishEvery", "0")  # (see Machines.home)
     return sb
 
 
@@ -228,7 +232,7 @@ def test_one_agent_runs_on_one_machine_join_is_refused_until_taken_over(hub: San
     assert "'api' runs on machine " in sb.fleet("join", "api").out  # its worktree is here: held for this machine
     laptop = sb.git("config", "fleet.machine").out.strip()
     sb.commit(sb.root / "repo-api", {"src/backend/work.py": "w = 1\n"}, "api's work")
-    sb.git("push", "-q", "origin", "fleet/api", cwd=sb.root / "repo-api")
+    sb.git("push", "-q", "origin", "fleet/api", cwd=sb.root / "repo-api")  # (no one holds api yet: by hand)
     sb.fleet("task", "add", "first", "--agent", "api")
     sb.fleet("task", "claim", "--agent", "api")
     machines = Machines(sb, str(sb.root / "hub.git"))
@@ -360,7 +364,7 @@ def test_a_checkpoint_merge_takes_what_another_machine_published_and_publishes_t
     sb.git("fleet-join", "api", "--take-over", cwd=box, env=machines.env("box"))
     there = sb.root / "box" / "repo-api"
     sb.commit(there, {"src/backend/from_the_box.py": "x = 1\n"}, "made on the box")
-    sb.git("push", "-q", "origin", "fleet/api", cwd=there, env=machines.env("box"))
+    _published(sb, "fleet/api", sb.head(cwd=there))
     sb.commit(sb.root / "repo-api", {"src/backend/stale_here.py": "y = 1\n"}, "left on the laptop")  # not merged
     res = sb.fleet("merge", "api")
     assert "merged as it published fleet/api" in res.err
@@ -368,7 +372,7 @@ def test_a_checkpoint_merge_takes_what_another_machine_published_and_publishes_t
     assert sb.git("rev-parse", "main", cwd=sb.root / "hub.git").out == sb.git("rev-parse", "main").out
     # the remote's base moved while the merge was made: refused, nothing changed here or there
     sb.commit(there, {"src/backend/more.py": "z = 1\n"}, "more from the box")
-    sb.git("push", "-q", "origin", "fleet/api", cwd=there, env=machines.env("box"))
+    _published(sb, "fleet/api", sb.head(cwd=there))
     before = sb.git("rev-parse", "main").out
     merging, marker = sb.paused(["git", "fleet-merge", "api"], "merge-publishing")
     other = sb.root / "other"
@@ -430,7 +434,7 @@ def test_status_shows_where_each_agent_runs_and_its_branch_as_published(hub: San
     sb.git("fleet-join", "docs", "--take-over", cwd=box, env=machines.env("box"))
     there = sb.root / "box" / "repo-docs"
     sb.commit(there, {"docs/made_there.md": "x\n"}, "made on the box")
-    sb.git("push", "-q", "origin", "fleet/docs", cwd=there, env=machines.env("box"))
+    _published(sb, "fleet/docs", sb.head(cwd=there))
     box_id = sb.git("config", "fleet.machine", cwd=box).out.strip()
     data = json.loads(sb.fleet("status", "--json").out)
     rows = {r["agent"]: r for r in data["agents"]}
@@ -445,3 +449,41 @@ def test_status_shows_where_each_agent_runs_and_its_branch_as_published(hub: San
     res = sb.fleet("status")
     assert "cannot reach remote 'origin'" in res.err and "the last fetched state, fetched" in res.err
     assert {r["agent"]: r["ahead"] for r in json.loads(sb.fleet("status", "--json").out)["agents"]}["docs"] == 1
+
+
+def _published(sb: Sandbox, branch: str, tip: str) -> None:
+    """Wait for the background publisher to put `tip` on the hub's `branch`, and to end."""
+    deadline = time.time() + 30
+    while sb.git("rev-parse", "-q", "--verify", branch, cwd=sb.root / "hub.git", ok=None).out.strip() != tip:
+        assert time.time() < deadline, f"{branch} was not published"
+        time.sleep(0.1)
+    while sb.run(["pgrep", "-f", "git_fleet.publish"], ok=None).code == 0:
+        assert time.time() < deadline, "the publisher did not end"
+        time.sleep(0.1)
+
+
+def test_an_agents_commits_are_published_in_the_background_and_a_refusal_is_shown(hub: Sandbox) -> None:
+    sb = hub
+    sb.fleet("init", "--remote", "origin")
+    sb.git("config", "fleet.publishEvery", "0")
+    sb.fleet("join", "api")
+    here = sb.root / "repo-api"
+    started = time.time()
+    sb.commit(here, {"src/backend/one.py": "1\n"}, "one")
+    assert time.time() - started < 5  # (the commit does not wait for the network)
+    _published(sb, "fleet/api", sb.head(cwd=here))
+    sb.commit(sb.repo, {"README.md": "# changed by the orchestrator\n"}, "the orchestrator's own")
+    assert sb.git("rev-parse", "main", cwd=sb.root / "hub.git").out != sb.head()  # not an agent's: not published
+    # taken over elsewhere: what is committed here is not published, and status says why
+    machines = Machines(sb, str(sb.root / "hub.git"))
+    box = machines.machine("box")
+    sb.git("fleet-join", "api", "--take-over", cwd=box, env=machines.env("box"))
+    before = sb.git("rev-parse", "fleet/api", cwd=sb.root / "hub.git").out.strip()
+    sb.commit(here, {"src/backend/two.py": "2\n"}, "two")
+    deadline = time.time() + 30
+    while "not on 'origin'" not in (res := sb.fleet("status")).err:
+        assert time.time() < deadline, res.err
+        time.sleep(0.2)
+    assert "api's last commits are not on 'origin': agent 'api' runs on machine" in res.err
+    assert sb.git("rev-parse", "fleet/api", cwd=sb.root / "hub.git").out.strip() == before
+    _published(sb, "fleet/api", before)  # (and the publisher has ended)

@@ -276,7 +276,9 @@ def test_the_two_machine_tour_works_as_printed(sandbox: Sandbox) -> None:
     sb.git("remote", "add", "origin", str(hub), cwd=shop)
     sb.git("push", "-q", "-u", "origin", "main", cwd=shop)
     (sb.root / "box" / "home").mkdir(parents=True)
-    (sb.root / "box" / "home" / ".gitconfig").write_text("[user]\n\tname = box\n\temail = box@example.com\n")
+    # (an agent's commit is published at once: the background publisher ends within the test)
+    (sb.root / "box" / "home" / ".gitconfig").write_text("[user]\n\tname = box\n\temail = box@example.com\n"
+                                                         "[fleet]\n\tpublishEvery = 0\n")
     terms = {"": Terminal(sb, shop), "box": Terminal(sb, sb.root / "box", env={"HOME": str(sb.root / "box" / "home")})}
     me = f"{getpass.getuser()}@{socket.gethostname()}"
     steps = machine_steps("One fleet across machines")

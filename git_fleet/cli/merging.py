@@ -182,6 +182,9 @@ def status(as_json: bool) -> int:
         rows.append([r["agent"], r["branch"], num(r["ahead"]), num(r["behind"]), num(r["dirty"]),
                      ", ".join(r["out_of_zone"]) or "-", age(r["last_commit"]), *([_machine(r)] if spans else [])])
     table(rows)
+    for r in data["agents"]:
+        if r.get("unpublished"):
+            warn(f"{r['agent']}'s last commits are not on '{data['remote']['name']}': {r['unpublished']}")
     if spans and data["remote"]["stale"]:
         warn(data["remote"]["stale"])
         fetched = data["remote"]["fetched_age"]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .. import brief
+from .. import brief, publish
 from ..bus import Bus, Task, parse_id
 from ..config import parse_duration
 from ..errors import FleetError
@@ -209,13 +209,22 @@ def task_release(id: str, agent: str | None) -> int:
 def task_done(id: str, agent: str | None, result_file: str | None) -> int:
     """Finish a task this agent holds: write results/task-NNN-result.md (atomically) and mark it done.
 
+    In a fleet across machines, the agent's branch is first published to the fleet's remote
+    (where this machine holds the agent), so that the orchestrator merges the work the result
+    speaks of; a branch the remote refuses is said, and the result recorded all the same.
+
     A result that cannot be recorded (the task was cancelled, or the lease lapsed and another
     worker took it over) is refused, exit status 1, and kept at
     results/task-NNN-unrecorded-AGENT-K.md, never dropped. A spec broken by hand after the claim
     does not stop the holder: the result is recorded, with a warning naming the file and line.
     """
     fleet, bus, who, tid = _who_and_id(agent, id)
-    t = bus.finish(tid, who, read_input(result_file) or "Done.")
+    result = read_input(result_file) or "Done."
+    if who in fleet.config.agents:  # (a fleet across machines: its work on the remote, for the merge)
+        unpublished = publish.now(fleet.repo, who, fleet.config.agents[who].branch)
+        if unpublished:
+            warn(f"{fleet.config.agents[who].branch} is not on the fleet's remote: {unpublished}")
+    t = bus.finish(tid, who, result)
     brief.rewrite_briefs(fleet, [who])
     click.echo(str(t.result))
     _spec_broken(t, "the result is recorded all the same")

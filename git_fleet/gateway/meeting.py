@@ -105,6 +105,19 @@ def fetch(cwd: Path, remote: str, prefixes: list[str], lock: Path, since: float 
         raise unreachable(cwd, remote, proc.stderr)
 
 
+def push_branch(cwd: Path, remote: str, branch: str) -> tuple[bool, str]:
+    """A branch pushed as git pushes it (never forced, the pre-push hooks run): whether it
+    landed, and the remote's words (its refusal's)."""
+    proc = git(["push", "--porcelain", "--no-recurse-submodules", remote, f"refs/heads/{branch}:refs/heads/{branch}"],
+               cwd, check=False)
+    if proc.returncode == 0:
+        return True, ""
+    lines = [ln.removeprefix("remote:").strip() for ln in proc.stderr.decode("utf-8", "replace").splitlines()
+             if ln.strip() and not ln.startswith(("hint:", "To "))]
+    summary = [ln.split("\t")[2] for ln in proc.stdout.decode("utf-8", "replace").splitlines() if ln.count("\t") == 2]
+    return False, "; ".join([*summary, *lines][:4]) or reason(proc.stderr)
+
+
 def fetch_heads(cwd: Path, remote: str) -> dict[str, str]:
     """The remote's branches brought here, as `git fetch REMOTE` does with its default refspec
     (refs/remotes/REMOTE/*): branch -> commit."""

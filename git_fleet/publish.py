@@ -1,0 +1,173 @@
+"""An agent's commits published to the fleet's remote without anyone asking, in the background:
+the post-commit hook (hook.py) starts this, detached, and returns at once, so a commit never
+waits on the network.
+
+One publisher per clone at a time (a lock); a commit made while one runs leaves a mark, and the
+publisher goes round again for it. At most one round every `fleet.publishEvery` seconds (default
+5), so a burst of commits is one push. Each round pushes the branch of every agent this machine
+holds (holds.py) that the remote does not have as it is here, with the pre-push hooks (the zone
+check, git-lfs), never forced; and renews the agents' holds, so the other machines know when
+they were last heard from. What the remote said is kept (published.json) for git fleet-status
+and the watch, the remote's words when it refused.
+
+    python -m git_fleet.publish COMMON_DIR
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import durable, holds, machines
+from .errors import FleetError
+from .gateway import meeting, plumbing
+from .gateway.repo import Repo
+
+EVERY = 5.0  # seconds between two rounds (git config fleet.publishEvery)
+RECORD = "published.json"
+
+
+def start(common_dir: str) -> None:
+    """The post-commit hook's part: leave the mark, start a publisher, detached, and return."""
+    remote_dir = os.path.join(common_dir, "fleet", "remote")
+    os.makedirs(remote_dir, exist_ok=True)
+    with open(os.path.join(remote_dir, "publish.wanted"), "a", encoding="utf-8"):
+        pass
+    os.utime(os.path.join(remote_dir, "publish.wanted"))
+    env = {k: v for k, v in os.environ.items() if k not in _WORKTREE_ENV}  # (the committing worktree's)
+    subprocess.Popen([sys.executable, "-m", "git_fleet.publish", common_dir], stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+                     cwd=common_dir, env=env)
+
+
+_WORKTREE_ENV = ("GIT_DIR", "GIT_INDEX_FILE", "GIT_WORK_TREE", "GIT_PREFIX", "GIT_OBJECT_DIRECTORY",
+                 "GIT_ALTERNATE_OBJECT_DIRECTORIES")
+
+
+def main(argv: list[str]) -> int:
+    common = Path(argv[0])
+    for name in _WORKTREE_ENV:  # (the committing worktree's, not ours)
+        os.environ.pop(name, None)
+    main_worktree = plumbing.main_worktree_of(str(common))
+    if main_worktree is None:
+        return 0
+    repo = Repo.discover(main_worktree)
+    remote = machines.remote_of(repo)
+    if remote is None:
+        return 0
+    place = machines.place(repo, remote)
+    place.mkdir(parents=True, exist_ok=True)
+    wanted = common / "fleet" / "remote" / "publish.wanted"
+    fd = os.open(place / "publish.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0  # (the one running goes round again for the mark this commit left)
+        every = _every(repo)
+        while True:
+            try:
+                mark = os.stat(wanted).st_mtime_ns
+            except OSError:
+                return 0
+            last = os.fstat(fd).st_mtime
+            time.sleep(max(0.0, last + every - time.time()))
+            os.utime(fd)
+            round_(repo, remote, place)
+            try:
+                if os.stat(wanted).st_mtime_ns == mark:
+                    os.unlink(wanted)
+                    return 0
+            except OSError:
+                return 0
+    finally:
+        os.close(fd)
+
+
+def _every(repo: Repo) -> float:
+    raw = repo.config_get("fleet.publishEvery")
+    try:
+        return float(raw) if raw is not None else EVERY
+    except ValueError:
+        return EVERY
+
+
+def round_(repo: Repo, remote: str, place: Path) -> None:
+    """One round: every agent this machine holds whose branch the remote lacks as it is here."""
+    from .config import load  # (a round's only: the hook that starts it never reads the TOML)
+
+    said: dict[str, dict[str, object]] = _read(place / RECORD)
+    main = repo.main_worktree
+    cfg = load(main / ".gitfleet.toml") if main is not None else None
+    if cfg is None:
+        return
+    me = machines.this(repo).id
+    try:
+        machines.fetch(repo, remote)
+        published = meeting.fetch_heads(repo.common_dir, remote)
+    except FleetError as e:
+        for name in cfg.agents:
+            said[name] = {**said.get(name, {}), "at": int(time.time()), "ok": False, "said": e.message}
+        durable.replace(place / RECORD, json.dumps(said, indent=1))
+        return
+    for agent in cfg.agents.values():
+        tip = repo.branch_tip(agent.branch)
+        hold = holds.read(repo.pygit, remote, agent.name)
+        if tip is None or hold is None or published.get(agent.branch) == tip:
+            continue
+        if hold.machine != me:
+            if said.get(agent.name, {}).get("tip") != tip:  # (its commits here, since it went elsewhere)
+                why = holds.refused(repo.pygit, remote, agent.name, me) or ""
+                said[agent.name] = {"at": int(time.time()), "ok": False, "said": why, "tip": tip}
+            continue
+        proc = meeting.push_branch(repo.common_dir, remote, agent.branch)
+        said[agent.name] = {"at": int(time.time()), "ok": proc[0], "said": proc[1], "tip": tip}
+        beat = holds.beat(repo.pygit, remote, agent.name, me)
+        if beat is not None:
+            meeting.push(repo.common_dir, remote, [beat])
+    durable.replace(place / RECORD, json.dumps(said, indent=1))
+
+
+def now(repo: Repo, agent: str, branch: str) -> str | None:
+    """The agent's branch published at once (a worker reporting done: the orchestrator merges
+    what is published), where the fleet spans machines and this machine holds the agent; why
+    not, when it could not be, else None."""
+    remote = machines.remote_of(repo)
+    tip = repo.branch_tip(branch)
+    if remote is None or tip is None:
+        return None
+    hold = holds.read(repo.pygit, remote, agent)
+    if hold is None or hold.machine != machines.this(repo).id:
+        return None
+    ok, said = meeting.push_branch(repo.common_dir, remote, branch)
+    try:
+        if ok or meeting.fetch_branch(repo.common_dir, remote, branch) == tip:  # (the background one, at once)
+            return None
+    except FleetError as e:
+        return e.message
+    return said
+
+
+def _read(path: Path) -> dict[str, dict[str, object]]:
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def last(repo: Repo, remote: str) -> dict[str, dict[str, object]]:
+    """What the last rounds said, per agent."""
+    return _read(machines.place(repo, remote) / RECORD)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except (FleetError, OSError):
+        sys.exit(1)  # (nobody reads it: the next commit starts another)
