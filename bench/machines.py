@@ -7,9 +7,10 @@ repository served by a real `git daemon` on 127.0.0.1. Each worker is its own pr
 stand-in's bus worker, `python -m git_fleet.standin --drain-fleet NAME`) claiming and finishing
 one task at a time until none is left. The same workers, all on one machine, drain the same
 number of tasks from a fleet whose bus is files. Reported: tasks per second (claim and finish),
-each claim's latency (median and 95th percentile), one worker alone (an uncontended claim), and
-the number of refs on the remote after --fold-tasks tasks were added and done (ended tasks are
-folded into one ref, so it stays near the number in flight).
+each claim's latency (median and 95th percentile), one worker alone (an uncontended claim), the
+number of refs on the remote after --fold-tasks tasks were added and done (ended tasks are
+folded into one ref, so it stays near the number in flight), and what a commit in an agent's
+worktree costs with the post-commit hook that publishes it, against a fleet on one machine.
 """
 
 from __future__ import annotations
@@ -141,13 +142,51 @@ def refs_after(n: int, machines: int, workers: int) -> int:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def commits(runs: int) -> tuple[str, str]:
+    """A 1-file commit in an agent's worktree, the fleet's hooks on: a fleet on one machine against
+    one across machines (its post-commit hook starts the background publisher), interleaved."""
+    worlds, trees = [], []
+    for remote in (False, True):
+        root = Path(tempfile.mkdtemp(prefix="fleet-commit-"))
+        world = World(root, remote)
+        env = world.env("laptop")
+        run(["git", "fleet-add", "api", "--zone", "src/**"], world.laptop, env)
+        if remote:
+            run(["git", "fleet-join", "api"], world.laptop, env)
+        worlds.append(world)
+        trees.append((world.laptop.parent / "repo-api", env))
+    times: list[list[float]] = [[], []]
+    try:
+        for i in range(runs):
+            for side, (tree, env) in enumerate(trees):
+                (tree / "src").mkdir(exist_ok=True)
+                (tree / "src" / "f.py").write_text(f"x = {i}\n")
+                run(["git", "add", "src/f.py"], tree, env)
+                start = time.perf_counter()
+                run(["git", "commit", "-q", "-m", f"c{i}"], tree, env)
+                times[side].append(time.perf_counter() - start)
+        deadline = time.time() + 60  # (the publishers end once they have pushed)
+        while subprocess.run(["pgrep", "-f", "git_fleet.publish"], capture_output=True).returncode == 0:
+            assert time.time() < deadline, "a publisher did not end"
+            time.sleep(0.2)
+        return (f"{statistics.median(times[0]) * 1000:.0f} ms", f"{statistics.median(times[1]) * 1000:.0f} ms")
+    finally:
+        for world in worlds:
+            world.close()
+            shutil.rmtree(world.root, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", type=int, default=300)
     ap.add_argument("--machines", type=int, default=3)
     ap.add_argument("--workers", type=int, default=8, help="per machine")
     ap.add_argument("--fold-tasks", type=int, default=1000)
+    ap.add_argument("--commits", type=int, default=15, help="commits timed on each side")
     args = ap.parse_args()
+    one, across = commits(args.commits)
+    print(f"| a 1-file commit in an agent's worktree | one machine: {one} | across machines: {across} |",
+          file=sys.stderr)
     total = args.machines * args.workers
     lines = ["| bus | claim and finish | claim latency, median / p95 | one worker alone, median / p95 |",
              "|---|---|---|---|"]
@@ -159,6 +198,8 @@ def main() -> int:
         print(lines[-1], file=sys.stderr)
     refs = refs_after(args.fold_tasks, args.machines, args.workers)
     lines.append(f"\nrefs on the remote after {args.fold_tasks:,} tasks added and done: {refs}")
+    lines.append(f"a 1-file commit in an agent's worktree (median of {args.commits}): {one} in a fleet on one machine, "
+                 f"{across} in one across machines (its post-commit hook starts the publisher)")
     print("\n".join(lines))
     return 0
 

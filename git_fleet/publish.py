@@ -10,6 +10,7 @@ check, git-lfs), never forced; and renews the agents' holds, so the other machin
 they were last heard from. What the remote said is kept (published.json) for git fleet-status
 and the watch, the remote's words when it refused.
 
+    python -m git_fleet.publish --hook         (the post-commit hook, in the committing worktree)
     python -m git_fleet.publish COMMON_DIR
 """
 
@@ -18,12 +19,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from . import durable, holds, machines
+from . import check, durable, holds, machines
 from .errors import FleetError
 from .gateway import meeting, plumbing
 from .gateway.repo import Repo
@@ -32,25 +32,32 @@ EVERY = 5.0  # seconds between two rounds (git config fleet.publishEvery)
 RECORD = "published.json"
 
 
-def start(common_dir: str) -> None:
-    """The post-commit hook's part: leave the mark, start a publisher, detached, and return."""
-    remote_dir = os.path.join(common_dir, "fleet", "remote")
-    os.makedirs(remote_dir, exist_ok=True)
-    with open(os.path.join(remote_dir, "publish.wanted"), "a", encoding="utf-8"):
-        pass
-    os.utime(os.path.join(remote_dir, "publish.wanted"))
-    env = {k: v for k, v in os.environ.items() if k not in _WORKTREE_ENV}  # (the committing worktree's)
-    subprocess.Popen([sys.executable, "-m", "git_fleet.publish", common_dir], stdin=subprocess.DEVNULL,
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
-                     cwd=common_dir, env=env)
-
-
 _WORKTREE_ENV = ("GIT_DIR", "GIT_INDEX_FILE", "GIT_WORK_TREE", "GIT_PREFIX", "GIT_OBJECT_DIRECTORY",
-                 "GIT_ALTERNATE_OBJECT_DIRECTORIES")
+                 "GIT_ALTERNATE_OBJECT_DIRECTORIES")  # (as hook.py's: the committing worktree's)
+
+
+def from_hook() -> str | None:
+    """Started by the post-commit hook, in the committing worktree: the clone's common dir if the
+    commit is an agent's (the mark for a running publisher left), else None."""
+    here = plumbing.here()
+    main = plumbing.main_worktree_of(here.common_dir)
+    if here.toplevel is None or main is None or os.path.realpath(here.toplevel) == os.path.realpath(main):
+        return None
+    compiled = check.load_compiled(here.common_dir, main)
+    if compiled is None or compiled.agent_for(here.head_ref, here.toplevel) is None:
+        return None
+    wanted = os.path.join(here.common_dir, "fleet", "remote", "publish.wanted")
+    os.makedirs(os.path.dirname(wanted), exist_ok=True)
+    os.close(os.open(wanted, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    os.utime(wanted)
+    return here.common_dir
 
 
 def main(argv: list[str]) -> int:
-    common = Path(argv[0])
+    given = from_hook() if argv == ["--hook"] else argv[0] if argv else None
+    if given is None:
+        return 0
+    common = Path(given)
     for name in _WORKTREE_ENV:  # (the committing worktree's, not ours)
         os.environ.pop(name, None)
     main_worktree = plumbing.main_worktree_of(str(common))

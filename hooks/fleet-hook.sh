@@ -6,6 +6,18 @@ hook=@HOOK@
 python=@PYTHON@
 stdin=@STDIN@
 dir=${0%/*}
+if [ "$hook" = post-commit ]; then
+    # a fleet across machines: the publisher (git_fleet/publish.py) started in the background,
+    # detached; it decides whether the commit is an agent's, and the commit does not wait for it
+    if [ -x "$dir/$hook.pre-fleet" ]; then
+        "$dir/$hook.pre-fleet" "$@"
+    fi
+    if [ -x "$python" ]; then
+        spawn=; command -v setsid >/dev/null && spawn=setsid
+        $spawn "$python" -m git_fleet.publish --hook </dev/null >/dev/null 2>&1 &
+    fi
+    exit 0
+fi
 # Python straight from git-fleet's environment: ~5 ms faster than its console script.
 run='import sys
 try:
