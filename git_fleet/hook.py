@@ -273,40 +273,17 @@ def commits(agents: list[str]) -> int:
 
 
 def post_commit() -> int:
-    """A fleet across machines: an agent's commit published in the background (publish.py); the
-    hook returns at once. Never an error for the commit, which is made already."""
-    here = plumbing.here()
-    main = plumbing.main_worktree_of(here.common_dir)
-    if here.toplevel is None or main is None or os.path.realpath(here.toplevel) == os.path.realpath(main):
-        return 0
-    compiled = check.load_compiled(here.common_dir, main)
-    if compiled is None or compiled.agent_for(here.head_ref, here.toplevel) is None:
-        return 0
+    """A fleet across machines: the publisher (publish.py) started, detached, in a session of its
+    own; it decides whether the commit is an agent's, and the hook returns at once. (The hook
+    itself starts it from the shell; this is `git fleet-check --hook post-commit`, for a hooks
+    directory the fleet does not write.)"""
+    null = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
     try:
-        _start_publisher(here.common_dir)
+        os.posix_spawn(sys.executable, [sys.executable, "-m", "git_fleet.publish", "--hook"], dict(os.environ),
+                       file_actions=null, setsid=True)
     except OSError as e:
         print(f"warning: the commit is not published to the fleet's remote: {e}", file=sys.stderr)
     return 0
-
-
-# the committing worktree's git environment, which the publisher (of the whole clone) must not take
-_WORKTREE_ENV = ("GIT_DIR", "GIT_INDEX_FILE", "GIT_WORK_TREE", "GIT_PREFIX", "GIT_OBJECT_DIRECTORY",
-                 "GIT_ALTERNATE_OBJECT_DIRECTORIES")
-
-
-def _start_publisher(common_dir: str) -> None:
-    """Leave the mark a running publisher goes round again for, and start one (publish.py),
-    detached, in a session of its own: spawned, not through subprocess, whose import alone
-    would cost the commit more than the start."""
-    remote_dir = os.path.join(common_dir, "fleet", "remote")
-    os.makedirs(remote_dir, exist_ok=True)
-    wanted = os.path.join(remote_dir, "publish.wanted")
-    os.close(os.open(wanted, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-    os.utime(wanted)
-    env = {k: v for k, v in os.environ.items() if k not in _WORKTREE_ENV}
-    null = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
-    os.posix_spawn(sys.executable, [sys.executable, "-m", "git_fleet.publish", common_dir], env,
-                   file_actions=null, setsid=True)
 
 
 def run(argv: list[str]) -> int:
