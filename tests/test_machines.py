@@ -444,6 +444,8 @@ def test_status_shows_where_each_agent_runs_and_its_branch_as_published(hub: San
     assert data["remote"]["stale"] is None
     shown = sb.fleet("status").out
     assert "machine" in shown.splitlines()[0] and "here" in shown
+    watched = sb.fleet("watch", "--once").out  # (the last fetched state: no network in the watch's refresh)
+    assert "    runs on " in watched and "its branch as published" in watched
     # the remote away: the last fetched state, and how old it is
     (sb.root / "hub.git").rename(sb.root / "away.git")
     res = sb.fleet("status")

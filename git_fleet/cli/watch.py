@@ -111,6 +111,11 @@ def render(picture: dict[str, Any], width: int, now: float, selected: str | None
             lines.append((f"    asks: {' '.join(str(r['message']).split())}", "needs"))
         if r.get("out_of_zone"):
             lines.append((f"    out of zone: {', '.join(r['out_of_zone'])}", "zone"))
+        if r.get("machine") and not r.get("here"):  # (a fleet across machines, as last fetched)
+            heard = f", heard {short_age(int(now) - r['heard'], now)} ago" if r.get("heard") is not None else ""
+            lines.append((f"    runs on {r.get('who') or r['machine']}{heard}; its branch as published", ""))
+        if r.get("unpublished"):
+            lines.append((f"    not published: {r['unpublished']}", "warn"))
     lines += [("", ""), ("CONFLICTS COMING", "title")]
     for c in picture["conflicts"]:
         a, b = c["agents"]
