@@ -136,7 +136,7 @@ def status(fleet: Fleet, memo: Memo | None = None, *, fetch: bool = False) -> di
     base_tip = all_tips[cfg.base][0] if cfg.base in all_tips else None
     branch_tips = {a.name: all_tips.get(a.branch, (None, 0))[0] for a in cfg.agents.values()}
     where = whereabouts.look(fleet, fetch)
-    elsewhere = {name for name, w in (where.agents if where else {}).items() if w.get("machine") and not w["here"]}
+    elsewhere = {name for name, w in (where.agents if where else {}).items() if w.get("elsewhere")}
     branch_tips.update({name: (where.published.get(name) if where else None) for name in elsewhere})
     found = {a: t for a, t in branch_tips.items() if t is not None and (t, base_tip) not in memo.standing}
     # the slow parts are git processes that do not depend on each other: `git status` of each

@@ -93,9 +93,11 @@ def handoff(repo: pygit2.Repository, remote: str, agent: str, machine: str) -> U
     return Update(meeting.SHARED + AGENTS + agent, meeting.make_commit(repo, rec.message(), {}, hold.tip), hold.tip)
 
 
-def take(fleet: Fleet, remote: str, agent: str, *, take_over: bool = False) -> Hold:
+def take(fleet: Fleet, remote: str, agent: str, *, take_over: bool = False, pulling: bool = False) -> Hold:
     """Hold `agent` for this machine: refused while another machine holds it (naming it and
-    since when) unless `take_over`, which that machine then sees at its next step."""
+    since when) unless `take_over`, which that machine then sees at its next step; one handed
+    off by a teleport push is taken by the pull (`pulling`), which brings its work, or with
+    `take_over`."""
     repo, me = fleet.repo.pygit, machines.this(fleet.repo)
     cwd = fleet.repo.common_dir
     for _ in range(10):
@@ -108,6 +110,11 @@ def take(fleet: Fleet, remote: str, agent: str, *, take_over: bool = False) -> H
                              "at a time", "move it with git fleet-teleport push there and pull here; if that machine is "
                              "gone, take it with --take-over (that machine is then refused its next claim, result or "
                              "push)")
+        if hold is not None and hold.record.op == "handoff" and not (pulling or take_over):
+            raise FleetError(f"agent '{agent}' was handed off by git fleet-teleport push from machine "
+                             f"{hold.record.machine}, with its work in the snapshot",
+                             f"pull it, which brings that work: git fleet-teleport pull {agent} (or take it without the "
+                             "work with --take-over)")
         reason = f"taken over from machine {hold.machine}" if hold is not None and hold.machine else None
         rec = records.new("hold", agent=agent, machine=me.id, reason=reason, since=int(time.time()))
         new = meeting.make_commit(repo, rec.message(), {}, hold.tip if hold else None)
@@ -121,10 +128,15 @@ def take(fleet: Fleet, remote: str, agent: str, *, take_over: bool = False) -> H
     raise FleetError(f"the hold of '{agent}' kept changing on '{remote}'", "try again")
 
 
-def restore(fleet: Fleet, remote: str, taken: Hold, before: str | None) -> None:
-    """Put the hold back as it was before `taken` (a join that failed after taking it)."""
+def restore(fleet: Fleet, remote: str, taken: Hold, before: Hold | None) -> None:
+    """Give the hold back as it was before `taken` (a join or pull that failed after taking it):
+    a new record on top (a chain only grows), or `free` where no machine held it."""
+    rec = (records.new("free", agent=taken.agent) if before is None
+           else records.new(before.record.op, agent=taken.agent, machine=before.record.machine,
+                            reason="given back", since=before.since))
+    new = meeting.make_commit(fleet.repo.pygit, rec.message(), {}, taken.tip)
     with contextlib.suppress(FleetError):  # (if not, the next join, or --take-over, settles it)
-        meeting.push(fleet.repo.common_dir, remote, [Update(meeting.SHARED + AGENTS + taken.agent, before, taken.tip)])
+        meeting.push(fleet.repo.common_dir, remote, [Update(meeting.SHARED + AGENTS + taken.agent, new, taken.tip)])
 
 
 def hold_to_run(fleet: Fleet, name: str) -> None:

@@ -202,6 +202,13 @@ def pushed(hook: str, args: list[str]) -> int:
     server = hook == "pre-receive"
     here = plumbing.here()
     compiled = _fleet(here)
+    stdin = sys.stdin.read()
+    if server:
+        from . import server_shared  # (not on the commit hook's path)
+
+        shared = server_shared.refusals(_ref_updates(stdin, server), here.git_dir)
+        if shared and compiled is None:  # (the shared refs' protocol holds without zones too)
+            raise FleetError("\n".join(e.message for e in shared), shared[0].hint)
     if compiled is None:
         if server:
             base = plumbing.server_base(here.common_dir)
@@ -210,13 +217,11 @@ def pushed(hook: str, args: list[str]) -> int:
         return 0
     cwd = here.git_dir
     errors = []
-    updates = _ref_updates(sys.stdin.read(), server)
+    updates = _ref_updates(stdin, server)
     if server:
         from . import server as rules  # (not on the commit hook's path)
-        from . import server_shared  # (as above)
 
-        errors += rules.refusals(compiled, updates, cwd, here.common_dir)
-        errors += server_shared.refusals(updates, cwd)
+        errors += rules.refusals(compiled, updates, cwd, here.common_dir) + shared
     for ref, new, old in updates:
         if new == plumbing.ZERO_OID or not ref.startswith("refs/heads/"):
             continue

@@ -35,6 +35,7 @@ def join(fleet: Fleet, name: str, *, take_over: bool = False, path: str | None =
     if remote is None:
         raise UsageError("this clone's fleet does not span machines", "git fleet-init --remote NAME first")
     agent = fleet.config.agent(name)
+    machines.fetch(fleet.repo, remote)
     before = holds.read(fleet.repo.pygit, remote, name)
     hold = holds.take(fleet, remote, name, take_over=take_over)
     took = hold.record.reason.removeprefix("taken over from machine ") if hold.record.reason else None
@@ -47,7 +48,7 @@ def join(fleet: Fleet, name: str, *, take_over: bool = False, path: str | None =
         agent_clis.install(fleet, agent)
     except BaseException:
         if before is None or before.tip != hold.tip:
-            holds.restore(fleet, remote, hold, before.tip if before else None)
+            holds.restore(fleet, remote, hold, before)
         raise
     out.worktree = where
     return out

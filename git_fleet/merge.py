@@ -325,10 +325,17 @@ def land(repo: Repo, p: Batch, publish: Callable[[str, tuple[str, str] | None], 
         tag = p.checkpoint.tag(p.rounds + 1)
         also = ((f"refs/tags/{tag}", repo.make_tag(tag, p.new, f"Checkpoint {p.checkpoint.name}, round {p.rounds + 1}: "
                                                                 f"{who}")),)
-    if publish is not None:
-        publish(p.new, also[0] if also else None)
     move = moves.Move(f"refs/heads/{p.base}", p.old, p.new, "merge", also, _log_line(p))
-    return moves.carry_out(repo, move, f"git-fleet: merge {len(p.steps)} agent(s) into {p.base}")
+    if publish is None:
+        return moves.carry_out(repo, move, f"git-fleet: merge {len(p.steps)} agent(s) into {p.base}")
+    moves.precheck(repo, move)  # (before the remote has it: what would stop the move here stops it first)
+    publish(p.new, also[0] if also else None)
+    try:
+        return moves.carry_out(repo, move, f"git-fleet: merge {len(p.steps)} agent(s) into {p.base}")
+    except FleetError as e:
+        raise FleetError(f"{e.message.replace('nothing was changed', 'nothing was changed here')}; the fleet's remote "
+                         f"has the merge already ({p.new[:12]})",
+                         f"bring it here: git pull --ff-only (in {repo.main_worktree})") from None
 
 
 # -- the checkpoint merge, as a fleet command runs it ------------------------------------------

@@ -48,8 +48,8 @@ def gather(fleet: Fleet, agents: list[Agent]) -> Across | None:
     me = machines.this(repo).id
     for agent in agents:
         hold = holds.read(repo.pygit, remote, agent.name)
-        if hold is None or hold.machine in (None, me):
-            continue  # (it runs here, or nowhere yet: its branch here is the truth)
+        if hold is None or me in (hold.machine, hold.record.machine) or hold.record.op == "free":
+            continue  # (it runs here, was handed off from here, or runs nowhere yet: its branch here is the truth)
         published = heads.get(agent.branch)
         out.tips[agent.name] = published or here or ""
         out.notes.append(f"'{agent.name}' runs on {hold.where(repo.pygit, remote)}: merged as it published "

@@ -112,17 +112,39 @@ def gone_worktree(branch: str, path: Path, then: str) -> FleetError:
                       f"git worktree repair <its new place> (or, if it is gone for good, git worktree prune), then {then}")
 
 
-def carry_out(repo: Repo, move: Move, message: str, check: bool = True) -> list[str]:
-    """Move `move.ref` and the work tree that has it checked out (see the module's docstring),
-    holding the fleet's lock; returns warnings. Raises FleetError, with nothing changed, when it
-    cannot; `check`: first make sure the work tree can follow (local changes in the way). A stop
-    signal that arrived meanwhile is acted on once the move is done (runner.Stopped)."""
+def _may_move(repo: Repo, move: Move) -> None:
+    """Refuse while another move is unfinished, or the branch's worktree is gone."""
     if pending(repo) is not None:
         raise FleetError("a move of a branch is not finished, so nothing more is moved; nothing was changed",
                          "run any git fleet command in the main worktree to finish it, then this one again")
     gone = repo.worktree_with(move.branch, prunable=True)
     if gone is not None and gone.prunable:
         raise gone_worktree(move.branch, gone.path, "run it again")
+
+
+def precheck(repo: Repo, move: Move) -> None:
+    """What would stop carry_out, looked at before anything else happens (a merge across
+    machines publishes the base first): raises as carry_out would, nothing changed."""
+    _may_move(repo, move)
+    if repo.ref_value(move.ref) != move.old:
+        raise FleetError(f"{move.branch} moved while this was being prepared; nothing was changed", "run it again")
+    where = repo.checked_out(move.branch)
+    if where is not None:
+        if repo.index_lock_file(where).exists():
+            raise FleetError(f"{repo.index_lock_file(where)} exists: another git process is using the index of {where}; "
+                             "nothing was changed", "if no git process is running there, remove it, then run it again")
+        why = repo.can_follow(where, move.old, move.new)
+        if why:
+            raise FleetError(f"{where}: local changes would be overwritten by the {move.what}: {why}\n"
+                             "nothing was changed", "commit or stash them, then run it again")
+
+
+def carry_out(repo: Repo, move: Move, message: str, check: bool = True) -> list[str]:
+    """Move `move.ref` and the work tree that has it checked out (see the module's docstring),
+    holding the fleet's lock; returns warnings. Raises FleetError, with nothing changed, when it
+    cannot; `check`: first make sure the work tree can follow (local changes in the way). A stop
+    signal that arrived meanwhile is acted on once the move is done (runner.Stopped)."""
+    _may_move(repo, move)
     where = repo.checked_out(move.branch)
     # the journal first and last: whatever of ours a kill leaves (our index lock included) is
     # found through it

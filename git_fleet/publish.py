@@ -125,18 +125,25 @@ def round_(repo: Repo, remote: str, place: Path) -> None:
     for agent in cfg.agents.values():
         tip = repo.branch_tip(agent.branch)
         hold = holds.read(repo.pygit, remote, agent.name)
-        if tip is None or hold is None or published.get(agent.branch) == tip:
+        if tip is None or hold is None:
             continue
         if hold.machine != me:
-            if said.get(agent.name, {}).get("tip") != tip:  # (its commits here, since it went elsewhere)
+            # (commits made here that the remote lacks: this machine's, after the agent went elsewhere)
+            if said.get(agent.name, {}).get("tip") != tip and not _in(repo, tip, published.get(agent.branch)):
                 why = holds.refused(repo.pygit, remote, agent.name, me) or ""
                 said[agent.name] = {"at": int(time.time()), "ok": False, "said": why, "tip": tip}
             continue
-        proc = meeting.push_branch(repo.common_dir, remote, agent.branch)
-        said[agent.name] = {"at": int(time.time()), "ok": proc[0], "said": proc[1], "tip": tip}
+        # every round renews the hold of every agent held here (when it was last heard from), with
+        # its branch where the remote lacks it, in one atomic push: none lands for a hold taken
         beat = holds.beat(repo.pygit, remote, agent.name, me)
-        if beat is not None:
-            meeting.push(repo.common_dir, remote, [beat])
+        if _in(repo, tip, published.get(agent.branch)):
+            if beat is not None and meeting.push(repo.common_dir, remote, [beat]).won:
+                meeting.set_tracking(repo.pygit, place / "fetched", {_tracked(remote, beat.ref): beat.new})
+            continue
+        ok, words = meeting.push_branch(repo.common_dir, remote, agent.branch, also=beat)
+        said[agent.name] = {"at": int(time.time()), "ok": ok, "said": words, "tip": tip}
+        if ok and beat is not None:
+            meeting.set_tracking(repo.pygit, place / "fetched", {_tracked(remote, beat.ref): beat.new})
     durable.replace(place / RECORD, json.dumps(said, indent=1))
 
 
@@ -148,16 +155,29 @@ def now(repo: Repo, agent: str, branch: str) -> str | None:
     tip = repo.branch_tip(branch)
     if remote is None or tip is None:
         return None
+    me = machines.this(repo).id
     hold = holds.read(repo.pygit, remote, agent)
-    if hold is None or hold.machine != machines.this(repo).id:
+    if hold is None or hold.machine != me:
         return None
-    ok, said = meeting.push_branch(repo.common_dir, remote, branch)
+    beat = holds.beat(repo.pygit, remote, agent, me)
+    ok, said = meeting.push_branch(repo.common_dir, remote, branch, also=beat)
+    if ok and beat is not None:
+        meeting.set_tracking(repo.pygit, machines.place(repo, remote) / "fetched", {_tracked(remote, beat.ref): beat.new})
     try:
         if ok or meeting.fetch_branch(repo.common_dir, remote, branch) == tip:  # (the background one, at once)
             return None
     except FleetError as e:
         return e.message
     return said
+
+
+def _in(repo: Repo, tip: str, published: str | None) -> bool:
+    """Whether the remote has `tip` (published is it, or after it)."""
+    return published is not None and (published == tip or repo.is_ancestor(tip, published))
+
+
+def _tracked(remote: str, ref: str) -> str:
+    return meeting.tracking(remote) + ref.removeprefix(meeting.SHARED)
 
 
 def _read(path: Path) -> dict[str, dict[str, object]]:

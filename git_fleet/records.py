@@ -25,7 +25,7 @@ FORMAT = 1
 NEEDS = {1: "0.1"}  # format -> the git-fleet version that reads it (said to older ones)
 ENDS = ("done", "failed", "cancelled", "removed")
 HOLDING = ("claim", "renew")
-OPS = ("open", "claim", "renew", "release", *ENDS, "ids", "kept", "log", "hold", "handoff")
+OPS = ("open", "claim", "renew", "release", *ENDS, "ids", "kept", "log", "hold", "handoff", "free")
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def parse(message: str, where: str) -> Record:
                          "upgrade git-fleet on this machine") from None
     for name, kind in _TYPES.items():
         value = getattr(record, name)
-        if not isinstance(value, kind) or isinstance(value, bool):
+        if not isinstance(value, kind) or isinstance(value, bool) or isinstance(value, int) and not 0 <= value < 2**53:
             raise FleetError(f"{where}: its {name} is {value!r}, not what a git-fleet record holds there")
     if record.op not in OPS:
         raise FleetError(f"{where}: an unknown step '{record.op}'", "upgrade git-fleet on this machine")

@@ -64,27 +64,66 @@ def _judge(name: str, new: str, old: str, cwd: str, log_moves: bool, moved: dict
         return None if old == zero else "a machine's record is written once"
     rec = records.parse(message, f"refs/fleet/{name}")
     if name.startswith("agents/"):
-        ok = rec.op in ("hold", "handoff") and rec.agent == name.removeprefix("agents/")
-        return None if ok else "an agent's hold records hold or handoff of that agent"
+        ok = rec.op in ("hold", "handoff", "free") and rec.agent == name.removeprefix("agents/")
+        return None if ok else "an agent's hold records hold, handoff or free of that agent"
     if name == "bus/ids":
         before = _read(old, cwd, "refs/fleet/bus/ids")[0].next if old != zero else 0
         return None if rec.op == "ids" and rec.next >= before else "the ids only go up"
     if name == "bus/log":
-        return None if rec.op == "log" else "the log records folds"
+        if rec.op != "log":
+            return "the log records folds"
+        lost = set(_names(old, cwd)) - set(_names(new, cwd)) if old != zero else set()
+        folded = {f"{int(r.removeprefix(SHARED + 'bus/tasks/')):06d}" for r, (n, _o) in moved.items()
+                  if r.startswith(SHARED + "bus/tasks/") and r.removeprefix(SHARED + "bus/tasks/").isdigit()
+                  and n == zero}
+        missing = (folded - set(_names(new, cwd))) | lost
+        return None if not missing else f"the log keeps every task folded into it ({', '.join(sorted(missing)[:3])} missing)"
     if name.startswith("bus/kept/"):
-        return None if old == zero and rec.op == "kept" else "a result kept aside is written once"
+        number = name.removeprefix("bus/kept/").split("/", 1)[0]
+        if not number.isdigit() or rec.op != "kept" or rec.task != int(number) or old != zero:
+            return "a result kept aside is written once, under its task's number"
+        return None if _task_known(int(number), cwd) else f"there is no task {number} to keep a result of"
     task = name.removeprefix("bus/tasks/")
     if not task.isdigit() or rec.task != int(task):
         return f"a step of task {rec.task} on the ref of another"
     prev = _read(old, cwd, f"refs/fleet/{name}")[0] if old != zero else None
-    return records.follows(prev, rec, _holder(rec, moved, cwd))
+    return records.follows(prev, rec, _holder(rec, moved, cwd)) or _task_tree(rec, new, old, cwd, moved)
+
+
+def _task_tree(rec: records.Record, new: str, old: str, cwd: str, moved: dict[str, tuple[str, str]]) -> str | None:
+    """What a task's step may hold: a new task its spec, under an id the same push gives out; a
+    claim, renewal, release or removal the tree it had; an end that spec and its result."""
+    names = _names(new, cwd)
+    if rec.op == "open":
+        ids = moved.get(f"{SHARED}bus/ids")
+        if ids is None or ids[0] == plumbing.ZERO_OID:
+            return "a new task's id is given out by the same push (refs/fleet/bus/ids)"
+        first = _read(ids[1], cwd, "refs/fleet/bus/ids")[0].next if ids[1] != plumbing.ZERO_OID else 1
+        if not first <= rec.task < _read(ids[0], cwd, "refs/fleet/bus/ids")[0].next:
+            return f"task {rec.task} is not an id this push gives out (an id is never given out twice)"
+        return None if names == ["spec.md"] else "a new task holds its spec, spec.md, alone"
+    if rec.op in ("claim", "renew", "release", "removed"):
+        return None if _tree(new, cwd) == _tree(old, cwd) else f"a {rec.op} changes nothing of the task's files"
+    same_spec = _blob(new, "spec.md", cwd) == _blob(old, "spec.md", cwd)
+    return None if names == ["result.md", "spec.md"] and same_spec else "an end adds the result, result.md, to the spec"
+
+
+def _names(commit: str, cwd: str) -> list[str]:
+    raw = plumbing.git(["ls-tree", "--name-only", commit], cwd, check=False).stdout.decode("utf-8", "replace")
+    return sorted(raw.splitlines())
+
+
+def _tree(commit: str, cwd: str) -> str:
+    return plumbing.git(["rev-parse", f"{commit}^{{tree}}"], cwd, check=False).stdout.decode().strip()
+
+
+def _blob(commit: str, path: str, cwd: str) -> str:
+    return plumbing.git(["rev-parse", "-q", "--verify", f"{commit}:{path}"], cwd, check=False).stdout.decode().strip()
 
 
 def _deletion(name: str, old: str, cwd: str, log_moves: bool) -> str | None:
     if name.startswith("machines/") and name.endswith(".atomic"):
         return None  # (init's probe of atomic pushes)
-    if name.startswith("agents/"):
-        return None  # (a join that failed gives the hold back; without identity, as a take-over could)
     if name.startswith(("bus/tasks/", "bus/kept/")) and log_moves:
         if name.startswith("bus/kept/"):
             return None
@@ -106,8 +145,19 @@ def _holder(rec: records.Record, moved: dict[str, tuple[str, str]], cwd: str) ->
     return hold.machine if hold.op == "hold" else None
 
 
+def _task_known(tid: int, cwd: str) -> bool:
+    """Whether task `tid` exists here: its ref, or its directory in the log."""
+    ref = plumbing.git(["rev-parse", "-q", "--verify", f"{SHARED}bus/tasks/{tid}"], cwd, check=False)
+    if ref.returncode == 0:
+        return True
+    return plumbing.git(["rev-parse", "-q", "--verify", f"{SHARED}bus/log:{tid:06d}"], cwd, check=False).returncode == 0
+
+
 def _raw(oid: str, cwd: str) -> tuple[str, list[str]]:
-    """A commit's message and parents."""
+    """A commit's message and parents (a commit itself: never a tag that points at one)."""
+    kind = plumbing.git(["cat-file", "-t", oid], cwd, check=False).stdout.decode().strip()
+    if kind != "commit":
+        raise FleetError(f"{oid[:12]} is a {kind or 'missing object'}, not a commit")
     raw = plumbing.git(["cat-file", "commit", oid], cwd, check=False)
     if raw.returncode != 0:
         raise FleetError(f"{oid[:12]} is not a commit")

@@ -33,7 +33,10 @@ def _published_base(fleet: Fleet) -> str | None:
     remote = machines.remote_of(fleet.repo)
     if remote is None:
         return None
-    there = meeting.fetch_heads(fleet.repo.common_dir, remote).get(fleet.config.base)
+    try:
+        there = meeting.fetch_heads(fleet.repo.common_dir, remote).get(fleet.config.base)
+    except meeting.Unreachable:
+        return None  # (the remote away: this clone's base, as on one machine)
     here = fleet.repo.branch_tip(fleet.config.base)
     return there if there is not None and here is not None and fleet.repo.is_ancestor(here, there) else None
 

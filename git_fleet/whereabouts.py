@@ -64,10 +64,15 @@ def look(fleet: Fleet, fetch: bool = True) -> Whereabouts | None:
             row: dict[str, Any] = {"machine": None, "here": False, "handed_off": False}
         else:
             row = _row(hold, me, repo, remote, place)
-            if not row["here"] and agent.branch in heads:
+            # (held by another machine, or handed off by one: its work is what it published)
+            row["elsewhere"] = hold.record.op != "free" and me not in (hold.machine, hold.record.machine)
+            if row["elsewhere"] and agent.branch in heads:
                 out.published[agent.name] = heads[agent.branch]
         said = rounds.get(agent.name, {})
-        if said and not said.get("ok") and said.get("tip") == fleet.repo.branch_tip(agent.branch):
+        tip = fleet.repo.branch_tip(agent.branch)
+        there = heads.get(agent.branch)
+        if said and not said.get("ok") and said.get("tip") == tip and tip is not None and not (
+                there is not None and (there == tip or fleet.repo.is_ancestor(tip, there))):
             row["unpublished"] = said.get("said") or "refused"
         out.agents[agent.name] = row
     return out

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -343,6 +343,9 @@ def test_teleport_hands_the_agent_off_with_its_snapshot_and_the_pull_takes_it(hu
     (sb.root / "repo-api" / "src/backend/wip.py").write_text("half done\n")
     sb.fleet("teleport", "push", "api")
     assert "handed off by git fleet-teleport push" in sb.fleet("task", "renew", "1", "--agent", "api", ok=False).err
+    # a join is no way to take it: the work is in the snapshot, which the pull brings
+    res = sb.git("fleet-join", "api", cwd=box, env=machines.env("box"), ok=False)
+    assert "was handed off by git fleet-teleport push" in res.err and "git fleet-teleport pull api" in res.err
     pulled = sb.git("fleet-teleport", "pull", "api", cwd=box, env=machines.env("box"))
     assert "1 claimed task(s)" in pulled.out
     there = sb.root / "box" / "repo-api"
@@ -356,15 +359,33 @@ def test_teleport_hands_the_agent_off_with_its_snapshot_and_the_pull_takes_it(hu
     assert not (sb.root / "third" / "repo-api").exists()
 
 
-def test_a_checkpoint_merge_takes_what_another_machine_published_and_publishes_the_base(hub: Sandbox) -> None:
-    sb = hub
+def _api_on_the_box(sb: Sandbox, path: str) -> Path:
+    """The fleet across machines, api joined on a machine "box" with a commit of `path` there,
+    published: api's worktree there."""
     sb.fleet("init", "--remote", "origin")
     machines = Machines(sb, str(sb.root / "hub.git"))
     box = machines.machine("box")
     sb.git("fleet-join", "api", "--take-over", cwd=box, env=machines.env("box"))
     there = sb.root / "box" / "repo-api"
-    sb.commit(there, {"src/backend/from_the_box.py": "x = 1\n"}, "made on the box")
+    sb.commit(there, {path: "x = 1\n"}, "made on the box")
     _published(sb, "fleet/api", sb.head(cwd=there))
+    return there
+
+
+def _merge_meanwhile(sb: Sandbox, meanwhile: Callable[[], object]) -> tuple[int, str]:
+    """`git fleet-merge api` stopped just before it publishes, `meanwhile` done, then let go: its
+    exit status and what it said."""
+    merging, marker = sb.paused(["git", "fleet-merge", "api"], "merge-publishing")
+    meanwhile()
+    marker.unlink()
+    _out, err = merging.communicate(timeout=60)
+    Sandbox.kill_group(merging)
+    return merging.returncode, err
+
+
+def test_a_checkpoint_merge_takes_what_another_machine_published_and_publishes_the_base(hub: Sandbox) -> None:
+    sb = hub
+    there = _api_on_the_box(sb, "src/backend/from_the_box.py")
     sb.commit(sb.root / "repo-api", {"src/backend/stale_here.py": "y = 1\n"}, "left on the laptop")  # not merged
     res = sb.fleet("merge", "api")
     assert "merged as it published fleet/api" in res.err
@@ -374,15 +395,15 @@ def test_a_checkpoint_merge_takes_what_another_machine_published_and_publishes_t
     sb.commit(there, {"src/backend/more.py": "z = 1\n"}, "more from the box")
     _published(sb, "fleet/api", sb.head(cwd=there))
     before = sb.git("rev-parse", "main").out
-    merging, marker = sb.paused(["git", "fleet-merge", "api"], "merge-publishing")
     other = sb.root / "other"
-    sb.git("clone", "-q", str(sb.root / "hub.git"), str(other), cwd=sb.root)
-    sb.commit(other, {"README.md": "# moved meanwhile\n"}, "someone else's push")
-    sb.git("push", "-q", "origin", "main", cwd=other)
-    marker.unlink()
-    out, err = merging.communicate(timeout=60)
-    Sandbox.kill_group(merging)
-    assert merging.returncode == 1 and "nothing was changed here or there" in err
+
+    def someone_pushes() -> None:
+        sb.git("clone", "-q", str(sb.root / "hub.git"), str(other), cwd=sb.root)
+        sb.commit(other, {"README.md": "# moved meanwhile\n"}, "someone else's push")
+        sb.git("push", "-q", "origin", "main", cwd=other)
+
+    code, err = _merge_meanwhile(sb, someone_pushes)
+    assert code == 1 and "nothing was changed here or there" in err
     assert sb.git("rev-parse", "main").out == before
     assert sb.git("rev-parse", "main", cwd=sb.root / "hub.git").out == sb.git("rev-parse", "main", cwd=other).out
 
@@ -421,7 +442,38 @@ def test_the_server_holds_every_machine_to_the_protocol_of_the_shared_refs(hub: 
             bus.claim("api")
             bus.finish(i + 2, "api", "ok")
         assert "refs/fleet/bus/tasks/" not in sb.git("ls-remote", f"{url}/hub.git").out  # folded
-        sb.git("fleet-join", "api", "--take-over", cwd=box, env=machines.env("box"))
+        # forgeries of what the refs hold, not only of their steps
+        box_git = {"cwd": box, "env": machines.env("box")}
+        sb.git("fetch", "-q", "origin", "+refs/fleet/*:refs/forge/*", **box_git)
+        log = sb.git("rev-parse", "refs/forge/bus/log", **box_git).out.strip()
+        empty = sb.git("commit-tree", "4b825dc642cb6eb9a060e54bf8d69288fbee4904", "-p", log, "-m",
+                       'fleet: log\n\n{"fleet": 1, "op": "log", "nonce": "y"}', **box_git).out.strip()
+        res = sb.git("push", "origin", f"{empty}:refs/fleet/bus/log", ok=False, **box_git)
+        assert "the log keeps every task folded into it" in res.err
+        sb.fleet("task", "add", "one more")
+        sb.git("fetch", "-q", "origin", "+refs/fleet/*:refs/forge/*", **box_git)
+        tip = sb.git("rev-parse", "refs/forge/bus/tasks/17", **box_git).out.strip()
+        bare = sb.git("commit-tree", "4b825dc642cb6eb9a060e54bf8d69288fbee4904", "-p", tip, "-m", "fleet: claim\n\n"
+                      + json.dumps({"fleet": 1, "op": "claim", "task": 17, "attempt": 1, "agent": "docs", "nonce": "z"}),
+                      **box_git).out.strip()
+        res = sb.git("push", "origin", f"{bare}:refs/fleet/bus/tasks/17", ok=False, **box_git)
+        assert "a claim changes nothing of the task's files" in res.err
+        reused = sb.git("commit-tree", f"{tip}^{{tree}}", "-m", 'fleet: open\n\n{"fleet": 1, "op": "open", "task": 3}',
+                        **box_git).out.strip()
+        res = sb.git("push", "origin", f"{reused}:refs/fleet/bus/tasks/3", ok=False, **box_git)
+        assert "a new task's id is given out by the same push" in res.err
+        res = sb.git("push", "origin", f"{reused}:refs/fleet/bus/kept/99/x-1-y", ok=False, **box_git)
+        assert "a result kept aside is written once" in res.err
+        tag = sb.git("tag", "-m", "a tag", "forged", tip, **box_git)
+        res = sb.git("push", "--force", "origin", "forged:refs/fleet/agents/docs", ok=False, **box_git)
+        assert "not a commit" in res.err and tag.code == 0
+        # a join that fails gives the hold back, as a record on top (the server keeps the chain)
+        (sb.root / "box" / "full").mkdir()
+        (sb.root / "box" / "full" / "x").write_text("x\n")
+        sb.git("fleet-join", "api", "--take-over", "--path", str(sb.root / "box" / "full"), ok=False, **box_git)
+        assert sb.fleet("task", "claim", "--agent", "api", ok=None).code in (0, 1)  # (not refused: api is the laptop's)
+        assert "runs on machine" not in sb.fleet("task", "claim", "--agent", "api", ok=None).err
+        sb.git("fleet-join", "api", "--take-over", **box_git)
         assert json.loads(sb.fleet("task", "show", "1", "--json").out)["status"] == "done"
 
 
@@ -488,4 +540,31 @@ def test_an_agents_commits_are_published_in_the_background_and_a_refusal_is_show
         time.sleep(0.2)
     assert "api's last commits are not on 'origin': agent 'api' runs on machine" in res.err
     assert sb.git("rev-parse", "fleet/api", cwd=sb.root / "hub.git").out.strip() == before
+    sb.fleet("task", "add", "late", "--agent", "api")  # a done here publishes nothing: the hold is the box's
+    assert sb.fleet("task", "done", "1", "--agent", "api", ok=None).code != 0
+    assert sb.git("rev-parse", "fleet/api", cwd=sb.root / "hub.git").out.strip() == before
     _published(sb, "fleet/api", before)  # (and the publisher has ended)
+
+
+def test_a_merge_stopped_here_after_the_remote_took_it_says_so(hub: Sandbox) -> None:
+    sb = hub
+    there = _api_on_the_box(sb, "src/backend/late.py")
+    before = sb.head()
+    code, err = _merge_meanwhile(sb, lambda: (sb.repo / "src/backend/late.py").write_text("in the way\n"))
+    assert code == 1 and "the fleet's remote has the merge already" in err and "git pull --ff-only" in err
+    assert sb.head() == before and (sb.repo / "src/backend/late.py").read_text() == "in the way\n"
+    merged = sb.git("rev-parse", "main", cwd=sb.root / "hub.git").out.strip()
+    assert merged != before and sb.git("rev-parse", f"{merged}^2").out.strip() == sb.head(cwd=there)
+
+
+def test_the_servers_rules_for_shared_refs_hold_without_a_fleet_config(sandbox: Sandbox) -> None:
+    sb = sandbox
+    hub = sb.root / "hub.git"
+    sb.git("init", "-q", "--bare", "-b", "main", str(hub), cwd=sb.root)
+    sb.git("fleet-init", "--server", cwd=hub, ok=None)
+    sb.make_repo({"README.md": "# x\n"})
+    sb.git("remote", "add", "origin", str(hub))
+    sb.git("push", "-q", "origin", "main")
+    junk = sb.git("commit-tree", "4b825dc642cb6eb9a060e54bf8d69288fbee4904", "-m", "not a record").out.strip()
+    res = sb.git("push", "origin", f"{junk}:refs/fleet/bus/ids", ok=False)
+    assert "push of refs/fleet/bus/ids rejected" in res.err

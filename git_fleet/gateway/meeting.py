@@ -105,10 +105,13 @@ def fetch(cwd: Path, remote: str, prefixes: list[str], lock: Path, since: float 
         raise unreachable(cwd, remote, proc.stderr)
 
 
-def push_branch(cwd: Path, remote: str, branch: str) -> tuple[bool, str]:
-    """A branch pushed as git pushes it (never forced, the pre-push hooks run): whether it
-    landed, and the remote's words (its refusal's)."""
-    proc = git(["push", "--porcelain", "--no-recurse-submodules", remote, f"refs/heads/{branch}:refs/heads/{branch}"],
+def push_branch(cwd: Path, remote: str, branch: str, also: Update | None = None) -> tuple[bool, str]:
+    """A branch pushed as git pushes it (never forced, the pre-push hooks run), with `also` (a
+    compare-and-swap: an agent's hold renewed) in the same atomic push: whether it landed, and the
+    remote's words (its refusal's)."""
+    extra = ["--atomic", f"--force-with-lease={also.ref}:{also.old or ''}"] if also else []
+    proc = git(["push", "--porcelain", "--no-recurse-submodules", *extra, remote,
+                f"refs/heads/{branch}:refs/heads/{branch}", *([f"{also.new}:{also.ref}"] if also else [])],
                cwd, check=False)
     if proc.returncode == 0:
         return True, ""

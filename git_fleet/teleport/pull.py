@@ -53,7 +53,7 @@ def pull_agent(fleet: Fleet, name: str, given_remote: str | None, *, force: bool
             agent = _bring_here(fleet, agent, snap, out, force, path, space)
     except BaseException:
         if taken is not None and (before is None or before.tip != taken.tip):
-            holds.restore(fleet, remote, taken, before.tip if before else None)
+            holds.restore(fleet, remote, taken, before)
         raise
     remember(main, name, oid)
     out.tasks = _claim_tasks(fleet, agent, meta.get("tasks", []), out)
@@ -98,8 +98,9 @@ def _take_hold(fleet: Fleet, remote: str, name: str, take_over: bool) -> tuple[h
     while another machine holds it, unless take_over); the hold before, and the one taken."""
     if machines.remote_of(fleet.repo) != remote:
         return None, None
+    machines.fetch(fleet.repo, remote)
     before = holds.read(fleet.repo.pygit, remote, name)
-    return before, holds.take(fleet, remote, name, take_over=take_over)
+    return before, holds.take(fleet, remote, name, take_over=take_over, pulling=True)
 
 
 def _running_here(fleet: Fleet, name: str) -> bool:
