@@ -282,5 +282,5 @@ class Fleet:
             return Bus(root, lease)
         from .remote_bus import RemoteBus  # (only a fleet across machines)
 
-        return RemoteBus(root, lease, self.repo.pygit, self.repo.common_dir, self.repo.common_dir, remote,
+        return RemoteBus(root, lease, self.repo.pygit, machines.at(self.repo), self.repo.common_dir, remote,
                          machines.this(self.repo).id, machines.poll_of(self.repo))

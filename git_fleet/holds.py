@@ -99,7 +99,7 @@ def take(fleet: Fleet, remote: str, agent: str, *, take_over: bool = False, pull
     off by a teleport push is taken by the pull (`pulling`), which brings its work, or with
     `take_over`."""
     repo, me = fleet.repo.pygit, machines.this(fleet.repo)
-    cwd = fleet.repo.common_dir
+    cwd = machines.at(fleet.repo)
     for _ in range(10):
         machines.fetch(fleet.repo, remote)
         hold = read(repo, remote, agent)
@@ -136,7 +136,7 @@ def restore(fleet: Fleet, remote: str, taken: Hold, before: Hold | None) -> None
                             reason="given back", since=before.since))
     new = meeting.make_commit(fleet.repo.pygit, rec.message(), {}, taken.tip)
     with contextlib.suppress(FleetError):  # (if not, the next join, or --take-over, settles it)
-        meeting.push(fleet.repo.common_dir, remote, [Update(meeting.SHARED + AGENTS + taken.agent, new, taken.tip)])
+        meeting.push(machines.at(fleet.repo), remote, [Update(meeting.SHARED + AGENTS + taken.agent, new, taken.tip)])
 
 
 def hold_to_run(fleet: Fleet, name: str) -> None:

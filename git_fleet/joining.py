@@ -57,7 +57,7 @@ def join(fleet: Fleet, name: str, *, take_over: bool = False, path: str | None =
 def _make_worktree(fleet: Fleet, agent: Agent, remote: str, path: str | None, out: Joined) -> Path:
     """The agent's branch (the remote's, fast-forwarded to it if this clone's is behind) checked
     out in a new worktree, registered here."""
-    published = meeting.fetch_branch(fleet.repo.common_dir, remote, agent.branch)
+    published = meeting.fetch_branch(machines.at(fleet.repo), remote, agent.branch)
     local = fleet.repo.branch_tip(agent.branch)
     where = Path(path).absolute() if path else fleet.planned_worktree(agent)
     if where.exists() and (not where.is_dir() or any(where.iterdir())):

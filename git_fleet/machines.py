@@ -67,8 +67,14 @@ def place(repo: Repo, remote: str) -> Path:
     return repo.common_dir / "fleet" / "remote" / remote
 
 
+def at(repo: Repo) -> Path:
+    """Where git talks to the remote from: the main worktree, so that a remote's relative path
+    means what it means to the person who gave it."""
+    return repo.main_worktree or repo.common_dir
+
+
 def fetch(repo: Repo, remote: str) -> None:
-    meeting.fetch(repo.common_dir, remote, PREFIXES, place(repo, remote) / "fetched")
+    meeting.fetch(at(repo), remote, PREFIXES, place(repo, remote) / "fetched")
 
 
 def parse_record(message: str) -> dict[str, object]:
@@ -107,7 +113,7 @@ def span(fleet: Fleet, remote: str) -> Machine:
     record = json.dumps({"fleet": 1, "op": "machine", "host": me.host, "user": me.user,
                          "since": int(time.time())}, sort_keys=True)
     commit = meeting.make_commit(fleet.repo.pygit, f"fleet: machine {me.describe()}\n\n{record}\n", {}, None)
-    cwd = fleet.repo.common_dir
+    cwd = at(fleet.repo)
     fetch(fleet.repo, remote)
     ref = meeting.SHARED + MACHINES + me.id
     have = meeting.refs_under(fleet.repo.pygit, meeting.tracking(remote) + MACHINES).get(me.id)

@@ -35,7 +35,7 @@ def gather(fleet: Fleet, agents: list[Agent]) -> Across | None:
     if remote is None:
         return None
     repo, base = fleet.repo, fleet.config.base
-    heads = meeting.fetch_heads(repo.common_dir, remote)
+    heads = meeting.fetch_heads(machines.at(repo), remote)
     machines.fetch(repo, remote)
     here, there = repo.branch_tip(base), heads.get(base)
     if there is not None and here is not None and there != here and not repo.is_ancestor(there, here):
@@ -64,7 +64,7 @@ def publish(fleet: Fleet, across: Across, new: str, tag: tuple[str, str] | None)
     updates = [Update(f"refs/heads/{fleet.config.base}", new, across.base_there)]
     if tag is not None:
         updates.append(Update(tag[0], tag[1], None))
-    pushed = meeting.push(fleet.repo.common_dir, across.remote, updates, verify=True)
+    pushed = meeting.push(machines.at(fleet.repo), across.remote, updates, verify=True)
     if not pushed.won:
         why = pushed.refused or f"{fleet.config.base} there moved while this merge was made"
         raise FleetError(f"remote '{across.remote}' did not take the merge: {why}; nothing was changed here or there",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from .gateway.repo import Repo
 
 EVERY = 5.0  # seconds between two rounds (git config fleet.publishEvery)
 RECORD = "published.json"
+LONGEST = 600  # seconds a publisher lives at most
 
 
 _WORKTREE_ENV = ("GIT_DIR", "GIT_INDEX_FILE", "GIT_WORK_TREE", "GIT_PREFIX", "GIT_OBJECT_DIRECTORY",
@@ -77,6 +79,7 @@ def main(argv: list[str]) -> int:
         except BlockingIOError:
             return 0  # (the one running goes round again for the mark this commit left)
         every = _every(repo)
+        signal.alarm(LONGEST)  # (a hung fetch or push ends with the process, and the lock with it)
         while True:
             try:
                 mark = os.stat(wanted).st_mtime_ns
@@ -85,6 +88,7 @@ def main(argv: list[str]) -> int:
             last = os.fstat(fd).st_mtime
             time.sleep(max(0.0, last + every - time.time()))
             os.utime(fd)
+            signal.alarm(LONGEST)
             round_(repo, remote, place)
             try:
                 if os.stat(wanted).st_mtime_ns == mark:
@@ -116,7 +120,7 @@ def round_(repo: Repo, remote: str, place: Path) -> None:
     me = machines.this(repo).id
     try:
         machines.fetch(repo, remote)
-        published = meeting.fetch_heads(repo.common_dir, remote)
+        published = meeting.fetch_heads(machines.at(repo), remote)
     except FleetError as e:
         for name in cfg.agents:
             said[name] = {**said.get(name, {}), "at": int(time.time()), "ok": False, "said": e.message}
@@ -137,10 +141,10 @@ def round_(repo: Repo, remote: str, place: Path) -> None:
         # its branch where the remote lacks it, in one atomic push: none lands for a hold taken
         beat = holds.beat(repo.pygit, remote, agent.name, me)
         if _in(repo, tip, published.get(agent.branch)):
-            if beat is not None and meeting.push(repo.common_dir, remote, [beat]).won:
+            if beat is not None and meeting.push(machines.at(repo), remote, [beat]).won:
                 meeting.set_tracking(repo.pygit, place / "fetched", {_tracked(remote, beat.ref): beat.new})
             continue
-        ok, words = meeting.push_branch(repo.common_dir, remote, agent.branch, also=beat)
+        ok, words = meeting.push_branch(machines.at(repo), remote, agent.branch, also=beat)
         said[agent.name] = {"at": int(time.time()), "ok": ok, "said": words, "tip": tip}
         if ok and beat is not None:
             meeting.set_tracking(repo.pygit, place / "fetched", {_tracked(remote, beat.ref): beat.new})
@@ -160,11 +164,11 @@ def now(repo: Repo, agent: str, branch: str) -> str | None:
     if hold is None or hold.machine != me:
         return None
     beat = holds.beat(repo.pygit, remote, agent, me)
-    ok, said = meeting.push_branch(repo.common_dir, remote, branch, also=beat)
+    ok, said = meeting.push_branch(machines.at(repo), remote, branch, also=beat)
     if ok and beat is not None:
         meeting.set_tracking(repo.pygit, machines.place(repo, remote) / "fetched", {_tracked(remote, beat.ref): beat.new})
     try:
-        if ok or meeting.fetch_branch(repo.common_dir, remote, branch) == tip:  # (the background one, at once)
+        if ok or meeting.fetch_branch(machines.at(repo), remote, branch) == tip:  # (the background one, at once)
             return None
     except FleetError as e:
         return e.message

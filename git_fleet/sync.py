@@ -34,7 +34,7 @@ def _published_base(fleet: Fleet) -> str | None:
     if remote is None:
         return None
     try:
-        there = meeting.fetch_heads(fleet.repo.common_dir, remote).get(fleet.config.base)
+        there = meeting.fetch_heads(machines.at(fleet.repo), remote).get(fleet.config.base)
     except meeting.Unreachable:
         return None  # (the remote away: this clone's base, as on one machine)
     here = fleet.repo.branch_tip(fleet.config.base)

@@ -44,7 +44,7 @@ def look(fleet: Fleet, fetch: bool = True) -> Whereabouts | None:
     if fetch:
         try:
             machines.fetch(fleet.repo, remote)
-            heads = meeting.fetch_heads(fleet.repo.common_dir, remote)
+            heads = meeting.fetch_heads(machines.at(fleet.repo), remote)
         except FleetError as e:
             out.stale = e.message
     if not heads:

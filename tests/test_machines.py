@@ -568,3 +568,12 @@ def test_the_servers_rules_for_shared_refs_hold_without_a_fleet_config(sandbox: 
     junk = sb.git("commit-tree", "4b825dc642cb6eb9a060e54bf8d69288fbee4904", "-m", "not a record").out.strip()
     res = sb.git("push", "origin", f"{junk}:refs/fleet/bus/ids", ok=False)
     assert "push of refs/fleet/bus/ids rejected" in res.err
+
+
+def test_a_remote_given_by_a_relative_path_means_what_it_means_in_the_worktree(hub: Sandbox) -> None:
+    sb = hub
+    sb.git("remote", "set-url", "origin", "../hub.git")
+    sb.fleet("init", "--remote", "origin")
+    sb.fleet("task", "add", "relative")
+    assert "refs/fleet/bus/tasks/1" in sb.git("ls-remote", str(sb.root / "hub.git")).out
+    assert sb.fleet("task", "claim", "--agent", "api").out.startswith("task-001")
