@@ -72,28 +72,41 @@ def main(argv: list[str]) -> int:
     place = machines.place(repo, remote)
     place.mkdir(parents=True, exist_ok=True)
     wanted = common / "fleet" / "remote" / "publish.wanted"
+    every = _every(repo)
+    while True:
+        done = _rounds(repo, remote, place, wanted, every)
+        if done is None:
+            return 0  # (another publisher runs: it goes round again for the mark this commit left)
+        try:
+            if os.stat(wanted).st_mtime_ns == done:
+                return 0
+        except OSError:
+            return 0
+        # a commit marked it as this one let go of the lock: its publisher may have found the lock
+        # taken and gone; go round again (or leave it to the one that has the lock now)
+
+
+def _rounds(repo: Repo, remote: str, place: Path, wanted: Path, every: float) -> int | None:
+    """Rounds, under the clone's publisher lock, until no commit marked `wanted` during one: the
+    mark last published; None if another publisher holds the lock."""
     fd = os.open(place / "publish.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return 0  # (the one running goes round again for the mark this commit left)
-        every = _every(repo)
-        signal.alarm(LONGEST)  # (a hung fetch or push ends with the process, and the lock with it)
+            return None
         while True:
             try:
                 mark = os.stat(wanted).st_mtime_ns
             except OSError:
                 return 0
-            last = os.fstat(fd).st_mtime
-            time.sleep(max(0.0, last + every - time.time()))
+            time.sleep(max(0.0, os.fstat(fd).st_mtime + every - time.time()))
             os.utime(fd)
-            signal.alarm(LONGEST)
+            signal.alarm(LONGEST)  # (a hung fetch or push ends with the process, and the lock with it)
             round_(repo, remote, place)
             try:
                 if os.stat(wanted).st_mtime_ns == mark:
-                    os.unlink(wanted)
-                    return 0
+                    return mark
             except OSError:
                 return 0
     finally:

@@ -577,3 +577,17 @@ def test_a_remote_given_by_a_relative_path_means_what_it_means_in_the_worktree(h
     sb.fleet("task", "add", "relative")
     assert "refs/fleet/bus/tasks/1" in sb.git("ls-remote", str(sb.root / "hub.git")).out
     assert sb.fleet("task", "claim", "--agent", "api").out.startswith("task-001")
+
+
+def test_a_burst_of_commits_is_one_push(hub: Sandbox) -> None:
+    sb = hub
+    sb.git("config", "core.logAllRefUpdates", "true", cwd=sb.root / "hub.git")  # (to count the pushes)
+    sb.fleet("init", "--remote", "origin")
+    sb.git("config", "fleet.publishEvery", "2")
+    sb.fleet("join", "api")
+    here = sb.root / "repo-api"
+    for i in range(3):
+        sb.commit(here, {f"src/backend/burst{i}.py": f"{i}\n"}, f"burst {i}")
+    _published(sb, "fleet/api", sb.head(cwd=here))
+    moves = sb.git("reflog", "show", "--format=%H", "refs/heads/fleet/api", cwd=sb.root / "hub.git").out.split()
+    assert len(moves) == 1, moves
