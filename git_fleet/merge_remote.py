@@ -36,6 +36,7 @@ def gather(fleet: Fleet, agents: list[Agent]) -> Across | None:
         return None
     repo, base = fleet.repo, fleet.config.base
     heads = meeting.fetch_heads(machines.at(repo), remote)
+    meeting.fetch_tags(machines.at(repo), remote, "fleet/")  # (the rounds merged from other clones count)
     machines.fetch(repo, remote)
     here, there = repo.branch_tip(base), heads.get(base)
     if there is not None and here is not None and there != here and not repo.is_ancestor(there, here):

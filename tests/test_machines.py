@@ -591,3 +591,26 @@ def test_a_burst_of_commits_is_one_push(hub: Sandbox) -> None:
     _published(sb, "fleet/api", sb.head(cwd=here))
     moves = sb.git("reflog", "show", "--format=%H", "refs/heads/fleet/api", cwd=sb.root / "hub.git").out.split()
     assert len(moves) == 1, moves
+
+
+def test_a_round_merged_from_another_clone_counts_before_the_next_is_tagged(hub: Sandbox) -> None:
+    sb = hub
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text() + '\n[checkpoints.v1]\nagents = ["api"]\n')
+    sb.git("commit", "-qam", "a checkpoint")
+    sb.git("push", "-q", "origin", "main")
+    sb.fleet("zones", "--approve")
+    sb.fleet("init", "--remote", "origin")
+    other = Machines(sb, str(sb.root / "hub.git")).machine("desk")  # another orchestrator's clone, made now
+    sb.fleet("join", "api")
+    sb.commit(sb.root / "repo-api", {"src/backend/r1.py": "1\n"}, "round 1")
+    sb.fleet("merge", "--checkpoint", "v1")
+    # the other clone merges the next round: it never fetched round 1's tag, the merge does
+    sb.git("pull", "-q", "--ff-only", "--no-tags", "origin", "main", cwd=other)
+    sb.git("fleet-join", "api", "--take-over", cwd=other)
+    there = sb.root / "desk" / "repo-api"
+    sb.git("merge", "-q", "--ff-only", "origin/main", cwd=there)
+    sb.commit(there, {"src/backend/r2.py": "2\n"}, "round 2")
+    sb.git("fleet-merge", "--checkpoint", "v1", cwd=other)
+    tags = sb.git("ls-remote", "--tags", str(sb.root / "hub.git")).out
+    assert "refs/tags/fleet/v1\n" in tags + "\n" and "refs/tags/fleet/v1@2" in tags

@@ -133,6 +133,19 @@ def fetch_heads(cwd: Path, remote: str) -> dict[str, str]:
     return {ref[len(prefix):]: oid for oid, _, ref in (line.partition(" ") for line in listed.splitlines())}
 
 
+def fetch_tags(cwd: Path, remote: str, prefix: str) -> None:
+    """The remote's tags under refs/tags/PREFIX brought here; one here that differs is kept, and
+    said (git's "would clobber existing tag")."""
+    proc = git(["fetch", "--quiet", "--no-write-fetch-head", "--no-recurse-submodules", remote,
+                f"refs/tags/{prefix}*:refs/tags/{prefix}*"], cwd, check=False)
+    if proc.returncode != 0:
+        said = reason(proc.stderr)
+        if "clobber" in said or "rejected" in said:
+            raise FleetError(f"a checkpoint tag here differs from remote '{remote}''s: {said}",
+                             f"compare them (git ls-remote --tags {remote} 'refs/tags/{prefix}*'), and keep one")
+        raise unreachable(cwd, remote, proc.stderr)
+
+
 def fetch_branch(cwd: Path, remote: str, branch: str) -> str | None:
     """The remote's `branch` brought here (into refs/remotes/REMOTE/BRANCH): its commit, or None
     when the remote has no such branch."""
