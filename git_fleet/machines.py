@@ -73,6 +73,16 @@ def at(repo: Repo) -> Path:
     return repo.main_worktree or repo.common_dir
 
 
+def heads(repo: Repo, remote: str) -> dict[str, str]:
+    """The remote's branches, fetched now: branch -> commit (meeting.fetch_heads)."""
+    return meeting.fetch_heads(at(repo), remote, place(repo, remote) / "heads.lock")
+
+
+def known_heads(repo: Repo, remote: str) -> dict[str, str]:
+    """The remote's branches as the last fetch of them brought them."""
+    return meeting.refs_under(repo.pygit, f"{meeting.tracking(remote)}heads/")
+
+
 def fetch(repo: Repo, remote: str) -> None:
     meeting.fetch(at(repo), remote, PREFIXES, place(repo, remote) / "fetched")
 

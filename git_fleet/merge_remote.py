@@ -35,7 +35,7 @@ def gather(fleet: Fleet, agents: list[Agent]) -> Across | None:
     if remote is None:
         return None
     repo, base = fleet.repo, fleet.config.base
-    heads = meeting.fetch_heads(machines.at(repo), remote)
+    heads = machines.heads(repo, remote)
     meeting.fetch_tags(machines.at(repo), remote, "fleet/")  # (the rounds merged from other clones count)
     machines.fetch(repo, remote)
     here, there = repo.branch_tip(base), heads.get(base)

@@ -133,7 +133,7 @@ def round_(repo: Repo, remote: str, place: Path) -> None:
     me = machines.this(repo).id
     try:
         machines.fetch(repo, remote)
-        published = meeting.fetch_heads(machines.at(repo), remote)
+        published = machines.heads(repo, remote)
     except FleetError as e:
         for name in cfg.agents:
             said[name] = {**said.get(name, {}), "at": int(time.time()), "ok": False, "said": e.message}

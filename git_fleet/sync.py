@@ -24,7 +24,8 @@ def sync(fleet: Fleet, names: Sequence[str]) -> list[SyncResult]:
         lost_journal.refuse_unreadable(fleet.repo, fleet.config.base)
         chosen = [fleet.config.agent(n) for n in names] if names else list(fleet.config.agents.values())
         base = _published_base(fleet)
-        return [sync_one(fleet.repo, fleet.config, a, base) for a in chosen]
+        spans = machines.remote_of(fleet.repo) is not None  # (then every agent's branch is published)
+        return [sync_one(fleet.repo, fleet.config, a, base, shared=spans) for a in chosen]
 
 
 def _published_base(fleet: Fleet) -> str | None:
@@ -34,7 +35,7 @@ def _published_base(fleet: Fleet) -> str | None:
     if remote is None:
         return None
     try:
-        there = meeting.fetch_heads(machines.at(fleet.repo), remote).get(fleet.config.base)
+        there = machines.heads(fleet.repo, remote).get(fleet.config.base)
     except meeting.Unreachable:
         return None  # (the remote away: this clone's base, as on one machine)
     here = fleet.repo.branch_tip(fleet.config.base)
@@ -50,11 +51,12 @@ class SyncResult:
     hint: str | None = None  # for a refusal: what to do
 
 
-def sync_one(repo: Repo, cfg: Config, agent: Agent, published: str | None = None) -> SyncResult:
+def sync_one(repo: Repo, cfg: Config, agent: Agent, published: str | None = None, *, shared: bool = False) -> SyncResult:
     """Bring the base's new commits into one agent's branch, or refuse and change nothing. The
     work tree that moves with the branch is wherever git has the branch checked out (a worktree
     moved by hand included), never a path worked out from the configuration. `published`: the
-    remote's base, ahead of this clone's, to bring in instead."""
+    remote's base, ahead of this clone's, to bring in instead; `shared`: the branch is another
+    machine's to fetch (a fleet across machines), so never rebased."""
     base_tip = published or repo.branch_tip(cfg.base)
     tip = repo.branch_tip(agent.branch)
     if base_tip is None or tip is None:
@@ -72,7 +74,7 @@ def sync_one(repo: Repo, cfg: Config, agent: Agent, published: str | None = None
             return SyncResult(agent.name, "refused", "uncommitted work in " + ", ".join(dirty[:5]))
     if repo.merge_base(tip, base_tip) == tip:  # nothing of its own: fast-forward, no merge commit
         return _move(repo, agent, worktree, tip, base_tip, "fast-forwarded", cfg.base)
-    shared = repo.is_published(agent.branch)
+    shared = shared or repo.is_published(agent.branch)
     if cfg.sync == "rebase" and not shared:
         rebased, why = repo.rebased(tip, base_tip)
         if rebased is None:

@@ -44,12 +44,11 @@ def look(fleet: Fleet, fetch: bool = True) -> Whereabouts | None:
     if fetch:
         try:
             machines.fetch(fleet.repo, remote)
-            heads = meeting.fetch_heads(machines.at(fleet.repo), remote)
+            heads = machines.heads(fleet.repo, remote)
         except FleetError as e:
             out.stale = e.message
     if not heads:
-        prefix = f"refs/remotes/{remote}/"
-        heads = meeting.refs_under(fleet.repo.pygit, prefix)
+        heads = machines.known_heads(fleet.repo, remote)
     out.fetched = meeting.fetched_at(place / "fetched")
     me = machines.this(fleet.repo).id
     repo = fleet.repo.pygit

@@ -614,3 +614,23 @@ def test_a_round_merged_from_another_clone_counts_before_the_next_is_tagged(hub:
     sb.git("fleet-merge", "--checkpoint", "v1", cwd=other)
     tags = sb.git("ls-remote", "--tags", str(sb.root / "hub.git")).out
     assert "refs/tags/fleet/v1\n" in tags + "\n" and "refs/tags/fleet/v1@2" in tags
+
+
+def test_sync_takes_the_remotes_base_and_works_with_the_remote_away(hub: Sandbox) -> None:
+    sb = hub
+    sb.fleet("init", "--remote", "origin")
+    cfg = sb.repo / ".gitfleet.toml"
+    cfg.write_text(cfg.read_text().replace('sync = "merge"', 'sync = "rebase"'))  # (a shared branch is merged all the same)
+    other = sb.root / "other"
+    sb.git("clone", "-q", str(sb.root / "hub.git"), str(other), cwd=sb.root)
+    sb.commit(other, {"README.md": "# from another clone\n"}, "the remote's base moved")
+    sb.git("push", "-q", "origin", "main", cwd=other)
+    sb.commit(sb.root / "repo-api", {"src/backend/own.py": "1\n"}, "api's own")
+    sb.fleet("sync", "api")
+    api = sb.root / "repo-api"
+    assert (api / "README.md").read_text() == "# from another clone\n"  # the remote's base, ahead of this clone's
+    assert len(sb.git("rev-list", "--parents", "-1", "HEAD", cwd=api).out.split()) == 3  # merged, not rebased
+    (sb.root / "hub.git").rename(sb.root / "away.git")
+    sb.commit(sb.repo, {"docs/guide.md": "# here\n"}, "this clone's base moved")
+    sb.fleet("sync", "api")  # the remote away: this clone's base
+    assert (api / "docs/guide.md").read_text() == "# here\n"

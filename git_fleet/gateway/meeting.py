@@ -121,16 +121,23 @@ def push_branch(cwd: Path, remote: str, branch: str, also: Update | None = None)
     return False, "; ".join([*summary, *lines][:4]) or reason(proc.stderr)
 
 
-def fetch_heads(cwd: Path, remote: str) -> dict[str, str]:
-    """The remote's branches brought here, as `git fetch REMOTE` does with its default refspec
-    (refs/remotes/REMOTE/*): branch -> commit."""
-    proc = git(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", remote,
-                f"+refs/heads/*:refs/remotes/{remote}/*"], cwd, check=False)
-    if proc.returncode != 0:
-        raise unreachable(cwd, remote, proc.stderr)
-    listed = git(["for-each-ref", "--format=%(objectname) %(refname)", f"refs/remotes/{remote}/"], cwd).stdout.decode()
-    prefix = f"refs/remotes/{remote}/"
-    return {ref[len(prefix):]: oid for oid, _, ref in (line.partition(" ") for line in listed.splitlines())}
+def fetch_heads(cwd: Path, remote: str, lock: Path) -> dict[str, str]:
+    """The remote's branches brought here, into refs/fleet-remote/REMOTE/heads/ (never the
+    person's refs/remotes/, which a `git fetch` of theirs may be writing at the same time), one
+    such fetch at a time per clone (`lock`): branch -> commit."""
+    where = f"{tracking(remote)}heads/"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        proc = git(["fetch", "--atomic", "--quiet", "--prune", "--no-tags", "--no-write-fetch-head",
+                    "--no-recurse-submodules", remote, f"+refs/heads/*:{where}*"], cwd, check=False)
+        if proc.returncode != 0:
+            raise unreachable(cwd, remote, proc.stderr)
+        listed = git(["for-each-ref", "--format=%(objectname) %(refname)", where], cwd).stdout.decode()
+    finally:
+        os.close(fd)
+    return {ref[len(where):]: oid for oid, _, ref in (line.partition(" ") for line in listed.splitlines())}
 
 
 def fetch_tags(cwd: Path, remote: str, prefix: str) -> None:
