@@ -52,6 +52,13 @@ class World:
                                         f"--base-path={root}", "--listen=127.0.0.1", f"--port={port}", str(root)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.url = f"git://127.0.0.1:{port}/hub.git"
+        try:
+            self._start(root, remote, base)
+        except BaseException:
+            self.close()  # (a daemon is never left running)
+            raise
+
+    def _start(self, root: Path, remote: bool, base: dict[str, str]) -> None:
         deadline = time.time() + 10
         while subprocess.run(["git", "ls-remote", self.url], cwd=root, capture_output=True).returncode != 0:
             assert time.time() < deadline, "git daemon did not start"
