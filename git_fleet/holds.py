@@ -76,20 +76,23 @@ def beat(repo: pygit2.Repository, remote: str, agent: str, machine: str) -> Upda
     """The hold of `agent` renewed by its machine, to push with a step of its own (atomically): a
     compare-and-swap on the hold, so a step of a machine whose hold was taken over fails; and
     when the agent was last heard from, for the others. None if no machine holds the agent."""
-    hold = read(repo, remote, agent)
-    if hold is None or hold.machine != machine:
-        return None
-    rec = records.new("hold", agent=agent, machine=machine, reason=hold.record.reason, since=hold.since)
-    return Update(meeting.SHARED + AGENTS + agent, meeting.make_commit(repo, rec.message(), {}, hold.tip), hold.tip)
+    return _next(repo, remote, agent, machine, "hold")
 
 
 def handoff(repo: pygit2.Repository, remote: str, agent: str, machine: str) -> Update | None:
     """The hold of `agent` released by its machine, for whichever machine pulls it (teleport
     push, atomically with the snapshot); None if no machine holds it."""
+    return _next(repo, remote, agent, machine, "handoff")
+
+
+def _next(repo: pygit2.Repository, remote: str, agent: str, machine: str, op: str) -> Update | None:
+    """The next record of the hold `machine` has of `agent` (op hold: renewed, as it was; handoff:
+    released now), a compare-and-swap on the hold; None if `machine` does not hold it."""
     hold = read(repo, remote, agent)
     if hold is None or hold.machine != machine:
         return None
-    rec = records.new("handoff", agent=agent, machine=machine, since=int(time.time()))
+    rec = (records.new("hold", agent=agent, machine=machine, reason=hold.record.reason, since=hold.since) if op == "hold"
+           else records.new(op, agent=agent, machine=machine, since=int(time.time())))
     return Update(meeting.SHARED + AGENTS + agent, meeting.make_commit(repo, rec.message(), {}, hold.tip), hold.tip)
 
 

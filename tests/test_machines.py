@@ -3,6 +3,7 @@ machines, meeting at a bare remote served by a real git daemon on 127.0.0.1 (or 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -72,10 +73,18 @@ def hub(bus_repo: Sandbox) -> Sandbox:
 @pytest.fixture
 def served(hub: Sandbox) -> Iterator[Machines]:
     """The hub served by a real git daemon, the orchestrator's clone spanning machines through it."""
-    with git_daemon(hub, hub.root) as url:
-        hub.git("remote", "set-url", "origin", f"{url}/hub.git")
-        hub.git("fleet-init", "--remote", "origin")
-        yield Machines(hub, f"{url}/hub.git")
+    with _over_a_daemon(hub) as (_url, machines):
+        yield machines
+
+
+@contextlib.contextmanager
+def _over_a_daemon(sb: Sandbox) -> Iterator[tuple[str, Machines]]:
+    """The hub served by a real git daemon, the orchestrator's clone spanning machines through it:
+    the daemon's URL, and the machines."""
+    with git_daemon(sb, sb.root) as url:
+        sb.git("remote", "set-url", "origin", f"{url}/hub.git")
+        sb.git("fleet-init", "--remote", "origin")
+        yield url, Machines(sb, f"{url}/hub.git")
 
 
 def bus_of(where: Path):  # type: ignore[no-untyped-def]
@@ -155,10 +164,7 @@ def test_a_killed_holders_task_goes_to_a_worker_on_another_machine_once_after_it
 
 def test_the_remote_away_refuses_loudly_and_nothing_is_duplicated_after(hub: Sandbox) -> None:
     sb = hub
-    with git_daemon(sb, sb.root) as url:
-        sb.git("remote", "set-url", "origin", f"{url}/hub.git")
-        sb.git("fleet-init", "--remote", "origin")
-        machines = Machines(sb, f"{url}/hub.git")
+    with _over_a_daemon(sb) as (url, machines):
         other = machines.machine("m1")
         sb.git("fleet-join", "api", "--take-over", cwd=other, env=machines.env("m1"))
         sb.fleet("task", "add", "one")
@@ -410,12 +416,8 @@ def test_a_checkpoint_merge_takes_what_another_machine_published_and_publishes_t
 
 def test_the_server_holds_every_machine_to_the_protocol_of_the_shared_refs(hub: Sandbox) -> None:
     sb = hub
-    hub_git = sb.root / "hub.git"
-    sb.git("fleet-init", "--server", cwd=hub_git)
-    with git_daemon(sb, sb.root) as url:
-        sb.git("remote", "set-url", "origin", f"{url}/hub.git")
-        sb.fleet("init", "--remote", "origin")
-        machines = Machines(sb, f"{url}/hub.git")
+    sb.git("fleet-init", "--server", cwd=sb.root / "hub.git")
+    with _over_a_daemon(sb) as (url, machines):
         box = machines.machine("box")
         sb.git("fleet-join", "docs", "--take-over", cwd=box, env=machines.env("box"))
         sb.fleet("join", "api")  # api runs on the laptop
@@ -471,8 +473,8 @@ def test_the_server_holds_every_machine_to_the_protocol_of_the_shared_refs(hub: 
         (sb.root / "box" / "full").mkdir()
         (sb.root / "box" / "full" / "x").write_text("x\n")
         sb.git("fleet-join", "api", "--take-over", "--path", str(sb.root / "box" / "full"), ok=False, **box_git)
-        assert sb.fleet("task", "claim", "--agent", "api", ok=None).code in (0, 1)  # (not refused: api is the laptop's)
-        assert "runs on machine" not in sb.fleet("task", "claim", "--agent", "api", ok=None).err
+        claimed = sb.fleet("task", "claim", "--agent", "api", ok=None)
+        assert claimed.code in (0, 1) and "runs on machine" not in claimed.err  # (not refused: api is the laptop's)
         sb.git("fleet-join", "api", "--take-over", **box_git)
         assert json.loads(sb.fleet("task", "show", "1", "--json").out)["status"] == "done"
 
@@ -634,3 +636,22 @@ def test_sync_takes_the_remotes_base_and_works_with_the_remote_away(hub: Sandbox
     sb.commit(sb.repo, {"docs/guide.md": "# here\n"}, "this clone's base moved")
     sb.fleet("sync", "api")  # the remote away: this clone's base
     assert (api / "docs/guide.md").read_text() == "# here\n"
+
+
+def test_a_waiting_claim_on_another_machine_wakes_for_a_task_added_here(hub: Sandbox) -> None:
+    sb = hub
+    sb.fleet("init", "--remote", "origin")
+    machines = Machines(sb, str(sb.root / "hub.git"))
+    box = machines.machine("box")
+    sb.git("config", "fleet.poll", "0.5", cwd=box)
+    sb.git("fleet-join", "docs", "--take-over", cwd=box, env=machines.env("box"))
+    waiting = sb.spawn(["git", "fleet-task", "claim", "--wait", "--agent", "docs"], cwd=box, env=machines.env("box"),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.5)
+        assert waiting.poll() is None  # (nothing to claim yet: it waits)
+        sb.fleet("task", "add", "for the box", "--agent", "docs")
+        out, err = waiting.communicate(timeout=30)
+    finally:
+        Sandbox.kill_group(waiting)
+    assert waiting.returncode == 0 and out.startswith("task-001\tfor the box"), err

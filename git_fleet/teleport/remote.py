@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import FleetError, GitError, UsageError
 from ..gateway import plumbing
-from ..gateway.meeting import Update
+from ..gateway.meeting import Update, reason
 from ..gateway.plumbing import ZERO_OID, git
 from .commit import read
 
@@ -45,7 +45,7 @@ def remote_refs(cwd: Path, remote: str, agent: str | None = None) -> dict[str, s
     pattern = REFS + (agent if agent else "*")
     proc = git(["ls-remote", "--refs", remote, pattern], cwd, check=False)
     if proc.returncode != 0:
-        raise FleetError(f"cannot reach remote '{remote}': {_reason(proc.stderr)}",
+        raise FleetError(f"cannot reach remote '{remote}': {reason(proc.stderr)}",
                          "check the remote with `git ls-remote REMOTE`")
     found = {}
     for line in proc.stdout.decode().splitlines():
@@ -58,7 +58,7 @@ def fetch(cwd: Path, remote: str, agents: list[str]) -> None:
     proc = git(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote,
                 *(f"{REFS}{a}" for a in agents)], cwd, check=False)
     if proc.returncode != 0:
-        raise FleetError(f"cannot fetch from '{remote}': {_reason(proc.stderr)}")
+        raise FleetError(f"cannot fetch from '{remote}': {reason(proc.stderr)}")
 
 
 def push(cwd: Path, remote: str, agent: str, snapshot: str, expect: str | None, given: str | None = None,
@@ -89,7 +89,7 @@ def push(cwd: Path, remote: str, agent: str, snapshot: str, expect: str | None, 
     if "stale info" in proc.stderr.decode("utf-8", "replace"):
         raise FleetError(f"the remote's snapshot of '{agent}' changed while sending; nothing was replaced",
                          f"pull it first (git fleet-teleport pull {agent}), or push again with --force")
-    raise FleetError(f"remote '{remote}' refused the snapshot of '{agent}': {_reason(proc.stderr)}",
+    raise FleetError(f"remote '{remote}' refused the snapshot of '{agent}': {reason(proc.stderr)}",
                      "nothing changed on either side; check the remote's hooks and your access to it")
 
 
@@ -114,13 +114,6 @@ def _pushed_first(cwd: Path, remote: str, agent: str, now: str | None, given: st
                       f"take that one: git fleet-teleport pull {agent}{opt} (if this worktree changed since, pull refuses "
                       "and says how to keep both);\n"
                       f"or replace it with this worktree's state: git fleet-teleport push {agent}{opt} --force")
-
-
-def _reason(raw: bytes) -> str:
-    """git's reason: its first fatal: or error: line (what follows is advice), else its last line."""
-    lines = [ln.strip() for ln in raw.decode("utf-8", "replace").splitlines() if ln.strip()]
-    said = next((ln for ln in lines if ln.startswith(("fatal: ", "error: "))), lines[-1] if lines else "git failed")
-    return said.removeprefix("fatal: ").removeprefix("error: ")
 
 
 def local_ref(cwd: Path, agent: str) -> str | None:
@@ -156,5 +149,5 @@ def keep(cwd: Path, agent: str, snapshot: str) -> str:
             return ref
         if git(["rev-parse", "-q", "--verify", ref], cwd, check=False).returncode != 0:
             break  # it failed for another reason than a pull that took this number meanwhile
-    raise FleetError(f"cannot keep what is here at {BACKUPS}{agent}/N: {_reason(made.stderr)}; nothing was changed",
+    raise FleetError(f"cannot keep what is here at {BACKUPS}{agent}/N: {reason(made.stderr)}; nothing was changed",
                      f"look at `git for-each-ref {BACKUPS}{agent}`")
