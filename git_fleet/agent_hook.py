@@ -15,10 +15,11 @@ why; an event that cannot be reported is dropped, never the agent held up.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
-from . import agent_state, fastjson
+from . import agent_state, fastjson, publish_start
 from .agent_state import EXITED, IDLE, NEEDS_YOU, WORKING
 from .errors import FleetError
 
@@ -120,6 +121,7 @@ def gate(cli: Cli, payload: dict[str, Any], fleet: tuple[str, str] | None = None
     event = str(payload.get("hook_event_name") or "PreToolUse")
     agent_state.report(place.common_dir, place.agent.name, cli.name, event, WORKING, _session(payload),
                        tool=str(tool) if tool else None, use=_use(payload))
+    _tell_machines(place, WORKING)
     if refusal is not None:
         agent_state.refused(place.common_dir, place.agent.name, refusal.message.split("\n", 1)[0])
     return refusal
@@ -201,11 +203,21 @@ def event(cli: Cli, payload: dict[str, Any], fleet: tuple[str, str] | None = Non
     agent_state.report(place.common_dir, place.agent.name, cli.name, name, state, _session(payload),
                        tool=str(tool) if tool else None, message=str(message) if message else None,
                        use=_use(payload))
+    if state is not None:
+        _tell_machines(place, state)
     if name in cli.context_events:
         from . import agent_brief  # (events that can add context only)
 
         return agent_brief.news(place, fresh=name == "SessionStart")
     return None
+
+
+def _tell_machines(place: Place, state: str) -> None:
+    """In a fleet across machines, a change of the agent's state is published in the background
+    (its hold's next beat carries it to the other machines); one stat otherwise."""
+    if publish_start.spans(place.common_dir) and agent_state.tell_machines(place.common_dir, place.agent.name, state):
+        with contextlib.suppress(OSError):  # (a report: the next change, or commit, tells them)
+            publish_start.start(place.common_dir)
 
 
 def _context_output(event_name: str, text: str) -> str:

@@ -69,6 +69,31 @@ def report(common_dir: str, agent: str, cli: str, event: str, state: str | None,
     _append(os.path.join(directory(common_dir, agent), "events"), line.encode() + b"\n")
 
 
+def tell_machines(common_dir: str, agent: str, state: str) -> bool:
+    """Whether the other machines of a fleet across machines are to be told of `state`: a
+    change from the last state told (the publisher's next round carries it in the agent's hold)."""
+    told = os.path.join(directory(common_dir, agent), "told")
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # (the directory is the agent's: no link, no FIFO)
+    try:
+        fd = os.open(told, os.O_RDONLY | flags)
+        try:
+            if os.read(fd, 64) == state.encode():
+                return False
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    try:
+        fd = os.open(told, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | flags, 0o644)
+        try:
+            os.write(fd, state.encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    return True
+
+
 def refused(common_dir: str, agent: str, what: str) -> None:
     """Count one edit or command refused at the edit (`what`: the first line of the refusal)."""
     line = f"{time.time():.3f} {what}".replace("\n", " ")[:LINE_MAX]

@@ -283,4 +283,4 @@ class Fleet:
         from .remote_bus import RemoteBus  # (only a fleet across machines)
 
         return RemoteBus(root, lease, self.repo.pygit, machines.at(self.repo), self.repo.common_dir, remote,
-                         machines.this(self.repo).id, machines.poll_of(self.repo))
+                         machines.this(self.repo).id, machines.poll_of(self.repo), machines.key(self.repo))

@@ -8,11 +8,13 @@ The commit hook never asks: it does not wait on the network."""
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from . import machines, records
+from . import agent_state, machines, records
 from .errors import FleetError
 from .gateway import meeting
 from .gateway.meeting import Update
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from .fleet import Fleet
 
 AGENTS = "agents/"
+REPORT = "state.json"  # in a hold's tree: what the agent's hooks last reported on its machine
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,33 @@ def refused(repo: pygit2.Repository, remote: str, agent: str, machine: str) -> s
 def beat(repo: pygit2.Repository, remote: str, agent: str, machine: str) -> Update | None:
     """The hold of `agent` renewed by its machine, to push with a step of its own (atomically): a
     compare-and-swap on the hold, so a step of a machine whose hold was taken over fails; and
-    when the agent was last heard from, for the others. None if no machine holds the agent."""
+    when the agent was last heard from, and what its hooks last reported here, for the others.
+    None if no machine holds the agent."""
     return _next(repo, remote, agent, machine, "hold")
+
+
+def report_here(common_dir: str, agent: str) -> dict[str, bytes]:
+    """What the agent's hooks last reported on this machine, for its hold's tree: its state, for
+    how long it had held (a duration: the others add how long ago they first saw this beat, on
+    their own clocks), the tool and the message; nothing where its hooks never reported."""
+    said = agent_state.read(common_dir, agent)
+    if said is None:
+        return {}
+    held = max(0, int(time.time() - float(str(said["since"]))))
+    report = {"state": said["state"], "for": held, "tool": said.get("tool"),
+              "message": str(said["message"])[:500] if said.get("message") else None}
+    return {REPORT: json.dumps({k: v for k, v in report.items() if v is not None}, sort_keys=True).encode()}
+
+
+def reported(repo: pygit2.Repository, hold: Hold) -> dict[str, Any] | None:
+    """What the hold's last beat carried of its agent's state (report_here); None if nothing."""
+    try:
+        entry = meeting.commit(repo, hold.tip).tree[REPORT]
+        found = json.loads(meeting.blob(repo, str(entry.id)))
+    except (KeyError, ValueError, FleetError):
+        return None
+    ok = isinstance(found, dict) and found.get("state") in agent_state.STATES and isinstance(found.get("for"), int)
+    return found if ok else None
 
 
 def handoff(repo: pygit2.Repository, remote: str, agent: str, machine: str) -> Update | None:
@@ -93,7 +121,17 @@ def _next(repo: pygit2.Repository, remote: str, agent: str, machine: str, op: st
         return None
     rec = (records.new("hold", agent=agent, machine=machine, reason=hold.record.reason, since=hold.since) if op == "hold"
            else records.new(op, agent=agent, machine=machine, since=int(time.time())))
-    return Update(meeting.SHARED + AGENTS + agent, meeting.make_commit(repo, rec.message(), {}, hold.tip), hold.tip)
+    files = report_here(_common_dir(repo), agent) if op == "hold" else {}
+    return Update(meeting.SHARED + AGENTS + agent, meeting.make_commit(repo, rec.message(), files, hold.tip), hold.tip)
+
+
+def _common_dir(repo: pygit2.Repository) -> str:
+    """The repository's common dir (pygit2 gives a linked worktree's own git dir): git's rule."""
+    try:
+        with open(os.path.join(repo.path, "commondir"), encoding="utf-8") as f:
+            return os.path.normpath(os.path.join(repo.path, f.read().strip()))
+    except OSError:
+        return str(repo.path)
 
 
 def take(fleet: Fleet, remote: str, agent: str, *, take_over: bool = False, pulling: bool = False) -> Hold:
@@ -121,7 +159,8 @@ def take(fleet: Fleet, remote: str, agent: str, *, take_over: bool = False, pull
         reason = f"taken over from machine {hold.machine}" if hold is not None and hold.machine else None
         rec = records.new("hold", agent=agent, machine=me.id, reason=reason, since=int(time.time()))
         new = meeting.make_commit(repo, rec.message(), {}, hold.tip if hold else None)
-        pushed = meeting.push(cwd, remote, [Update(meeting.SHARED + AGENTS + agent, new, hold.tip if hold else None)])
+        pushed = meeting.push(cwd, remote, [Update(meeting.SHARED + AGENTS + agent, new, hold.tip if hold else None)],
+                              key=machines.key(fleet.repo))
         if pushed.won:
             meeting.set_tracking(repo, machines.place(fleet.repo, remote) / "fetched",
                                  {meeting.tracking(remote) + AGENTS + agent: new})
@@ -139,7 +178,8 @@ def restore(fleet: Fleet, remote: str, taken: Hold, before: Hold | None) -> None
                             reason="given back", since=before.since))
     new = meeting.make_commit(fleet.repo.pygit, rec.message(), {}, taken.tip)
     with contextlib.suppress(FleetError):  # (if not, the next join, or --take-over, settles it)
-        meeting.push(machines.at(fleet.repo), remote, [Update(meeting.SHARED + AGENTS + taken.agent, new, taken.tip)])
+        meeting.push(machines.at(fleet.repo), remote, [Update(meeting.SHARED + AGENTS + taken.agent, new, taken.tip)],
+                     key=machines.key(fleet.repo))
 
 
 def hold_to_run(fleet: Fleet, name: str) -> None:

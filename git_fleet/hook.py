@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import check, pause
+from . import check, pause, publish_start
 from .errors import INTERNAL, FleetError, UsageError
 from .gateway import plumbing
 
@@ -206,7 +206,8 @@ def pushed(hook: str, args: list[str]) -> int:
     if server:
         from . import server_shared  # (not on the commit hook's path)
 
-        shared = server_shared.refusals(_ref_updates(stdin, server), here.git_dir)
+        shared = (server_shared.refusals(_ref_updates(stdin, server), here.git_dir)
+                  + server_shared.unsigned(_ref_updates(stdin, server), here.git_dir))
         if shared and compiled is None:  # (the shared refs' protocol holds without zones too)
             raise FleetError("\n".join(e.message for e in shared), shared[0].hint)
     if compiled is None:
@@ -282,10 +283,8 @@ def post_commit() -> int:
     own; it decides whether the commit is an agent's, and the hook returns at once. (The hook
     itself starts it from the shell; this is `git fleet-check --hook post-commit`, for a hooks
     directory the fleet does not write.)"""
-    null = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
     try:
-        os.posix_spawn(sys.executable, [sys.executable, "-m", "git_fleet.publish", "--hook"], dict(os.environ),
-                       file_actions=null, setsid=True)
+        publish_start.start()
     except OSError as e:
         print(f"warning: the commit is not published to the fleet's remote: {e}", file=sys.stderr)
     return 0

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import agent_clis, agents, approval, check, config, config_edit, hook_install, machines
+from . import agent_clis, agents, approval, check, config, config_edit, hook_install, machines, publish_start
 from . import server as rules
 from .errors import FleetError, UsageError
 from .fleet import Fleet, Report
@@ -113,15 +113,15 @@ class InitResult:
 
 def init(*, base: str | None = None, server: bool = False, uninstall: bool = False,
          orchestrator_keys: Sequence[str] = (), agent_keys: Sequence[tuple[str, str]] = (),
-         base_push: str | None = None) -> InitResult:
+         base_push: str | None = None, signed_machines: bool = False) -> InitResult:
     """Write a commented .gitfleet.toml if there is none and install the hooks; safe to repeat."""
     repo = Repo.discover()
     report = Report()
-    if (orchestrator_keys or agent_keys or base_push) and not repo.bare:
-        raise UsageError("--orchestrator-key, --agent-key and --base-push are for a bare repository that agents push "
-                         "to", "run it there: git -C <server's repository> fleet-init --server ...")
+    if (orchestrator_keys or agent_keys or base_push or signed_machines) and not repo.bare:
+        raise UsageError("--orchestrator-key, --agent-key, --base-push and --signed-machines are for a bare repository "
+                         "that agents push to", "run it there: git -C <server's repository> fleet-init --server ...")
     if repo.bare or server:
-        done = _server(repo, base, uninstall, orchestrator_keys, agent_keys, base_push, report)
+        done = _server(repo, base, uninstall, (orchestrator_keys, agent_keys, base_push, signed_machines), report)
         if done is not None:
             return done
     main = repo.main_worktree
@@ -148,8 +148,9 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
     return InitResult(path, created, hook_report, report)
 
 
-def _server(repo: Repo, base: str | None, uninstall: bool, orchestrator_keys: Sequence[str],
-            agent_keys: Sequence[tuple[str, str]], base_push: str | None, report: Report) -> InitResult | None:
+def _server(repo: Repo, base: str | None, uninstall: bool,
+            rules_given: tuple[Sequence[str], Sequence[tuple[str, str]], str | None, bool],
+            report: Report) -> InitResult | None:
     """`git fleet-init --server` (or any init of a bare repository): the server's checks installed
     or uninstalled. None where a worktree's --server goes on as a plain init (its base recorded)."""
     names = hook_install.SERVER_HOOKS if repo.bare else hook_install.WORKTREE_HOOKS
@@ -158,7 +159,9 @@ def _server(repo: Repo, base: str | None, uninstall: bool, orchestrator_keys: Se
     if base is not None and not repo.valid_branch_name(base):
         raise UsageError(f"'{base}' is not a valid branch name")
     if repo.bare:
-        report.notes += rules.install(str(repo.common_dir), orchestrator_keys, agent_keys, base_push, base)
+        orchestrator_keys, agent_keys, base_push, signed_machines = rules_given
+        report.notes += rules.install(str(repo.common_dir), orchestrator_keys, agent_keys, base_push, base,
+                                      signed_machines)
         where = plumbing.server_base(str(repo.common_dir))
         if repo.ref_value(f"refs/heads/{where}:{config.CONFIG_NAME}") is None:
             report.warnings.append(f"{where}:{config.CONFIG_NAME} is not here yet: until it is pushed, pushes are "
@@ -241,6 +244,7 @@ def span(fleet: Fleet, remote: str) -> machines.Machine:
                              "finish or cancel them first (git fleet-task list), then run this again")
     me = machines.span(fleet, remote)
     hook_install.install(fleet.repo, hook_install.ACROSS_MACHINES)  # (agents' commits published)
+    publish_start.record(str(fleet.repo.common_dir))  # (and their states, from their CLIs' hooks)
     bus = fleet.bus()
     if isinstance(bus, RemoteBus):
         seed(bus, last_id(Path(os.path.normpath(fleet.main / fleet.config.bus_dir))))

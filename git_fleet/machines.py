@@ -10,11 +10,14 @@ show.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
 import secrets
+import shutil
 import socket
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +29,14 @@ from .gateway import meeting, plumbing
 from .gateway.meeting import Update
 
 if TYPE_CHECKING:
+    import pygit2
+
     from .fleet import Fleet
     from .gateway.repo import Repo
 
 REMOTE, MACHINE, POLL = "fleet.remote", "fleet.machine", "fleet.poll"
+KEY = os.path.join("fleet", "machine-key")  # this clone's SSH key (and .pub), in its common dir
+PUBLIC = "key.pub"  # in a machine's record: the public key its pushes are signed with
 MACHINES = "machines/"
 # what a fetch brings, always together (one stamp says when it last answered): the bus, which
 # machine holds each agent (holds.py), and the machines' records
@@ -84,7 +91,53 @@ def known_heads(repo: Repo, remote: str) -> dict[str, str]:
 
 
 def fetch(repo: Repo, remote: str) -> None:
-    meeting.fetch(at(repo), remote, PREFIXES, place(repo, remote) / "fetched")
+    """The fleet's shared state fetched now; when the remote does not answer, git's words kept
+    (unanswered) for those that show the last fetched state without fetching (the watch)."""
+    said = place(repo, remote) / "unanswered"
+    try:
+        meeting.fetch(at(repo), remote, PREFIXES, place(repo, remote) / "fetched")
+    except FleetError as e:
+        with contextlib.suppress(OSError):
+            said.write_text(e.message + "\n", encoding="utf-8")
+        raise
+    with contextlib.suppress(OSError):
+        said.unlink(missing_ok=True)
+    _forget_seen(repo, remote)
+
+
+def unanswered(repo: Repo, remote: str) -> str | None:
+    """Why the last fetch got no answer from the remote; None if it did."""
+    try:
+        return (place(repo, remote) / "unanswered").read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+SEEN_KEPT = 3600  # seconds a first-seen mark of a record no ref points at any more is kept
+
+
+def _forget_seen(repo: Repo, remote: str) -> None:
+    """The first-seen marks (remote_bus/view.first_seen) of records that are no ref's tip any
+    more, and older than an hour, removed, at most once an hour: a mark a step or a beat left
+    here each time, they would grow without end. (One of a tip is never removed: it dates its
+    lease; one just made is an hour from being removed.)"""
+    seen = place(repo, remote) / "seen"
+    stamp = place(repo, remote) / "seen.forgotten"
+    now = time.time()
+    try:
+        if now - os.stat(stamp).st_mtime < SEEN_KEPT:
+            return
+    except OSError:
+        pass
+    try:
+        stamp.touch()
+        tips = set(meeting.refs_under(repo.pygit, meeting.tracking(remote)).values())
+        with os.scandir(seen) as found:
+            old = [e.path for e in found if e.name not in tips and e.stat().st_mtime < now - SEEN_KEPT]
+        for path in old:
+            os.unlink(path)
+    except OSError:
+        pass  # (the next fetch an hour on)
 
 
 def parse_record(message: str) -> dict[str, object]:
@@ -111,6 +164,44 @@ def this(repo: Repo) -> Machine:
     return Machine(ident, socket.gethostname(), user)
 
 
+def key(repo: Repo) -> Path | None:
+    """This machine's SSH key, which signs its pushes to the fleet's remote where the remote asks
+    (a server that checks which machine pushes: server_shared.py); None where it has none."""
+    path = repo.common_dir / KEY
+    return path if path.is_file() else None
+
+
+def _make_key(repo: Repo, ident: str) -> bytes | None:
+    """This machine's public key, the key made first if there is none; None without ssh-keygen
+    (OpenSSH): its pushes are then unsigned, which a server that asks for signatures refuses."""
+    path = repo.common_dir / KEY
+    keygen = shutil.which("ssh-keygen")
+    if not path.is_file():
+        if keygen is None:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        made = subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", f"git-fleet machine {ident}",
+                               "-f", str(path)], capture_output=True, stdin=subprocess.DEVNULL, check=False)
+        if made.returncode != 0:
+            raise FleetError(f"ssh-keygen could not make this machine's key {path}: "
+                             f"{made.stderr.decode('utf-8', 'replace').strip()}")
+    try:
+        return Path(f"{path}.pub").read_bytes()
+    except OSError as e:
+        raise FleetError(f"cannot read this machine's public key {path}.pub: {e.strerror}",
+                         f"remove {path} to have another made") from None
+
+
+def public_key(repo: pygit2.Repository, remote: str, machine: str) -> str | None:
+    """The public key `machine`'s record on the remote holds, as this clone last fetched it."""
+    oid = meeting.refs_under(repo, meeting.tracking(remote) + MACHINES).get(machine)
+    try:
+        entry = meeting.commit(repo, oid).tree[PUBLIC] if oid else None
+        return meeting.blob(repo, str(entry.id)).decode("ascii").strip() if entry is not None else None
+    except (KeyError, FleetError, UnicodeDecodeError):
+        return None
+
+
 def span(fleet: Fleet, remote: str) -> Machine:
     """Make the fleet span machines through `remote`: this clone's record pushed there (which
     also shows the remote takes refs under refs/fleet/), then the remote kept in this clone's
@@ -122,7 +213,9 @@ def span(fleet: Fleet, remote: str) -> Machine:
     me = this(fleet.repo)
     record = json.dumps({"fleet": 1, "op": "machine", "host": me.host, "user": me.user,
                          "since": int(time.time())}, sort_keys=True)
-    commit = meeting.make_commit(fleet.repo.pygit, f"fleet: machine {me.describe()}\n\n{record}\n", {}, None)
+    public = _make_key(fleet.repo, me.id)
+    commit = meeting.make_commit(fleet.repo.pygit, f"fleet: machine {me.describe()}\n\n{record}\n",
+                                 {PUBLIC: public} if public else {}, None)
     cwd = at(fleet.repo)
     fetch(fleet.repo, remote)
     ref = meeting.SHARED + MACHINES + me.id
@@ -131,7 +224,8 @@ def span(fleet: Fleet, remote: str) -> Machine:
         # with a second ref, removed again: the remote must take atomic pushes (every add is one)
         probe = f"{ref}.atomic"
         try:
-            pushed = meeting.push(cwd, remote, [Update(ref, commit, None), Update(probe, commit, None)])
+            pushed = meeting.push(cwd, remote, [Update(ref, commit, None), Update(probe, commit, None)],
+                                  key=key(fleet.repo))
         except meeting.Unreachable as e:
             if "atomic" not in e.message:
                 raise
@@ -142,6 +236,6 @@ def span(fleet: Fleet, remote: str) -> Machine:
             raise FleetError(f"remote '{remote}' did not take this machine's record ({ref}): "
                              f"{pushed.refused or 'another clone has the same machine id'}",
                              "the remote must accept refs under refs/fleet/ (see the README: one fleet across machines)")
-        meeting.push(cwd, remote, [Update(probe, None, commit)])
+        meeting.push(cwd, remote, [Update(probe, None, commit)], key=key(fleet.repo))
     fleet.repo.config_set(REMOTE, remote)
     return me

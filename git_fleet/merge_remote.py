@@ -65,7 +65,7 @@ def publish(fleet: Fleet, across: Across, new: str, tag: tuple[str, str] | None)
     updates = [Update(f"refs/heads/{fleet.config.base}", new, across.base_there)]
     if tag is not None:
         updates.append(Update(tag[0], tag[1], None))
-    pushed = meeting.push(machines.at(fleet.repo), across.remote, updates, verify=True)
+    pushed = meeting.push(machines.at(fleet.repo), across.remote, updates, verify=True, key=machines.key(fleet.repo))
     if not pushed.won:
         why = pushed.refused or f"{fleet.config.base} there moved while this merge was made"
         raise FleetError(f"remote '{across.remote}' did not take the merge: {why}; nothing was changed here or there",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import forecast
+from . import forecast, whereabouts
 from .errors import FleetError
 from .sessions import Sessions
 
@@ -26,6 +26,7 @@ NEEDS_YOU = "needs you"
 # what a refresh may be told is stale, with "tree:AGENT"; READINESS: what no event tells (the main
 # worktree's own changes, tags), looked at again on the watch's slow timer
 SESSIONS, REFS, BUS, READINESS = "sessions", "refs", "bus", "readiness"
+REMOTE = "remote"  # a fleet across machines: what a fetch brought (the bus, the holds, the branches)
 
 
 class Picture:
@@ -51,11 +52,11 @@ class Picture:
             self._ps = Sessions(self.fleet).ps()
         if every or READINESS in stale:
             self._checkpoints = {}
-        if every or REFS in stale or READINESS in stale or trees or not self._status:
+        if every or REFS in stale or READINESS in stale or REMOTE in stale or trees or not self._status:
             self.fleet.forget_worktrees()
             self._status = forecast.status(self.fleet, self.memo)
             self._ready = self._readiness()  # (the tips, read again only when they may have moved)
-        if every or BUS in stale:
+        if every or BUS in stale or REMOTE in stale:
             self._read_bus()
         return self._gather()
 
@@ -71,7 +72,8 @@ class Picture:
         held = {t.claimed_by: t for t in self._tasks if t.status == "claimed" and t.claimed_by}
         rows = []
         for ps in self._ps:
-            row = {**ps, **standing.get(ps["agent"], {})}
+            mine = standing.get(ps["agent"], {})
+            row = {**ps, **(whereabouts.ELSEWHERE if mine.get("elsewhere") else {}), **mine}
             task = held.get(ps["agent"])
             row["task"] = {"id": task.id, "name": task.name, "title": task.title} if task else None
             rows.append(row)

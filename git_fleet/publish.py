@@ -24,10 +24,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import check, durable, holds, machines
+from . import check, durable, holds, machines, publish_start
 from .errors import FleetError
 from .gateway import meeting, plumbing
 from .gateway.repo import Repo
+from .publish_start import WANTED
 
 EVERY = 5.0  # seconds between two rounds (git config fleet.publishEvery)
 RECORD = "published.json"
@@ -48,7 +49,7 @@ def from_hook() -> str | None:
     compiled = check.load_compiled(here.common_dir, main)
     if compiled is None or compiled.agent_for(here.head_ref, here.toplevel) is None:
         return None
-    wanted = os.path.join(here.common_dir, "fleet", "remote", "publish.wanted")
+    wanted = os.path.join(here.common_dir, WANTED)
     os.makedirs(os.path.dirname(wanted), exist_ok=True)
     os.close(os.open(wanted, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
     os.utime(wanted)
@@ -71,7 +72,9 @@ def main(argv: list[str]) -> int:
         return 0
     place = machines.place(repo, remote)
     place.mkdir(parents=True, exist_ok=True)
-    wanted = common / "fleet" / "remote" / "publish.wanted"
+    if not publish_start.spans(str(common)):  # (a clone made to span machines by an earlier version)
+        publish_start.record(str(common))
+    wanted = common / WANTED
     every = _every(repo)
     while True:
         done = _rounds(repo, remote, place, wanted, every)
@@ -154,10 +157,10 @@ def round_(repo: Repo, remote: str, place: Path) -> None:
         # its branch where the remote lacks it, in one atomic push: none lands for a hold taken
         beat = holds.beat(repo.pygit, remote, agent.name, me)
         if _in(repo, tip, published.get(agent.branch)):
-            if beat is not None and meeting.push(machines.at(repo), remote, [beat]).won:
+            if beat is not None and meeting.push(machines.at(repo), remote, [beat], key=machines.key(repo)).won:
                 meeting.set_tracking(repo.pygit, place / "fetched", {_tracked(remote, beat.ref): beat.new})
             continue
-        ok, words = meeting.push_branch(machines.at(repo), remote, agent.branch, also=beat)
+        ok, words = meeting.push_branch(machines.at(repo), remote, agent.branch, also=beat, key=machines.key(repo))
         said[agent.name] = {"at": int(time.time()), "ok": ok, "said": words, "tip": tip}
         if ok and beat is not None:
             meeting.set_tracking(repo.pygit, place / "fetched", {_tracked(remote, beat.ref): beat.new})
@@ -177,7 +180,7 @@ def now(repo: Repo, agent: str, branch: str) -> str | None:
     if hold is None or hold.machine != me:
         return None
     beat = holds.beat(repo.pygit, remote, agent, me)
-    ok, said = meeting.push_branch(machines.at(repo), remote, branch, also=beat)
+    ok, said = meeting.push_branch(machines.at(repo), remote, branch, also=beat, key=machines.key(repo))
     if ok and beat is not None:
         meeting.set_tracking(repo.pygit, machines.place(repo, remote) / "fetched", {_tracked(remote, beat.ref): beat.new})
     try:

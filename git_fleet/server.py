@@ -211,10 +211,11 @@ def _taken_back(compiled: check.Compiled, merged: list[check.CompiledAgent], old
 
 
 def install(common_dir: str, orchestrator_keys: Sequence[str], agent_keys: Sequence[tuple[str, str]],
-            base_push: str | None, base: str | None = None) -> list[str]:
+            base_push: str | None, base: str | None = None, signed_machines: bool = False) -> list[str]:
     """Set a bare repository up for the rules above: git's object checks at the door, push
-    certificates checked against the keys given (added to those kept), the base's mode. Returns
-    notes on what holds."""
+    certificates checked against the keys given (added to those kept), the base's mode; with
+    `signed_machines`, the fleet's shared refs taken only in pushes its machines signed
+    (server_shared.py). Returns notes on what holds."""
     lines = []
     for principal, path in [(ORCHESTRATOR, k) for k in orchestrator_keys] + [(AGENT + n, k) for n, k in agent_keys]:
         try:
@@ -235,7 +236,7 @@ def install(common_dir: str, orchestrator_keys: Sequence[str], agent_keys: Seque
     if base is not None:
         plumbing.git(["config", "fleet.base", base], common_dir)
     plumbing.git(["config", "receive.fsckObjects", "true"], common_dir)
-    if lines:
+    if lines or signed_machines:
         signers = os.path.join(common_dir, SIGNERS)
         os.makedirs(os.path.dirname(signers), exist_ok=True)
         kept = []
@@ -244,12 +245,20 @@ def install(common_dir: str, orchestrator_keys: Sequence[str], agent_keys: Seque
                 kept = [line.rstrip("\n") for line in fh]
         except OSError:
             pass  # none yet: the list starts empty
+        # (with it, git checks every push certificate: one signed by a key it does not list is
+        # good with that key's fingerprint, which a machine's registered key is matched against)
         durable.replace(signers, "".join(f"{line}\n" for line in dict.fromkeys(kept + lines)))
         plumbing.git(["config", "gpg.ssh.allowedSignersFile", signers], common_dir)
         if not plumbing.out(["config", "--get", "receive.certNonceSeed"], common_dir, check=False):
             plumbing.git(["config", "receive.certNonceSeed", os.urandom(16).hex()], common_dir)
         if not plumbing.out(["config", "--get", "receive.certNonceSlop"], common_dir, check=False):
             plumbing.git(["config", "receive.certNonceSlop", "300"], common_dir)  # (stateless HTTP: two requests)
+    if signed_machines:
+        plumbing.git(["config", "fleet.signedMachines", "true"], common_dir)
+    machines_said = (["the fleet's shared refs (refs/fleet/) are taken only in pushes signed by the machine they "
+                      "speak for (fleet.signedMachines)"]
+                     if plumbing.out(["config", "--type=bool", "--get", "fleet.signedMachines"], common_dir,
+                                     check=False) == "true" else [])
     keys = principals(common_dir)
     if base_push is None and not plumbing.out(["config", "--get", "fleet.basePush"], common_dir, check=False):
         base_push = "signed" if ORCHESTRATOR in keys else "merges"
@@ -259,4 +268,5 @@ def install(common_dir: str, orchestrator_keys: Sequence[str], agent_keys: Seque
     said = {"merges": "moves only by merges of agent branches, each held to the agent's zone",
             "signed": "moves only by the orchestrator's signed pushes", "any": "is open to every push"}[mode]
     return [f"the base {said} (fleet.basePush = {mode}); it and the agents' branches are never deleted or "
-            "rewritten by a push" + (", except by the orchestrator's signed push" if ORCHESTRATOR in keys else "")]
+            "rewritten by a push" + (", except by the orchestrator's signed push" if ORCHESTRATOR in keys else ""),
+            *machines_said]

@@ -9,9 +9,20 @@ log and the machines' records are never deleted; a task's ref and a result kept 
 when the same push moves the log (a fold), and only once the task has ended. What it cannot
 judge without identity: a take-over of a lease (a claim of the next attempt) and of an agent's
 hold, which clocks and machines vouch for, not the server.
+
+With identity (`git fleet-init --server --signed-machines`: fleet.signedMachines), every push
+to refs/fleet/ must be signed (`git push --signed`, a push certificate) by a machine of the fleet,
+with the SSH key its record (refs/fleet/machines/ID, key.pub) registered when it first joined,
+and each record it pushes must speak for that machine: a machine writes only its own claims,
+results, heartbeats and holds, and its record is registered with its own key. The first record
+of a machine id is taken on trust (whoever registers an id first owns it).
 """
 
 from __future__ import annotations
+
+import base64
+import hashlib
+import os
 
 from . import __version__, records
 from .errors import FleetError
@@ -168,3 +179,93 @@ def _raw(oid: str, cwd: str) -> tuple[str, list[str]]:
 def _read(oid: str, cwd: str, where: str) -> tuple[records.Record, list[str]]:
     message, parents = _raw(oid, cwd)
     return records.parse(message, where), parents
+
+
+REQUIRED = "fleet.signedMachines"  # the server's git config: true where pushes must be signed by machines
+PUBLIC = "key.pub"  # in a machine's record (machines.py)
+
+
+def unsigned(updates: Sequence[tuple[str, str, str]], cwd: str) -> list[FleetError]:
+    """Why a server that takes the fleet's shared refs only from its machines (REQUIRED) refuses
+    these updates (ref, new, old): not signed by a machine of the fleet, or a record that
+    speaks for another machine than the one that signed."""
+    shared = [(ref, new, old) for ref, new, old in updates if ref.startswith(SHARED)]
+    if not shared or plumbing.out(["config", "--type=bool", "--get", REQUIRED], cwd, check=False) != "true":
+        return []
+    signer, why = _signer(shared, cwd)
+    if signer is None:
+        return [FleetError(f"push of {shared[0][0]} rejected: {why}", _SIGN_HINT)]
+    errors = []
+    for ref, new, old in shared:
+        try:
+            speaks = _speaks_for(ref[len(SHARED):], new, old, cwd)
+        except FleetError:
+            speaks = None  # (what is wrong with the record, refusals() says)
+        if speaks is not None and speaks != signer:
+            errors.append(FleetError(f"push of {ref} rejected: it speaks for machine {speaks}, and the push is signed by "
+                                     f"machine {signer}", "a machine writes only its own claims, results and holds"))
+    return errors
+
+
+_SIGN_HINT = ("this server takes the fleet's shared refs only in pushes signed by a machine of the fleet; git-fleet "
+              "signs them with the machine's key (made by git fleet-init --remote or git fleet-join, with ssh-keygen)")
+
+
+def _signer(shared: Sequence[tuple[str, str, str]], cwd: str) -> tuple[str | None, str]:
+    """The machine whose registered key signed this push (git checked the signature: status G,
+    and the nonce is this server's), else None and why not."""
+    if not os.environ.get("GIT_PUSH_CERT"):
+        return None, "the push is not signed (git push --signed)"
+    if os.environ.get("GIT_PUSH_CERT_NONCE_STATUS") not in ("OK", "SLOP"):
+        return None, f"the push certificate's nonce is not this server's ({os.environ.get('GIT_PUSH_CERT_NONCE_STATUS')})"
+    if os.environ.get("GIT_PUSH_CERT_STATUS") != "G":
+        return None, f"the push certificate's signature does not verify ({os.environ.get('GIT_PUSH_CERT_STATUS')})"
+    used = os.environ.get("GIT_PUSH_CERT_KEY", "")
+    keys = _registered(cwd)
+    for ref, new, old in shared:  # (a machine registering itself: its key is in the record it pushes)
+        name = ref[len(SHARED):]
+        if name.startswith("machines/") and not name.endswith(".atomic") and old == plumbing.ZERO_OID:
+            key = _blob_text(f"{new}:{PUBLIC}", cwd)
+            if key:
+                keys[name.removeprefix("machines/")] = key
+    for machine, key in keys.items():
+        if fingerprint(key) == used:
+            return machine, ""
+    return None, f"the push is signed by a key no machine of the fleet registered ({used or 'none'})"
+
+
+def fingerprint(public: str) -> str | None:
+    """An SSH public key's fingerprint as git and ssh-keygen say it (SHA256:...)."""
+    try:
+        blob = base64.b64decode(public.split()[1], validate=True)
+    except (IndexError, ValueError):
+        return None
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def _registered(cwd: str) -> dict[str, str]:
+    """Each machine's registered public key, from its record here."""
+    listed = plumbing.out(["for-each-ref", "--format=%(refname)", f"{SHARED}machines/"], cwd, check=False)
+    found = {}
+    for ref in listed.splitlines():
+        if not ref.endswith(".atomic"):
+            key = _blob_text(f"{ref}:{PUBLIC}", cwd)
+            if key:
+                found[ref.removeprefix(f"{SHARED}machines/")] = key
+    return found
+
+
+def _blob_text(spec: str, cwd: str) -> str:
+    proc = plumbing.git(["cat-file", "blob", spec], cwd, check=False)
+    return proc.stdout.decode("ascii", "replace").strip() if proc.returncode == 0 else ""
+
+
+def _speaks_for(name: str, new: str, old: str, cwd: str) -> str | None:
+    """The machine an update of refs/fleet/NAME speaks for; None where any machine of the fleet may
+    push it (a fold's deletions, a teleport snapshot, a hold given back free)."""
+    if name.startswith("machines/"):
+        return name.removeprefix("machines/").removesuffix(".atomic")
+    if new == plumbing.ZERO_OID or name.startswith(("teleport/", "backups/", "teleport-backup/")):
+        return None
+    return _read(new, cwd, f"refs/fleet/{name}")[0].machine
+

@@ -4,6 +4,8 @@
 - each agent's worktree, its files and its git dir's index and HEAD: "tree:AGENT";
 - the agents' state logs (their CLIs' hooks) and the sessions' record: "sessions";
 - the bus's directories: "bus";
+- a fleet across machines: what its fetches bring (the bus, the holds, the branches), "remote";
+  the watch fetches every FETCH_EVERY seconds, in a thread of its own, never holding up the screen;
 - .gitfleet.toml: "config" (the fleet is read again).
 
 inotify says so at once; what it cannot watch (no inotify, a tree over the budget) and what has
@@ -13,13 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import agent_state, notify
+from . import agent_state, machines, notify
 from .config import CONFIG_NAME
-from .picture import BUS, READINESS, REFS, SESSIONS
+from .errors import FleetError
+from .gateway.repo import Repo
+from .picture import BUS, READINESS, REFS, REMOTE, SESSIONS
 
 if TYPE_CHECKING:
     from .fleet import Fleet
@@ -31,6 +36,7 @@ SKIPPED = notify.SKIPPED | {b".fleet"}
 APPEARED = "appeared"  # a directory watched for was made
 PANES_EVERY = 2.0  # seconds between looks at tmux's panes (an agent whose program ended)
 POLL_EVERY = 30.0  # seconds between looks at what inotify does not watch, and at everything
+FETCH_EVERY = 5.0  # seconds between two fetches of the fleet's remote (a fleet across machines)
 
 
 class Sources:
@@ -53,9 +59,10 @@ class Sources:
                 admin = fleet.repo.admin_dir(where)
                 if admin is not None:
                     self._watch(admin, f"tree:{agent.name}", names=("index", "HEAD"))
-        bus = fleet.bus()
-        for d in bus.watched():
-            self._watch(d, BUS, recursive=True)
+        remote = machines.remote_of(fleet.repo)
+        self.fetcher = Fetcher(fleet.main, remote) if remote else None
+        for d in fleet.bus().watched():
+            self._watch(d, REMOTE if remote else BUS, recursive=True)
         self._last = {SESSIONS: time.monotonic(), notify.EVERYTHING: time.monotonic()}
 
     def _watch(self, path: Path, key: str, names: tuple[str, ...] | None = None, recursive: bool = False) -> None:
@@ -92,7 +99,44 @@ class Sources:
             stale |= {REFS, BUS, SESSIONS, READINESS, *self.unwatched}
             self._last[notify.EVERYTHING] = now
         wait = min(self._last[SESSIONS] + PANES_EVERY, self._last[notify.EVERYTHING] + POLL_EVERY) - now
+        if self.fetcher is not None:
+            if self.fetcher.due(now):
+                stale.add(REMOTE)  # (what it brought is seen at once; this is for when it did not answer)
+            wait = min(wait, self.fetcher.last + FETCH_EVERY - now)
         return stale, max(0.05, wait)
 
     def close(self) -> None:
         self.events.close()
+        if self.fetcher is not None:
+            self.fetcher.close()
+
+
+class Fetcher:
+    """The fleet's remote fetched every FETCH_EVERY seconds in a thread of its own (git's fetch
+    runs as a process: the screen is never held up by a slow remote), one fetch at a time."""
+
+    def __init__(self, main: Path, remote: str):
+        self.main, self.remote = main, remote
+        self.last = -FETCH_EVERY
+        self._thread: threading.Thread | None = None
+
+    def due(self, now: float) -> bool:
+        """Start a fetch if one is due; whether one ended since the last call."""
+        ended = self._thread is not None and not self._thread.is_alive()
+        if ended:
+            self._thread = None
+        if self._thread is None and now - self.last >= FETCH_EVERY:
+            self.last = now
+            self._thread = threading.Thread(target=self._fetch, name="fleet-fetch", daemon=True)
+            self._thread.start()
+        return ended
+
+    def _fetch(self) -> None:
+        with contextlib.suppress(FleetError, OSError):  # (said where it is kept: machines.unanswered)
+            repo = Repo.discover(self.main)  # (its own: a repository object is not shared between threads)
+            machines.fetch(repo, self.remote)
+            machines.heads(repo, self.remote)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout=5)

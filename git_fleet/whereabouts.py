@@ -47,6 +47,8 @@ def look(fleet: Fleet, fetch: bool = True) -> Whereabouts | None:
             heads = machines.heads(fleet.repo, remote)
         except FleetError as e:
             out.stale = e.message
+    else:
+        out.stale = machines.unanswered(fleet.repo, remote)
     if not heads:
         heads = machines.known_heads(fleet.repo, remote)
     out.fetched = meeting.fetched_at(place / "fetched")
@@ -81,7 +83,12 @@ def _row(hold: holds.Hold, me: str, repo: Any, remote: str, place: Path) -> dict
     row: dict[str, Any] = {"machine": hold.machine, "here": hold.machine == me, "handed_off": hold.machine is None,
                            "since": hold.since, "who": _who(repo, remote, hold)}
     if not row["here"]:
-        row["heard"] = int(time.time() - first_seen(place / "seen", hold.tip))
+        seen = first_seen(place / "seen", hold.tip)
+        row["heard"] = int(time.time() - seen)
+        said = holds.reported(repo, hold) if hold.machine is not None else None
+        if said is not None:  # (as its hooks reported it there; since when, on this clone's clock)
+            row.update(state=said["state"], state_since=int(seen) - int(said["for"]), tool=said.get("tool"),
+                       message=said.get("message"), reported=True)
     return row
 
 
@@ -90,3 +97,22 @@ def _who(repo: Any, remote: str, hold: holds.Hold) -> str:
         return "handed off"
     said = holds.describe(repo, remote, hold.machine)
     return said[said.index("(") + 1:-1] if "(" in said else hold.machine
+
+
+def onto(rows: list[dict[str, Any]], where: Whereabouts | None) -> None:
+    """`git fleet-ps` rows (sessions.ps) with where each agent runs; an agent held by another
+    machine with its state as that machine last published it, not this clone's tmux."""
+    if where is None:
+        return
+    for row in rows:
+        found = where.agents.get(row["agent"], {})
+        if found.get("elsewhere"):
+            row.update(ELSEWHERE)
+        row.update(found)
+
+
+# what this clone's sessions cannot say of an agent another machine runs (onto), unless that
+# machine's beats carry what its hooks report
+ELSEWHERE = {"running": None, "since": None, "sandboxed": None, "refused": 0, "reported": False, "state": "elsewhere",
+             "state_since": None, "tool": None, "message": None}
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Sandbox
+from helpers import Sandbox, private_tmux
 
 BIN = str(Path(sys.executable).parent)
 SLOW = {line.strip() for line in (Path(__file__).parent / "slow.txt").read_text().splitlines()
@@ -141,3 +142,25 @@ def fleet2(fleet_repo: Sandbox) -> Sandbox:
     sb.commit(sb.root / "repo-backend", {"src/backend/api.py": "def api(): return 2\n"}, "backend: api v2")
     sb.commit(sb.root / "repo-web", {"src/frontend/app.js": "app(2)\n"}, "web: app v2")
     return sb
+
+
+@pytest.fixture
+def hub(bus_repo: Sandbox) -> Sandbox:
+    """The orchestrator's clone, sb.repo (agents api and docs, its config committed), with the bare
+    hub.git as origin (over a path)."""
+    sb = bus_repo
+    sb.git("add", ".gitfleet.toml")
+    sb.git("commit", "-qm", "the fleet")
+    hub = sb.root / "hub.git"
+    sb.git("init", "-q", "--bare", "-b", "main", str(hub))
+    sb.git("remote", "add", "origin", str(hub))
+    sb.git("push", "-q", "-u", "origin", "main")
+    sb.git("config", "fleet.publishEvery", "0")  # (see test_machines.Machines.home)
+    return sb
+
+
+@pytest.fixture
+def tmux(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    private_tmux(tmp_path, monkeypatch)
+    yield
+    subprocess.run(["tmux", "kill-server"], capture_output=True)

@@ -19,6 +19,7 @@ import pytest
 from git_fleet.errors import FleetError
 from git_fleet.fleet import Fleet
 from helpers import Sandbox, git_daemon
+from test_watch import Pane, needs_tmux
 
 PACKAGE = str(Path(__file__).resolve().parent.parent)
 
@@ -53,21 +54,6 @@ class Machines:
         return [self.sb.spawn([sys.executable, "-m", "git_fleet.standin", "--drain-fleet", f"{machine}-w{i}"], cwd=where,
                               env=self.env(machine), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                 for i in range(count)]
-
-
-@pytest.fixture
-def hub(bus_repo: Sandbox) -> Sandbox:
-    """The orchestrator's clone, sb.repo (agents api and docs, its config committed), with the bare
-    hub.git as origin (over a path)."""
-    sb = bus_repo
-    sb.git("add", ".gitfleet.toml")
-    sb.git("commit", "-qm", "the fleet")
-    hub = sb.root / "hub.git"
-    sb.git("init", "-q", "--bare", "-b", "main", str(hub))
-    sb.git("remote", "add", "origin", str(hub))
-    sb.git("push", "-q", "-u", "origin", "main")
-    sb.git("config", "fleet.publishEvery", "0")  # (see Machines.home)
-    return sb
 
 
 @pytest.fixture
@@ -414,6 +400,52 @@ def test_a_checkpoint_merge_takes_what_another_machine_published_and_publishes_t
     assert sb.git("rev-parse", "main", cwd=sb.root / "hub.git").out == sb.git("rev-parse", "main", cwd=other).out
 
 
+def test_a_server_asking_for_signed_machines_takes_each_machines_own_steps_only(hub: Sandbox) -> None:
+    sb = hub
+    said = sb.git("fleet-init", "--server", "--signed-machines", cwd=sb.root / "hub.git")
+    assert "taken only in pushes signed by the machine they speak for" in said.out + said.err
+    with _over_a_daemon(sb) as (_url, machines):
+        box = machines.machine("box")
+        box_git = {"cwd": box, "env": machines.env("box")}
+        sb.git("fleet-join", "docs", **box_git)
+        sb.fleet("join", "api")
+        # every machine's own steps go through, signed with the key its record registered
+        sb.fleet("task", "add", "the laptop's", "--agent", "api")
+        sb.fleet("task", "add", "the box's", "--agent", "docs")
+        sb.fleet("task", "claim", "--agent", "api")
+        assert "task-002" in sb.git("fleet-task", "claim", "--agent", "docs", **box_git).out
+        there = sb.root / "box" / "repo-docs"
+        sb.commit(there, {"docs/made_there.md": "x\n"}, "made on the box")
+        sb.git("fleet-task", "done", "2", "--agent", "docs", **box_git)
+        assert sb.git("rev-parse", "fleet/docs", cwd=sb.root / "hub.git").out.strip() == sb.head(cwd=there)
+        listed = sb.fleet("task", "list").out
+        assert "task-002" in listed and "done" in [ln for ln in listed.splitlines() if "task-002" in ln][0]
+        # the box speaks for the laptop: a renewal of the laptop's claim, signed with the box's key
+        laptop_id = sb.git("config", "fleet.machine").out.strip()
+        box_id = sb.git("config", "fleet.machine", **box_git).out.strip()
+        sb.git("fleet-task", "list", **box_git)
+        tip = sb.git("rev-parse", "refs/fleet-remote/origin/bus/tasks/1", **box_git).out.strip()
+        forged = sb.git("commit-tree", f"{tip}^{{tree}}", "-p", tip, "-m", "fleet: renew\n\n" + json.dumps(
+            {"fleet": 1, "op": "renew", "task": 1, "attempt": 1, "agent": "api", "machine": laptop_id, "lease": 60,
+             "nonce": "x"}), **box_git).out.strip()
+        box_key = str(box / ".git" / "fleet" / "machine-key")
+        signed = ["-c", "gpg.format=ssh", "-c", f"user.signingKey={box_key}", "push", "--signed"]
+        res = sb.git(*signed, "origin", f"{forged}:refs/fleet/bus/tasks/1", ok=False, **box_git)
+        assert (f"push of refs/fleet/bus/tasks/1 rejected: it speaks for machine {laptop_id}, and the push is signed "
+                f"by machine {box_id}") in res.err
+        # the same step unsigned, or signed with a key no machine registered: refused
+        res = sb.git("push", "origin", f"{forged}:refs/fleet/bus/tasks/1", ok=False, **box_git)
+        assert "the push is not signed (git push --signed)" in res.err and "hint: this server takes" in res.err
+        stranger = sb.root / "stranger"
+        sb.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)])
+        res = sb.git("-c", "gpg.format=ssh", "-c", f"user.signingKey={stranger}", "push", "--signed", "origin",
+                     f"{forged}:refs/fleet/bus/tasks/1", ok=False, **box_git)
+        assert "signed by a key no machine of the fleet registered (SHA256:" in res.err
+        assert sb.git("rev-parse", "refs/fleet/bus/tasks/1", cwd=sb.root / "hub.git").out.strip() == tip
+        sb.fleet("task", "renew", "1", "--agent", "api")  # (the laptop's own, signed with its key)
+        assert sb.git("rev-parse", "refs/fleet/bus/tasks/1", cwd=sb.root / "hub.git").out.strip() != tip
+
+
 def test_the_server_holds_every_machine_to_the_protocol_of_the_shared_refs(hub: Sandbox) -> None:
     sb = hub
     sb.git("fleet-init", "--server", cwd=sb.root / "hub.git")
@@ -505,6 +537,76 @@ def test_status_shows_where_each_agent_runs_and_its_branch_as_published(hub: San
     res = sb.fleet("status")
     assert "cannot reach remote 'origin'" in res.err and "the last fetched state, fetched" in res.err
     assert {r["agent"]: r["ahead"] for r in json.loads(sb.fleet("status", "--json").out)["agents"]}["docs"] == 1
+
+
+def test_an_agents_state_on_another_machine_shows_in_ps_status_and_the_watch(hub: Sandbox) -> None:
+    sb = hub
+    machines, there = _docs_working_on_the_box(sb)
+    # its Claude Code asks its person there: the hook's report reaches the hub in the background
+    _hook_on_the_box(sb, machines, there, {"hook_event_name": "Notification", "notification_type": "permission_prompt",
+                                           "message": "Claude needs your permission to use Bash"})
+    deadline = time.time() + 30
+    while (row := {r["agent"]: r for r in json.loads(sb.fleet("ps", "--json").out)}["docs"])["state"] != "needs you":
+        assert time.time() < deadline, row
+        time.sleep(0.2)
+    _published(sb, "fleet/docs", sb.head(cwd=there))  # (and the publisher the hook started has ended)
+    assert row["message"] == "Claude needs your permission to use Bash" and row["who"] and row["reported"] is True
+    assert row["state_since"] <= time.time() and row["running"] is None
+    shown = sb.fleet("ps").out
+    assert "machine" in shown.splitlines()[0]
+    assert [ln for ln in shown.splitlines() if ln.startswith("docs")][0].count("needs you: Claude needs") == 1
+    assert "api" in shown and "here" not in [ln for ln in shown.splitlines() if ln.startswith("docs")][0]
+    status = {r["agent"]: r for r in json.loads(sb.fleet("status", "--json").out)["agents"]}
+    assert status["docs"]["state"] == "needs you"
+    watched = sb.fleet("watch", "--once").out
+    assert "1 needs you" in watched.splitlines()[0] and "runs on " in watched
+    # the remote away: ps says so, with the last fetched state
+    (sb.root / "hub.git").rename(sb.root / "away.git")
+    res = sb.fleet("ps")
+    assert "cannot reach remote 'origin'" in res.err and "the last fetched state, fetched" in res.err
+    assert "needs you" in res.out
+    watched = sb.fleet("watch", "--once").out  # (the watch does not fetch: it says what the last fetch met)
+    assert "cannot reach remote 'origin'" in watched and "other machines as fetched" in watched
+
+
+def _docs_working_on_the_box(sb: Sandbox) -> tuple[Machines, Path]:
+    """The laptop spanning machines through the hub, docs joined on the box with a commit
+    published: the machines, and docs' worktree on the box."""
+    sb.fleet("init", "--remote", "origin")
+    machines = Machines(sb, str(sb.root / "hub.git"))
+    box = machines.machine("box")
+    sb.git("fleet-join", "docs", cwd=box, env=machines.env("box"))
+    there = sb.root / "box" / "repo-docs"
+    sb.commit(there, {"docs/made_there.md": "x\n"}, "made on the box")
+    _published(sb, "fleet/docs", sb.head(cwd=there))
+    return machines, there
+
+
+def _hook_on_the_box(sb: Sandbox, machines: Machines, there: Path, payload: dict[str, str]) -> None:
+    """Run the hook that Claude Code's settings in the box's worktree `there` name for this event,
+    with the JSON Claude Code sends it, on the box (its HOME)."""
+    settings = json.loads((there / ".claude/settings.local.json").read_text())
+    [command] = [h["command"] for group in settings["hooks"][payload["hook_event_name"]] for h in group["hooks"]]
+    body = {"session_id": "s-docs", "transcript_path": str(sb.root / "t.jsonl"), "cwd": str(there), **payload}
+    subprocess.run(["sh", "-c", command], cwd=there, input=json.dumps(body), text=True, check=True,
+                   env={**os.environ, **machines.env("box"), "CLAUDE_PROJECT_DIR": str(there)})
+
+
+@needs_tmux
+def test_the_live_watch_sees_an_agent_on_another_machine_ask_for_its_person(hub: Sandbox, tmux: None) -> None:
+    sb = hub
+    machines, there = _docs_working_on_the_box(sb)
+    pane = Pane(sb, "watch", cols=100)
+    pane.until(lambda s: "runs on " in s and pane.row("docs")[1:2] == ["elsewhere"], "docs running on the box")
+    # nobody fetches on the laptop: the watch does, every few seconds, in the background
+    _hook_on_the_box(sb, machines, there, {"hook_event_name": "Notification", "notification_type": "permission_prompt",
+                                           "message": "Claude needs your permission to use Bash"})
+    pane.until(lambda s: "1 needs you" in s and pane.row("docs")[1:3] == ["needs", "you:"], "docs needing its person")
+    _hook_on_the_box(sb, machines, there, {"hook_event_name": "Stop"})
+    pane.until(lambda s: pane.row("docs")[1:2] == ["idle"], "docs idle")
+    _published(sb, "fleet/docs", sb.head(cwd=there))  # (the publishers the hooks started have ended)
+    pane.keys("q")
+    pane.until(lambda s: "fleet on main" not in s, "the screen closed")
 
 
 def _published(sb: Sandbox, branch: str, tip: str) -> None:

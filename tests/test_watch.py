@@ -10,13 +10,13 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers import Sandbox, private_tmux
+from helpers import Sandbox
 
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)")
 
@@ -202,13 +202,6 @@ class Pane:
     def row(self, agent: str) -> list[str]:
         """The agent's row, split into words ([] while the screen does not show it)."""
         return next((line[1:].split() for line in self.screen().splitlines() if line[1:].startswith(agent + " ")), [])
-
-
-@pytest.fixture
-def tmux(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    private_tmux(tmp_path, monkeypatch)
-    yield
-    subprocess.run(["tmux", "kill-server"], capture_output=True)
 
 
 @needs_tmux

@@ -29,6 +29,8 @@ ZONE_HELP = "A gitignore pattern the agent owns, relative to the repository root
               help="With --server: the SSH public key an agent's pushes to its branch must be signed with.")
 @click.option("--base-push", type=click.Choice(["merges", "signed", "any"]),
               help="With --server: what moves the base (default: signed with an orchestrator key, else merges).")
+@click.option("--signed-machines", is_flag=True,
+              help="With --server: take the fleet's shared refs only in pushes signed by the machine they speak for.")
 @click.option("--remote", metavar="NAME", shell_complete=completers.remotes,
               help="Make the fleet span machines through this git remote: the bus, claims and results are kept there.")
 @click.option("-i", "--interactive", is_flag=True,
@@ -37,7 +39,8 @@ ZONE_HELP = "A gitignore pattern the agent owns, relative to the repository root
 @click.option("-v", "--verbose", is_flag=True, help="Say what was done.")
 @click.version_option(__version__, "--version", message="git-fleet %(version)s")
 def init(base: str | None, server: bool, uninstall: bool, orchestrator_keys: tuple[str, ...],
-         agent_keys: tuple[str, ...], base_push: str | None, remote: str | None, interactive: bool, verbose: bool) -> int:
+         agent_keys: tuple[str, ...], base_push: str | None, signed_machines: bool, remote: str | None, interactive: bool,
+         verbose: bool) -> int:
     """Set up a repository for a fleet of agents.
 
     Writes a commented .gitfleet.toml in the main worktree if there is none (base branch,
@@ -49,15 +52,15 @@ def init(base: str | None, server: bool, uninstall: bool, orchestrator_keys: tup
     Where core.hooksPath points inside the checkout (husky) or outside this repository's
     own config, nothing is written there: the exact line to add is printed instead.
 
-    In a bare repository (or with --server) it installs the pre-receive hook, which reads
-    the zones from the base branch's committed .gitfleet.toml; --base names that branch
-    when HEAD does not. The server also keeps the base and every agent's branch from being
-    deleted or force-pushed, refuses trees git cannot check out (receive.fsckObjects), and
-    moves the base only by merges of agent branches, each held to its agent's zone. A server
-    cannot tell pushers apart by itself: with --orchestrator-key, pushes signed with that key
-    (git push --signed, gpg.format = ssh) are the orchestrator's, which alone then move the
-    base; with --agent-key NAME=FILE, pushes to that agent's branch must be signed by it.
-    --base-push chooses what moves the base: merges, signed, or any push.
+    In a bare repository (or with --server) it installs the pre-receive hook, which reads the zones
+    from the base branch's committed .gitfleet.toml; --base names it when HEAD does not. The server
+    also keeps the base and every agent's branch from being deleted or force-pushed, refuses trees git
+    cannot check out (receive.fsckObjects), and moves the base only by merges of agent branches, each
+    held to its agent's zone. A server cannot tell pushers apart by itself: with --orchestrator-key,
+    pushes signed with that key (git push --signed, gpg.format = ssh) are the orchestrator's, which
+    alone then move the base; with --agent-key NAME=FILE, pushes to that agent's branch must be signed
+    by it. --base-push chooses what moves the base: merges, signed, or any push. --signed-machines
+    takes a fleet's shared refs (refs/fleet/) only signed by the machine each record speaks for.
 
     In the main worktree it also sets branch.<base>.mergeOptions = --no-ff, so that a plain
     `git merge` of an agent's branch makes a merge commit and the pre-merge-commit hook checks
@@ -78,7 +81,7 @@ def init(base: str | None, server: bool, uninstall: bool, orchestrator_keys: tup
         raise UsageError(f"--{'interactive sets up agents' if interactive else 'remote is for a clone agents work in'}; "
                          "it does not go with --server or --uninstall")
     result = setup.init(base=base, server=server, uninstall=uninstall, orchestrator_keys=orchestrator_keys,
-                        agent_keys=_agent_keys(agent_keys), base_push=base_push)
+                        agent_keys=_agent_keys(agent_keys), base_push=base_push, signed_machines=signed_machines)
     _say_init(result, uninstall, verbose, spanning=bool(remote))
     if remote:
         span(remote)

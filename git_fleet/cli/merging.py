@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
 
 import click
 
@@ -15,7 +14,7 @@ from .. import merge as merging
 from .. import sync as syncing
 from ..merge import Batch
 from . import CONTEXT, FleetCommand, FleetGroup, command, completers, hint, note, print_json, warn
-from .output import age, load, table
+from .output import age, load, machine, stale_hint, table
 
 
 @command()
@@ -180,7 +179,7 @@ def status(as_json: bool) -> int:
     rows = [["agent", "branch", "ahead", "behind", "dirty", "out of zone", "last commit", *(["machine"] if spans else [])]]
     for r in data["agents"]:
         rows.append([r["agent"], r["branch"], num(r["ahead"]), num(r["behind"]), num(r["dirty"]),
-                     ", ".join(r["out_of_zone"]) or "-", age(r["last_commit"]), *([_machine(r)] if spans else [])])
+                     ", ".join(r["out_of_zone"]) or "-", age(r["last_commit"]), *([machine(r)] if spans else [])])
     table(rows)
     for r in data["agents"]:
         if r.get("unpublished"):
@@ -188,8 +187,7 @@ def status(as_json: bool) -> int:
     if spans and data["remote"]["stale"]:
         warn(data["remote"]["stale"])
         fetched = data["remote"]["fetched_age"]
-        hint("what is shown of other machines is the last fetched state"
-             + (f", fetched {age(int(time.time() - fetched))}" if fetched is not None else ": never fetched"))
+        hint(stale_hint(None if fetched is None else time.time() - fetched))
     if data["conflicts"]:
         click.echo("would conflict if merged now:")
         for c in data["conflicts"]:
@@ -200,18 +198,6 @@ def status(as_json: bool) -> int:
             line += f" (then {', '.join(data['held_back'])}, after git fleet-sync)"
         click.echo(line)
     return 0
-
-
-def _machine(r: dict[str, Any]) -> str:
-    """Where an agent of a fleet across machines runs: here, another machine (and when it was
-    last heard from), handed off, or nowhere yet."""
-    if r.get("here"):
-        return "here"
-    if r.get("handed_off"):
-        return "handed off"
-    if not r.get("machine"):
-        return "-"
-    return f"{r['who']}, heard {age(int(time.time()) - r['heard'])}" if r.get("heard") is not None else str(r["who"])
 
 
 @command()

@@ -93,3 +93,22 @@ def state_of(row: dict[str, Any], limit: int | None = None) -> str:
             return f"needs you: {' '.join(message.split())}"
         return f"needs you: {message[:limit]}{'...' if len(message) > limit else ''}"
     return state
+
+
+def machine(r: dict[str, Any]) -> str:
+    """Where an agent of a fleet across machines runs: here, another machine (and when it was
+    last heard from), handed off, or nowhere yet."""
+    if r.get("here"):
+        return "here"
+    if r.get("handed_off"):
+        return "handed off"
+    if not r.get("machine"):
+        return "-"
+    return f"{r['who']}, heard {age(int(time.time()) - r['heard'])}" if r.get("heard") is not None else str(r["who"])
+
+
+def stale_hint(fetched: float | None) -> str:
+    """What is shown of the other machines when the remote did not answer: as of when."""
+    return ("what is shown of other machines is the last fetched state"
+            + (f", fetched {age(int(fetched))}" if fetched is not None else ": never fetched"))
+

@@ -6,11 +6,11 @@ import sys
 
 import click
 
-from .. import agent_clis
+from .. import agent_clis, whereabouts
 from ..errors import FleetError
 from ..sessions import Sessions
 from . import command, completers, hint, note, print_json, warn
-from .output import age, load, state_of, table
+from .output import age, load, machine, stale_hint, state_of, table
 
 
 def _finite(_ctx: click.Context, _param: click.Parameter, seconds: float | None) -> float | None:
@@ -112,14 +112,20 @@ def ps(as_json: bool) -> int:
     The sandbox column says whether a running agent was started sandboxed.
     --json adds its tmux pane, the CLI's session id, the session name and the last message.
     """
-    rows = _sessions().ps()
+    sessions = _sessions()
+    rows = sessions.ps()
+    where = whereabouts.look(sessions.fleet)  # (a fleet across machines: the others' agents too)
+    whereabouts.onto(rows, where)
     if as_json:
         print_json(rows)
         return 0
-    table([["agent", "state", "since", "refused", "sandbox", "session id", "model"]] +
+    table([["agent", "state", "since", "refused", "sandbox", "session id", "model", *(["machine"] if where else [])]] +
           [[r["agent"], state_of(r, 40), age(r["state_since"]) if r["state_since"] else "-",
             str(r["refused"]) if r["reported"] else "-", {True: "yes", False: "no"}.get(r["sandboxed"], "-"),
-            r["session_id"] or "-", r["model"]] for r in rows])
+            r["session_id"] or "-", r["model"], *([machine(r)] if where else [])] for r in rows])
+    if where is not None and where.stale:
+        warn(where.stale)
+        hint(stale_hint(where.fetched))
     return 0
 
 

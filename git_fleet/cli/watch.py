@@ -97,6 +97,11 @@ def render(picture: dict[str, Any], width: int, now: float, selected: str | None
     head = f"fleet on {picture['base']}: {len(agents)} agent{'s' * (len(agents) != 1)}"
     head += f", {len(need)} need{'s' * (len(need) == 1)} you" if need else ""
     lines.append((head, "needs" if need else "head"))
+    remote = picture.get("remote")
+    if remote and remote["stale"]:  # (a fleet across machines whose remote did not answer)
+        fetched = f"as fetched {short_age(int(now - remote['fetched_age']), now)} ago" \
+            if remote["fetched_age"] is not None else "never fetched"
+        lines.append((f"other machines {fetched}: {remote['stale']}", "warn"))
     cols = [("AGENT", 10), ("STATE", 25), ("SINCE", 6), ("TASK", 9), ("AHEAD", 6), ("BEHIND", 7),
             ("DIRTY", 6), ("REFUSED", 8)]
     lines.append((_row([c for c, _ in cols], cols, " "), "title"))

@@ -105,18 +105,20 @@ def fetch(cwd: Path, remote: str, prefixes: list[str], lock: Path, since: float 
         raise unreachable(cwd, remote, proc.stderr)
 
 
-def push_branch(cwd: Path, remote: str, branch: str, also: Update | None = None) -> tuple[bool, str]:
+def push_branch(cwd: Path, remote: str, branch: str, also: Update | None = None,
+                key: Path | None = None) -> tuple[bool, str]:
     """A branch pushed as git pushes it (never forced, the pre-push hooks run), with `also` (a
     compare-and-swap: an agent's hold renewed) in the same atomic push: whether it landed, and the
-    remote's words (its refusal's)."""
+    remote's words (its refusal's). `key`: the machine's, which signs the push where the remote
+    asks (signing)."""
     extra = ["--atomic", f"--force-with-lease={also.ref}:{also.old or ''}"] if also else []
-    proc = git(["push", "--porcelain", "--no-recurse-submodules", *extra, remote,
+    proc = git([*signing(key), "push", "--porcelain", "--no-recurse-submodules", *extra, remote,
                 f"refs/heads/{branch}:refs/heads/{branch}", *([f"{also.new}:{also.ref}"] if also else [])],
                cwd, check=False)
     if proc.returncode == 0:
         return True, ""
     lines = [ln.removeprefix("remote:").strip() for ln in proc.stderr.decode("utf-8", "replace").splitlines()
-             if ln.strip() and not ln.startswith(("hint:", "To "))]
+             if ln.strip() and not ln.startswith(("hint:", "To ", _UNASKED))]
     summary = [ln.split("\t")[2] for ln in proc.stdout.decode("utf-8", "replace").splitlines() if ln.count("\t") == 2]
     return False, "; ".join([*summary, *lines][:4]) or reason(proc.stderr)
 
@@ -189,10 +191,22 @@ def fetched_at(lock: Path) -> float | None:
     return st.st_mtime if st.st_size else None
 
 
-def push(cwd: Path, remote: str, updates: list[Update], verify: bool = False) -> Pushed:
+def signing(key: Path | None) -> list[str]:
+    """git's options that sign a push with the machine's SSH `key` (a push certificate, `git push
+    --signed`) where the remote asks for one (a server that checks which machine pushes); none
+    without a key. Put before `push`, with push's own --signed=if-asked."""
+    return ["-c", "gpg.format=ssh", "-c", f"user.signingKey={key}", "-c", "push.gpgSign=if-asked"] if key else []
+
+
+_UNASKED = "warning: not sending a push certificate"  # (git's, where the remote does not ask for one)
+
+
+def push(cwd: Path, remote: str, updates: list[Update], verify: bool = False, key: Path | None = None) -> Pushed:
     """Move every ref of `updates` from its old value to its new one in one atomic push, or none.
-    `verify`: run the pre-push hooks (a push of work: git-lfs sends its objects from there)."""
-    args = ["push", "--porcelain", "--quiet", *([] if verify else ["--no-verify"]), "--no-recurse-submodules"]
+    `verify`: run the pre-push hooks (a push of work: git-lfs sends its objects from there).
+    `key`: the machine's, which signs the push where the remote asks (signing)."""
+    args = [*signing(key), "push", "--porcelain", "--quiet", *([] if verify else ["--no-verify"]),
+            "--no-recurse-submodules"]
     if len(updates) > 1:
         args.append("--atomic")
     args += [f"--force-with-lease={u.ref}:{u.old or ''}" for u in updates]

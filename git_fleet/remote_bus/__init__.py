@@ -45,13 +45,14 @@ class RemoteBus:
     """The shared bus on `remote`, as seen from the clone whose repository is `repo`."""
 
     def __init__(self, root: Path, lease: int, repo: pygit2.Repository, cwd: Path, common: Path, remote: str,
-                 machine: str, poll: float = POLL):
+                 machine: str, poll: float = POLL, key: Path | None = None):
         self.root = root
         self.tasks = root / "tasks"
         self.results = root / "results"
         self.plan = root / "master_plan.md"
         self.lease = lease
         self.repo, self.cwd, self.remote, self.machine, self.poll = repo, cwd, remote, machine, poll
+        self.key = key  # the machine's, which signs its pushes where the remote asks
         self.common = common
         self.place = common / "fleet" / "remote" / remote
         self.stamp = self.place / "fetched"  # its time: when the remote last answered a fetch here
@@ -91,7 +92,7 @@ class RemoteBus:
 
     def push(self, updates: list[meeting.Update]) -> meeting.Pushed:
         try:
-            pushed = meeting.push(self.cwd, self.remote, updates)
+            pushed = meeting.push(self.cwd, self.remote, updates, key=self.key)
         except meeting.Unreachable:
             pushed = self._landed_after_all(updates)
         if pushed.won:

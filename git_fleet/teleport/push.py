@@ -30,7 +30,8 @@ def push_agent(fleet: Fleet, name: str, given_remote: str | None, *, force: bool
     if parked is not None and parked != last and not force:
         raise FleetError(f"remote '{remote}' holds a snapshot of '{name}' ({parked[:12]}) that this clone has not seen",
                          f"bring it here first (git fleet-teleport pull {name}), or replace it with --force")
-    push(main, remote, name, snapshot, parked, given_remote, also=_handoff(fleet, remote, name))
+    push(main, remote, name, snapshot, parked, given_remote, also=_handoff(fleet, remote, name),
+         key=machines.key(fleet.repo))
     remember(main, name, snapshot)
     return Outcome(name, remote, snapshot, agent.branch, counts(state, main), [t["file"] for t in meta["tasks"]],
                    worktree=str(where), head=state.head)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import FleetError, GitError, UsageError
 from ..gateway import plumbing
-from ..gateway.meeting import Update, reason
+from ..gateway.meeting import Update, reason, signing
 from ..gateway.plumbing import ZERO_OID, git
 from .commit import read
 
@@ -62,7 +62,7 @@ def fetch(cwd: Path, remote: str, agents: list[str]) -> None:
 
 
 def push(cwd: Path, remote: str, agent: str, snapshot: str, expect: str | None, given: str | None = None,
-         also: Update | None = None) -> None:
+         also: Update | None = None, key: Path | None = None) -> None:
     """Park the snapshot on the remote, only if the remote still holds `expect` (None: nothing);
     with `also` (the agent's hold handed off, holds.py) in the same atomic push. `given`: the
     --remote the user gave, for the hints."""
@@ -70,7 +70,7 @@ def push(cwd: Path, remote: str, agent: str, snapshot: str, expect: str | None, 
     # not --no-verify: pre-push hooks run as for any push, and git-lfs uploads what the snapshot
     # points at from there (the fleet's own pre-push checks only agents' branches)
     extra = ["--atomic", f"--force-with-lease={also.ref}:{also.old or ''}"] if also else []
-    proc = git(["push", "--quiet", *extra, f"--force-with-lease={ref}:{expect or ''}", remote,
+    proc = git([*signing(key), "push", "--quiet", *extra, f"--force-with-lease={ref}:{expect or ''}", remote,
                 f"{snapshot}:{ref}", *([f"{also.new or ''}:{also.ref}"] if also else [])], cwd, check=False)
     if proc.returncode == 0:
         return
