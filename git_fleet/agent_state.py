@@ -33,6 +33,14 @@ def directory(common_dir: str, agent: str) -> str:
     return os.path.join(common_dir, "fleet", "agents", agent)
 
 
+def confined() -> str | None:
+    """The agent's own directory (directory()) where this process runs in that agent's sandbox
+    (sandbox_layout.confine: FLEET_SANDBOX, and its scratch there), the one place of the fleet's it
+    may write; None elsewhere."""
+    scratch = os.environ.get("FLEET_SCRATCH")
+    return os.path.dirname(scratch) if os.environ.get("FLEET_SANDBOX") == "1" and scratch else None
+
+
 def _append(path: str, line: bytes) -> None:
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
     try:

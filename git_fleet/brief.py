@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import durable, sandbox_layout
+from . import durable, holds, sandbox_layout
 from .config import Agent
 from .errors import FleetError, UsageError
 from .files import ignored_dir
@@ -87,6 +87,7 @@ def run(fleet: Fleet, name: str, argv: Sequence[str], sandboxed: bool | None = N
     where = require_worktree(fleet, agent)
     if not argv:
         raise UsageError("no command given", f"git fleet-run {name} -- COMMAND [ARGS...]")
+    holds.hold_to_run(fleet, agent.name)  # (a fleet across machines: it runs on this one, as with git fleet-up)
     write_brief(fleet, agent)
     env, line = environment(fleet, agent), list(argv)
     if sandbox_layout.wanted(fleet, agent, sandboxed):

@@ -282,5 +282,6 @@ class Fleet:
             return Bus(root, lease)
         from .remote_bus import RemoteBus  # (only a fleet across machines)
 
-        return RemoteBus(root, lease, self.repo.pygit, machines.at(self.repo), self.repo.common_dir, remote,
-                         machines.this(self.repo).id, machines.poll_of(self.repo), machines.key(self.repo))
+        return RemoteBus(root, lease, machines.meeting_repo(self.repo), machines.at(self.repo), self.repo.common_dir,
+                         remote, machines.this(self.repo).id, machines.poll_of(self.repo), machines.key(self.repo),
+                         machines.place(self.repo, remote))

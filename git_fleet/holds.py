@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .fleet import Fleet
 
 AGENTS = "agents/"
+UNREADABLE = "(unreadable)"  # the machine of a hold whose record this git-fleet cannot read (take)
 REPORT = "state.json"  # in a hold's tree: what the agent's hooks last reported on its machine
 
 
@@ -61,6 +62,15 @@ def read(repo: pygit2.Repository, remote: str, agent: str) -> Hold | None:
     commit = meeting.commit(repo, oid)
     rec = records.parse(commit.message, f"{meeting.SHARED}{AGENTS}{agent}")
     return Hold(agent, rec.machine if rec.op == "hold" else None, rec.since or commit.commit_time, oid, rec)
+
+
+def before_taking(repo: pygit2.Repository, remote: str, agent: str) -> Hold | None:
+    """The agent's hold before a take (read), to give back should what follows fail; None also
+    for one this git-fleet cannot read (take says why; given back, it is free)."""
+    try:
+        return read(repo, remote, agent)
+    except FleetError:
+        return None
 
 
 def refused(repo: pygit2.Repository, remote: str, agent: str, machine: str) -> str | None:
@@ -143,7 +153,15 @@ def take(fleet: Fleet, remote: str, agent: str, *, take_over: bool = False, pull
     cwd = machines.at(fleet.repo)
     for _ in range(10):
         machines.fetch(fleet.repo, remote)
-        hold = read(repo, remote, agent)
+        try:
+            hold = read(repo, remote, agent)
+        except FleetError as e:  # (a record no git-fleet wrote, or a later one's: only a take-over replaces it)
+            if not take_over:
+                raise FleetError(f"{e.message}; so whether another machine holds '{agent}' is not known",
+                                 "take it for this machine with --take-over (a later git-fleet's hold: upgrade "
+                                 "this one first)") from None
+            tip = meeting.refs_under(repo, meeting.tracking(remote) + AGENTS)[agent]
+            hold = Hold(agent, UNREADABLE, 0, tip, records.new("hold", agent=agent, machine=UNREADABLE))
         if hold is not None and hold.machine == me.id:
             return hold
         if hold is not None and hold.machine is not None and not take_over:
@@ -156,7 +174,8 @@ def take(fleet: Fleet, remote: str, agent: str, *, take_over: bool = False, pull
                              f"{hold.record.machine}, with its work in the snapshot",
                              f"pull it, which brings that work: git fleet-teleport pull {agent} (or take it without the "
                              "work with --take-over)")
-        reason = f"taken over from machine {hold.machine}" if hold is not None and hold.machine else None
+        reason = (None if hold is None or not hold.machine else "taken over from a hold it could not read"
+                  if hold.machine == UNREADABLE else f"taken over from machine {hold.machine}")
         rec = records.new("hold", agent=agent, machine=me.id, reason=reason, since=int(time.time()))
         new = meeting.make_commit(repo, rec.message(), {}, hold.tip if hold else None)
         pushed = meeting.push(cwd, remote, [Update(meeting.SHARED + AGENTS + agent, new, hold.tip if hold else None)],

@@ -36,7 +36,7 @@ def join(fleet: Fleet, name: str, *, take_over: bool = False, path: str | None =
         raise UsageError("this clone's fleet does not span machines", "git fleet-init --remote NAME first")
     agent = fleet.config.agent(name)
     machines.fetch(fleet.repo, remote)
-    before = holds.read(fleet.repo.pygit, remote, name)
+    before = holds.before_taking(fleet.repo.pygit, remote, name)
     hold = holds.take(fleet, remote, name, take_over=take_over)
     took = hold.record.reason.removeprefix("taken over from machine ") if hold.record.reason else None
     out = Joined(name, machines.this(fleet.repo), Path(), agent.branch, "", False, took)

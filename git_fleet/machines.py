@@ -14,6 +14,7 @@ import contextlib
 import getpass
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import agent_state
 from .config import parse_duration
 from .errors import FleetError, UsageError
 from .gateway import meeting, plumbing
@@ -70,14 +72,67 @@ def poll_of(repo: Repo) -> float:
 
 def place(repo: Repo, remote: str) -> Path:
     """Where this clone keeps what it knows of `remote`'s shared state: when it was last fetched
-    (the fetch's lock), and when each claim was first seen here."""
-    return repo.common_dir / "fleet" / "remote" / remote
+    (the fetch's lock), and when each claim was first seen here. In a sandboxed agent's process,
+    its own directory's (see at)."""
+    own = agent_state.confined()
+    return Path(own) / "remote" / remote if own else repo.common_dir / "fleet" / "remote" / remote
 
 
 def at(repo: Repo) -> Path:
     """Where git talks to the remote from: the main worktree, so that a remote's relative path
-    means what it means to the person who gave it."""
-    return repo.main_worktree or repo.common_dir
+    means what it means to the person who gave it. In a sandboxed agent's process, which may write
+    neither the clone's refs nor its object store, a repository of the agent's own in its own
+    directory (meeting.git: the remote's URL, refs/fleet-remote/ as fetched by the agent's
+    commands, its objects in the agent's own store), so that its claims and results need nothing
+    of the clone's but reading."""
+    own = agent_state.confined()
+    if own is None:
+        return repo.main_worktree or repo.common_dir
+    where = Path(own) / "meeting.git"
+    if where in _MET:
+        return where
+    if not (where / "config").is_file():
+        where.mkdir(parents=True, exist_ok=True)
+        for d in ("refs", "info"):
+            (where / d).mkdir(exist_ok=True)
+        (where / "HEAD").write_text("ref: refs/heads/main\n", encoding="utf-8")
+        with contextlib.suppress(FileExistsError):
+            (where / "objects").symlink_to(Path("..") / "objects")  # (the agent's own store)
+        (where / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tbare = true\n", encoding="utf-8")
+    remote = remote_of(repo)
+    if remote is not None:
+        for key, flag in ((f"remote.{remote}.url", []), (f"remote.{remote}.pushurl", ["--push"])):
+            url = plumbing.out(["remote", "get-url", *flag, remote], repo.main_worktree or repo.common_dir, check=False)
+            if url and not re.match(r"^[\w+.-]+://|^[^/]+:", url):  # (a path: from where the person gave it)
+                url = os.path.normpath(os.path.join(repo.main_worktree or repo.common_dir, url))
+            if url and plumbing.out(["config", "--get", key], where, check=False) != url:
+                plumbing.git(["config", key, url], where)
+    _MET[where] = None
+    return where
+
+
+_MET: dict[Path, pygit2.Repository | None] = {}  # a sandboxed agent's meeting repositories, set up (and opened)
+
+
+def confined_tip(tip: str) -> str | None:
+    """What a push of an agent's branch names as its source: the branch itself (None), or, from a
+    sandboxed agent's meeting repository (at), which has no branches, its tip."""
+    return tip if agent_state.confined() else None
+
+
+def meeting_repo(repo: Repo) -> pygit2.Repository:
+    """The repository whose refs/fleet-remote/ hold what this process knows of the fleet's remote,
+    and where its records are made: the clone's, or a sandboxed agent's own (at)."""
+    if agent_state.confined() is None:
+        return repo.pygit
+    import pygit2
+
+    where = at(repo)
+    found = _MET.get(where)
+    if found is None:
+        found = _MET[where] = pygit2.Repository(str(where))
+        found.odb.add_disk_alternate(str(repo.common_dir / "objects"))
+    return found
 
 
 def heads(repo: Repo, remote: str) -> dict[str, str]:
@@ -87,7 +142,7 @@ def heads(repo: Repo, remote: str) -> dict[str, str]:
 
 def known_heads(repo: Repo, remote: str) -> dict[str, str]:
     """The remote's branches as the last fetch of them brought them."""
-    return meeting.refs_under(repo.pygit, f"{meeting.tracking(remote)}heads/")
+    return meeting.refs_under(meeting_repo(repo), f"{meeting.tracking(remote)}heads/")
 
 
 def fetch(repo: Repo, remote: str) -> None:
@@ -131,7 +186,7 @@ def _forget_seen(repo: Repo, remote: str) -> None:
         pass
     try:
         stamp.touch()
-        tips = set(meeting.refs_under(repo.pygit, meeting.tracking(remote)).values())
+        tips = set(meeting.refs_under(meeting_repo(repo), meeting.tracking(remote)).values())
         with os.scandir(seen) as found:
             old = [e.path for e in found if e.name not in tips and e.stat().st_mtime < now - SEEN_KEPT]
         for path in old:

@@ -28,7 +28,6 @@ from . import check, durable, holds, machines, publish_start
 from .errors import FleetError
 from .gateway import meeting, plumbing
 from .gateway.repo import Repo
-from .publish_start import WANTED
 
 EVERY = 5.0  # seconds between two rounds (git config fleet.publishEvery)
 RECORD = "published.json"
@@ -49,10 +48,7 @@ def from_hook() -> str | None:
     compiled = check.load_compiled(here.common_dir, main)
     if compiled is None or compiled.agent_for(here.head_ref, here.toplevel) is None:
         return None
-    wanted = os.path.join(here.common_dir, WANTED)
-    os.makedirs(os.path.dirname(wanted), exist_ok=True)
-    os.close(os.open(wanted, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-    os.utime(wanted)
+    publish_start.want(here.common_dir)
     return here.common_dir
 
 
@@ -74,7 +70,7 @@ def main(argv: list[str]) -> int:
     place.mkdir(parents=True, exist_ok=True)
     if not publish_start.spans(str(common)):  # (a clone made to span machines by an earlier version)
         publish_start.record(str(common))
-    wanted = common / WANTED
+    wanted = Path(publish_start.wanted(str(common)))
     every = _every(repo)
     while True:
         done = _rounds(repo, remote, place, wanted, every)
@@ -134,6 +130,7 @@ def round_(repo: Repo, remote: str, place: Path) -> None:
     if cfg is None:
         return
     me = machines.this(repo).id
+    met = machines.meeting_repo(repo)
     try:
         machines.fetch(repo, remote)
         published = machines.heads(repo, remote)
@@ -144,26 +141,27 @@ def round_(repo: Repo, remote: str, place: Path) -> None:
         return
     for agent in cfg.agents.values():
         tip = repo.branch_tip(agent.branch)
-        hold = holds.read(repo.pygit, remote, agent.name)
+        hold = holds.read(met, remote, agent.name)
         if tip is None or hold is None:
             continue
         if hold.machine != me:
             # (commits made here that the remote lacks: this machine's, after the agent went elsewhere)
             if said.get(agent.name, {}).get("tip") != tip and not _in(repo, tip, published.get(agent.branch)):
-                why = holds.refused(repo.pygit, remote, agent.name, me) or ""
+                why = holds.refused(met, remote, agent.name, me) or ""
                 said[agent.name] = {"at": int(time.time()), "ok": False, "said": why, "tip": tip}
             continue
         # every round renews the hold of every agent held here (when it was last heard from), with
         # its branch where the remote lacks it, in one atomic push: none lands for a hold taken
-        beat = holds.beat(repo.pygit, remote, agent.name, me)
+        beat = holds.beat(met, remote, agent.name, me)
         if _in(repo, tip, published.get(agent.branch)):
             if beat is not None and meeting.push(machines.at(repo), remote, [beat], key=machines.key(repo)).won:
-                meeting.set_tracking(repo.pygit, place / "fetched", {_tracked(remote, beat.ref): beat.new})
+                meeting.set_tracking(met, place / "fetched", {_tracked(remote, beat.ref): beat.new})
             continue
-        ok, words = meeting.push_branch(machines.at(repo), remote, agent.branch, also=beat, key=machines.key(repo))
+        ok, words = meeting.push_branch(machines.at(repo), remote, agent.branch, also=beat, key=machines.key(repo),
+                                        tip=machines.confined_tip(tip))
         said[agent.name] = {"at": int(time.time()), "ok": ok, "said": words, "tip": tip}
         if ok and beat is not None:
-            meeting.set_tracking(repo.pygit, place / "fetched", {_tracked(remote, beat.ref): beat.new})
+            meeting.set_tracking(met, place / "fetched", {_tracked(remote, beat.ref): beat.new})
     durable.replace(place / RECORD, json.dumps(said, indent=1))
 
 
@@ -176,13 +174,15 @@ def now(repo: Repo, agent: str, branch: str) -> str | None:
     if remote is None or tip is None:
         return None
     me = machines.this(repo).id
-    hold = holds.read(repo.pygit, remote, agent)
+    met = machines.meeting_repo(repo)
+    hold = holds.read(met, remote, agent)
     if hold is None or hold.machine != me:
         return None
-    beat = holds.beat(repo.pygit, remote, agent, me)
-    ok, said = meeting.push_branch(machines.at(repo), remote, branch, also=beat, key=machines.key(repo))
+    beat = holds.beat(met, remote, agent, me)
+    ok, said = meeting.push_branch(machines.at(repo), remote, branch, also=beat, key=machines.key(repo),
+                                   tip=machines.confined_tip(tip))
     if ok and beat is not None:
-        meeting.set_tracking(repo.pygit, machines.place(repo, remote) / "fetched", {_tracked(remote, beat.ref): beat.new})
+        meeting.set_tracking(met, machines.place(repo, remote) / "fetched", {_tracked(remote, beat.ref): beat.new})
     try:
         if ok or meeting.fetch_branch(machines.at(repo), remote, branch) == tip:  # (the background one, at once)
             return None

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import sys
 
+from . import agent_state
+
 WANTED = os.path.join("fleet", "remote", "publish.wanted")  # in the common dir: a round is wanted
 # in the common dir of a clone whose fleet spans machines (written by git fleet-init --remote and
 # git fleet-join): the Python that has git-fleet installed (the agent hooks run another, bare)
@@ -20,6 +22,21 @@ def record(common_dir: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         f.write(sys.executable)
+
+
+def wanted(common_dir: str) -> str:
+    """The mark of a round wanted: in the clone's common dir, or a sandboxed agent's own directory
+    (the one place there it may write: machines.place)."""
+    own = agent_state.confined()
+    return os.path.join(own, "remote", "publish.wanted") if own else os.path.join(common_dir, WANTED)
+
+
+def want(common_dir: str) -> None:
+    """Mark a round wanted (a publisher running goes round again for it)."""
+    path = wanted(common_dir)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    os.utime(path)
 
 
 def spans(common_dir: str) -> bool:
@@ -35,9 +52,7 @@ def start(common_dir: str | None = None) -> None:
     if common_dir is not None:
         with open(os.path.join(common_dir, PYTHON), encoding="utf-8") as f:
             python = f.read().strip()
-        wanted = os.path.join(common_dir, WANTED)
-        os.close(os.open(wanted, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-        os.utime(wanted)
+        want(common_dir)
     null = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
     os.posix_spawn(python, [python, "-m", "git_fleet.publish", common_dir or "--hook"], dict(os.environ),
                    file_actions=null, setsid=True)

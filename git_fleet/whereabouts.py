@@ -53,7 +53,7 @@ def look(fleet: Fleet, fetch: bool = True) -> Whereabouts | None:
         heads = machines.known_heads(fleet.repo, remote)
     out.fetched = meeting.fetched_at(place / "fetched")
     me = machines.this(fleet.repo).id
-    repo = fleet.repo.pygit
+    repo = machines.meeting_repo(fleet.repo)
     rounds = publish.last(fleet.repo, remote)
     for agent in fleet.config.agents.values():
         try:

@@ -400,6 +400,19 @@ def test_a_checkpoint_merge_takes_what_another_machine_published_and_publishes_t
     assert sb.git("rev-parse", "main", cwd=sb.root / "hub.git").out == sb.git("rev-parse", "main", cwd=other).out
 
 
+def test_a_checkpoint_merge_takes_an_agent_another_machine_handed_off_as_it_published(hub: Sandbox) -> None:
+    sb = hub
+    there = _api_on_the_box(sb, "src/backend/handed.py")
+    box = sb.root / "box" / "repo"
+    sb.git("fleet-teleport", "push", "api", cwd=box, env=Machines(sb, str(sb.root / "hub.git")).env("box"))
+    status = {r["agent"]: r for r in json.loads(sb.fleet("status", "--json").out)["agents"]}
+    assert (status["api"]["handed_off"], status["api"]["published"], status["api"]["ahead"]) == (True, True, 1)
+    res = sb.fleet("merge", "api")
+    assert "merged as it published fleet/api" in res.err
+    assert sb.git("rev-parse", "main^2").out.strip() == sb.head(cwd=there)
+    assert sb.git("rev-parse", "main", cwd=sb.root / "hub.git").out == sb.git("rev-parse", "main").out
+
+
 def test_a_server_asking_for_signed_machines_takes_each_machines_own_steps_only(hub: Sandbox) -> None:
     sb = hub
     said = sb.git("fleet-init", "--server", "--signed-machines", cwd=sb.root / "hub.git")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from git_fleet import sandbox
-from helpers import Sandbox, private_tmux
+from helpers import Sandbox, git_daemon, private_tmux
 
 MISSING = sandbox.support().missing()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"no sandbox on this system: {MISSING}")
@@ -386,3 +386,44 @@ def test_its_git_file_pointed_at_a_rebase_of_another_branch_stops_no_move_of_tha
     sb.commit(sb.repo, {"README.md": "# project, v2\n"}, "base moves")
     sb.run(["git", "fleet-sync", "web"])
     assert sb.head("fleet/web") != web and sb.git("merge-base", "--is-ancestor", "main", "fleet/web").code == 0
+
+
+def test_a_sandboxed_agent_in_a_fleet_across_machines_claims_and_reports_through_the_remote(fleet: Sandbox) -> None:
+    sb = fleet
+    sb.git("add", ".gitfleet.toml")
+    sb.git("commit", "-qm", "the fleet")
+    hub = sb.root / "hub.git"
+    sb.git("init", "-q", "--bare", "-b", "main", str(hub))
+    with git_daemon(sb, sb.root) as url:
+        sb.git("remote", "add", "origin", f"{url}/hub.git")
+        sb.git("push", "-q", "origin", "main")
+        port = int(url.rsplit(":", 1)[1])
+        cfg = sb.repo / ".gitfleet.toml"
+        cfg.write_text(cfg.read_text().replace("[fleet]\n", f"[fleet]\nsandbox_ports = [{port}]\n", 1))
+        sb.git("config", "fleet.publishEvery", "0")
+        sb.run(["git", "fleet-init", "--remote", "origin"])
+        sb.run(["git", "fleet-task", "add", "Backend work", "--agent", "backend"])
+        sb.run(["git", "fleet-task", "add", "Web work", "--agent", "web"])
+        tracking = sb.git("for-each-ref", "refs/fleet-remote/origin/bus/").out
+        code, err = agent_run(sb, "backend", "echo 'def api(): return 4' > src/backend/api.py && "
+                              "git commit -qam 'backend: v4' && git fleet-task claim && "
+                              "echo finished | git fleet-task done 1 --result-file -")
+        assert code == 0, err
+        # what it knows of the remote it kept in its own place: the clone's view of the bus is as it
+        # was (git fleet-run took the agent's hold for this machine first, outside the sandbox)
+        assert sb.git("for-each-ref", "refs/fleet-remote/origin/bus/").out == tracking
+        # on the remote: its claim and result, and its branch (task done publishes it first)
+        tasks = {t["id"]: t for t in json.loads(sb.run(["git", "fleet-task", "list", "--json"]).out)}
+        assert (tasks[1]["status"], tasks[1]["claimed_by"], tasks[2]["status"]) == ("done", "backend", "open")
+        sb.run(["git", "fleet-task", "show", "1"])
+        assert "finished" in (sb.repo / "results" / "task-001-result.md").read_text()  # (read here, from the remote)
+        assert sb.git("log", "-1", "--format=%s", "fleet/backend/work", cwd=hub).out.strip() == "backend: v4"
+        own = sb.repo / ".git" / "fleet" / "agents" / "backend"
+        assert "refs/fleet-remote/origin/bus/tasks/1" in sb.git("for-each-ref", "--format=%(refname)", "refs/fleet-remote/",
+                                                              cwd=own / "meeting.git").out
+        # and the clone's own view stays out of its reach (what it may push there, the server's
+        # hook judges: git fleet-init --server)
+        for attack in ("git update-ref refs/fleet-remote/origin/bus/ids HEAD",
+                       f"git -C {sb.repo} fetch -q origin '+refs/fleet/*:refs/fleet-remote/origin/*'"):
+            code, err = agent_run(sb, "backend", attack)
+            assert code != 0, (attack, err)

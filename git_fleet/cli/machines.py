@@ -47,7 +47,9 @@ def join(agent: str, remote: str | None, take_over: bool, path: str | None) -> i
     joined = joining.join(load(), agent, take_over=take_over, path=path)
     click.echo(f"'{agent}' runs on machine {joined.machine.describe()}: worktree {joined.worktree}, branch "
                f"{joined.branch}" + (f" ({joined.source})" if joined.source else ""))
-    if joined.took_over:
+    if joined.took_over and joined.took_over.startswith("taken over"):
+        warn(joined.took_over)  # (from a hold it could not read)
+    elif joined.took_over:
         warn(f"taken over from machine {joined.took_over}: it is refused its next claim, result or push")
     for w in joined.warnings:
         warn(w)

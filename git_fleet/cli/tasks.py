@@ -149,12 +149,11 @@ def task_claim(agent: str | None, lease: str | None, wait: bool, as_json: bool) 
     who = brief.worker(fleet, agent)
     bus = fleet.bus()
     seconds = parse_duration(lease) if lease else None
-    t = bus.claim(who, seconds)
-    if t is None and not wait:
+    # (--wait claims from its first try on: across machines, a remote away at the start is waited out too)
+    t = bus.claim_waiting(who, seconds) if wait else bus.claim(who, seconds)
+    if t is None:
         raise FleetError(f"no task can be claimed by '{who}' now",
                          "git fleet-task list shows what is open; --wait blocks until one can be claimed")
-    if t is None:
-        t = bus.claim_waiting(who, seconds)
     brief.rewrite_briefs(fleet, [who])
     if as_json:
         print_json(t.as_dict())

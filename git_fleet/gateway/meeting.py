@@ -106,14 +106,15 @@ def fetch(cwd: Path, remote: str, prefixes: list[str], lock: Path, since: float 
 
 
 def push_branch(cwd: Path, remote: str, branch: str, also: Update | None = None,
-                key: Path | None = None) -> tuple[bool, str]:
+                key: Path | None = None, tip: str | None = None) -> tuple[bool, str]:
     """A branch pushed as git pushes it (never forced, the pre-push hooks run), with `also` (a
     compare-and-swap: an agent's hold renewed) in the same atomic push: whether it landed, and the
     remote's words (its refusal's). `key`: the machine's, which signs the push where the remote
-    asks (signing)."""
+    asks (signing). `tip`: the commit to push, where `cwd`'s repository has no such branch (a
+    sandboxed agent's: its pre-push hooks do not run; the server's judge it)."""
     extra = ["--atomic", f"--force-with-lease={also.ref}:{also.old or ''}"] if also else []
     proc = git([*signing(key), "push", "--porcelain", "--no-recurse-submodules", *extra, remote,
-                f"refs/heads/{branch}:refs/heads/{branch}", *([f"{also.new}:{also.ref}"] if also else [])],
+                f"{tip or f'refs/heads/{branch}'}:refs/heads/{branch}", *([f"{also.new}:{also.ref}"] if also else [])],
                cwd, check=False)
     if proc.returncode == 0:
         return True, ""
@@ -145,12 +146,14 @@ def fetch_heads(cwd: Path, remote: str, lock: Path) -> dict[str, str]:
 def fetch_tags(cwd: Path, remote: str, prefix: str) -> None:
     """The remote's tags under refs/tags/PREFIX brought here; one here that differs is kept, and
     said (git's "would clobber existing tag")."""
-    proc = git(["fetch", "--quiet", "--no-write-fetch-head", "--no-recurse-submodules", remote,
+    # (not --quiet: git then says nothing of a tag it would clobber, which is told apart by that)
+    proc = git(["fetch", "--no-progress", "--no-write-fetch-head", "--no-recurse-submodules", remote,
                 f"refs/tags/{prefix}*:refs/tags/{prefix}*"], cwd, check=False)
     if proc.returncode != 0:
-        said = reason(proc.stderr)
-        if "clobber" in said or "rejected" in said:
-            raise FleetError(f"a checkpoint tag here differs from remote '{remote}''s: {said}",
+        lines = proc.stderr.decode("utf-8", "replace").splitlines()
+        clobbered = [ln.strip() for ln in lines if "would clobber" in ln or "[rejected]" in ln]
+        if clobbered:
+            raise FleetError(f"a checkpoint tag here differs from remote '{remote}''s: {'; '.join(clobbered[:3])}",
                              f"compare them (git ls-remote --tags {remote} 'refs/tags/{prefix}*'), and keep one")
         raise unreachable(cwd, remote, proc.stderr)
 

@@ -45,7 +45,7 @@ class RemoteBus:
     """The shared bus on `remote`, as seen from the clone whose repository is `repo`."""
 
     def __init__(self, root: Path, lease: int, repo: pygit2.Repository, cwd: Path, common: Path, remote: str,
-                 machine: str, poll: float = POLL, key: Path | None = None):
+                 machine: str, poll: float = POLL, key: Path | None = None, place: Path | None = None):
         self.root = root
         self.tasks = root / "tasks"
         self.results = root / "results"
@@ -54,7 +54,7 @@ class RemoteBus:
         self.repo, self.cwd, self.remote, self.machine, self.poll = repo, cwd, remote, machine, poll
         self.key = key  # the machine's, which signs its pushes where the remote asks
         self.common = common
-        self.place = common / "fleet" / "remote" / remote
+        self.place = place or common / "fleet" / "remote" / remote  # (machines.place)
         self.stamp = self.place / "fetched"  # its time: when the remote last answered a fetch here
         self.stale: str | None = None  # why what is shown is the last fetched state, not the remote's now
         self._cache: dict[str, Entry] = {}

@@ -99,7 +99,7 @@ def _take_hold(fleet: Fleet, remote: str, name: str, take_over: bool) -> tuple[h
     if machines.remote_of(fleet.repo) != remote:
         return None, None
     machines.fetch(fleet.repo, remote)
-    before = holds.read(fleet.repo.pygit, remote, name)
+    before = holds.before_taking(fleet.repo.pygit, remote, name)
     return before, holds.take(fleet, remote, name, take_over=take_over, pulling=True)
 
 
