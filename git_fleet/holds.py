@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ if TYPE_CHECKING:
     from .fleet import Fleet
 
 AGENTS = "agents/"
+GIVEN_BACK = "given back by machine "  # + its id: a hold given back (restore), as the server reads it
 UNREADABLE = "(unreadable)"  # the machine of a hold whose record this git-fleet cannot read (take)
 REPORT = "state.json"  # in a hold's tree: what the agent's hooks last reported on its machine
 
@@ -85,12 +85,12 @@ def refused(repo: pygit2.Repository, remote: str, agent: str, machine: str) -> s
             "it was taken over or moved there")
 
 
-def beat(repo: pygit2.Repository, remote: str, agent: str, machine: str) -> Update | None:
+def beat(repo: pygit2.Repository, remote: str, agent: str, machine: str, common_dir: str) -> Update | None:
     """The hold of `agent` renewed by its machine, to push with a step of its own (atomically): a
     compare-and-swap on the hold, so a step of a machine whose hold was taken over fails; and
     when the agent was last heard from, and what its hooks last reported here, for the others.
-    None if no machine holds the agent."""
-    return _next(repo, remote, agent, machine, "hold")
+    None if no machine holds the agent. `common_dir`: the clone's, where its hooks report."""
+    return _next(repo, remote, agent, machine, "hold", common_dir)
 
 
 def report_here(common_dir: str, agent: str) -> dict[str, bytes]:
@@ -114,7 +114,11 @@ def reported(repo: pygit2.Repository, hold: Hold) -> dict[str, Any] | None:
     except (KeyError, ValueError, FleetError):
         return None
     ok = isinstance(found, dict) and found.get("state") in agent_state.STATES and isinstance(found.get("for"), int)
-    return found if ok else None
+    if not ok:
+        return None
+    # (another machine's words, shown on this one's terminal: text, and nothing a terminal obeys)
+    return {**found, **{k: "".join(c if c.isprintable() else " " for c in v)[:500] if isinstance(v, str) else None
+                        for k in ("tool", "message") for v in [found.get(k)]}}
 
 
 def handoff(repo: pygit2.Repository, remote: str, agent: str, machine: str) -> Update | None:
@@ -123,7 +127,8 @@ def handoff(repo: pygit2.Repository, remote: str, agent: str, machine: str) -> U
     return _next(repo, remote, agent, machine, "handoff")
 
 
-def _next(repo: pygit2.Repository, remote: str, agent: str, machine: str, op: str) -> Update | None:
+def _next(repo: pygit2.Repository, remote: str, agent: str, machine: str, op: str,
+          common_dir: str | None = None) -> Update | None:
     """The next record of the hold `machine` has of `agent` (op hold: renewed, as it was; handoff:
     released now), a compare-and-swap on the hold; None if `machine` does not hold it."""
     hold = read(repo, remote, agent)
@@ -131,17 +136,8 @@ def _next(repo: pygit2.Repository, remote: str, agent: str, machine: str, op: st
         return None
     rec = (records.new("hold", agent=agent, machine=machine, reason=hold.record.reason, since=hold.since) if op == "hold"
            else records.new(op, agent=agent, machine=machine, since=int(time.time())))
-    files = report_here(_common_dir(repo), agent) if op == "hold" else {}
+    files = report_here(common_dir, agent) if common_dir is not None else {}
     return Update(meeting.SHARED + AGENTS + agent, meeting.make_commit(repo, rec.message(), files, hold.tip), hold.tip)
-
-
-def _common_dir(repo: pygit2.Repository) -> str:
-    """The repository's common dir (pygit2 gives a linked worktree's own git dir): git's rule."""
-    try:
-        with open(os.path.join(repo.path, "commondir"), encoding="utf-8") as f:
-            return os.path.normpath(os.path.join(repo.path, f.read().strip()))
-    except OSError:
-        return str(repo.path)
 
 
 def take(fleet: Fleet, remote: str, agent: str, *, take_over: bool = False, pulling: bool = False) -> Hold:
@@ -192,9 +188,10 @@ def take(fleet: Fleet, remote: str, agent: str, *, take_over: bool = False, pull
 def restore(fleet: Fleet, remote: str, taken: Hold, before: Hold | None) -> None:
     """Give the hold back as it was before `taken` (a join or pull that failed after taking it):
     a new record on top (a chain only grows), or `free` where no machine held it."""
+    me = machines.this(fleet.repo).id  # (the record speaks for it: a server asking for signed machines checks)
     rec = (records.new("free", agent=taken.agent) if before is None
            else records.new(before.record.op, agent=taken.agent, machine=before.record.machine,
-                            reason="given back", since=before.since))
+                            reason=GIVEN_BACK + me, since=before.since))
     new = meeting.make_commit(fleet.repo.pygit, rec.message(), {}, taken.tip)
     with contextlib.suppress(FleetError):  # (if not, the next join, or --take-over, settles it)
         meeting.push(machines.at(fleet.repo), remote, [Update(meeting.SHARED + AGENTS + taken.agent, new, taken.tip)],

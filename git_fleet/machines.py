@@ -146,26 +146,15 @@ def known_heads(repo: Repo, remote: str) -> dict[str, str]:
 
 
 def fetch(repo: Repo, remote: str) -> None:
-    """The fleet's shared state fetched now; when the remote does not answer, git's words kept
-    (unanswered) for those that show the last fetched state without fetching (the watch)."""
-    said = place(repo, remote) / "unanswered"
-    try:
-        meeting.fetch(at(repo), remote, PREFIXES, place(repo, remote) / "fetched")
-    except FleetError as e:
-        with contextlib.suppress(OSError):
-            said.write_text(e.message + "\n", encoding="utf-8")
-        raise
-    with contextlib.suppress(OSError):
-        said.unlink(missing_ok=True)
+    """The fleet's shared state fetched now (meeting.fetch: when the remote does not answer, git's
+    words are kept for those that show the last fetched state without fetching, the watch)."""
+    meeting.fetch(at(repo), remote, PREFIXES, place(repo, remote) / "fetched")
     _forget_seen(repo, remote)
 
 
 def unanswered(repo: Repo, remote: str) -> str | None:
     """Why the last fetch got no answer from the remote; None if it did."""
-    try:
-        return (place(repo, remote) / "unanswered").read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
+    return meeting.unanswered(place(repo, remote) / "fetched")
 
 
 SEEN_KEPT = 3600  # seconds a first-seen mark of a record no ref points at any more is kept

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import check, durable, holds, machines, publish_start
+from . import agent_state, check, durable, holds, machines, publish_start
 from .errors import FleetError
 from .gateway import meeting, plumbing
 from .gateway.repo import Repo
@@ -57,8 +57,9 @@ def main(argv: list[str]) -> int:
     if given is None:
         return 0
     common = Path(given)
-    for name in _WORKTREE_ENV:  # (the committing worktree's, not ours)
-        os.environ.pop(name, None)
+    for name in _WORKTREE_ENV:  # (the committing worktree's, not ours; a sandboxed agent's store is its own)
+        if not (agent_state.confined() and name in ("GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES")):
+            os.environ.pop(name, None)
     main_worktree = plumbing.main_worktree_of(str(common))
     if main_worktree is None:
         return 0
@@ -68,7 +69,7 @@ def main(argv: list[str]) -> int:
         return 0
     place = machines.place(repo, remote)
     place.mkdir(parents=True, exist_ok=True)
-    if not publish_start.spans(str(common)):  # (a clone made to span machines by an earlier version)
+    if not publish_start.spans(str(common)) and not agent_state.confined():  # (spanning since an earlier version)
         publish_start.record(str(common))
     wanted = Path(publish_start.wanted(str(common)))
     every = _every(repo)
@@ -139,7 +140,8 @@ def round_(repo: Repo, remote: str, place: Path) -> None:
             said[name] = {**said.get(name, {}), "at": int(time.time()), "ok": False, "said": e.message}
         durable.replace(place / RECORD, json.dumps(said, indent=1))
         return
-    for agent in cfg.agents.values():
+    own = agent_state.confined()  # (a sandboxed agent's commit: its own branch alone, its hooks do not run here)
+    for agent in [a for a in cfg.agents.values() if own is None or a.name == os.path.basename(own)]:
         tip = repo.branch_tip(agent.branch)
         hold = holds.read(met, remote, agent.name)
         if tip is None or hold is None:
@@ -152,7 +154,7 @@ def round_(repo: Repo, remote: str, place: Path) -> None:
             continue
         # every round renews the hold of every agent held here (when it was last heard from), with
         # its branch where the remote lacks it, in one atomic push: none lands for a hold taken
-        beat = holds.beat(met, remote, agent.name, me)
+        beat = holds.beat(met, remote, agent.name, me, str(repo.common_dir))
         if _in(repo, tip, published.get(agent.branch)):
             if beat is not None and meeting.push(machines.at(repo), remote, [beat], key=machines.key(repo)).won:
                 meeting.set_tracking(met, place / "fetched", {_tracked(remote, beat.ref): beat.new})
@@ -160,6 +162,8 @@ def round_(repo: Repo, remote: str, place: Path) -> None:
         ok, words = meeting.push_branch(machines.at(repo), remote, agent.branch, also=beat, key=machines.key(repo),
                                         tip=machines.confined_tip(tip))
         said[agent.name] = {"at": int(time.time()), "ok": ok, "said": words, "tip": tip}
+        if not ok and beat is not None and meeting.push(machines.at(repo), remote, [beat], key=machines.key(repo)).won:
+            ok = True  # (the branch refused: the beat alone, so the agent is still heard from, its state with it)
         if ok and beat is not None:
             meeting.set_tracking(met, place / "fetched", {_tracked(remote, beat.ref): beat.new})
     durable.replace(place / RECORD, json.dumps(said, indent=1))
@@ -178,7 +182,7 @@ def now(repo: Repo, agent: str, branch: str) -> str | None:
     hold = holds.read(met, remote, agent)
     if hold is None or hold.machine != me:
         return None
-    beat = holds.beat(met, remote, agent, me)
+    beat = holds.beat(met, remote, agent, me, str(repo.common_dir))
     ok, said = meeting.push_branch(machines.at(repo), remote, branch, also=beat, key=machines.key(repo),
                                    tip=machines.confined_tip(tip))
     if ok and beat is not None:
@@ -209,8 +213,21 @@ def _read(path: Path) -> dict[str, dict[str, object]]:
 
 
 def last(repo: Repo, remote: str) -> dict[str, dict[str, object]]:
-    """What the last rounds said, per agent."""
-    return _read(machines.place(repo, remote) / RECORD)
+    """What the last rounds said, per agent: this clone's, and what a sandboxed agent's own rounds
+    said of that agent alone (in its own directory: machines.place)."""
+    said = _read(repo.common_dir / "fleet" / "remote" / remote / RECORD)
+    agents = repo.common_dir / "fleet" / "agents"
+    for name in sorted(os.listdir(agents)) if agents.is_dir() else []:
+        own = _read(agents / name / "remote" / remote / RECORD).get(name)  # (the agent's to write: checked)
+        if isinstance(own, dict) and isinstance(own.get("at"), int) and isinstance(own.get("said", ""), str) \
+                and (name not in said or _at(own) >= _at(said[name])):
+            said[name] = {k: own.get(k) for k in ("at", "ok", "said", "tip")}
+    return said
+
+
+def _at(entry: dict[str, object]) -> int:
+    at = entry.get("at")
+    return at if isinstance(at, int) else 0
 
 
 if __name__ == "__main__":

@@ -183,6 +183,7 @@ def _read(oid: str, cwd: str, where: str) -> tuple[records.Record, list[str]]:
 
 REQUIRED = "fleet.signedMachines"  # the server's git config: true where pushes must be signed by machines
 PUBLIC = "key.pub"  # in a machine's record (machines.py)
+GIVEN_BACK = "given back by machine "  # a hold's reason (holds.py)
 
 
 def unsigned(updates: Sequence[tuple[str, str, str]], cwd: str) -> list[FleetError]:
@@ -190,6 +191,7 @@ def unsigned(updates: Sequence[tuple[str, str, str]], cwd: str) -> list[FleetErr
     these updates (ref, new, old): not signed by a machine of the fleet, or a record that
     speaks for another machine than the one that signed."""
     shared = [(ref, new, old) for ref, new, old in updates if ref.startswith(SHARED)]
+    moved = {ref: (new, old) for ref, new, old in shared}
     if not shared or plumbing.out(["config", "--type=bool", "--get", REQUIRED], cwd, check=False) != "true":
         return []
     signer, why = _signer(shared, cwd)
@@ -198,7 +200,7 @@ def unsigned(updates: Sequence[tuple[str, str, str]], cwd: str) -> list[FleetErr
     errors = []
     for ref, new, old in shared:
         try:
-            speaks = _speaks_for(ref[len(SHARED):], new, old, cwd)
+            speaks = _speaks_for(ref[len(SHARED):], new, old, cwd, moved)
         except FleetError:
             speaks = None  # (what is wrong with the record, refusals() says)
         if speaks is not None and speaks != signer:
@@ -224,10 +226,14 @@ def _signer(shared: Sequence[tuple[str, str, str]], cwd: str) -> tuple[str | Non
     keys = _registered(cwd)
     for ref, new, old in shared:  # (a machine registering itself: its key is in the record it pushes)
         name = ref[len(SHARED):]
-        if name.startswith("machines/") and not name.endswith(".atomic") and old == plumbing.ZERO_OID:
+        machine = name.removeprefix("machines/")
+        # only an id this server has no record of: `old` is what the pusher says, checked by git
+        # only after this hook (a push that is not atomic would land the rest under a stolen id)
+        if name.startswith("machines/") and not name.endswith(".atomic") and old == plumbing.ZERO_OID \
+                and machine not in keys and not _exists(ref, cwd):
             key = _blob_text(f"{new}:{PUBLIC}", cwd)
             if key:
-                keys[name.removeprefix("machines/")] = key
+                keys[machine] = key
     for machine, key in keys.items():
         if fingerprint(key) == used:
             return machine, ""
@@ -255,17 +261,37 @@ def _registered(cwd: str) -> dict[str, str]:
     return found
 
 
+def _exists(ref: str, cwd: str) -> bool:
+    return plumbing.git(["rev-parse", "-q", "--verify", ref], cwd, check=False).returncode == 0
+
+
 def _blob_text(spec: str, cwd: str) -> str:
     proc = plumbing.git(["cat-file", "blob", spec], cwd, check=False)
     return proc.stdout.decode("ascii", "replace").strip() if proc.returncode == 0 else ""
 
 
-def _speaks_for(name: str, new: str, old: str, cwd: str) -> str | None:
+def _speaks_for(name: str, new: str, old: str, cwd: str, moved: dict[str, tuple[str, str]]) -> str | None:
     """The machine an update of refs/fleet/NAME speaks for; None where any machine of the fleet may
-    push it (a fold's deletions, a teleport snapshot, a hold given back free)."""
+    push it (a fold's deletions; a snapshot or a backup of an agent no machine holds)."""
+    zero = plumbing.ZERO_OID
     if name.startswith("machines/"):
         return name.removeprefix("machines/").removesuffix(".atomic")
-    if new == plumbing.ZERO_OID or name.startswith(("teleport/", "backups/", "teleport-backup/")):
+    if name.startswith(("teleport/", "backups/", "teleport-backup/")):
+        # an agent's snapshot: the machine that holds it (or hands it off in the same push)
+        agent = name.split("/")[1] if name.count("/") else ""
+        hold = moved.get(f"{SHARED}agents/{agent}", (None, None))[0] or _tip(f"{SHARED}agents/{agent}", cwd)
+        return _read(hold, cwd, f"refs/fleet/agents/{agent}")[0].machine if hold and hold != zero else None
+    if new == zero:
         return None
-    return _read(new, cwd, f"refs/fleet/{name}")[0].machine
+    rec = _read(new, cwd, f"refs/fleet/{name}")[0]
+    if name.startswith("agents/") and old != zero:
+        before = _read(old, cwd, f"refs/fleet/{name}")[0]
+        given = (rec.reason or "").removeprefix(GIVEN_BACK) if (rec.reason or "").startswith(GIVEN_BACK) else None
+        if rec.op == "free" or given is not None:  # (a hold given back: by the machine that held it)
+            return before.machine if given in (None, before.machine) else given + " (not the holder)"
+    return rec.machine
+
+
+def _tip(ref: str, cwd: str) -> str | None:
+    return plumbing.out(["rev-parse", "-q", "--verify", ref], cwd, check=False) or None
 

@@ -81,7 +81,7 @@ def look(fleet: Fleet, fetch: bool = True) -> Whereabouts | None:
 
 def _row(hold: holds.Hold, me: str, repo: Any, remote: str, place: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"machine": hold.machine, "here": hold.machine == me, "handed_off": hold.machine is None,
-                           "since": hold.since, "who": _who(repo, remote, hold)}
+                           "held_since": hold.since, "who": _who(repo, remote, hold)}
     if not row["here"]:
         seen = first_seen(place / "seen", hold.tip)
         row["heard"] = int(time.time() - seen)

@@ -456,7 +456,39 @@ def test_a_server_asking_for_signed_machines_takes_each_machines_own_steps_only(
         assert "signed by a key no machine of the fleet registered (SHA256:" in res.err
         assert sb.git("rev-parse", "refs/fleet/bus/tasks/1", cwd=sb.root / "hub.git").out.strip() == tip
         sb.fleet("task", "renew", "1", "--agent", "api")  # (the laptop's own, signed with its key)
-        assert sb.git("rev-parse", "refs/fleet/bus/tasks/1", cwd=sb.root / "hub.git").out.strip() != tip
+        tip = sb.git("rev-parse", "refs/fleet/bus/tasks/1", cwd=sb.root / "hub.git").out.strip()
+        sb.git("fleet-task", "list", **box_git)
+        # a registration of the laptop's id with a stranger's key, pushed by a client that hid the
+        # laptop's record from itself (so it tells the server the id is new), with a step in the
+        # laptop's name: the key is not taken, and the step does not land
+        blob = sb.git("hash-object", "-w", f"{stranger}.pub", **box_git).out.strip()
+        tree = sb.git("mktree", input=f"100644 blob {blob}\tkey.pub\n", **box_git).out.strip()
+        record = sb.git("commit-tree", tree, "-m", 'fleet: machine\n\n{"fleet": 1, "op": "machine"}', **box_git).out.strip()
+        forged = sb.git("commit-tree", f"{tip}^{{tree}}", "-p", tip, "-m", "fleet: release\n\n" + json.dumps(
+            {"fleet": 1, "op": "release", "task": 1, "attempt": 1, "agent": "api", "machine": laptop_id, "nonce": "y"}),
+            **box_git).out.strip()
+        proxy = sb.root / "proxy"
+        proxy.write_text(f"#!/bin/sh\nexec {sys.executable} {Path(__file__).parent / 'hiding_proxy.py'} \"$@\"\n")
+        proxy.chmod(0o755)
+        res = sb.git("-c", "gpg.format=ssh", "-c", f"user.signingKey={stranger}", "push", "--signed", "origin",
+                     f"{record}:refs/fleet/machines/{laptop_id}", f"{forged}:refs/fleet/bus/tasks/1", ok=False,
+                     cwd=box, env={**machines.env("box"), "GIT_PROXY_COMMAND": str(proxy),
+                                   "HIDE": f"refs/fleet/machines/{laptop_id}"})
+        assert "signed by a key no machine of the fleet registered" in res.err
+        assert sb.git("rev-parse", "refs/fleet/bus/tasks/1", cwd=sb.root / "hub.git").out.strip() == tip
+        # a failed join gives the hold back, its record speaking for the machine that gives it back
+        (sb.root / "box" / "full").mkdir()
+        (sb.root / "box" / "full" / "x").write_text("x\n")
+        sb.git("fleet-join", "api", "--take-over", "--path", str(sb.root / "box" / "full"), ok=False, **box_git)
+        hold = sb.git("log", "-1", "--format=%B", "refs/fleet/agents/api", cwd=sb.root / "hub.git").out
+        assert f'"machine": "{laptop_id}"' in hold and f"given back by machine {box_id}" in hold
+        # the snapshot of an agent another machine holds: not the box's to replace
+        res = sb.git(*signed, "origin", f"{forged}:refs/fleet/teleport/api", ok=False, **box_git)
+        assert f"it speaks for machine {laptop_id}, and the push is signed by machine {box_id}" in res.err
+        # a key git cannot sign with: said so, not taken for the remote away
+        (box / ".git" / "fleet" / "machine-key").write_text("not a key\n")
+        res = sb.git("fleet-task", "add", "more", ok=False, **box_git)
+        assert "git could not sign the push with this machine's key" in res.err and "cannot reach" not in res.err
 
 
 def test_the_server_holds_every_machine_to_the_protocol_of_the_shared_refs(hub: Sandbox) -> None:
@@ -557,14 +589,15 @@ def test_an_agents_state_on_another_machine_shows_in_ps_status_and_the_watch(hub
     machines, there = _docs_working_on_the_box(sb)
     # its Claude Code asks its person there: the hook's report reaches the hub in the background
     _hook_on_the_box(sb, machines, there, {"hook_event_name": "Notification", "notification_type": "permission_prompt",
-                                           "message": "Claude needs your permission to use Bash"})
+                                           "message": "Claude needs your permission to use Bash\x1b]0;owned\x07"})
     deadline = time.time() + 30
     while (row := {r["agent"]: r for r in json.loads(sb.fleet("ps", "--json").out)}["docs"])["state"] != "needs you":
         assert time.time() < deadline, row
         time.sleep(0.2)
     _published(sb, "fleet/docs", sb.head(cwd=there))  # (and the publisher the hook started has ended)
-    assert row["message"] == "Claude needs your permission to use Bash" and row["who"] and row["reported"] is True
-    assert row["state_since"] <= time.time() and row["running"] is None
+    # (another machine's words, as text: nothing a terminal would obey)
+    assert row["message"] == "Claude needs your permission to use Bash ]0;owned " and row["who"] and row["reported"]
+    assert row["state_since"] <= time.time() and row["running"] is None and row["since"] is None
     shown = sb.fleet("ps").out
     assert "machine" in shown.splitlines()[0]
     assert [ln for ln in shown.splitlines() if ln.startswith("docs")][0].count("needs you: Claude needs") == 1
@@ -580,6 +613,25 @@ def test_an_agents_state_on_another_machine_shows_in_ps_status_and_the_watch(hub
     assert "needs you" in res.out
     watched = sb.fleet("watch", "--once").out  # (the watch does not fetch: it says what the last fetch met)
     assert "cannot reach remote 'origin'" in watched and "other machines as fetched" in watched
+    (sb.root / "away.git").rename(sb.root / "hub.git")
+    sb.fleet("task", "list")  # (the bus's own fetch, answered: the watch says so too)
+    assert "cannot reach" not in sb.fleet("watch", "--once").out
+
+
+def test_an_agent_whose_branch_the_remote_refuses_is_still_heard_from_with_its_state(hub: Sandbox) -> None:
+    sb = hub
+    machines, there = _docs_working_on_the_box(sb)
+    hook = sb.root / "hub.git" / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\nif grep -q ' refs/heads/fleet/docs$'; then echo 'fleet/docs is frozen'; exit 1; fi\n")
+    hook.chmod(0o755)
+    sb.commit(there, {"docs/refused.md": "x\n"}, "refused by the remote")
+    _hook_on_the_box(sb, machines, there, {"hook_event_name": "Stop"})
+    deadline = time.time() + 30
+    while (row := {r["agent"]: r for r in json.loads(sb.fleet("ps", "--json").out)}["docs"])["state"] != "idle":
+        assert time.time() < deadline, row
+        time.sleep(0.2)
+    assert sb.git("log", "-1", "--format=%s", "fleet/docs", cwd=sb.root / "hub.git").out.strip() == "made on the box"
+    _published(sb, "fleet/docs", sb.git("rev-parse", "fleet/docs", cwd=sb.root / "hub.git").out.strip())
 
 
 def _docs_working_on_the_box(sb: Sandbox) -> tuple[Machines, Path]:

@@ -924,7 +924,7 @@ def test_a_sync_killed_at_any_moment(cp: Sandbox) -> None:
         sb.git("update-ref", "refs/heads/fleet/web", tip)
         sb.git("reset", "-q", "--hard", tip, cwd=web)
         proc = sb.spawn(["git", "fleet-sync", "web"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(whole * i / n)
+        time.sleep(whole * 1.5 * i / n)  # (past its whole time at the end: a loaded machine runs it slower)
         sb.kill_group(proc)
         said = sb.run(["git", "fleet-status"], ok=None).err
         now = sb.head("fleet/web")

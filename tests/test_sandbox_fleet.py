@@ -418,6 +418,26 @@ def test_a_sandboxed_agent_in_a_fleet_across_machines_claims_and_reports_through
         sb.run(["git", "fleet-task", "show", "1"])
         assert "finished" in (sb.repo / "results" / "task-001-result.md").read_text()  # (read here, from the remote)
         assert sb.git("log", "-1", "--format=%s", "fleet/backend/work", cwd=hub).out.strip() == "backend: v4"
+        # the person's commands bring its objects into the clone's store (status); its next commit,
+        # and its state as its hooks report it, still reach the remote from inside its sandbox
+        sb.run(["git", "fleet-status"])
+        settings = json.loads((sb.root / "repo-backend" / ".claude/settings.local.json").read_text())
+        [hook] = [h["command"] for group in settings["hooks"]["Notification"] for h in group["hooks"]]
+        asked = sb.root / "repo-backend" / ".fleet" / "asked.json"  # (ignored by git; in its sandbox)
+        asked.write_text(json.dumps({"session_id": "s", "cwd": str(sb.root / "repo-backend"),
+                                     "hook_event_name": "Notification", "notification_type": "permission_prompt",
+                                     "message": "Claude needs your permission to use Bash"}))
+        code, err = agent_run(sb, "backend", "echo 'def api(): return 5' > src/backend/api.py && "
+                              f"git commit -qam 'backend: v5' && ({hook}) < {asked}")
+        assert code == 0, err
+        deadline = time.time() + 30
+        while "needs you" not in sb.git("show", "refs/fleet/agents/backend:state.json", cwd=hub, ok=None).out or \
+                sb.git("log", "-1", "--format=%s", "fleet/backend/work", cwd=hub).out.strip() != "backend: v5":
+            assert time.time() < deadline, "its commit and its state did not reach the remote"
+            time.sleep(0.2)
+        while sb.run(["pgrep", "-f", "git_fleet.publish"], ok=None).code == 0:
+            assert time.time() < deadline, "the publisher did not end"
+            time.sleep(0.1)
         own = sb.repo / ".git" / "fleet" / "agents" / "backend"
         assert "refs/fleet-remote/origin/bus/tasks/1" in sb.git("for-each-ref", "--format=%(refname)", "refs/fleet-remote/",
                                                               cwd=own / "meeting.git").out

@@ -48,6 +48,8 @@ from .specs import Task, front_matter, parse_id
 from .store import Store
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..notify import Watcher
 
 __all__ = ["Bus", "Task", "front_matter", "parse_id"]
@@ -91,8 +93,8 @@ class Bus(Store):
     def claim(self, agent: str, lease: int | None = None) -> Task | None:
         return claims.claim(self, agent, lease)
 
-    def claim_waiting(self, agent: str, lease: int | None = None) -> Task:
-        return claims.claim_waiting(self, self.watcher(), agent, lease)
+    def claim_waiting(self, agent: str, lease: int | None = None, warn: Callable[[str], None] | None = None) -> Task:
+        return claims.claim_waiting(self, self.watcher(), agent, lease)  # (files: nothing to wait out)
 
     def adopt(self, tid: int, file: str, spec: str, agent: str, lease: int | None = None) -> Task:
         return claims.adopt(self, tid, file, spec, agent, lease)

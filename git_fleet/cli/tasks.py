@@ -150,7 +150,7 @@ def task_claim(agent: str | None, lease: str | None, wait: bool, as_json: bool) 
     bus = fleet.bus()
     seconds = parse_duration(lease) if lease else None
     # (--wait claims from its first try on: across machines, a remote away at the start is waited out too)
-    t = bus.claim_waiting(who, seconds) if wait else bus.claim(who, seconds)
+    t = bus.claim_waiting(who, seconds, warn) if wait else bus.claim(who, seconds)
     if t is None:
         raise FleetError(f"no task can be claimed by '{who}' now",
                          "git fleet-task list shows what is open; --wait blocks until one can be claimed")

@@ -99,10 +99,16 @@ def fetch(cwd: Path, remote: str, prefixes: list[str], lock: Path, since: float 
             os.pwrite(fd, b"1", 0)  # (an empty file is one never fetched into)
             # when it began, not ended: what it brought is the remote as it was then at the latest
             os.utime(fd, (began, began))  # when the remote last answered, for the age of what is shown
+        said = unreachable(cwd, remote, proc.stderr) if proc.returncode != 0 else None
+        with contextlib.suppress(OSError):  # (for those that show the last fetched state without fetching)
+            if said is not None:
+                lock.with_name(UNANSWERED).write_text(said.message + "\n", encoding="utf-8")
+            else:
+                lock.with_name(UNANSWERED).unlink(missing_ok=True)
     finally:
         os.close(fd)
-    if proc.returncode != 0:
-        raise unreachable(cwd, remote, proc.stderr)
+    if said is not None:
+        raise said
 
 
 def push_branch(cwd: Path, remote: str, branch: str, also: Update | None = None,
@@ -186,6 +192,17 @@ def reading(lock: Path) -> Iterator[None]:
         os.close(fd)
 
 
+UNANSWERED = "unanswered"  # next to a fetch's lock: why the last fetch got no answer
+
+
+def unanswered(lock: Path) -> str | None:
+    """Why the last fetch under `lock` got no answer from the remote; None if it did."""
+    try:
+        return lock.with_name(UNANSWERED).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
 def fetched_at(lock: Path) -> float | None:
     try:
         st = os.stat(lock)
@@ -223,6 +240,11 @@ def push(cwd: Path, remote: str, updates: list[Update], verify: bool = False, ke
             flags[parts[1].rpartition(":")[2]] = parts[2]
     if proc.returncode == 0:
         return Pushed(True, flags=flags)
+    asked = b"\n".join(ln for ln in proc.stderr.splitlines() if not ln.startswith(_UNASKED.encode()))
+    if not flags and key is not None and (b"sign" in asked or str(key).encode() in asked):  # (it never left here)
+        raise FleetError(f"git could not sign the push with this machine's key {key}: {reason(asked)}",
+                         "ssh-keygen -Y sign must work with it (OpenSSH 8.1 or later); a key of the wrong shape can "
+                         "be removed, and another made by git fleet-init --remote with a new machine id")
     if not flags:
         raise unreachable(cwd, remote, proc.stderr)
     said = " ".join(flags.values())

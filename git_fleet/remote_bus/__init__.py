@@ -38,6 +38,8 @@ from .steps import POLL
 from .view import TASKS, Entry, View
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pygit2
 
 
@@ -182,8 +184,8 @@ class RemoteBus:
     def claim(self, agent: str, lease: int | None = None) -> Task | None:
         return steps.claim(self, agent, lease)
 
-    def claim_waiting(self, agent: str, lease: int | None = None) -> Task:
-        return steps.claim_waiting(self, agent, lease)
+    def claim_waiting(self, agent: str, lease: int | None = None, warn: Callable[[str], None] | None = None) -> Task:
+        return steps.claim_waiting(self, agent, lease, warn)
 
     def renew(self, tid: int, agent: str, lease: int | None = None) -> Task:
         return steps.step(self, tid, agent, "renew", lease=lease)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from .. import durable, holds, records
@@ -137,16 +137,20 @@ def claim(bus: RemoteBus, agent: str, lease: int | None, view: View | None = Non
     raise _busy("nothing was claimed")
 
 
-def claim_waiting(bus: RemoteBus, agent: str, lease: int | None) -> Task:
+def claim_waiting(bus: RemoteBus, agent: str, lease: int | None, warn: Callable[[str], None] | None = None) -> Task:
     """Claim, waiting until a task can be: one fetch per machine every `bus.poll` seconds at most
     (the workers of a clone share it), backed off to POLL_MOST while nothing changes, and sooner
-    when a lease seen here lapses. A remote that does not answer is waited out the same way."""
-    wait, last = bus.poll, None
+    when a lease seen here lapses. A remote that does not answer is waited out the same way, said
+    once (`warn`)."""
+    wait, last, said = bus.poll, None, False
     while True:
         try:
             task = claim(bus, agent, lease, bus.refresh(max_age=bus.poll))
-        except meeting.Unreachable:
+        except meeting.Unreachable as e:
             task = None
+            if warn is not None and not said:
+                warn(f"{e.message}; waiting for it to answer")
+                said = True
         if task is not None:
             return task
         view = bus.view()
@@ -229,7 +233,7 @@ def step(bus: RemoteBus, tid: int, agent: str, op: str, *, lease: int | None = N
 
 
 def _beat(bus: RemoteBus, agent: str) -> list[Update]:
-    beat = holds.beat(bus.repo, bus.remote, agent, bus.machine)
+    beat = holds.beat(bus.repo, bus.remote, agent, bus.machine, str(bus.common))
     return [beat] if beat is not None else []
 
 
