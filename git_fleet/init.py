@@ -113,13 +113,14 @@ class InitResult:
 
 def init(*, base: str | None = None, server: bool = False, uninstall: bool = False,
          orchestrator_keys: Sequence[str] = (), agent_keys: Sequence[tuple[str, str]] = (),
-         base_push: str | None = None, signed_machines: bool = False) -> InitResult:
+         base_push: str | None = None, signed_machines: tuple[bool, Sequence[str]] = (False, ())) -> InitResult:
     """Write a commented .gitfleet.toml if there is none and install the hooks; safe to repeat."""
     repo = Repo.discover()
     report = Report()
-    if (orchestrator_keys or agent_keys or base_push or signed_machines) and not repo.bare:
-        raise UsageError("--orchestrator-key, --agent-key, --base-push and --signed-machines are for a bare repository "
-                         "that agents push to", "run it there: git -C <server's repository> fleet-init --server ...")
+    if (orchestrator_keys or agent_keys or base_push or any(signed_machines)) and not repo.bare:
+        raise UsageError("--orchestrator-key, --agent-key, --base-push, --signed-machines and --machine-key are for a "
+                         "bare repository that agents push to",
+                         "run it there: git -C <server's repository> fleet-init --server ...")
     if repo.bare or server:
         done = _server(repo, base, uninstall, (orchestrator_keys, agent_keys, base_push, signed_machines), report)
         if done is not None:
@@ -149,7 +150,7 @@ def init(*, base: str | None = None, server: bool = False, uninstall: bool = Fal
 
 
 def _server(repo: Repo, base: str | None, uninstall: bool,
-            rules_given: tuple[Sequence[str], Sequence[tuple[str, str]], str | None, bool],
+            rules_given: tuple[Sequence[str], Sequence[tuple[str, str]], str | None, tuple[bool, Sequence[str]]],
             report: Report) -> InitResult | None:
     """`git fleet-init --server` (or any init of a bare repository): the server's checks installed
     or uninstalled. None where a worktree's --server goes on as a plain init (its base recorded)."""
@@ -232,7 +233,7 @@ def span(fleet: Fleet, remote: str) -> machines.Machine:
     agent is held for a machine when it starts to run there (join, up, teleport pull). Refused
     while the file bus has tasks not ended: they would be left behind, unseen by the other
     machines."""
-    if machines.remote_of(fleet.repo) in (None, remote):
+    if machines.remote_of(fleet.repo) is None:  # (spanning already, tasks/ holds copies of the remote's)
         from .bus import Bus  # (only here: the file bus, read once)
 
         root = Path(os.path.normpath(fleet.main / fleet.config.bus_dir))

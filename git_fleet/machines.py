@@ -196,11 +196,14 @@ def parse_record(message: str) -> dict[str, object]:
 
 
 def this(repo: Repo) -> Machine:
-    """This clone as a machine: its id made if it has none yet."""
+    """This clone as a machine: its id made if it has none yet. FleetError for a clone copied
+    from another (cp -r): the same id, and key, as the one still there would be two machines as
+    one, each believing it holds the agents."""
     ident = repo.config_get(MACHINE)
     if not ident:
         ident = secrets.token_hex(5)
         repo.config_set(MACHINE, ident)
+    _not_a_copy(repo, ident)
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -244,6 +247,30 @@ def public_key(repo: pygit2.Repository, remote: str, machine: str) -> str | None
         return meeting.blob(repo, str(entry.id)).decode("ascii").strip() if entry is not None else None
     except (KeyError, FleetError, UnicodeDecodeError):
         return None
+
+
+AT = os.path.join("fleet", "machine-at")  # in the common dir: where the clone was when it took its id, and the id
+
+
+def _not_a_copy(repo: Repo, ident: str) -> None:
+    """Refused where this clone's id is that of the clone it was copied from (its record, AT,
+    names another place that is still there with the same id); a clone moved takes its new place."""
+    record, here = repo.common_dir / AT, os.path.realpath(repo.common_dir)
+    try:
+        was, had = record.read_text(encoding="utf-8").split("\n")[:2]
+    except (OSError, ValueError):
+        was, had = "", ""
+    if (was, had) == (here, ident):
+        return
+    if had == ident and was and os.path.isfile(os.path.join(was, "config")) and plumbing.out(
+            ["config", "--file", os.path.join(was, "config"), "--get", MACHINE], here, check=False) == ident:
+        raise FleetError(f"this clone is a copy of the one at {os.path.dirname(was)}, with its machine id {ident}: "
+                         "two machines as one", "give this one its own: git config --unset fleet.machine && rm -f "
+                         ".git/fleet/machine-key .git/fleet/machine-key.pub && git fleet-init --remote NAME "
+                         "(then git fleet-join AGENT --take-over for the agents it is to run)")
+    with contextlib.suppress(OSError):  # (a sandboxed agent's process may not write it: the next one does)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(f"{here}\n{ident}\n", encoding="utf-8")
 
 
 def span(fleet: Fleet, remote: str) -> Machine:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 SIGNERS = os.path.join("fleet", "signers")  # git's allowed-signers format, under the common dir
 ORCHESTRATOR = "fleet-orchestrator"
 AGENT = "fleet-agent-"  # + the agent's name
+MACHINE = "fleet-machine"  # a machine enrolled: its key may register a machine id (server_shared.py)
 MODES = ("merges", "signed", "any")
 # "Merge fleet/x (agent x...)" (git fleet-merge), "Merge branch 'fleet/x'", "Merge remote-tracking
 # branch 'origin/fleet/x'" (git merge)
@@ -210,14 +211,11 @@ def _taken_back(compiled: check.Compiled, merged: list[check.CompiledAgent], old
     return None
 
 
-def install(common_dir: str, orchestrator_keys: Sequence[str], agent_keys: Sequence[tuple[str, str]],
-            base_push: str | None, base: str | None = None, signed_machines: bool = False) -> list[str]:
-    """Set a bare repository up for the rules above: git's object checks at the door, push
-    certificates checked against the keys given (added to those kept), the base's mode; with
-    `signed_machines`, the fleet's shared refs taken only in pushes its machines signed
-    (server_shared.py). Returns notes on what holds."""
+def _signers(given: Sequence[tuple[str, str]]) -> list[str]:
+    """Allowed-signers lines for (principal, public key file) pairs; UsageError naming a file that
+    is not an SSH public key."""
     lines = []
-    for principal, path in [(ORCHESTRATOR, k) for k in orchestrator_keys] + [(AGENT + n, k) for n, k in agent_keys]:
+    for principal, path in given:
         try:
             with open(os.path.expanduser(path), encoding="utf-8") as fh:
                 found = [line.split()[:2] for line in fh if line.strip() and not line.startswith("#")]
@@ -227,6 +225,19 @@ def install(common_dir: str, orchestrator_keys: Sequence[str], agent_keys: Seque
             raise UsageError(f"{path} is not an SSH public key (as ssh-keygen writes one: ssh-ed25519 AAAA...)",
                              "give the .pub file of the key that signs the pushes")
         lines += [f"{principal} {kind} {key}" for kind, key in found]
+    return lines
+
+
+def install(common_dir: str, orchestrator_keys: Sequence[str], agent_keys: Sequence[tuple[str, str]],
+            base_push: str | None, base: str | None = None,
+            signed_machines: tuple[bool, Sequence[str]] = (False, ())) -> list[str]:
+    """Set a bare repository up for the rules above: git's object checks at the door, push
+    certificates checked against the keys given (added to those kept), the base's mode; with
+    `signed_machines` (and the keys of machines enrolled: then only those join), the fleet's shared
+    refs taken only in pushes its machines signed (server_shared.py). Returns notes on what holds."""
+    signed, machine_keys = signed_machines[0] or bool(signed_machines[1]), signed_machines[1]
+    lines = _signers([(ORCHESTRATOR, k) for k in orchestrator_keys] + [(AGENT + n, k) for n, k in agent_keys]
+                     + [(MACHINE, k) for k in machine_keys])
     committed = _committed_agents(common_dir, base or plumbing.server_base(common_dir))
     unknown = [n for n, _ in agent_keys if committed is not None and n not in committed]
     if unknown:
@@ -236,7 +247,7 @@ def install(common_dir: str, orchestrator_keys: Sequence[str], agent_keys: Seque
     if base is not None:
         plumbing.git(["config", "fleet.base", base], common_dir)
     plumbing.git(["config", "receive.fsckObjects", "true"], common_dir)
-    if lines or signed_machines:
+    if lines or signed:
         signers = os.path.join(common_dir, SIGNERS)
         os.makedirs(os.path.dirname(signers), exist_ok=True)
         kept = []
@@ -253,7 +264,7 @@ def install(common_dir: str, orchestrator_keys: Sequence[str], agent_keys: Seque
             plumbing.git(["config", "receive.certNonceSeed", os.urandom(16).hex()], common_dir)
         if not plumbing.out(["config", "--get", "receive.certNonceSlop"], common_dir, check=False):
             plumbing.git(["config", "receive.certNonceSlop", "300"], common_dir)  # (stateless HTTP: two requests)
-    if signed_machines:
+    if signed:
         plumbing.git(["config", "fleet.signedMachines", "true"], common_dir)
     machines_said = (["the fleet's shared refs (refs/fleet/) are taken only in pushes signed by the machine they "
                       "speak for (fleet.signedMachines)"]

@@ -232,12 +232,23 @@ def _signer(shared: Sequence[tuple[str, str, str]], cwd: str) -> tuple[str | Non
         if name.startswith("machines/") and not name.endswith(".atomic") and old == plumbing.ZERO_OID \
                 and machine not in keys and not _exists(ref, cwd):
             key = _blob_text(f"{new}:{PUBLIC}", cwd)
+            if key and fingerprint(key) == used and not _enrolled(cwd):
+                return None, (f"machine {machine}'s key is not enrolled on this server ({used}); enrol it where the "
+                              f"server's repository is: git fleet-init --server --machine-key FILE, FILE holding: {key}")
             if key:
                 keys[machine] = key
     for machine, key in keys.items():
         if fingerprint(key) == used:
             return machine, ""
     return None, f"the push is signed by a key no machine of the fleet registered ({used or 'none'})"
+
+
+def _enrolled(cwd: str) -> bool:
+    """Whether this push's key may register a machine: any may, unless machines are enrolled
+    (`git fleet-init --server --machine-key`), and then git found it among them."""
+    from .server import MACHINE, principals  # (a server that enrols: the signers it keeps)
+
+    return MACHINE not in principals(cwd) or os.environ.get("GIT_PUSH_CERT_SIGNER") == MACHINE
 
 
 def fingerprint(public: str) -> str | None:

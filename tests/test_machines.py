@@ -491,6 +491,27 @@ def test_a_server_asking_for_signed_machines_takes_each_machines_own_steps_only(
         assert "git could not sign the push with this machine's key" in res.err and "cannot reach" not in res.err
 
 
+def test_a_server_that_enrols_machines_lets_only_an_enrolled_key_join(hub: Sandbox) -> None:
+    sb = hub
+    stranger = sb.root / "stranger"
+    sb.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)])
+    said = sb.git("fleet-init", "--server", "--machine-key", f"{stranger}.pub", cwd=sb.root / "hub.git")
+    assert "taken only in pushes signed by the machine they speak for" in said.out + said.err
+    with git_daemon(sb, sb.root) as url:
+        sb.git("remote", "set-url", "origin", f"{url}/hub.git")
+        res = sb.git("fleet-init", "--remote", "origin", ok=False)
+        key = (sb.repo / ".git" / "fleet" / "machine-key.pub").read_text().strip()
+        assert "key is not enrolled on this server (SHA256:" in res.err and key in res.err
+        assert sb.git("config", "fleet.remote", ok=None).out == ""  # (nothing set)
+        assert "refs/fleet/" not in sb.git("ls-remote", f"{url}/hub.git").out
+        # enrolled as the refusal says, it joins
+        sb.git("fleet-init", "--server", "--machine-key", str(sb.repo / ".git" / "fleet" / "machine-key.pub"),
+               cwd=sb.root / "hub.git")
+        sb.git("fleet-init", "--remote", "origin")
+        sb.fleet("task", "add", "enrolled")
+        assert "task-001" in sb.fleet("task", "list").out
+
+
 def test_the_server_holds_every_machine_to_the_protocol_of_the_shared_refs(hub: Sandbox) -> None:
     sb = hub
     sb.git("fleet-init", "--server", cwd=sb.root / "hub.git")
@@ -672,6 +693,27 @@ def test_the_live_watch_sees_an_agent_on_another_machine_ask_for_its_person(hub:
     _published(sb, "fleet/docs", sb.head(cwd=there))  # (the publishers the hooks started have ended)
     pane.keys("q")
     pane.until(lambda s: "fleet on main" not in s, "the screen closed")
+
+
+def test_a_clone_copied_with_its_machine_id_is_refused_until_it_takes_its_own(hub: Sandbox) -> None:
+    sb = hub
+    sb.fleet("init", "--remote", "origin")
+    sb.fleet("task", "add", "one")
+    copy = sb.root / "copy"
+    sb.run(["cp", "-a", str(sb.repo), str(copy)])
+    res = sb.run(["git", "fleet-task", "list"], cwd=copy, ok=False)
+    assert res.code == 1 and f"this clone is a copy of the one at {sb.repo}" in res.err
+    assert "git config --unset fleet.machine" in res.err
+    assert "task-001" in sb.fleet("task", "list").out  # (the one copied from is itself)
+    # moved, not copied: it is itself in its new place
+    moved = sb.root / "moved"
+    sb.repo.rename(moved)
+    assert "task-001" in sb.run(["git", "fleet-task", "list"], cwd=moved).out
+    # the copy, given its own id as the hint says, is a machine of its own
+    sb.run(["sh", "-c", "git config --unset fleet.machine && rm -f .git/fleet/machine-key .git/fleet/machine-key.pub "
+                        "&& git fleet-init --remote origin"], cwd=copy)
+    ids = {sb.git("config", "fleet.machine", cwd=where).out.strip() for where in (copy, moved)}
+    assert len(ids) == 2 and "task-001" in sb.run(["git", "fleet-task", "list"], cwd=copy).out
 
 
 def _published(sb: Sandbox, branch: str, tip: str) -> None:

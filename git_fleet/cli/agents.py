@@ -31,6 +31,8 @@ ZONE_HELP = "A gitignore pattern the agent owns, relative to the repository root
               help="With --server: what moves the base (default: signed with an orchestrator key, else merges).")
 @click.option("--signed-machines", is_flag=True,
               help="With --server: take the fleet's shared refs only in pushes signed by the machine they speak for.")
+@click.option("--machine-key", "machine_keys", multiple=True, metavar="FILE", shell_complete=completers.files,
+              help="With --server: enrol a machine's public key (implies --signed-machines; then only enrolled ones join).")
 @click.option("--remote", metavar="NAME", shell_complete=completers.remotes,
               help="Make the fleet span machines through this git remote: the bus, claims and results are kept there.")
 @click.option("-i", "--interactive", is_flag=True,
@@ -38,9 +40,9 @@ ZONE_HELP = "A gitignore pattern the agent owns, relative to the repository root
                    "then git fleet-doctor.")
 @click.option("-v", "--verbose", is_flag=True, help="Say what was done.")
 @click.version_option(__version__, "--version", message="git-fleet %(version)s")
-def init(base: str | None, server: bool, uninstall: bool, orchestrator_keys: tuple[str, ...],
-         agent_keys: tuple[str, ...], base_push: str | None, signed_machines: bool, remote: str | None, interactive: bool,
-         verbose: bool) -> int:
+def init(base: str | None, server: bool, uninstall: bool, orchestrator_keys: tuple[str, ...], agent_keys: tuple[str, ...],
+         base_push: str | None, signed_machines: bool, machine_keys: tuple[str, ...], remote: str | None,
+         interactive: bool, verbose: bool) -> int:
     """Set up a repository for a fleet of agents.
 
     Writes a commented .gitfleet.toml in the main worktree if there is none (base branch,
@@ -60,28 +62,28 @@ def init(base: str | None, server: bool, uninstall: bool, orchestrator_keys: tup
     pushes signed with that key (git push --signed, gpg.format = ssh) are the orchestrator's, which
     alone then move the base; with --agent-key NAME=FILE, pushes to that agent's branch must be signed
     by it. --base-push chooses what moves the base: merges, signed, or any push. --signed-machines
-    takes a fleet's shared refs (refs/fleet/) only signed by the machine each record speaks for.
+    takes the shared refs (refs/fleet/) only signed by the machine each speaks for; --machine-key enrols.
 
-    In the main worktree it also sets branch.<base>.mergeOptions = --no-ff, so that a plain
-    `git merge` of an agent's branch makes a merge commit and the pre-merge-commit hook checks
-    it (a fast-forward runs no hook). `git merge --squash` then needs --ff.
+    In the main worktree it also sets branch.<base>.mergeOptions = --no-ff, so that a plain `git merge`
+    of an agent's branch makes a merge commit the pre-merge-commit hook checks (a fast-forward runs no
+    hook). `git merge --squash` then needs --ff.
 
-    --interactive then walks through the rest of the launch checklist: it proposes one agent
-    per top-level directory (or per part of the one directory that holds nearly everything),
-    which you accept or edit, adds them, offers a checkpoint that merges them all, and ends
-    with git fleet-doctor's report.
+    --interactive then walks through the rest of the launch checklist: it proposes one agent per top-
+    level directory (or per part of the one directory that holds nearly everything), which you accept
+    or edit, adds them, offers a checkpoint that merges them all, and ends with git fleet-doctor's
+    report.
 
-    --remote NAME makes the fleet span machines: the bus (tasks, claims, results) is kept on
-    that remote under refs/fleet/, one bus for every clone that names it; a claim is a
-    compare-and-swap there, exactly once across machines. This clone gets a machine id (git
-    config fleet.machine; the remote's name is in fleet.remote, per clone). A waiting claim
-    fetches at most every fleet.poll seconds (default 2). Without it the bus is files.
+    --remote NAME makes the fleet span machines: the bus (tasks, claims, results) is kept on that
+    remote under refs/fleet/, one bus for every clone that names it, a claim a compare-and-swap there.
+    This clone gets a machine id (git config fleet.machine) and key; the remote's name is in
+    fleet.remote. A waiting claim fetches at most every fleet.poll seconds (default 2).
     """
     if (interactive or remote) and (server or uninstall):
         raise UsageError(f"--{'interactive sets up agents' if interactive else 'remote is for a clone agents work in'}; "
                          "it does not go with --server or --uninstall")
     result = setup.init(base=base, server=server, uninstall=uninstall, orchestrator_keys=orchestrator_keys,
-                        agent_keys=_agent_keys(agent_keys), base_push=base_push, signed_machines=signed_machines)
+                        agent_keys=_agent_keys(agent_keys), base_push=base_push,
+                        signed_machines=(signed_machines, machine_keys))
     _say_init(result, uninstall, verbose, spanning=bool(remote))
     if remote:
         span(remote)
