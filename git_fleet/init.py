@@ -233,7 +233,9 @@ def span(fleet: Fleet, remote: str) -> machines.Machine:
     agent is held for a machine when it starts to run there (join, up, teleport pull). Refused
     while the file bus has tasks not ended: they would be left behind, unseen by the other
     machines."""
-    if machines.remote_of(fleet.repo) is None:  # (spanning already, tasks/ holds copies of the remote's)
+    spanning = machines.remote_of(fleet.repo)
+    if spanning is None or spanning == remote and not machines.bus_fetched(fleet.repo, remote):
+        # (spanning already, the remote's bus fetched: tasks/ holds copies of its tasks)
         from .bus import Bus  # (only here: the file bus, read once)
 
         root = Path(os.path.normpath(fleet.main / fleet.config.bus_dir))

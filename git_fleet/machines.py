@@ -253,24 +253,48 @@ AT = os.path.join("fleet", "machine-at")  # in the common dir: where the clone w
 
 
 def _not_a_copy(repo: Repo, ident: str) -> None:
-    """Refused where this clone's id is that of the clone it was copied from (its record, AT,
-    names another place that is still there with the same id); a clone moved takes its new place."""
+    """Refused where this clone's id is that of the clone it was copied from: its record (AT: the
+    place, the host and the common dir's inode when it took the id) names another clone still
+    there with the id, or a common dir of another inode (a copy whose original moved on, one on
+    another host at the same path, and a clone moved to another file system or restored, which
+    the hint tells how to own). A clone moved within its file system (same inode), or reached by
+    another path to it (a bind mount), is itself."""
     record, here = repo.common_dir / AT, os.path.realpath(repo.common_dir)
     try:
-        was, had = record.read_text(encoding="utf-8").split("\n")[:2]
-    except (OSError, ValueError):
-        was, had = "", ""
-    if (was, had) == (here, ident):
+        st = os.stat(here)
+        mine = f"{socket.gethostname()} {st.st_dev}:{st.st_ino}"
+        lines = record.read_text(encoding="utf-8").split("\n")
+        was, had, then = lines[0], lines[1], lines[2] if len(lines) > 2 else ""
+    except (OSError, ValueError, IndexError):
+        was, had, then = "", "", ""
+    if (was, had, then) == (here, ident, mine):
         return
-    if had == ident and was and os.path.isfile(os.path.join(was, "config")) and plumbing.out(
-            ["config", "--file", os.path.join(was, "config"), "--get", MACHINE], here, check=False) == ident:
-        raise FleetError(f"this clone is a copy of the one at {os.path.dirname(was)}, with its machine id {ident}: "
-                         "two machines as one", "give this one its own: git config --unset fleet.machine && rm -f "
-                         ".git/fleet/machine-key .git/fleet/machine-key.pub && git fleet-init --remote NAME "
-                         "(then git fleet-join AGENT --take-over for the agents it is to run)")
+    host = then.split(" ")[0] if then else socket.gethostname()
+    inode_moved = bool(then) and then != mine
+    other = had == ident and was != here and os.path.isfile(os.path.join(was, "config")) and not _same(was, here) \
+        and plumbing.out(["config", "--file", os.path.join(was, "config"), "--get", MACHINE], here, check=False) == ident
+    if had == ident and (other or inode_moved):
+        where = f"the one at {os.path.dirname(was)}" + (f" on {host}" if host != socket.gethostname() else "")
+        raise FleetError(f"this clone is a copy of {where}, with its machine id {ident}: two machines as one",
+                         f"give this one its own: git config --unset fleet.machine && rm -f {repo.common_dir / KEY} "
+                         f"{repo.common_dir / KEY}.pub && git fleet-init --remote NAME (then git fleet-join AGENT "
+                         f"--take-over for the agents it is to run); if it is that clone, moved or restored, not "
+                         f"copied: rm {record}")
     with contextlib.suppress(OSError):  # (a sandboxed agent's process may not write it: the next one does)
         record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(f"{here}\n{ident}\n", encoding="utf-8")
+        record.write_text(f"{here}\n{ident}\n{mine}\n", encoding="utf-8")
+
+
+def bus_fetched(repo: Repo, remote: str) -> bool:
+    """Whether this clone has fetched a shared bus from `remote` (its tasks/ then holds copies)."""
+    return bool(meeting.refs_under(repo.pygit, meeting.tracking(remote) + "bus/"))
+
+
+def _same(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def span(fleet: Fleet, remote: str) -> Machine:
@@ -304,8 +328,11 @@ def span(fleet: Fleet, remote: str) -> Machine:
                              "machines needs", "use a remote that does (see the README: one fleet across machines); "
                              "nothing was set") from None
         if not pushed.won:
+            enrol = "not enrolled" in (pushed.refused or "")
             raise FleetError(f"remote '{remote}' did not take this machine's record ({ref}): "
                              f"{pushed.refused or 'another clone has the same machine id'}",
+                             f"enrol this machine's key ({fleet.repo.common_dir / KEY}.pub) on the server as its "
+                             "words say, then run this again" if enrol else
                              "the remote must accept refs under refs/fleet/ (see the README: one fleet across machines)")
         meeting.push(cwd, remote, [Update(probe, None, commit)], key=key(fleet.repo))
     fleet.repo.config_set(REMOTE, remote)

@@ -232,9 +232,10 @@ def _signer(shared: Sequence[tuple[str, str, str]], cwd: str) -> tuple[str | Non
         if name.startswith("machines/") and not name.endswith(".atomic") and old == plumbing.ZERO_OID \
                 and machine not in keys and not _exists(ref, cwd):
             key = _blob_text(f"{new}:{PUBLIC}", cwd)
-            if key and fingerprint(key) == used and not _enrolled(cwd):
+            if key and fingerprint(key) == used and not _enrolled(cwd, used):
                 return None, (f"machine {machine}'s key is not enrolled on this server ({used}); enrol it where the "
-                              f"server's repository is: git fleet-init --server --machine-key FILE, FILE holding: {key}")
+                              f"server's repository is: echo '{' '.join(key.split()[:2])}' > {machine}.pub && "
+                              f"git fleet-init --server --machine-key {machine}.pub")
             if key:
                 keys[machine] = key
     for machine, key in keys.items():
@@ -243,12 +244,20 @@ def _signer(shared: Sequence[tuple[str, str, str]], cwd: str) -> tuple[str | Non
     return None, f"the push is signed by a key no machine of the fleet registered ({used or 'none'})"
 
 
-def _enrolled(cwd: str) -> bool:
-    """Whether this push's key may register a machine: any may, unless machines are enrolled
-    (`git fleet-init --server --machine-key`), and then git found it among them."""
-    from .server import MACHINE, principals  # (a server that enrols: the signers it keeps)
+def _enrolled(cwd: str, used: str) -> bool:
+    """Whether the key `used` (its fingerprint) may register a machine: any may, unless machines
+    are enrolled (`git fleet-init --server --machine-key`: lines of the principal fleet-machine
+    in the allowed signers), and then it must be one of theirs (matched by key, not by the
+    principal git names: a key listed under several gets the first)."""
+    from .server import MACHINE, SIGNERS  # (a server that enrols: the signers it keeps)
 
-    return MACHINE not in principals(cwd) or os.environ.get("GIT_PUSH_CERT_SIGNER") == MACHINE
+    try:
+        with open(os.path.join(cwd, SIGNERS), encoding="utf-8") as fh:
+            listed = [line.split() for line in fh if line.strip() and not line.startswith("#")]
+    except (OSError, UnicodeDecodeError):
+        return True
+    machines = [fingerprint(" ".join(p[1:3])) for p in listed if len(p) >= 3 and MACHINE in p[0].split(",")]
+    return not machines or used in machines
 
 
 def fingerprint(public: str) -> str | None:

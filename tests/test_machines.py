@@ -501,12 +501,18 @@ def test_a_server_that_enrols_machines_lets_only_an_enrolled_key_join(hub: Sandb
         sb.git("remote", "set-url", "origin", f"{url}/hub.git")
         res = sb.git("fleet-init", "--remote", "origin", ok=False)
         key = (sb.repo / ".git" / "fleet" / "machine-key.pub").read_text().strip()
-        assert "key is not enrolled on this server (SHA256:" in res.err and key in res.err
+        assert "key is not enrolled on this server (SHA256:" in res.err
+        enrol = res.err[res.err.index("echo '"):].split(";")[0].split("\n")[0].strip()  # (as the refusal words it)
+        assert " ".join(key.split()[:2]) in enrol and "git fleet-init --server --machine-key" in enrol
+        assert "enrol this machine's key" in res.err
         assert sb.git("config", "fleet.remote", ok=None).out == ""  # (nothing set)
         assert "refs/fleet/" not in sb.git("ls-remote", f"{url}/hub.git").out
-        # enrolled as the refusal says, it joins
-        sb.git("fleet-init", "--server", "--machine-key", str(sb.repo / ".git" / "fleet" / "machine-key.pub"),
+        # a key listed for an agent is not thereby a machine's; enrolled as the refusal says, it joins
+        # (listed under both: git names the first principal, the enrolment is matched by key)
+        sb.git("fleet-init", "--server", "--agent-key", f"api={sb.repo / '.git' / 'fleet' / 'machine-key.pub'}",
                cwd=sb.root / "hub.git")
+        assert "not enrolled" in sb.git("fleet-init", "--remote", "origin", ok=False).err
+        sb.run(["sh", "-c", enrol], cwd=sb.root / "hub.git")
         sb.git("fleet-init", "--remote", "origin")
         sb.fleet("task", "add", "enrolled")
         assert "task-001" in sb.fleet("task", "list").out
@@ -705,10 +711,11 @@ def test_a_clone_copied_with_its_machine_id_is_refused_until_it_takes_its_own(hu
     assert res.code == 1 and f"this clone is a copy of the one at {sb.repo}" in res.err
     assert "git config --unset fleet.machine" in res.err
     assert "task-001" in sb.fleet("task", "list").out  # (the one copied from is itself)
-    # moved, not copied: it is itself in its new place
+    # moved, not copied: it is itself in its new place; the copy is still refused then
     moved = sb.root / "moved"
     sb.repo.rename(moved)
     assert "task-001" in sb.run(["git", "fleet-task", "list"], cwd=moved).out
+    assert "this clone is a copy of" in sb.run(["git", "fleet-task", "list"], cwd=copy, ok=False).err
     # the copy, given its own id as the hint says, is a machine of its own
     sb.run(["sh", "-c", "git config --unset fleet.machine && rm -f .git/fleet/machine-key .git/fleet/machine-key.pub "
                         "&& git fleet-init --remote origin"], cwd=copy)
