@@ -239,6 +239,40 @@ def _make_key(repo: Repo, ident: str) -> bytes | None:
                          f"remove {path} to have another made") from None
 
 
+def new_key(fleet: Fleet, remote: str) -> Machine:
+    """This machine's key replaced (`git fleet-init --remote NAME --new-key`): a new one made,
+    registered by a new record on top of the machine's on the remote, pushed signed with the old
+    key (a server that checks signed machines takes it from the machine alone), and only then put
+    in the old one's place. Nothing changes if the remote does not take it."""
+    me, old = this(fleet.repo), key(fleet.repo)
+    if old is None:
+        raise FleetError("this machine has no key yet", f"git fleet-init --remote {remote} makes one")
+    fetch(fleet.repo, remote)
+    have = meeting.refs_under(fleet.repo.pygit, meeting.tracking(remote) + MACHINES).get(me.id)
+    if have is None:
+        raise FleetError(f"machine {me.id} has no record on '{remote}' to register a new key in",
+                         f"git fleet-init --remote {remote} registers it with its key")
+    made = old.with_name(old.name + ".new")
+    for leftover in (made, Path(f"{made}.pub")):
+        leftover.unlink(missing_ok=True)
+    keygen = shutil.which("ssh-keygen") or "ssh-keygen"
+    run = subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", f"git-fleet machine {me.id}", "-f", str(made)],
+                         capture_output=True, stdin=subprocess.DEVNULL, check=False)
+    if run.returncode != 0:
+        raise FleetError(f"ssh-keygen could not make a new key: {run.stderr.decode('utf-8', 'replace').strip()}")
+    record = meeting.commit(fleet.repo.pygit, have).message
+    commit = meeting.make_commit(fleet.repo.pygit, record, {PUBLIC: Path(f"{made}.pub").read_bytes()}, have)
+    pushed = meeting.push(at(fleet.repo), remote, [Update(meeting.SHARED + MACHINES + me.id, commit, have)], key=old)
+    if not pushed.won:
+        for leftover in (made, Path(f"{made}.pub")):
+            leftover.unlink(missing_ok=True)
+        raise FleetError(f"remote '{remote}' did not take the new key of machine {me.id}: "
+                         f"{pushed.refused or 'its record changed meanwhile'}", "the old key stays; nothing changed")
+    os.replace(f"{made}.pub", f"{old}.pub")
+    os.replace(made, old)
+    return me
+
+
 def public_key(repo: pygit2.Repository, remote: str, machine: str) -> str | None:
     """The public key `machine`'s record on the remote holds, as this clone last fetched it."""
     oid = meeting.refs_under(repo, meeting.tracking(remote) + MACHINES).get(machine)

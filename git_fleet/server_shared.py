@@ -72,7 +72,10 @@ def _judge(name: str, new: str, old: str, cwd: str, log_moves: bool, moved: dict
     if old != zero and parents != [old]:
         return f"a shared ref moves by one commit on top of what it was ({old[:12]})"
     if name.startswith("machines/"):
-        return None if old == zero else "a machine's record is written once"
+        # (a new key, on top: only where signatures say it is the machine's own, signed by its old key)
+        signed = plumbing.out(["config", "--type=bool", "--get", REQUIRED], cwd, check=False) == "true"
+        return None if old == zero or signed and _blob_text(f"{new}:{PUBLIC}", cwd) else \
+            "a machine's record is written once (a new key only on a server that checks signed machines)"
     rec = records.parse(message, f"refs/fleet/{name}")
     if name.startswith("agents/"):
         ok = rec.op in ("hold", "handoff", "free") and rec.agent == name.removeprefix("agents/")

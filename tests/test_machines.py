@@ -518,6 +518,31 @@ def test_a_server_that_enrols_machines_lets_only_an_enrolled_key_join(hub: Sandb
         assert "task-001" in sb.fleet("task", "list").out
 
 
+def test_a_machine_replaces_its_key_and_the_old_one_signs_nothing_more(hub: Sandbox) -> None:
+    sb = hub
+    sb.git("fleet-init", "--server", "--signed-machines", cwd=sb.root / "hub.git")
+    with _over_a_daemon(sb) as (_url, _machines):
+        key = sb.repo / ".git" / "fleet" / "machine-key"
+        old, old_public = key.read_bytes(), (sb.root / "old.pub")
+        old_public.write_bytes(Path(f"{key}.pub").read_bytes())
+        me = sb.git("config", "fleet.machine").out.strip()
+        record = sb.git("rev-parse", f"refs/fleet/machines/{me}", cwd=sb.root / "hub.git").out.strip()
+        res = sb.git("fleet-init", "--remote", "origin", "--new-key")
+        assert f"machine {me} has a new key, registered on 'origin'" in res.out
+        new_public = Path(f"{key}.pub").read_text()
+        assert key.read_bytes() != old and new_public != old_public.read_text()
+        on_hub = sb.git("show", f"refs/fleet/machines/{me}:key.pub", cwd=sb.root / "hub.git").out
+        assert on_hub == new_public
+        assert sb.git("rev-parse", f"refs/fleet/machines/{me}^", cwd=sb.root / "hub.git").out.strip() == record
+        sb.fleet("task", "add", "signed with the new key")
+        # the old key, put back, signs nothing more
+        key.write_bytes(old)
+        Path(f"{key}.pub").write_bytes(old_public.read_bytes())
+        res = sb.fleet("task", "add", "signed with the old key", ok=False)
+        assert "signed by a key no machine of the fleet registered" in res.err
+        assert "--new-key goes with --remote NAME" in sb.fleet("init", "--new-key", ok=False).err
+
+
 def test_the_server_holds_every_machine_to_the_protocol_of_the_shared_refs(hub: Sandbox) -> None:
     sb = hub
     sb.git("fleet-init", "--server", cwd=sb.root / "hub.git")
@@ -573,6 +598,9 @@ def test_the_server_holds_every_machine_to_the_protocol_of_the_shared_refs(hub: 
         tag = sb.git("tag", "-m", "a tag", "forged", tip, **box_git)
         res = sb.git("push", "--force", "origin", "forged:refs/fleet/agents/docs", ok=False, **box_git)
         assert "not a commit" in res.err and tag.code == 0
+        # a machine's new key: only where signatures show it is that machine's own
+        res = sb.fleet("init", "--remote", "origin", "--new-key", ok=False)
+        assert "a new key only on a server that checks signed machines" in res.err and "the old key stays" in res.err
         # a join that fails gives the hold back, as a record on top (the server keeps the chain)
         (sb.root / "box" / "full").mkdir()
         (sb.root / "box" / "full" / "x").write_text("x\n")

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .. import __version__, brief, ownership
+from .. import __version__, brief, machines, ownership
 from .. import agents as fleet_agents
 from .. import init as setup
 from ..check import quote
@@ -35,6 +35,8 @@ ZONE_HELP = "A gitignore pattern the agent owns, relative to the repository root
               help="With --server: enrol a machine's public key (implies --signed-machines; then only enrolled ones join).")
 @click.option("--remote", metavar="NAME", shell_complete=completers.remotes,
               help="Make the fleet span machines through this git remote: the bus, claims and results are kept there.")
+@click.option("--new-key", is_flag=True,
+              help="With --remote: replace this machine's key, the new one registered in a push signed with the old.")
 @click.option("-i", "--interactive", is_flag=True,
               help="Walk through the launch checklist: agents and zones proposed from the top-level directories, a checkpoint, "
                    "then git fleet-doctor.")
@@ -42,7 +44,7 @@ ZONE_HELP = "A gitignore pattern the agent owns, relative to the repository root
 @click.version_option(__version__, "--version", message="git-fleet %(version)s")
 def init(base: str | None, server: bool, uninstall: bool, orchestrator_keys: tuple[str, ...], agent_keys: tuple[str, ...],
          base_push: str | None, signed_machines: bool, machine_keys: tuple[str, ...], remote: str | None,
-         interactive: bool, verbose: bool) -> int:
+         interactive: bool, verbose: bool, new_key: bool) -> int:
     """Set up a repository for a fleet of agents.
 
     Writes a commented .gitfleet.toml in the main worktree if there is none (base branch,
@@ -74,19 +76,18 @@ def init(base: str | None, server: bool, uninstall: bool, orchestrator_keys: tup
     report.
 
     --remote NAME makes the fleet span machines: the bus (tasks, claims, results) is kept on that
-    remote under refs/fleet/, one bus for every clone that names it, a claim a compare-and-swap there.
-    This clone gets a machine id (git config fleet.machine) and key; the remote's name is in
-    fleet.remote. A waiting claim fetches at most every fleet.poll seconds (default 2).
+    remote under refs/fleet/, a claim a compare-and-swap there. This clone gets a machine id (git
+    config fleet.machine) and key (--new-key replaces it); a waiting claim fetches at most every
+    fleet.poll seconds (default 2).
     """
-    if (interactive or remote) and (server or uninstall):
-        raise UsageError(f"--{'interactive sets up agents' if interactive else 'remote is for a clone agents work in'}; "
-                         "it does not go with --server or --uninstall")
+    if misuse := _misused(interactive, remote, new_key, server or uninstall):
+        raise UsageError(misuse)
     result = setup.init(base=base, server=server, uninstall=uninstall, orchestrator_keys=orchestrator_keys,
                         agent_keys=_agent_keys(agent_keys), base_push=base_push,
                         signed_machines=(signed_machines, machine_keys))
     _say_init(result, uninstall, verbose, spanning=bool(remote))
     if remote:
-        span(remote)
+        span(remote, new_key)
     if not interactive:
         return 0
     try:
@@ -102,10 +103,22 @@ def init(base: str | None, server: bool, uninstall: bool, orchestrator_keys: tup
                          "git fleet-init, then git fleet-add NAME --zone ...") from None
 
 
-def span(remote: str) -> None:
-    """The fleet made to span machines through `remote` (init --remote, join), said."""
-    me = setup.span(load(), remote)
+def _misused(interactive: bool, remote: str | None, new_key: bool, server: bool) -> str | None:
+    if (interactive or remote) and server:
+        return (f"--{'interactive sets up agents' if interactive else 'remote is for a clone agents work in'}; "
+                "it does not go with --server or --uninstall")
+    return "--new-key goes with --remote NAME (the machine's key on that remote)" if new_key and not remote else None
+
+
+def span(remote: str, new_key: bool = False) -> None:
+    """The fleet made to span machines through `remote` (init --remote, join), said; with
+    `new_key`, this machine's key replaced there."""
+    fleet = load()
+    me = setup.span(fleet, remote)
     click.echo(f"the fleet spans machines through remote '{remote}'; this clone is machine {me.describe()}")
+    if new_key:
+        machines.new_key(fleet, remote)
+        click.echo(f"machine {me.id} has a new key, registered on '{remote}'; the old one signs nothing more")
 
 
 def _agent_keys(specs: tuple[str, ...]) -> list[tuple[str, str]]:
