@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from .fleet import Fleet
 
 AGENTS = "agents/"
-GIVEN_BACK = "given back by machine "  # + its id: a hold given back (restore), as the server reads it
 UNREADABLE = "(unreadable)"  # the machine of a hold whose record this git-fleet cannot read (take)
 REPORT = "state.json"  # in a hold's tree: what the agent's hooks last reported on its machine
 
@@ -191,7 +190,7 @@ def restore(fleet: Fleet, remote: str, taken: Hold, before: Hold | None) -> None
     me = machines.this(fleet.repo).id  # (the record speaks for it: a server asking for signed machines checks)
     rec = (records.new("free", agent=taken.agent) if before is None
            else records.new(before.record.op, agent=taken.agent, machine=before.record.machine,
-                            reason=GIVEN_BACK + me, since=before.since))
+                            reason=records.GIVEN_BACK + me, since=before.since))
     new = meeting.make_commit(fleet.repo.pygit, rec.message(), {}, taken.tip)
     with contextlib.suppress(FleetError):  # (if not, the next join, or --take-over, settles it)
         meeting.push(machines.at(fleet.repo), remote, [Update(meeting.SHARED + AGENTS + taken.agent, new, taken.tip)],

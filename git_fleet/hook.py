@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import check, pause, publish_start
+from . import check, pause
 from .errors import INTERNAL, FleetError, UsageError
 from .gateway import plumbing
 
@@ -202,12 +202,11 @@ def pushed(hook: str, args: list[str]) -> int:
     server = hook == "pre-receive"
     here = plumbing.here()
     compiled = _fleet(here)
-    stdin = sys.stdin.read()
+    updates = _ref_updates(sys.stdin.read(), server)
     if server:
         from . import server_shared  # (not on the commit hook's path)
 
-        shared = (server_shared.refusals(_ref_updates(stdin, server), here.git_dir)
-                  + server_shared.unsigned(_ref_updates(stdin, server), here.git_dir))
+        shared = server_shared.refusals(updates, here.git_dir) + server_shared.unsigned(updates, here.git_dir)
         if shared and compiled is None:  # (the shared refs' protocol holds without zones too)
             raise FleetError("\n".join(e.message for e in shared), shared[0].hint)
     if compiled is None:
@@ -218,7 +217,6 @@ def pushed(hook: str, args: list[str]) -> int:
         return 0
     cwd = here.git_dir
     errors = []
-    updates = _ref_updates(stdin, server)
     if server:
         from . import server as rules  # (not on the commit hook's path)
 
@@ -283,6 +281,8 @@ def post_commit() -> int:
     own; it decides whether the commit is an agent's, and the hook returns at once. (The hook
     itself starts it from the shell; this is `git fleet-check --hook post-commit`, for a hooks
     directory the fleet does not write.)"""
+    from . import publish_start  # (only this hook: not on the pre-commit hook's path)
+
     try:
         publish_start.start()
     except OSError as e:

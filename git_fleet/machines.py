@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import agent_state
+from . import agent_state, records
 from .config import parse_duration
 from .errors import FleetError, UsageError
 from .gateway import meeting, plumbing
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 REMOTE, MACHINE, POLL = "fleet.remote", "fleet.machine", "fleet.poll"
 KEY = os.path.join("fleet", "machine-key")  # this clone's SSH key (and .pub), in its common dir
-PUBLIC = "key.pub"  # in a machine's record: the public key its pushes are signed with
 MACHINES = "machines/"
 # what a fetch brings, always together (one stamp says when it last answered): the bus, which
 # machine holds each agent (holds.py), and the machines' records
@@ -222,21 +221,25 @@ def _make_key(repo: Repo, ident: str) -> bytes | None:
     """This machine's public key, the key made first if there is none; None without ssh-keygen
     (OpenSSH): its pushes are then unsigned, which a server that asks for signatures refuses."""
     path = repo.common_dir / KEY
-    keygen = shutil.which("ssh-keygen")
     if not path.is_file():
-        if keygen is None:
+        if shutil.which("ssh-keygen") is None:
             return None
         path.parent.mkdir(parents=True, exist_ok=True)
-        made = subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", f"git-fleet machine {ident}",
-                               "-f", str(path)], capture_output=True, stdin=subprocess.DEVNULL, check=False)
-        if made.returncode != 0:
-            raise FleetError(f"ssh-keygen could not make this machine's key {path}: "
-                             f"{made.stderr.decode('utf-8', 'replace').strip()}")
+        _keygen(path, ident)
     try:
         return Path(f"{path}.pub").read_bytes()
     except OSError as e:
         raise FleetError(f"cannot read this machine's public key {path}.pub: {e.strerror}",
                          f"remove {path} to have another made") from None
+
+
+def _keygen(path: Path, ident: str) -> None:
+    """An SSH key for machine `ident` made at `path` (and .pub), unencrypted: ssh-keygen's."""
+    made = subprocess.run([shutil.which("ssh-keygen") or "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
+                           f"git-fleet machine {ident}", "-f", str(path)],
+                          capture_output=True, stdin=subprocess.DEVNULL, check=False)
+    if made.returncode != 0:
+        raise FleetError(f"ssh-keygen could not make a key at {path}: {made.stderr.decode('utf-8', 'replace').strip()}")
 
 
 def new_key(fleet: Fleet, remote: str) -> Machine:
@@ -255,13 +258,9 @@ def new_key(fleet: Fleet, remote: str) -> Machine:
     made = old.with_name(old.name + ".new")
     for leftover in (made, Path(f"{made}.pub")):
         leftover.unlink(missing_ok=True)
-    keygen = shutil.which("ssh-keygen") or "ssh-keygen"
-    run = subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", f"git-fleet machine {me.id}", "-f", str(made)],
-                         capture_output=True, stdin=subprocess.DEVNULL, check=False)
-    if run.returncode != 0:
-        raise FleetError(f"ssh-keygen could not make a new key: {run.stderr.decode('utf-8', 'replace').strip()}")
+    _keygen(made, me.id)
     record = meeting.commit(fleet.repo.pygit, have).message
-    commit = meeting.make_commit(fleet.repo.pygit, record, {PUBLIC: Path(f"{made}.pub").read_bytes()}, have)
+    commit = meeting.make_commit(fleet.repo.pygit, record, {records.PUBLIC: Path(f"{made}.pub").read_bytes()}, have)
     pushed = meeting.push(at(fleet.repo), remote, [Update(meeting.SHARED + MACHINES + me.id, commit, have)], key=old)
     if not pushed.won:
         for leftover in (made, Path(f"{made}.pub")):
@@ -271,16 +270,6 @@ def new_key(fleet: Fleet, remote: str) -> Machine:
     os.replace(f"{made}.pub", f"{old}.pub")
     os.replace(made, old)
     return me
-
-
-def public_key(repo: pygit2.Repository, remote: str, machine: str) -> str | None:
-    """The public key `machine`'s record on the remote holds, as this clone last fetched it."""
-    oid = meeting.refs_under(repo, meeting.tracking(remote) + MACHINES).get(machine)
-    try:
-        entry = meeting.commit(repo, oid).tree[PUBLIC] if oid else None
-        return meeting.blob(repo, str(entry.id)).decode("ascii").strip() if entry is not None else None
-    except (KeyError, FleetError, UnicodeDecodeError):
-        return None
 
 
 AT = os.path.join("fleet", "machine-at")  # in the common dir: where the clone was when it took its id, and the id
@@ -344,7 +333,7 @@ def span(fleet: Fleet, remote: str) -> Machine:
                          "since": int(time.time())}, sort_keys=True)
     public = _make_key(fleet.repo, me.id)
     commit = meeting.make_commit(fleet.repo.pygit, f"fleet: machine {me.describe()}\n\n{record}\n",
-                                 {PUBLIC: public} if public else {}, None)
+                                 {records.PUBLIC: public} if public else {}, None)
     cwd = at(fleet.repo)
     fetch(fleet.repo, remote)
     ref = meeting.SHARED + MACHINES + me.id

@@ -1,7 +1,7 @@
 """Starting the publisher (publish.py) in the background, detached, from where nothing may wait
 on the network: the post-commit hook (an agent's commit) and the agent CLIs' hooks (a change of
-an agent's state, for the other machines). It imports nothing but the standard library: it is
-on every commit's and every hook event's path."""
+an agent's state, for the other machines). It imports the standard library and agent_state
+alone: it is on every agent commit's and every hook event's path."""
 
 from __future__ import annotations
 

@@ -26,6 +26,8 @@ NEEDS = {1: "0.1"}  # format -> the git-fleet version that reads it (said to old
 ENDS = ("done", "failed", "cancelled", "removed")
 HOLDING = ("claim", "renew")
 OPS = ("open", "claim", "renew", "release", *ENDS, "ids", "kept", "log", "hold", "handoff", "free")
+GIVEN_BACK = "given back by machine "  # + its id: a hold's reason, given back (holds.restore; the server reads it)
+PUBLIC = "key.pub"  # in the tree of a machine's record: the public key its pushes are signed with (machines.py)
 
 
 @dataclass(frozen=True)

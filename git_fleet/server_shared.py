@@ -74,7 +74,7 @@ def _judge(name: str, new: str, old: str, cwd: str, log_moves: bool, moved: dict
     if name.startswith("machines/"):
         # (a new key, on top: only where signatures say it is the machine's own, signed by its old key)
         signed = plumbing.out(["config", "--type=bool", "--get", REQUIRED], cwd, check=False) == "true"
-        return None if old == zero or signed and _blob_text(f"{new}:{PUBLIC}", cwd) else \
+        return None if old == zero or signed and _blob_text(f"{new}:{records.PUBLIC}", cwd) else \
             "a machine's record is written once (a new key only on a server that checks signed machines)"
     rec = records.parse(message, f"refs/fleet/{name}")
     if name.startswith("agents/"):
@@ -185,8 +185,6 @@ def _read(oid: str, cwd: str, where: str) -> tuple[records.Record, list[str]]:
 
 
 REQUIRED = "fleet.signedMachines"  # the server's git config: true where pushes must be signed by machines
-PUBLIC = "key.pub"  # in a machine's record (machines.py)
-GIVEN_BACK = "given back by machine "  # a hold's reason (holds.py)
 
 
 def unsigned(updates: Sequence[tuple[str, str, str]], cwd: str) -> list[FleetError]:
@@ -234,7 +232,7 @@ def _signer(shared: Sequence[tuple[str, str, str]], cwd: str) -> tuple[str | Non
         # only after this hook (a push that is not atomic would land the rest under a stolen id)
         if name.startswith("machines/") and not name.endswith(".atomic") and old == plumbing.ZERO_OID \
                 and machine not in keys and not _exists(ref, cwd):
-            key = _blob_text(f"{new}:{PUBLIC}", cwd)
+            key = _blob_text(f"{new}:{records.PUBLIC}", cwd)
             if key and fingerprint(key) == used and not _enrolled(cwd, used):
                 return None, (f"machine {machine}'s key is not enrolled on this server ({used}); enrol it where the "
                               f"server's repository is: echo '{' '.join(key.split()[:2])}' > {machine}.pub && "
@@ -278,7 +276,7 @@ def _registered(cwd: str) -> dict[str, str]:
     found = {}
     for ref in listed.splitlines():
         if not ref.endswith(".atomic"):
-            key = _blob_text(f"{ref}:{PUBLIC}", cwd)
+            key = _blob_text(f"{ref}:{records.PUBLIC}", cwd)
             if key:
                 found[ref.removeprefix(f"{SHARED}machines/")] = key
     return found
@@ -309,7 +307,8 @@ def _speaks_for(name: str, new: str, old: str, cwd: str, moved: dict[str, tuple[
     rec = _read(new, cwd, f"refs/fleet/{name}")[0]
     if name.startswith("agents/") and old != zero:
         before = _read(old, cwd, f"refs/fleet/{name}")[0]
-        given = (rec.reason or "").removeprefix(GIVEN_BACK) if (rec.reason or "").startswith(GIVEN_BACK) else None
+        given = (rec.reason or "").removeprefix(records.GIVEN_BACK) if (rec.reason or "").startswith(records.GIVEN_BACK) \
+            else None
         if rec.op == "free" or given is not None:  # (a hold given back: by the machine that held it)
             return before.machine if given in (None, before.machine) else given + " (not the holder)"
     return rec.machine

@@ -26,6 +26,13 @@ def _spanning(sb: Sandbox) -> Machines:
     return Machines(sb, str(sb.root / "hub.git"))
 
 
+def _with_a_box(sb: Sandbox) -> tuple[Machines, Path, dict[str, str]]:
+    """The orchestrator's clone spanning machines (_spanning), and a machine "box": its clone and
+    its environment."""
+    machines = _spanning(sb)
+    return machines, machines.machine("box"), machines.env("box")
+
+
 def _on_hub(sb: Sandbox, ref: str) -> str | None:
     """What the hub holds at `ref` (None: nothing)."""
     found = sb.git("rev-parse", "-q", "--verify", ref, cwd=sb.root / "hub.git", ok=None).out.strip()
@@ -162,9 +169,7 @@ def test_a_fleet_poll_that_is_not_a_duration_is_misuse_naming_the_key(hub: Sandb
 
 def test_join_misuse_exits_2_before_anything_is_held(hub: Sandbox) -> None:
     sb = hub
-    machines = _spanning(sb)
-    box = machines.machine("box")
-    env = machines.env("box")
+    machines, box, env = _with_a_box(sb)
     res = sb.git("fleet-join", "nobody", cwd=box, env=env, ok=False)
     assert res.code == 2 and "error: no agent named 'nobody'" in res.err and "hint: agents: api, docs" in res.err
     res = sb.git("fleet-join", "api", "--remote", "upstream", cwd=box, env=env, ok=False)
@@ -215,9 +220,7 @@ def test_join_brings_a_stale_branch_up_to_the_remotes_and_keeps_one_that_moved_a
 
 def test_join_path_refuses_a_non_empty_directory_giving_the_hold_back_and_uses_an_empty_one(hub: Sandbox) -> None:
     sb = hub
-    machines = _spanning(sb)
-    box = machines.machine("box")
-    env = machines.env("box")
+    machines, box, env = _with_a_box(sb)
     full = sb.root / "box" / "full"
     full.mkdir()
     (full / "notes.txt").write_text("someone's\n")
@@ -243,9 +246,7 @@ def test_join_path_refuses_a_non_empty_directory_giving_the_hold_back_and_uses_a
 
 def test_a_join_again_on_the_holding_machine_keeps_its_hold_even_when_it_fails(hub: Sandbox) -> None:
     sb = hub
-    machines = _spanning(sb)
-    box = machines.machine("box")
-    env = machines.env("box")
+    machines, box, env = _with_a_box(sb)
     sb.git("fleet-join", "api", cwd=box, env=env)
     held = _on_hub(sb, "refs/fleet/agents/api")
     again = sb.git("fleet-join", "api", cwd=box, env=env)  # nothing to do: held here, its worktree there
@@ -265,9 +266,7 @@ def test_a_join_again_on_the_holding_machine_keeps_its_hold_even_when_it_fails(h
 
 def test_join_with_the_remote_away_names_it_and_sets_nothing_up(hub: Sandbox) -> None:
     sb = hub
-    machines = _spanning(sb)
-    box = machines.machine("box")
-    env = machines.env("box")
+    machines, box, env = _with_a_box(sb)
     sb.git("fleet-join", "api", cwd=box, env=env)
     sb.fleet("task", "add", "one", "--agent", "api")
     sb.git("fleet-task", "claim", cwd=sb.root / "box" / "repo-api", env=env)
@@ -293,9 +292,7 @@ def test_join_with_the_remote_away_names_it_and_sets_nothing_up(hub: Sandbox) ->
 
 def test_a_waiting_claim_waits_out_the_remote_away_and_claims_once_it_answers(hub: Sandbox) -> None:
     sb = hub
-    machines = _spanning(sb)
-    box = machines.machine("box")
-    env = machines.env("box")
+    machines, box, env = _with_a_box(sb)
     sb.git("config", "fleet.poll", "0.3", cwd=box)
     sb.git("fleet-join", "docs", cwd=box, env=env)
     waiting = sb.spawn(["git", "fleet-task", "claim", "--wait", "--agent", "docs"], cwd=box, env=env,

@@ -19,6 +19,7 @@ import pytest
 
 from git_fleet import sandbox
 from helpers import Sandbox, git_daemon, private_tmux
+from test_machines import publishing
 
 MISSING = sandbox.support().missing()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"no sandbox on this system: {MISSING}")
@@ -435,7 +436,7 @@ def test_a_sandboxed_agent_in_a_fleet_across_machines_claims_and_reports_through
                 sb.git("log", "-1", "--format=%s", "fleet/backend/work", cwd=hub).out.strip() != "backend: v5":
             assert time.time() < deadline, "its commit and its state did not reach the remote"
             time.sleep(0.2)
-        while sb.run(["pgrep", "-f", "git_fleet.publish"], ok=None).code == 0:
+        while publishing(sb):
             assert time.time() < deadline, "the publisher did not end"
             time.sleep(0.1)
         own = sb.repo / ".git" / "fleet" / "agents" / "backend"
